@@ -1,0 +1,411 @@
+"""CAR v1 files: a header (DAG-CBOR ``{"roots": [...], "version": 1}``) then blocks.
+
+Each block is ``varint(len) || CID || data`` (https://ipld.io/specs/transport/car/carv1/).
+:func:`read_car` frames the whole input once and keeps only an index, CID -> (offset,
+length); block bytes stay where they are: in the caller's ``bytes``, in the file named by a
+path, or, for a stream, in memory up to ``mem_limit_mb`` and then in a temporary file. So a
+367 MB CAR read with ``mem_limit_mb=64`` never sits in memory.
+
+Checks: varints are minimal and at most 9 bytes; header and blocks are bounded
+(:data:`MAX_HEADER_SIZE`, :data:`MAX_BLOCK_SIZE`); a block must hold a whole CID; the input
+must end exactly at a block boundary. With ``verify_cids=True`` (the default) every block
+handed out by :meth:`CarFile.get` or by iteration is hashed and compared with its CID first,
+so no unchecked byte ever reaches a caller; blocks nobody asks for are never hashed.
+
+This is the one building block that reads files: ``read_car(path)`` is its purpose. It never
+touches the network.
+
+Not to be confused with :func:`atrepo.read_car`, which returns a verified
+:class:`~atrepo.RepoSnapshot` of a repository CAR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from . import cbor
+from .cid import CID
+from .errors import CarError, DecodeError
+
+__all__ = ["MAX_BLOCK_SIZE", "MAX_HEADER_SIZE", "CarFile", "read_car"]
+
+MAX_HEADER_SIZE = 1 << 20   # 1 MiB: a header holds a few roots; more is hostile
+MAX_BLOCK_SIZE = 1 << 23    # 8 MiB: atproto records are capped far below this
+_LEN_BITS = 24              # index values pack (data offset << 24) | data length
+_LEN_MASK = (1 << _LEN_BITS) - 1
+_KEY_BYTES = 7              # index keys: the last 7 CID bytes, a 2-digit int (see _Index)
+_CHUNK = 4 << 20            # read files 4 MiB at a time
+_BLESSED_HEAD = (b"\x01\x71\x12\x20", b"\x01\x55\x12\x20")
+_SourceT = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
+
+
+def _varint(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """Return (value, next position) of the unsigned varint at ``pos``; strict and bounded."""
+    value = shift = 0
+    start = pos
+    while True:
+        if pos >= end:
+            raise CarError("truncated varint", offset=start)
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if byte == 0 and pos - start > 1:
+                raise CarError("non-minimal varint", offset=start)
+            return value, pos
+        shift += 7
+        if shift >= 63:
+            raise CarError("varint longer than 9 bytes", offset=start)
+
+
+def _cid_length(buf: bytes | memoryview, pos: int, end: int) -> int:
+    """Return the byte length of the binary CID at ``pos`` (CIDv1 or CIDv0)."""
+    if end - pos >= 36 and bytes(buf[pos:pos + 4]) in _BLESSED_HEAD:
+        return 36
+    if end - pos >= 34 and buf[pos] == 0x12 and buf[pos + 1] == 0x20:
+        return 34  # CIDv0: a bare sha2-256 multihash
+    version, p = _varint(buf, pos, end)
+    if version != 1:
+        raise CarError("unsupported CID version in block", offset=pos, version=version)
+    _codec, p = _varint(buf, p, end)
+    _hash_code, p = _varint(buf, p, end)
+    digest_len, p = _varint(buf, p, end)
+    if p + digest_len > end:
+        raise CarError("truncated CID in block", offset=pos)
+    return p + digest_len - pos
+
+
+class _Index:
+    """CID -> packed (data offset, length), compact enough for millions of blocks.
+
+    Keys are the last 7 bytes of the CID as an int (a 32-byte object, against 72 for the
+    36-byte CID itself): about 95 bytes per block in all. Two CIDs may share a key (a raw
+    and a dag-cbor CID of the same bytes, or a hostile CAR); the entry then holds a list,
+    and lookups compare the full CID, which the CAR stores just before each block's data.
+    """
+
+    __slots__ = ("entries", "count")
+
+    def __init__(self) -> None:
+        self.entries: dict[int, Any] = {}
+        self.count = 0
+
+    def add(self, key: int, packed: int) -> None:
+        entries = self.entries
+        old = entries.get(key)
+        if old is None:
+            entries[key] = packed
+        elif type(old) is list:
+            old.append(packed)
+        else:
+            entries[key] = [old, packed]
+        self.count += 1
+
+    def candidates(self, raw: bytes) -> list[int]:
+        found = self.entries.get(int.from_bytes(raw[-_KEY_BYTES:], "big"))
+        if found is None:
+            return []
+        return found if type(found) is list else [found]
+
+
+def _index_blocks(buf: bytes | memoryview, pos: int, end: int, base: int, index: _Index,
+                  final: bool) -> int:
+    """Frame blocks in ``buf[pos:end]`` into ``index``; return where the unframed tail starts.
+
+    ``base`` is the file offset of ``buf[0]``. When ``final`` is False a block cut off by
+    ``end`` is left for the next call; when True it is an error (truncated CAR).
+    """
+    add = index.add
+    from_bytes = int.from_bytes
+    while pos < end:
+        start = pos
+        first = buf[pos]
+        if first < 0x80:
+            size = first
+            pos += 1
+        else:
+            try:
+                size, pos = _varint(buf, pos, end)
+            except CarError:
+                if not final and end - start < 10:
+                    return start
+                raise CarError("truncated or malformed block length", offset=base + start)
+        if pos + size > end:
+            if not final:
+                return start
+            raise CarError("truncated CAR: block runs past the end", offset=base + start,
+                           hint="the download or file was cut short")
+        if size > MAX_BLOCK_SIZE or size == 0:
+            raise CarError("block length out of range", offset=base + start, length=size)
+        cid_len = _cid_length(buf, pos, pos + size)
+        data = pos + cid_len
+        if data > pos + size:
+            raise CarError("block shorter than its CID", offset=base + start)
+        add(from_bytes(buf[data - _KEY_BYTES:data], "big"),
+            ((base + data) << _LEN_BITS) | (pos + size - data))
+        pos += size
+    return pos
+
+
+def _parse_header(buf: bytes | memoryview, end: int) -> tuple[list[CID], int]:
+    """Return (roots, offset of the first block) from the start of a CAR."""
+    size, pos = _varint(buf, 0, end)
+    if size == 0 or size > MAX_HEADER_SIZE:
+        raise CarError("CAR header length out of range", offset=0, length=size)
+    if pos + size > end:
+        raise CarError("truncated CAR header", offset=pos)
+    try:
+        header = cbor.decode(bytes(buf[pos:pos + size]))
+    except DecodeError as exc:
+        raise CarError("CAR header is not valid DAG-CBOR", offset=pos,
+                       detail=exc.message) from exc
+    if not isinstance(header, dict) or header.get("version") != 1:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise CarError("unsupported CAR header (only CARv1 is supported)", offset=pos,
+                       version=version)
+    roots = header.get("roots")
+    if not isinstance(roots, list) or not all(isinstance(r, CID) for r in roots):
+        raise CarError("CAR header roots must be a list of CIDs", offset=pos)
+    return roots, pos + size
+
+
+class CarFile:
+    """The blocks of one CAR, indexed; block bytes are read on demand.
+
+    ``car.roots`` lists the header's root CIDs; ``car.get(cid)`` returns a block's bytes
+    (checked against the CID unless ``verify_cids=False``) or ``None``; ``cid in car`` tests
+    presence; iterating yields ``(CID, bytes)`` in file order; ``len(car)`` counts blocks.
+    Use as a context manager, or call :meth:`close`, to release a file.
+
+    Build one with :func:`read_car`.
+    """
+
+    def __init__(self, roots: list[CID], index: _Index, *, buffer: bytes | None = None,
+                 fd: int | None = None, path: str | None = None, temp: bool = False,
+                 verify_cids: bool = True, size: int = 0) -> None:
+        self.roots = roots
+        self.verify_cids = verify_cids
+        self.size = size
+        self.path = path
+        self._index = index
+        self._buffer = buffer
+        self._fd = fd
+        self._temp = temp
+
+    # -- access by raw binary CID: what the rest of atrepo uses -------------------------------
+
+    def locate(self, raw: bytes) -> tuple[int, int] | None:
+        """Return (offset, length) of the data of the block with binary CID ``raw``."""
+        for packed in self._index.candidates(raw):
+            offset, length = packed >> _LEN_BITS, packed & _LEN_MASK
+            if self._read(offset - len(raw), len(raw)) == raw:
+                return offset, length
+        return None
+
+    def get_raw(self, raw: bytes) -> bytes | None:
+        """Return the data of the block with binary CID ``raw``, verified; None if absent."""
+        where = self.locate(raw)
+        if where is None:
+            return None
+        data = self._read(*where)
+        if self.verify_cids:
+            check_block(raw, data, where[0])
+        return data
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if self._buffer is not None:
+            return self._buffer[offset:offset + length]
+        if self._fd is None:
+            raise CarError("CAR file is closed", path=self.path)
+        return os.pread(self._fd, length, offset)
+
+    # -- the public mapping-like surface ------------------------------------------------------
+
+    def get(self, cid: CID | bytes | str) -> bytes | None:
+        """Return the bytes of block ``cid`` (a CID, its string, or binary form), or None.
+
+        Raises:
+            CarError: when verify_cids is on and the bytes do not match the CID.
+        """
+        return self.get_raw(_as_raw(cid))
+
+    def __contains__(self, cid: object) -> bool:
+        if not isinstance(cid, (CID, bytes, str)):
+            return False
+        return self.locate(_as_raw(cid)) is not None
+
+    def __len__(self) -> int:
+        return self._index.count
+
+    def __iter__(self) -> Iterator[tuple[CID, bytes]]:
+        """Yield (CID, bytes) for every block, in file order, each verified."""
+        located = []
+        for found in self._index.entries.values():
+            located.extend(found if type(found) is list else [found])
+        located.sort()
+        for packed in located:
+            offset, length = packed >> _LEN_BITS, packed & _LEN_MASK
+            cid_len = self._cid_len_before(offset)
+            raw = self._read(offset - cid_len, cid_len)
+            data = self._read(offset, length)
+            if self.verify_cids:
+                check_block(raw, data, offset)
+            yield CID.from_raw(raw), data
+
+    def _cid_len_before(self, offset: int) -> int:
+        for length in (36, 34):
+            head = self._read(offset - length, 4)
+            if length == 36 and head in _BLESSED_HEAD:
+                return 36
+            if length == 34 and head[:2] == b"\x12\x20":
+                return 34
+        raise CarError("cannot iterate a CAR with non-sha256 CIDs", offset=offset)
+
+    def close(self) -> None:
+        """Release the file behind this CAR, if any (a temporary spill file is deleted)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            if self._temp and self.path:
+                os.unlink(self.path)
+
+    def __enter__(self) -> CarFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "memory" if self._buffer is not None else self.path
+        roots = ", ".join(str(r) for r in self.roots)
+        return f"<CarFile {len(self)} blocks, {self.size} bytes, roots=[{roots}], in {where}>"
+
+
+def check_block(raw: bytes, data: bytes, offset: int | None = None) -> None:
+    """Raise CarError unless ``data`` hashes to the sha2-256 CID ``raw``."""
+    if raw[-34:-32] != b"\x12\x20":
+        raise CarError("cannot verify block: CID is not sha2-256", cid=CID.from_raw(raw),
+                       offset=offset, hint="pass verify_cids=False to read it unchecked")
+    if hashlib.sha256(data).digest() != raw[-32:]:
+        raise CarError("block does not match its CID", cid=CID.from_raw(raw), offset=offset,
+                       hint="the CAR is corrupt or was tampered with")
+
+
+def _as_raw(cid: CID | bytes | str) -> bytes:
+    if isinstance(cid, str):
+        return bytes(CID.decode(cid))
+    return bytes(cid)
+
+
+def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = True) -> CarFile:
+    """Return a :class:`CarFile` for a CAR given as bytes, a path, or a binary file object.
+
+    Args:
+        source: the CAR's bytes; a path to it; or an open binary file/stream.
+        mem_limit_mb: CAR bytes held in memory at most. A path larger than this is read
+            from disk on demand; a stream larger than this is spilled to a temporary file.
+        verify_cids: hash every block handed out and compare it with its CID.
+
+    Raises:
+        CarError: on a malformed, truncated or oversized CAR.
+
+    Example:
+        >>> car = read_car("examples/data/sample.car")
+        >>> len(car.roots)
+        1
+    """
+    limit = int(mem_limit_mb * (1 << 20))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_buffer(bytes(source), verify_cids)
+    if isinstance(source, (str, os.PathLike)):
+        return _from_path(os.fspath(source), limit, verify_cids)
+    if hasattr(source, "read"):
+        return _from_stream(source, limit, verify_cids)
+    raise TypeError(f"read_car needs bytes, a path or a binary file, not {type(source).__name__}")
+
+
+def _from_buffer(buf: bytes, verify_cids: bool) -> CarFile:
+    roots, pos = _parse_header(buf, len(buf))
+    index = _Index()
+    _index_blocks(buf, pos, len(buf), 0, index, final=True)
+    return CarFile(roots, index, buffer=buf, verify_cids=verify_cids, size=len(buf))
+
+
+def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False) -> CarFile:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise CarError("cannot open CAR file", path=path, detail=exc.strerror) from exc
+    try:
+        size = os.fstat(fd).st_size
+        if size <= limit:
+            buf = _read_all(fd, size)
+            os.close(fd)
+            car = _from_buffer(buf, verify_cids)
+            car.path = path
+            if temp:
+                os.unlink(path)
+            return car
+        roots, index = _index_fd(fd, size)
+    except BaseException:
+        os.close(fd)
+        if temp:
+            os.unlink(path)
+        raise
+    return CarFile(roots, index, fd=fd, path=path, temp=temp, verify_cids=verify_cids,
+                   size=size)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    parts = []
+    offset = 0
+    while offset < size:
+        part = os.pread(fd, min(_CHUNK, size - offset), offset)
+        if not part:
+            break
+        parts.append(part)
+        offset += len(part)
+    return b"".join(parts)
+
+
+def _index_fd(fd: int, size: int) -> tuple[list[CID], _Index]:
+    """Frame a CAR file chunk by chunk, holding at most one chunk (plus one block) in memory."""
+    head = os.pread(fd, min(size, MAX_HEADER_SIZE + 10), 0)
+    roots, pos = _parse_header(head, len(head))
+    index = _Index()
+    while pos < size:
+        want = max(_CHUNK, MAX_BLOCK_SIZE + 16) if size - pos > _CHUNK else size - pos
+        chunk = os.pread(fd, min(want, size - pos), pos)
+        final = pos + len(chunk) >= size
+        done = _index_blocks(chunk, 0, len(chunk), pos, index, final=final)
+        if done == 0 and not final:
+            raise CarError("block too large to frame", offset=pos)
+        pos += done
+    return roots, index
+
+
+def _from_stream(stream: IO[bytes], limit: int, verify_cids: bool) -> CarFile:
+    """Read a stream into memory, or, once past ``limit`` bytes, into a temporary file."""
+    held: list[bytes] = []
+    total = 0
+    while total <= limit:
+        part = stream.read(_CHUNK)
+        if not part:
+            return _from_buffer(b"".join(held), verify_cids)
+        held.append(part)
+        total += len(part)
+    spill = tempfile.NamedTemporaryFile(prefix="atrepo-", suffix=".car", delete=False)
+    with spill:
+        for part in held:
+            spill.write(part)
+        held.clear()
+        while part := stream.read(_CHUNK):
+            spill.write(part)
+    return _from_path(spill.name, 0, verify_cids, temp=True)

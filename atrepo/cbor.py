@@ -1,0 +1,167 @@
+"""Strict DAG-CBOR, as atproto uses it, on top of cbor2's C decoder and encoder.
+
+Rules enforced by :func:`decode` (https://atproto.com/specs/data-model and the DAG-CBOR spec):
+
+* the only tag is 42 (a CID link, whose bytes start with the 0x00 multibase prefix);
+* map keys are text strings, unique, in canonical order (shorter first, then bytewise);
+* lengths are definite and every integer uses its shortest encoding;
+* no floats (the atproto data model forbids them), no ``undefined`` or other simple values;
+* integers fit in 64 bits, signed;
+* nothing follows the single top-level item.
+
+Canonical form is checked by re-encoding the decoded value and comparing bytes: cbor2's
+``canonical=True`` output is exactly DAG-CBOR's canonical form once the types above are
+enforced, so a mismatch means the input was not canonical.
+
+Internal fast paths (:func:`decode_fast`) skip the canonical re-encode: they are used on
+blocks whose bytes were already checked against their CID, and return links as
+:class:`Link` (raw binary CID) instead of building :class:`~atrepo.cid.CID` objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+import multiformats
+
+from .cid import CID
+from .errors import DecodeError
+
+__all__ = ["Link", "decode", "decode_fast", "encode"]
+
+MAX_DEPTH = 128  # nesting deeper than any real record; bounds recursion in checks and cbor2
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+# what cbor2 raises on hostile input (besides our own DecodeError from inside a hook)
+CBOR_ERRORS = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError)
+
+
+class Link(bytes):
+    """A CID link as its raw binary form; what :func:`decode_fast` returns for tag 42."""
+
+    __slots__ = ()
+
+
+def link_bytes(tag: cbor2.CBORTag) -> bytes:
+    """Return the binary CID inside a tag-42 item, or raise DecodeError for any other tag."""
+    value = tag.value
+    if tag.tag != 42:
+        raise DecodeError("unsupported CBOR tag", tag=tag.tag,
+                          hint="DAG-CBOR allows only tag 42 (CID)")
+    if type(value) is not bytes or len(value) < 2 or value[0] != 0:
+        raise DecodeError("malformed CID link (tag 42 needs bytes with a 0x00 prefix)")
+    return value[1:]
+
+
+def _strict_tag(tag: cbor2.CBORTag, immutable: bool) -> CID:
+    return CID.decode(link_bytes(tag))
+
+
+def _fast_tag(tag: cbor2.CBORTag, immutable: bool) -> Link:
+    return Link(link_bytes(tag))
+
+
+def _loads(data: bytes, tag_hook: Any) -> Any:
+    return cbor2.loads(data, tag_hook=tag_hook, allow_indefinite=False,
+                       allow_duplicate_keys=False, strict_hashable_types=True,
+                       max_depth=MAX_DEPTH)
+
+
+def _decode_error(exc: Exception) -> DecodeError:
+    """The DecodeError for a cbor2 failure; our own tag-hook errors arrive wrapped by cbor2."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if isinstance(err, DecodeError):
+            return err
+    return DecodeError("invalid DAG-CBOR", detail=str(exc)[:200])
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """Return the value of one strict DAG-CBOR item; links come back as :class:`~atrepo.CID`.
+
+    Raises:
+        DecodeError: on anything that is not canonical atproto DAG-CBOR (see module doc).
+
+    Example:
+        >>> decode(bytes.fromhex("a2616101616282f5f6"))
+        {'a': 1, 'b': [True, None]}
+    """
+    data = bytes(data)
+    try:
+        value = _loads(data, _strict_tag)
+    except CBOR_ERRORS as exc:
+        raise _decode_error(exc) from exc
+    if encode(value) != data:
+        raise DecodeError("DAG-CBOR is not in canonical form, or has trailing bytes",
+                          hint="keys must be sorted, lengths and integers minimal")
+    return value
+
+
+def decode_fast(data: bytes) -> Any:
+    """Return the value of a DAG-CBOR item without the canonical-form re-check.
+
+    Links come back as :class:`Link`. Types are still restricted by cbor2's strict flags;
+    callers validate the shape they expect.
+
+    Raises:
+        DecodeError: when the bytes are not CBOR or use a forbidden tag.
+    """
+    try:
+        return _loads(data, _fast_tag)
+    except CBOR_ERRORS as exc:
+        raise _decode_error(exc) from exc
+
+
+def _check(value: Any, depth: int = 0) -> None:
+    """Raise DecodeError unless ``value`` holds only data-model types."""
+    if depth > MAX_DEPTH:
+        raise DecodeError("value nested too deeply", max_depth=MAX_DEPTH)
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise DecodeError("map key is not a string", key=repr(key)[:50])
+            _check(item, depth + 1)
+    elif kind is list:
+        for item in value:
+            _check(item, depth + 1)
+    elif kind is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise DecodeError("integer outside the signed 64-bit range", value=value)
+    elif kind is float:
+        raise DecodeError("floats are not allowed in the atproto data model", value=value)
+    elif value is None or kind in (str, bytes, bool, Link) or isinstance(value, multiformats.CID):
+        return
+    else:
+        raise DecodeError("type not allowed in DAG-CBOR", type=kind.__name__)
+
+
+def _encode_link(encoder: cbor2.CBOREncoder, value: Any) -> None:
+    if isinstance(value, multiformats.CID):
+        encoder.encode(cbor2.CBORTag(42, b"\x00" + bytes(value)))
+    elif isinstance(value, Link):
+        encoder.encode(cbor2.CBORTag(42, b"\x00" + bytes(value)))
+    else:
+        raise DecodeError("type not allowed in DAG-CBOR", type=type(value).__name__)
+
+
+_ENCODERS = {Link: _encode_link}
+
+
+def encode(value: Any) -> bytes:
+    """Return the canonical DAG-CBOR encoding of ``value``.
+
+    Accepts ``None``, ``bool``, 64-bit ``int``, ``str``, ``bytes``, ``list``, ``dict`` with
+    ``str`` keys, and CIDs (:class:`~atrepo.CID` or any ``multiformats.CID``). Map keys are
+    written in canonical order, so ``encode(decode(b)) == b`` for every valid ``b``.
+
+    Raises:
+        DecodeError: on floats or any other type outside the data model.
+
+    Example:
+        >>> encode({"b": [True, None], "a": 1}).hex()
+        'a2616101616282f5f6'
+    """
+    _check(value)
+    # Link subclasses bytes, so it must be named in `encoders` to beat the bytes encoder
+    return cbor2.dumps(value, canonical=True, default=_encode_link, encoders=_ENCODERS)

@@ -1,0 +1,247 @@
+"""Content identifiers: the :class:`CID` value type, fast string forms, and :func:`cid_for`.
+
+atproto uses one "blessed" CID form almost everywhere: CIDv1, codec ``dag-cbor`` (0x71) for
+records, MST nodes and commits, or ``raw`` (0x55) for blobs, and a sha2-256 multihash. In
+binary such a CID is always 36 bytes: ``01 71|55 12 20`` followed by the 32-byte digest, and
+its string form is ``"b"`` + lowercase unpadded base32 (``bafyrei...`` / ``bafkrei...``).
+See https://atproto.com/specs/data-model#link-and-cid-formats.
+
+:class:`CID` subclasses ``multiformats.CID`` (so ``isinstance(x, multiformats.CID)`` holds
+and its API works) but builds instances directly from the 36 bytes and prints base32 by
+default; multiformats' own constructor takes ~185 µs per CID, which would dominate reading a
+million-record repository. Other CID forms fall back to multiformats.
+
+Hot paths inside atrepo never build CID objects: they pass the raw 36 bytes around and
+turn them into strings with :func:`cid_str`, which packs the 5-bit groups of a CID with a
+few big-integer operations instead of a per-character loop (about 2 µs instead of 4.5 µs
+for ``base64.b32encode``), and with :func:`cid_strs` for many at once (about 1 µs each).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import multiformats
+from multiformats import multibase, multicodec, multihash
+
+from .errors import DecodeError
+
+__all__ = ["CID", "CODEC_DAG_CBOR", "CODEC_RAW", "cid_for", "cid_str", "cid_strs", "is_blessed"]
+
+CODEC_DAG_CBOR = 0x71
+CODEC_RAW = 0x55
+_PREFIX_DAG_CBOR = b"\x01\x71\x12\x20"
+_PREFIX_RAW = b"\x01\x55\x12\x20"
+_BLESSED_LEN = 36
+_B32_CHARS = 58  # ceil(36 * 8 / 5)
+
+_ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
+_FIVE_BITS_TO_CHAR = bytes(_ALPHABET[i & 31] for i in range(256))
+
+
+def _spread_masks(groups: int, repeat: int) -> list[tuple[int, int, int]]:
+    """Masks that move 5-bit groups of a ``groups*5``-bit number into one byte each.
+
+    Each stage splits every block of ``m`` groups in two and shifts the upper half left, so
+    after log2(groups) stages every group sits in the low bits of its own byte. ``repeat``
+    tiles the masks so that many CIDs, each in its own ``groups``-byte slot, move at once.
+    """
+    stages = []
+    m = groups
+    while m > 1:
+        half = m // 2
+        width = m * 8
+        low = high = 0
+        for block in range(groups // m):
+            base = block * width
+            low |= ((1 << (half * 5)) - 1) << base
+            high |= ((1 << (half * 5)) - 1) << (base + half * 5)
+        stages.append((low, high, half * 3))
+        m = half
+    if repeat == 1:
+        return stages
+    slot = groups * 8
+    return [(_tile(low, slot, repeat), _tile(high, slot, repeat), shift)
+            for low, high, shift in stages]
+
+
+def _tile(mask: int, slot_bits: int, repeat: int) -> int:
+    pattern = mask.to_bytes(slot_bits // 8, "big")
+    return int.from_bytes(pattern * repeat, "big")
+
+
+_MASKS_ONE = _spread_masks(64, 1)
+_BATCH = 256
+_MASKS_BATCH = _spread_masks(64, _BATCH)
+_PAD_HEAD = b"\x00" * 24  # a 36-byte CID + 4 pad bytes = 40 bytes = 64 groups, in a 64-byte slot
+_PAD_TAIL = b"\x00" * 4
+
+
+def cid_str(raw: bytes) -> str:
+    """Return the base32 multibase string (``"bafy..."``) of a binary CID.
+
+    Args:
+        raw: the CID's binary form (without the 0x00 multibase prefix of DAG-CBOR tag 42).
+    """
+    if len(raw) != _BLESSED_LEN:
+        return "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    x = int.from_bytes(raw, "big") << 32
+    for low, high, shift in _MASKS_ONE:
+        x = (x & low) | ((x & high) << shift)
+    return "b" + x.to_bytes(64, "big").translate(_FIVE_BITS_TO_CHAR)[:_B32_CHARS].decode("ascii")
+
+
+def cid_strs(raws: Sequence[bytes]) -> list[str]:
+    """Return :func:`cid_str` of each binary CID, computed in batches of big-integer work.
+
+    About 1 µs per CID instead of 2 µs: a batch of CIDs is laid out as one integer and the
+    same mask-and-shift stages run over all of them together.
+    """
+    out: list[str] = []
+    for start in range(0, len(raws), _BATCH):
+        chunk = raws[start:start + _BATCH]
+        if any(len(r) != _BLESSED_LEN for r in chunk):
+            out.extend(cid_str(r) for r in chunk)
+            continue
+        masks = _MASKS_BATCH if len(chunk) == _BATCH else _spread_masks(64, len(chunk))
+        joined = _PAD_HEAD + (_PAD_TAIL + _PAD_HEAD).join(chunk) + _PAD_TAIL
+        x = int.from_bytes(joined, "big")
+        for low, high, shift in masks:
+            x = (x & low) | ((x & high) << shift)
+        text = x.to_bytes(64 * len(chunk), "big").translate(_FIVE_BITS_TO_CHAR).decode("ascii")
+        out.extend(["b" + text[i:i + _B32_CHARS] for i in range(0, len(text), 64)])
+    return out
+
+
+def is_blessed(raw: bytes) -> bool:
+    """Whether a binary CID is CIDv1 + dag-cbor or raw + sha2-256, as atproto requires."""
+    return len(raw) == _BLESSED_LEN and (raw[:4] == _PREFIX_DAG_CBOR or raw[:4] == _PREFIX_RAW)
+
+
+_BASE32 = multibase.get("base32")
+_SHA256 = multihash.get("sha2-256")
+_CODECS = {CODEC_DAG_CBOR: multicodec.get("dag-cbor"), CODEC_RAW: multicodec.get("raw")}
+
+
+class CID(multiformats.CID):
+    """A content identifier: multiformats' ``CID`` that prints as base32 and builds fast.
+
+    ``CID.decode(str | bytes)``, ``str(cid)`` (``"bafy..."``), ``bytes(cid)`` (binary form),
+    ``hash``/``==`` (by binary form) all work as in multiformats.
+
+    Example:
+        >>> c = cid_for(b"\\xa0")
+        >>> str(c)
+        'bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua'
+        >>> CID.decode(str(c)) == c
+        True
+    """
+
+    __slots__ = ("_raw",)
+    _raw: bytes
+
+    @staticmethod
+    def decode(cid: str | bytes | bytearray | memoryview) -> CID:  # type: ignore[override]
+        """Return the CID for a binary CID or a multibase string.
+
+        Raises:
+            DecodeError: when the input is not a valid CID.
+        """
+        if isinstance(cid, str):
+            return CID._from_str(cid)
+        raw = bytes(cid)
+        if is_blessed(raw):
+            return CID._from_blessed(raw)
+        return CID._from_multiformats(raw)
+
+    @staticmethod
+    def from_raw(raw: bytes) -> CID:
+        """Return the CID for its binary form, trusting a well-formed blessed CID."""
+        if is_blessed(raw):
+            return CID._from_blessed(raw)
+        return CID._from_multiformats(raw)
+
+    @staticmethod
+    def _from_blessed(raw: bytes) -> CID:
+        obj = object.__new__(CID)
+        obj._base = _BASE32
+        obj._version = 1
+        obj._codec = _CODECS[raw[1]]
+        obj._hashfun = _SHA256
+        obj._digest = raw[2:]
+        obj._raw = raw
+        return obj
+
+    @staticmethod
+    def _from_str(text: str) -> CID:
+        if text.startswith("b") and len(text) == _B32_CHARS + 1 and text.islower():
+            try:
+                raw = base64.b32decode(text[1:].upper() + "======")
+            except ValueError as exc:
+                raise DecodeError("invalid CID string", value=text) from exc
+            if is_blessed(raw):
+                return CID._from_blessed(raw)
+        try:
+            parsed = multiformats.CID.decode(text)
+        except (ValueError, KeyError) as exc:
+            raise DecodeError("invalid CID string", value=text[:100]) from exc
+        return CID._from_multiformats(bytes(parsed))
+
+    @staticmethod
+    def _from_multiformats(raw: bytes) -> CID:
+        try:
+            parsed = multiformats.CID.decode(raw)
+        except (ValueError, KeyError) as exc:
+            raise DecodeError("invalid binary CID", value=raw[:64].hex()) from exc
+        obj = object.__new__(CID)
+        obj._base = _BASE32 if parsed.version == 1 else parsed.base
+        obj._version = parsed.version
+        obj._codec = parsed.codec
+        obj._hashfun = parsed.hashfun
+        obj._digest = parsed.digest
+        obj._raw = bytes(parsed)
+        return obj
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    def __str__(self) -> str:
+        if self._version == 0:
+            return multiformats.CID.__str__(self)
+        return cid_str(self._raw)
+
+    def __repr__(self) -> str:
+        return f"CID({str(self)!r})"
+
+    # equal to multiformats' CID of the same bytes, so the hash must match theirs too
+    __hash__ = multiformats.CID.__hash__
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, CID):
+            return self._raw == other._raw
+        if isinstance(other, multiformats.CID):
+            return self._raw == bytes(other)
+        return NotImplemented
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CID.from_raw, (self._raw,))
+
+
+def cid_for(data: bytes, codec: str = "dag-cbor") -> CID:
+    """Return the sha2-256 CIDv1 of ``data`` under ``codec`` ("dag-cbor" or "raw").
+
+    Example:
+        >>> str(cid_for(b"hello", codec="raw"))
+        'bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq'
+    """
+    if codec == "dag-cbor":
+        prefix = _PREFIX_DAG_CBOR
+    elif codec == "raw":
+        prefix = _PREFIX_RAW
+    else:
+        raise DecodeError("unsupported codec for cid_for", codec=codec,
+                          hint="atproto uses 'dag-cbor' or 'raw'")
+    return CID._from_blessed(prefix + hashlib.sha256(data).digest())

@@ -1,0 +1,397 @@
+"""atproto cryptography: parse public keys and verify ECDSA signatures.
+
+atproto signs with ECDSA over two curves, ``p256`` (NIST P-256, secp256r1) and ``k256``
+(secp256k1). Public keys travel as ``did:key`` strings or as the ``publicKeyMultibase`` of a
+DID-document verification method; signatures are the 64-byte compact ``r || s`` form over the
+SHA-256 of the signed bytes, and only the "low-S" variant is valid (DER and high-S signatures
+are rejected). See https://atproto.com/specs/cryptography.
+
+This module is pure: no I/O, no network. Parsed keys are cached, since one key verifies every
+commit of a repository.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeAlias
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .errors import SignatureError
+
+__all__ = [
+    "Curve",
+    "PublicKey",
+    "format_did_key",
+    "parse_did_key",
+    "parse_legacy_key",
+    "parse_multikey",
+    "verify_commit",
+    "verify_signature",
+]
+
+Curve: TypeAlias = Literal["p256", "k256"]
+
+DID_KEY_PREFIX: Final = "did:key:"
+BASE58BTC_PREFIX: Final = "z"
+
+# Multicodec codes (https://github.com/multiformats/multicodec), written as unsigned varints.
+_CODEC_P256_PUB: Final = 0x1200  # p256-pub, varint 0x80 0x24
+_CODEC_K256_PUB: Final = 0xE7  # secp256k1-pub, varint 0xe7 0x01
+_CODEC_BY_CURVE: Final[dict[Curve, int]] = {"p256": _CODEC_P256_PUB, "k256": _CODEC_K256_PUB}
+_CURVE_BY_CODEC: Final[dict[int, Curve]] = {code: curve for curve, code in _CODEC_BY_CURVE.items()}
+
+# Legacy DID-document verification method types: raw point, no multicodec prefix.
+_LEGACY_TYPES: Final[dict[str, Curve]] = {
+    "EcdsaSecp256r1VerificationKey2019": "p256",
+    "EcdsaSecp256k1VerificationKey2019": "k256",
+}
+_MULTIKEY_TYPE: Final = "Multikey"
+
+# Group orders, for the range and low-S checks on signatures.
+_ORDER: Final[dict[Curve, int]] = {
+    "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "k256": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
+}
+_HALF_ORDER: Final[dict[Curve, int]] = {curve: n // 2 for curve, n in _ORDER.items()}
+
+_COMPRESSED_LEN: Final = 33
+_UNCOMPRESSED_LEN: Final = 65
+_SIGNATURE_LEN: Final = 64
+_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
+_CACHE_SIZE: Final = 16_384
+
+_B58_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX: Final[dict[str, int]] = {char: i for i, char in enumerate(_B58_ALPHABET)}
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A parsed atproto public key.
+
+    Equality and hashing use ``curve`` and ``did_key`` only; ``did_key`` is normalised, so two
+    encodings of the same point compare equal.
+
+    Attributes:
+        curve: ``"p256"`` or ``"k256"``.
+        key: the key as a ``cryptography`` object, ready to verify with.
+        did_key: the key as a ``did:key`` string, always of the compressed point.
+    """
+
+    curve: Curve
+    key: ec.EllipticCurvePublicKey = field(compare=False, repr=False)
+    did_key: str
+
+
+def _b58decode(text: str) -> bytes:
+    """Returns the bytes a base58btc string (no multibase prefix) encodes.
+
+    Raises:
+        ValueError: a character is outside the base58btc alphabet.
+    """
+    number = 0
+    for char in text:
+        digit = _B58_INDEX.get(char)
+        if digit is None:
+            raise ValueError(f"invalid base58btc character {char!r}")
+        number = number * 58 + digit
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+
+
+def _b58encode(data: bytes) -> str:
+    """Returns the base58btc text (no multibase prefix) of ``data``."""
+    number = int.from_bytes(data, "big")
+    chars: list[str] = []
+    while number:
+        number, digit = divmod(number, 58)
+        chars.append(_B58_ALPHABET[digit])
+    zeros = len(data) - len(data.lstrip(b"\x00"))
+    return "1" * zeros + "".join(reversed(chars))
+
+
+def _read_varint(data: bytes) -> tuple[int, int] | None:
+    """Returns ``(value, length)`` of the unsigned varint at the start of ``data``, or None."""
+    value = 0
+    for i, byte in enumerate(data[:9]):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, i + 1
+    return None
+
+
+def _encode_varint(value: int) -> bytes:
+    """Returns ``value`` as an unsigned varint."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+_CURVES: Final[dict[Curve, ec.EllipticCurve]] = {"p256": ec.SECP256R1(), "k256": ec.SECP256K1()}
+_PREFIX_BY_CURVE: Final[dict[Curve, bytes]] = {
+    curve: _encode_varint(code) for curve, code in _CODEC_BY_CURVE.items()
+}
+
+
+def format_did_key(curve: Curve, compressed_point: bytes) -> str:
+    """Returns the ``did:key`` string of a compressed public key point.
+
+    The point is not checked to lie on the curve; only its shape is.
+
+    Args:
+        curve: ``"p256"`` or ``"k256"``.
+        compressed_point: the 33-byte SEC1 compressed point (``0x02``/``0x03`` then ``x``).
+
+    Returns:
+        ``"did:key:z"`` followed by base58btc of the multicodec prefix and the point.
+
+    Raises:
+        SignatureError: unknown curve, or the point is not 33 bytes starting 0x02/0x03.
+    """
+    prefix = _PREFIX_BY_CURVE.get(curve)
+    if prefix is None:
+        raise SignatureError("unsupported curve", curve=curve,
+                             hint="atproto uses 'p256' or 'k256'")
+    point = bytes(compressed_point)
+    if len(point) != _COMPRESSED_LEN or point[0] not in (2, 3):
+        raise SignatureError("not a compressed public key point", curve=curve,
+                             length=len(point))
+    return DID_KEY_PREFIX + BASE58BTC_PREFIX + _b58encode(prefix + point)
+
+
+def _load_point(curve: Curve, point: bytes, key: str) -> PublicKey:
+    """Returns the PublicKey of a raw SEC1 point (compressed or uncompressed).
+
+    Raises:
+        SignatureError: wrong length or tag byte, or the point is not on the curve.
+    """
+    tag = point[0] if point else None
+    if not ((len(point) == _COMPRESSED_LEN and tag in (2, 3))
+            or (len(point) == _UNCOMPRESSED_LEN and tag == 4)):
+        raise SignatureError("public key is not a 33-byte compressed or 65-byte uncompressed "
+                             "point", key=key, curve=curve, length=len(point),
+                             tag=None if tag is None else hex(tag))
+    try:
+        public = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[curve], point)
+    except ValueError as exc:
+        raise SignatureError("public key point is not on the curve", key=key,
+                             curve=curve) from exc
+    compressed = public.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    return PublicKey(curve=curve, key=public, did_key=format_did_key(curve, compressed))
+
+
+def _decode_multibase(multibase: str, key: str) -> bytes:
+    """Returns the bytes of a base58btc multibase string (``z...``).
+
+    Raises:
+        SignatureError: not base58btc multibase, or not decodable.
+    """
+    if not multibase.startswith(BASE58BTC_PREFIX):
+        raise SignatureError("public key is not base58btc multibase", key=key,
+                             hint="expected a 'z' prefix")
+    try:
+        data = _b58decode(multibase[1:])
+    except ValueError as exc:
+        raise SignatureError("public key multibase does not decode", key=key,
+                             reason=str(exc)) from exc
+    if not data:
+        raise SignatureError("public key multibase is empty", key=key)
+    return data
+
+
+def _parse_prefixed(multibase: str, key: str) -> PublicKey:
+    """Returns the PublicKey of a multicodec-prefixed base58btc key (a did:key body).
+
+    Raises:
+        SignatureError: malformed multibase, unknown multicodec, or a bad point.
+    """
+    data = _decode_multibase(multibase, key)
+    varint = _read_varint(data)
+    if varint is None:
+        raise SignatureError("did:key multicodec prefix is truncated", key=key)
+    code, used = varint
+    curve = _CURVE_BY_CODEC.get(code)
+    if curve is None or data[:used] != _PREFIX_BY_CURVE[curve]:
+        raise SignatureError("unsupported did:key multicodec", key=key, codec=hex(code),
+                             hint="atproto keys are p256-pub (0x1200) or secp256k1-pub (0xe7)")
+    return _load_point(curve, data[used:], key)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_did_key_cached(did_key: str) -> PublicKey:
+    if not did_key.startswith(DID_KEY_PREFIX):
+        raise SignatureError("not a did:key", key=did_key,
+                             hint="expected 'did:key:z...'")
+    return _parse_prefixed(did_key[len(DID_KEY_PREFIX):], did_key)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_multikey_cached(multibase: str) -> PublicKey:
+    return _parse_prefixed(multibase, multibase)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _parse_legacy_cached(type_: str, multibase: str) -> PublicKey:
+    if type_ == _MULTIKEY_TYPE:
+        return _parse_multikey_cached(multibase)
+    curve = _LEGACY_TYPES.get(type_)
+    if curve is None:
+        raise SignatureError("unsupported verification method type", key=multibase,
+                             type=type_, hint="expected Multikey, "
+                             + " or ".join(sorted(_LEGACY_TYPES)))
+    return _load_point(curve, _decode_multibase(multibase, multibase), multibase)
+
+
+def _require_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise SignatureError(f"{what} is not a string", key=repr(value),
+                             got=type(value).__name__)
+    return value
+
+
+def parse_did_key(did_key: str) -> PublicKey:
+    """Returns the public key a ``did:key`` string encodes.
+
+    Accepts ``did:key:z...`` with the multicodec ``p256-pub`` (``0x80 0x24``) or
+    ``secp256k1-pub`` (``0xe7 0x01``) followed by a 33-byte compressed or 65-byte uncompressed
+    point. Results are cached.
+
+    Args:
+        did_key: the ``did:key`` string.
+
+    Returns:
+        The key, with ``did_key`` normalised to the compressed-point form.
+
+    Raises:
+        SignatureError: the string is not a did:key, the multibase or multicodec is wrong, or
+            the point is malformed or not on the curve. ``key`` is set to ``did_key``.
+    """
+    return _parse_did_key_cached(_require_str(did_key, "did:key"))
+
+
+def parse_multikey(multibase: str) -> PublicKey:
+    """Returns the public key of a DID-document ``Multikey`` ``publicKeyMultibase`` value.
+
+    The encoding is that of a did:key without the ``did:key:`` prefix. Results are cached.
+
+    Args:
+        multibase: the ``publicKeyMultibase`` value (``z...``).
+
+    Returns:
+        The key, with ``did_key`` in the compressed-point form.
+
+    Raises:
+        SignatureError: the multibase or multicodec is wrong, or the point is malformed or not
+            on the curve. ``key`` is set to ``multibase``.
+    """
+    return _parse_multikey_cached(_require_str(multibase, "publicKeyMultibase"))
+
+
+def parse_legacy_key(type: str, multibase: str) -> PublicKey:  # noqa: A002 - DID-doc field
+    """Returns the public key of a legacy DID-document verification method.
+
+    ``EcdsaSecp256r1VerificationKey2019`` and ``EcdsaSecp256k1VerificationKey2019`` methods
+    carry base58btc of the raw point (compressed or uncompressed) with no multicodec prefix;
+    the curve comes from ``type``. For convenience, ``type="Multikey"`` is passed on to
+    :func:`parse_multikey`. Results are cached.
+
+    Args:
+        type: the verification method's ``type``.
+        multibase: its ``publicKeyMultibase`` value (``z...``).
+
+    Returns:
+        The key, with ``did_key`` in the compressed-point form.
+
+    Raises:
+        SignatureError: unknown type, bad multibase, or a malformed or off-curve point.
+            ``key`` is set to ``multibase``.
+    """
+    return _parse_legacy_cached(_require_str(type, "verification method type"),
+                                _require_str(multibase, "publicKeyMultibase"))
+
+
+def _signature_problem(key: PublicKey, message: bytes, signature: bytes) -> str | None:
+    """Returns why ``signature`` does not verify ``message`` under ``key``, or None if it does."""
+    if len(signature) != _SIGNATURE_LEN:
+        return "signature is not a 64-byte compact r||s signature"
+    sig = bytes(signature)
+    r = int.from_bytes(sig[:32], "big")
+    s = int.from_bytes(sig[32:], "big")
+    if not 0 < r < _ORDER[key.curve] or not 0 < s < _ORDER[key.curve]:
+        return "signature r or s is out of range"
+    if s > _HALF_ORDER[key.curve]:
+        return "signature is high-S"
+    try:
+        key.key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
+    except InvalidSignature:
+        return "signature does not verify"
+    return None
+
+
+def _as_key(did_key: str | PublicKey) -> PublicKey:
+    return did_key if isinstance(did_key, PublicKey) else parse_did_key(did_key)
+
+
+def verify_signature(did_key: str | PublicKey, message: bytes, signature: bytes) -> bool:
+    """Returns whether ``signature`` is a valid atproto signature of ``message``.
+
+    The signature must be ECDSA over SHA-256 of ``message``, in the 64-byte compact
+    ``r || s`` form, with low S (``s <= n/2``). DER-encoded, high-S, out-of-range and
+    wrong-length signatures are invalid.
+
+    Args:
+        did_key: the signer's key, as a ``did:key`` string or a parsed :class:`PublicKey`.
+        message: the signed bytes (not their hash).
+        signature: the signature bytes.
+
+    Returns:
+        True if the signature verifies, False otherwise.
+
+    Raises:
+        SignatureError: only when ``did_key`` is a malformed did:key.
+    """
+    return _signature_problem(_as_key(did_key), message, signature) is None
+
+
+def verify_commit(commit_unsigned_bytes: bytes, sig: bytes, did_key: str, *,
+                  did: str | None = None) -> None:
+    """Returns None if a repository commit's signature verifies, and raises otherwise.
+
+    Args:
+        commit_unsigned_bytes: the DAG-CBOR bytes of the commit without its ``sig`` field.
+        sig: the commit's ``sig`` bytes.
+        did_key: the repository's signing key, as a ``did:key`` string.
+        did: the repository's DID, for the error.
+
+    Returns:
+        None.
+
+    Raises:
+        SignatureError: the signature does not verify (or ``did_key`` is malformed); ``did``
+            and ``key`` are set.
+    """
+    try:
+        key = parse_did_key(did_key)
+    except SignatureError as exc:
+        if did is None:
+            raise
+        extra = {name: value for name, value in exc.fields.items()
+                 if name not in ("did", "key")}
+        raise SignatureError(exc.message, did=did, key=exc.key, hint=exc.hint,
+                             **extra) from exc
+    problem = _signature_problem(key, commit_unsigned_bytes, sig)
+    if problem is not None:
+        raise SignatureError(f"commit {problem}", did=did, key=did_key,
+                             hint="the account may have rotated its signing key; "
+                                  "re-resolve the DID document and retry")

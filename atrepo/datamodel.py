@@ -1,0 +1,192 @@
+"""The atproto JSON data model: conversions between Python values and JSON objects.
+
+In JSON, atproto writes a CID link as ``{"$link": "bafy..."}``, bytes as
+``{"$bytes": "<base64, no padding>"}`` and a blob as ``{"$type": "blob", "ref": {"$link":
+...}, "mimeType": ..., "size": ...}`` (https://atproto.com/specs/data-model). In Python,
+atrepo holds links as :class:`~atrepo.CID`, bytes as ``bytes``, and everything else as the
+plain ``dict``/``list``/``str``/``int``/``bool``/``None`` that :mod:`atrepo.cbor` decodes.
+
+:func:`record_json` is the hot path of reading a repository: DAG-CBOR bytes straight to
+JSON text, with cbor2 decoding and orjson writing, and links turned into ``$link`` objects
+while decoding. It rejects what cannot be represented (other tags, non-string or duplicate
+keys, indefinite lengths, integers beyond 64 bits) but does not re-check canonical form:
+the block's bytes were already checked against its CID.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import cbor2
+import multiformats
+import orjson
+
+from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, Link, link_bytes
+from .cid import CID, cid_str
+from .errors import DecodeError
+
+__all__ = ["from_json", "record_json", "to_json"]
+
+def to_json(value: Any) -> Any:
+    """Return ``value`` in the JSON data model: links as ``$link``, bytes as ``$bytes``.
+
+    Example:
+        >>> to_json({"b": b"\\x01\\x02", "n": [1, None]})
+        {'b': {'$bytes': 'AQI'}, 'n': [1, None]}
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: to_json(item) for key, item in value.items()}
+    if kind is list:
+        return [to_json(item) for item in value]
+    if kind is bytes:
+        return {"$bytes": _b64(value)}
+    if kind is Link:
+        return {"$link": cid_str(value)}
+    if isinstance(value, multiformats.CID):
+        return {"$link": str(CID.from_raw(bytes(value)))}
+    return value
+
+
+def from_json(obj: Any) -> Any:
+    """Return the Python value of a JSON data-model object, checking it as the spec demands.
+
+    Raises:
+        DecodeError: on floats, malformed ``$link``/``$bytes``/blob objects, an empty or
+            non-string ``$type``, integers beyond 64 bits, or non-JSON types.
+
+    Example:
+        >>> from_json({"a": {"$bytes": "AQI"}})
+        {'a': b'\\x01\\x02'}
+    """
+    return _from_json(obj, 0)
+
+
+def _from_json(obj: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise DecodeError("JSON nested too deeply", max_depth=MAX_DEPTH)
+    kind = type(obj)
+    if kind is dict:
+        return _from_json_object(obj, depth)
+    if kind is list:
+        return [_from_json(item, depth + 1) for item in obj]
+    if kind is int:
+        if not INT_MIN <= obj <= INT_MAX:
+            raise DecodeError("integer outside the signed 64-bit range", value=obj)
+        return obj
+    if obj is None or kind is str or kind is bool:
+        return obj
+    if kind is float:
+        raise DecodeError("floats are not allowed in the atproto data model", value=obj)
+    raise DecodeError("type not allowed in the JSON data model", type=kind.__name__)
+
+
+def _from_json_object(obj: dict[str, Any], depth: int) -> Any:
+    for key in obj:
+        if type(key) is not str:
+            raise DecodeError("object key is not a string", key=repr(key)[:50])
+    if "$link" in obj:
+        return _parse_link(obj)
+    if "$bytes" in obj:
+        return _parse_bytes(obj)
+    if "$type" in obj:
+        _check_type_field(obj)
+    value = {key: _from_json(item, depth + 1) for key, item in obj.items()}
+    if obj.get("$type") == "blob":
+        _check_blob(value)
+    return value
+
+
+def _parse_link(obj: dict[str, Any]) -> CID:
+    link = obj["$link"]
+    if len(obj) != 1 or type(link) is not str:
+        raise DecodeError("malformed $link object", value=repr(obj)[:100],
+                          hint='expected exactly {"$link": "<cid string>"}')
+    return CID.decode(link)
+
+
+def _parse_bytes(obj: dict[str, Any]) -> bytes:
+    text = obj["$bytes"]
+    if len(obj) != 1 or type(text) is not str:
+        raise DecodeError("malformed $bytes object", value=repr(obj)[:100],
+                          hint='expected exactly {"$bytes": "<base64>"}')
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise DecodeError("malformed $bytes object: not base64", value=text[:100]) from exc
+
+
+def _check_type_field(obj: dict[str, Any]) -> None:
+    kind = obj["$type"]
+    if type(kind) is not str or not kind:
+        raise DecodeError("$type must be a non-empty string", value=repr(kind)[:100])
+
+
+def _check_blob(value: dict[str, Any]) -> None:
+    ref, mime, size = value.get("ref"), value.get("mimeType"), value.get("size")
+    if not isinstance(ref, multiformats.CID):
+        raise DecodeError("blob needs a $link 'ref'", value=repr(ref)[:100])
+    if type(mime) is not str or not mime:
+        raise DecodeError("blob needs a string 'mimeType'", value=repr(mime)[:100])
+    if type(size) is not int or size < 0:
+        raise DecodeError("blob needs a non-negative integer 'size'", value=repr(size)[:100])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+# --- the hot path: one record block -> JSON text -------------------------------------------
+
+def _link_object(tag: cbor2.CBORTag, immutable: bool) -> dict[str, str]:
+    return {"$link": cid_str(link_bytes(tag))}
+
+
+def _reject_tag(decoder: Any, *args: Any) -> None:
+    raise DecodeError("unsupported CBOR tag", hint="DAG-CBOR allows only tag 42 (CID)")
+
+
+# cbor2 decodes these tags itself (dates, bignums, decimals, sets, ...) and never shows them
+# to tag_hook, so they are overridden here to make them errors as DAG-CBOR requires.
+_BUILTIN_TAGS = {tag: _reject_tag for tag in
+                 (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 100, 256, 258, 260, 261,
+                  1004, 55799)}
+
+
+def _json_default(value: Any) -> Any:
+    if type(value) is bytes:
+        return {"$bytes": _b64(value)}
+    raise TypeError(f"type not allowed in the data model: {type(value).__name__}")
+
+
+def record_json(data: bytes) -> str:
+    """Return the JSON text of one DAG-CBOR record block (the ``record`` column).
+
+    Raises:
+        DecodeError: when the block is not decodable DAG-CBOR, is not a map, or holds
+            values JSON cannot carry (see the module docstring).
+
+    Example:
+        >>> record_json(bytes.fromhex("a1652474797065617a"))
+        '{"$type":"z"}'
+    """
+    try:
+        value = cbor2.loads(data, tag_hook=_link_object, semantic_decoders=_BUILTIN_TAGS,
+                            allow_indefinite=False, allow_duplicate_keys=False,
+                            strict_hashable_types=True, max_depth=MAX_DEPTH)
+        if type(value) is not dict:
+            raise DecodeError("record is not a map", type=type(value).__name__)
+        return orjson.dumps(value, default=_json_default).decode()
+    except DecodeError:
+        raise
+    except (orjson.JSONEncodeError, *CBOR_ERRORS) as exc:
+        raise _error_from(exc) from exc
+
+
+def _error_from(exc: BaseException) -> DecodeError:
+    for err in (exc.__cause__, exc.__context__):
+        if isinstance(err, DecodeError):
+            return err
+    return DecodeError("undecodable record", detail=str(exc)[:200])

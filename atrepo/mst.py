@@ -1,0 +1,463 @@
+"""Merkle Search Trees as atproto repositories use them: walk, build, diff.
+
+A node is DAG-CBOR ``{"l": CID | null, "e": [{"p": int, "k": bytes, "v": CID, "t": CID |
+null}, ...]}``. Entry keys are prefix-compressed against the previous key in the same node
+(``key = prev[:p] + k``, the first entry has ``p = 0``); ``l`` is the subtree left of the first
+entry and each ``t`` the subtree right of its entry (https://atproto.com/specs/repository).
+
+Invariants checked while walking (an :class:`~atrepo.MstError` names the node's CID):
+
+* keys use only record-path characters (``A-Za-z0-9._:~-/``), at most :data:`MAX_KEY_LENGTH` bytes, strictly ascending in
+  in-order traversal (which also keeps every subtree inside its key range);
+* every key in a node has the node's layer as its height (:func:`key_height`), and a
+  subtree sits exactly one layer below its parent;
+* prefix compression is canonical (``p`` is the full shared prefix with the previous key);
+* depth is at most :data:`MAX_DEPTH`, a node has at most :data:`MAX_ENTRIES` entries, no
+  node is reached twice (no cycles), and every referenced node is present.
+
+Tricky bits: a node may have no entries but a left subtree (it keeps layers contiguous when
+a layer has no keys in that range); only the root of an empty tree is fully empty.
+
+Key ranges (``key_ranges``) prune the walk: a subtree whose whole key interval misses every
+range is never fetched or decoded. :func:`diff` compares two trees layer by layer, and skips
+every subtree whose CID is the same on both sides, so its cost follows the change size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from cbor2 import CBORTag
+
+from . import cbor
+from .cbor import CBOR_ERRORS, Link
+from .cid import CID, cid_for
+from .errors import DecodeError, MstError
+
+__all__ = ["MAX_DEPTH", "MAX_ENTRIES", "MAX_KEY_LENGTH", "MstDiff", "build", "diff",
+           "key_height", "walk"]
+
+MAX_DEPTH = 64          # heights above ~20 need 2^40 keys; deeper trees are hostile
+MAX_ENTRIES = 4096      # real nodes hold a handful of entries (fanout 4)
+MAX_KEY_LENGTH = 1024   # the repository spec caps record paths at 1024 bytes
+
+# record paths: NSID and record-key characters plus the "/" between them
+_KEY_CHARS = re.compile(rb"[A-Za-z0-9._:~/-]+").fullmatch
+Fetch = Callable[[bytes], "bytes | None"]
+KeyRange = tuple[str, str]  # [lo, hi): keys k with lo <= k < hi
+
+
+def key_height(key: str | bytes) -> int:
+    """Return the MST layer of ``key``: leading zero bits of sha256(key), divided by 2.
+
+    Example:
+        >>> key_height("blue"), key_height("app.bsky.feed.post/9adeb165882c")
+        (1, 8)
+    """
+    data = key.encode() if isinstance(key, str) else key
+    digest = hashlib.sha256(data).digest()
+    value = int.from_bytes(digest, "big")
+    return (256 - value.bit_length()) // 2
+
+
+def _height(key: bytes, sha256: Any = hashlib.sha256) -> int:
+    first = sha256(key).digest()
+    if first[0] >= 64:  # three quarters of all keys: no leading zero pair at all
+        return 0
+    return (256 - int.from_bytes(first, "big").bit_length()) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A decoded MST node: its layer (None when it has no entries), left link and entries."""
+
+    layer: int | None
+    left: bytes | None
+    entries: list[tuple[bytes, bytes, bytes | None]]  # (full key, value CID, right subtree)
+
+
+def decode_node(raw_cid: bytes, data: bytes) -> Node:
+    """Return the checked :class:`Node` in ``data``; ``raw_cid`` only names it in errors.
+
+    This runs once per node of every repository read, so the entry loop is written out
+    flat: cbor2 returns links as ``CBORTag(42, b"\\x00" + cid)`` and they are checked here.
+    """
+    try:
+        obj = cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False,
+                          strict_hashable_types=True, max_depth=8)
+        items, left = obj["e"], obj["l"]
+    except (*CBOR_ERRORS, KeyError) as exc:
+        raise MstError("MST node is not a valid DAG-CBOR node", cid=_name(raw_cid),
+                       detail=str(exc)[:100]) from exc
+    if type(obj) is not dict or len(obj) != 2 or type(items) is not list:
+        raise MstError("malformed MST node (expected keys 'e' and 'l')", cid=_name(raw_cid))
+    if len(items) > MAX_ENTRIES:
+        raise MstError("MST node has too many entries", cid=_name(raw_cid), entries=len(items))
+    entries = []
+    prev = b""
+    layer = None
+    sha256 = hashlib.sha256
+    for item in items:
+        try:
+            prefix, suffix, value, right = item["p"], item["k"], item["v"], item["t"]
+        except (KeyError, TypeError) as exc:
+            raise MstError("malformed MST entry (expected keys p, k, v, t)",
+                           cid=_name(raw_cid)) from exc
+        if (len(item) != 4 or type(prefix) is not int or type(suffix) is not bytes
+                or not 0 <= prefix <= len(prev)):
+            raise MstError("malformed MST entry", cid=_name(raw_cid), p=prefix)
+        if prefix < len(prev) and suffix[:1] == prev[prefix:prefix + 1]:
+            raise MstError("non-canonical MST prefix compression", cid=_name(raw_cid), p=prefix)
+        key = prev[:prefix] + suffix if prefix else suffix
+        if len(key) > MAX_KEY_LENGTH or not _KEY_CHARS(key):
+            raise MstError("invalid MST key", cid=_name(raw_cid), key=_show(key))
+        digest = sha256(key).digest()
+        height = 0 if digest[0] >= 64 else (256 - int.from_bytes(digest, "big").bit_length()) // 2
+        if layer is None:
+            layer = height
+        elif height != layer:
+            raise MstError("MST key height does not match its node's layer",
+                           cid=_name(raw_cid), key=_show(key), height=height, layer=layer)
+        entries.append((key, _link(raw_cid, value), None if right is None else _link(raw_cid, right)))
+        prev = key
+    return Node(layer, None if left is None else _link(raw_cid, left), entries)
+
+
+def _link(node: bytes, tag: Any) -> bytes:
+    """Binary CID of a tag-42 link, checked; MstError naming ``node`` otherwise."""
+    if type(tag) is CBORTag and tag.tag == 42:
+        value = tag.value
+        if type(value) is bytes and len(value) > 1 and value[0] == 0:
+            return value[1:]
+    raise MstError("malformed link in MST node", cid=_name(node))
+
+
+def _name(raw: bytes) -> str:
+    return str(CID.from_raw(raw)) if raw else "?"
+
+
+def _show(key: bytes) -> str:
+    return repr(key[:80])[2:-1]
+
+
+# --- walking ------------------------------------------------------------------------------
+
+class _Walker:
+    """Fetches, verifies the structure of and remembers the nodes of one tree."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch = fetch
+        self.visited: set[bytes] = set()
+
+    def node(self, raw: bytes, parent_layer: int | None, depth: int) -> Node:
+        if depth > MAX_DEPTH:
+            raise MstError("MST deeper than allowed", cid=_name(raw), max_depth=MAX_DEPTH)
+        if raw in self.visited:
+            raise MstError("MST node reached twice (cycle or shared subtree)", cid=_name(raw))
+        self.visited.add(raw)
+        data = self.fetch(raw)
+        if data is None:
+            raise MstError("missing MST node block", cid=_name(raw),
+                           hint="the CAR is incomplete; fetch the full repository")
+        node = decode_node(raw, data)
+        if parent_layer is not None:
+            if node.layer is not None and node.layer != parent_layer - 1:
+                raise MstError("MST subtree is not one layer below its parent",
+                               cid=_name(raw), layer=node.layer, parent_layer=parent_layer)
+            if node.layer is None and not node.left:
+                raise MstError("empty MST node below the root", cid=_name(raw))
+        return node
+
+    def layer_of(self, node: Node, parent_layer: int | None) -> int | None:
+        if node.layer is not None:
+            return node.layer
+        return None if parent_layer is None else parent_layer - 1
+
+
+def _overlaps(lo: bytes | None, hi: bytes | None, ranges: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the open key interval (lo, hi) can hold a key inside some range."""
+    for r_lo, r_hi in ranges:
+        if (hi is None or r_lo < hi) and (lo is None or lo < r_hi):
+            return True
+    return False
+
+
+def _in_ranges(key: bytes, ranges: Sequence[tuple[bytes, bytes]]) -> bool:
+    for r_lo, r_hi in ranges:
+        if r_lo <= key < r_hi:
+            return True
+    return False
+
+
+def walk_raw(fetch: Fetch, root: bytes,
+             key_ranges: Sequence[KeyRange] | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """Yield (key bytes, value binary CID) in key order; the engine behind :func:`walk`.
+
+    Args:
+        fetch: returns a block's (verified) bytes for a binary CID, or None.
+        root: binary CID of the root node.
+        key_ranges: when given, only keys inside these [lo, hi) ranges are yielded and
+            subtrees wholly outside them are never fetched.
+    """
+    ranges = None if key_ranges is None else [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
+    walker = _Walker(fetch)
+    # stack items: (True, node CID, lo, hi, parent layer, depth) or (False, key, value)
+    stack: list[tuple[Any, ...]] = [(True, root, None, None, None, 0)]
+    last = b""
+    while stack:
+        item = stack.pop()
+        if not item[0]:
+            key = item[1]
+            if key <= last and last:
+                raise MstError("MST keys out of order", key=_show(key), previous=_show(last))
+            last = key
+            if ranges is None or _in_ranges(key, ranges):
+                yield key, item[2]
+            continue
+        _, raw, lo, hi, parent_layer, depth = item
+        node = walker.node(raw, parent_layer, depth)
+        layer = walker.layer_of(node, parent_layer)
+        if depth == 0 and node.layer is None and node.left is not None:
+            layer = None  # a root with no entries: its child fixes the layers below
+        stack.extend(_children(node, raw, lo, hi, layer, depth, ranges))
+
+
+def _children(node: Node, raw: bytes, lo: bytes | None, hi: bytes | None, layer: int | None,
+              depth: int, ranges: Sequence[tuple[bytes, bytes]] | None) -> list[tuple[Any, ...]]:
+    """The node's in-order items, reversed for a stack, minus subtrees outside ``ranges``."""
+    items: list[tuple[Any, ...]] = []
+    bound = lo
+    subtree = node.left
+    for key, value, right in node.entries:
+        if subtree is not None and (ranges is None or _overlaps(bound, key, ranges)):
+            items.append((True, subtree, bound, key, layer, depth + 1))
+        items.append((False, key, value))
+        bound, subtree = key, right
+    if subtree is not None and (ranges is None or _overlaps(bound, hi, ranges)):
+        items.append((True, subtree, bound, hi, layer, depth + 1))
+    items.reverse()
+    return items
+
+
+def _fetcher(blocks: Any) -> Fetch:
+    """A raw-CID fetch function over anything with ``.get(cid)``."""
+    get_raw = getattr(blocks, "get_raw", None)
+    if get_raw is not None:
+        return get_raw  # type: ignore[no-any-return]
+    if isinstance(blocks, dict) and all(isinstance(k, bytes) for k in list(blocks)[:1]):
+        return blocks.get
+    return lambda raw: blocks.get(CID.from_raw(raw))
+
+
+def _raw(cid: Any) -> bytes:
+    return bytes(CID.decode(cid)) if isinstance(cid, str) else bytes(cid)
+
+
+def walk(blocks: Any, root: Any,
+         key_ranges: Sequence[KeyRange] | None = None) -> Iterator[tuple[str, CID]]:
+    """Yield ``(key, value CID)`` for every leaf of the tree at ``root``, in key order.
+
+    Args:
+        blocks: anything with ``.get(cid) -> bytes | None`` (a CarFile, a dict of CID to
+            bytes, ...).
+        root: the root node's CID (CID, str or binary).
+        key_ranges: optional ``[(lo, hi), ...]``: only keys ``lo <= key < hi`` are yielded,
+            and subtrees outside every range are not fetched.
+
+    Raises:
+        MstError: when a node is missing or the tree breaks an invariant.
+
+    Example:
+        >>> from atrepo.cid import cid_for
+        >>> root, blocks = build([("app.x/1", cid_for(b"\\xa0"))])
+        >>> [key for key, _ in walk(blocks, root)]
+        ['app.x/1']
+    """
+    for key, value in walk_raw(_fetcher(blocks), _raw(root), key_ranges):
+        yield key.decode("ascii"), CID.from_raw(value)
+
+
+# --- building -----------------------------------------------------------------------------
+
+def build(items: Iterable[tuple[str, Any]]) -> tuple[CID, dict[CID, bytes]]:
+    """Return (root CID, blocks) of the canonical MST holding ``items`` (key, value CID).
+
+    The same keys and values always give the same root CID as the reference implementation.
+
+    Raises:
+        MstError: on duplicate or invalid keys.
+    """
+    pairs = sorted((key.encode(), _raw(value)) for key, value in items)
+    for (a, _), (b, _) in zip(pairs, pairs[1:]):
+        if a == b:
+            raise MstError("duplicate key in MST build", key=_show(a))
+    keyed = [(key, value, _height(key)) for key, value in pairs]
+    blocks: dict[CID, bytes] = {}
+    top = max((h for _, _, h in keyed), default=0)
+    root = _build_node(keyed, top, blocks)
+    return CID.from_raw(root), blocks
+
+
+def _build_node(items: list[tuple[bytes, bytes, int]], layer: int,
+                blocks: dict[CID, bytes]) -> bytes:
+    """Write the node for ``items`` at ``layer`` (and its subtrees); return its binary CID."""
+    groups: list[list[tuple[bytes, bytes, int]]] = [[]]
+    here: list[tuple[bytes, bytes]] = []
+    for key, value, height in items:
+        if height == layer:
+            here.append((key, value))
+            groups.append([])
+        else:
+            groups[-1].append((key, value, height))
+    subtrees = [_build_node(g, layer - 1, blocks) if g else None for g in groups]
+    entries = []
+    prev = b""
+    for (key, value), right in zip(here, subtrees[1:]):
+        prefix = _common_prefix(prev, key)
+        entries.append({"k": key[prefix:], "p": prefix, "t": _as_link(right), "v": Link(value)})
+        prev = key
+    data = cbor.encode({"e": entries, "l": _as_link(subtrees[0])})
+    cid = cid_for(data)
+    blocks[cid] = data
+    return bytes(cid)
+
+
+def _as_link(raw: bytes | None) -> Link | None:
+    return None if raw is None else Link(raw)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# --- diffing ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MstDiff:
+    """What changed between two trees.
+
+    Attributes:
+        record_ops: ``[(key, old CID | None, new CID | None)]`` sorted by key: a create has
+            no old CID, a delete no new one, an update both.
+        created_nodes: MST node CIDs in the new tree but not the old.
+        deleted_nodes: MST node CIDs in the old tree but not the new.
+    """
+
+    record_ops: list[tuple[str, CID | None, CID | None]] = field(default_factory=list)
+    created_nodes: set[CID] = field(default_factory=set)
+    deleted_nodes: set[CID] = field(default_factory=set)
+
+    def __repr__(self) -> str:
+        return (f"MstDiff({len(self.record_ops)} record ops, {len(self.created_nodes)} nodes "
+                f"created, {len(self.deleted_nodes)} deleted)")
+
+
+def diff(blocks: Any, old_root: Any, new_root: Any) -> MstDiff:
+    """Return the :class:`MstDiff` from the tree at ``old_root`` to the one at ``new_root``.
+
+    Subtrees with the same CID on both sides are skipped without being fetched, so the cost
+    grows with the number of changes, not with the size of the trees.
+
+    Args:
+        blocks: anything with ``.get(cid)`` holding the nodes of both trees.
+        old_root, new_root: root CIDs (CID, str or binary).
+
+    Raises:
+        MstError: when a node that must be compared is missing or malformed.
+    """
+    ops, created, deleted = diff_raw(_fetcher(blocks), _raw(old_root), _raw(new_root))
+    return MstDiff(
+        record_ops=[(k.decode("ascii"), _cid_or_none(o), _cid_or_none(n)) for k, o, n in ops],
+        created_nodes={CID.from_raw(r) for r in created},
+        deleted_nodes={CID.from_raw(r) for r in deleted},
+    )
+
+
+def _cid_or_none(raw: bytes | None) -> CID | None:
+    return None if raw is None else CID.from_raw(raw)
+
+
+def diff_raw(fetch: Fetch, old_root: bytes, new_root: bytes,
+             key_ranges: Sequence[KeyRange] | None = None
+             ) -> tuple[list[tuple[bytes, bytes | None, bytes | None]], set[bytes], set[bytes]]:
+    """The engine behind :func:`diff`, on binary CIDs: (ops, created nodes, deleted nodes).
+
+    Identical subtrees always sit at the same layer (a node's layer follows from its keys),
+    so both trees are expanded one layer at a time from the top, and at each layer the
+    nodes present on both sides are dropped before anything below them is fetched. Leaves
+    of the expanded nodes are then compared as dictionaries.
+    """
+    ranges = None if key_ranges is None else [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
+    sides = [_DiffSide(fetch, old_root), _DiffSide(fetch, new_root)]
+    layer = max(side.top_layer() for side in sides)
+    while any(side.frontier for side in sides) and layer >= -1:
+        old_here, new_here = (side.at_layer(layer) for side in sides)
+        common = old_here.keys() & new_here.keys()
+        for side, here in zip(sides, (old_here, new_here)):
+            side.expand({raw: bounds for raw, bounds in here.items() if raw not in common},
+                        layer, ranges)
+        layer -= 1
+    old_side, new_side = sides
+    ops = []
+    for key in sorted(old_side.leaves.keys() | new_side.leaves.keys()):
+        before, after = old_side.leaves.get(key), new_side.leaves.get(key)
+        if before != after:
+            ops.append((key, before, after))
+    return ops, new_side.expanded - old_side.expanded, old_side.expanded - new_side.expanded
+
+
+class _DiffSide:
+    """One tree in a diff: its unexpanded nodes by layer, expanded nodes and leaves."""
+
+    def __init__(self, fetch: Fetch, root: bytes) -> None:
+        self.walker = _Walker(fetch)
+        self.root = root
+        self.frontier: dict[bytes, tuple[int | None, bytes | None, bytes | None, int]] = {}
+        self.leaves: dict[bytes, bytes] = {}
+        self.expanded: set[bytes] = set()
+        self._root_node = self.walker.node(root, None, 0)
+        self.walker.visited.discard(root)
+        self.frontier[root] = (self._root_layer(), None, None, 0)
+
+    def _root_layer(self) -> int:
+        node = self._root_node
+        if node.layer is not None:
+            return node.layer
+        depth, current = 0, node
+        while current.layer is None and current.left is not None:
+            depth += 1
+            current = self.walker.node(current.left, None, depth)
+            self.walker.visited.discard(current.left or b"")
+        return (current.layer or 0) + depth
+
+    def top_layer(self) -> int:
+        return max((info[0] for info in self.frontier.values() if info[0] is not None),
+                   default=0)
+
+    def at_layer(self, layer: int) -> dict[bytes, tuple[bytes | None, bytes | None, int]]:
+        here = {raw: info[1:] for raw, info in self.frontier.items() if info[0] == layer}
+        for raw in here:
+            del self.frontier[raw]
+        return here
+
+    def expand(self, nodes: dict[bytes, tuple[bytes | None, bytes | None, int]], layer: int,
+               ranges: Sequence[tuple[bytes, bytes]] | None) -> None:
+        for raw, (lo, hi, depth) in nodes.items():
+            node = self.walker.node(raw, None if depth == 0 else layer + 1, depth)
+            self.expanded.add(raw)
+            for entry in _children(node, raw, lo, hi, layer, depth, ranges):
+                if entry[0]:
+                    _, child, c_lo, c_hi, _, c_depth = entry
+                    self.frontier[child] = (layer - 1, c_lo, c_hi, c_depth)
+                elif ranges is None or _in_ranges(entry[1], ranges):
+                    self.leaves[entry[1]] = entry[2]
