@@ -1,0 +1,89 @@
+"""atrepo: AT Protocol (Bluesky) repositories as data.
+
+Read a repository CAR offline::
+
+    >>> import atrepo
+    >>> snap = atrepo.read_car("examples/data/sample.car")
+    >>> snap.records.columns
+    ['did', 'collection', 'rkey', 'uri', 'cid', 'record']
+
+Building blocks live in submodules: :mod:`atrepo.cbor`, :mod:`atrepo.datamodel`,
+:mod:`atrepo.car`, :mod:`atrepo.mst`, :mod:`atrepo.crypto`, :mod:`atrepo.syntax`.
+
+Names are imported on first use, so ``import atrepo.cbor`` (or a worker process) does not
+pay for polars and pydantic.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AtrepoError,
+    CarError,
+    DecodeError,
+    MstError,
+    RateLimited,
+    RepoUnavailable,
+    ResolutionError,
+    SignatureError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from . import car, cbor, crypto, datamodel, mst, syntax
+    from ._read import read_car
+    from .cid import CID, cid_for
+    from .models import Commit
+    from .snapshot import RepoSnapshot
+
+__all__ = [
+    "CID",
+    "AtrepoError",
+    "CarError",
+    "Commit",
+    "DecodeError",
+    "MstError",
+    "RateLimited",
+    "RepoSnapshot",
+    "RepoUnavailable",
+    "ResolutionError",
+    "SignatureError",
+    "TransportError",
+    "car",
+    "cbor",
+    "cid_for",
+    "crypto",
+    "datamodel",
+    "mst",
+    "read_car",
+    "syntax",
+]
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "CID": (".cid", "CID"),
+    "cid_for": (".cid", "cid_for"),
+    "Commit": (".models", "Commit"),
+    "RepoSnapshot": (".snapshot", "RepoSnapshot"),
+    "read_car": ("._read", "read_car"),
+    **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "mst",
+                                              "syntax")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'atrepo' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -105,12 +105,6 @@ class _Index:
             entries[key] = [old, packed]
         self.count += 1
 
-    def candidates(self, raw: bytes) -> list[int]:
-        found = self.entries.get(int.from_bytes(raw[-_KEY_BYTES:], "big"))
-        if found is None:
-            return []
-        return found if type(found) is list else [found]
-
 
 def _index_blocks(buf: bytes | memoryview, pos: int, end: int, base: int, index: _Index,
                   final: bool) -> int:
@@ -200,14 +194,30 @@ class CarFile:
 
     def locate(self, raw: bytes) -> tuple[int, int] | None:
         """Return (offset, length) of the data of the block with binary CID ``raw``."""
-        for packed in self._index.candidates(raw):
+        found = self._index.entries.get(int.from_bytes(raw[-_KEY_BYTES:], "big"))
+        if found is None:
+            return None
+        for packed in found if type(found) is list else (found,):
             offset, length = packed >> _LEN_BITS, packed & _LEN_MASK
             if self._read(offset - len(raw), len(raw)) == raw:
                 return offset, length
         return None
 
     def get_raw(self, raw: bytes) -> bytes | None:
-        """Return the data of the block with binary CID ``raw``, verified; None if absent."""
+        """Return the data of the block with binary CID ``raw``, verified; None if absent.
+
+        This is the hot path of every MST walk, so the common case (one index entry, an
+        in-memory buffer, verification on) is written out: a matching sha-256 digest proves
+        the block is the one asked for, without comparing the stored CID bytes.
+        """
+        found = self._index.entries.get(int.from_bytes(raw[-_KEY_BYTES:], "big"))
+        if found is None:
+            return None
+        if type(found) is int and self.verify_cids and self._buffer is not None:
+            offset = found >> _LEN_BITS
+            data = self._buffer[offset:offset + (found & _LEN_MASK)]
+            check_block(raw, data, offset)
+            return data
         where = self.locate(raw)
         if where is None:
             return None
@@ -215,6 +225,15 @@ class CarFile:
         if self.verify_cids:
             check_block(raw, data, where[0])
         return data
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether block bytes are held in memory (else they are read from ``path``)."""
+        return self._buffer is not None
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes at ``offset`` of the CAR, unverified (see :meth:`locate`)."""
+        return self._read(offset, length)
 
     def _read(self, offset: int, length: int) -> bytes:
         if self._buffer is not None:

@@ -47,6 +47,15 @@ class AtrepoError(Exception):
         self.fields = fields
         super().__init__(_format(message, fields, hint))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keep attributes across pickling (errors travel back from worker processes)
+        return (_rebuild, (type(self), self.message, self.hint, self.fields))
+
+
+def _rebuild(cls: type[AtrepoError], message: str, hint: str | None,
+             fields: dict[str, Any]) -> AtrepoError:
+    return cls(message, hint=hint, **fields)
+
 
 class DecodeError(AtrepoError, ValueError):
     """Bytes or JSON that are not valid DAG-CBOR / atproto data model.

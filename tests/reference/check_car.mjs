@@ -21,6 +21,7 @@ import {
   cborToLexRecord,
   RepoVerificationError,
 } from '@atproto/repo'
+import { graphemeLen, utf8Len } from '@atproto/lex-data'
 
 const dir = process.argv[2]
 if (!dir) {
@@ -120,6 +121,39 @@ async function checkFull(carFile, truthFile, tsvFile, revOfBlock) {
     if (rec.$type !== c.collection) typesOk = false
   }
   ok(typesOk, `${label}: record $type == collection`)
+
+  // content sanity: rkeys, facet byte ranges, post text limits
+  const TID_RE = /^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$/
+  let rkeysOk = true
+  let facetsOk = true
+  let textOk = true
+  let nFacets = 0
+  for (const c of verified.creates) {
+    if (c.collection === 'app.bsky.actor.profile') {
+      if (c.rkey !== 'self') rkeysOk = false
+    } else if (!TID_RE.test(c.rkey)) rkeysOk = false
+    if (c.collection !== 'app.bsky.feed.post') continue
+    const rec = cborToLexRecord(blocks.get(c.cid))
+    if (graphemeLen(rec.text) > 300 || utf8Len(rec.text) > 3000) textOk = false
+    const tb = Buffer.from(rec.text, 'utf8')
+    for (const f of rec.facets ?? []) {
+      nFacets++
+      const seg = tb.subarray(f.index.byteStart, f.index.byteEnd).toString('utf8')
+      const feat = f.features[0]
+      const want =
+        feat.$type === 'app.bsky.richtext.facet#link'
+          ? decodeURI(feat.uri.replace('https://', ''))
+          : feat.$type === 'app.bsky.richtext.facet#tag'
+            ? '#' + feat.tag
+            : null
+      if (want !== null ? seg !== want : !seg.startsWith('@')) facetsOk = false
+    }
+  }
+  ok(rkeysOk, `${label}: rkeys are TIDs (profile: self)`)
+  ok(TID_RE.test(truth.rev), `${label}: rev is a TID`)
+  ok(verified.creates.every((c) => c.rkey === 'self' || c.rkey < truth.rev), `${label}: every rkey TID sorts before rev`)
+  ok(facetsOk, `${label}: ${nFacets} facet byte ranges match their text`)
+  ok(textOk, `${label}: post text <= 300 graphemes`)
 
   // CAR holds exactly commit + MST nodes + records (nothing stale)
   const repo = await Repo.load(new MemoryBlockstore(blocks), root)

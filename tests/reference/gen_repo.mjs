@@ -134,8 +134,10 @@ const rawCid = (rng) => createCid(0x55, 0x12, rng.bytes(32)) // raw, sha256
 const utf8Len = (s) => Buffer.byteLength(s, 'utf8')
 const isoTime = (us) => new Date(Math.floor(us / 1000)).toISOString()
 
-const START_US = Date.UTC(2023, 5, 1, 0, 0, 0) * 1000 // 2023-06-01T00:00:00Z, microseconds
-const gapUs = (rng) => 1_000_000 + rng.int(179_000_000) // 1 s .. 180 s between records
+// Timeline: starts 2023-01-01T00:00:00Z; 1 s .. 120 s between records (mean
+// ~60 s), so even 1M records end in late 2024, i.e. no TID/rev in the future.
+const START_US = Date.UTC(2023, 0, 1, 0, 0, 0) * 1000 // microseconds
+const gapUs = (rng) => 1_000_000 + rng.int(119_000_000)
 
 const WORDS = {
   en: (
@@ -223,7 +225,7 @@ class ContentGen {
     const r = this.rng
     if (this.ownPosts.length > 0 && r.chance(10)) return r.pick(this.ownPosts)
     const back = r.int(30 * 24 * 3600) * 1_000_000 + r.int(1_000_000)
-    const tid = TID.fromTime(Math.max(us - back, START_US - 1e12), r.int(32)).toString()
+    const tid = TID.fromTime(us - back, r.int(32)).toString()
     return { uri: `at://${this.otherDid()}/app.bsky.feed.post/${tid}`, cid: cborCid(r) }
   }
   blob(mime, lo, hi) {
@@ -260,8 +262,10 @@ class ContentGen {
         const did = this.otherDid()
         facetSeg = { text: '@' + r.pick(HANDLES), feature: { $type: 'app.bsky.richtext.facet#mention', did } }
       } else if (kind === 1) {
-        const uri = `https://example.com/${r.pick(['blog', 'p', 'news', 'café'])}/${r.int(100000)}`
-        facetSeg = { text: uri.replace('https://', ''), feature: { $type: 'app.bsky.richtext.facet#link', uri } }
+        const uri = `https://example.com/${r.pick(['blog', 'p', 'news', 'caf%C3%A9'])}/${r.int(100000)}`
+        // displayed text is the shortened, decoded form (as the app does)
+        const shown = decodeURI(uri.replace('https://', ''))
+        facetSeg = { text: shown, feature: { $type: 'app.bsky.richtext.facet#link', uri } }
       } else {
         const tag = r.pick(['atproto', 'bluesky', '日本語', 'python', 'art'])
         facetSeg = { text: '#' + tag, feature: { $type: 'app.bsky.richtext.facet#tag', tag } }

@@ -1,0 +1,44 @@
+"""``atrepo.read_car``: a repository CAR from local input to a verified RepoSnapshot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import IO
+
+from . import car as _car
+from .snapshot import RepoSnapshot, open_snapshot
+
+__all__ = ["read_car"]
+
+
+def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | None = None,
+             signing_key: str | None = None, collections: Sequence[str] | None = None,
+             mem_limit_mb: float = 64, verify_cids: bool = True,
+             progress: bool | None = None) -> RepoSnapshot:
+    """Return the :class:`~atrepo.RepoSnapshot` of a repository CAR read from local input.
+
+    Not to be confused with :func:`atrepo.car.read_car`, which returns the raw blocks.
+
+    Args:
+        source: the CAR as bytes, a path, or an open binary file.
+        did: when given, the commit must belong to this DID.
+        signing_key: the DID's ``did:key``; when given the commit signature is checked and
+            ``snap.verified`` is True (a bad signature raises SignatureError).
+        collections: NSIDs, or prefixes ending in ``.*``, to keep; other subtrees of the
+            MST are not even read.
+        mem_limit_mb: CAR bytes held in memory at most; larger inputs are read from disk.
+        verify_cids: check every block used against its CID.
+        progress: show a progress bar while decoding (None: when interactive).
+
+    Raises:
+        CarError, MstError, SignatureError: see :doc:`errors`.
+
+    Example:
+        >>> snap = read_car("examples/data/sample.car")
+        >>> snap.records.height == len(snap)
+        True
+    """
+    carfile = _car.read_car(source, mem_limit_mb, verify_cids=verify_cids)
+    return open_snapshot(carfile, did=did, signing_key=signing_key, collections=collections,
+                         progress_bar=progress)

@@ -1,0 +1,79 @@
+"""Pydantic models for values that cross atrepo's boundary: commits (and, online, documents).
+
+Models are frozen. Remote documents allow extra fields, since servers add them freely.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from . import cbor
+from .cid import CID
+from .errors import CarError, DecodeError
+
+__all__ = ["Commit", "parse_commit"]
+
+
+class Commit(BaseModel):
+    """A signed repository commit (https://atproto.com/specs/repository#commit-objects).
+
+    Attributes:
+        did: the account the repository belongs to.
+        version: 3 for current repositories (2 for older ones).
+        data: CID of the MST root, as a string.
+        rev: the revision, a TID that increases with every commit.
+        prev: CID of the previous commit (usually None in version 3).
+        sig: the 64-byte compact ECDSA signature over the unsigned commit.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    did: str
+    version: int
+    data: str
+    rev: str
+    prev: str | None = None
+    sig: bytes
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value not in (2, 3):
+            raise ValueError(f"unsupported commit version {value}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Commit(did={self.did!r}, rev={self.rev!r}, data={self.data!r})"
+
+
+def parse_commit(data: bytes, *, cid: object = None) -> tuple[Commit, bytes]:
+    """Return the :class:`Commit` in a commit block, and the bytes its signature covers.
+
+    The signed bytes are the block re-encoded without ``sig`` (exactly the fields the
+    commit has, so version 2 commits verify too).
+
+    Raises:
+        CarError: when the block is not a well-formed commit (names ``cid``).
+    """
+    try:
+        obj = cbor.decode(data)
+    except DecodeError as exc:
+        raise CarError("commit block is not valid DAG-CBOR", cid=cid,
+                       detail=exc.message) from exc
+    if not isinstance(obj, dict):
+        raise CarError("commit block is not a map", cid=cid)
+    expected = {"did", "version", "data", "rev", "prev", "sig"}
+    if not {"did", "version", "data", "sig"} <= obj.keys() or not obj.keys() <= expected:
+        raise CarError("commit block has unexpected fields", cid=cid,
+                       fields=",".join(sorted(obj)))
+    data_cid, prev = obj.get("data"), obj.get("prev")
+    if not isinstance(data_cid, CID) or (prev is not None and not isinstance(prev, CID)):
+        raise CarError("commit 'data'/'prev' must be CID links", cid=cid)
+    try:
+        commit = Commit(did=obj["did"], version=obj["version"], data=str(data_cid),
+                        rev=obj.get("rev", ""), prev=None if prev is None else str(prev),
+                        sig=obj["sig"])
+    except ValueError as exc:
+        raise CarError("malformed commit", cid=cid, detail=str(exc).splitlines()[0]) from exc
+    unsigned = cbor.encode({key: value for key, value in obj.items() if key != "sig"})
+    return commit, unsigned

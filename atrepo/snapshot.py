@@ -1,0 +1,254 @@
+"""RepoSnapshot: one repository at one commit, verified, walked, and decoded on demand.
+
+Opening a snapshot checks what makes the data trustworthy: the commit block, its signature
+(when a key is given), and the whole MST structure (every node hashed against its CID and
+checked against the tree invariants). The walk keeps only the (key, record CID) list.
+Records are decoded the first time ``records``/``table``/``problems`` is asked for, in
+batches spread over worker processes for big repositories, and the frame is cached.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from . import crypto, mst, syntax
+from ._parallel import decode_batches, default_workers, warm_up
+from ._progress import progress
+from ._records import Batch, gc_paused
+from .car import CarFile
+from .cid import CID, cid_str
+from .datamodel import record_json
+from .errors import AtrepoError, CarError, MstError, SignatureError
+from .frames import collections_frame, problems_frame, records_frame, table_frame
+from .models import Commit, parse_commit
+
+__all__ = ["RepoSnapshot", "collection_ranges", "open_snapshot"]
+
+BATCH_SIZE = 20_000        # records per unit of parallel work
+PARALLEL_MIN = 40_000      # below this many records, worker start-up costs more than it saves
+
+
+def collection_ranges(collections: Sequence[str] | None) -> list[tuple[str, str]] | None:
+    """Return MST key ranges [lo, hi) for NSIDs and ``prefix.*`` patterns; None = all.
+
+    ``"app.bsky.feed.post"`` covers keys ``app.bsky.feed.post/...``; ``"app.bsky.*"``
+    covers every collection whose NSID starts with ``app.bsky.``.
+
+    Raises:
+        AtrepoError: on something that is neither an NSID nor an NSID prefix with ``.*``.
+    """
+    if collections is None:
+        return None
+    if isinstance(collections, str):
+        collections = [collections]
+    ranges = []
+    for pattern in collections:
+        if pattern.endswith(".*") and pattern[:-2] and all(
+                part and part.replace("-", "").isalnum() for part in pattern[:-2].split(".")):
+            prefix = pattern[:-1]                      # "app.bsky."
+            ranges.append((prefix, prefix[:-1] + "/"))  # "/" sorts right after "."
+        elif syntax.is_nsid(pattern):
+            ranges.append((pattern + "/", pattern + "0"))  # "0" sorts right after "/"
+        else:
+            raise AtrepoError("invalid collection filter", value=pattern,
+                              hint="use NSIDs like 'app.bsky.feed.post' or prefixes like "
+                                   "'app.bsky.*'")
+    return sorted(ranges)
+
+
+def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | None = None,
+                  collections: Sequence[str] | None = None, handle: str | None = None,
+                  fetched_at: datetime | None = None, progress_bar: bool | None = None,
+                  workers: int | None = None) -> RepoSnapshot:
+    """Return the verified, walked :class:`RepoSnapshot` of a repository CAR.
+
+    Raises:
+        CarError: no single root, a missing or malformed commit, or a corrupt block.
+        SignatureError: the commit is for another DID or fails ``signing_key``.
+        MstError: the tree is incomplete or malformed.
+    """
+    if len(car.roots) != 1:
+        raise CarError("a repository CAR needs exactly one root (the commit)",
+                       roots=len(car.roots))
+    root = bytes(car.roots[0])
+    block = car.get_raw(root)
+    if block is None:
+        raise CarError("commit block missing from CAR", cid=car.roots[0],
+                       hint="the CAR is incomplete")
+    commit, unsigned = parse_commit(block, cid=car.roots[0])
+    if did is not None and commit.did != did:
+        raise SignatureError("commit belongs to another DID", did=did, commit_did=commit.did)
+    verified = False
+    if signing_key is not None:
+        crypto.verify_commit(unsigned, commit.sig, signing_key, did=commit.did)
+        verified = True
+    ranges = collection_ranges(collections)
+    n_workers = default_workers() if workers is None else workers
+    if car.size > 64 << 20:
+        warm_up(n_workers)  # spawn now, so start-up overlaps the walk
+    keys: list[str] = []
+    values: list[bytes] = []
+    with gc_paused():
+        for key, value in mst.walk_raw(car.get_raw, bytes(CID.decode(commit.data)), ranges):
+            keys.append(key.decode("ascii"))
+            values.append(value)
+    return RepoSnapshot(car=car, commit=commit, commit_cid=str(car.roots[0]),
+                        verified=verified, keys=keys, values=values,
+                        collections_filter=None if collections is None else list(collections),
+                        handle=handle, fetched_at=fetched_at or datetime.now(timezone.utc),
+                        progress_bar=progress_bar, workers=n_workers)
+
+
+class RepoSnapshot:
+    """One repository at one commit, as data.
+
+    Attributes:
+        did: the account's DID (from the commit).
+        handle: the account's handle when known and verified, else None.
+        rev: the commit's revision (a TID).
+        data_cid: CID of the MST root, as a string.
+        commit: the :class:`~atrepo.models.Commit`.
+        commit_cid: CID of the commit block.
+        verified: True when the commit signature was checked against the DID's key.
+        fetched_at: when the repository was read or downloaded (UTC).
+        collections_filter: the ``collections=`` the snapshot was opened with, or None.
+    """
+
+    def __init__(self, *, car: CarFile, commit: Commit, commit_cid: str, verified: bool,
+                 keys: list[str], values: list[bytes], collections_filter: list[str] | None,
+                 handle: str | None, fetched_at: datetime, progress_bar: bool | None,
+                 workers: int) -> None:
+        self.did = commit.did
+        self.handle = handle
+        self.rev = commit.rev
+        self.data_cid = commit.data
+        self.commit = commit
+        self.commit_cid = commit_cid
+        self.verified = verified
+        self.fetched_at = fetched_at
+        self.collections_filter = collections_filter
+        self._car = car
+        self._keys = keys
+        self._values = values
+        self._progress = progress_bar
+        self._workers = workers
+
+    # -- frames ---------------------------------------------------------------------------
+
+    @cached_property
+    def _decoded(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        batches = self._batches()
+        workers = self._workers if len(self._keys) >= PARALLEL_MIN else 0
+        with progress(len(self._keys), f"decoding {self.did}", self._progress,
+                      unit="rec") as bar:
+            results = decode_batches(batches, workers, bar.update)
+        records: list[str | None] = []
+        cids: list[str] = []
+        problems = []
+        for start, result in zip(range(0, len(self._keys), BATCH_SIZE), results):
+            records.extend(result.records)
+            cids.extend(result.cids)
+            for i, message in result.problems:
+                collection, _, rkey = self._keys[start + i].partition("/")
+                problems.append((collection, rkey, result.cids[i], message))
+        frame = records_frame(self.did, self._keys, cids, records)
+        return frame, problems_frame(problems)
+
+    def _batches(self) -> list[Batch]:
+        car, values = self._car, self._values
+        batches = []
+        for start in range(0, len(values), BATCH_SIZE):
+            raws = values[start:start + BATCH_SIZE]
+            located = [car.locate(raw) for raw in raws]
+            if None in located:
+                missing = raws[located.index(None)]
+                raise MstError("record block missing from CAR", cid=cid_str(missing),
+                               did=self.did, hint="the CAR is incomplete")
+            spots: list[tuple[int, int]] = located  # type: ignore[assignment]
+            if car.in_memory:
+                batches.append(Batch(cids=raws, verify=car.verify_cids,
+                                     blocks=[car.read_at(o, n) for o, n in spots]))
+            else:
+                batches.append(Batch(cids=raws, verify=car.verify_cids, path=car.path,
+                                     offsets=[o for o, _ in spots],
+                                     lengths=[n for _, n in spots]))
+        return batches
+
+    @property
+    def records(self) -> pl.DataFrame:
+        """Every record: did, collection, rkey, uri, cid, record (JSON text), in key order."""
+        return self._decoded[0]
+
+    @property
+    def problems(self) -> pl.DataFrame:
+        """Records that could not be decoded: collection, rkey, cid, error (empty if none)."""
+        return self._decoded[1]
+
+    def table(self, collection: str) -> pl.DataFrame:
+        """Return one collection's records with their fields as typed columns.
+
+        Columns ``uri``, ``rkey``, ``cid`` come first; nested objects become structs.
+        Fields whose values disagree in type across records are kept as JSON text.
+        """
+        subset = self.records.filter(pl.col("collection") == collection)
+        return table_frame(subset)
+
+    @property
+    def collections(self) -> pl.DataFrame:
+        """Record counts per collection: [collection, count], sorted by collection."""
+        return collections_frame(self._keys)
+
+    def get(self, collection: str, rkey: str) -> dict[str, Any] | None:
+        """Return one record in the JSON data model, or None when the repo does not hold it.
+
+        Raises:
+            DecodeError: when the record block cannot be decoded.
+        """
+        key = f"{collection}/{rkey}"
+        i = bisect.bisect_left(self._keys, key)
+        if i == len(self._keys) or self._keys[i] != key:
+            return None
+        raw = self._values[i]
+        block = self._car.get_raw(raw)
+        if block is None:
+            raise MstError("record block missing from CAR", cid=cid_str(raw), did=self.did)
+        value: dict[str, Any] = orjson.loads(record_json(block))
+        return value
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def write_parquet(self, path: str | Path) -> None:
+        """Write the ``records`` frame to a Parquet file."""
+        self.records.write_parquet(path)
+
+    # -- display --------------------------------------------------------------------------
+
+    def _summary(self) -> list[tuple[str, str]]:
+        return [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
+                ("verified", str(self.verified)), ("records", f"{len(self._keys):,}"),
+                ("collections", str(len(set(k.partition("/")[0] for k in self._keys))))]
+
+    def __repr__(self) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in self._summary())
+        return f"<RepoSnapshot {fields}>"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                       for k, v in self._summary())
+        counts = collections_frame(self._keys)
+        coll = "".join(f"<tr><td style='text-align:left'>{html.escape(c)}</td>"
+                       f"<td>{n:,}</td></tr>" for c, n in counts.iter_rows())
+        return (f"<div><b>RepoSnapshot</b><table>{rows}</table>"
+                f"<table><tr><th>collection</th><th>count</th></tr>{coll}</table></div>")
+
