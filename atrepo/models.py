@@ -1,11 +1,13 @@
-"""Pydantic models for values that cross atrepo's boundary: commits (and, online, documents).
+"""Typed values parsed at atrepo's boundary: repository commits.
 
-Models are frozen. Remote documents allow extra fields, since servers add them freely.
+A :class:`Commit` is a frozen, slotted dataclass rather than a pydantic model: it is
+parsed from a strictly checked DAG-CBOR block (no coercion wanted), and reading a CAR
+offline should not pay pydantic's import time.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from dataclasses import dataclass
 
 from . import cbor
 from .cid import CID
@@ -14,7 +16,8 @@ from .errors import CarError, DecodeError
 __all__ = ["Commit", "parse_commit"]
 
 
-class Commit(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Commit:
     """A signed repository commit (https://atproto.com/specs/repository#commit-objects).
 
     Attributes:
@@ -26,21 +29,12 @@ class Commit(BaseModel):
         sig: the 64-byte compact ECDSA signature over the unsigned commit.
     """
 
-    model_config = ConfigDict(frozen=True, strict=True)
-
     did: str
     version: int
     data: str
     rev: str
-    prev: str | None = None
+    prev: str | None
     sig: bytes
-
-    @field_validator("version")
-    @classmethod
-    def _known_version(cls, value: int) -> int:
-        if value not in (2, 3):
-            raise ValueError(f"unsupported commit version {value}")
-        return value
 
     def __repr__(self) -> str:
         return f"Commit(did={self.did!r}, rev={self.rev!r}, data={self.data!r})"
@@ -69,11 +63,12 @@ def parse_commit(data: bytes, *, cid: object = None) -> tuple[Commit, bytes]:
     data_cid, prev = obj.get("data"), obj.get("prev")
     if not isinstance(data_cid, CID) or (prev is not None and not isinstance(prev, CID)):
         raise CarError("commit 'data'/'prev' must be CID links", cid=cid)
-    try:
-        commit = Commit(did=obj["did"], version=obj["version"], data=str(data_cid),
-                        rev=obj.get("rev", ""), prev=None if prev is None else str(prev),
-                        sig=obj["sig"])
-    except ValueError as exc:
-        raise CarError("malformed commit", cid=cid, detail=str(exc).splitlines()[0]) from exc
+    did, version, rev, sig = obj["did"], obj["version"], obj.get("rev", ""), obj["sig"]
+    if not (type(did) is str and type(rev) is str and type(sig) is bytes):
+        raise CarError("commit 'did'/'rev' must be strings and 'sig' bytes", cid=cid)
+    if version not in (2, 3):
+        raise CarError("unsupported commit version", cid=cid, version=version)
+    commit = Commit(did=did, version=version, data=str(data_cid), rev=rev,
+                    prev=None if prev is None else str(prev), sig=sig)
     unsigned = cbor.encode({key: value for key, value in obj.items() if key != "sig"})
     return commit, unsigned

@@ -168,7 +168,7 @@ class RepoSnapshot:
         batches = []
         for start in range(0, len(values), BATCH_SIZE):
             raws = values[start:start + BATCH_SIZE]
-            located = [car.locate(raw) for raw in raws]
+            located = car.locate_many(raws)
             if None in located:
                 missing = raws[located.index(None)]
                 raise MstError("record block missing from CAR", cid=cid_str(missing),

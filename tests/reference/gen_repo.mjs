@@ -226,7 +226,7 @@ class ContentGen {
     if (this.ownPosts.length > 0 && r.chance(10)) return r.pick(this.ownPosts)
     const back = r.int(30 * 24 * 3600) * 1_000_000 + r.int(1_000_000)
     const tid = TID.fromTime(us - back, r.int(32)).toString()
-    return { uri: `at://${this.otherDid()}/app.bsky.feed.post/${tid}`, cid: cborCid(r) }
+    return { uri: `at://${this.otherDid()}/app.bsky.feed.post/${tid}`, cid: cborCid(r).toString() }
   }
   blob(mime, lo, hi) {
     const r = this.rng
@@ -311,7 +311,7 @@ class ContentGen {
     rec.createdAt = isoTime(us)
     if (this.ownPosts.length < 1000) {
       // refs to own posts are fake-CID'd (the real CID is not known yet); good enough
-      this.ownPosts.push({ uri: `at://${this.did}/app.bsky.feed.post/${rkey}`, cid: cborCid(r) })
+      this.ownPosts.push({ uri: `at://${this.did}/app.bsky.feed.post/${rkey}`, cid: cborCid(r).toString() })
     }
     return rec
   }

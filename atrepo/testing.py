@@ -1,0 +1,124 @@
+"""Helpers for tests, atrepo's and yours: build small signed repository CARs in memory.
+
+The reference implementation (``@atproto/repo``) is the ground truth for atrepo's own
+tests; these helpers exist for what it cannot produce: repositories with undecodable
+record blocks, hand-made corruptions, and quick fixtures that need no Node.js.
+
+Example:
+    >>> from atrepo.testing import make_repo_car
+    >>> car, key = make_repo_car({"app.bsky.feed.post/3k2a": {"$type": "app.bsky.feed.post",
+    ...                                                       "text": "hi"}})
+    >>> import atrepo
+    >>> atrepo.read_car(car, signing_key=key).records.height
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from . import cbor, mst
+from .cid import CID, cid_for
+from .crypto import format_did_key
+
+__all__ = ["SigningKey", "encode_car", "make_repo_car"]
+
+_ORDERS = {
+    "k256": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
+    "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+}
+_CURVES = {"k256": ec.SECP256K1, "p256": ec.SECP256R1}
+
+
+@dataclass
+class SigningKey:
+    """A private key that signs like an atproto PDS: SHA-256, compact r||s, low-S."""
+
+    curve: str = "k256"
+    private: ec.EllipticCurvePrivateKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.private = ec.generate_private_key(_CURVES[self.curve]())
+
+    @property
+    def did_key(self) -> str:
+        """The public key as ``did:key:z...``."""
+        point = self.private.public_key().public_bytes(
+            encoding=_serialization().Encoding.X962,
+            format=_serialization().PublicFormat.CompressedPoint)
+        return format_did_key(self.curve, point)  # type: ignore[arg-type]
+
+    def sign(self, message: bytes, *, high_s: bool = False) -> bytes:
+        """Return the 64-byte signature; ``high_s=True`` makes the (invalid) high-S twin."""
+        r, s = decode_dss_signature(self.private.sign(message, ec.ECDSA(hashes.SHA256())))
+        order = _ORDERS[self.curve]
+        if (s > order // 2) != high_s:
+            s = order - s
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _serialization() -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_car(roots: list[CID], blocks: list[tuple[bytes, bytes]]) -> bytes:
+    """Return a CARv1 with ``roots`` and (binary CID, data) ``blocks`` in the given order."""
+    header = cbor.encode({"roots": roots, "version": 1})
+    parts = [_varint(len(header)), header]
+    for raw, data in blocks:
+        parts.append(_varint(len(raw) + len(data)))
+        parts.append(raw)
+        parts.append(data)
+    return b"".join(parts)
+
+
+def make_repo_car(records: Mapping[str, Any], *, did: str = "did:plc:testtesttesttesttesttest",
+                  key: SigningKey | None = None, rev: str = "3kaaaaaaaaa22",
+                  high_s: bool = False) -> tuple[bytes, str]:
+    """Return (CAR bytes, signing did:key) of a signed repo holding ``records``.
+
+    Args:
+        records: MST key (``collection/rkey``) -> record. A ``bytes`` value is stored as the
+            record block verbatim (to make undecodable records); anything else is encoded
+            as DAG-CBOR.
+        did: the repository DID written into the commit.
+        key: the signing key (a fresh K-256 key by default).
+        rev: the commit rev.
+        high_s: sign with the high-S form of the signature (which verifiers must reject).
+    """
+    key = key or SigningKey()
+    blocks: dict[bytes, bytes] = {}
+    items = []
+    for path, record in records.items():
+        data = record if isinstance(record, bytes) else cbor.encode(record)
+        cid = cid_for(data)
+        blocks[bytes(cid)] = data
+        items.append((path, cid))
+    root, nodes = mst.build(items)
+    blocks.update((bytes(cid), data) for cid, data in nodes.items())
+    unsigned = {"data": root, "did": did, "prev": None, "rev": rev, "version": 3}
+    commit = dict(unsigned, sig=key.sign(cbor.encode(unsigned), high_s=high_s))
+    commit_data = cbor.encode(commit)
+    commit_cid = cid_for(commit_data)
+    ordered = [(bytes(commit_cid), commit_data), *sorted(blocks.items())]
+    return encode_car([commit_cid], ordered), key.did_key
