@@ -1,14 +1,16 @@
-"""Share record batches between this process and a few worker processes.
+"""Share CPU-bound work (MST walking, record decoding) with a few worker processes.
 
-Decoding a million records is CPU-bound Python; threads would share one core, so the
-extra cores are used through worker processes. They are started as ``python -m
+Reading a million-record repository is CPU-bound Python; threads would share one core, so
+the extra cores are used through worker processes. They are started as ``python -m
 atrepo._worker`` and spoken to over pipes (length-prefixed pickles), not through
 ``multiprocessing``: its "spawn" start method re-runs a user's script that lacks an
 ``if __name__ == "__main__"`` guard, and "fork" can deadlock a process with threads, such
 as a Jupyter kernel. Workers are kept for reuse and stopped at exit.
 
-The calling process works too. Batches are taken from the front of the list by the
-workers and from the back by the caller, so everyone finishes at about the same time.
+A worker opens (indexes) a CAR file itself, from its path, so blocks never cross the pipe:
+only the names of subtrees and batches go out, and keys, CIDs and JSON texts come back.
+The calling process works too: jobs are taken from the front of the list by the workers
+and from the back by the caller, so everyone finishes at about the same time.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from ._records import Batch, DecodedBatch, decode_batch
+__all__ = ["Worker", "default_workers", "open_in_workers", "run_jobs", "take_workers"]
 
-__all__ = ["decode_batches", "default_workers", "warm_up"]
-
+J = TypeVar("J")
+R = TypeVar("R")
 _HEADER = struct.Struct("<Q")
 
 
@@ -37,26 +40,42 @@ def default_workers() -> int:
     return max(0, (os.cpu_count() or 1) - 1)
 
 
-class _Worker:
-    """One ``python -m atrepo._worker`` process: send a batch, receive its result."""
+class Worker:
+    """One ``python -m atrepo._worker`` process. Requests are answered in order."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atrepo._worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.pending = 0          # requests sent whose replies were not read yet
+        self.lock = threading.Lock()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, batch: Batch) -> DecodedBatch:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    def send(self, op: str, *args: Any) -> None:
+        """Send a request without waiting for its reply."""
+        assert self.proc.stdin is not None
+        payload = pickle.dumps((op, args), protocol=pickle.HIGHEST_PROTOCOL)
         self.proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+        self.pending += 1
+
+    def receive(self) -> Any:
+        """Return the reply to the oldest pending request (re-raising its error)."""
+        assert self.proc.stdout is not None
         ok, value = pickle.loads(_read_frame(self.proc.stdout))
+        self.pending -= 1
         if not ok:
             raise value
-        result: DecodedBatch = value
-        return result
+        return value
+
+    def call(self, op: str, *args: Any) -> Any:
+        """Send a request and return its reply, first draining earlier replies."""
+        with self.lock:
+            while self.pending:
+                self.receive()
+            self.send(op, *args)
+            return self.receive()
 
     def stop(self) -> None:
         if self.alive():
@@ -64,10 +83,9 @@ class _Worker:
         self.proc.wait()
 
 
-def _read_frame(stream: object) -> bytes:
-    read = stream.read  # type: ignore[attr-defined]
-    head = _read_exactly(read, _HEADER.size)
-    return _read_exactly(read, _HEADER.unpack(head)[0])
+def _read_frame(stream: Any) -> bytes:
+    head = _read_exactly(stream.read, _HEADER.size)
+    return _read_exactly(stream.read, _HEADER.unpack(head)[0])
 
 
 def _read_exactly(read: Callable[[int], bytes], size: int) -> bytes:
@@ -81,22 +99,24 @@ def _read_exactly(read: Callable[[int], bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
-_workers: list[_Worker] = []
+_workers: list[Worker] = []
 _lock = threading.Lock()
 
 
-def _take_workers(count: int) -> list[_Worker]:
+def take_workers(count: int) -> list[Worker]:
+    """Return ``count`` live workers, starting new ones as needed."""
     with _lock:
         _workers[:] = [w for w in _workers if w.alive()]
         while len(_workers) < count:
-            _workers.append(_Worker())
+            _workers.append(Worker())
         return _workers[:count]
 
 
-def warm_up(workers: int) -> None:
-    """Start the worker processes now, so their start-up overlaps other work."""
-    if workers > 0:
-        _take_workers(workers)
+def open_in_workers(path: str, mem_limit_mb: float, verify_cids: bool, count: int) -> None:
+    """Ask ``count`` workers to index the CAR at ``path`` now, while the caller does too."""
+    for worker in take_workers(count):
+        with worker.lock:
+            worker.send("open", path, mem_limit_mb, verify_cids)
 
 
 @atexit.register
@@ -106,7 +126,7 @@ def _stop_all() -> None:
 
 
 class _Queue:
-    """Batch indices handed out from the front (workers) and the back (the caller)."""
+    """Job indices handed out from the front (workers) and the back (the caller)."""
 
     def __init__(self, size: int) -> None:
         self.front, self.back = 0, size - 1
@@ -123,38 +143,46 @@ class _Queue:
             return self.front - 1
 
 
-def decode_batches(batches: list[Batch], workers: int,
-                   on_done: Callable[[int], None] | None = None) -> list[DecodedBatch]:
-    """Return :func:`~atrepo._records.decode_batch` of every batch, in order.
+def run_jobs(jobs: Sequence[J], local: Callable[[J], R],
+             remote: Callable[[Worker, J], R], workers: int,
+             on_done: Callable[[J], None] | None = None) -> list[R]:
+    """Return ``local(job)`` for every job, in order, sharing them with ``workers`` processes.
 
     Args:
-        batches: the work, in output order.
-        workers: extra processes to use; 0 decodes everything here.
-        on_done: called with the record count of each finished batch (progress bars).
+        jobs: the work, in output order.
+        local: does one job in this process.
+        remote: does one job through a worker (same result as ``local``).
+        workers: extra processes to use; 0 does everything here.
+        on_done: called after each finished job (progress bars).
     """
-    report = on_done or (lambda n: None)
-    results: list[DecodedBatch | None] = [None] * len(batches)
+    results: list[Any] = [None] * len(jobs)
     errors: list[BaseException] = []
-    queue = _Queue(len(batches))
+    queue = _Queue(len(jobs))
 
-    def drain(run: Callable[[Batch], DecodedBatch], from_back: bool) -> None:
+    def drain(run: Callable[[J], R], from_back: bool) -> None:
         while not errors and (i := queue.take(from_back)) is not None:
             try:
-                results[i] = run(batches[i])
+                results[i] = run(jobs[i])
             except (EOFError, OSError):
-                results[i] = decode_batch(batches[i])  # the worker died: do it here
-            except BaseException as exc:  # an AtrepoError from the batch: re-raised below
+                results[i] = local(jobs[i])  # the worker died: do the job here
+            except BaseException as exc:  # the job's own error: re-raised by the caller
                 errors.append(exc)
                 return
-            report(len(batches[i].cids))
+            if on_done is not None:
+                on_done(jobs[i])
 
-    pool = _take_workers(workers) if workers > 0 and len(batches) > 1 else []
-    threads = [threading.Thread(target=drain, args=(w.run, False), daemon=True) for w in pool]
+    pool = take_workers(workers) if workers > 0 and len(jobs) > 1 else []
+    threads = [threading.Thread(target=drain, args=(_bind(remote, w), False), daemon=True)
+               for w in pool]
     for thread in threads:
         thread.start()
-    drain(decode_batch, True)
+    drain(local, True)
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
-    return [r for r in results if r is not None]
+    return results
+
+
+def _bind(remote: Callable[[Worker, J], R], worker: Worker) -> Callable[[J], R]:
+    return lambda job: remote(worker, job)

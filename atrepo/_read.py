@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import IO
 
 from . import car as _car
-from .snapshot import RepoSnapshot, open_snapshot
+from ._parallel import default_workers, open_in_workers
+from .snapshot import RepoSnapshot, open_snapshot, walks_in_parallel
 
 __all__ = ["read_car"]
 
@@ -39,6 +40,20 @@ def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | N
         >>> snap.records.height == len(snap)
         True
     """
+    if isinstance(source, (str, os.PathLike)):
+        _index_in_workers_too(os.fspath(source), mem_limit_mb, verify_cids, collections)
     carfile = _car.read_car(source, mem_limit_mb, verify_cids=verify_cids)
     return open_snapshot(carfile, did=did, signing_key=signing_key, collections=collections,
                          progress_bar=progress)
+
+
+def _index_in_workers_too(path: str, mem_limit_mb: float, verify_cids: bool,
+                          collections: Sequence[str] | None) -> None:
+    """Start worker processes indexing a big CAR file while this process indexes it."""
+    workers = default_workers()
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return  # car.read_car reports the missing file, with its path
+    if walks_in_parallel(size, collections, workers):
+        open_in_workers(path, mem_limit_mb, verify_cids, workers)

@@ -1,29 +1,68 @@
-"""Worker process for :mod:`atrepo._parallel`: decode record batches sent over stdin.
+"""Worker process for :mod:`atrepo._parallel`: walk subtrees and decode record batches.
 
 Protocol: each message is an 8-byte little-endian length and a pickle. Requests are
-:class:`~atrepo._records.Batch`; replies are ``(True, DecodedBatch)`` or ``(False,
-exception)``. The process ends when stdin closes.
+``(op, args)``; replies are ``(True, value)`` or ``(False, exception)``, one per request,
+in order. The process ends when stdin closes.
+
+Ops:
+    ``open (path, mem_limit_mb, verify_cids)``: index a CAR file and keep it open.
+    ``walk (path, mem_limit_mb, verify_cids, subtree, key_ranges)``: collect one subtree.
+    ``decode (batch)``: decode one record batch.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import struct
 import sys
+from collections.abc import Sequence
+from typing import Any
 
-from ._records import decode_batch
+from . import car, mst
+from ._records import Batch, decode_batch
 
 _HEADER = struct.Struct("<Q")
+_KEEP = 2  # CAR files kept open at once
+_open: dict[tuple[str, int, int], car.CarFile] = {}
+
+
+def _car(path: str, mem_limit_mb: float, verify_cids: bool) -> car.CarFile:
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _open:
+        while len(_open) >= _KEEP:
+            _open.pop(next(iter(_open))).close()
+        _open[key] = car.read_car(path, mem_limit_mb, verify_cids=verify_cids)
+    return _open[key]
+
+
+def _walk(path: str, mem_limit_mb: float, verify_cids: bool, piece: mst.Subtree,
+          key_ranges: Sequence[tuple[str, str]] | None) -> tuple[list[bytes], list[bytes]]:
+    carfile = _car(path, mem_limit_mb, verify_cids)
+    return mst.collect_subtree(carfile.get_raw, piece, key_ranges)
+
+
+def _handle(op: str, args: tuple[Any, ...]) -> Any:
+    if op == "open":
+        _car(*args)
+        return None
+    if op == "walk":
+        return _walk(*args)
+    if op == "decode":
+        batch: Batch = args[0]
+        return decode_batch(batch)
+    raise ValueError(f"unknown worker op {op!r}")
 
 
 def main() -> None:
-    gc.disable()  # batches build no reference cycles; see _records.gc_paused
+    gc.disable()  # the work builds no reference cycles; see _records.gc_paused
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while head := stdin.read(_HEADER.size):
-        batch = pickle.loads(stdin.read(_HEADER.unpack(head)[0]))
+        op, args = pickle.loads(stdin.read(_HEADER.unpack(head)[0]))
         try:
-            reply = (True, decode_batch(batch))
+            reply = (True, _handle(op, args))
         except Exception as exc:  # sent back to the caller, which re-raises it
             reply = (False, exc)
         payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)

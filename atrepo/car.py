@@ -194,8 +194,9 @@ class CarFile:
 
     def __init__(self, roots: list[CID], index: _Index, *, buffer: bytes | None = None,
                  fd: int | None = None, path: str | None = None, temp: bool = False,
-                 verify_cids: bool = True, size: int = 0) -> None:
+                 verify_cids: bool = True, size: int = 0, mem_limit_mb: float = 64) -> None:
         self.roots = roots
+        self.mem_limit_mb = mem_limit_mb
         self.verify_cids = verify_cids
         self.size = size
         self.path = path
@@ -375,12 +376,16 @@ def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = 
     """
     limit = int(mem_limit_mb * (1 << 20))
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_buffer(bytes(source), verify_cids)
-    if isinstance(source, (str, os.PathLike)):
-        return _from_path(os.fspath(source), limit, verify_cids)
-    if hasattr(source, "read"):
-        return _from_stream(source, limit, verify_cids)
-    raise TypeError(f"read_car needs bytes, a path or a binary file, not {type(source).__name__}")
+        carfile = _from_buffer(bytes(source), verify_cids)
+    elif isinstance(source, (str, os.PathLike)):
+        carfile = _from_path(os.fspath(source), limit, verify_cids)
+    elif hasattr(source, "read"):
+        carfile = _from_stream(source, limit, verify_cids)
+    else:
+        raise TypeError(f"read_car needs bytes, a path or a binary file, "
+                        f"not {type(source).__name__}")
+    carfile.mem_limit_mb = mem_limit_mb
+    return carfile
 
 
 def _from_buffer(buf: bytes, verify_cids: bool) -> CarFile:

@@ -148,11 +148,21 @@ def _show(key: bytes) -> str:
 # --- walking ------------------------------------------------------------------------------
 
 class _Walker:
-    """Fetches, verifies the structure of and remembers the nodes of one tree."""
+    """Walks one tree: fetches and checks nodes, remembers them, and collects leaves.
 
-    def __init__(self, fetch: Fetch) -> None:
+    The walk is a recursive in-order visit (depth is bounded by MAX_DEPTH) that appends to
+    two lists; this is markedly cheaper per leaf than a stack of tuples or nested
+    generators, and the walk is the hot path of reading a repository.
+    """
+
+    def __init__(self, fetch: Fetch, ranges: Sequence[tuple[bytes, bytes]] | None = None,
+                 last: bytes = b"") -> None:
         self.fetch = fetch
+        self.ranges = ranges
         self.visited: set[bytes] = set()
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+        self.last = last
 
     def node(self, raw: bytes, parent_layer: int | None, depth: int) -> Node:
         if depth > MAX_DEPTH:
@@ -173,10 +183,33 @@ class _Walker:
                 raise MstError("empty MST node below the root", cid=_name(raw))
         return node
 
-    def layer_of(self, node: Node, parent_layer: int | None) -> int | None:
-        if node.layer is not None:
-            return node.layer
-        return None if parent_layer is None else parent_layer - 1
+    def subtree(self, raw: bytes, lo: bytes | None, hi: bytes | None,
+                parent_layer: int | None, depth: int) -> None:
+        """Collect the leaves of the subtree at ``raw``, whose keys lie in (lo, hi)."""
+        node = self.node(raw, parent_layer, depth)
+        layer = node.layer if node.layer is not None or depth == 0 else parent_layer - 1  # type: ignore[operator]
+        ranges = self.ranges
+        bound, child = lo, node.left
+        for key, value, right in node.entries:
+            if child is not None and (ranges is None or _overlaps(bound, key, ranges)):
+                self.subtree(child, bound, key, layer, depth + 1)
+            if key <= self.last:
+                raise MstError("MST keys out of order", cid=_name(raw), key=_show(key),
+                               previous=_show(self.last))
+            self.last = key
+            if ranges is None or _in_ranges(key, ranges):
+                self.keys.append(key)
+                self.values.append(value)
+            bound, child = key, right
+        if child is not None and (ranges is None or _overlaps(bound, hi, ranges)):
+            self.subtree(child, bound, hi, layer, depth + 1)
+        if hi is not None and self.last >= hi:
+            raise MstError("MST subtree holds keys outside its range", cid=_name(raw),
+                           key=_show(self.last))
+
+
+def _byte_ranges(key_ranges: Sequence[KeyRange] | None) -> list[tuple[bytes, bytes]] | None:
+    return None if key_ranges is None else [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
 
 
 def _overlaps(lo: bytes | None, hi: bytes | None, ranges: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -194,54 +227,93 @@ def _in_ranges(key: bytes, ranges: Sequence[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def walk_raw(fetch: Fetch, root: bytes,
-             key_ranges: Sequence[KeyRange] | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """Yield (key bytes, value binary CID) in key order; the engine behind :func:`walk`.
+def collect(fetch: Fetch, root: bytes,
+            key_ranges: Sequence[KeyRange] | None = None) -> tuple[list[bytes], list[bytes]]:
+    """Return (keys, value binary CIDs) of a tree, in key order; the engine of :func:`walk`.
 
     Args:
         fetch: returns a block's (verified) bytes for a binary CID, or None.
         root: binary CID of the root node.
-        key_ranges: when given, only keys inside these [lo, hi) ranges are yielded and
+        key_ranges: when given, only keys inside these [lo, hi) ranges are returned and
             subtrees wholly outside them are never fetched.
     """
-    ranges = None if key_ranges is None else [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
-    walker = _Walker(fetch)
-    # stack items: (True, node CID, lo, hi, parent layer, depth) or (False, key, value)
-    stack: list[tuple[Any, ...]] = [(True, root, None, None, None, 0)]
-    last = b""
-    while stack:
-        item = stack.pop()
-        if not item[0]:
-            key = item[1]
-            if key <= last and last:
-                raise MstError("MST keys out of order", key=_show(key), previous=_show(last))
-            last = key
-            if ranges is None or _in_ranges(key, ranges):
-                yield key, item[2]
-            continue
-        _, raw, lo, hi, parent_layer, depth = item
-        node = walker.node(raw, parent_layer, depth)
-        layer = walker.layer_of(node, parent_layer)
-        if depth == 0 and node.layer is None and node.left is not None:
-            layer = None  # a root with no entries: its child fixes the layers below
-        stack.extend(_children(node, raw, lo, hi, layer, depth, ranges))
+    walker = _Walker(fetch, _byte_ranges(key_ranges))
+    walker.subtree(root, None, None, None, 0)
+    return walker.keys, walker.values
 
 
-def _children(node: Node, raw: bytes, lo: bytes | None, hi: bytes | None, layer: int | None,
-              depth: int, ranges: Sequence[tuple[bytes, bytes]] | None) -> list[tuple[Any, ...]]:
-    """The node's in-order items, reversed for a stack, minus subtrees outside ``ranges``."""
-    items: list[tuple[Any, ...]] = []
-    bound = lo
-    subtree = node.left
-    for key, value, right in node.entries:
-        if subtree is not None and (ranges is None or _overlaps(bound, key, ranges)):
-            items.append((True, subtree, bound, key, layer, depth + 1))
-        items.append((False, key, value))
-        bound, subtree = key, right
-    if subtree is not None and (ranges is None or _overlaps(bound, hi, ranges)):
-        items.append((True, subtree, bound, hi, layer, depth + 1))
-    items.reverse()
+@dataclass(frozen=True, slots=True)
+class Subtree:
+    """A piece of a tree to walk on its own: a node and the key interval it must cover."""
+
+    cid: bytes
+    lo: bytes | None
+    hi: bytes | None
+    parent_layer: int | None
+    depth: int
+
+
+def plan(fetch: Fetch, root: bytes, pieces: int,
+         key_ranges: Sequence[KeyRange] | None = None) -> list[Subtree | tuple[bytes, bytes]]:
+    """Split a tree into at least ``pieces`` subtrees (where it has them), in key order.
+
+    Returns subtrees to walk (with :func:`collect_subtree`) interleaved with the leaves of
+    the nodes opened to find them, so concatenating the results in order gives the walk.
+    Those leaves are checked to ascend; each subtree is checked inside its own interval
+    when it is walked, so the pieces together are as strictly checked as one walk.
+    """
+    ranges = _byte_ranges(key_ranges)
+    walker = _Walker(fetch, ranges)
+    items: list[Subtree | tuple[bytes, bytes]] = [Subtree(root, None, None, None, 0)]
+    while sum(isinstance(i, Subtree) for i in items) < pieces:
+        opened: list[Subtree | tuple[bytes, bytes]] = []
+        progressed = False
+        for item in items:
+            if not isinstance(item, Subtree):
+                opened.append(item)
+                continue
+            node = walker.node(item.cid, item.parent_layer, item.depth)
+            layer = node.layer if node.layer is not None or item.depth == 0 else (
+                item.parent_layer - 1)  # type: ignore[operator]
+            opened.extend(_open(node, item, layer, ranges))
+            progressed = True
+        items = opened
+        if not progressed:
+            break
+    leaves = [item[0] for item in items if not isinstance(item, Subtree)]
+    for before, after in zip(leaves, leaves[1:]):
+        if before >= after:  # subtrees are bounded by these keys, so they must ascend
+            raise MstError("MST keys out of order", key=_show(after), previous=_show(before))
     return items
+
+
+def _open(node: Node, item: Subtree, layer: int | None,
+          ranges: Sequence[tuple[bytes, bytes]] | None) -> list[Subtree | tuple[bytes, bytes]]:
+    """A node's in-order pieces: child subtrees (those inside ``ranges``) and its leaves."""
+    out: list[Subtree | tuple[bytes, bytes]] = []
+    bound, child = item.lo, node.left
+    for key, value, right in node.entries:
+        if child is not None and (ranges is None or _overlaps(bound, key, ranges)):
+            out.append(Subtree(child, bound, key, layer, item.depth + 1))
+        if ranges is None or _in_ranges(key, ranges):
+            out.append((key, value))
+        bound, child = key, right
+    if child is not None and (ranges is None or _overlaps(bound, item.hi, ranges)):
+        out.append(Subtree(child, bound, item.hi, layer, item.depth + 1))
+    return out
+
+
+def collect_subtree(fetch: Fetch, piece: Subtree,
+                    key_ranges: Sequence[KeyRange] | None = None
+                    ) -> tuple[list[bytes], list[bytes]]:
+    """Return (keys, values) of one :class:`Subtree` from :func:`plan`, checked as in a walk.
+
+    Keys must lie strictly inside the piece's (lo, hi) interval, which is what keeps pieces
+    walked separately (even in other processes) as strict as one whole walk.
+    """
+    walker = _Walker(fetch, _byte_ranges(key_ranges), last=piece.lo or b"")
+    walker.subtree(piece.cid, piece.lo, piece.hi, piece.parent_layer, piece.depth)
+    return walker.keys, walker.values
 
 
 def _fetcher(blocks: Any) -> Fetch:
@@ -278,7 +350,8 @@ def walk(blocks: Any, root: Any,
         >>> [key for key, _ in walk(blocks, root)]
         ['app.x/1']
     """
-    for key, value in walk_raw(_fetcher(blocks), _raw(root), key_ranges):
+    keys, values = collect(_fetcher(blocks), _raw(root), key_ranges)
+    for key, value in zip(keys, values):
         yield key.decode("ascii"), CID.from_raw(value)
 
 
@@ -397,7 +470,7 @@ def diff_raw(fetch: Fetch, old_root: bytes, new_root: bytes,
     nodes present on both sides are dropped before anything below them is fetched. Leaves
     of the expanded nodes are then compared as dictionaries.
     """
-    ranges = None if key_ranges is None else [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
+    ranges = _byte_ranges(key_ranges)
     sides = [_DiffSide(fetch, old_root), _DiffSide(fetch, new_root)]
     layer = max(side.top_layer() for side in sides)
     while any(side.frontier for side in sides) and layer >= -1:
@@ -455,9 +528,8 @@ class _DiffSide:
         for raw, (lo, hi, depth) in nodes.items():
             node = self.walker.node(raw, None if depth == 0 else layer + 1, depth)
             self.expanded.add(raw)
-            for entry in _children(node, raw, lo, hi, layer, depth, ranges):
-                if entry[0]:
-                    _, child, c_lo, c_hi, _, c_depth = entry
-                    self.frontier[child] = (layer - 1, c_lo, c_hi, c_depth)
-                elif ranges is None or _in_ranges(entry[1], ranges):
-                    self.leaves[entry[1]] = entry[2]
+            for piece in _open(node, Subtree(raw, lo, hi, layer + 1, depth), layer, ranges):
+                if isinstance(piece, Subtree):
+                    self.frontier[piece.cid] = (layer - 1, piece.lo, piece.hi, piece.depth)
+                else:
+                    self.leaves[piece[0]] = piece[1]

@@ -21,9 +21,9 @@ import orjson
 import polars as pl
 
 from . import crypto, mst, syntax
-from ._parallel import decode_batches, default_workers, warm_up
+from ._parallel import Worker, default_workers, run_jobs
 from ._progress import progress
-from ._records import Batch, gc_paused
+from ._records import Batch, DecodedBatch, decode_batch, gc_paused
 from .car import CarFile
 from .cid import CID, cid_str
 from .datamodel import record_json
@@ -33,8 +33,19 @@ from .models import Commit, parse_commit
 
 __all__ = ["RepoSnapshot", "collection_ranges", "open_snapshot"]
 
-BATCH_SIZE = 20_000        # records per unit of parallel work
-PARALLEL_MIN = 40_000      # below this many records, worker start-up costs more than it saves
+BATCH_SIZE = 20_000        # records per unit of parallel decoding
+PARALLEL_MIN = 40_000      # fewer records than this are decoded in this process alone
+PARALLEL_WALK_BYTES = 8 << 20  # smaller CARs are walked in this process alone
+WALK_PIECES = 64           # subtrees a parallel walk is split into
+
+
+def walks_in_parallel(size: int, collections: Sequence[str] | None, workers: int) -> bool:
+    """Whether a CAR of ``size`` bytes is worth walking with worker processes.
+
+    A filtered walk reads a few nodes and never is; a big CAR's workers index the file
+    themselves, alongside the caller, so their start-up costs no extra time.
+    """
+    return workers > 0 and collections is None and size >= PARALLEL_WALK_BYTES
 
 
 def collection_ranges(collections: Sequence[str] | None) -> list[tuple[str, str]] | None:
@@ -93,19 +104,50 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
         verified = True
     ranges = collection_ranges(collections)
     n_workers = default_workers() if workers is None else workers
-    if car.size > 64 << 20:
-        warm_up(n_workers)  # spawn now, so start-up overlaps the walk
-    keys: list[str] = []
-    values: list[bytes] = []
+    root_node = bytes(CID.decode(commit.data))
     with gc_paused():
-        for key, value in mst.walk_raw(car.get_raw, bytes(CID.decode(commit.data)), ranges):
-            keys.append(key.decode("ascii"))
-            values.append(value)
+        if car.path is not None and walks_in_parallel(car.size, collections, n_workers):
+            raw_keys, values = _walk_in_parallel(car, root_node, n_workers)
+        else:
+            raw_keys, values = mst.collect(car.get_raw, root_node, ranges)
+        keys = [key.decode("ascii") for key in raw_keys]
     return RepoSnapshot(car=car, commit=commit, commit_cid=str(car.roots[0]),
                         verified=verified, keys=keys, values=values,
                         collections_filter=None if collections is None else list(collections),
                         handle=handle, fetched_at=fetched_at or datetime.now(timezone.utc),
                         progress_bar=progress_bar, workers=n_workers)
+
+
+def _walk_in_parallel(car: CarFile, root: bytes, workers: int) -> tuple[list[bytes], list[bytes]]:
+    """Walk the whole tree as :data:`WALK_PIECES` subtrees shared with worker processes."""
+    pieces = mst.plan(car.get_raw, root, WALK_PIECES)
+    subtrees = [p for p in pieces if isinstance(p, mst.Subtree)]
+
+    def local(piece: mst.Subtree) -> tuple[list[bytes], list[bytes]]:
+        return mst.collect_subtree(car.get_raw, piece)
+
+    def remote(worker: Worker, piece: mst.Subtree) -> tuple[list[bytes], list[bytes]]:
+        result: tuple[list[bytes], list[bytes]] = worker.call(
+            "walk", car.path, car.mem_limit_mb, car.verify_cids, piece, None)
+        return result
+
+    walked = iter(run_jobs(subtrees, local, remote, workers))
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for piece in pieces:
+        if isinstance(piece, mst.Subtree):
+            piece_keys, piece_values = next(walked)
+            keys.extend(piece_keys)
+            values.extend(piece_values)
+        else:
+            keys.append(piece[0])
+            values.append(piece[1])
+    return keys, values
+
+
+def _decode_remote(worker: Worker, batch: Batch) -> DecodedBatch:
+    result: DecodedBatch = worker.call("decode", batch)
+    return result
 
 
 class RepoSnapshot:
@@ -150,7 +192,8 @@ class RepoSnapshot:
         workers = self._workers if len(self._keys) >= PARALLEL_MIN else 0
         with progress(len(self._keys), f"decoding {self.did}", self._progress,
                       unit="rec") as bar:
-            results = decode_batches(batches, workers, bar.update)
+            results = run_jobs(batches, decode_batch, _decode_remote, workers,
+                               lambda batch: bar.update(len(batch.cids)))
         records: list[str | None] = []
         cids: list[str] = []
         problems = []

@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-ms", type=float, default=20,
                     help="tree-RSS sampling interval in ms, 0 to disable (default 20)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default benchmarks/results/read-<size>.json; "
+                         "read-<size>-only-<names>.json with --only)")
     args = ap.parse_args(argv)
 
     n = parse_size(args.size)
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(args.python),
     }
     print(f"read benchmark: {label} ({meta['corpus']['records']:,} records, "
-          f"{meta['corpus']['car_bytes'] / 1e6:.1f} MB), {args.runs} runs + "
+          f"{meta['corpus']['car_bytes'] / 1e6:.1f} MB), {args.runs} run(s) + "
           f"{'1 warm-up' if not args.no_warmup else 'no warm-up'}; {meta['machine']['cpu']}, "
           f"{meta['machine']['cores']} cores, {meta['machine']['python']}", flush=True)
 
@@ -363,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         r["ratio"] = (r["wall_s"] / base["wall_s"]) if base and r["wall_s"] else None
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out_path = RESULTS / f"read-{label}.json"
+    if args.out:
+        out_path = Path(args.out)
+    elif names == list(CONTENDERS):
+        out_path = RESULTS / f"read-{label}.json"
+    else:                       # a partial run must not overwrite the full results
+        out_path = RESULTS / f"read-{label}-only-{'+'.join(names)}.json"
     out_path.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
 
     print()
@@ -371,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if not r["correct"]:
             print(f"  {r['name']}: WRONG: {'; '.join(r['problems'])}")
-    print(f"\nresults written to {out_path.relative_to(ROOT)}\n")
+    print(f"\nresults written to {out_path}\n")
     print(markdown_report(meta, results))
     return 0 if all(r["correct"] for r in results) else 1
 
