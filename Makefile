@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   read the bundled sample repository end to end and print its frames
+#   make test   install what the tests need (Python venv, pinned reference servers) and run them
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_OK  := $(VENV)/.installed
+NODE_OK := tests/reference/node_modules/.installed
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(PY_OK): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+# the reference implementation (@atproto/repo, @atproto/pds, dev-env), pinned by package-lock.json
+$(NODE_OK): tests/reference/package-lock.json tests/reference/package.json
+	cd tests/reference && npm ci --no-audit --no-fund
+	touch $@
+
+demo: $(PY_OK)
+	$(BIN)/python examples/demo.py
+
+test: $(PY_OK) $(NODE_OK)
+	$(BIN)/python -m pytest
+
+bench: $(PY_OK) $(NODE_OK)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/make_corpus.py --sizes 10k,100k,1m
+	$(BIN)/python benchmarks/bench_read.py --size 1m
+
+clean:
+	rm -rf $(VENV) tests/reference/node_modules tests/fixtures/generated
