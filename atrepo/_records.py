@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import os
+import mmap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,12 +65,9 @@ def _read_blocks(batch: Batch) -> Sequence[bytes]:
     if batch.blocks is not None:
         return batch.blocks
     assert batch.path is not None and batch.offsets is not None and batch.lengths is not None
-    fd = os.open(batch.path, os.O_RDONLY)
-    try:
-        pread = os.pread
-        return [pread(fd, length, offset) for offset, length in zip(batch.offsets, batch.lengths)]
-    finally:
-        os.close(fd)
+    with open(batch.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return [m[offset:offset + length]
+                for offset, length in zip(batch.offsets, batch.lengths)]
 
 
 def decode_batch(batch: Batch) -> DecodedBatch:

@@ -22,6 +22,7 @@ Not to be confused with :func:`atrepo.read_car`, which returns a verified
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -192,8 +193,8 @@ class CarFile:
     Build one with :func:`read_car`.
     """
 
-    def __init__(self, roots: list[CID], index: _Index, *, buffer: bytes | None = None,
-                 fd: int | None = None, path: str | None = None, temp: bool = False,
+    def __init__(self, roots: list[CID], index: _Index, *, buffer: bytes | mmap.mmap,
+                 path: str | None = None, temp: bool = False,
                  verify_cids: bool = True, size: int = 0, mem_limit_mb: float = 64) -> None:
         self.roots = roots
         self.mem_limit_mb = mem_limit_mb
@@ -201,8 +202,7 @@ class CarFile:
         self.size = size
         self.path = path
         self._index = index
-        self._buffer = buffer
-        self._fd = fd
+        self._buffer: bytes | mmap.mmap | None = buffer
         self._temp = temp
 
     # -- access by raw binary CID: what the rest of atrepo uses -------------------------------
@@ -219,39 +219,37 @@ class CarFile:
         return None
 
     def locate_many(self, raws: list[bytes]) -> list[tuple[int, int] | None]:
-        """Return :meth:`locate` of each CID; fast when verification will check the bytes.
-
-        With ``verify_cids`` on, a single index entry is taken as the location without
-        comparing the stored CID: the hash check that follows proves (or refutes) it.
-        """
-        if not self.verify_cids:
-            return [self.locate(raw) for raw in raws]
+        """Return :meth:`locate` of each CID, with the common case written out."""
         get = self._index.entries.get
         from_bytes = int.from_bytes
+        buffer = self._buffer
         out: list[tuple[int, int] | None] = []
         for raw in raws:
             found = get(from_bytes(raw[-_KEY_BYTES:], "big"))
-            if type(found) is int:
-                out.append((found >> _LEN_BITS, found & _LEN_MASK))
-            else:
-                out.append(self.locate(raw))
+            if type(found) is int and buffer is not None:
+                offset = found >> _LEN_BITS
+                if buffer[offset - len(raw):offset] == raw:
+                    out.append((offset, found & _LEN_MASK))
+                    continue
+            out.append(self.locate(raw))
         return out
 
     def get_raw(self, raw: bytes) -> bytes | None:
         """Return the data of the block with binary CID ``raw``, verified; None if absent.
 
-        This is the hot path of every MST walk, so the common case (one index entry, an
-        in-memory buffer, verification on) is written out: a matching sha-256 digest proves
-        the block is the one asked for, without comparing the stored CID bytes.
+        This is the hot path of every MST walk, so the common case (one index entry whose
+        stored CID matches, verification on) is written out.
         """
         found = self._index.entries.get(int.from_bytes(raw[-_KEY_BYTES:], "big"))
         if found is None:
             return None
-        if type(found) is int and self.verify_cids and self._buffer is not None:
+        buffer = self._buffer
+        if type(found) is int and self.verify_cids and buffer is not None:
             offset = found >> _LEN_BITS
-            data = self._buffer[offset:offset + (found & _LEN_MASK)]
-            check_block(raw, data, offset)
-            return data
+            if buffer[offset - len(raw):offset] == raw:
+                data = buffer[offset:offset + (found & _LEN_MASK)]
+                check_block(raw, data, offset)
+                return data
         where = self.locate(raw)
         if where is None:
             return None
@@ -262,19 +260,17 @@ class CarFile:
 
     @property
     def in_memory(self) -> bool:
-        """Whether block bytes are held in memory (else they are read from ``path``)."""
-        return self._buffer is not None
+        """Whether block bytes are held in memory (else they are mapped from ``path``)."""
+        return type(self._buffer) is bytes
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Return ``length`` bytes at ``offset`` of the CAR, unverified (see :meth:`locate`)."""
         return self._read(offset, length)
 
     def _read(self, offset: int, length: int) -> bytes:
-        if self._buffer is not None:
-            return self._buffer[offset:offset + length]
-        if self._fd is None:
+        if self._buffer is None:
             raise CarError("CAR file is closed", path=self.path)
-        return os.pread(self._fd, length, offset)
+        return self._buffer[offset:offset + length]
 
     # -- the public mapping-like surface ------------------------------------------------------
 
@@ -320,9 +316,9 @@ class CarFile:
 
     def close(self) -> None:
         """Release the file behind this CAR, if any (a temporary spill file is deleted)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        buffer, self._buffer = self._buffer, None
+        if isinstance(buffer, mmap.mmap):
+            buffer.close()
             if self._temp and self.path:
                 os.unlink(self.path)
 
@@ -403,20 +399,21 @@ def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False) 
     try:
         size = os.fstat(fd).st_size
         if size <= limit:
-            buf = _read_all(fd, size)
-            os.close(fd)
-            car = _from_buffer(buf, verify_cids)
-            car.path = path
+            car = _from_buffer(_read_all(fd, size), verify_cids)
             if temp:
                 os.unlink(path)
+            else:
+                car.path = path
             return car
         roots, index = _index_fd(fd, size)
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     except BaseException:
-        os.close(fd)
         if temp:
             os.unlink(path)
         raise
-    return CarFile(roots, index, fd=fd, path=path, temp=temp, verify_cids=verify_cids,
+    finally:
+        os.close(fd)
+    return CarFile(roots, index, buffer=mapped, path=path, temp=temp, verify_cids=verify_cids,
                    size=size)
 
 

@@ -187,7 +187,7 @@ class _Walker:
                 parent_layer: int | None, depth: int) -> None:
         """Collect the leaves of the subtree at ``raw``, whose keys lie in (lo, hi)."""
         node = self.node(raw, parent_layer, depth)
-        layer = node.layer if node.layer is not None or depth == 0 else parent_layer - 1  # type: ignore[operator]
+        layer = _layer(node, parent_layer)
         ranges = self.ranges
         bound, child = lo, node.left
         for key, value, right in node.entries:
@@ -206,6 +206,13 @@ class _Walker:
         if hi is not None and self.last >= hi:
             raise MstError("MST subtree holds keys outside its range", cid=_name(raw),
                            key=_show(self.last))
+
+
+def _layer(node: Node, parent_layer: int | None) -> int | None:
+    """A node's layer: its keys' height, else one below its parent's (None when unknown)."""
+    if node.layer is not None:
+        return node.layer
+    return None if parent_layer is None else parent_layer - 1
 
 
 def _byte_ranges(key_ranges: Sequence[KeyRange] | None) -> list[tuple[bytes, bytes]] | None:
@@ -273,8 +280,7 @@ def plan(fetch: Fetch, root: bytes, pieces: int,
                 opened.append(item)
                 continue
             node = walker.node(item.cid, item.parent_layer, item.depth)
-            layer = node.layer if node.layer is not None or item.depth == 0 else (
-                item.parent_layer - 1)  # type: ignore[operator]
+            layer = _layer(node, item.parent_layer)
             opened.extend(_open(node, item, layer, ranges))
             progressed = True
         items = opened
