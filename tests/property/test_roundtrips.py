@@ -7,6 +7,7 @@ first example pays for imports and caches).
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -119,8 +120,22 @@ keys = st.one_of(
     st.builds(lambda n, r: f"{n}/{r}", st.sampled_from(NSIDS), rkeys),
     st.builds(lambda n, r: f"{n}/{long_prefix}{r}", st.sampled_from(NSIDS[:2]), rkeys),
 )
-# small sets, and big ones (hypothesis alone rarely draws big sets): trees of 1-3 layers
-key_sets = st.one_of(st.sets(keys, max_size=40), st.sets(keys, min_size=150, max_size=400))
+
+
+def _seeded_keys(seed: int, count: int) -> set[str]:
+    """Many keys cheaply (hypothesis draws big sets slowly): same alphabets as ``keys``."""
+    rnd = random.Random(seed)
+    out = set()
+    for _ in range(count):
+        rkey = "".join(rnd.choice("ab23") for _ in range(rnd.randint(1, 12)))
+        nsid = rnd.choice(NSIDS)
+        out.add(f"{nsid}/{long_prefix}{rkey}" if rnd.random() < 0.3 else f"{nsid}/{rkey}")
+    return out
+
+
+# small sets drawn key by key, and big ones (trees of 3-5 layers) from a seed
+key_sets = st.one_of(st.sets(keys, max_size=40),
+                     st.builds(_seeded_keys, st.integers(0, 2**32), st.integers(100, 1500)))
 
 
 def _value(key: str, salt: int = 0) -> CID:
