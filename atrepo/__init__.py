@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from .snapshot import RepoSnapshot
 
 __all__ = [
-    "CID",
     "AtrepoError",
+    "CID",
     "CarError",
     "Commit",
     "DecodeError",

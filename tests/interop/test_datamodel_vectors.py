@@ -1,4 +1,4 @@
-"""Run the atproto data-model interop vectors against :mod:`atrepo.cbor` and :mod:`atrepo.datamodel`.
+"""Run the atproto data-model interop vectors against atrepo.cbor and atrepo.datamodel.
 
 The vectors live in ``<interop>/data-model/data-model-fixtures.json`` where ``<interop>`` is
 ``$ATREPO_INTEROP_DIR`` if set, else ``/work/shared/interop`` (found relative to this file,

@@ -19,10 +19,10 @@ from atrepo.cid import CID, cid_for
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-MST_SETTINGS = settings(max_examples=150, deadline=None,
+MST_SETTINGS = settings(max_examples=100, deadline=None,
                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-# --- data-model values -----------------------------------------------------------------------------
+# --- data-model values ---------------------------------------------------------------------
 
 cids = st.builds(cid_for, st.binary(max_size=8), st.sampled_from(["dag-cbor", "raw"]))
 ints = st.one_of(st.integers(INT_MIN, INT_MAX),

@@ -444,7 +444,9 @@ def test_hand_made_valid_tree_reads() -> None:
     # the construction helpers make valid repositories: the malformed cases below differ
     # from this only in the defect they test
     leaf = node_block([HEIGHT0[0]])
-    root = node_block([HEIGHT1[1]] if HEIGHT1[1] > HEIGHT0[0] else [HEIGHT1[0]], left=leaf[0])
+    root_key = next(k for k in HEIGHT1 if k > HEIGHT0[0])
+    root = node_block([root_key], left=leaf[0])
+    assert mst.build([(HEIGHT0[0], RECORD_CID), (root_key, RECORD_CID)])[0] == root[0]
     snap = read_all(repo_car(root[0], [root, leaf]), signing_key=KEY.did_key)
     assert snap.verified
     assert snap.records.height == 2
@@ -1150,3 +1152,76 @@ def test_path_with_zero_memory_limit_detects_corruption(ref: Layout, tmp_path: P
         path.write_bytes(_flip(ref.data, block.cid_start + 10))
         with time_limit(20), pytest.raises((CarError, MstError)):
             read_all(path, mem_limit_mb=0)
+
+
+# --- big repository read from a path (walked with worker processes) -------------------------------
+
+@pytest.fixture(scope="module")
+def medium(ref_medium: Any) -> Layout:
+    data = ref_medium.car.read_bytes()
+    assert len(data) >= 8 << 20, "ref_medium should be big enough for the parallel walk"
+    return _layout(data, {cid for _, _, cid in ref_medium.records})
+
+
+@pytest.fixture(scope="module")
+def medium_records(ref_medium: Any) -> Any:
+    return read_all(ref_medium.car.read_bytes()).records
+
+
+def test_medium_from_path_equals_from_bytes(ref_medium: Any, medium_records: Any) -> None:
+    with time_limit(120):
+        snap = read_all(ref_medium.car, signing_key=ref_medium.truth["signing_key"])
+    assert snap.verified
+    assert snap.records.equals(medium_records)
+    assert medium_records.height == ref_medium.truth["record_count"]
+
+
+def _middle_node(layout: Layout) -> Block:
+    nodes = [b for b in layout.blocks if b.kind == "node" and b.cid != layout.mst_root]
+    return nodes[len(nodes) // 2]
+
+
+def test_medium_path_corrupt_node(medium: Layout, tmp_path: Path) -> None:
+    block = _middle_node(medium)
+    path = tmp_path / "corrupt.car"
+    path.write_bytes(_flip(medium.data, block.data_start + 5))
+    err = expect_error(CarError, lambda: read_all(path), seconds=120)
+    assert err.cid == str(block.cid)
+    assert err.offset == block.data_start  # type: ignore[attr-defined]
+
+
+def test_medium_path_dropped_node(medium: Layout, tmp_path: Path) -> None:
+    block = _middle_node(medium)
+    path = tmp_path / "dropped.car"
+    path.write_bytes(_drop(medium, block))
+    err = expect_error(MstError, lambda: read_all(path), seconds=120)
+    assert err.cid == str(block.cid)
+
+
+def test_medium_path_swapped_nodes(medium: Layout, tmp_path: Path) -> None:
+    nodes = [b for b in medium.blocks if b.kind == "node" and b.cid != medium.mst_root]
+    a, b = nodes[len(nodes) // 3], nodes[2 * len(nodes) // 3]
+    path = tmp_path / "swapped.car"
+    path.write_bytes(_swap(medium, a, b))
+    err = expect_error(CarError, lambda: read_all(path), seconds=120)
+    assert err.cid in {str(a.cid), str(b.cid)}
+
+
+def test_medium_path_corrupt_and_dropped_records(medium: Layout, tmp_path: Path) -> None:
+    records = [b for b in medium.blocks if b.kind == "record"]
+    block = records[len(records) // 2]
+    path = tmp_path / "record.car"
+    path.write_bytes(_flip(medium.data, block.data_start + 5))
+    err = expect_error(CarError, lambda: read_all(path), seconds=120)
+    assert err.cid == str(block.cid)
+    path.write_bytes(_drop(medium, records[-1]))
+    err = expect_error(MstError, lambda: read_all(path), seconds=120)
+    assert err.cid == str(records[-1].cid)
+
+
+def test_medium_path_truncated(medium: Layout, tmp_path: Path) -> None:
+    path = tmp_path / "truncated.car"
+    for n in (len(medium.data) // 2 + 3, len(medium.data) - 1):
+        path.write_bytes(medium.data[:n])
+        err = expect_error(CarError, lambda: read_all(path), seconds=120)
+        assert err.offset is not None  # type: ignore[attr-defined]

@@ -7,7 +7,6 @@ ValueError), never a cbor2 error, RecursionError or OverflowError.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import cbor2
 import multiformats
@@ -285,8 +284,8 @@ ENCODE_REJECTED = {
     "2^64": 2**64,
     "huge int": 10**40,
     "nested big int": {"a": [2**64]},
-    "OrderedDict": OrderedDict(a=1),
-    "cbor2 tag": cbor2.CBORTag(42, b"\x00" + bytes(CID_A)),
+    "cbor2 tag 6": cbor2.CBORTag(6, 1),
+    "cbor2 tag 0": cbor2.CBORTag(0, "2013-03-21T20:04:00Z"),
     "undefined": cbor2.undefined,
     "simple value": cbor2.CBORSimpleValue(16),
 }

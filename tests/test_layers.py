@@ -1,0 +1,65 @@
+"""The import rules of the layering (STYLE.md sec. 4): pure decoders stay pure and light."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import atrepo
+
+PACKAGE = Path(atrepo.__file__).parent
+PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
+        "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo.models", "atrepo._records",
+        "atrepo._worker"]
+HEAVY = {"polars", "httpx", "diskcache", "pydantic", "tqdm"}
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return {name.split(".")[0] for name in json.loads(out)}
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_load_no_heavy_dependencies(module):
+    assert not (_loaded_after_import(module) & HEAVY)
+
+
+def test_frames_layer_loads_no_network_code():
+    loaded = _loaded_after_import("atrepo.snapshot")
+    assert "polars" in loaded
+    assert not loaded & {"httpx", "diskcache"}
+
+
+def test_import_atrepo_is_lazy():
+    assert not _loaded_after_import("atrepo") & HEAVY
+
+
+PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "mst.py", "crypto.py",
+              "models.py", "errors.py"]
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("name", PURE_FILES)
+def test_pure_sources_do_no_io(name):
+    tree = ast.parse((PACKAGE / name).read_text())
+    assert not _imported_modules(tree) & {"asyncio", "threading", "socket", "time",
+                                          "subprocess", "httpx", "os"}
+    calls = {node.func.id for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert "open" not in calls
