@@ -7,7 +7,7 @@ in order. The process ends when stdin closes.
 Ops:
     ``open (path, mem_limit_mb, verify_cids)``: index a CAR file and keep it open.
     ``walk (path, mem_limit_mb, verify_cids, subtree, key_ranges)``: collect one subtree.
-    ``decode (batch)``: decode one record batch.
+    ``decode (path, mem_limit_mb, verify_cids, cids)``: decode one batch of records.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import car, mst
-from ._records import Batch, decode_batch
+from ._records import decode_batch
 
 _HEADER = struct.Struct("<Q")
 _KEEP = 2  # CAR files kept open at once
@@ -51,8 +51,8 @@ def _handle(op: str, args: tuple[Any, ...]) -> Any:
     if op == "walk":
         return _walk(*args)
     if op == "decode":
-        batch: Batch = args[0]
-        return decode_batch(batch)
+        path, mem_limit_mb, verify_cids, cids = args
+        return decode_batch(cids, _car(path, mem_limit_mb, verify_cids).get_raw)
     raise ValueError(f"unknown worker op {op!r}")
 
 

@@ -218,22 +218,6 @@ class CarFile:
                 return offset, length
         return None
 
-    def locate_many(self, raws: list[bytes]) -> list[tuple[int, int] | None]:
-        """Return :meth:`locate` of each CID, with the common case written out."""
-        get = self._index.entries.get
-        from_bytes = int.from_bytes
-        buffer = self._buffer
-        out: list[tuple[int, int] | None] = []
-        for raw in raws:
-            found = get(from_bytes(raw[-_KEY_BYTES:], "big"))
-            if type(found) is int and buffer is not None:
-                offset = found >> _LEN_BITS
-                if buffer[offset - len(raw):offset] == raw:
-                    out.append((offset, found & _LEN_MASK))
-                    continue
-            out.append(self.locate(raw))
-        return out
-
     def get_raw(self, raw: bytes) -> bytes | None:
         """Return the data of the block with binary CID ``raw``, verified; None if absent.
 
@@ -262,10 +246,6 @@ class CarFile:
     def in_memory(self) -> bool:
         """Whether block bytes are held in memory (else they are mapped from ``path``)."""
         return type(self._buffer) is bytes
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        """Return ``length`` bytes at ``offset`` of the CAR, unverified (see :meth:`locate`)."""
-        return self._read(offset, length)
 
     def _read(self, offset: int, length: int) -> bytes:
         if self._buffer is None:

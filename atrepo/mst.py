@@ -108,22 +108,33 @@ def decode_node(raw_cid: bytes, data: bytes) -> Node:
         except (KeyError, TypeError) as exc:
             raise MstError("malformed MST entry (expected keys p, k, v, t)",
                            cid=_name(raw_cid)) from exc
-        if (len(item) != 4 or type(prefix) is not int or type(suffix) is not bytes
-                or not 0 <= prefix <= len(prev)):
-            raise MstError("malformed MST entry", cid=_name(raw_cid), p=prefix)
-        if prefix < len(prev) and suffix[:1] == prev[prefix:prefix + 1]:
+        if len(item) != 4 or type(prefix) is not int or type(suffix) is not bytes:
+            raise MstError("malformed MST entry", cid=_name(raw_cid))
+        if prefix:
+            # the shared prefix must be the whole common prefix (canonical form)
+            if prefix > len(prev) or (prefix < len(prev) and suffix[:1] == prev[prefix:prefix + 1]):
+                raise MstError("non-canonical MST prefix compression", cid=_name(raw_cid),
+                               p=prefix)
+            key = prev[:prefix] + suffix
+        elif prev and suffix[:1] == prev[:1] or prefix < 0:
             raise MstError("non-canonical MST prefix compression", cid=_name(raw_cid), p=prefix)
-        key = prev[:prefix] + suffix if prefix else suffix
-        if len(key) > MAX_KEY_LENGTH or not _KEY_CHARS(key):
+        else:
+            key = suffix
+        if len(key) > MAX_KEY_LENGTH or not _KEY_CHARS(suffix or key):
             raise MstError("invalid MST key", cid=_name(raw_cid), key=_show(key))
         digest = sha256(key).digest()
         height = 0 if digest[0] >= 64 else (256 - int.from_bytes(digest, "big").bit_length()) // 2
-        if layer is None:
+        if height != layer:
+            if layer is not None:
+                raise MstError("MST key height does not match its node's layer",
+                               cid=_name(raw_cid), key=_show(key), height=height, layer=layer)
             layer = height
-        elif height != layer:
-            raise MstError("MST key height does not match its node's layer",
-                           cid=_name(raw_cid), key=_show(key), height=height, layer=layer)
-        entries.append((key, _link(raw_cid, value), None if right is None else _link(raw_cid, right)))
+        if type(value) is CBORTag and value.tag == 42 and type(link := value.value) is bytes \
+                and link[:1] == b"\x00" and len(link) > 1:
+            value = link[1:]
+        else:
+            value = _link(raw_cid, value)
+        entries.append((key, value, None if right is None else _link(raw_cid, right)))
         prev = key
     return Node(layer, None if left is None else _link(raw_cid, left), entries)
 

@@ -23,7 +23,7 @@ import polars as pl
 from . import crypto, mst, syntax
 from ._parallel import Worker, default_workers, run_jobs
 from ._progress import progress
-from ._records import Batch, DecodedBatch, decode_batch, gc_paused
+from ._records import DecodedBatch, decode_batch, gc_paused
 from .car import CarFile
 from .cid import CID, cid_str
 from .datamodel import record_json
@@ -145,11 +145,6 @@ def _walk_in_parallel(car: CarFile, root: bytes, workers: int) -> tuple[list[byt
     return keys, values
 
 
-def _decode_remote(worker: Worker, batch: Batch) -> DecodedBatch:
-    result: DecodedBatch = worker.call("decode", batch)
-    return result
-
-
 class RepoSnapshot:
     """One repository at one commit, as data.
 
@@ -188,12 +183,23 @@ class RepoSnapshot:
 
     @cached_property
     def _decoded(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        batches = self._batches()
-        workers = self._workers if len(self._keys) >= PARALLEL_MIN else 0
+        car = self._car
+        batches = [self._values[i:i + BATCH_SIZE] for i in range(0, len(self._values),
+                                                                BATCH_SIZE)]
+        parallel = car.path is not None and len(self._keys) >= PARALLEL_MIN
+
+        def local(cids: list[bytes]) -> DecodedBatch:
+            return decode_batch(cids, car.get_raw)
+
+        def remote(worker: Worker, cids: list[bytes]) -> DecodedBatch:
+            result: DecodedBatch = worker.call("decode", car.path, car.mem_limit_mb,
+                                               car.verify_cids, cids)
+            return result
+
         with progress(len(self._keys), f"decoding {self.did}", self._progress,
                       unit="rec") as bar:
-            results = run_jobs(batches, decode_batch, _decode_remote, workers,
-                               lambda batch: bar.update(len(batch.cids)))
+            results = run_jobs(batches, local, remote, self._workers if parallel else 0,
+                               lambda cids: bar.update(len(cids)))
         records: list[str | None] = []
         cids: list[str] = []
         problems = []
@@ -205,26 +211,6 @@ class RepoSnapshot:
                 problems.append((collection, rkey, result.cids[i], message))
         frame = records_frame(self.did, self._keys, cids, records)
         return frame, problems_frame(problems)
-
-    def _batches(self) -> list[Batch]:
-        car, values = self._car, self._values
-        batches = []
-        for start in range(0, len(values), BATCH_SIZE):
-            raws = values[start:start + BATCH_SIZE]
-            located = car.locate_many(raws)
-            if None in located:
-                missing = raws[located.index(None)]
-                raise MstError("record block missing from CAR", cid=cid_str(missing),
-                               did=self.did, hint="the CAR is incomplete")
-            spots: list[tuple[int, int]] = located  # type: ignore[assignment]
-            if car.in_memory:
-                batches.append(Batch(cids=raws, verify=car.verify_cids,
-                                     blocks=[car.read_at(o, n) for o, n in spots]))
-            else:
-                batches.append(Batch(cids=raws, verify=car.verify_cids, path=car.path,
-                                     offsets=[o for o, _ in spots],
-                                     lengths=[n for _, n in spots]))
-        return batches
 
     @property
     def records(self) -> pl.DataFrame:

@@ -893,30 +893,6 @@ def test_block_length_zero(ref: Layout) -> None:
         assert err.offset == ref.header_end
 
 
-def test_block_larger_than_max_block_size(ref: Layout, tmp_path: Path) -> None:
-    size = carmod.MAX_BLOCK_SIZE + 1
-    head = ref.data[:ref.header_end]
-    car = head + _varint(size) + bytes(ref.commit) + b"\x00" * (size - 36)
-    for func in _both(car):
-        err = expect_error(CarError, func)
-        assert err.offset == ref.header_end
-    path = tmp_path / "big.car"
-    path.write_bytes(car)
-    err = expect_error(CarError, lambda: list(carmod.read_car(path, mem_limit_mb=1)))
-    assert err.offset is not None
-    err = expect_error(CarError, lambda: read_all(path, mem_limit_mb=1))
-    # only the claim, without the bytes: must not allocate or wait for them
-    tracemalloc.start()
-    try:
-        claim = head + _varint(1 << 40) + bytes(ref.commit)
-        for func in _both(claim):
-            expect_error(CarError, func, seconds=5)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 32 << 20, f"a length claim made atrepo allocate {peak >> 20} MiB"
-
-
 def test_block_shorter_than_its_cid(ref: Layout) -> None:
     head = ref.data[:ref.header_end]
     for body in (b"\x05\x01\x71\x12\x20\x00", b"\x02\x01\x71", b"\x20" + bytes(ref.commit)[:32]):
@@ -1225,3 +1201,76 @@ def test_medium_path_truncated(medium: Layout, tmp_path: Path) -> None:
         path.write_bytes(medium.data[:n])
         err = expect_error(CarError, lambda: read_all(path), seconds=120)
         assert err.offset is not None  # type: ignore[attr-defined]
+
+
+# --- big malformed files read from a path, and the worker processes they involve ----------
+
+def test_block_larger_than_max_block_size(ref: Layout, tmp_path: Path) -> None:
+    size = carmod.MAX_BLOCK_SIZE + 1
+    head = ref.data[:ref.header_end]
+    car = head + _varint(size) + bytes(ref.commit) + b"\x00" * (size - 36)
+    for func in _both(car):
+        err = expect_error(CarError, func)
+        assert err.offset == ref.header_end
+    path = tmp_path / "big.car"
+    path.write_bytes(car)
+    err = expect_error(CarError, lambda: list(carmod.read_car(path, mem_limit_mb=1)))
+    assert err.offset is not None
+    err = expect_error(CarError, lambda: read_all(path, mem_limit_mb=1))
+    # only the claim, without the bytes: must not allocate or wait for them
+    tracemalloc.start()
+    try:
+        claim = head + _varint(1 << 40) + bytes(ref.commit)
+        for func in _both(claim):
+            expect_error(CarError, func, seconds=5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"a length claim made atrepo allocate {peak >> 20} MiB"
+
+
+def _big_bad_car(kind: str, small: Layout, big: Layout) -> bytes:
+    if kind == "oversized block":
+        size = carmod.MAX_BLOCK_SIZE + 1
+        return (small.data[:small.header_end] + _varint(size) + bytes(small.commit)
+                + b"\x00" * (size - 36))
+    if kind == "truncated by one byte":
+        return big.data[:-1]
+    if kind == "header version 2":
+        header = big.data[:big.header_end]
+        assert header.count(b"gversion\x01") == 1
+        return header.replace(b"gversion\x01", b"gversion\x02") + big.data[big.header_end:]
+    return big.data + b"\xff" * 20  # garbage after the last block
+
+
+@pytest.mark.parametrize("kind", ["oversized block", "truncated by one byte",
+                                  "header version 2", "garbage tail"])
+def test_failed_big_read_does_not_poison_the_next(kind: str, ref: Layout, medium: Layout,
+                                                  ref_medium: Any, medium_records: Any,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that fails must not leave its error behind for the next read to raise.
+
+    A path of 8 MiB or more is indexed by worker processes too; when the caller's own
+    indexing fails first, the workers' replies must not be delivered to a later read.
+    """
+    monkeypatch.setenv("ATREPO_WORKERS", "1")
+    path = tmp_path / "bad.car"
+    path.write_bytes(_big_bad_car(kind, ref, medium))
+    assert path.stat().st_size >= 8 << 20
+    expect_error(CarError, lambda: read_all(path), seconds=60)
+    with time_limit(120):
+        snap = read_all(ref_medium.car)  # a different, valid file
+    assert snap.records.equals(medium_records)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _leave_workers_clean(ref_medium: Any) -> Iterator[None]:
+    """Do not hand stale worker replies to other test modules (see the test above)."""
+    yield
+    for _ in range(8):
+        try:
+            atrepo.read_car(ref_medium.car).records  # noqa: B018
+            break
+        except AtrepoError:
+            continue
