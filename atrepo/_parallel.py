@@ -60,20 +60,29 @@ class Worker:
         self.proc.stdin.write(_HEADER.pack(len(payload)) + payload)
         self.pending += 1
 
+    def _next_reply(self) -> tuple[bool, Any]:
+        assert self.proc.stdout is not None
+        reply: tuple[bool, Any] = pickle.loads(_read_frame(self.proc.stdout))
+        self.pending -= 1
+        return reply
+
     def receive(self) -> Any:
         """Return the reply to the oldest pending request (re-raising its error)."""
-        assert self.proc.stdout is not None
-        ok, value = pickle.loads(_read_frame(self.proc.stdout))
-        self.pending -= 1
+        ok, value = self._next_reply()
         if not ok:
             raise value
         return value
 
     def call(self, op: str, *args: Any) -> Any:
-        """Send a request and return its reply, first draining earlier replies."""
+        """Send a request and return its reply.
+
+        Replies to earlier fire-and-forget requests (``open``) are read and dropped first,
+        errors included: they belonged to a read the caller has already finished (or
+        failed on its own, with its own error).
+        """
         with self.lock:
             while self.pending:
-                self.receive()
+                self._next_reply()
             self.send(op, *args)
             return self.receive()
 

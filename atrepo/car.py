@@ -172,7 +172,8 @@ def _parse_header(buf: bytes | memoryview, end: int) -> tuple[list[CID], int]:
     except DecodeError as exc:
         raise CarError("CAR header is not valid DAG-CBOR", offset=pos,
                        detail=exc.message) from exc
-    if not isinstance(header, dict) or header.get("version") != 1:
+    if not isinstance(header, dict) or type(header.get("version")) is not int \
+            or header.get("version") != 1:
         version = header.get("version") if isinstance(header, dict) else None
         raise CarError("unsupported CAR header (only CARv1 is supported)", offset=pos,
                        version=version)

@@ -28,7 +28,7 @@ import multiformats
 from .cid import CID
 from .errors import DecodeError
 
-__all__ = ["Link", "decode", "decode_fast", "encode"]
+__all__ = ["Link", "decode", "decode_fast", "encode", "loads"]
 
 MAX_DEPTH = 128  # nesting deeper than any real record; bounds recursion in checks and cbor2
 INT_MIN = -(2**63)
@@ -54,18 +54,30 @@ def link_bytes(tag: cbor2.CBORTag) -> bytes:
     return value[1:]
 
 
+def _reject_tag(*args: Any) -> None:
+    raise DecodeError("unsupported CBOR tag", hint="DAG-CBOR allows only tag 42 (CID)")
+
+
+# cbor2 decodes these tags itself (dates, bignums, decimals, sets, ...) and never shows them
+# to tag_hook; overriding them makes them errors, as DAG-CBOR requires.
+STRICT_TAGS = {tag: _reject_tag for tag in
+               (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 100, 256, 258, 260, 261,
+                1004, 55799)}
+
+
+def loads(data: bytes, tag_hook: Any = None) -> Any:
+    """cbor2.loads with every DAG-CBOR restriction cbor2 can enforce while decoding."""
+    return cbor2.loads(data, tag_hook=tag_hook, semantic_decoders=STRICT_TAGS,
+                       allow_indefinite=False, allow_duplicate_keys=False,
+                       strict_hashable_types=True, max_depth=MAX_DEPTH)
+
+
 def _strict_tag(tag: cbor2.CBORTag, immutable: bool) -> CID:
     return CID.decode(link_bytes(tag))
 
 
 def _fast_tag(tag: cbor2.CBORTag, immutable: bool) -> Link:
     return Link(link_bytes(tag))
-
-
-def _loads(data: bytes, tag_hook: Any) -> Any:
-    return cbor2.loads(data, tag_hook=tag_hook, allow_indefinite=False,
-                       allow_duplicate_keys=False, strict_hashable_types=True,
-                       max_depth=MAX_DEPTH)
 
 
 def _decode_error(exc: Exception) -> DecodeError:
@@ -88,7 +100,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     """
     data = bytes(data)
     try:
-        value = _loads(data, _strict_tag)
+        value = loads(data, _strict_tag)
     except CBOR_ERRORS as exc:
         raise _decode_error(exc) from exc
     if encode(value) != data:
@@ -107,7 +119,7 @@ def decode_fast(data: bytes) -> Any:
         DecodeError: when the bytes are not CBOR or use a forbidden tag.
     """
     try:
-        return _loads(data, _fast_tag)
+        return loads(data, _fast_tag)
     except CBOR_ERRORS as exc:
         raise _decode_error(exc) from exc
 

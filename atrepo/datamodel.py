@@ -8,22 +8,25 @@ plain ``dict``/``list``/``str``/``int``/``bool``/``None`` that :mod:`atrepo.cbor
 
 :func:`record_json` is the hot path of reading a repository: DAG-CBOR bytes straight to
 JSON text, with cbor2 decoding and orjson writing, and links turned into ``$link`` objects
-while decoding. It rejects what cannot be represented (other tags, non-string or duplicate
-keys, indefinite lengths, integers beyond 64 bits) but does not re-check canonical form:
-the block's bytes were already checked against its CID.
+while decoding. It rejects what the data model forbids (other tags, non-string or duplicate
+keys, indefinite lengths, floats, integers beyond signed 64 bits, a top level that is not a
+map) but does not re-check canonical form or look for bytes after the record: the block's
+bytes were already checked against its CID, and those checks would cost a re-encode or a
+slower file-like decoder per record (see docs/reading.md).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 import cbor2
 import multiformats
 import orjson
 
-from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, Link, link_bytes
+from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, Link, link_bytes, loads
 from .cid import CID, cid_str
 from .errors import DecodeError
 
@@ -144,21 +147,15 @@ def _link_object(tag: cbor2.CBORTag, immutable: bool) -> dict[str, str]:
     return {"$link": cid_str(link_bytes(tag))}
 
 
-def _reject_tag(decoder: Any, *args: Any) -> None:
-    raise DecodeError("unsupported CBOR tag", hint="DAG-CBOR allows only tag 42 (CID)")
-
-
-# cbor2 decodes these tags itself (dates, bignums, decimals, sets, ...) and never shows them
-# to tag_hook, so they are overridden here to make them errors as DAG-CBOR requires.
-_BUILTIN_TAGS = {tag: _reject_tag for tag in
-                 (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 100, 256, 258, 260, 261,
-                  1004, 55799)}
-
-
 def _json_default(value: Any) -> Any:
     if type(value) is bytes:
         return {"$bytes": _b64(value)}
     raise TypeError(f"type not allowed in the data model: {type(value).__name__}")
+
+
+# bytes that start a float (f9 fa fb) or a 64-bit unsigned integer (1b): when none occurs in
+# a record, it cannot hold a float or an integer above 2^63 - 1 (which orjson would write)
+_SUSPECT = re.compile(b"[\xf9\xfa\xfb\x1b]")
 
 
 def record_json(data: bytes) -> str:
@@ -166,23 +163,38 @@ def record_json(data: bytes) -> str:
 
     Raises:
         DecodeError: when the block is not decodable DAG-CBOR, is not a map, or holds
-            values JSON cannot carry (see the module docstring).
+            values the data model forbids (see the module docstring).
 
     Example:
         >>> record_json(bytes.fromhex("a1652474797065617a"))
         '{"$type":"z"}'
     """
     try:
-        value = cbor2.loads(data, tag_hook=_link_object, semantic_decoders=_BUILTIN_TAGS,
-                            allow_indefinite=False, allow_duplicate_keys=False,
-                            strict_hashable_types=True, max_depth=MAX_DEPTH)
-        if type(value) is not dict:
+        value = loads(data, _link_object)
+        if type(value) is not dict or data[:2] == b"\xd8\x2a":
             raise DecodeError("record is not a map", type=type(value).__name__)
+        if _SUSPECT.search(data) is not None:
+            _check_numbers(value, 0)
         return orjson.dumps(value, default=_json_default).decode()
     except DecodeError:
         raise
     except (orjson.JSONEncodeError, *CBOR_ERRORS) as exc:
         raise _error_from(exc) from exc
+
+
+def _check_numbers(value: Any, depth: int) -> None:
+    """Raise DecodeError on a float or an integer outside the signed 64-bit range."""
+    kind = type(value)
+    if kind is dict:
+        for item in value.values():
+            _check_numbers(item, depth + 1)
+    elif kind is list:
+        for item in value:
+            _check_numbers(item, depth + 1)
+    elif kind is float:
+        raise DecodeError("floats are not allowed in the atproto data model", value=value)
+    elif kind is int and not INT_MIN <= value <= INT_MAX:
+        raise DecodeError("integer outside the signed 64-bit range", value=value)
 
 
 def _error_from(exc: BaseException) -> DecodeError:

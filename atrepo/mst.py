@@ -7,7 +7,7 @@ entry and each ``t`` the subtree right of its entry (https://atproto.com/specs/r
 
 Invariants checked while walking (an :class:`~atrepo.MstError` names the node's CID):
 
-* keys use only record-path characters (``A-Za-z0-9._:~-/``), at most :data:`MAX_KEY_LENGTH` bytes, strictly ascending in
+* keys are record paths ``collection/rkey`` (characters ``A-Za-z0-9_~:.-``), at most :data:`MAX_KEY_LENGTH` bytes, strictly ascending in
   in-order traversal (which also keeps every subtree inside its key range);
 * every key in a node has the node's layer as its height (:func:`key_height`), and a
   subtree sits exactly one layer below its parent;
@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
 from cbor2 import CBORTag
 
 from . import cbor
@@ -46,8 +45,9 @@ MAX_DEPTH = 64          # heights above ~20 need 2^40 keys; deeper trees are hos
 MAX_ENTRIES = 4096      # real nodes hold a handful of entries (fanout 4)
 MAX_KEY_LENGTH = 1024   # the repository spec caps record paths at 1024 bytes
 
-# record paths: NSID and record-key characters plus the "/" between them
-_KEY_CHARS = re.compile(rb"[A-Za-z0-9._:~/-]+").fullmatch
+# a record path "collection/rkey": one "/", both sides non-empty, the reference's
+# isValidMstKey character set on each side
+_KEY_FORM = re.compile(rb"[A-Za-z0-9_~:.-]+/[A-Za-z0-9_~:.-]+").fullmatch
 Fetch = Callable[[bytes], "bytes | None"]
 KeyRange = tuple[str, str]  # [lo, hi): keys k with lo <= k < hi
 
@@ -88,8 +88,7 @@ def decode_node(raw_cid: bytes, data: bytes) -> Node:
     flat: cbor2 returns links as ``CBORTag(42, b"\\x00" + cid)`` and they are checked here.
     """
     try:
-        obj = cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False,
-                          strict_hashable_types=True, max_depth=8)
+        obj = cbor.loads(data)
         items, left = obj["e"], obj["l"]
     except (*CBOR_ERRORS, KeyError) as exc:
         raise MstError("MST node is not a valid DAG-CBOR node", cid=_name(raw_cid),
@@ -110,17 +109,19 @@ def decode_node(raw_cid: bytes, data: bytes) -> Node:
                            cid=_name(raw_cid)) from exc
         if len(item) != 4 or type(prefix) is not int or type(suffix) is not bytes:
             raise MstError("malformed MST entry", cid=_name(raw_cid))
+        if prefix < 0:
+            raise MstError("malformed MST entry (negative prefix)", cid=_name(raw_cid), p=prefix)
         if prefix:
             # the shared prefix must be the whole common prefix (canonical form)
             if prefix > len(prev) or (prefix < len(prev) and suffix[:1] == prev[prefix:prefix + 1]):
                 raise MstError("non-canonical MST prefix compression", cid=_name(raw_cid),
                                p=prefix)
             key = prev[:prefix] + suffix
-        elif prev and suffix[:1] == prev[:1] or prefix < 0:
+        elif prev and suffix[:1] == prev[:1]:
             raise MstError("non-canonical MST prefix compression", cid=_name(raw_cid), p=prefix)
         else:
             key = suffix
-        if len(key) > MAX_KEY_LENGTH or not _KEY_CHARS(suffix or key):
+        if len(key) > MAX_KEY_LENGTH or not _KEY_FORM(key):
             raise MstError("invalid MST key", cid=_name(raw_cid), key=_show(key))
         digest = sha256(key).digest()
         height = 0 if digest[0] >= 64 else (256 - int.from_bytes(digest, "big").bit_length()) // 2
@@ -300,7 +301,8 @@ def plan(fetch: Fetch, root: bytes, pieces: int,
     leaves = [item[0] for item in items if not isinstance(item, Subtree)]
     for before, after in zip(leaves, leaves[1:]):
         if before >= after:  # subtrees are bounded by these keys, so they must ascend
-            raise MstError("MST keys out of order", key=_show(after), previous=_show(before))
+            raise MstError("MST keys out of order", cid=_name(root), key=_show(after),
+                           previous=_show(before))
     return items
 
 

@@ -243,11 +243,14 @@ def test_record_json_rejects_ints_beyond_signed_64_bits(hexdata: str) -> None:
 
 @pytest.mark.parametrize("hexdata", ["a1616101 01", "a1616101 a0", "a1616101 ff"],
                          ids=["int", "map", "break"])
-def test_record_json_rejects_trailing_bytes(hexdata: str) -> None:
-    # one DAG-CBOR block is exactly one item; cbor.decode rejects the same bytes
+def test_trailing_bytes_strict_in_cbor_decode_lenient_in_record_json(hexdata: str) -> None:
+    # One DAG-CBOR block is exactly one item: the strict decoder rejects extra bytes. The
+    # record hot path documents that it does not look for them (the CID has bound the
+    # bytes; finding the end costs a slower decoder per record): it decodes the one item.
     data = H(hexdata.replace(" ", ""))
     _rejects(cbor.decode, data)
-    _rejects(datamodel.record_json, data)
+    assert datamodel.record_json(data) == '{"a":1}'
+
 
 
 def test_record_json_output_is_valid_json_data_model() -> None:
