@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any
 
 import cbor2
 import multiformats
 import orjson
 
-from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, Link, link_bytes, loads
+from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, STRICT_TAGS, Link, link_bytes
 from .cid import CID, cid_str
 from .errors import DecodeError
 
@@ -153,9 +152,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"type not allowed in the data model: {type(value).__name__}")
 
 
-# bytes that start a float (f9 fa fb) or a 64-bit unsigned integer (1b): when none occurs in
-# a record, it cannot hold a float or an integer above 2^63 - 1 (which orjson would write)
-_SUSPECT = re.compile(b"[\xf9\xfa\xfb\x1b]")
 
 
 def record_json(data: bytes) -> str:
@@ -170,10 +166,15 @@ def record_json(data: bytes) -> str:
         '{"$type":"z"}'
     """
     try:
-        value = loads(data, _link_object)
+        value = cbor2.loads(data, tag_hook=_link_object, semantic_decoders=STRICT_TAGS,
+                            allow_indefinite=False, allow_duplicate_keys=False,
+                            strict_hashable_types=True, max_depth=MAX_DEPTH)
         if type(value) is not dict or data[:2] == b"\xd8\x2a":
             raise DecodeError("record is not a map", type=type(value).__name__)
-        if _SUSPECT.search(data) is not None:
+        # a float starts with byte f9, fa or fb and an integer above 2^63 - 1 with 1b: a
+        # record holding none of these bytes (memchr, fast) cannot hold either, which
+        # orjson would otherwise write without complaint
+        if b"\xfb" in data or b"\xfa" in data or b"\xf9" in data or b"\x1b" in data:
             _check_numbers(value, 0)
         return orjson.dumps(value, default=_json_default).decode()
     except DecodeError:
