@@ -30,6 +30,8 @@ __all__ = ["Worker", "default_workers", "open_in_workers", "run_jobs", "take_wor
 J = TypeVar("J")
 R = TypeVar("R")
 _HEADER = struct.Struct("<Q")
+_F_SETPIPE_SZ = 1031  # fcntl command from <linux/fcntl.h>
+_PIPE_SIZE = 1 << 20
 
 
 def default_workers() -> int:
@@ -49,6 +51,9 @@ class Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.pending = 0          # requests sent whose replies were not read yet
         self.lock = threading.Lock()
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            _widen(pipe.fileno())
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -90,6 +95,22 @@ class Worker:
         if self.alive():
             self.proc.kill()
         self.proc.wait()
+
+
+def _widen(fd: int) -> None:
+    """Give a pipe a 1 MiB buffer (Linux), where the kernel allows it.
+
+    A reply is megabytes of column data. Through a 64 KiB pipe the worker blocks after each
+    64 KiB until this process's reader thread, which must win the GIL back from the decoding
+    main thread every time, reads again: the worker spent most of its time waiting.
+    """
+    if sys.platform.startswith("linux"):
+        import fcntl
+
+        try:
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:  # pipe-max-size is lower on this system: keep the default
+            return
 
 
 def _read_frame(stream: Any) -> bytes:
