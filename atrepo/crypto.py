@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ._varint import encode_varint
 from .errors import SignatureError
 
 __all__ = [
@@ -125,22 +126,9 @@ def _read_varint(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _encode_varint(value: int) -> bytes:
-    """Returns ``value`` as an unsigned varint."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 _CURVES: Final[dict[Curve, ec.EllipticCurve]] = {"p256": ec.SECP256R1(), "k256": ec.SECP256K1()}
 _PREFIX_BY_CURVE: Final[dict[Curve, bytes]] = {
-    curve: _encode_varint(code) for curve, code in _CODEC_BY_CURVE.items()
+    curve: encode_varint(code) for curve, code in _CODEC_BY_CURVE.items()
 }
 
 

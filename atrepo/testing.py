@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from . import cbor, mst
+from ._varint import encode_varint
 from .cid import CID, cid_for
 from .crypto import format_did_key
 
@@ -69,24 +70,12 @@ def _serialization() -> Any:
     return serialization
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode_car(roots: list[CID], blocks: list[tuple[bytes, bytes]]) -> bytes:
     """Return a CARv1 with ``roots`` and (binary CID, data) ``blocks`` in the given order."""
     header = cbor.encode({"roots": roots, "version": 1})
-    parts = [_varint(len(header)), header]
+    parts = [encode_varint(len(header)), header]
     for raw, data in blocks:
-        parts.append(_varint(len(raw) + len(data)))
+        parts.append(encode_varint(len(raw) + len(data)))
         parts.append(raw)
         parts.append(data)
     return b"".join(parts)

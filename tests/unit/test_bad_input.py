@@ -27,6 +27,7 @@ import cbor2
 import pytest
 
 import atrepo
+from atrepo._varint import encode_varint
 from atrepo import car as carmod
 from atrepo import cbor, mst
 from atrepo.cid import CID, cid_for
@@ -80,18 +81,6 @@ def expect_located(err: AtrepoError) -> None:
     offset = getattr(err, "offset", None)
     cid = getattr(err, "cid", None)
     assert offset is not None or cid is not None, f"error names neither offset nor CID: {err!r}"
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -758,7 +747,7 @@ def test_commit_shape_accepted_when_well_formed() -> None:
 
 def _header(value: Any) -> bytes:
     data = value if isinstance(value, bytes) else cbor2.dumps(value, canonical=True)
-    return _varint(len(data)) + data
+    return encode_varint(len(data)) + data
 
 
 def _both(car: bytes) -> list[Callable[[], Any]]:
@@ -784,10 +773,10 @@ def test_header_varint_not_minimal(ref: Layout) -> None:
 def test_header_length_out_of_range(ref: Layout) -> None:
     body = ref.data[ref.header_end:]
     for length in (carmod.MAX_HEADER_SIZE + 1, 1 << 40):
-        for func in _both(_varint(length) + b"\xa0" * 64 + body):
+        for func in _both(encode_varint(length) + b"\xa0" * 64 + body):
             err = expect_error(CarError, func)
             assert err.offset == 0
-    big = _varint(carmod.MAX_HEADER_SIZE + 1) + b"\x00" * (carmod.MAX_HEADER_SIZE + 1) + body
+    big = encode_varint(carmod.MAX_HEADER_SIZE + 1) + b"\x00" * (carmod.MAX_HEADER_SIZE + 1) + body
     for func in _both(big):
         expect_error(CarError, func)
     for func in _both(b"\x00" + body):  # a zero-length header
@@ -795,7 +784,7 @@ def test_header_length_out_of_range(ref: Layout) -> None:
 
 
 def test_header_truncated(ref: Layout) -> None:
-    for func in _both(_varint(100) + b"\xa2"):
+    for func in _both(encode_varint(100) + b"\xa2"):
         err = expect_error(CarError, func)
         assert err.offset is not None
 
@@ -879,7 +868,7 @@ def test_block_length_varint_too_long(ref: Layout) -> None:
 def test_block_length_varint_not_minimal(ref: Layout) -> None:
     head, first = ref.data[:ref.header_end], ref.blocks[0]
     length, _ = _read_varint(ref.data, first.start)
-    padded = bytes([b | 0x80 for b in _varint(length)]) + b"\x00"
+    padded = bytes([b | 0x80 for b in encode_varint(length)]) + b"\x00"
     car = head + padded + ref.data[first.cid_start:]
     for func in _both(car):
         err = expect_error(CarError, func)
@@ -921,7 +910,7 @@ def test_file_backed_iteration_with_short_cids(tmp_path: Path) -> None:
     """A block whose data starts in the first 36 bytes of a file must not crash iteration."""
     header = cbor.encode({"roots": [], "version": 1})
     block = b"\x01\x71\x12\x00" + b"x"  # CIDv1, sha2-256 code, 0-byte digest
-    car = _varint(len(header)) + header + _varint(len(block)) + block
+    car = encode_varint(len(header)) + header + encode_varint(len(block)) + block
     path = tmp_path / "tiny.car"
     path.write_bytes(car)
     expect_error(CarError, lambda: list(carmod.read_car(car)))
@@ -1208,7 +1197,7 @@ def test_medium_path_truncated(medium: Layout, tmp_path: Path) -> None:
 def test_block_larger_than_max_block_size(ref: Layout, tmp_path: Path) -> None:
     size = carmod.MAX_BLOCK_SIZE + 1
     head = ref.data[:ref.header_end]
-    car = head + _varint(size) + bytes(ref.commit) + b"\x00" * (size - 36)
+    car = head + encode_varint(size) + bytes(ref.commit) + b"\x00" * (size - 36)
     for func in _both(car):
         err = expect_error(CarError, func)
         assert err.offset == ref.header_end
@@ -1220,7 +1209,7 @@ def test_block_larger_than_max_block_size(ref: Layout, tmp_path: Path) -> None:
     # only the claim, without the bytes: must not allocate or wait for them
     tracemalloc.start()
     try:
-        claim = head + _varint(1 << 40) + bytes(ref.commit)
+        claim = head + encode_varint(1 << 40) + bytes(ref.commit)
         for func in _both(claim):
             expect_error(CarError, func, seconds=5)
         peak = tracemalloc.get_traced_memory()[1]
@@ -1232,7 +1221,7 @@ def test_block_larger_than_max_block_size(ref: Layout, tmp_path: Path) -> None:
 def _big_bad_car(kind: str, small: Layout, big: Layout) -> bytes:
     if kind == "oversized block":
         size = carmod.MAX_BLOCK_SIZE + 1
-        return (small.data[:small.header_end] + _varint(size) + bytes(small.commit)
+        return (small.data[:small.header_end] + encode_varint(size) + bytes(small.commit)
                 + b"\x00" * (size - 36))
     if kind == "truncated by one byte":
         return big.data[:-1]
