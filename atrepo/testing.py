@@ -83,7 +83,7 @@ def encode_car(roots: list[CID], blocks: list[tuple[bytes, bytes]]) -> bytes:
 
 def make_repo_car(records: Mapping[str, Any], *, did: str = "did:plc:testtesttesttesttesttest",
                   key: SigningKey | None = None, rev: str = "3kaaaaaaaaa22",
-                  high_s: bool = False) -> tuple[bytes, str]:
+                  high_s: bool = False, version: int = 3) -> tuple[bytes, str]:
     """Return (CAR bytes, signing did:key) of a signed repo holding ``records``.
 
     Args:
@@ -94,6 +94,7 @@ def make_repo_car(records: Mapping[str, Any], *, did: str = "did:plc:testtesttes
         key: the signing key (a fresh K-256 key by default).
         rev: the commit rev.
         high_s: sign with the high-S form of the signature (which verifiers must reject).
+        version: the commit version (3, or 2 for the older format).
     """
     key = key or SigningKey()
     blocks: dict[bytes, bytes] = {}
@@ -105,7 +106,7 @@ def make_repo_car(records: Mapping[str, Any], *, did: str = "did:plc:testtesttes
         items.append((path, cid))
     root, nodes = mst.build(items)
     blocks.update((bytes(cid), data) for cid, data in nodes.items())
-    unsigned = {"data": root, "did": did, "prev": None, "rev": rev, "version": 3}
+    unsigned = {"data": root, "did": did, "prev": None, "rev": rev, "version": version}
     commit = dict(unsigned, sig=key.sign(cbor.encode(unsigned), high_s=high_s))
     commit_data = cbor.encode(commit)
     commit_cid = cid_for(commit_data)

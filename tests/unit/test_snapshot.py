@@ -199,3 +199,15 @@ def test_parallel_decoding_matches_serial(ref_medium, monkeypatch):
     assert serial.records.equals(parallel.records)
     assert serial.records.equals(in_memory.records)
     assert _rows(parallel) == ref_medium.records
+
+
+def test_version_2_commits_verify():
+    car_bytes, key = make_repo_car({"app.x.a/1": {"$type": "app.x.a"}}, version=2)
+    snap = atrepo.read_car(car_bytes, signing_key=key)
+    assert snap.commit.version == 2 and snap.verified
+
+
+def test_unknown_commit_version_is_a_car_error():
+    car_bytes, key = make_repo_car({"app.x.a/1": {"$type": "app.x.a"}}, version=4)
+    with pytest.raises(atrepo.CarError, match="unsupported commit version"):
+        atrepo.read_car(car_bytes, signing_key=key)
