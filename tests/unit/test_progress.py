@@ -1,0 +1,37 @@
+"""Progress bars: on when a person is watching, off in CI, always overridable."""
+
+from __future__ import annotations
+
+import pytest
+
+from atrepo._progress import progress, wants_progress
+
+
+def test_explicit_choice_wins(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    assert wants_progress(True) is True
+    monkeypatch.delenv("CI")
+    assert wants_progress(False) is False
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("off", False), ("1", True)])
+def test_environment_setting(monkeypatch, value, expected):
+    monkeypatch.setenv("ATREPO_PROGRESS", value)
+    assert wants_progress(None) is expected
+
+
+def test_off_in_ci(monkeypatch):
+    monkeypatch.delenv("ATREPO_PROGRESS", raising=False)
+    monkeypatch.setenv("CI", "1")
+    assert wants_progress(None) is False
+
+
+def test_silent_bar_accepts_updates(monkeypatch):
+    with progress(10, "x", False) as bar:
+        bar.update(3)
+
+
+def test_real_bar_counts(capsys):
+    with progress(10, "decoding", True) as bar:
+        bar.update(4)
+        assert bar.n == 4  # type: ignore[attr-defined]
