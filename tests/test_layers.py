@@ -31,6 +31,13 @@ def test_pure_modules_load_no_heavy_dependencies(module):
     assert not (_loaded_after_import(module) & HEAVY)
 
 
+@pytest.mark.parametrize("module", ["atrepo._flows.identity", "atrepo._flows.policy",
+                                    "atrepo.identity"])
+def test_protocol_layer_loads_no_io_or_frames(module):
+    # L1 flows plan requests and read responses; pydantic boundary models are allowed
+    assert not _loaded_after_import(module) & {"polars", "httpx", "diskcache", "tqdm"}
+
+
 def test_frames_layer_loads_no_network_code():
     loaded = _loaded_after_import("atrepo.snapshot")
     assert "polars" in loaded
@@ -42,7 +49,8 @@ def test_import_atrepo_is_lazy():
 
 
 PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "mst.py", "crypto.py",
-              "models.py", "errors.py"]
+              "models.py", "errors.py", "identity.py", "_flows/effects.py",
+              "_flows/identity.py", "_flows/policy.py"]
 
 
 def _imported_modules(tree: ast.AST) -> set[str]:

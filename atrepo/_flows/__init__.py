@@ -1,0 +1,1 @@
+"""Sans-IO protocol flows: generators that yield effects and never perform them."""

@@ -1,0 +1,124 @@
+"""The effects flows yield, the values drivers send back, and the ``Flow`` type.
+
+A flow is a generator in the style of httpx's ``auth_flow``: it yields an effect
+(:class:`HttpGet` or :class:`DnsTxt`), and the driver in :mod:`atrepo._io.drivers` performs
+it and sends the result back (:class:`HttpResponse` or :class:`DnsAnswer`). The flow's
+return value is the result of the whole protocol step.
+
+Invariants:
+
+* Effects and results are frozen values; nothing here performs I/O.
+* A failed effect is *thrown into* the flow rather than sent: an HTTP failure (connection,
+  timeout, oversized body) as :class:`atrepo.errors.TransportError`, a DNS failure as
+  :class:`DnsFailure`. Flows that have a fallback catch them around the ``yield``.
+* :class:`DnsFailure` is internal: flows must turn it into a ``ResolutionError`` or fall back,
+  so it never reaches users.
+* Non-2xx HTTP statuses are *not* failures: they arrive as an :class:`HttpResponse` and the
+  flow decides what they mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias, TypeVar
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DnsAnswer",
+    "DnsFailure",
+    "DnsTxt",
+    "Effect",
+    "Flow",
+    "HttpGet",
+    "HttpResponse",
+    "Result",
+]
+
+DEFAULT_MAX_BYTES: Final = 1 << 20  # 1 MiB: far above any real DID document or JSON reply
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpGet:
+    """Fetch a URL with GET.
+
+    Attributes:
+        url: absolute ``http(s)`` URL.
+        headers: extra request headers as ``(name, value)`` pairs.
+        max_bytes: hard cap on the (decoded) body of a 2xx response; a driver that reads
+            more aborts the request and throws ``TransportError("response too large")``.
+            Bodies of other statuses are truncated to this size instead.
+        follow_redirects: whether the driver follows 3xx redirects (bounded by the client).
+    """
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    max_bytes: int = DEFAULT_MAX_BYTES
+    follow_redirects: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DnsTxt:
+    """Look up the TXT records of a DNS name.
+
+    Attributes:
+        name: the fully qualified name, without a trailing dot.
+    """
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """The answer to an :class:`HttpGet`, whatever its status.
+
+    Attributes:
+        status: the HTTP status code.
+        headers: response headers, keys lowercased (repeated headers joined by ``", "``).
+        body: the complete body, at most the request's ``max_bytes``.
+        url: the final URL, after any redirects.
+    """
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    body: bytes = b""
+    url: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Return True for a 2xx status."""
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """The answer to a :class:`DnsTxt`.
+
+    Attributes:
+        texts: one string per TXT record, its character-strings concatenated.
+    """
+
+    texts: tuple[str, ...] = ()
+
+
+class DnsFailure(Exception):
+    """A DNS lookup failed (NXDOMAIN, no answer, timeout, no nameservers).
+
+    Internal: drivers throw it into flows, and flows fall back or raise ``ResolutionError``.
+
+    Attributes:
+        name: the name that was looked up.
+        reason: a short description, such as ``"NXDOMAIN"`` or ``"timeout"``.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"DNS lookup failed; name={name}; reason={reason}")
+
+
+Effect: TypeAlias = HttpGet | DnsTxt
+Result: TypeAlias = HttpResponse | DnsAnswer
+Flow: TypeAlias = Generator[Effect, Result, T]

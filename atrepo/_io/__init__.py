@@ -1,0 +1,1 @@
+"""I/O drivers: the only code that performs the effects flows yield."""
