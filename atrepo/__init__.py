@@ -34,16 +34,23 @@ from .errors import (
 if TYPE_CHECKING:
     from . import car, cbor, crypto, datamodel, mst, syntax
     from ._read import read_car
+    from ._shortcuts import get_repo, resolve
     from .cid import CID, cid_for
+    from .client import AsyncClient, Client
+    from .identity import DidDocument, Identity
     from .models import Commit
     from .snapshot import RepoSnapshot
 
 __all__ = [
+    "AsyncClient",
     "AtrepoError",
     "CID",
     "CarError",
+    "Client",
     "Commit",
     "DecodeError",
+    "DidDocument",
+    "Identity",
     "MstError",
     "RateLimited",
     "RepoSnapshot",
@@ -56,8 +63,10 @@ __all__ = [
     "cid_for",
     "crypto",
     "datamodel",
+    "get_repo",
     "mst",
     "read_car",
+    "resolve",
     "syntax",
 ]
 
@@ -70,6 +79,12 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Commit": (".models", "Commit"),
     "RepoSnapshot": (".snapshot", "RepoSnapshot"),
     "read_car": ("._read", "read_car"),
+    "Client": (".client", "Client"),
+    "AsyncClient": (".client", "AsyncClient"),
+    "DidDocument": (".identity", "DidDocument"),
+    "Identity": (".identity", "Identity"),
+    "resolve": ("._shortcuts", "resolve"),
+    "get_repo": ("._shortcuts", "get_repo"),
     **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "mst",
                                               "syntax")},
 }

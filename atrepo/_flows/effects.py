@@ -1,9 +1,10 @@
 """The effects flows yield, the values drivers send back, and the ``Flow`` type.
 
 A flow is a generator in the style of httpx's ``auth_flow``: it yields an effect
-(:class:`HttpGet` or :class:`DnsTxt`), and the driver in :mod:`atrepo._io.drivers` performs
-it and sends the result back (:class:`HttpResponse` or :class:`DnsAnswer`). The flow's
-return value is the result of the whole protocol step.
+(:class:`HttpGet`, :class:`HttpDownload`, :class:`DnsTxt` or :class:`Sleep`), and the driver
+in :mod:`atrepo._io.drivers` performs it and sends the result back (:class:`HttpResponse`,
+:class:`DnsAnswer`, or None after a :class:`Sleep`). The flow's return value is the result
+of the whole protocol step.
 
 Invariants:
 
@@ -24,18 +25,24 @@ from dataclasses import dataclass, field
 from typing import Final, TypeAlias, TypeVar
 
 __all__ = [
+    "DEFAULT_DOWNLOAD_MAX_BYTES",
     "DEFAULT_MAX_BYTES",
     "DnsAnswer",
     "DnsFailure",
     "DnsTxt",
+    "ERROR_BODY_MAX",
     "Effect",
     "Flow",
+    "HttpDownload",
     "HttpGet",
     "HttpResponse",
     "Result",
+    "Sleep",
 ]
 
 DEFAULT_MAX_BYTES: Final = 1 << 20  # 1 MiB: far above any real DID document or JSON reply
+DEFAULT_DOWNLOAD_MAX_BYTES: Final = 4 << 30  # 4 GiB: above the largest real repositories
+ERROR_BODY_MAX: Final = 64 * 1024  # a download's non-2xx body: enough for any XRPC error
 
 T = TypeVar("T")
 
@@ -60,6 +67,40 @@ class HttpGet:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpDownload:
+    """Fetch a URL with GET and stream a 2xx body into a file (redirects are followed).
+
+    The driver answers with an :class:`HttpResponse` whose ``body`` is ``b""`` for a 2xx
+    status (the data is in the file) and the error body, at most :data:`ERROR_BODY_MAX`
+    bytes, for any other status (the file is then left untouched).
+
+    Attributes:
+        url: absolute ``http(s)`` URL.
+        path: the file to create or truncate; a failed download leaves no file behind.
+        headers: extra request headers as ``(name, value)`` pairs.
+        max_bytes: hard cap on the *decoded* bytes written (so a compression bomb is cut
+            short); a driver that would write more aborts, deletes the partial file and
+            throws ``TransportError("response too large")``.
+    """
+
+    url: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+    max_bytes: int = DEFAULT_DOWNLOAD_MAX_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait before the next effect (a retry backoff); the driver sends back None.
+
+    Attributes:
+        seconds: how long to wait; zero or less means not at all.
+    """
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class DnsTxt:
     """Look up the TXT records of a DNS name.
 
@@ -72,7 +113,7 @@ class DnsTxt:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """The answer to an :class:`HttpGet`, whatever its status.
+    """The answer to an :class:`HttpGet` or :class:`HttpDownload`, whatever its status.
 
     Attributes:
         status: the HTTP status code.
@@ -119,6 +160,6 @@ class DnsFailure(Exception):
         super().__init__(f"DNS lookup failed; name={name}; reason={reason}")
 
 
-Effect: TypeAlias = HttpGet | DnsTxt
-Result: TypeAlias = HttpResponse | DnsAnswer
+Effect: TypeAlias = HttpGet | HttpDownload | DnsTxt | Sleep
+Result: TypeAlias = HttpResponse | DnsAnswer | None  # None answers a Sleep
 Flow: TypeAlias = Generator[Effect, Result, T]

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-__all__ = ["Decision", "RetryPolicy", "decide", "retry_after"]
+__all__ = ["RETRY_STATUSES", "Decision", "RetryPolicy", "decide", "retry_after"]
 
 Outcome = Literal["ok", "status", "transport"]
-_RETRY_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def decide(policy: RetryPolicy, *, outcome: Outcome, status: int | None,
         asked = retry_after(headers, now)
         wait = _backoff(policy, rate_limited_so_far, jitter) if asked is None else asked
         return Decision(True, min(wait, policy.max_wait), "rate limited", rate_limited=True)
-    transient = outcome == "transport" or status in _RETRY_STATUSES
+    transient = outcome == "transport" or status in RETRY_STATUSES
     if not transient:
         return Decision(False, reason=f"status {status}")
     if attempt >= policy.retries:

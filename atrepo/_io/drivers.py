@@ -11,6 +11,13 @@ Invariants:
   more (``Content-Length``) or streaming more is aborted and
   ``TransportError("response too large")`` is thrown into the flow. Error bodies (non-2xx)
   are truncated to the cap instead, since flows only glance at them.
+* An :class:`HttpDownload` streams a 2xx body into its file, counting the *decoded* bytes
+  (httpx inflates gzip), so a compression bomb is cut at ``max_bytes``; a download that
+  fails for any reason (too large, too slow, connection lost, cancelled) deletes its partial
+  file. A non-2xx download answers with the error body, capped at ``ERROR_BODY_MAX``, and
+  leaves the file untouched. Errors writing the file itself (``OSError``) are not network
+  failures: they propagate unchanged, since retrying cannot help.
+* A :class:`Sleep` is ``time.sleep`` / ``asyncio.sleep``; the flow gets None back.
 * Every httpx failure becomes a :class:`~atrepo.errors.TransportError` naming the URL and
   chaining the httpx exception; every DNS failure becomes a ``DnsFailure``. Both are thrown
   into the flow, which falls back or raises an ``AtrepoError``.
@@ -22,7 +29,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeAlias, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Final, Generic, Protocol, TypeAlias, TypeVar
 
 import dns.exception as dns_exception
 import dns.resolver as dns_resolver
@@ -31,12 +39,15 @@ import httpx
 from .._flows.effects import (
     DnsAnswer,
     DnsFailure,
+    ERROR_BODY_MAX,
     DnsTxt,
     Effect,
     Flow,
+    HttpDownload,
     HttpGet,
     HttpResponse,
     Result,
+    Sleep,
 )
 from ..errors import TransportError
 
@@ -213,6 +224,78 @@ class _Body:
                               max_bytes=self._effect.max_bytes)
 
 
+class _Download:
+    """Streams a 2xx body into the effect's file under ``max_bytes`` and the deadline.
+
+    A non-2xx body goes to a :class:`_Body` capped at ``ERROR_BODY_MAX`` instead, and the
+    file is not opened. :meth:`close` deletes the file unless :meth:`response` completed.
+    """
+
+    def __init__(self, effect: HttpDownload, total_timeout: float | None) -> None:
+        self._effect = effect
+        self._total_timeout = total_timeout
+        self._deadline = None if total_timeout is None else time.monotonic() + total_timeout
+        self._error_body = _Body(HttpGet(effect.url, max_bytes=ERROR_BODY_MAX), total_timeout)
+        self._file: BinaryIO | None = None
+        self._size = 0
+        self._done = False
+
+    def start(self, response: httpx.Response) -> None:
+        """Check the status line and headers; open the file for a 2xx response.
+
+        Raises:
+            TransportError: a 2xx response announces more than ``max_bytes``.
+            OSError: the file cannot be created.
+        """
+        if not response.is_success:
+            self._error_body.start(response)  # lenient for non-2xx: never raises
+            return
+        declared = response.headers.get("content-length", "")
+        identity = response.headers.get("content-encoding", "identity") == "identity"
+        if identity and declared.isdigit() and int(declared) > self._effect.max_bytes:
+            raise self._too_large()
+        self._file = open(self._effect.path, "wb")  # closed by close() or response()
+
+    def add(self, chunk: bytes) -> bool:
+        """Write (or, for an error body, keep) ``chunk``; False once an error body is full.
+
+        Raises:
+            TransportError: the decoded body passes ``max_bytes``, or the deadline passed.
+            OSError: the file cannot be written.
+        """
+        if self._file is None:
+            return self._error_body.add(chunk)
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TransportError("response too slow", url=self._effect.url,
+                                 total_timeout=self._total_timeout)
+        self._size += len(chunk)
+        if self._size > self._effect.max_bytes:
+            raise self._too_large()
+        self._file.write(chunk)
+        return True
+
+    def response(self, response: httpx.Response) -> HttpResponse:
+        """Finish the file; return the :class:`HttpResponse` (``body=b""`` for 2xx)."""
+        if self._file is None:
+            return self._error_body.response(response)
+        self._file.close()
+        self._done = True
+        headers = {key.lower(): value for key, value in response.headers.items()}
+        return HttpResponse(status=response.status_code, headers=headers, body=b"",
+                            url=str(response.url))
+
+    def close(self) -> None:
+        """Close the file and, unless the download completed, delete it."""
+        if self._file is None or self._done:
+            return
+        self._file.close()
+        Path(self._effect.path).unlink(missing_ok=True)
+
+    def _too_large(self) -> TransportError:
+        return TransportError("response too large", url=self._effect.url,
+                              max_bytes=self._effect.max_bytes)
+
+
 def _transport_failure(url: str, exc: Exception) -> TransportError:
     """Return the TransportError for an httpx exception, with ``exc`` as its cause."""
     if isinstance(exc, httpx.TimeoutException):
@@ -265,6 +348,44 @@ async def _get_async(http: httpx.AsyncClient, effect: HttpGet,
         return exc
 
 
+def _download_sync(http: httpx.Client, effect: HttpDownload,
+                   total_timeout: float | None) -> HttpResponse | TransportError:
+    sink = _Download(effect, total_timeout)
+    try:
+        with http.stream("GET", effect.url, headers=effect.headers,
+                         follow_redirects=True) as response:
+            sink.start(response)
+            for chunk in response.iter_bytes():
+                if not sink.add(chunk):
+                    break
+            return sink.response(response)
+    except _HTTPX_ERRORS as exc:
+        return _transport_failure(effect.url, exc)
+    except TransportError as exc:  # too large or too slow
+        return exc
+    finally:
+        sink.close()
+
+
+async def _download_async(http: httpx.AsyncClient, effect: HttpDownload,
+                          total_timeout: float | None) -> HttpResponse | TransportError:
+    sink = _Download(effect, total_timeout)
+    try:
+        async with http.stream("GET", effect.url, headers=effect.headers,
+                               follow_redirects=True) as response:
+            sink.start(response)
+            async for chunk in response.aiter_bytes():
+                if not sink.add(chunk):
+                    break
+            return sink.response(response)
+    except _HTTPX_ERRORS as exc:
+        return _transport_failure(effect.url, exc)
+    except TransportError as exc:
+        return exc
+    finally:
+        sink.close()  # also on cancellation: no partial file is left behind
+
+
 # -- performing effects --------------------------------------------------------------------
 
 
@@ -273,6 +394,11 @@ def _perform_sync(effect: Effect, http: httpx.Client, dns: DnsResolver,
     """Perform one effect; return its result, or the failure to throw into the flow."""
     if isinstance(effect, HttpGet):
         return _get_sync(http, effect, total_timeout)
+    if isinstance(effect, HttpDownload):
+        return _download_sync(http, effect, total_timeout)
+    if isinstance(effect, Sleep):
+        time.sleep(max(0.0, effect.seconds))
+        return None
     if isinstance(effect, DnsTxt):
         try:
             return DnsAnswer(tuple(dns.txt(effect.name)))
@@ -286,6 +412,13 @@ async def _perform_async(effect: Effect, http: httpx.AsyncClient, dns: AsyncDnsR
     """Perform one effect; return its result, or the failure to throw into the flow."""
     if isinstance(effect, HttpGet):
         return await _get_async(http, effect, total_timeout)
+    if isinstance(effect, HttpDownload):
+        return await _download_async(http, effect, total_timeout)
+    if isinstance(effect, Sleep):
+        import asyncio  # keeps asyncio off sync paths
+
+        await asyncio.sleep(max(0.0, effect.seconds))
+        return None
     if isinstance(effect, DnsTxt):
         try:
             return DnsAnswer(tuple(await dns.txt(effect.name)))

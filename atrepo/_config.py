@@ -1,0 +1,47 @@
+"""Every default of the client in one place, each with the reason for its value."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AtrepoError
+
+__all__ = ["ClientConfig", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$ATREPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/atrepo``, else ``~/.cache/atrepo``."""
+    configured = os.environ.get("ATREPO_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "atrepo"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """The settings of a Client, validated once."""
+
+    plc_url: str = "https://plc.directory"   # the public PLC directory
+    handle_resolver: str | None = None       # XRPC resolveHandle service, asked last
+    cache_dir: Path | None = None            # None: default_cache_dir(), created on demand
+    timeout: float = 30.0                    # seconds per connect/read (httpx semantics)
+    max_concurrency: int = 8                 # parallel requests in bulk calls
+    mem_limit_mb: float = 64                 # CAR bytes held in memory before using disk
+    verify: bool = True                      # check commit signatures and handles
+    progress: bool | None = None             # None: bars when a person is watching
+    max_repo_bytes: int = 4 << 30            # 4 GiB: a cap on one decoded getRepo body
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_concurrency < 1 or self.mem_limit_mb < 0:
+            raise AtrepoError("invalid client settings", timeout=self.timeout,
+                              max_concurrency=self.max_concurrency,
+                              mem_limit_mb=self.mem_limit_mb,
+                              hint="timeout > 0, max_concurrency >= 1, mem_limit_mb >= 0")
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache directory in use (created on first write, not here)."""
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()

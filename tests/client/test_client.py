@@ -1,0 +1,146 @@
+"""Client and AsyncClient against the real reference PLC + PDS (tests/sandbox.py).
+
+Every scenario runs for both clients. Nothing leaves loopback: HTTP goes through a transport
+that refuses any other host, and DNS through a resolver that answers nothing (the sandbox's
+``.test`` handles resolve through the PDS's resolveHandle, the configured handle_resolver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+import atrepo
+from atrepo._flows.effects import DnsFailure
+from atrepo.client import AsyncClient, Client
+
+
+def _loopback_only(request: httpx.Request) -> None:
+    host = request.url.host
+    if host != "localhost":
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return
+        except ValueError:
+            pass
+        raise httpx.ConnectError(f"tests never leave loopback (asked for {host})",
+                                 request=request)
+
+
+class _LoopbackTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _loopback_only(request)
+        return super().handle_request(request)
+
+
+class _AsyncLoopbackTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _loopback_only(request)
+        return await super().handle_async_request(request)
+
+
+class _NoDns:
+    def txt(self, name: str) -> Sequence[str]:
+        raise DnsFailure(name, "tests use no DNS")
+
+
+class _AsyncNoDns:
+    async def txt(self, name: str) -> Sequence[str]:
+        raise DnsFailure(name, "tests use no DNS")
+
+
+def _run(kind: str, sandbox: Any, tmp_path: Any, method: str, *args: Any) -> Any:
+    """Call ``method`` on a fresh Client or AsyncClient pointed at the sandbox."""
+    options = {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url,
+               "cache_dir": tmp_path / kind, "progress": False}
+    if kind == "sync":
+        http = httpx.Client(transport=_LoopbackTransport(), trust_env=False, timeout=20)
+        with Client(http=http, dns=_NoDns(), **options) as client:
+            return getattr(client, method)(*args)
+
+    async def go() -> Any:
+        http = httpx.AsyncClient(transport=_AsyncLoopbackTransport(), trust_env=False,
+                                 timeout=20)
+        async with AsyncClient(http=http, dns=_AsyncNoDns(), **options) as client:
+            return await getattr(client, method)(*args)
+
+    return asyncio.run(go())
+
+
+KINDS = ["sync", "async"]
+
+
+def _listed_records(sandbox: Any, did: str, collections: Sequence[str]) -> set[tuple[str, str, str]]:
+    out = set()
+    with httpx.Client(trust_env=False, timeout=20) as http:
+        for collection in collections:
+            cursor = None
+            while True:
+                params = {"repo": did, "collection": collection, "limit": 100}
+                if cursor:
+                    params["cursor"] = cursor
+                body = http.get(f"{sandbox.pds_url}/xrpc/com.atproto.repo.listRecords",
+                                params=params).json()
+                prefix = f"at://{did}/{collection}/"
+                out.update((collection, r["uri"][len(prefix):], r["cid"]) for r in body["records"])
+                cursor = body.get("cursor")
+                if not body["records"] or not cursor:
+                    break
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resolve_handle_and_identity(kind, sandbox, tmp_path):
+    alice = sandbox.account("alice.test")
+    assert _run(kind, sandbox, tmp_path, "resolve_handle", "alice.test") == alice["did"]
+    ident = _run(kind, sandbox, tmp_path, "resolve", "alice.test")
+    assert ident.did == alice["did"] and ident.handle == "alice.test" and ident.handle_verified
+    assert ident.pds == sandbox.pds_url
+    assert ident.signing_key.startswith("did:key:z")
+    by_did = _run(kind, sandbox, tmp_path, "resolve", alice["did"])
+    assert by_did.handle == "alice.test" and by_did.handle_verified
+    assert _run(kind, sandbox, tmp_path, "resolve", f"at://{alice['did']}/app.bsky.feed.post").did \
+        == alice["did"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_get_repo_equals_the_pds_listing(kind, sandbox, tmp_path):
+    alice = sandbox.account("alice.test")
+    snap = _run(kind, sandbox, tmp_path, "get_repo", "alice.test")
+    assert snap.verified is True and snap.did == alice["did"] and snap.handle == "alice.test"
+    got = set(zip(snap.records["collection"], snap.records["rkey"], snap.records["cid"]))
+    assert got == _listed_records(sandbox, alice["did"], snap.collections["collection"])
+    assert len(snap) == alice["records"]
+    assert snap.problems.is_empty()
+    filtered = _run(kind, sandbox, tmp_path, "get_repo", alice["did"], ["app.bsky.feed.post"])
+    assert set(filtered.records["collection"]) == {"app.bsky.feed.post"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("handle", "status"), [("bob.test", "deactivated"),
+                                                ("carol.test", "takendown"),
+                                                ("dave.test", "not_found")])
+def test_unavailable_repos_say_why(kind, handle, status, sandbox, tmp_path):
+    account = sandbox.account(handle)
+    with pytest.raises(atrepo.RepoUnavailable) as info:
+        _run(kind, sandbox, tmp_path, "get_repo", account["did"])
+    assert info.value.status == status and info.value.did == account["did"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unknown_handle_is_a_resolution_error(kind, sandbox, tmp_path):
+    with pytest.raises(atrepo.ResolutionError) as info:
+        _run(kind, sandbox, tmp_path, "resolve", "nobody.test")
+    assert "nobody.test" in str(info.value)
+
+
+def test_sync_client_works_inside_a_running_event_loop(sandbox, tmp_path):
+    async def notebook_cell() -> str:
+        return _run("sync", sandbox, tmp_path, "resolve_handle", "alice.test")  # type: ignore[no-any-return]
+
+    assert asyncio.run(notebook_cell()) == sandbox.account("alice.test")["did"]
