@@ -26,10 +26,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import RateLimited, RepoUnavailable, TransportError
 from ..syntax import is_did
@@ -350,6 +350,15 @@ def describe_repo(pds: str, did: str, *,
 # -- many repositories ---------------------------------------------------------------------
 
 
+def _check_did(value: str) -> str:
+    if not is_did(value):
+        raise ValueError("not a DID")
+    return value
+
+
+Did = Annotated[str, AfterValidator(_check_did)]
+
+
 class RepoRef(BaseModel):
     """One repository as a host lists it (``com.atproto.sync.listRepos``).
 
@@ -364,18 +373,11 @@ class RepoRef(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    did: str
+    did: Did
     head: str | None = None
     rev: str | None = None
     active: bool = True
     status: str | None = None
-
-    @field_validator("did")
-    @classmethod
-    def _check_did(cls, value: str) -> str:
-        if not is_did(value):
-            raise ValueError("not a DID")
-        return value
 
     @field_validator("active", mode="before")
     @classmethod
@@ -393,14 +395,7 @@ class _ReposPage(BaseModel):
 class _CollectionRepo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    did: str
-
-    @field_validator("did")
-    @classmethod
-    def _check_did(cls, value: str) -> str:
-        if not is_did(value):
-            raise ValueError("not a DID")
-        return value
+    did: Did
 
 
 class _CollectionPage(BaseModel):
