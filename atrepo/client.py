@@ -10,13 +10,16 @@ loop; :class:`AsyncClient` runs the same flows with ``run_async`` over an
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import polars as pl
 
 from . import car
 from ._config import ClientConfig
@@ -31,13 +34,76 @@ from ._io.drivers import (
     run_async,
     run_sync,
 )
-from .errors import ResolutionError, SignatureError
+from ._flows.sync import RepoRef
+from ._progress import progress
+from .errors import AtrepoError, ResolutionError, SignatureError
 from .identity import Identity
 from .snapshot import RepoSnapshot, open_snapshot
 
 __all__ = ["AsyncClient", "Client"]
 
 T = TypeVar("T")
+
+
+REPOS_SCHEMA = pl.Schema({"did": pl.String, "head": pl.String, "rev": pl.String,
+                          "active": pl.Boolean, "status": pl.String})
+
+
+class _Pager:
+    """Paging through listRepos, written once for both clients.
+
+    ``flow()`` fetches the next page; ``take(page)`` records it and says whether to go on.
+    With ``resume``, the cursor after each fully processed page is saved under the cache
+    directory (one small JSON file per host, replaced atomically), and a later listing of the
+    same host starts from it.
+    """
+
+    def __init__(self, host: str, *, limit: int | None, resume: bool, state_dir: Path) -> None:
+        self.host = host.rstrip("/")
+        self.limit = limit
+        self.resume = resume
+        self.state = state_dir / (_safe(self.host.split("://")[-1]) + ".json")
+        self.cursor = self._saved_cursor() if resume else None
+        self.count = 0
+        self.done = limit is not None and limit <= 0
+
+    def _saved_cursor(self) -> str | None:
+        try:
+            saved = json.loads(self.state.read_text())
+        except (OSError, ValueError):
+            return None
+        cursor = saved.get("cursor") if isinstance(saved, dict) else None
+        return cursor if isinstance(cursor, str) else None
+
+    def flow(self) -> Flow[tuple[list[RepoRef], str | None]]:
+        remaining = 1000 if self.limit is None else min(1000, self.limit - self.count)
+        return sync_flows.list_repos_page(self.host, cursor=self.cursor, limit=remaining)
+
+    def take(self, page: tuple[list[RepoRef], str | None]) -> list[RepoRef]:
+        repos, page_cursor = page
+        if self.limit is not None:
+            repos = repos[: self.limit - self.count]
+        self.count += len(repos)
+        next_cursor, warning = sync_flows.walk_cursor(self.cursor, page_cursor, len(repos))
+        if warning:
+            warnings.warn(f"listRepos on {self.host}: {warning}", stacklevel=3)
+        self.cursor = next_cursor
+        self.done = next_cursor is None or (self.limit is not None and self.count >= self.limit)
+        if self.resume:
+            self._save()
+        return repos
+
+    def _save(self) -> None:
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"host": self.host, "cursor": self.cursor}))
+        os.replace(tmp, self.state)
+
+
+def repos_frame(repos: Sequence[RepoRef]) -> pl.DataFrame:
+    """The list_repos frame: did, head, rev, active, status (one row per repo, in order)."""
+    rows = [(r.did, r.head, r.rev, r.active, r.status) for r in repos]
+    return pl.DataFrame(rows, schema=REPOS_SCHEMA, orient="row")
 
 
 def _safe(did: str) -> str:
@@ -100,6 +166,12 @@ class _BaseClient:
             path.unlink(missing_ok=True)
             raise
 
+    def _pager(self, host: str, limit: int | None, resume: bool) -> _Pager:
+        if not host.startswith(("http://", "https://")):
+            raise AtrepoError("host must be a URL", host=host, hint="e.g. https://bsky.network")
+        return _Pager(host, limit=limit, resume=resume,
+                      state_dir=self.config.cache_path / "cursors")
+
     # -- local work (no network) ----------------------------------------------------------
 
     def _new_path(self, folder: str, did: str, suffix: str) -> Path:
@@ -153,6 +225,29 @@ class Client(_BaseClient):
         """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository."""
         return self._run(self._get_repo_flow(name, collections))
 
+    def iter_repos(self, host: str, *, limit: int | None = None,
+                   resume: bool = False) -> Iterator[RepoRef]:
+        """Yield a :class:`RepoRef` per repository ``host`` lists (com.atproto.sync.listRepos)."""
+        pager = self._pager(host, limit, resume)
+        while not pager.done:
+            yield from pager.take(self._run(pager.flow()))
+
+    def list_repos(self, host: str, limit: int | None = None,
+                   resume: bool = False) -> pl.DataFrame:
+        """Return every repository ``host`` lists: did, head, rev, active, status.
+
+        Args:
+            host: the host's base URL (a PDS or a relay).
+            limit: stop after this many repositories.
+            resume: continue from the cursor saved by an earlier interrupted listing.
+        """
+        repos: list[RepoRef] = []
+        with progress(limit, f"listing {host}", self.config.progress, unit="repo") as bar:
+            for repo in self.iter_repos(host, limit=limit, resume=resume):
+                repos.append(repo)
+                bar.update(1)
+        return repos_frame(repos)
+
     def close(self) -> None:
         """Close the HTTP connections."""
         self._http.close()
@@ -189,6 +284,24 @@ class AsyncClient(_BaseClient):
                        ) -> RepoSnapshot:
         """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository."""
         return await self._run(self._get_repo_flow(name, collections))
+
+    async def iter_repos(self, host: str, *, limit: int | None = None,
+                         resume: bool = False) -> AsyncIterator[RepoRef]:
+        """Yield a :class:`RepoRef` per repository ``host`` lists (com.atproto.sync.listRepos)."""
+        pager = self._pager(host, limit, resume)
+        while not pager.done:
+            for repo in pager.take(await self._run(pager.flow())):
+                yield repo
+
+    async def list_repos(self, host: str, limit: int | None = None,
+                         resume: bool = False) -> pl.DataFrame:
+        """Return every repository ``host`` lists: did, head, rev, active, status."""
+        repos: list[RepoRef] = []
+        with progress(limit, f"listing {host}", self.config.progress, unit="repo") as bar:
+            async for repo in self.iter_repos(host, limit=limit, resume=resume):
+                repos.append(repo)
+                bar.update(1)
+        return repos_frame(repos)
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import polars as pl
 import pytest
 
 import atrepo
@@ -144,3 +145,42 @@ def test_sync_client_works_inside_a_running_event_loop(sandbox, tmp_path):
         return _run("sync", sandbox, tmp_path, "resolve_handle", "alice.test")  # type: ignore[no-any-return]
 
     assert asyncio.run(notebook_cell()) == sandbox.account("alice.test")["did"]
+
+
+def _iterate(kind: str, sandbox: Any, tmp_path: Any, **kw: Any) -> list[Any]:
+    """iter_repos drained through either client."""
+    options = {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url,
+               "cache_dir": tmp_path / kind, "progress": False}
+    if kind == "sync":
+        with Client(http=httpx.Client(transport=_LoopbackTransport(), trust_env=False),
+                    dns=_NoDns(), **options) as client:
+            return list(client.iter_repos(sandbox.pds_url, **kw))
+
+    async def go() -> list[Any]:
+        async with AsyncClient(http=httpx.AsyncClient(transport=_AsyncLoopbackTransport(),
+                                                      trust_env=False),
+                               dns=_AsyncNoDns(), **options) as client:
+            return [repo async for repo in client.iter_repos(sandbox.pds_url, **kw)]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_repos_reports_every_state(kind, sandbox, tmp_path):
+    frame = _run(kind, sandbox, tmp_path, "list_repos", sandbox.pds_url)
+    assert frame.columns == ["did", "head", "rev", "active", "status"]
+    rows = {did: (active, status) for did, _, _, active, status in frame.iter_rows()}
+    assert rows[sandbox.account("alice.test")["did"]] == (True, None)
+    assert rows[sandbox.account("bob.test")["did"]] == (False, "deactivated")
+    assert rows[sandbox.account("carol.test")["did"]] == (False, "takendown")
+    assert sandbox.account("dave.test")["did"] not in rows
+    assert frame.filter(pl.col("active"))["head"].null_count() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_iter_repos_limit_and_resume(kind, sandbox, tmp_path):
+    everyone = [r.did for r in _iterate(kind, sandbox, tmp_path)]
+    assert [r.did for r in _iterate(kind, sandbox, tmp_path, limit=2)] == everyone[:2]
+    first = _iterate(kind, sandbox, tmp_path, limit=1, resume=True)
+    rest = _iterate(kind, sandbox, tmp_path, resume=True)
+    assert [r.did for r in first + rest] == everyone
