@@ -10,11 +10,13 @@ loop; :class:`AsyncClient` runs the same flows with ``run_async`` over an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +38,8 @@ from ._io.drivers import (
 )
 from ._flows.sync import RepoRef
 from ._progress import progress
-from .errors import AtrepoError, ResolutionError, SignatureError
+from .errors import AtrepoError, RepoUnavailable, ResolutionError, SignatureError
+from .frames import RECORDS_SCHEMA
 from .identity import Identity
 from .snapshot import RepoSnapshot, open_snapshot
 
@@ -106,6 +109,37 @@ def repos_frame(repos: Sequence[RepoRef]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=REPOS_SCHEMA, orient="row")
 
 
+ERRORS_SCHEMA = pl.Schema({"did": pl.String, "error": pl.String, "status": pl.String})
+
+
+class _Bulk:
+    """Outcomes of a bulk call, kept in input order: record frames, and errors per repo."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.frames: dict[int, pl.DataFrame] = {}
+        self.errors: dict[int, tuple[str, str, str | None]] = {}
+
+    def done(self, i: int, outcome: RepoSnapshot | BaseException) -> None:
+        """Record repo ``i``'s snapshot or AtrepoError; anything else is a bug: re-raised."""
+        if isinstance(outcome, RepoSnapshot):
+            self.frames[i] = outcome.records
+        elif isinstance(outcome, AtrepoError):
+            status = outcome.status if isinstance(outcome, RepoUnavailable) else None
+            did = getattr(outcome, "did", None) or self.names[i]
+            self.errors[i] = (did, f"{type(outcome).__name__}: {outcome}", status)
+        else:
+            raise outcome
+
+    def records(self) -> pl.DataFrame:
+        frames = [self.frames[i] for i in sorted(self.frames)]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=RECORDS_SCHEMA)
+
+    def error_frame(self) -> pl.DataFrame:
+        rows = [self.errors[i] for i in sorted(self.errors)]
+        return pl.DataFrame(rows, schema=ERRORS_SCHEMA, orient="row")
+
+
 def _safe(did: str) -> str:
     """A DID as a file-name component."""
     return did.replace(":", "_").replace("%", "_").replace("/", "_")
@@ -124,6 +158,7 @@ class _BaseClient:
             cache_dir=None if cache_dir is None else Path(cache_dir), timeout=timeout,
             max_concurrency=max_concurrency, mem_limit_mb=mem_limit_mb, verify=verify,
             progress=progress)
+        self.last_errors = pl.DataFrame(schema=ERRORS_SCHEMA)
 
     # -- flows ----------------------------------------------------------------------------
 
@@ -248,6 +283,30 @@ class Client(_BaseClient):
                 bar.update(1)
         return repos_frame(repos)
 
+    def fetch_records(self, dids_or_handles: Iterable[str],
+                      collections: Sequence[str] | None = None) -> pl.DataFrame:
+        """Return the records of many repositories as one frame (columns as ``records``).
+
+        Repositories are fetched ``max_concurrency`` at a time. One that fails does not stop
+        the call: it is listed in :attr:`last_errors` (did, error, status).
+        """
+        names = list(dids_or_handles)
+        bulk = _Bulk(names)
+
+        def one(i: int) -> tuple[int, RepoSnapshot | BaseException]:
+            try:
+                return i, self.get_repo(names[i], collections)
+            except AtrepoError as exc:  # recorded per repo; other exceptions propagate
+                return i, exc
+
+        with progress(len(names), "fetching repos", self.config.progress, unit="repo") as bar, \
+                ThreadPoolExecutor(self.config.max_concurrency) as pool:
+            for i, outcome in pool.map(one, range(len(names))):
+                bulk.done(i, outcome)
+                bar.update(1)
+        self.last_errors = bulk.error_frame()
+        return bulk.records()
+
     def close(self) -> None:
         """Close the HTTP connections."""
         self._http.close()
@@ -302,6 +361,28 @@ class AsyncClient(_BaseClient):
                 repos.append(repo)
                 bar.update(1)
         return repos_frame(repos)
+
+    async def fetch_records(self, dids_or_handles: Iterable[str],
+                            collections: Sequence[str] | None = None) -> pl.DataFrame:
+        """Return the records of many repositories as one frame; failures go to last_errors."""
+        names = list(dids_or_handles)
+        bulk = _Bulk(names)
+        limit = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(name: str) -> RepoSnapshot:
+            async with limit:
+                return await self.get_repo(name, collections)
+
+        with progress(len(names), "fetching repos", self.config.progress, unit="repo") as bar:
+            tasks = [asyncio.ensure_future(one(name)) for name in names]
+            for i, task in enumerate(tasks):
+                try:
+                    bulk.done(i, await task)
+                except AtrepoError as exc:  # recorded per repo; other exceptions propagate
+                    bulk.done(i, exc)
+                bar.update(1)
+        self.last_errors = bulk.error_frame()
+        return bulk.records()
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

@@ -184,3 +184,36 @@ def test_iter_repos_limit_and_resume(kind, sandbox, tmp_path):
     first = _iterate(kind, sandbox, tmp_path, limit=1, resume=True)
     rest = _iterate(kind, sandbox, tmp_path, resume=True)
     assert [r.did for r in first + rest] == everyone
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fetch_records_collects_failures(kind, sandbox, tmp_path):
+    names = ["alice.test", sandbox.account("bob.test")["did"], "nobody.test",
+             sandbox.account("carol.test")["did"]]
+    options = {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url,
+               "cache_dir": tmp_path / kind, "progress": False, "max_concurrency": 3}
+
+    def check(frame: pl.DataFrame, errors: pl.DataFrame) -> None:
+        alice = sandbox.account("alice.test")
+        assert frame.columns == ["did", "collection", "rkey", "uri", "cid", "record"]
+        assert frame["did"].unique().to_list() == [alice["did"]]
+        assert frame.height == alice["records"]
+        assert errors.columns == ["did", "error", "status"]
+        assert errors["did"].to_list() == [sandbox.account("bob.test")["did"], "nobody.test",
+                                           sandbox.account("carol.test")["did"]]
+        assert errors["status"].to_list() == ["deactivated", None, "takendown"]
+        assert errors["error"][1].startswith("ResolutionError")
+
+    if kind == "sync":
+        with Client(http=httpx.Client(transport=_LoopbackTransport(), trust_env=False),
+                    dns=_NoDns(), **options) as client:
+            check(client.fetch_records(names), client.last_errors)
+        return
+
+    async def go() -> None:
+        async with AsyncClient(http=httpx.AsyncClient(transport=_AsyncLoopbackTransport(),
+                                                      trust_env=False),
+                               dns=_AsyncNoDns(), **options) as client:
+            check(await client.fetch_records(names), client.last_errors)
+
+    asyncio.run(go())
