@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._flows.policy import RetryPolicy
 from .errors import AtrepoError
 
 __all__ = ["ClientConfig", "default_cache_dir"]
@@ -33,6 +34,7 @@ class ClientConfig:
     verify: bool = True                      # check commit signatures and handles
     progress: bool | None = None             # None: bars when a person is watching
     max_repo_bytes: int = 4 << 30            # 4 GiB: a cap on one decoded getRepo body
+    retry: RetryPolicy = RetryPolicy()       # budgets and delays for 429s and failures
 
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.max_concurrency < 1 or self.mem_limit_mb < 0:

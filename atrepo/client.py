@@ -36,6 +36,7 @@ from ._io.drivers import (
     run_async,
     run_sync,
 )
+from ._flows.policy import RetryPolicy
 from ._flows.sync import RepoRef
 from ._progress import progress
 from .errors import AtrepoError, RepoUnavailable, ResolutionError, SignatureError
@@ -61,8 +62,10 @@ class _Pager:
     same host starts from it.
     """
 
-    def __init__(self, host: str, *, limit: int | None, resume: bool, state_dir: Path) -> None:
+    def __init__(self, host: str, *, limit: int | None, resume: bool, state_dir: Path,
+                 policy: RetryPolicy) -> None:
         self.host = host.rstrip("/")
+        self.policy = policy
         self.limit = limit
         self.resume = resume
         self.state = state_dir / (_safe(self.host.split("://")[-1]) + ".json")
@@ -80,7 +83,8 @@ class _Pager:
 
     def flow(self) -> Flow[tuple[list[RepoRef], str | None]]:
         remaining = 1000 if self.limit is None else min(1000, self.limit - self.count)
-        return sync_flows.list_repos_page(self.host, cursor=self.cursor, limit=remaining)
+        return sync_flows.list_repos_page(self.host, cursor=self.cursor, limit=remaining,
+                                          policy=self.policy)
 
     def take(self, page: tuple[list[RepoRef], str | None]) -> list[RepoRef]:
         repos, page_cursor = page
@@ -151,13 +155,14 @@ class _BaseClient:
     def __init__(self, *, plc_url: str = "https://plc.directory",
                  handle_resolver: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  timeout: float = 30.0, max_concurrency: int = 8, mem_limit_mb: float = 64,
-                 verify: bool = True, progress: bool | None = None) -> None:
+                 verify: bool = True, progress: bool | None = None,
+                 max_repo_bytes: int = 4 << 30, retry: RetryPolicy | None = None) -> None:
         self.config = ClientConfig(
             plc_url=plc_url.rstrip("/"),
             handle_resolver=handle_resolver.rstrip("/") if handle_resolver else None,
             cache_dir=None if cache_dir is None else Path(cache_dir), timeout=timeout,
             max_concurrency=max_concurrency, mem_limit_mb=mem_limit_mb, verify=verify,
-            progress=progress)
+            progress=progress, max_repo_bytes=max_repo_bytes, retry=retry or RetryPolicy())
         self.last_errors = pl.DataFrame(schema=ERRORS_SCHEMA)
 
     # -- flows ----------------------------------------------------------------------------
@@ -183,7 +188,8 @@ class _BaseClient:
         part = self._new_path("downloads", ident.did, ".part")
         try:
             yield from sync_flows.get_repo(ident.pds, ident.did, path=str(part),
-                                           max_bytes=self.config.max_repo_bytes)
+                                           max_bytes=self.config.max_repo_bytes,
+                                           policy=self.config.retry)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -205,7 +211,7 @@ class _BaseClient:
         if not host.startswith(("http://", "https://")):
             raise AtrepoError("host must be a URL", host=host, hint="e.g. https://bsky.network")
         return _Pager(host, limit=limit, resume=resume,
-                      state_dir=self.config.cache_path / "cursors")
+                      state_dir=self.config.cache_path / "cursors", policy=self.config.retry)
 
     # -- local work (no network) ----------------------------------------------------------
 
