@@ -28,6 +28,7 @@ from ._config import ClientConfig
 from ._flows import identity as identity_flows
 from ._flows import sync as sync_flows
 from ._flows.effects import Flow
+from ._io.cache import IdentityCache
 from ._io.drivers import (
     AsyncDnsResolver,
     AsyncSystemDnsResolver,
@@ -164,13 +165,25 @@ class _BaseClient:
             max_concurrency=max_concurrency, mem_limit_mb=mem_limit_mb, verify=verify,
             progress=progress, max_repo_bytes=max_repo_bytes, retry=retry or RetryPolicy())
         self.last_errors = pl.DataFrame(schema=ERRORS_SCHEMA)
+        self._identities = IdentityCache(self.config.cache_path / "identity")
 
     # -- flows ----------------------------------------------------------------------------
 
-    def _resolve_flow(self, identifier: str) -> Flow[Identity]:
-        return identity_flows.resolve(identifier, plc_url=self.config.plc_url,
-                                      xrpc_resolver=self.config.handle_resolver,
-                                      verify=self.config.verify)
+    def _resolve_flow(self, identifier: str, *, fresh: bool = False) -> Flow[Identity]:
+        """Resolve through the identity cache (``fresh=True`` skips it, and refreshes it)."""
+        if not fresh:
+            cached = self._identities.get(identifier)
+            if cached is not None:
+                return cached
+        try:
+            ident = yield from identity_flows.resolve(identifier, plc_url=self.config.plc_url,
+                                                      xrpc_resolver=self.config.handle_resolver,
+                                                      verify=self.config.verify)
+        except ResolutionError as exc:
+            self._identities.put_error(identifier, exc)
+            raise
+        self._identities.put(identifier, ident)
+        return ident
 
     def _resolve_handle_flow(self, handle: str) -> Flow[str]:
         return identity_flows.resolve_handle(handle,
@@ -201,7 +214,7 @@ class _BaseClient:
             try:
                 return self._read(path, ident, collections)
             except SignatureError:
-                fresh = yield from self._resolve_flow(ident.did)
+                fresh = yield from self._resolve_flow(ident.did, fresh=True)
                 return self._read(path, fresh, collections)
         except BaseException:
             path.unlink(missing_ok=True)
@@ -314,8 +327,9 @@ class Client(_BaseClient):
         return bulk.records()
 
     def close(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections and the cache."""
         self._http.close()
+        self._identities.close()
 
     def __enter__(self) -> Client:
         return self
@@ -391,8 +405,9 @@ class AsyncClient(_BaseClient):
         return bulk.records()
 
     async def aclose(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections and the cache."""
         await self._http.aclose()
+        self._identities.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -217,3 +217,56 @@ def test_fetch_records_collects_failures(kind, sandbox, tmp_path):
             check(await client.fetch_records(names), client.last_errors)
 
     asyncio.run(go())
+
+
+class _Counting(_LoopbackTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(str(request.url))
+        return super().handle_request(request)
+
+
+def _counting_client(sandbox: Any, cache_dir: Any) -> tuple[Client, _Counting]:
+    transport = _Counting()
+    client = Client(http=httpx.Client(transport=transport, trust_env=False), dns=_NoDns(),
+                    plc_url=sandbox.plc_url, handle_resolver=sandbox.pds_url,
+                    cache_dir=cache_dir, progress=False)
+    return client, transport
+
+
+def test_identity_cache_avoids_repeat_requests(sandbox, tmp_path):
+    client, transport = _counting_client(sandbox, tmp_path)
+    with client:
+        first = client.resolve("alice.test")
+        assert transport.requests
+    client, transport = _counting_client(sandbox, tmp_path)   # a new client, same cache dir
+    with client:
+        assert client.resolve("alice.test") == first
+        assert client.resolve(first.did) == first   # cached under the DID as well
+        assert transport.requests == []
+
+
+def test_resolution_failures_are_cached_briefly(sandbox, tmp_path):
+    client, transport = _counting_client(sandbox, tmp_path)
+    with client:
+        with pytest.raises(atrepo.ResolutionError):
+            client.resolve("nobody.test")
+        asked = len(transport.requests)
+        with pytest.raises(atrepo.ResolutionError, match="cached failure"):
+            client.resolve("nobody.test")
+        assert len(transport.requests) == asked
+
+
+def test_stale_cached_key_is_refreshed_when_the_signature_fails(sandbox, tmp_path):
+    client, _ = _counting_client(sandbox, tmp_path)
+    with client:
+        alice = client.resolve("alice.test")
+        bob = client.resolve(sandbox.account("bob.test")["did"])
+        rotated = alice.model_copy(update={"signing_key": bob.signing_key})
+        client._identities.put(alice.did, rotated)        # as if alice rotated her key
+        snap = client.get_repo(alice.did)
+        assert snap.verified is True
+        assert client.resolve(alice.did).signing_key == alice.signing_key
