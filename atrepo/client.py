@@ -43,6 +43,8 @@ from ._progress import progress
 from .errors import AtrepoError, RepoUnavailable, ResolutionError, SignatureError
 from .frames import RECORDS_SCHEMA
 from .identity import Identity
+from .models import parse_commit
+from .syntax import is_tid
 from .snapshot import RepoSnapshot, open_snapshot
 
 __all__ = ["AsyncClient", "Client"]
@@ -198,27 +200,35 @@ class _BaseClient:
         ident = yield from self._resolve_flow(name)
         if ident.pds is None:
             raise ResolutionError("DID document names no PDS", identifier=ident.did)
+        stored = self._newest_stored(ident.did)
+        if stored is not None:
+            _cid, rev = yield from sync_flows.get_latest_commit(ident.pds, ident.did,
+                                                                policy=self.config.retry)
+            if stored.stem == rev:  # unchanged since we stored it: one small request
+                return (yield from self._verified(stored, ident, collections))
         part = self._new_path("downloads", ident.did, ".part")
         try:
             yield from sync_flows.get_repo(ident.pds, ident.did, path=str(part),
                                            max_bytes=self.config.max_repo_bytes,
                                            policy=self.config.retry)
+            path = self._store(part, ident.did)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        # kept in the cache: the snapshot reads records from it lazily, worker processes
-        # open it by path, and later issues list and diff stored snapshots
-        path = self._new_path(f"repos/{_safe(ident.did)}", ident.did, ".car")
-        os.replace(part, path)
         try:
-            try:
-                return self._read(path, ident, collections)
-            except SignatureError:
-                fresh = yield from self._resolve_flow(ident.did, fresh=True)
-                return self._read(path, fresh, collections)
+            return (yield from self._verified(path, ident, collections))
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    def _verified(self, path: Path, ident: Identity,
+                  collections: Sequence[str] | None) -> Flow[RepoSnapshot]:
+        """Read a stored CAR; on a signature failure re-resolve the DID once and retry."""
+        try:
+            return self._read(path, ident, collections)
+        except SignatureError:
+            fresh = yield from self._resolve_flow(ident.did, fresh=True)
+            return self._read(path, fresh, collections)
 
     def _pager(self, host: str, limit: int | None, resume: bool) -> _Pager:
         if not host.startswith(("http://", "https://")):
@@ -234,6 +244,29 @@ class _BaseClient:
         handle, name = tempfile.mkstemp(prefix=_safe(did) + "-", suffix=suffix, dir=where)
         os.close(handle)
         return Path(name)
+
+    def _repo_dir(self, did: str) -> Path:
+        return self.config.cache_path / "repos" / _safe(did)
+
+    def _newest_stored(self, did: str) -> Path | None:
+        """The stored CAR of ``did`` with the highest rev (revs are TIDs: they sort)."""
+        stored = sorted(self._repo_dir(did).glob("*.car"), key=lambda p: p.stem)
+        return stored[-1] if stored else None
+
+    def _store(self, part: Path, did: str) -> Path:
+        """Move a downloaded CAR into the store, named by its commit's rev."""
+        carfile = car.read_car(part, 0)
+        try:
+            root = carfile.roots[0] if len(carfile.roots) == 1 else None
+            block = carfile.get(root) if root is not None else None
+            rev = parse_commit(block, cid=root)[0].rev if block is not None else ""
+        finally:
+            carfile.close()
+        name = rev if is_tid(rev) else part.stem  # the reader reports a bad commit later
+        path = self._repo_dir(did) / f"{name}.car"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, path)
+        return path
 
     def _read(self, path: Path, ident: Identity, collections: Sequence[str] | None
               ) -> RepoSnapshot:

@@ -270,3 +270,23 @@ def test_stale_cached_key_is_refreshed_when_the_signature_fails(sandbox, tmp_pat
         snap = client.get_repo(alice.did)
         assert snap.verified is True
         assert client.resolve(alice.did).signing_key == alice.signing_key
+
+
+def test_unchanged_repo_is_reused_from_the_cache(sandbox, tmp_path):
+    alice = sandbox.account("alice.test")
+    client, transport = _counting_client(sandbox, tmp_path)
+    with client:
+        first = client.get_repo(alice["did"])
+        assert any("getRepo" in url for url in transport.requests)
+        transport.requests.clear()
+        again = client.get_repo(alice["did"])
+        assert [u for u in transport.requests if "/xrpc/" in u] == [
+            u for u in transport.requests if "getLatestCommit" in u]
+        assert len(transport.requests) == 1
+        assert again.records.equals(first.records) and again.verified
+        stored = next((tmp_path / "repos").glob("*/*.car"))
+        assert stored.stem == first.rev
+        stored.rename(stored.with_name("2222222222222.car"))  # an older rev: stale
+        transport.requests.clear()
+        assert len(client.get_repo(alice["did"])) == len(first)
+        assert any("getRepo" in url for url in transport.requests)
