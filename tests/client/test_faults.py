@@ -99,52 +99,6 @@ def _get_repo(kind: str, sandbox: Any, tmp_path: Any, faults: list[Fault],
 KINDS = ["sync", "async"]
 
 
-def _get_repo(kind: str, sandbox: Any, tmp_path: Any, faults: list[Fault],
-              **extra: Any) -> tuple[Any, int]:
-    """get_repo of alice (by DID, so no handle lookups) through the faulty transport."""
-    faulty = _Faulty(faults)
-    did = sandbox.account("alice.test")["did"]
-    # the same budgets as the default policy, with millisecond backoff delays
-    options = {"plc_url": sandbox.plc_url, "cache_dir": tmp_path / kind, "progress": False,
-               "retry": RetryPolicy(base_delay=0.001), **extra}
-    if kind == "sync":
-        with Client(http=httpx.Client(transport=_SyncTransport(faulty), trust_env=False),
-                    **options) as client:
-            try:
-                return client.get_repo(did), faulty.get_repo_calls
-            except atrepo.AtrepoError as exc:
-                return exc, faulty.get_repo_calls
-
-    async def go() -> tuple[Any, int]:
-        http = httpx.AsyncClient(transport=_AsyncTransport(faulty), trust_env=False)
-        async with AsyncClient(http=http, **options) as client:
-            try:
-                return await client.get_repo(did), faulty.get_repo_calls
-            except atrepo.AtrepoError as exc:
-                return exc, faulty.get_repo_calls
-
-    return asyncio.run(go())
-
-
-KINDS = ["sync", "async"]
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    """Backoff delays of milliseconds: the retry logic is the same, the waiting is not."""
-    import atrepo._flows.policy as policy
-
-    monkeypatch.setattr(policy.RetryPolicy, "__init__",
-                        _with_default(policy.RetryPolicy.__init__, base_delay=0.001))
-
-
-def _with_default(init: Any, **defaults: Any) -> Any:
-    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **{**defaults, **kwargs})
-
-    return patched
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_recovers_from_429_and_5xx(kind, sandbox, tmp_path):
     faults = [_status(429, **{"retry-after": "0"}), _status(500), _status(503), _drop]
