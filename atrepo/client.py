@@ -147,6 +147,10 @@ class _Bulk:
         return pl.DataFrame(rows, schema=ERRORS_SCHEMA, orient="row")
 
 
+def _dids_frame(dids: Sequence[str]) -> pl.DataFrame:
+    return pl.DataFrame({"did": list(dids)}, schema={"did": pl.String})
+
+
 def _safe(did: str) -> str:
     """A DID as a file-name component."""
     return did.replace(":", "_").replace("%", "_").replace("/", "_")
@@ -229,6 +233,47 @@ class _BaseClient:
         except SignatureError:
             fresh = yield from self._resolve_flow(ident.did, fresh=True)
             return self._read(path, fresh, collections)
+
+    def _by_collection_flow(self, collection: str, host: str) -> Flow[list[str]]:
+        """DIDs whose repositories hold ``collection``, by listReposByCollection.
+
+        Where the host does not serve that method, every active repository it lists is
+        asked for its collections with describeRepo on the same host (so the fallback
+        suits a PDS, not a relay), and a warning says so.
+        """
+        dids: list[str] = []
+        cursor: str | None = None
+        host = host.rstrip("/")
+        while True:
+            page = yield from sync_flows.list_repos_by_collection_page(
+                host, collection, cursor=cursor, policy=self.config.retry)
+            if page is None:
+                return (yield from self._by_collection_fallback(collection, host))
+            dids.extend(page[0])
+            cursor, warning = sync_flows.walk_cursor(cursor, page[1], len(page[0]))
+            if warning:
+                warnings.warn(f"listReposByCollection on {host}: {warning}", stacklevel=3)
+            if cursor is None:
+                return dids
+
+    def _by_collection_fallback(self, collection: str, host: str) -> Flow[list[str]]:
+        warnings.warn(f"{host} does not serve com.atproto.sync.listReposByCollection; "
+                      "asking describeRepo for every repository it lists instead",
+                      stacklevel=4)
+        pager = self._pager(host, None, False)
+        dids = []
+        while not pager.done:
+            for repo in pager.take((yield from pager.flow())):
+                if not repo.active:
+                    continue
+                try:
+                    held = yield from sync_flows.describe_repo(host, repo.did,
+                                                               policy=self.config.retry)
+                except RepoUnavailable:  # went away between the listing and the question
+                    continue
+                if collection in held:
+                    dids.append(repo.did)
+        return dids
 
     def _pager(self, host: str, limit: int | None, resume: bool) -> _Pager:
         if not host.startswith(("http://", "https://")):
@@ -359,6 +404,10 @@ class Client(_BaseClient):
         self.last_errors = bulk.error_frame()
         return bulk.records()
 
+    def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
+        """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
+        return _dids_frame(self._run(self._by_collection_flow(collection, host)))
+
     def close(self) -> None:
         """Close the HTTP connections and the cache."""
         self._http.close()
@@ -436,6 +485,10 @@ class AsyncClient(_BaseClient):
                 bar.update(1)
         self.last_errors = bulk.error_frame()
         return bulk.records()
+
+    async def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
+        """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
+        return _dids_frame(await self._run(self._by_collection_flow(collection, host)))
 
     async def aclose(self) -> None:
         """Close the HTTP connections and the cache."""

@@ -470,10 +470,18 @@ def list_repos_by_collection_page(
 
 
 def _not_implemented(response: HttpResponse) -> bool:
-    """Return True when ``response`` says the XRPC method is not implemented."""
+    """Return True when ``response`` says the XRPC method is not served here.
+
+    A reference PDS (0.4) does not implement listReposByCollection: it proxies unknown
+    methods to an app view and answers 401 ``AuthMissing`` to an anonymous caller, which
+    for a public sync method means the same thing.
+    """
     if response.status in (404, 501):
         return True
-    return response.status == 400 and xrpc_error(response)[0] in _NOT_IMPLEMENTED
+    error = xrpc_error(response)[0]
+    if response.status == 401:
+        return error == "AuthMissing"
+    return response.status == 400 and error in _NOT_IMPLEMENTED
 
 
 def _validate(model: type[Any], response: HttpResponse, *, what: str, url: str,

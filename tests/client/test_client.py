@@ -290,3 +290,16 @@ def test_unchanged_repo_is_reused_from_the_cache(sandbox, tmp_path):
         transport.requests.clear()
         assert len(client.get_repo(alice["did"])) == len(first)
         assert any("getRepo" in url for url in transport.requests)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_repos_by_collection_falls_back_on_a_pds(kind, sandbox, tmp_path):
+    with pytest.warns(UserWarning, match="does not serve com.atproto.sync.listReposByCollection"):
+        frame = _run(kind, sandbox, tmp_path, "list_repos_by_collection",
+                     "app.bsky.feed.post", sandbox.pds_url)
+    assert frame.columns == ["did"]
+    assert frame["did"].to_list() == [sandbox.account("alice.test")["did"]]
+    with pytest.warns(UserWarning):
+        none = _run(kind, sandbox, tmp_path, "list_repos_by_collection", "app.none.here",
+                    sandbox.pds_url)
+    assert none.height == 0
