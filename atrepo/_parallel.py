@@ -92,9 +92,13 @@ class Worker:
             return self.receive()
 
     def stop(self) -> None:
+        """End the process and close both pipes."""
         if self.alive():
             self.proc.kill()
         self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _widen(fd: int) -> None:
@@ -136,6 +140,8 @@ _lock = threading.Lock()
 def take_workers(count: int) -> list[Worker]:
     """Return ``count`` live workers, starting new ones as needed."""
     with _lock:
+        for dead in [w for w in _workers if not w.alive()]:
+            dead.stop()
         _workers[:] = [w for w in _workers if w.alive()]
         while len(_workers) < count:
             _workers.append(Worker())
