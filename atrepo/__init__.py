@@ -34,7 +34,7 @@ from .errors import (
 if TYPE_CHECKING:
     from . import car, cbor, crypto, datamodel, mst, syntax
     from ._read import read_car
-    from ._shortcuts import get_repo, resolve
+    from ._shortcuts import get_repo, list_repos, resolve
     from .cid import CID, cid_for
     from .client import AsyncClient, Client
     from .identity import DidDocument, Identity
@@ -64,6 +64,7 @@ __all__ = [
     "crypto",
     "datamodel",
     "get_repo",
+    "list_repos",
     "mst",
     "read_car",
     "resolve",
@@ -85,6 +86,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Identity": (".identity", "Identity"),
     "resolve": ("._shortcuts", "resolve"),
     "get_repo": ("._shortcuts", "get_repo"),
+    "list_repos": ("._shortcuts", "list_repos"),
     **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "mst",
                                               "syntax")},
 }

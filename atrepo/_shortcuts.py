@@ -1,15 +1,17 @@
-"""Module-level shortcuts (``atrepo.resolve``, ``atrepo.get_repo``) on one lazy default Client."""
+"""Module-level shortcuts (``atrepo.resolve``, ``get_repo``, ``list_repos``) on one lazy Client."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
 
+import polars as pl
+
 from .client import Client
 from .identity import Identity
 from .snapshot import RepoSnapshot
 
-__all__ = ["default_client", "get_repo", "resolve"]
+__all__ = ["default_client", "get_repo", "list_repos", "resolve"]
 
 _default: Client | None = None
 _lock = threading.Lock()
@@ -32,3 +34,8 @@ def resolve(identifier: str) -> Identity:
 def get_repo(name: str, collections: Sequence[str] | None = None) -> RepoSnapshot:
     """``Client().get_repo(name, collections)`` on the shared default client."""
     return default_client().get_repo(name, collections)
+
+
+def list_repos(host: str, limit: int | None = None, resume: bool = False) -> pl.DataFrame:
+    """``Client().list_repos(host, limit, resume)`` on the shared default client."""
+    return default_client().list_repos(host, limit, resume)

@@ -41,6 +41,7 @@ from ._flows.policy import RetryPolicy
 from ._flows.sync import RepoRef
 from ._progress import progress
 from .errors import AtrepoError, RepoUnavailable, ResolutionError, SignatureError
+from .export import ExportReport, Exporter
 from .frames import RECORDS_SCHEMA
 from .identity import Identity
 from .models import parse_commit
@@ -145,6 +146,35 @@ class _Bulk:
     def error_frame(self) -> pl.DataFrame:
         rows = [self.errors[i] for i in sorted(self.errors)]
         return pl.DataFrame(rows, schema=ERRORS_SCHEMA, orient="row")
+
+
+class _ExportRun:
+    """One export call's bookkeeping, shared by both clients: skips, writes, failures."""
+
+    def __init__(self, names: Sequence[str], out_dir: str | os.PathLike[str],
+                 resume: bool) -> None:
+        self.names = list(names)
+        self.exporter = Exporter(out_dir, resume=resume)
+        self.report = ExportReport(self.exporter.out_dir)
+        self.bulk = _Bulk(self.names)
+
+    def finished(self, did: str) -> bool:
+        return did in self.exporter.done
+
+    def done(self, i: int, outcome: tuple[RepoSnapshot, str | None] | None | BaseException
+             ) -> None:
+        """Record repo ``i``: written (snapshot, pds), skipped (None) or failed (error)."""
+        if outcome is None:
+            self.report.skipped += 1
+        elif isinstance(outcome, tuple):
+            self.report.records += self.exporter.write(*outcome)
+            self.report.written += 1
+        else:
+            self.bulk.done(i, outcome)
+
+    def finish(self) -> ExportReport:
+        self.report.errors = self.bulk.error_frame()
+        return self.report
 
 
 def _dids_frame(dids: Sequence[str]) -> pl.DataFrame:
@@ -274,6 +304,17 @@ class _BaseClient:
                 if collection in held:
                     dids.append(repo.did)
         return dids
+
+    def _export_one_flow(self, name: str, run: _ExportRun, collections: Sequence[str] | None
+                         ) -> Flow[tuple[RepoSnapshot, str | None] | None]:
+        """Resolve ``name``; fetch it unless the manifest already has it (then None)."""
+        if run.finished(name):
+            return None
+        ident = yield from self._resolve_flow(name)
+        if run.finished(ident.did):
+            return None
+        snap = yield from self._get_repo_flow(ident.did, collections)
+        return snap, ident.pds
 
     def _pager(self, host: str, limit: int | None, resume: bool) -> _Pager:
         if not host.startswith(("http://", "https://")):
@@ -408,6 +449,40 @@ class Client(_BaseClient):
         """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
         return _dids_frame(self._run(self._by_collection_flow(collection, host)))
 
+    def export(self, dids_or_handles_or_host: str | Iterable[str],
+               out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
+               resume: bool = True) -> ExportReport:
+        """Write repositories to a Parquet dataset under ``out_dir``, partitioned by collection.
+
+        Args:
+            dids_or_handles_or_host: names of repositories, or a host URL (every active
+                repository it lists).
+            out_dir: the dataset directory (see :mod:`atrepo.export` for the layout).
+            collections: only these collections.
+            resume: skip repositories a previous (possibly interrupted) run finished;
+                False starts the dataset afresh.
+        """
+        if isinstance(dids_or_handles_or_host, str) and "://" in dids_or_handles_or_host:
+            names = [r.did for r in self.iter_repos(dids_or_handles_or_host) if r.active]
+        else:
+            names = [dids_or_handles_or_host] if isinstance(dids_or_handles_or_host, str) \
+                else list(dids_or_handles_or_host)
+        run = _ExportRun(names, out_dir, resume)
+
+        def one(i: int) -> tuple[int, Any]:
+            try:
+                return i, self._run(self._export_one_flow(names[i], run, collections))
+            except AtrepoError as exc:  # recorded per repo; other exceptions propagate
+                return i, exc
+
+        with progress(len(names), "exporting", self.config.progress, unit="repo") as bar, \
+                ThreadPoolExecutor(self.config.max_concurrency) as pool:
+            for i, outcome in pool.map(one, range(len(names))):
+                run.done(i, outcome)
+                bar.update(1)
+        self.last_errors = run.bulk.error_frame()
+        return run.finish()
+
     def close(self) -> None:
         """Close the HTTP connections and the cache."""
         self._http.close()
@@ -489,6 +564,33 @@ class AsyncClient(_BaseClient):
     async def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
         """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
         return _dids_frame(await self._run(self._by_collection_flow(collection, host)))
+
+    async def export(self, dids_or_handles_or_host: str | Iterable[str],
+                     out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
+                     resume: bool = True) -> ExportReport:
+        """Write repositories to a Parquet dataset under ``out_dir`` (see Client.export)."""
+        if isinstance(dids_or_handles_or_host, str) and "://" in dids_or_handles_or_host:
+            names = [r.did async for r in self.iter_repos(dids_or_handles_or_host) if r.active]
+        else:
+            names = [dids_or_handles_or_host] if isinstance(dids_or_handles_or_host, str) \
+                else list(dids_or_handles_or_host)
+        run = _ExportRun(names, out_dir, resume)
+        limit = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(name: str) -> Any:
+            async with limit:
+                return await self._run(self._export_one_flow(name, run, collections))
+
+        with progress(len(names), "exporting", self.config.progress, unit="repo") as bar:
+            tasks = [asyncio.ensure_future(one(name)) for name in names]
+            for i, task in enumerate(tasks):
+                try:
+                    run.done(i, await task)
+                except AtrepoError as exc:  # recorded per repo; other exceptions propagate
+                    run.done(i, exc)
+                bar.update(1)
+        self.last_errors = run.bulk.error_frame()
+        return run.finish()
 
     async def aclose(self) -> None:
         """Close the HTTP connections and the cache."""

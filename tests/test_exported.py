@@ -8,7 +8,7 @@ EXPECTED = {
     "AtrepoError", "CID", "CarError", "Commit", "DecodeError", "MstError", "RateLimited",
     "RepoSnapshot", "RepoUnavailable", "ResolutionError", "SignatureError", "TransportError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
-    "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "resolve",
+    "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
 }
 
 

@@ -303,3 +303,18 @@ def test_list_repos_by_collection_falls_back_on_a_pds(kind, sandbox, tmp_path):
         none = _run(kind, sandbox, tmp_path, "list_repos_by_collection", "app.none.here",
                     sandbox.pds_url)
     assert none.height == 0
+
+
+def test_module_shortcuts_use_one_default_client(sandbox, tmp_path, monkeypatch):
+    import atrepo._shortcuts as shortcuts
+
+    client = Client(http=httpx.Client(transport=_LoopbackTransport(), trust_env=False),
+                    dns=_NoDns(), plc_url=sandbox.plc_url, handle_resolver=sandbox.pds_url,
+                    cache_dir=tmp_path, progress=False)
+    monkeypatch.setattr(shortcuts, "_default", client)
+    with client:
+        alice = sandbox.account("alice.test")
+        assert atrepo.resolve("alice.test").did == alice["did"]
+        assert len(atrepo.get_repo("alice.test")) == alice["records"]
+        assert alice["did"] in atrepo.list_repos(sandbox.pds_url)["did"].to_list()
+        assert shortcuts.default_client() is client
