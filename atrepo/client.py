@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -421,6 +421,25 @@ class Client(_BaseClient):
                 bar.update(1)
         return repos_frame(repos)
 
+    def _each(self, count: int, desc: str, flow_for: Callable[[int], Flow[Any]],
+              record: Callable[[int, Any], None]) -> None:
+        """Run ``flow_for(i)`` for every i, ``max_concurrency`` at a time, in threads.
+
+        ``record(i, value or AtrepoError)`` is called in this thread, in order; an
+        AtrepoError belongs to its repository, any other exception propagates.
+        """
+        def one(i: int) -> tuple[int, Any]:
+            try:
+                return i, self._run(flow_for(i))
+            except AtrepoError as exc:
+                return i, exc
+
+        with progress(count, desc, self.config.progress, unit="repo") as bar, \
+                ThreadPoolExecutor(self.config.max_concurrency) as pool:
+            for i, outcome in pool.map(one, range(count)):
+                record(i, outcome)
+                bar.update(1)
+
     def fetch_records(self, dids_or_handles: Iterable[str],
                       collections: Sequence[str] | None = None) -> pl.DataFrame:
         """Return the records of many repositories as one frame (columns as ``records``).
@@ -430,18 +449,8 @@ class Client(_BaseClient):
         """
         names = list(dids_or_handles)
         bulk = _Bulk(names)
-
-        def one(i: int) -> tuple[int, RepoSnapshot | BaseException]:
-            try:
-                return i, self.get_repo(names[i], collections)
-            except AtrepoError as exc:  # recorded per repo; other exceptions propagate
-                return i, exc
-
-        with progress(len(names), "fetching repos", self.config.progress, unit="repo") as bar, \
-                ThreadPoolExecutor(self.config.max_concurrency) as pool:
-            for i, outcome in pool.map(one, range(len(names))):
-                bulk.done(i, outcome)
-                bar.update(1)
+        self._each(len(names), "fetching repos",
+                   lambda i: self._get_repo_flow(names[i], collections), bulk.done)
         self.last_errors = bulk.error_frame()
         return bulk.records()
 
@@ -468,18 +477,8 @@ class Client(_BaseClient):
             names = [dids_or_handles_or_host] if isinstance(dids_or_handles_or_host, str) \
                 else list(dids_or_handles_or_host)
         run = _ExportRun(names, out_dir, resume)
-
-        def one(i: int) -> tuple[int, Any]:
-            try:
-                return i, self._run(self._export_one_flow(names[i], run, collections))
-            except AtrepoError as exc:  # recorded per repo; other exceptions propagate
-                return i, exc
-
-        with progress(len(names), "exporting", self.config.progress, unit="repo") as bar, \
-                ThreadPoolExecutor(self.config.max_concurrency) as pool:
-            for i, outcome in pool.map(one, range(len(names))):
-                run.done(i, outcome)
-                bar.update(1)
+        self._each(len(names), "exporting",
+                   lambda i: self._export_one_flow(names[i], run, collections), run.done)
         self.last_errors = run.bulk.error_frame()
         return run.finish()
 
@@ -539,25 +538,31 @@ class AsyncClient(_BaseClient):
                 bar.update(1)
         return repos_frame(repos)
 
+    async def _each(self, count: int, desc: str, flow_for: Callable[[int], Flow[Any]],
+                    record: Callable[[int, Any], None]) -> None:
+        """Client._each with tasks under a semaphore instead of threads."""
+        limit = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(i: int) -> Any:
+            async with limit:
+                return await self._run(flow_for(i))
+
+        with progress(count, desc, self.config.progress, unit="repo") as bar:
+            tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
+            for i, task in enumerate(tasks):
+                try:
+                    record(i, await task)
+                except AtrepoError as exc:  # belongs to repo i; other exceptions propagate
+                    record(i, exc)
+                bar.update(1)
+
     async def fetch_records(self, dids_or_handles: Iterable[str],
                             collections: Sequence[str] | None = None) -> pl.DataFrame:
         """Return the records of many repositories as one frame; failures go to last_errors."""
         names = list(dids_or_handles)
         bulk = _Bulk(names)
-        limit = asyncio.Semaphore(self.config.max_concurrency)
-
-        async def one(name: str) -> RepoSnapshot:
-            async with limit:
-                return await self.get_repo(name, collections)
-
-        with progress(len(names), "fetching repos", self.config.progress, unit="repo") as bar:
-            tasks = [asyncio.ensure_future(one(name)) for name in names]
-            for i, task in enumerate(tasks):
-                try:
-                    bulk.done(i, await task)
-                except AtrepoError as exc:  # recorded per repo; other exceptions propagate
-                    bulk.done(i, exc)
-                bar.update(1)
+        await self._each(len(names), "fetching repos",
+                         lambda i: self._get_repo_flow(names[i], collections), bulk.done)
         self.last_errors = bulk.error_frame()
         return bulk.records()
 
@@ -575,20 +580,8 @@ class AsyncClient(_BaseClient):
             names = [dids_or_handles_or_host] if isinstance(dids_or_handles_or_host, str) \
                 else list(dids_or_handles_or_host)
         run = _ExportRun(names, out_dir, resume)
-        limit = asyncio.Semaphore(self.config.max_concurrency)
-
-        async def one(name: str) -> Any:
-            async with limit:
-                return await self._run(self._export_one_flow(name, run, collections))
-
-        with progress(len(names), "exporting", self.config.progress, unit="repo") as bar:
-            tasks = [asyncio.ensure_future(one(name)) for name in names]
-            for i, task in enumerate(tasks):
-                try:
-                    run.done(i, await task)
-                except AtrepoError as exc:  # recorded per repo; other exceptions propagate
-                    run.done(i, exc)
-                bar.update(1)
+        await self._each(len(names), "exporting",
+                         lambda i: self._export_one_flow(names[i], run, collections), run.done)
         self.last_errors = run.bulk.error_frame()
         return run.finish()
 
