@@ -41,7 +41,7 @@ _LEN_MASK = (1 << _LEN_BITS) - 1
 _KEY_BYTES = 7              # index keys: the last 7 CID bytes, a 2-digit int (see _Index)
 _CHUNK = 4 << 20            # read files 4 MiB at a time
 _BLESSED_HEAD = (b"\x01\x71\x12\x20", b"\x01\x55\x12\x20")
-sha256 = hashlib.sha256
+_sha256 = hashlib.sha256
 _SourceT = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 
 
@@ -234,7 +234,7 @@ class CarFile:
             offset = found >> _LEN_BITS
             if buffer[offset - len(raw):offset] == raw:
                 data = buffer[offset:offset + (found & _LEN_MASK)]
-                if sha256(data).digest() != raw[-32:]:
+                if _sha256(data).digest() != raw[-32:]:
                     check_block(raw, data, offset)  # raises, saying why
                 return data
         where = self.locate(raw)

@@ -28,7 +28,7 @@ import multiformats
 from .cid import CID
 from .errors import DecodeError
 
-__all__ = ["Link", "decode", "decode_fast", "encode", "loads"]
+__all__ = ["Link", "check_value", "decode", "decode_fast", "encode", "loads"]
 
 MAX_DEPTH = 128  # nesting deeper than any real record; bounds recursion in checks and cbor2
 INT_MIN = -(2**63)
@@ -124,8 +124,8 @@ def decode_fast(data: bytes) -> Any:
         raise _decode_error(exc) from exc
 
 
-def _check(value: Any, depth: int = 0) -> None:
-    """Raise DecodeError unless ``value`` holds only data-model types."""
+def check_value(value: Any, depth: int = 0) -> None:
+    """Raise DecodeError unless ``value`` holds only data-model types (no floats, 64-bit ints)."""
     if depth > MAX_DEPTH:
         raise DecodeError("value nested too deeply", max_depth=MAX_DEPTH)
     kind = type(value)
@@ -133,10 +133,10 @@ def _check(value: Any, depth: int = 0) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise DecodeError("map key is not a string", key=repr(key)[:50])
-            _check(item, depth + 1)
+            check_value(item, depth + 1)
     elif kind is list:
         for item in value:
-            _check(item, depth + 1)
+            check_value(item, depth + 1)
     elif kind is int:
         if not INT_MIN <= value <= INT_MAX:
             raise DecodeError("integer outside the signed 64-bit range", value=value)
@@ -174,6 +174,6 @@ def encode(value: Any) -> bytes:
         >>> encode({"b": [True, None], "a": 1}).hex()
         'a2616101616282f5f6'
     """
-    _check(value)
+    check_value(value)
     # Link subclasses bytes, so it must be named in `encoders` to beat the bytes encoder
     return cbor2.dumps(value, canonical=True, default=_encode_link, encoders=_ENCODERS)

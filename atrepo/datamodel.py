@@ -25,7 +25,7 @@ import cbor2
 import multiformats
 import orjson
 
-from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, STRICT_TAGS, Link, link_bytes
+from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, STRICT_TAGS, Link, check_value, link_bytes
 from .cid import CID, cid_str
 from .errors import DecodeError
 
@@ -175,27 +175,12 @@ def record_json(data: bytes) -> str:
         # record holding none of these bytes (memchr, fast) cannot hold either, which
         # orjson would otherwise write without complaint
         if b"\xfb" in data or b"\xfa" in data or b"\xf9" in data or b"\x1b" in data:
-            _check_numbers(value, 0)
+            check_value(value)  # the encoder's own check: floats, out-of-range ints
         return orjson.dumps(value, default=_json_default).decode()
     except DecodeError:
         raise
     except (orjson.JSONEncodeError, *CBOR_ERRORS) as exc:
         raise _error_from(exc) from exc
-
-
-def _check_numbers(value: Any, depth: int) -> None:
-    """Raise DecodeError on a float or an integer outside the signed 64-bit range."""
-    kind = type(value)
-    if kind is dict:
-        for item in value.values():
-            _check_numbers(item, depth + 1)
-    elif kind is list:
-        for item in value:
-            _check_numbers(item, depth + 1)
-    elif kind is float:
-        raise DecodeError("floats are not allowed in the atproto data model", value=value)
-    elif kind is int and not INT_MIN <= value <= INT_MAX:
-        raise DecodeError("integer outside the signed 64-bit range", value=value)
 
 
 def _error_from(exc: BaseException) -> DecodeError:

@@ -36,7 +36,7 @@ from cbor2 import CBORTag
 from . import cbor
 from .cbor import CBOR_ERRORS, Link
 from .cid import CID, cid_for
-from .errors import DecodeError, MstError
+from .errors import MstError
 
 __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "MAX_KEY_LENGTH", "MstDiff", "build", "diff",
            "key_height", "walk"]
@@ -59,14 +59,11 @@ def key_height(key: str | bytes) -> int:
         >>> key_height("blue"), key_height("app.bsky.feed.post/9adeb165882c")
         (1, 8)
     """
-    data = key.encode() if isinstance(key, str) else key
-    digest = hashlib.sha256(data).digest()
-    value = int.from_bytes(digest, "big")
-    return (256 - value.bit_length()) // 2
+    return _height(key.encode() if isinstance(key, str) else key)
 
 
-def _height(key: bytes, sha256: Any = hashlib.sha256) -> int:
-    first = sha256(key).digest()
+def _height(key: bytes) -> int:
+    first = hashlib.sha256(key).digest()
     if first[0] >= 64:  # three quarters of all keys: no leading zero pair at all
         return 0
     return (256 - int.from_bytes(first, "big").bit_length()) // 2
@@ -340,8 +337,8 @@ def _fetcher(blocks: Any) -> Fetch:
     get_raw = getattr(blocks, "get_raw", None)
     if get_raw is not None:
         return get_raw  # type: ignore[no-any-return]
-    if isinstance(blocks, dict) and all(isinstance(k, bytes) for k in list(blocks)[:1]):
-        return blocks.get
+    if isinstance(blocks, dict) and isinstance(next(iter(blocks), None), bytes):
+        return blocks.get  # already keyed by binary CID
     return lambda raw: blocks.get(CID.from_raw(raw))
 
 

@@ -265,7 +265,12 @@ class RepoSnapshot:
     def _summary(self) -> list[tuple[str, str]]:
         return [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
                 ("verified", str(self.verified)), ("records", f"{len(self._keys):,}"),
-                ("collections", str(len(set(k.partition("/")[0] for k in self._keys))))]
+                ("collections", str(self._collection_count))]
+
+    @cached_property
+    def _collection_count(self) -> int:
+        # counted once: a repr in a notebook runs on every display
+        return len({key.partition("/")[0] for key in self._keys})
 
     def __repr__(self) -> str:
         fields = " ".join(f"{k}={v}" for k, v in self._summary())

@@ -26,9 +26,11 @@ def test_off_in_ci(monkeypatch):
     assert wants_progress(None) is False
 
 
-def test_silent_bar_accepts_updates(monkeypatch):
+def test_silent_bar_accepts_updates(capsys):
     with progress(10, "x", False) as bar:
-        bar.update(3)
+        assert bar.update(3) is None
+        assert not hasattr(bar, "n")          # not a tqdm bar
+    assert capsys.readouterr().err == ""      # and nothing was drawn
 
 
 def test_real_bar_counts(capsys):
