@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PY_OK  := $(VENV)/.installed
-NODE_OK := tests/reference/node_modules/.installed
+NODE_OK := atrepo/_reference/node_modules/.installed
 
 .PHONY: demo test bench lint clean
 
@@ -18,8 +18,8 @@ $(PY_OK): pyproject.toml | $(BIN)/python
 	touch $@
 
 # the reference implementation (@atproto/repo, @atproto/pds, dev-env), pinned by package-lock.json
-$(NODE_OK): tests/reference/package-lock.json tests/reference/package.json
-	cd tests/reference && npm ci --no-audit --no-fund
+$(NODE_OK): atrepo/_reference/package-lock.json atrepo/_reference/package.json
+	cd atrepo/_reference && npm ci --no-audit --no-fund
 	touch $@
 
 demo: $(PY_OK)
@@ -34,4 +34,4 @@ bench: $(PY_OK) $(NODE_OK)
 	$(BIN)/python benchmarks/bench_read.py --size 1m
 
 clean:
-	rm -rf $(VENV) tests/reference/node_modules tests/fixtures/generated
+	rm -rf $(VENV) atrepo/_reference/node_modules tests/fixtures/generated

@@ -30,18 +30,26 @@ class ClientConfig:
     cache_dir: Path | None = None            # None: default_cache_dir(), created on demand
     timeout: float = 30.0                    # seconds per connect/read (httpx semantics)
     max_concurrency: int = 8                 # parallel requests in bulk calls
+    max_per_host: int = 4                    # parallel requests to any one host: a PDS is
+                                             # somebody's server, and bulk calls hit few hosts
     mem_limit_mb: float = 64                 # CAR bytes held in memory before using disk
     verify: bool = True                      # check commit signatures and handles
     progress: bool | None = None             # None: bars when a person is watching
     max_repo_bytes: int = 4 << 30            # 4 GiB: a cap on one decoded getRepo body
     retry: RetryPolicy = RetryPolicy()       # budgets and delays for 429s and failures
+    max_cache_bytes: int = 20 << 30          # 20 GiB of stored repositories; least recently
+                                             # used repositories are evicted past it
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0 or self.max_concurrency < 1 or self.mem_limit_mb < 0:
+        if (self.timeout <= 0 or self.max_concurrency < 1 or self.max_per_host < 1
+                or self.mem_limit_mb < 0 or self.max_cache_bytes < 0):
             raise AtrepoError("invalid client settings", timeout=self.timeout,
                               max_concurrency=self.max_concurrency,
+                              max_per_host=self.max_per_host,
                               mem_limit_mb=self.mem_limit_mb,
-                              hint="timeout > 0, max_concurrency >= 1, mem_limit_mb >= 0")
+                              max_cache_bytes=self.max_cache_bytes,
+                              hint="timeout > 0, max_concurrency >= 1, max_per_host >= 1, "
+                                   "mem_limit_mb >= 0, max_cache_bytes >= 0")
 
     @property
     def cache_path(self) -> Path:

@@ -191,15 +191,18 @@ class _BaseClient:
 
     def __init__(self, *, plc_url: str = "https://plc.directory",
                  handle_resolver: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 timeout: float = 30.0, max_concurrency: int = 8, mem_limit_mb: float = 64,
-                 verify: bool = True, progress: bool | None = None,
-                 max_repo_bytes: int = 4 << 30, retry: RetryPolicy | None = None) -> None:
+                 timeout: float = 30.0, max_concurrency: int = 8, max_per_host: int = 4,
+                 mem_limit_mb: float = 64, verify: bool = True, progress: bool | None = None,
+                 max_repo_bytes: int = 4 << 30, max_cache_bytes: int = 20 << 30,
+                 retry: RetryPolicy | None = None) -> None:
         self.config = ClientConfig(
             plc_url=plc_url.rstrip("/"),
             handle_resolver=handle_resolver.rstrip("/") if handle_resolver else None,
             cache_dir=None if cache_dir is None else Path(cache_dir), timeout=timeout,
-            max_concurrency=max_concurrency, mem_limit_mb=mem_limit_mb, verify=verify,
-            progress=progress, max_repo_bytes=max_repo_bytes, retry=retry or RetryPolicy())
+            max_concurrency=max_concurrency, max_per_host=max_per_host,
+            mem_limit_mb=mem_limit_mb, verify=verify, progress=progress,
+            max_repo_bytes=max_repo_bytes, max_cache_bytes=max_cache_bytes,
+            retry=retry or RetryPolicy())
         self.last_errors = pl.DataFrame(schema=ERRORS_SCHEMA)
         self._identities = IdentityCache(self.config.cache_path / "identity")
 

@@ -4,8 +4,8 @@
     python benchmarks/make_corpus.py [--sizes 10k,100k,1m] [--changes 1000] [--seed bench]
 
 Each size is written to ``benchmarks/data/<label>/`` (e.g. ``benchmarks/data/100k/``) by the
-project's node generator ``tests/reference/gen_repo.mjs`` (run with that directory as cwd):
-``repo.car``, ``truth.json`` and ``records.tsv`` (see tests/reference/README.md).  With
+project's node generator ``atrepo/_reference/gen_repo.mjs`` (run with that directory as cwd):
+``repo.car``, ``truth.json`` and ``records.tsv`` (see atrepo/_reference/README.md).  With
 ``--changes K`` the generator also applies K random writes as a second commit and writes
 ``repo2.car``, ``records2.tsv``, ``truth2.json``, ``since.car`` and ``diff.json`` (used by the diff
 benchmark).  Outputs are deterministic for a given seed; ``repo.car`` does not depend on
@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-REFERENCE = ROOT / "tests" / "reference"
+REFERENCE = ROOT / "atrepo" / "_reference"
 DATA = HERE / "data"
 DEFAULT_SIZES = "10k,100k,1m"
 NODE_HEAP_MB = 14000

@@ -1,4 +1,4 @@
-"""Client and AsyncClient against the real reference PLC + PDS (tests/sandbox.py).
+"""Client and AsyncClient against the real reference PLC + PDS (atrepo/sandbox.py).
 
 Every scenario runs for both clients. Nothing leaves loopback: HTTP goes through a transport
 that refuses any other host, and DNS through a resolver that answers nothing (the sandbox's

@@ -1,4 +1,4 @@
-"""Smoke tests of the sandbox (tests/sandbox.py): a real PLC + PDS on loopback.
+"""Smoke tests of the sandbox (atrepo/sandbox.py): a real PLC + PDS on loopback.
 
 They pin what the pinned reference servers actually answer (DID documents, getRepo CARs,
 account states), which atrepo's online client is later tested against.

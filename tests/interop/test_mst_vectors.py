@@ -7,7 +7,7 @@ Vectors live in ``<interop>/mst/`` (``$ATREPO_INTEROP_DIR`` or ``/work/shared/in
 * ``common_prefix.json``: ``[{"left", "right", "len"}]`` for the prefix-compression helper;
 * ``example_keys.txt``: one key per line; an MST of them (value = CID of the key's bytes) is
   built, walked back, checked node by node, and its root compared with the reference
-  implementation (``@atproto/repo`` in tests/reference, run with node).
+  implementation (``@atproto/repo`` in atrepo/_reference, run with node).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ INTEROP_DIR = Path(
     or Path(__file__).resolve().parents[3] / "shared" / "interop"
 )
 MST_DIR = INTEROP_DIR / "mst"
-REFERENCE = Path(__file__).resolve().parents[1] / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "atrepo" / "_reference"
 
 
 def _json(name: str) -> list[dict[str, Any]]:
@@ -175,7 +175,7 @@ def test_root_matches_reference_implementation() -> None:
     node = shutil.which("node")
     if node is None or not (REFERENCE / "node_modules" / "@atproto" / "repo").exists():
         pytest.fail("the reference implementation is not installed: run `make test` "
-                    "(it runs `npm ci` in tests/reference)")
+                    "(it runs `npm ci` in atrepo/_reference)")
     result = subprocess.run([node, "--input-type=module", "-e", _NODE_SCRIPT],
                             input=json.dumps(KEYS), cwd=REFERENCE, capture_output=True,
                             text=True, timeout=120, check=True)

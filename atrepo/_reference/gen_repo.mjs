@@ -8,7 +8,7 @@
 //
 // Large N: node --max-old-space-size=12000 gen_repo.mjs --records 1000000 ...
 //
-// Run with tests/reference as cwd (or anywhere: imports resolve relative to
+// Run with atrepo/_reference as cwd (or anywhere: imports resolve relative to
 // this file, whose directory holds node_modules).
 
 import fs from 'node:fs'

@@ -1,6 +1,6 @@
 """A real local PLC directory + PDS (the pinned atproto reference implementation) for tests.
 
-``Sandbox.start()`` runs ``node sandbox.mjs`` in ``tests/reference`` (see the README there),
+``Sandbox.start()`` runs ``node sandbox.mjs`` in ``atrepo/_reference`` (see the README there),
 waits for the one JSON line it prints once its accounts are seeded, and exposes it::
 
     sb = Sandbox.start()
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-REFERENCE = Path(__file__).resolve().parent / "reference"
+REFERENCE = Path(__file__).resolve().parent / "_reference"
 
 
 class SandboxError(RuntimeError):

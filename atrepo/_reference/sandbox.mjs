@@ -1,6 +1,6 @@
 // A real local PLC directory + PDS (the pinned reference implementation) for network tests.
 //
-//   node sandbox.mjs [--plc-port N] [--pds-port N]      (cwd: tests/reference)
+//   node sandbox.mjs [--plc-port N] [--pds-port N]      (cwd: atrepo/_reference)
 //
 // Starts @atproto/dev-env's TestNetworkNoAppView (in-memory PLC; PDS on SQLite in a temp dir),
 // seeds four accounts in different states, prints ONE line of JSON to stdout:
