@@ -459,7 +459,8 @@ def diff(blocks: Any, old_root: Any, new_root: Any) -> MstDiff:
 
     Args:
         blocks: anything with ``.get(cid)`` holding the nodes of both trees.
-        old_root, new_root: root CIDs (CID, str or binary).
+        old_root: the old root CID (CID, str or binary).
+        new_root: the new root CID (CID, str or binary).
 
     Raises:
         MstError: when a node that must be compared is missing or malformed.
