@@ -50,8 +50,14 @@ class Sandbox:
 
     @classmethod
     def start(cls, cwd: str | os.PathLike[str] = REFERENCE, *, timeout: float = 60,
-              plc_port: int = 0, pds_port: int = 0, node: str | None = None) -> Sandbox:
+              plc_port: int = 0, pds_port: int = 0, node: str | None = None,
+              bulk_accounts: int = 0, bulk_records: int = 0) -> Sandbox:
         """Start ``node sandbox.mjs`` in ``cwd`` and return once its accounts are seeded.
+
+        ``bulk_accounts`` adds that many active accounts (``bulk000.test``, ...) of
+        ``bulk_records`` records each (posts, likes, reposts, follows), for multi-repo tests
+        and benchmarks; they are listed in :attr:`accounts` too. Seeding takes time: raise
+        ``timeout`` for large sandboxes.
 
         Raises:
             SandboxError: node is missing, the script exited, or no JSON line came in time.
@@ -60,6 +66,8 @@ class Sandbox:
         if node is None:
             raise SandboxError("`node` is not on PATH (Node >= 20 is needed for the sandbox)")
         cmd = [node, "sandbox.mjs", "--plc-port", str(plc_port), "--pds-port", str(pds_port)]
+        if bulk_accounts:
+            cmd += ["--bulk-accounts", str(bulk_accounts), "--bulk-records", str(bulk_records)]
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None

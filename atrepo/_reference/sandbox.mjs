@@ -1,6 +1,7 @@
 // A real local PLC directory + PDS (the pinned reference implementation) for network tests.
 //
-//   node sandbox.mjs [--plc-port N] [--pds-port N]      (cwd: atrepo/_reference)
+//   node sandbox.mjs [--plc-port N] [--pds-port N] [--bulk-accounts N --bulk-records M]
+//                                                        (cwd: atrepo/_reference)
 //
 // Starts @atproto/dev-env's TestNetworkNoAppView (in-memory PLC; PDS on SQLite in a temp dir),
 // seeds four accounts in different states, prints ONE line of JSON to stdout:
@@ -11,6 +12,13 @@
 // and keeps serving until stdin closes or SIGTERM/SIGINT, then closes the servers, removes the
 // temp dir and exits 0. Everything else (progress, server logs) goes to stderr.
 // Port 0 (default) = pick a free port (dev-env uses get-port).
+//
+// --bulk-accounts N adds N more active accounts, bulk000.test ... (password "bulk000-pass"),
+// each with M records (--bulk-records, default 100) of several collections: ~45 % posts (with
+// langs), ~30 % likes and ~10 % reposts of its own posts, ~15 % follows. They are written with
+// applyWrites, 200 writes per call, a few accounts at a time, so that large sandboxes for
+// benchmarks and multi-repo tests seed quickly. Their content is deterministic per index
+// (their TIDs, CIDs and DIDs are not).
 import { rmSync } from 'node:fs'
 import { mkdtemp, readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -29,8 +37,17 @@ const { values: opts } = parseArgs({
   options: {
     'plc-port': { type: 'string', default: '0' },
     'pds-port': { type: 'string', default: '0' },
+    'bulk-accounts': { type: 'string', default: '0' },
+    'bulk-records': { type: 'string', default: '100' },
   },
 })
+const BULK_ACCOUNTS = Number(opts['bulk-accounts'])
+const BULK_RECORDS = Number(opts['bulk-records'])
+if (!(Number.isInteger(BULK_ACCOUNTS) && BULK_ACCOUNTS >= 0 && BULK_ACCOUNTS <= 1000)
+    || !(Number.isInteger(BULK_RECORDS) && BULK_RECORDS >= 2)) {
+  console.error('--bulk-accounts must be 0..1000 and --bulk-records at least 2')
+  process.exit(2)
+}
 
 // Deep import of the class exported by '@atproto/dev-env': the package index also loads the
 // appview/ozone/bsync stacks, which costs ~2 s of startup and is not needed here.
@@ -86,6 +103,79 @@ const create = (collection, value, rkey) => ({
   ...(rkey ? { rkey } : {}),
   value,
 })
+
+// ---------------------------------------------------------------- bulk accounts
+const BULK_BATCH = 200 // the PDS's limit of writes per applyWrites call
+const BULK_PARALLEL = 4 // accounts seeded at once: the PDS keeps one SQLite file per account
+
+// The writes of bulk account `index`: posts first (likes and reposts need their strong refs).
+function bulkPlan(index, total) {
+  const r = mulberry32(1000 + index)
+  let t = Date.parse('2024-06-01T00:00:00.000Z') + index * 1000
+  const time = () => new Date((t += 1000 + Math.floor(r() * 60_000))).toISOString()
+  const posts = Math.max(1, Math.round(total * 0.45))
+  const rest = total - posts
+  const likes = Math.round(rest * 0.55)
+  const reposts = Math.round(rest * 0.18)
+  const follows = rest - likes - reposts
+  const postWrites = Array.from({ length: posts }, (_, i) => {
+    const [text, langs] = TEXTS[Math.floor(r() * TEXTS.length)]
+    const rec = { $type: 'app.bsky.feed.post', text: `${text} #${index}.${i}`, createdAt: time() }
+    if (langs) rec.langs = langs
+    return create('app.bsky.feed.post', rec)
+  })
+  const refs = (made, n, type) =>
+    Array.from({ length: n }, (_, i) =>
+      create(type, { $type: type, subject: made[(i * 7 + index) % made.length], createdAt: time() }),
+    )
+  const did = () => 'did:plc:' + Array.from({ length: 24 }, () => B32[Math.floor(r() * 32)]).join('')
+  const followWrites = Array.from({ length: follows }, () =>
+    create('app.bsky.graph.follow', { $type: 'app.bsky.graph.follow', subject: did(), createdAt: time() }),
+  )
+  return {
+    postWrites,
+    rest: (made) => [
+      ...refs(made, likes, 'app.bsky.feed.like'),
+      ...refs(made, reposts, 'app.bsky.feed.repost'),
+      ...followWrites,
+    ],
+  }
+}
+
+// Create bulk account `index` and write its records; returns its entry for the JSON line.
+async function seedBulk(sc, index, total) {
+  const name = `bulk${String(index).padStart(3, '0')}`
+  const password = `${name}-pass`
+  const acc = await sc.createAccount(name, { handle: `${name}.test`, email: `${name}@sandbox.test`, password })
+  const write = async (writes) => {
+    const out = []
+    for (let i = 0; i < writes.length; i += BULK_BATCH) {
+      const res = await sc.agent.com.atproto.repo.applyWrites(
+        { repo: acc.did, validate: true, writes: writes.slice(i, i + BULK_BATCH) },
+        { encoding: 'application/json', headers: sc.getHeaders(acc.did) },
+      )
+      out.push(...res.data.results.map((x) => ({ uri: x.uri, cid: x.cid })))
+    }
+    return out
+  }
+  const plan = bulkPlan(index, total)
+  const made = await write(plan.postWrites)
+  const rest = await write(plan.rest(made))
+  return { handle: acc.handle, did: acc.did, password, status: 'active', records: made.length + rest.length }
+}
+
+async function seedBulkAccounts(sc, count, total) {
+  const out = new Array(count)
+  let next = 0
+  const worker = async () => {
+    while (next < count && !closing) {
+      const index = next++
+      out[index] = await seedBulk(sc, index, total)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(BULK_PARALLEL, count) }, worker))
+  return out
+}
 
 // ---------------------------------------------------------------- main
 let network
@@ -289,18 +379,29 @@ async function main() {
   )
   await network.processAll()
 
+  const bulkStart = performance.now()
+  const bulk = await seedBulkAccounts(sc, BULK_ACCOUNTS, BULK_RECORDS)
+  if (closing) return
+  if (BULK_ACCOUNTS) {
+    const secs = (performance.now() - bulkStart) / 1000
+    log(`${BULK_ACCOUNTS} bulk accounts x ${BULK_RECORDS} records in ${secs.toFixed(1)} s`)
+  }
+
   const status = { alice: 'active', bob: 'deactivated', carol: 'takendown', dave: 'deleted' }
   const startupMs = Math.round(performance.now() - t0)
   const out = {
     plc_url: network.plc.url,
     pds_url: network.pds.url,
     admin_password: 'admin-pass',
-    accounts: Object.entries(accounts).map(([name, a]) => ({
-      ...a,
-      status: status[name],
-      // records in the repository now; a deleted account's repository is destroyed
-      records: status[name] === 'deleted' ? 0 : counts[a.did],
-    })),
+    accounts: [
+      ...Object.entries(accounts).map(([name, a]) => ({
+        ...a,
+        status: status[name],
+        // records in the repository now; a deleted account's repository is destroyed
+        records: status[name] === 'deleted' ? 0 : counts[a.did],
+      })),
+      ...bulk,
+    ],
     startup_ms: startupMs,
   }
   process.stdout.write(JSON.stringify(out) + '\n')
