@@ -20,6 +20,7 @@ __all__ = [
     "RateLimited",
     "RepoUnavailable",
     "ResolutionError",
+    "SandboxError",
     "SignatureError",
     "TransportError",
 ]
@@ -168,3 +169,18 @@ class TransportError(AtrepoError):
                  **fields: Any) -> None:
         self.url = url
         super().__init__(message, url=url, hint=hint, **fields)
+
+
+class SandboxError(AtrepoError):
+    """The local reference sandbox (:mod:`atrepo.sandbox`) failed to install, start or answer.
+
+    Attributes:
+        method: the XRPC method the sandbox's PDS refused, when the failure was a request.
+        status: that request's HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, *, method: str | None = None, status: int | None = None,
+                 hint: str | None = None, **fields: Any) -> None:
+        self.method = method
+        self.status = status
+        super().__init__(message, method=method, status=status, hint=hint, **fields)

@@ -11,7 +11,12 @@ waits for the one JSON line it prints once its accounts are seeded, and exposes 
         sb.stop()
 
 The node process serves until its stdin is closed (``stop()``, or this process dying).
-Standard library only.
+
+Write to the seeded repositories as their owners (XRPC on loopback, one session per handle)::
+
+    uri = sb.post("alice.test", "hello", langs=["en"])
+    uri, cid = sb.create_record("alice.test", "app.bsky.feed.like", {...})
+    sb.delete_record("alice.test", "app.bsky.feed.post", uri.rsplit("/", 1)[1])
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ import shutil
 import subprocess
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
+
+from .errors import SandboxError
+
 REFERENCE = Path(__file__).resolve().parent / "_reference"
-
-
-class SandboxError(RuntimeError):
-    """The sandbox did not come up (the message ends with the tail of node's stderr)."""
 
 
 class Sandbox:
@@ -47,6 +53,8 @@ class Sandbox:
         self.startup_ms: int | None = info.get("startup_ms")
         self._stderr_tail = stderr_tail
         self._stderr_thread = stderr_thread
+        self._http: httpx.Client | None = None
+        self._tokens: dict[str, str] = {}  # handle -> accessJwt
 
     @classmethod
     def start(cls, cwd: str | os.PathLike[str] = REFERENCE, *, timeout: float = 60,
@@ -121,13 +129,145 @@ class Sandbox:
         """Close node's stdin (it then closes the servers and exits); kill it if it hangs."""
         rc = _terminate(self.proc, timeout)
         self._stderr_thread.join(5)
+        self._close_http()
         return rc
+
+    # -- writing records as an account (XRPC on loopback) ----------------------------------
+
+    def create_record(self, handle: str, collection: str, record: dict[str, Any],
+                      rkey: str | None = None) -> tuple[str, str]:
+        """Create ``record`` in ``handle``'s repository; returns its ``(uri, cid)``.
+
+        ``rkey=None`` lets the PDS pick a TID. The PDS validates records of known lexicons.
+
+        Raises:
+            SandboxError: the PDS refused (the message names the XRPC method and status).
+        """
+        body: dict[str, Any] = {"repo": self.account(handle)["did"], "collection": collection,
+                                "record": record}
+        if rkey is not None:
+            body["rkey"] = rkey
+        return _ref(self._call(handle, "com.atproto.repo.createRecord", body))
+
+    def put_record(self, handle: str, collection: str, rkey: str,
+                   record: dict[str, Any]) -> tuple[str, str]:
+        """Create or replace the record at ``collection/rkey``; returns its ``(uri, cid)``.
+
+        Raises:
+            SandboxError: the PDS refused.
+        """
+        body = {"repo": self.account(handle)["did"], "collection": collection, "rkey": rkey,
+                "record": record}
+        return _ref(self._call(handle, "com.atproto.repo.putRecord", body))
+
+    def delete_record(self, handle: str, collection: str, rkey: str) -> None:
+        """Delete the record at ``collection/rkey`` (the PDS accepts absent records too).
+
+        Raises:
+            SandboxError: the PDS refused.
+        """
+        body = {"repo": self.account(handle)["did"], "collection": collection, "rkey": rkey}
+        self._call(handle, "com.atproto.repo.deleteRecord", body)
+
+    def post(self, handle: str, text: str, langs: list[str] | None = None) -> str:
+        """Publish an ``app.bsky.feed.post`` with ``createdAt`` now; returns its AT-URI.
+
+        Raises:
+            SandboxError: the PDS refused (for example a text over 300 graphemes).
+        """
+        record: dict[str, Any] = {"$type": "app.bsky.feed.post", "text": text,
+                                  "createdAt": _now()}
+        if langs:
+            record["langs"] = list(langs)
+        uri, _cid = self.create_record(handle, "app.bsky.feed.post", record)
+        return uri
+
+    def _call(self, handle: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST an XRPC procedure as ``handle``; log in again once if the token went stale."""
+        token = self._tokens.get(handle) or self._login(handle)
+        response = self._post(method, body, token)
+        if response.status_code in (400, 401) and _error_name(response) in _STALE_TOKEN:
+            response = self._post(method, body, self._login(handle))
+        return _reply(method, response)
+
+    def _login(self, handle: str) -> str:
+        """Open a session for ``handle`` with its seeded password; cache and return the token."""
+        method = "com.atproto.server.createSession"
+        creds = {"identifier": handle, "password": self.account(handle)["password"]}
+        token = _reply(method, self._post(method, creds, None)).get("accessJwt")
+        if not isinstance(token, str):
+            raise SandboxError("createSession answered without an accessJwt", method=method,
+                               handle=handle)
+        self._tokens[handle] = token
+        return token
+
+    def _post(self, method: str, body: dict[str, Any], token: str | None) -> httpx.Response:
+        if self._http is None:
+            # trust_env=False: loopback traffic must never go through a proxy from the env
+            self._http = httpx.Client(timeout=30, trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            return self._http.post(f"{self.pds_url}/xrpc/{method}", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            msg = f"sandbox PDS unreachable: {exc}"
+            raise SandboxError(msg, method=method, url=self.pds_url) from exc
+
+    def _close_http(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        self._tokens.clear()
 
     def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_STALE_TOKEN = frozenset({"ExpiredToken", "InvalidToken"})
+
+
+def _now() -> str:
+    """The current time as an atproto datetime (UTC, milliseconds, ``Z``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _error_name(response: httpx.Response) -> str | None:
+    """The ``error`` field of an XRPC error body, or None when the body is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def _reply(method: str, response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a successful XRPC reply (``{}`` when empty); else SandboxError."""
+    if response.is_success:
+        if not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise SandboxError("sandbox PDS answered non-JSON", method=method,
+                               status=response.status_code) from exc
+        if isinstance(body, dict):
+            return body
+        raise SandboxError("sandbox PDS answered JSON that is not an object", method=method,
+                           status=response.status_code)
+    raise SandboxError("sandbox PDS refused the request", method=method,
+                       status=response.status_code, error=_error_name(response),
+                       detail=response.text[:300])
+
+
+def _ref(reply: dict[str, Any]) -> tuple[str, str]:
+    """The ``(uri, cid)`` of a createRecord/putRecord reply."""
+    uri, cid = reply.get("uri"), reply.get("cid")
+    if not isinstance(uri, str) or not isinstance(cid, str):
+        raise SandboxError("sandbox PDS answered a write without uri and cid",
+                           reply=str(reply)[:200])
+    return uri, cid
 
 
 def _drain(stream: IO[bytes], tail: collections.deque[str]) -> None:
