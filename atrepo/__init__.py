@@ -27,6 +27,7 @@ from .errors import (
     RateLimited,
     RepoUnavailable,
     ResolutionError,
+    SandboxError,
     SignatureError,
     TransportError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "RepoSnapshot",
     "RepoUnavailable",
     "ResolutionError",
+    "SandboxError",
     "SignatureError",
     "TransportError",
     "car",

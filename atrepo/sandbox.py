@@ -1,14 +1,22 @@
-"""A real local PLC directory + PDS (the pinned atproto reference implementation) for tests.
+"""A real local PLC directory + PDS (the pinned atproto reference implementation).
 
-``Sandbox.start()`` runs ``node sandbox.mjs`` in ``atrepo/_reference`` (see the README there),
-waits for the one JSON line it prints once its accounts are seeded, and exposes it::
+For trying atrepo without touching the network, and for tests: :func:`start` installs the
+pinned node project on first use (:func:`ensure_installed`; Node >= 20 and npm needed), runs
+``node sandbox.mjs`` (see ``atrepo/_reference/README.md``), waits for the one JSON line it
+prints once its accounts are seeded, and returns a :class:`Sandbox`::
 
-    sb = Sandbox.start()
-    try:
-        alice = sb.account("alice.test")   # {"handle", "did", "password", "status", "records"}
-        ...                                # talk to sb.plc_url / sb.pds_url over loopback
-    finally:
-        sb.stop()
+    from atrepo import sandbox
+
+    with sandbox.start() as sb:          # or: sb = sandbox.start(); ...; sb.stop()
+        alice = sb.account("alice.test") # {"handle", "did", "password", "status", "records"}
+        client = atrepo.Client(plc_url=sb.plc_url, handle_resolver=sb.pds_url)
+        snap = client.get_repo("alice.test")
+
+Seeded accounts: ``alice.test`` (active, ~300 records), ``bob.test`` (deactivated),
+``carol.test`` (taken down), ``dave.test`` (deleted); password ``<name>-pass``, admin
+password ``admin-pass``. ``.test`` handles have no DNS, hence ``handle_resolver``: the PDS
+answers ``com.atproto.identity.resolveHandle`` for its accounts. ``atrepo sandbox`` on the
+command line does the same and prints the URLs.
 
 The node process serves until its stdin is closed (``stop()``, or this process dying).
 
@@ -23,7 +31,9 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -34,9 +44,16 @@ from typing import IO, Any
 
 import httpx
 
+from ._config import default_cache_dir
 from .errors import SandboxError
 
+__all__ = ["MIN_NODE", "REFERENCE", "Sandbox", "SandboxError", "check_node", "ensure_installed",
+           "start"]
+
 REFERENCE = Path(__file__).resolve().parent / "_reference"
+MIN_NODE = 20  # @atproto/pds and dev-env need Node 20 (package.json "engines")
+
+log = logging.getLogger(__name__)
 
 
 class Sandbox:
@@ -218,11 +235,134 @@ class Sandbox:
             self._http = None
         self._tokens.clear()
 
+    def __repr__(self) -> str:
+        state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+        return (f"<Sandbox plc={self.plc_url} pds={self.pds_url} "
+                f"accounts={len(self.accounts)} {state}>")
+
     def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start(*, cache_dir: str | os.PathLike[str] | None = None, **options: Any) -> Sandbox:
+    """Start a sandbox, installing the node project first if needed.
+
+    Args:
+        cache_dir: where to install the node project when ``atrepo/_reference`` is read-only
+            (None: atrepo's cache directory); see :func:`ensure_installed`.
+        **options: passed to :meth:`Sandbox.start` (``plc_port``, ``pds_port``, ``timeout``, ...).
+
+    Returns:
+        The running sandbox; call ``stop()`` (or use it as a context manager) when done.
+
+    Raises:
+        SandboxError: node/npm missing or too old, ``npm ci`` failed, or the servers did not
+            come up.
+    """
+    return Sandbox.start(ensure_installed(cache_dir), **options)
+
+
+def ensure_installed(cache_dir: str | os.PathLike[str] | None = None, *,
+                     reference: Path = REFERENCE) -> Path:
+    """Return a directory where ``node sandbox.mjs`` runs, installing it on first use.
+
+    ``reference`` (the copy shipped inside atrepo) is used when its ``node_modules`` is
+    there, and installed in place with ``npm ci`` when the directory is writable. Otherwise
+    (a read-only site-packages) the project files are copied to ``<cache_dir>/reference`` and
+    installed there; a changed ``package-lock.json`` (a new atrepo) reinstalls. ``npm ci``
+    downloads the pinned packages once (a few minutes, ~400 MB).
+
+    Example::
+
+        workdir = ensure_installed()          # fast when already installed
+        sb = Sandbox.start(workdir)
+
+    Raises:
+        SandboxError: ``node`` or ``npm`` is missing, Node is older than :data:`MIN_NODE`,
+            or ``npm ci`` failed (the message ends with its output).
+    """
+    check_node()
+    if _installed(reference):
+        return reference
+    npm = _which("npm")
+    if _writable(reference):
+        _npm_ci(npm, reference)
+        return reference
+    target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = target / "reference"
+    if _copy_project(reference, target) or not _installed(target):
+        _npm_ci(npm, target)
+    return target
+
+
+def check_node() -> str:
+    """Return the path of ``node``, checking that it is at least :data:`MIN_NODE`.
+
+    Raises:
+        SandboxError: node is missing, does not run, or is too old.
+    """
+    node = _which("node")
+    try:
+        done = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError(f"`node --version` failed: {exc}", node=node, hint=_NODE_HINT) from exc
+    found = re.match(r"v(\d+)\.", done.stdout.strip())
+    if done.returncode != 0 or found is None:
+        raise SandboxError("`node --version` did not print a version", node=node,
+                           output=(done.stdout + done.stderr).strip()[:200], hint=_NODE_HINT)
+    if int(found.group(1)) < MIN_NODE:
+        raise SandboxError(f"Node {done.stdout.strip()} is too old for the sandbox", node=node,
+                           hint=_NODE_HINT)
+    return node
+
+
+_NODE_HINT = (f"install Node.js {MIN_NODE} or newer with npm (https://nodejs.org/, or e.g. "
+              "`apt install nodejs npm`, `brew install node`) and make sure it is on PATH")
+
+
+def _which(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise SandboxError(f"`{program}` is not on PATH; the sandbox needs Node.js "
+                           f">= {MIN_NODE} and npm", hint=_NODE_HINT)
+    return path
+
+
+def _installed(project: Path) -> bool:
+    return (project / "node_modules" / "@atproto" / "dev-env" / "package.json").is_file()
+
+
+def _writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _copy_project(reference: Path, target: Path) -> bool:
+    """Copy the node project's files to ``target``; True when ``package-lock.json`` changed."""
+    target.mkdir(parents=True, exist_ok=True)
+    lock = "package-lock.json"
+    old_lock = (target / lock).read_bytes() if (target / lock).is_file() else None
+    for source in [reference / "package.json", reference / lock, *reference.glob("*.mjs")]:
+        shutil.copyfile(source, target / source.name)
+    return old_lock != (target / lock).read_bytes()
+
+
+def _npm_ci(npm: str, project: Path) -> None:
+    """Run ``npm ci`` in ``project`` (needs the npm registry, once)."""
+    log.warning("installing the reference PLC + PDS in %s (npm ci, once; needs the npm "
+                "registry and takes a few minutes)", project)
+    cmd = [npm, "ci", "--no-audit", "--no-fund"]
+    try:
+        done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError(f"`npm ci` failed: {exc}", directory=str(project)) from exc
+    if done.returncode != 0 or not _installed(project):
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise SandboxError(f"`npm ci` failed (exit code {done.returncode})",
+                           directory=str(project),
+                           hint=f"check network access to the npm registry; npm said:\n{tail}")
 
 
 _STALE_TOKEN = frozenset({"ExpiredToken", "InvalidToken"})

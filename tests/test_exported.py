@@ -6,7 +6,8 @@ import atrepo
 
 EXPECTED = {
     "AtrepoError", "CID", "CarError", "Commit", "DecodeError", "MstError", "RateLimited",
-    "RepoSnapshot", "RepoUnavailable", "ResolutionError", "SignatureError", "TransportError",
+    "RepoSnapshot", "RepoUnavailable", "ResolutionError", "SandboxError", "SignatureError",
+    "TransportError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
 }
@@ -24,7 +25,7 @@ def test_every_public_name_resolves():
 
 def test_every_error_is_an_atrepo_error():
     for name in ("CarError", "DecodeError", "MstError", "RateLimited", "RepoUnavailable",
-                 "ResolutionError", "SignatureError", "TransportError"):
+                 "ResolutionError", "SandboxError", "SignatureError", "TransportError"):
         assert issubclass(getattr(atrepo, name), atrepo.AtrepoError)
 
 

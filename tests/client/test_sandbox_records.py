@@ -101,3 +101,10 @@ def test_a_stale_token_logs_in_again(sandbox: Sandbox, http: httpx.Client) -> No
         assert sandbox._tokens["alice.test"] != "not-a-jwt"
     finally:
         sandbox.delete_record("alice.test", POST, uri.rsplit("/", 1)[1])
+
+
+def test_repr_names_urls_and_state(sandbox: Sandbox) -> None:
+    text = repr(sandbox)
+    assert text.startswith("<Sandbox ") and text.endswith(" running>")
+    assert f"plc={sandbox.plc_url}" in text and f"pds={sandbox.pds_url}" in text
+    assert f"accounts={len(sandbox.accounts)}" in text

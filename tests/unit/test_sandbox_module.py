@@ -1,0 +1,135 @@
+"""atrepo.sandbox's installer: which directory it picks and when it runs ``npm ci``.
+
+``node`` and ``npm`` are small shell scripts on a PATH of our own, so nothing is downloaded:
+the fake npm records its arguments and working directory and creates the installed marker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from atrepo import sandbox
+from atrepo.errors import AtrepoError, SandboxError
+
+FAKE_NPM = """#!/bin/sh
+echo "$PWD $*" >> "{log}"
+if [ -n "$NPM_FAIL" ]; then echo "npm ERR! network unreachable" >&2; exit 1; fi
+{mkdir} -p node_modules/@atproto/dev-env && echo '{{}}' > node_modules/@atproto/dev-env/package.json
+echo "added 1 package"
+"""
+
+
+def _script(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bin dir with node v20 and a recording npm, alone on PATH; returns the npm log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "npm.log"
+    _script(bin_dir / "node", "#!/bin/sh\necho v20.11.1\n")
+    _script(bin_dir / "npm", FAKE_NPM.format(log=log, mkdir=shutil.which("mkdir")))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return log
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Path:
+    """A copy of the node project's files, without node_modules."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for name in ("package.json", "package-lock.json", "sandbox.mjs", "gen_repo.mjs"):
+        (ref / name).write_text(f"// {name}\n")
+    return ref
+
+
+def npm_calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_installed_project_is_used_as_is(tools: Path, reference: Path) -> None:
+    marker = reference / "node_modules" / "@atproto" / "dev-env" / "package.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    assert sandbox.ensure_installed(reference=reference) == reference
+    assert npm_calls(tools) == []
+
+
+def test_writable_project_is_installed_in_place(tools: Path, reference: Path,
+                                                tmp_path: Path) -> None:
+    assert sandbox.ensure_installed(tmp_path / "cache", reference=reference) == reference
+    assert npm_calls(tools) == [f"{reference} ci --no-audit --no-fund"]
+    assert not (tmp_path / "cache").exists()
+    sandbox.ensure_installed(tmp_path / "cache", reference=reference)
+    assert len(npm_calls(tools)) == 1  # installed now: no second npm ci
+
+
+def test_read_only_project_is_copied_to_the_cache(tools: Path, reference: Path,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "_writable", lambda directory: False)
+    target = tmp_path / "cache" / "reference"
+    assert sandbox.ensure_installed(tmp_path / "cache", reference=reference) == target
+    assert sorted(p.name for p in target.iterdir()) == [
+        "gen_repo.mjs", "node_modules", "package-lock.json", "package.json", "sandbox.mjs"]
+    assert npm_calls(tools) == [f"{target} ci --no-audit --no-fund"]
+    assert not (reference / "node_modules").exists()
+
+    sandbox.ensure_installed(tmp_path / "cache", reference=reference)
+    assert len(npm_calls(tools)) == 1  # same lock file: the copy is reused
+    (reference / "package-lock.json").write_text("// a newer lock\n")
+    sandbox.ensure_installed(tmp_path / "cache", reference=reference)
+    assert len(npm_calls(tools)) == 2  # the lock changed: installed again
+    assert (target / "package-lock.json").read_text() == "// a newer lock\n"
+
+
+def test_default_cache_dir_is_atrepos(tools: Path, reference: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "_writable", lambda directory: False)
+    monkeypatch.setenv("ATREPO_CACHE_DIR", str(tmp_path / "env-cache"))
+    assert sandbox.ensure_installed(reference=reference) == tmp_path / "env-cache" / "reference"
+
+
+def test_npm_failure_says_what_npm_said(tools: Path, reference: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NPM_FAIL", "1")
+    with pytest.raises(SandboxError) as caught:
+        sandbox.ensure_installed(reference=reference)
+    assert "`npm ci` failed (exit code 1)" in str(caught.value)
+    assert "network unreachable" in str(caught.value)
+
+
+@pytest.mark.parametrize(("node_script", "expected"), [
+    (None, "`node` is not on PATH"),
+    ("#!/bin/sh\necho v18.19.0\n", "Node v18.19.0 is too old"),
+    ("#!/bin/sh\necho oops; exit 3\n", "did not print a version"),
+])
+def test_node_problems_say_what_to_do(tools: Path, reference: Path, node_script: str | None,
+                                      expected: str) -> None:
+    node = Path(os.environ["PATH"]) / "node"
+    if node_script is None:
+        node.unlink()
+    else:
+        _script(node, node_script)
+    with pytest.raises(SandboxError) as caught:
+        sandbox.ensure_installed(reference=reference)
+    assert isinstance(caught.value, AtrepoError)
+    assert expected in str(caught.value) and "install Node.js 20 or newer" in str(caught.value)
+    assert npm_calls(tools) == []
+
+
+def test_missing_npm_is_reported_only_when_needed(tools: Path, reference: Path) -> None:
+    (Path(os.environ["PATH"]) / "npm").unlink()
+    with pytest.raises(SandboxError, match="`npm` is not on PATH"):
+        sandbox.ensure_installed(reference=reference)
+    marker = reference / "node_modules" / "@atproto" / "dev-env" / "package.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    assert sandbox.ensure_installed(reference=reference) == reference
