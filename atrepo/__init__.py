@@ -34,6 +34,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import car, cbor, crypto, datamodel, mst, syntax
+    from ._diff import diff
     from ._read import read_car
     from ._shortcuts import get_repo, list_repos, resolve
     from .cid import CID, cid_for
@@ -65,6 +66,7 @@ __all__ = [
     "cid_for",
     "crypto",
     "datamodel",
+    "diff",
     "get_repo",
     "list_repos",
     "mst",
@@ -82,6 +84,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Commit": (".models", "Commit"),
     "RepoSnapshot": (".snapshot", "RepoSnapshot"),
     "read_car": ("._read", "read_car"),
+    "diff": ("._diff", "diff"),
     "Client": (".client", "Client"),
     "AsyncClient": (".client", "AsyncClient"),
     "DidDocument": (".identity", "DidDocument"),

@@ -152,7 +152,7 @@ def open_in_workers(path: str, mem_limit_mb: float, verify_cids: bool, count: in
     """Ask ``count`` workers to index the CAR at ``path`` now, while the caller does too."""
     for worker in take_workers(count):
         with worker.lock:
-            worker.send("open", path, mem_limit_mb, verify_cids)
+            worker.send("open", path, None, mem_limit_mb, verify_cids)
 
 
 @atexit.register

@@ -5,9 +5,12 @@ Protocol: each message is an 8-byte little-endian length and a pickle. Requests 
 in order. The process ends when stdin closes.
 
 Ops:
-    ``open (path, mem_limit_mb, verify_cids)``: index a CAR file and keep it open.
-    ``walk (path, mem_limit_mb, verify_cids, subtree, key_ranges)``: collect one subtree.
-    ``decode (path, mem_limit_mb, verify_cids, cids)``: decode one batch of records.
+    ``open (path, size, mem_limit_mb, verify_cids)``: index a CAR file and keep it open.
+    ``walk (path, size, mem_limit_mb, verify_cids, subtree, key_ranges)``: collect one subtree.
+    ``decode (path, size, mem_limit_mb, verify_cids, cids)``: decode one batch of records.
+
+``size`` is how much of the file the caller indexed (None: all of it): a store pack may
+have grown since, and only its first ``size`` bytes are known complete.
 """
 
 from __future__ import annotations
@@ -28,19 +31,21 @@ _KEEP = 2  # CAR files kept open at once
 _open: dict[tuple[str, int, int], car.CarFile] = {}
 
 
-def _car(path: str, mem_limit_mb: float, verify_cids: bool) -> car.CarFile:
+def _car(path: str, size: int | None, mem_limit_mb: float, verify_cids: bool) -> car.CarFile:
     stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
+    size = stat.st_size if size is None else size
+    key = (path, stat.st_ino, size)
     if key not in _open:
         while len(_open) >= _KEEP:
             _open.pop(next(iter(_open))).close()
-        _open[key] = car.read_car(path, mem_limit_mb, verify_cids=verify_cids)
+        _open[key] = car.read_car(path, mem_limit_mb, verify_cids=verify_cids, length=size)
     return _open[key]
 
 
-def _walk(path: str, mem_limit_mb: float, verify_cids: bool, piece: mst.Subtree,
-          key_ranges: Sequence[tuple[str, str]] | None) -> tuple[list[bytes], list[bytes]]:
-    carfile = _car(path, mem_limit_mb, verify_cids)
+def _walk(path: str, size: int | None, mem_limit_mb: float, verify_cids: bool,
+          piece: mst.Subtree, key_ranges: Sequence[tuple[str, str]] | None
+          ) -> tuple[list[bytes], list[bytes]]:
+    carfile = _car(path, size, mem_limit_mb, verify_cids)
     return mst.collect_subtree(carfile.get_raw, piece, key_ranges)
 
 
@@ -51,8 +56,8 @@ def _handle(op: str, args: tuple[Any, ...]) -> Any:
     if op == "walk":
         return _walk(*args)
     if op == "decode":
-        path, mem_limit_mb, verify_cids, cids = args
-        return decode_batch(cids, _car(path, mem_limit_mb, verify_cids).get_raw)
+        *source, cids = args
+        return decode_batch(cids, _car(*source).get_raw)
     raise ValueError(f"unknown worker op {op!r}")
 
 

@@ -203,6 +203,7 @@ class CarFile:
         self.verify_cids = verify_cids
         self.size = size
         self.path = path
+        self.inode: int | None = None  # of ``path`` when it was read
         self._index = index
         self._buffer: bytes | mmap.mmap | None = buffer
         self._temp = temp
@@ -244,6 +245,21 @@ class CarFile:
         if self.verify_cids:
             check_block(raw, data, where[0])
         return data
+
+    def reopenable(self) -> bool:
+        """Whether ``path`` still holds this CAR's bytes, so another process may reopen it.
+
+        False when the file was deleted or replaced (an evicted store entry): this object
+        still reads its own open file or memory, but worker processes must not be sent to
+        the path.
+        """
+        if self.path is None or self.inode is None:
+            return False
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        return stat.st_ino == self.inode and stat.st_size >= self.size
 
     @property
     def in_memory(self) -> bool:
@@ -336,7 +352,8 @@ def _as_raw(cid: CID | bytes | str) -> bytes:
     return bytes(cid)
 
 
-def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = True) -> CarFile:
+def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = True,
+             length: int | None = None) -> CarFile:
     """Return a :class:`CarFile` for a CAR given as bytes, a path, or a binary file object.
 
     Args:
@@ -344,6 +361,8 @@ def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = 
         mem_limit_mb: CAR bytes held in memory at most. A path larger than this is read
             from disk on demand; a stream larger than this is spilled to a temporary file.
         verify_cids: hash every block handed out and compare it with its CID.
+        length: for a path only: read just the first ``length`` bytes, the part of a
+            file that is being appended to which is known to be complete.
 
     Raises:
         CarError: on a malformed, truncated or oversized CAR.
@@ -357,7 +376,7 @@ def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = 
     if isinstance(source, (bytes, bytearray, memoryview)):
         carfile = _from_buffer(bytes(source), verify_cids)
     elif isinstance(source, (str, os.PathLike)):
-        carfile = _from_path(os.fspath(source), limit, verify_cids)
+        carfile = _from_path(os.fspath(source), limit, verify_cids, length=length)
     elif hasattr(source, "read"):
         carfile = _from_stream(source, limit, verify_cids)
     else:
@@ -374,30 +393,39 @@ def _from_buffer(buf: bytes, verify_cids: bool) -> CarFile:
     return CarFile(roots, index, buffer=buf, verify_cids=verify_cids, size=len(buf))
 
 
-def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False) -> CarFile:
+def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False,
+               length: int | None = None) -> CarFile:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise CarError("cannot open CAR file", path=path, detail=exc.strerror) from exc
     try:
         size = os.fstat(fd).st_size
+        if length is not None:
+            if length > size:
+                raise CarError("CAR file is shorter than expected", path=path, size=size,
+                               expected=length)
+            size = length
         if size <= limit:
             car = _from_buffer(_read_all(fd, size), verify_cids)
             if temp:
                 os.unlink(path)
             else:
-                car.path = path
+                car.path, car.inode = path, os.fstat(fd).st_ino
             return car
         roots, index = _index_fd(fd, size)
         mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        inode = os.fstat(fd).st_ino
     except BaseException:
         if temp:
             os.unlink(path)
         raise
     finally:
         os.close(fd)
-    return CarFile(roots, index, buffer=mapped, path=path, temp=temp, verify_cids=verify_cids,
-                   size=size)
+    car = CarFile(roots, index, buffer=mapped, path=path, temp=temp, verify_cids=verify_cids,
+                  size=size)
+    car.inode = inode
+    return car
 
 
 def _read_all(fd: int, size: int) -> bytes:

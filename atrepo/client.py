@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -23,16 +24,20 @@ from typing import Any, TypeVar
 import httpx
 import polars as pl
 
-from . import car
+from . import car, crypto
 from ._config import ClientConfig
+from ._diff import diff
 from ._flows import identity as identity_flows
 from ._flows import sync as sync_flows
 from ._flows.effects import Flow
 from ._io.cache import IdentityCache
+from ._io.store import SnapshotStore, StoredSnapshot, dir_name
 from ._io.drivers import (
     AsyncDnsResolver,
+    AsyncHostLimits,
     AsyncSystemDnsResolver,
     DnsResolver,
+    HostLimits,
     SystemDnsResolver,
     run_async,
     run_sync,
@@ -40,17 +45,25 @@ from ._io.drivers import (
 from ._flows.policy import RetryPolicy
 from ._flows.sync import RepoRef
 from ._progress import progress
-from .errors import AtrepoError, RepoUnavailable, ResolutionError, SignatureError
+from .errors import (
+    AtrepoError,
+    CarError,
+    MstError,
+    RepoUnavailable,
+    ResolutionError,
+    SignatureError,
+)
 from .export import ExportReport, Exporter
 from .frames import RECORDS_SCHEMA
 from .identity import Identity
 from .models import parse_commit
-from .syntax import is_tid
-from .snapshot import RepoSnapshot, open_snapshot
+from .snapshot import RepoSnapshot, check_complete, open_snapshot
+from .syntax import is_did
 
 __all__ = ["AsyncClient", "Client"]
 
 T = TypeVar("T")
+log = logging.getLogger("atrepo")
 
 
 REPOS_SCHEMA = pl.Schema({"did": pl.String, "head": pl.String, "rev": pl.String,
@@ -72,7 +85,7 @@ class _Pager:
         self.policy = policy
         self.limit = limit
         self.resume = resume
-        self.state = state_dir / (_safe(self.host.split("://")[-1]) + ".json")
+        self.state = state_dir / (dir_name(self.host.split("://")[-1]) + ".json")
         self.cursor = self._saved_cursor() if resume else None
         self.count = 0
         self.done = limit is not None and limit <= 0
@@ -118,6 +131,8 @@ def repos_frame(repos: Sequence[RepoRef]) -> pl.DataFrame:
 
 
 ERRORS_SCHEMA = pl.Schema({"did": pl.String, "error": pl.String, "status": pl.String})
+SNAPSHOTS_SCHEMA = pl.Schema({"rev": pl.String, "data_cid": pl.String,
+                              "fetched_at": pl.Datetime("us", "UTC"), "records": pl.Int64})
 
 
 class _Bulk:
@@ -181,11 +196,6 @@ def _dids_frame(dids: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame({"did": list(dids)}, schema={"did": pl.String})
 
 
-def _safe(did: str) -> str:
-    """A DID as a file-name component."""
-    return did.replace(":", "_").replace("%", "_").replace("/", "_")
-
-
 class _BaseClient:
     """Configuration and the flows shared by Client and AsyncClient."""
 
@@ -205,6 +215,8 @@ class _BaseClient:
             retry=retry or RetryPolicy())
         self.last_errors = pl.DataFrame(schema=ERRORS_SCHEMA)
         self._identities = IdentityCache(self.config.cache_path / "identity")
+        self._snapshots = SnapshotStore(self.config.cache_path / "repos",
+                                        max_bytes=self.config.max_cache_bytes)
 
     # -- flows ----------------------------------------------------------------------------
 
@@ -229,43 +241,50 @@ class _BaseClient:
                                              xrpc_resolver=self.config.handle_resolver)
 
     def _get_repo_flow(self, name: str, collections: Sequence[str] | None) -> Flow[RepoSnapshot]:
-        """Resolve, download the CAR to disk, then read and verify it.
+        """Resolve; reuse, update or download the stored repository; verify; open it.
+
+        With a stored snapshot, ``getLatestCommit`` says whether anything changed: if not,
+        the stored snapshot is reopened (one small request). If so, only the blocks newer
+        than the stored revision are asked for (``getRepo?since=``) and combined with the
+        stored ones; when that does not give a complete, verified tree, the whole
+        repository is downloaded instead. A partial tree is never returned.
+        """
+        ident = yield from self._resolve_flow(name)
+        pds = self._pds(ident)
+        newest = self._snapshots.newest(ident.did)
+        if newest is not None:
+            commit_cid, rev = yield from sync_flows.get_latest_commit(pds, ident.did,
+                                                                      policy=self.config.retry)
+            if rev == newest.rev and commit_cid == newest.commit_cid:
+                return self._open_stored(ident.did, newest, collections, source="cache")
+            try:
+                return (yield from self._download_flow(ident, collections, since=newest.rev))
+            except (CarError, MstError) as exc:
+                log.info("incremental fetch of %s did not give a whole tree (%s); "
+                         "fetching it in full", ident.did, exc)
+        return (yield from self._download_flow(ident, collections, since=None))
+
+    def _download_flow(self, ident: Identity, collections: Sequence[str] | None,
+                       since: str | None) -> Flow[RepoSnapshot]:
+        """Download a CAR (all of it, or what is newer than ``since``) and store it.
 
         A signature that fails against the resolved key is retried once against a freshly
         resolved DID document: the account may have rotated its key since the first lookup.
         """
-        ident = yield from self._resolve_flow(name)
-        if ident.pds is None:
-            raise ResolutionError("DID document names no PDS", identifier=ident.did)
-        stored = self._newest_stored(ident.did)
-        if stored is not None:
-            _cid, rev = yield from sync_flows.get_latest_commit(ident.pds, ident.did,
-                                                                policy=self.config.retry)
-            if stored.stem == rev:  # unchanged since we stored it: one small request
-                return (yield from self._verified(stored, ident, collections))
         part = self._new_path("downloads", ident.did, ".part")
         try:
-            yield from sync_flows.get_repo(ident.pds, ident.did, path=str(part),
-                                           max_bytes=self.config.max_repo_bytes,
+            yield from sync_flows.get_repo(self._pds(ident), ident.did, path=str(part),
+                                           since=since, max_bytes=self.config.max_repo_bytes,
                                            policy=self.config.retry)
-            path = self._store(part, ident.did)
-        except BaseException:
+            try:
+                commit_cid, key = self._check_commit(part, ident)
+            except SignatureError:
+                ident = yield from self._resolve_flow(ident.did, fresh=True)
+                commit_cid, key = self._check_commit(part, ident)
+            return self._store(part, ident, commit_cid, key, collections,
+                               source="full" if since is None else "incremental")
+        finally:
             part.unlink(missing_ok=True)
-            raise
-        try:
-            return (yield from self._verified(path, ident, collections))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-
-    def _verified(self, path: Path, ident: Identity,
-                  collections: Sequence[str] | None) -> Flow[RepoSnapshot]:
-        """Read a stored CAR; on a signature failure re-resolve the DID once and retry."""
-        try:
-            return self._read(path, ident, collections)
-        except SignatureError:
-            fresh = yield from self._resolve_flow(ident.did, fresh=True)
-            return self._read(path, fresh, collections)
 
     def _by_collection_flow(self, collection: str, host: str) -> Flow[list[str]]:
         """DIDs whose repositories hold ``collection``, by listReposByCollection.
@@ -325,47 +344,132 @@ class _BaseClient:
         return _Pager(host, limit=limit, resume=resume,
                       state_dir=self.config.cache_path / "cursors", policy=self.config.retry)
 
+    def _diff_flow(self, name: str, collections: Sequence[str] | None) -> Flow[pl.DataFrame]:
+        """The newest stored snapshot against a fresh get_repo (which is stored in turn)."""
+        ident = yield from self._resolve_flow(name)
+        newest = self._snapshots.newest(ident.did)
+        if newest is None:
+            warnings.warn(f"no stored snapshot of {ident.did} yet: every record shows as a "
+                          "create", stacklevel=4)
+        old = None if newest is None else self._open_stored(ident.did, newest, collections,
+                                                            source="cache")
+        new = yield from self._get_repo_flow(ident.did, collections)
+        return diff(old, new)
+
     # -- local work (no network) ----------------------------------------------------------
+
+    def _stored_did(self, name: str) -> str:
+        """The DID behind ``name`` without the network: a DID, or a handle seen before."""
+        if is_did(name):
+            return name
+        try:
+            cached = self._identities.get(name)
+        except ResolutionError:
+            cached = None
+        did = cached.did if cached is not None else self._snapshots.did_for_handle(name)
+        if did is None:
+            raise ResolutionError("no stored snapshot for this handle", identifier=name,
+                                  hint="get_repo it once while online, or pass its DID")
+        return did
+
+    def _snapshots_frame(self, name: str) -> pl.DataFrame:
+        rows = [(e.rev, e.data_cid, e.fetched_at, e.records)
+                for e in self._snapshots.snapshots(self._stored_did(name))]
+        return pl.DataFrame(rows, schema=SNAPSHOTS_SCHEMA, orient="row")
+
+    def _stored_snapshot(self, name: str, rev: str | None,
+                         collections: Sequence[str] | None) -> RepoSnapshot:
+        did = self._stored_did(name)
+        stored = self._snapshots.snapshots(did)
+        chosen = stored[-1] if stored and rev is None else \
+            next((e for e in stored if e.rev == rev), None)
+        if chosen is None:
+            raise AtrepoError("no stored snapshot", did=did, rev=rev,
+                              hint="client.snapshots(...) lists the stored revisions; "
+                                   "client.get_repo(...) stores a new one")
+        return self._open_stored(did, chosen, collections, source="cache")
 
     def _new_path(self, folder: str, did: str, suffix: str) -> Path:
         where = self.config.cache_path / folder
         where.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=_safe(did) + "-", suffix=suffix, dir=where)
+        handle, name = tempfile.mkstemp(prefix=dir_name(did) + "-", suffix=suffix, dir=where)
         os.close(handle)
         return Path(name)
 
-    def _repo_dir(self, did: str) -> Path:
-        return self.config.cache_path / "repos" / _safe(did)
+    def _pds(self, ident: Identity) -> str:
+        if ident.pds is None:
+            raise ResolutionError("DID document names no PDS", identifier=ident.did)
+        return ident.pds
 
-    def _newest_stored(self, did: str) -> Path | None:
-        """The stored CAR of ``did`` with the highest rev (revs are TIDs: they sort)."""
-        stored = sorted(self._repo_dir(did).glob("*.car"), key=lambda p: p.stem)
-        return stored[-1] if stored else None
-
-    def _store(self, part: Path, did: str) -> Path:
-        """Move a downloaded CAR into the store, named by its commit's rev."""
-        carfile = car.read_car(part, 0)
-        try:
-            root = carfile.roots[0] if len(carfile.roots) == 1 else None
-            block = carfile.get(root) if root is not None else None
-            rev = parse_commit(block, cid=root)[0].rev if block is not None else ""
-        finally:
-            carfile.close()
-        name = rev if is_tid(rev) else part.stem  # the reader reports a bad commit later
-        path = self._repo_dir(did) / f"{name}.car"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(part, path)
-        return path
-
-    def _read(self, path: Path, ident: Identity, collections: Sequence[str] | None
-              ) -> RepoSnapshot:
-        key = ident.signing_key if self.config.verify else None
-        if self.config.verify and key is None:
+    def _signing_key(self, ident: Identity) -> str | None:
+        """The key commits are checked against (None when verification is off)."""
+        if not self.config.verify:
+            return None
+        if ident.signing_key is None:
             raise ResolutionError("DID document has no signing key to verify with",
                                   identifier=ident.did)
-        carfile = car.read_car(path, self.config.mem_limit_mb)
-        return open_snapshot(carfile, did=ident.did, signing_key=key, collections=collections,
-                             handle=ident.handle, progress_bar=self.config.progress)
+        return ident.signing_key
+
+    def _check_commit(self, path: Path, ident: Identity) -> tuple[str, str | None]:
+        """Check a downloaded commit's DID and signature: (commit CID, key that verified it)."""
+        key = self._signing_key(ident)
+        with car.read_car(path, 0) as carfile:
+            if len(carfile.roots) != 1:
+                raise CarError("a repository CAR needs exactly one root (the commit)",
+                               did=ident.did, roots=len(carfile.roots))
+            root = carfile.roots[0]
+            block = carfile.get(root)
+            if block is None:
+                raise CarError("commit block missing from CAR", did=ident.did, cid=root,
+                               hint="the host sent an incomplete CAR")
+            commit, unsigned = parse_commit(block, cid=root)
+        if commit.did != ident.did:
+            raise SignatureError("commit belongs to another DID", did=ident.did,
+                                 commit_did=commit.did)
+        if key is not None:
+            crypto.verify_commit(unsigned, commit.sig, key, did=ident.did)
+        return str(root), key
+
+    def _store(self, part: Path, ident: Identity, commit_cid: str, key: str | None,
+               collections: Sequence[str] | None, *, source: str) -> RepoSnapshot:
+        """Add a checked download to the store, open the whole new tree, record it.
+
+        The snapshot is recorded only once every MST node and record block of the new
+        commit is in the store; otherwise the error propagates and nothing is recorded.
+        """
+        size = part.stat().st_size
+        with self._snapshots.writing(ident.did) as writer:
+            length = writer.append(part)
+            pack = self._snapshots.open_pack(ident.did, self.config.mem_limit_mb, length)
+            try:
+                whole = open_snapshot(pack, did=ident.did, signing_key=key, handle=ident.handle,
+                                      progress_bar=self.config.progress, root=commit_cid,
+                                      source=source, bytes_downloaded=size)
+                check_complete(whole)
+            except BaseException:
+                pack.close()
+                raise
+            writer.commit(StoredSnapshot(
+                rev=whole.rev, commit_cid=commit_cid, data_cid=whole.data_cid,
+                fetched_at=whole.fetched_at, records=len(whole), source=source,
+                bytes_downloaded=size, verified=whole.verified, pack_bytes=length),
+                handle=ident.handle, signing_key=key)
+        if collections is None:
+            return whole
+        return open_snapshot(pack, did=ident.did, signing_key=key, collections=collections,
+                             handle=ident.handle, fetched_at=whole.fetched_at,
+                             progress_bar=self.config.progress, root=commit_cid,
+                             source=source, bytes_downloaded=size)
+
+    def _open_stored(self, did: str, entry: StoredSnapshot, collections: Sequence[str] | None,
+                     *, source: str) -> RepoSnapshot:
+        """Open a stored snapshot from the store (no network)."""
+        handle, key = self._snapshots.identity(did)
+        pack = self._snapshots.open_pack(did, self.config.mem_limit_mb)
+        return open_snapshot(pack, did=did, signing_key=key if entry.verified else None,
+                             collections=collections, handle=handle,
+                             fetched_at=entry.fetched_at, progress_bar=self.config.progress,
+                             root=entry.commit_cid, source=source)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} plc={self.config.plc_url} cache={self.config.cache_path}>"
@@ -385,9 +489,10 @@ class Client(_BaseClient):
         super().__init__(**options)
         self._http = http or httpx.Client(timeout=self.config.timeout, follow_redirects=True)
         self._dns = dns or SystemDnsResolver()
+        self._limits = HostLimits(self.config.max_per_host)
 
     def _run(self, flow: Flow[T]) -> T:
-        return run_sync(flow, self._http, self._dns)
+        return run_sync(flow, self._http, self._dns, limits=self._limits)
 
     def resolve(self, identifier: str) -> Identity:
         """Return the :class:`~atrepo.identity.Identity` of a handle, DID or AT-URI."""
@@ -398,8 +503,31 @@ class Client(_BaseClient):
         return self._run(self._resolve_handle_flow(handle))
 
     def get_repo(self, name: str, collections: Sequence[str] | None = None) -> RepoSnapshot:
-        """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository."""
+        """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository.
+
+        The repository is stored as a snapshot in the cache. When one is stored already,
+        only what changed since is downloaded (``snap.source`` says how it was obtained).
+        """
         return self._run(self._get_repo_flow(name, collections))
+
+    def diff(self, name: str, collections: Sequence[str] | None = None) -> pl.DataFrame:
+        """Return what changed since the newest stored snapshot (see :func:`atrepo.diff`).
+
+        The repository is fetched again (incrementally) and stored as the next snapshot.
+        """
+        return self._run(self._diff_flow(name, collections))
+
+    def snapshots(self, name: str) -> pl.DataFrame:
+        """Return the stored snapshots of a repository: rev, data_cid, fetched_at, records.
+
+        No network: a handle must have been fetched before (or pass the DID).
+        """
+        return self._snapshots_frame(name)
+
+    def snapshot(self, name: str, rev: str | None = None,
+                 collections: Sequence[str] | None = None) -> RepoSnapshot:
+        """Open a stored snapshot (the newest, or revision ``rev``) without the network."""
+        return self._stored_snapshot(name, rev, collections)
 
     def iter_repos(self, host: str, *, limit: int | None = None,
                    resume: bool = False) -> Iterator[RepoRef]:
@@ -506,9 +634,10 @@ class AsyncClient(_BaseClient):
         self._http = http or httpx.AsyncClient(timeout=self.config.timeout,
                                                follow_redirects=True)
         self._dns = dns or AsyncSystemDnsResolver()
+        self._limits = AsyncHostLimits(self.config.max_per_host)
 
     async def _run(self, flow: Flow[T]) -> T:
-        return await run_async(flow, self._http, self._dns)
+        return await run_async(flow, self._http, self._dns, limits=self._limits)
 
     async def resolve(self, identifier: str) -> Identity:
         """Return the :class:`~atrepo.identity.Identity` of a handle, DID or AT-URI."""
@@ -522,6 +651,20 @@ class AsyncClient(_BaseClient):
                        ) -> RepoSnapshot:
         """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository."""
         return await self._run(self._get_repo_flow(name, collections))
+
+    async def diff(self, name: str, collections: Sequence[str] | None = None
+                   ) -> pl.DataFrame:
+        """Return what changed since the newest stored snapshot (see Client.diff)."""
+        return await self._run(self._diff_flow(name, collections))
+
+    async def snapshots(self, name: str) -> pl.DataFrame:
+        """Return the stored snapshots of a repository (see Client.snapshots)."""
+        return self._snapshots_frame(name)
+
+    async def snapshot(self, name: str, rev: str | None = None,
+                       collections: Sequence[str] | None = None) -> RepoSnapshot:
+        """Open a stored snapshot without the network (see Client.snapshot)."""
+        return self._stored_snapshot(name, rev, collections)
 
     async def iter_repos(self, host: str, *, limit: int | None = None,
                          resume: bool = False) -> AsyncIterator[RepoRef]:

@@ -31,7 +31,7 @@ from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame, table_frame
 from .models import Commit, parse_commit
 
-__all__ = ["RepoSnapshot", "collection_ranges", "open_snapshot"]
+__all__ = ["RepoSnapshot", "check_complete", "collection_ranges", "open_snapshot"]
 
 BATCH_SIZE = 20_000        # records per unit of parallel decoding
 PARALLEL_MIN = 40_000      # fewer records than this are decoded in this process alone
@@ -79,23 +79,28 @@ def collection_ranges(collections: Sequence[str] | None) -> list[tuple[str, str]
 def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | None = None,
                   collections: Sequence[str] | None = None, handle: str | None = None,
                   fetched_at: datetime | None = None, progress_bar: bool | None = None,
-                  workers: int | None = None) -> RepoSnapshot:
+                  workers: int | None = None, root: str | None = None,
+                  source: str = "file", bytes_downloaded: int = 0) -> RepoSnapshot:
     """Return the verified, walked :class:`RepoSnapshot` of a repository CAR.
+
+    ``root`` names the commit to open in a CAR that holds several (a store pack); by
+    default the CAR's single root. ``source`` and ``bytes_downloaded`` say how the blocks
+    were obtained (see :attr:`RepoSnapshot.source`).
 
     Raises:
         CarError: no single root, a missing or malformed commit, or a corrupt block.
         SignatureError: the commit is for another DID or fails ``signing_key``.
         MstError: the tree is incomplete or malformed.
     """
-    if len(car.roots) != 1:
+    if root is None and len(car.roots) != 1:
         raise CarError("a repository CAR needs exactly one root (the commit)",
                        roots=len(car.roots))
-    root = bytes(car.roots[0])
-    block = car.get_raw(root)
+    commit_cid = CID.decode(root) if root is not None else car.roots[0]
+    block = car.get_raw(bytes(commit_cid))
     if block is None:
-        raise CarError("commit block missing from CAR", cid=car.roots[0],
+        raise CarError("commit block missing from CAR", cid=commit_cid,
                        hint="the CAR is incomplete")
-    commit, unsigned = parse_commit(block, cid=car.roots[0])
+    commit, unsigned = parse_commit(block, cid=commit_cid)
     if did is not None and commit.did != did:
         raise SignatureError("commit belongs to another DID", did=did, commit_did=commit.did)
     verified = False
@@ -106,16 +111,31 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
     n_workers = default_workers() if workers is None else workers
     root_node = bytes(CID.decode(commit.data))
     with gc_paused():
-        if car.path is not None and walks_in_parallel(car.size, collections, n_workers):
+        if car.reopenable() and walks_in_parallel(car.size, collections, n_workers):
             raw_keys, values = _walk_in_parallel(car, root_node, n_workers)
         else:
             raw_keys, values = mst.collect(car.get_raw, root_node, ranges)
         keys = [key.decode("ascii") for key in raw_keys]
-    return RepoSnapshot(car=car, commit=commit, commit_cid=str(car.roots[0]),
+    snap = RepoSnapshot(car=car, commit=commit, commit_cid=str(commit_cid),
                         verified=verified, keys=keys, values=values,
                         collections_filter=None if collections is None else list(collections),
                         handle=handle, fetched_at=fetched_at or datetime.now(timezone.utc),
                         progress_bar=progress_bar, workers=n_workers)
+    snap.source, snap.bytes_downloaded = source, bytes_downloaded
+    return snap
+
+
+def check_complete(snap: RepoSnapshot) -> None:
+    """Raise MstError unless the snapshot's CAR holds the block of every record it lists.
+
+    Opening a snapshot already checks every MST node; this adds the record blocks, without
+    decoding them: what makes a tree assembled from several downloads whole.
+    """
+    locate = snap.blocks.locate
+    for key, raw in zip(snap._keys, snap._values):
+        if locate(raw) is None:
+            raise MstError("record block missing", did=snap.did, key=key, cid=cid_str(raw),
+                           hint="the repository's blocks are incomplete")
 
 
 def _walk_in_parallel(car: CarFile, root: bytes, workers: int) -> tuple[list[bytes], list[bytes]]:
@@ -128,7 +148,7 @@ def _walk_in_parallel(car: CarFile, root: bytes, workers: int) -> tuple[list[byt
 
     def remote(worker: Worker, piece: mst.Subtree) -> tuple[list[bytes], list[bytes]]:
         result: tuple[list[bytes], list[bytes]] = worker.call(
-            "walk", car.path, car.mem_limit_mb, car.verify_cids, piece, None)
+            "walk", car.path, car.size, car.mem_limit_mb, car.verify_cids, piece, None)
         return result
 
     walked = iter(run_jobs(subtrees, local, remote, workers))
@@ -158,7 +178,14 @@ class RepoSnapshot:
         verified: True when the commit signature was checked against the DID's key.
         fetched_at: when the repository was read or downloaded (UTC).
         collections_filter: the ``collections=`` the snapshot was opened with, or None.
+        source: how its blocks were obtained: ``"file"`` (read locally), ``"full"`` (a whole
+            getRepo download), ``"incremental"`` (``getRepo?since=`` plus stored blocks) or
+            ``"cache"`` (a stored snapshot, nothing downloaded).
+        bytes_downloaded: the bytes downloaded to obtain it (0 for "file" and "cache").
     """
+
+    source: str = "file"
+    bytes_downloaded: int = 0
 
     def __init__(self, *, car: CarFile, commit: Commit, commit_cid: str, verified: bool,
                  keys: list[str], values: list[bytes], collections_filter: list[str] | None,
@@ -179,6 +206,11 @@ class RepoSnapshot:
         self._progress = progress_bar
         self._workers = workers
 
+    @property
+    def blocks(self) -> CarFile:
+        """The blocks behind this snapshot (for :func:`atrepo.mst.diff` and friends)."""
+        return self._car
+
     # -- frames ---------------------------------------------------------------------------
 
     @cached_property
@@ -186,14 +218,14 @@ class RepoSnapshot:
         car = self._car
         batches = [self._values[i:i + BATCH_SIZE] for i in range(0, len(self._values),
                                                                 BATCH_SIZE)]
-        parallel = car.path is not None and len(self._keys) >= PARALLEL_MIN
+        parallel = len(self._keys) >= PARALLEL_MIN and car.reopenable()
 
         def local(cids: list[bytes]) -> DecodedBatch:
             return decode_batch(cids, car.get_raw)
 
         def remote(worker: Worker, cids: list[bytes]) -> DecodedBatch:
-            result: DecodedBatch = worker.call("decode", car.path, car.mem_limit_mb,
-                                               car.verify_cids, cids)
+            result: DecodedBatch = worker.call("decode", car.path, car.size,
+                                               car.mem_limit_mb, car.verify_cids, cids)
             return result
 
         with progress(len(self._keys), f"decoding {self.did}", self._progress,
@@ -263,9 +295,12 @@ class RepoSnapshot:
     # -- display --------------------------------------------------------------------------
 
     def _summary(self) -> list[tuple[str, str]]:
-        return [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
-                ("verified", str(self.verified)), ("records", f"{len(self._keys):,}"),
-                ("collections", str(self._collection_count))]
+        summary = [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
+                   ("verified", str(self.verified)), ("records", f"{len(self._keys):,}"),
+                   ("collections", str(self._collection_count))]
+        if self.source != "file":
+            summary.append(("source", f"{self.source} ({self.bytes_downloaded:,} B)"))
+        return summary
 
     @cached_property
     def _collection_count(self) -> int:

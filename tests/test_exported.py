@@ -10,6 +10,7 @@ EXPECTED = {
     "TransportError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
+    "diff",
 }
 
 

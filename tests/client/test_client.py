@@ -8,72 +8,17 @@ that refuses any other host, and DNS through a resolver that answers nothing (th
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import polars as pl
 import pytest
+from _loopback import KINDS, _AsyncLoopbackTransport, _AsyncNoDns, _LoopbackTransport, _NoDns, _run
 
 import atrepo
-from atrepo._flows.effects import DnsFailure
 from atrepo.client import AsyncClient, Client
-
-
-def _loopback_only(request: httpx.Request) -> None:
-    host = request.url.host
-    if host != "localhost":
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return
-        except ValueError:
-            pass
-        raise httpx.ConnectError(f"tests never leave loopback (asked for {host})",
-                                 request=request)
-
-
-class _LoopbackTransport(httpx.HTTPTransport):
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        _loopback_only(request)
-        return super().handle_request(request)
-
-
-class _AsyncLoopbackTransport(httpx.AsyncHTTPTransport):
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        _loopback_only(request)
-        return await super().handle_async_request(request)
-
-
-class _NoDns:
-    def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
-
-
-class _AsyncNoDns:
-    async def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
-
-
-def _run(kind: str, sandbox: Any, tmp_path: Any, method: str, *args: Any) -> Any:
-    """Call ``method`` on a fresh Client or AsyncClient pointed at the sandbox."""
-    options = {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url,
-               "cache_dir": tmp_path / kind, "progress": False}
-    if kind == "sync":
-        http = httpx.Client(transport=_LoopbackTransport(), trust_env=False, timeout=20)
-        with Client(http=http, dns=_NoDns(), **options) as client:
-            return getattr(client, method)(*args)
-
-    async def go() -> Any:
-        http = httpx.AsyncClient(transport=_AsyncLoopbackTransport(), trust_env=False,
-                                 timeout=20)
-        async with AsyncClient(http=http, dns=_AsyncNoDns(), **options) as client:
-            return await getattr(client, method)(*args)
-
-    return asyncio.run(go())
-
-
-KINDS = ["sync", "async"]
 
 
 def _listed_records(sandbox: Any, did: str, collections: Sequence[str]) -> set[tuple[str, str, str]]:
@@ -284,11 +229,17 @@ def test_unchanged_repo_is_reused_from_the_cache(sandbox, tmp_path):
             u for u in transport.requests if "getLatestCommit" in u]
         assert len(transport.requests) == 1
         assert again.records.equals(first.records) and again.verified
-        stored = next((tmp_path / "repos").glob("*/*.car"))
-        assert stored.stem == first.rev
-        stored.rename(stored.with_name("2222222222222.car"))  # an older rev: stale
+        assert (first.source, again.source) == ("full", "cache")
+        assert first.bytes_downloaded > 0 and again.bytes_downloaded == 0
+        index_path = next((tmp_path / "repos").glob("*/snapshots.json"))
+        index = json.loads(index_path.read_text())
+        assert [e["rev"] for e in index["snapshots"]] == [first.rev]
+        index["snapshots"][0]["rev"] = "2222222222222"  # an older rev: stale
+        index_path.write_text(json.dumps(index))
         transport.requests.clear()
         assert len(client.get_repo(alice["did"])) == len(first)
+        assert any("getRepo" in url and "since=2222222222222" in url
+                   for url in transport.requests)
         assert any("getRepo" in url for url in transport.requests)
 
 

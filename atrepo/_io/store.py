@@ -1,0 +1,247 @@
+"""The snapshot store: every fetched revision of every repository, sharing their blocks.
+
+Each repository has a directory under ``<cache>/repos/`` holding:
+
+``blocks.car``
+    A *pack*: a CARv1 file whose blocks are those of every stored snapshot. The first
+    download becomes the pack as it is; later downloads append only the blocks the pack
+    lacks. Blocks are content-addressed, so two revisions share every record and every MST
+    node they have in common: ten snapshots that differ by 1% of their records cost little
+    more than one. A snapshot is opened by indexing the pack and starting at its commit.
+``snapshots.json``
+    The index, replaced atomically: the DID, the last handle and signing key seen, the
+    length of the pack that is known complete (``pack_bytes``) and one entry per snapshot.
+``lock``
+    Held (``flock``) while a download is appended, verified and recorded, so threads and
+    processes sharing the cache take turns. Bytes past ``pack_bytes`` are an append that
+    did not finish (or did not verify); the next writer cuts them off first.
+
+The store only stores: verifying what is appended is the caller's job, done inside
+:meth:`SnapshotStore.writing` before :meth:`PackWriter.commit`.
+
+The whole store is bounded by ``max_bytes``: after a commit, the repositories used least
+recently are removed until it fits (never the one just written). An open snapshot is not
+broken by this: it holds its pack open (in memory or mapped), and a deleted file lives on
+until it is closed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .. import car as _car
+from .._varint import encode_varint
+from ..errors import AtrepoError
+
+__all__ = ["PackWriter", "SnapshotStore", "StoredSnapshot", "dir_name"]
+
+PACK = "blocks.car"
+INDEX = "snapshots.json"
+LOCK = "lock"
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """One stored revision of a repository (an entry of ``snapshots.json``)."""
+
+    rev: str
+    commit_cid: str
+    data_cid: str
+    fetched_at: datetime
+    records: int
+    source: str             # "full" or "incremental": how its blocks were downloaded
+    bytes_downloaded: int   # the body bytes of that download
+    verified: bool
+    pack_bytes: int         # the pack's complete length once this snapshot was stored
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "fetched_at": self.fetched_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> StoredSnapshot:
+        return cls(**{**entry, "fetched_at": datetime.fromisoformat(entry["fetched_at"])})
+
+
+def dir_name(did: str) -> str:
+    """A DID as a directory name."""
+    return did.replace(":", "_").replace("%", "_").replace("/", "_")
+
+
+class SnapshotStore:
+    """The snapshots of every repository under one directory (see the module docstring)."""
+
+    def __init__(self, root: Path, *, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _dir(self, did: str) -> Path:
+        return self.root / dir_name(did)
+
+    def _index(self, did: str) -> dict[str, Any]:
+        try:
+            index: dict[str, Any] = json.loads((self._dir(did) / INDEX).read_text())
+        except FileNotFoundError:
+            return {"did": did, "pack_bytes": 0, "snapshots": []}
+        except (OSError, ValueError) as exc:
+            raise AtrepoError("the snapshot index is unreadable", did=did,
+                              path=self._dir(did) / INDEX, detail=str(exc),
+                              hint="delete that repository's directory from the cache") from exc
+        return index
+
+    def snapshots(self, did: str) -> list[StoredSnapshot]:
+        """The stored snapshots of ``did``, oldest revision first (empty if none)."""
+        entries = [StoredSnapshot.from_json(e) for e in self._index(did)["snapshots"]]
+        return sorted(entries, key=lambda e: e.rev)
+
+    def newest(self, did: str) -> StoredSnapshot | None:
+        """The stored snapshot of ``did`` with the highest revision, if any."""
+        stored = self.snapshots(did)
+        return stored[-1] if stored else None
+
+    def identity(self, did: str) -> tuple[str | None, str | None]:
+        """The (handle, signing key) recorded with ``did``'s newest snapshot."""
+        index = self._index(did)
+        return index.get("handle"), index.get("signing_key")
+
+    def did_for_handle(self, handle: str) -> str | None:
+        """The DID of the stored repository last seen with ``handle``, if any."""
+        for index_path in self.root.glob(f"*/{INDEX}"):
+            try:
+                index = json.loads(index_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if index.get("handle") == handle and isinstance(index.get("did"), str):
+                did: str = index["did"]
+                return did
+        return None
+
+    def open_pack(self, did: str, mem_limit_mb: float,
+                  length: int | None = None) -> _car.CarFile:
+        """Index the first ``length`` bytes (default: the complete part) of ``did``'s pack."""
+        if length is None:
+            length = self._index(did)["pack_bytes"]
+        self._touch(did)
+        return _car.read_car(self._dir(did) / PACK, mem_limit_mb, length=length)
+
+    def _touch(self, did: str) -> None:
+        """Mark ``did`` as recently used (eviction removes the least recently used)."""
+        try:
+            os.utime(self._dir(did) / INDEX)
+        except FileNotFoundError:
+            pass
+
+    # -- writing --------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self, did: str) -> Iterator[PackWriter]:
+        """Hold ``did``'s lock and yield a :class:`PackWriter`; evict after a commit.
+
+        Nothing may wait on the network inside: the lock is held throughout.
+        """
+        where = self._dir(did)
+        where.mkdir(parents=True, exist_ok=True)
+        with open(where / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                writer = PackWriter(did, where, self._index(did))
+                yield writer
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        if writer.committed:
+            self.evict(keep=did)
+
+    def evict(self, *, keep: str | None = None) -> list[str]:
+        """Remove least recently used repositories until the store fits ``max_bytes``.
+
+        Returns the DIDs removed. ``keep`` is never removed, even if it alone is too big.
+        """
+        sizes = []
+        for index_path in self.root.glob(f"*/{INDEX}"):
+            pack = index_path.parent / PACK
+            try:
+                used, size = index_path.stat().st_mtime, pack.stat().st_size
+                did = json.loads(index_path.read_text()).get("did")
+            except (OSError, ValueError):
+                continue
+            sizes.append((used, size, index_path.parent, did))
+        total = sum(size for _, size, _, _ in sizes)
+        removed = []
+        for _used, size, where, did in sorted(sizes, key=lambda s: s[0]):
+            if total <= self.max_bytes:
+                break
+            if did == keep:
+                continue
+            shutil.rmtree(where, ignore_errors=True)
+            total -= size
+            removed.append(did)
+        return removed
+
+
+class PackWriter:
+    """Appends one download to a pack and records the snapshot it holds (under the lock)."""
+
+    def __init__(self, did: str, where: Path, index: dict[str, Any]) -> None:
+        self.did = did
+        self.where = where
+        self.index = index
+        self.pack = where / PACK
+        self.length = index["pack_bytes"]
+        self.committed = False
+        self.added_bytes = 0
+
+    def append(self, download: Path) -> int:
+        """Add the blocks of the CAR at ``download`` that the pack lacks; return its new length.
+
+        The first download becomes the pack itself (it is moved, not copied). Every block
+        appended is checked against its CID first.
+
+        Raises:
+            CarError: the download is not a readable CAR.
+        """
+        if self.length == 0:
+            size = download.stat().st_size
+            os.replace(download, self.pack)
+            self.length = self.added_bytes = size
+            return size
+        with _car.read_car(download, 0) as incoming, \
+                _car.read_car(self.pack, 0, length=self.length) as held, \
+                open(self.pack, "r+b") as out:
+            out.truncate(self.length)  # drop what an unfinished writer left
+            out.seek(self.length)
+            for cid, data in incoming:  # verified against its CID while iterating
+                raw = bytes(cid)
+                if held.locate(raw) is None:
+                    out.write(encode_varint(len(raw) + len(data)) + raw + data)
+                    self.added_bytes += len(raw) + len(data)
+            out.flush()
+            os.fsync(out.fileno())
+            self.length = out.tell()
+        download.unlink()
+        return self.length
+
+    def commit(self, entry: StoredSnapshot, *, handle: str | None,
+               signing_key: str | None) -> StoredSnapshot:
+        """Record ``entry`` (and the identity it was verified with) in the index."""
+        entry = replace(entry, pack_bytes=self.length)
+        others = [e for e in self.index["snapshots"] if e["rev"] != entry.rev]
+        index = {"did": self.did, "handle": handle, "signing_key": signing_key,
+                 "pack_bytes": self.length, "snapshots": [*others, entry.to_json()]}
+        tmp = self.where / f"{INDEX}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+        tmp.write_text(json.dumps(index, indent=1))
+        os.replace(tmp, self.where / INDEX)
+        self.index = index
+        self.committed = True
+        return entry
+
