@@ -1,0 +1,180 @@
+"""Diffs of two stored snapshots, against atmst, plus what the snapshot store costs on disk.
+
+    .venv/bin/python benchmarks/bench_diff.py [--size 1m] [--repeat 5] [--sandbox-records 3000]
+
+Needs the corpus with a second commit (``make_corpus.py --sizes 1m --changes 1000``):
+``repo.car`` (first commit), ``repo2.car`` (second commit, complete), ``since.car`` (what
+``getRepo?since=`` returns) and ``diff.json`` (the reference implementation's DataDiff).
+
+In one run it measures, each the median of ``--repeat`` runs on fresh objects:
+
+* atrepo: the two commits stored as the client stores them (repo.car, then since.car
+  appended to the same block pack), both snapshots opened; then ``atrepo.mst.diff`` over the
+  pack and ``atrepo.diff`` of the two snapshots (the frame, with both records' JSON).
+* atmst 0.0.x: ``mst_diff`` + ``record_diff`` over an OverlayBlockStore of the two CARs
+  (ReadOnlyCARBlockStore each), the same question answered by the only Python peer that has
+  a diff.
+
+Both answers are checked against the reference's ops before any time is reported. Then the
+disk used by the pack holding both snapshots vs. the first CAR alone; and, against a local
+sandbox PDS, the bytes of a full getRepo vs. the incremental one after 1% of the records
+changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def expected_ops(corpus: Path) -> list[tuple[str, str | None, str | None]]:
+    return [tuple(op) for op in json.loads((corpus / "diff.json").read_text())["ops"]]
+
+
+def atrepo_side(corpus: Path, work: Path, repeat: int,
+                expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+    from atrepo import diff, mst
+    from atrepo._io.store import SnapshotStore, StoredSnapshot
+    from atrepo.snapshot import open_snapshot
+
+    truth, truth2 = (json.loads((corpus / n).read_text()) for n in ("truth.json", "truth2.json"))
+    store = SnapshotStore(work / "repos", max_bytes=1 << 42)
+    did = truth["did"]
+    for name, commit in (("repo.car", truth), ("since.car", truth2)):
+        download = work / f"download-{name}"
+        shutil.copyfile(corpus / name, download)
+        with store.writing(did) as writer:
+            writer.append(download)
+            writer.commit(StoredSnapshot(
+                rev=commit["rev"], commit_cid=commit["commit_cid"], data_cid=commit["data_cid"],
+                fetched_at=datetime.now(timezone.utc), records=commit["record_count"],
+                source="full" if name == "repo.car" else "incremental",
+                bytes_downloaded=(corpus / name).stat().st_size, verified=False,
+                pack_bytes=0), handle=None, signing_key=None)
+    pack_bytes = next((work / "repos").glob("*/blocks.car")).stat().st_size
+
+    def open_both() -> tuple[Any, Any]:
+        pack = store.open_pack(did, 64)
+        return (open_snapshot(pack, root=truth["commit_cid"]),
+                open_snapshot(pack, root=truth2["commit_cid"]))
+
+    open_s, (old, new) = median_time(open_both, 1)
+    mst_s, result = median_time(
+        lambda: mst.diff(new.blocks, old.data_cid, new.data_cid), repeat)
+    got = [(k, o and str(o), n and str(n)) for k, o, n in result.record_ops]
+    assert got == expected, "atrepo.mst.diff disagrees with the reference"
+    frame_s, frame = median_time(lambda: diff(old, new), repeat)
+    assert frame.height == len(expected) and frame["record"].null_count() == \
+        sum(1 for _, _, n in expected if n is None), "atrepo.diff is incomplete"
+    return {"open_s": open_s, "mst_diff_s": mst_s, "diff_frame_s": frame_s,
+            "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size}
+
+
+def atmst_side(corpus: Path, repeat: int,
+               expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+    from atmst.blockstore import OverlayBlockStore
+    from atmst.blockstore.car_file import ReadOnlyCARBlockStore
+    from atmst.mst.diff import mst_diff, record_diff
+    from atmst.mst.node_store import NodeStore
+    from cbrrr import CID, decode_dag_cbor
+
+    truth, truth2 = (json.loads((corpus / n).read_text()) for n in ("truth.json", "truth2.json"))
+    old_file, new_file = open(corpus / "repo.car", "rb"), open(corpus / "repo2.car", "rb")
+    start = time.perf_counter()
+    store = OverlayBlockStore(ReadOnlyCARBlockStore(new_file), ReadOnlyCARBlockStore(old_file))
+    open_s = time.perf_counter() - start
+    old_root = CID.decode(truth["data_cid"])
+    new_root = CID.decode(truth2["data_cid"])
+
+    def run() -> list[tuple[str, str | None, str | None]]:
+        ns = NodeStore(store)  # fresh node cache each run
+        created, deleted = mst_diff(ns, old_root, new_root)
+        ops = [(d.path, d.prior_value and d.prior_value.encode("base32"),
+                d.later_value and d.later_value.encode("base32"))
+               for d in record_diff(ns, created, deleted)]
+        # the frame atrepo builds also decodes both sides' records
+        for _, before, after in ops:
+            for cid in (before, after):
+                if cid is not None:
+                    decode_dag_cbor(store.get_block(bytes(CID.decode(cid))))
+        return sorted(ops)
+
+    diff_s, ops = median_time(run, repeat)
+    assert ops == expected, "atmst disagrees with the reference"
+    old_file.close()
+    new_file.close()
+    return {"open_s": open_s, "diff_s": diff_s}
+
+
+def incremental_bytes(records: int) -> dict[str, Any]:
+    """Full vs incremental getRepo bytes on a sandbox account after 1% of records changed."""
+    from atrepo import Client
+    from atrepo.sandbox import Sandbox
+
+    with Sandbox.start(bulk_accounts=1, bulk_records=records, timeout=600) as sb, \
+            tempfile.TemporaryDirectory() as cache:
+        handle = sb.accounts[-1]["handle"]
+        with Client(plc_url=sb.plc_url, handle_resolver=sb.pds_url, cache_dir=cache,
+                    progress=False) as client:
+            first = client.get_repo(handle)
+            for i in range(max(1, len(first) // 100)):
+                sb.post(handle, f"benchmark change {i}")
+            second = client.get_repo(handle)
+        assert second.source == "incremental"
+        return {"records": len(first), "changes": len(second) - len(first),
+                "full_bytes": first.bytes_downloaded, "incremental_bytes": second.bytes_downloaded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1m")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sandbox-records", type=int, default=3000)
+    args = parser.parse_args()
+    corpus = DATA / args.size
+    if not (corpus / "diff.json").exists():
+        sys.exit(f"no {corpus}/diff.json: run benchmarks/make_corpus.py --sizes {args.size} "
+                 "--changes 1000")
+    expected = expected_ops(corpus)
+    with tempfile.TemporaryDirectory(dir=DATA) as work:
+        ours = atrepo_side(corpus, Path(work), args.repeat, expected)
+    theirs = atmst_side(corpus, args.repeat, expected)
+    online = incremental_bytes(args.sandbox_records)
+    print(f"corpus {args.size}: {len(expected)} record changes")
+    print(f"atrepo  open both snapshots {ours['open_s']:.2f} s | mst.diff "
+          f"{ours['mst_diff_s'] * 1000:.1f} ms | atrepo.diff frame {ours['diff_frame_s'] * 1000:.1f} ms")
+    print(f"atmst   open CARs {theirs['open_s']:.2f} s | mst_diff+record_diff+decode "
+          f"{theirs['diff_s'] * 1000:.1f} ms")
+    print(f"ratio   atmst / atrepo.mst.diff = {theirs['diff_s'] / ours['mst_diff_s']:.1f}x, "
+          f"atmst / atrepo.diff = {theirs['diff_s'] / ours['diff_frame_s']:.1f}x")
+    print(f"disk    pack of both snapshots {ours['pack_bytes']:,} B vs one CAR "
+          f"{ours['car_bytes']:,} B = {ours['pack_bytes'] / ours['car_bytes']:.3f}x")
+    print(f"fetch   {online['records']} records, {online['changes']} new: full "
+          f"{online['full_bytes']:,} B, incremental {online['incremental_bytes']:,} B "
+          f"({online['incremental_bytes'] / online['full_bytes']:.2%})")
+    print(json.dumps({"atrepo": ours, "atmst": theirs, "incremental": online}))
+
+
+if __name__ == "__main__":
+    main()
