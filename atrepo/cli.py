@@ -1,16 +1,32 @@
 """The ``atrepo`` command line: thin subcommands over the library.
 
+One small function per command, each a thin call into :class:`atrepo.Client` (or
+:func:`atrepo.read_car`, :mod:`atrepo.sandbox`). Output conventions, the same everywhere:
+
+* stdout carries the result: readable tables by default, JSON with ``--json``. Row results
+  (``repo``, ``ls``, ``diff``) are JSON lines, one object per row, with ``record`` and
+  ``old_record`` embedded as JSON objects; summaries (``resolve``, ``export``, ``inspect``,
+  ``sandbox``) are one JSON document.
+* ``--parquet FILE`` also writes the rows to a Parquet file (records as JSON strings, the
+  frame's own schema).
+* progress bars, notes and errors go to stderr, so stdout can be piped.
+
 Exit codes tell failure kinds apart: 0 success, 2 usage, 3 malformed input (CAR, MST,
 DAG-CBOR), 4 signature, 5 resolution, 6 repository unavailable, 7 network, 1 other
-atrepo errors. Tables go to stdout, progress and errors to stderr.
+atrepo errors (and ``export`` when some repositories failed), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import (
     AtrepoError,
@@ -20,9 +36,16 @@ from .errors import (
     RateLimited,
     RepoUnavailable,
     ResolutionError,
+    SandboxError,
     SignatureError,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .client import Client
+    from .sandbox import Sandbox
 
 __all__ = ["main"]
 
@@ -30,6 +53,12 @@ EXIT_CODES: tuple[tuple[type[AtrepoError], int], ...] = (
     (CarError, 3), (MstError, 3), (DecodeError, 3), (SignatureError, 4),
     (ResolutionError, 5), (RepoUnavailable, 6), (RateLimited, 7), (TransportError, 7),
 )
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+TABLE_ROWS = 40         # rows shown in a terminal table; --json or --parquet give them all
+CELL_CHARS = 40         # longer strings are cut in tables (a did:plc is 32 characters)
+JSON_COLUMNS = ("record", "old_record")  # JSON strings in frames, objects in JSON lines
+
+Command = Callable[[argparse.Namespace], int]
 
 
 def _exit_code(error: AtrepoError) -> int:
@@ -39,12 +68,138 @@ def _exit_code(error: AtrepoError) -> int:
     return 1
 
 
+# -- output ---------------------------------------------------------------------------------
+
+
+def _print_table(frame: pl.DataFrame, file: TextIO | None = None) -> None:
+    """Print ``frame`` for a person: a Markdown table, long strings cut, no dtype row.
+
+    Cells are cut rather than wrapped, so a DID or CID stays on one line and can be copied.
+    """
+    import polars as pl
+
+    with pl.Config(tbl_rows=TABLE_ROWS, tbl_cols=-1, tbl_width_chars=-1,
+                   fmt_str_lengths=CELL_CHARS, tbl_hide_column_data_types=True,
+                   tbl_formatting="ASCII_MARKDOWN"):
+        print(frame, file=file)
+
+
+def _print_json_lines(frame: pl.DataFrame) -> None:
+    """Print one JSON object per row, with record columns embedded as objects."""
+    for row in frame.iter_rows(named=True):
+        for column in JSON_COLUMNS:
+            if row.get(column) is not None:
+                row[column] = json.loads(row[column])
+        print(json.dumps(row, ensure_ascii=False, default=str))
+
+
+def _save_parquet(frame: pl.DataFrame, path: str | None) -> None:
+    """Write ``frame`` to ``path`` when ``--parquet`` was given, and say so on stderr."""
+    if path:
+        frame.write_parquet(path)
+        print(f"wrote {frame.height:,} rows to {path}", file=sys.stderr)
+
+
+def _print_fields(fields: dict[str, Any]) -> None:
+    """Print ``name  value`` lines with the names aligned."""
+    width = max(map(len, fields))
+    for name, value in fields.items():
+        print(f"{name:<{width}}  {value}")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Client:
+    """A Client with the command's client options (unset ones keep the library defaults)."""
+    from .client import Client
+
+    given = {"plc_url": args.plc_url, "handle_resolver": args.handle_resolver,
+             "cache_dir": args.cache_dir}
+    return Client(**{k: v for k, v in given.items() if v is not None},
+                  verify=not args.no_verify, progress=args.progress)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    """Resolve a handle, DID or AT-URI: DID, handle (verified both ways?), PDS, signing key."""
+    with _client(args) as client:
+        ident = client.resolve(args.name)
+    fields = {"did": ident.did, "handle": ident.handle, "handle_verified": ident.handle_verified,
+              "pds": ident.pds, "signing_key": ident.signing_key}
+    if args.json:
+        print(json.dumps(fields))
+    else:
+        _print_fields(fields)
+    return 0
+
+
+def _repo(args: argparse.Namespace) -> int:
+    """Fetch and verify one repository: its summary and records per collection, or its rows."""
+    with _client(args) as client:
+        snap = client.get_repo(args.name, collections=args.collection)
+        _save_parquet(snap.records, args.parquet)
+        if args.json:
+            _print_json_lines(snap.records)
+        else:
+            print(snap)
+            _print_table(snap.collections)
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    """List the repositories a PDS or relay hosts: did, head, rev, active, status."""
+    with _client(args) as client:
+        repos = client.list_repos(args.host, limit=args.limit)
+    _save_parquet(repos, args.parquet)
+    if args.json:
+        _print_json_lines(repos)
+    else:
+        _print_table(repos)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    """What changed in a repository since its newest stored snapshot (and store the new one)."""
+    with _client(args) as client:
+        changes = client.diff(args.name, collections=args.collection)
+    _save_parquet(changes, args.parquet)
+    if args.json:
+        _print_json_lines(changes)
+    elif changes.is_empty():
+        print("no changes since the newest stored snapshot")
+    else:
+        _print_table(changes.select("action", "collection", "rkey", "new_cid", "record"))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Write repositories (or every active one of a host) to a Parquet dataset; resumable."""
+    names: str | list[str] = args.names[0] if len(args.names) == 1 else args.names
+    with _client(args) as client:
+        report = client.export(names, args.out_dir, collections=args.collection,
+                               resume=not args.no_resume)
+    summary = {"out_dir": str(report.out_dir), "written": report.written,
+               "skipped": report.skipped, "records": report.records,
+               "failed": report.errors.height}
+    if args.json:
+        print(json.dumps({**summary, "errors": report.errors.to_dicts()}, default=str))
+    else:
+        _print_fields(summary)
+    if report.errors.is_empty():
+        return 0
+    print(f"atrepo: {report.errors.height} repositories failed (run again to retry them):",
+          file=sys.stderr)
+    _print_table(report.errors, file=sys.stderr)
+    return 1
+
+
 def _inspect(args: argparse.Namespace) -> int:
-    """Summarise a repository CAR: commit, verification, collections (or JSON)."""
+    """Summarise a repository CAR offline: commit, verification, collections (or JSON)."""
     from . import read_car
 
     snap = read_car(args.file, signing_key=args.signing_key, did=args.did,
-                    collections=args.collection or None)
+                    collections=args.collection, progress=args.progress)
+    _save_parquet(snap.records, args.parquet)
     counts = snap.collections
     if args.json:
         summary = {"did": snap.did, "rev": snap.rev, "commit_cid": snap.commit_cid,
@@ -52,29 +207,209 @@ def _inspect(args: argparse.Namespace) -> int:
                    "verified": snap.verified, "records": len(snap),
                    "collections": dict(counts.iter_rows())}
         print(json.dumps(summary, indent=2))
-        return 0
-    print(snap)
-    print(counts)
-    if args.parquet:
-        snap.write_parquet(args.parquet)
-        print(f"wrote {len(snap):,} records to {args.parquet}", file=sys.stderr)
+    else:
+        print(snap)
+        _print_table(counts)
     return 0
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    """Run the local reference PLC + PDS in the foreground until Ctrl-C or SIGTERM."""
+    from . import sandbox
+
+    sb = sandbox.start(cache_dir=args.cache_dir, plc_port=args.plc_port,
+                       pds_port=args.pds_port, timeout=args.timeout)
+    try:
+        _announce(sb, as_json=args.json)
+        _serve(sb)
+    finally:
+        print("atrepo: stopping the sandbox", file=sys.stderr)
+        code = sb.stop()
+    if code != 0:
+        print(f"atrepo: node exited with code {code}; it said:\n{sb.stderr_tail[-2000:]}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(sb: Sandbox) -> None:
+    """Return on SIGINT or SIGTERM; raise SandboxError if node exits first."""
+    stop = threading.Event()
+    with _signals_set(stop, signal.SIGINT, signal.SIGTERM):
+        while not stop.wait(0.5):
+            if sb.proc.poll() is not None:
+                raise SandboxError("the sandbox stopped by itself", code=sb.proc.returncode,
+                                   hint="node said:\n" + sb.stderr_tail[-2000:])
+
+
+def _announce(sb: Sandbox, *, as_json: bool) -> None:
+    """Print the sandbox's URLs, accounts and how to use them (one JSON line for scripts)."""
+    if as_json:
+        info = {"plc_url": sb.plc_url, "pds_url": sb.pds_url,
+                "admin_password": sb.admin_password, "accounts": sb.accounts}
+        print(json.dumps(info), flush=True)
+        return
+    import polars as pl
+
+    print("atrepo sandbox: a local PLC directory + PDS (the atproto reference implementation)\n")
+    _print_fields({"PLC": sb.plc_url, "PDS": sb.pds_url, "admin password": sb.admin_password})
+    print()
+    _print_table(pl.DataFrame(sb.accounts).select("handle", "did", "status", "records",
+                                                  "password"))
+    # .test handles have no DNS: the PDS's resolveHandle answers for its accounts
+    print("\nPython:\n"
+          f'    client = atrepo.Client(plc_url="{sb.plc_url}", handle_resolver="{sb.pds_url}")\n'
+          '    snap = client.get_repo("alice.test")\n'
+          "Command line:\n"
+          f"    atrepo repo alice.test --plc-url {sb.plc_url} --handle-resolver {sb.pds_url}\n"
+          f"    atrepo ls {sb.pds_url}\n\n"
+          "Serving until Ctrl-C.", flush=True)
+
+
+@contextmanager
+def _signals_set(event: threading.Event, *signals: signal.Signals) -> Iterator[None]:
+    """Make ``signals`` set ``event`` instead of their default action, for the block."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+
+def _client_options() -> argparse.ArgumentParser:
+    """Options every network command takes, as an argparse parent."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("client options")
+    group.add_argument("--plc-url", metavar="URL",
+                       help="PLC directory for did:plc (default: https://plc.directory)")
+    group.add_argument("--handle-resolver", metavar="URL",
+                       help="XRPC service asked to resolve handles that DNS and HTTPS do "
+                            "not (e.g. a PDS, for the sandbox's .test handles)")
+    group.add_argument("--cache-dir", metavar="DIR",
+                       help="cache of repositories and identities "
+                            "(default: $ATREPO_CACHE_DIR or ~/.cache/atrepo)")
+    group.add_argument("--no-verify", action="store_true",
+                       help="do not check commit signatures and handles")
+    _progress_option(group)
+    return parent
+
+
+def _progress_option(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bars on stderr (default: when stderr is a terminal)")
+
+
+def _rows_options(parser: argparse.ArgumentParser, *, collections: bool) -> None:
+    """``--json``, ``--parquet`` and (for repository commands) ``--collection``."""
+    if collections:
+        parser.add_argument("--collection", action="append", metavar="NSID",
+                            help="only this collection (an NSID or a prefix ending in .*); "
+                                 "repeatable")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON lines (one object per row) instead of a table")
+    parser.add_argument("--parquet", metavar="FILE", help="also write the rows to FILE")
+
+
+def _command(commands: Any, name: str, run: Command, summary: str, examples: str,
+             parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` running ``run``, its docstring as description, with examples."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=run.__doc__, parents=list(parents),
+        epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atrepo",
-                                     description="AT Protocol repositories as data.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    inspect = commands.add_parser("inspect", help="summarise a repository CAR file offline",
-                                  description=_inspect.__doc__)
-    inspect.add_argument("file", help="path to a repository CAR")
-    inspect.add_argument("--signing-key", help="did:key to verify the commit signature with")
-    inspect.add_argument("--did", help="the DID the commit must belong to")
-    inspect.add_argument("--collection", action="append",
-                         help="only this collection (NSID or prefix.*); repeatable")
-    inspect.add_argument("--json", action="store_true", help="print a JSON summary")
-    inspect.add_argument("--parquet", metavar="FILE", help="also write the records to FILE")
-    inspect.set_defaults(run=_inspect)
+    parser = argparse.ArgumentParser(
+        prog="atrepo", description="AT Protocol repositories as data.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 ok, 2 usage, 3 malformed CAR/MST/CBOR, 4 signature, "
+               "5 resolution,\n6 repository unavailable, 7 network, 1 other, 130 interrupted.\n"
+               "`atrepo COMMAND --help` shows each command's options and examples.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    client = [_client_options()]
+
+    cmd = _command(commands, "resolve", _resolve, "resolve a handle, DID or AT-URI",
+                   "  atrepo resolve alice.bsky.social\n"
+                   "  atrepo resolve did:plc:ewvi7nxzyoun6zhxrhs64oiz --json", client)
+    cmd.add_argument("name", help="handle, DID or at:// URI")
+    cmd.add_argument("--json", action="store_true", help="print one JSON document")
+
+    cmd = _command(commands, "repo", _repo, "fetch and verify one repository",
+                   "  atrepo repo alice.bsky.social\n"
+                   "  atrepo repo alice.bsky.social --collection app.bsky.feed.post "
+                   "--parquet posts.parquet\n"
+                   "  atrepo repo did:plc:... --json | jq -r .record.text", client)
+    cmd.add_argument("name", help="handle, DID or at:// URI")
+    _rows_options(cmd, collections=True)
+
+    cmd = _command(commands, "ls", _ls, "list the repositories a PDS or relay hosts",
+                   "  atrepo ls https://pds.example\n"
+                   "  atrepo ls https://bsky.network --limit 1000 --parquet repos.parquet",
+                   client)
+    cmd.add_argument("host", help="the host's base URL")
+    cmd.add_argument("--limit", type=int, metavar="N", help="stop after N repositories")
+    _rows_options(cmd, collections=False)
+
+    cmd = _command(commands, "diff", _diff, "what changed since the newest stored snapshot",
+                   "  atrepo repo alice.bsky.social     # stores a snapshot\n"
+                   "  atrepo diff alice.bsky.social     # later: creates, updates, deletes\n"
+                   "  atrepo diff alice.bsky.social --json | jq -c 'select(.action==\"create\")'",
+                   client)
+    cmd.add_argument("name", help="handle, DID or at:// URI")
+    _rows_options(cmd, collections=True)
+
+    cmd = _command(commands, "export", _export,
+                   "write repositories to a Parquet dataset, partitioned by collection",
+                   "  atrepo export alice.bsky.social bob.bsky.social out/\n"
+                   "  atrepo export https://pds.example out/ --collection app.bsky.feed.post\n"
+                   "  # read it: pl.scan_parquet('out/**/*.parquet', hive_partitioning=True)",
+                   client)
+    cmd.add_argument("names", nargs="+", metavar="NAME_OR_HOST",
+                     help="handles or DIDs, or one host URL (all its active repositories)")
+    cmd.add_argument("out_dir", metavar="OUT_DIR", help="the dataset directory")
+    cmd.add_argument("--collection", action="append", metavar="NSID",
+                     help="only this collection (an NSID or a prefix ending in .*); repeatable")
+    cmd.add_argument("--no-resume", action="store_true",
+                     help="start the dataset afresh instead of skipping finished repositories")
+    cmd.add_argument("--json", action="store_true", help="print one JSON document")
+
+    cmd = _command(commands, "inspect", _inspect, "summarise a repository CAR file offline",
+                   "  atrepo inspect alice.car\n"
+                   "  atrepo inspect alice.car --signing-key did:key:zQ3sh... --json\n"
+                   "  atrepo inspect alice.car --collection app.bsky.* --parquet bsky.parquet")
+    cmd.add_argument("file", help="path to a repository CAR")
+    cmd.add_argument("--signing-key", help="did:key to verify the commit signature with")
+    cmd.add_argument("--did", help="the DID the commit must belong to")
+    cmd.add_argument("--collection", action="append", metavar="NSID",
+                     help="only this collection (an NSID or a prefix ending in .*); repeatable")
+    cmd.add_argument("--json", action="store_true", help="print one JSON document")
+    cmd.add_argument("--parquet", metavar="FILE", help="also write the records to FILE")
+    _progress_option(cmd)
+
+    cmd = _command(commands, "sandbox", _sandbox,
+                   "start a local reference PLC + PDS with sample accounts",
+                   "  atrepo sandbox\n"
+                   "  atrepo sandbox --plc-port 2582 --pds-port 2583\n"
+                   "  atrepo sandbox --json      # one line: plc_url, pds_url, accounts")
+    cmd.add_argument("--plc-port", type=int, default=0, metavar="N",
+                     help="PLC port (default: any free port)")
+    cmd.add_argument("--pds-port", type=int, default=0, metavar="N",
+                     help="PDS port (default: any free port)")
+    cmd.add_argument("--json", action="store_true",
+                     help="print one JSON line (plc_url, pds_url, admin_password, accounts)")
+    cmd.add_argument("--cache-dir", metavar="DIR",
+                     help="where to install the node project if atrepo's copy is read-only")
+    cmd.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
+                     help="how long to wait for the servers to come up (default: 120)")
     return parser
 
 
@@ -86,4 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AtrepoError as error:
         print(f"atrepo: {error}", file=sys.stderr)
         return _exit_code(error)
+    except OSError as error:  # e.g. an unwritable --parquet path or OUT_DIR
+        print(f"atrepo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("atrepo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code

@@ -48,3 +48,62 @@ def test_exit_codes_tell_failures_apart(tmp_path):
     assert run("inspect", str(SAMPLE), "--signing-key", wrong_key).returncode == 4
     assert run("inspect").returncode == 2
     assert run("--help").returncode == 0
+
+
+def test_inspect_json_and_parquet_together(tmp_path):
+    out = tmp_path / "all.parquet"
+    done = run("inspect", str(SAMPLE), "--json", "--parquet", str(out), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["records"] == TRUTH["record_count"]
+    assert pl.read_parquet(out).height == TRUTH["record_count"]
+    assert f"rows to {out}" in done.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("repo").returncode == 2
+    assert run("ls", "https://pds.example", "--limit", "many").returncode == 2
+
+
+class _StoppedSandbox:
+    """What sandbox.start returns when node dies right after printing its line."""
+
+    plc_url, pds_url, admin_password = "http://localhost:1", "http://localhost:2", "admin-pass"
+    accounts = [{"handle": "alice.test", "did": "did:plc:x", "password": "alice-pass",
+                 "status": "active", "records": 1}]
+    stderr_tail = "node: out of memory\n"
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+        self.proc.wait()
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+        return self.proc.returncode
+
+
+def test_sandbox_that_dies_is_an_error(monkeypatch, capsys):
+    from atrepo import cli, sandbox
+
+    fake = _StoppedSandbox()
+    monkeypatch.setattr(sandbox, "start", lambda **options: fake)
+    assert cli.main(["sandbox", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["plc_url"] == "http://localhost:1"
+    assert "the sandbox stopped by itself" in err and "out of memory" in err
+    assert fake.stopped
+
+
+def test_signals_set_an_event_and_are_restored():
+    import os
+    import signal
+    import threading
+
+    from atrepo.cli import _signals_set
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = threading.Event()
+    with _signals_set(stop, signal.SIGINT, signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(5)
+    assert signal.getsignal(signal.SIGTERM) is before
