@@ -23,10 +23,18 @@ Invariants:
   into the flow, which falls back or raises an ``AtrepoError``.
 * DNS goes through the small :class:`DnsResolver` / :class:`AsyncDnsResolver` protocols so
   tests can inject fakes; the default implementations wrap dnspython.
+* With a :class:`HostLimits` (threads) or :class:`AsyncHostLimits` (tasks), at most
+  ``per_host`` HTTP effects are in flight to one origin (scheme, host, port) at a time,
+  however many flows share it: a PDS is somebody's server, and a bulk call over thousands of
+  repositories mostly hits a handful of hosts. Only the request holds the slot, from
+  sending to the end of its body; a :class:`Sleep` (a retry's backoff) holds none. A
+  redirect counts against the origin first asked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,12 +60,16 @@ from .._flows.effects import (
 from ..errors import TransportError
 
 if TYPE_CHECKING:
+    import asyncio
+
     import dns.asyncresolver as dns_asyncresolver
 
 __all__ = [
     "AsyncDnsResolver",
+    "AsyncHostLimits",
     "AsyncSystemDnsResolver",
     "DnsResolver",
+    "HostLimits",
     "SystemDnsResolver",
     "run_async",
     "run_sync",
@@ -167,6 +179,59 @@ def _dns_reason(exc: Exception) -> str:
     if isinstance(exc, dns_resolver.NoNameservers):
         return "no nameserver answered"
     return type(exc).__name__
+
+
+# -- per-host limits -----------------------------------------------------------------------
+
+
+def _origin(url: str) -> str:
+    """Return ``scheme://host:port`` of ``url`` (default ports spelled out)."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return url  # the request itself then fails with a TransportError, holding a slot
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return f"{parsed.scheme}://{parsed.host}:{port}"
+
+
+class HostLimits:
+    """At most ``per_host`` HTTP requests in flight to one origin, across threads.
+
+    One per :class:`~atrepo.Client`, shared by all its threads. It keeps a semaphore per
+    origin ever asked, a few hundred bytes each.
+    """
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    def slot(self, url: str) -> threading.BoundedSemaphore:
+        """Return the semaphore of ``url``'s origin; hold it for the whole request."""
+        origin = _origin(url)
+        with self._lock:
+            slot = self._slots.get(origin)
+            if slot is None:
+                slot = self._slots[origin] = threading.BoundedSemaphore(self.per_host)
+            return slot
+
+
+class AsyncHostLimits:
+    """:class:`HostLimits` for the tasks of one event loop (one per AsyncClient)."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def slot(self, url: str) -> asyncio.Semaphore:
+        """Return the semaphore of ``url``'s origin; hold it for the whole request."""
+        import asyncio  # keeps asyncio off sync paths
+
+        origin = _origin(url)
+        slot = self._slots.get(origin)
+        if slot is None:  # no await in between: tasks of one loop cannot race here
+            slot = self._slots[origin] = asyncio.Semaphore(self.per_host)
+        return slot
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -390,12 +455,13 @@ async def _download_async(http: httpx.AsyncClient, effect: HttpDownload,
 
 
 def _perform_sync(effect: Effect, http: httpx.Client, dns: DnsResolver,
-                  total_timeout: float | None) -> Outcome:
+                  total_timeout: float | None, limits: HostLimits | None) -> Outcome:
     """Perform one effect; return its result, or the failure to throw into the flow."""
-    if isinstance(effect, HttpGet):
-        return _get_sync(http, effect, total_timeout)
-    if isinstance(effect, HttpDownload):
-        return _download_sync(http, effect, total_timeout)
+    if isinstance(effect, (HttpGet, HttpDownload)):
+        with limits.slot(effect.url) if limits else contextlib.nullcontext():
+            if isinstance(effect, HttpGet):
+                return _get_sync(http, effect, total_timeout)
+            return _download_sync(http, effect, total_timeout)
     if isinstance(effect, Sleep):
         time.sleep(max(0.0, effect.seconds))
         return None
@@ -408,12 +474,13 @@ def _perform_sync(effect: Effect, http: httpx.Client, dns: DnsResolver,
 
 
 async def _perform_async(effect: Effect, http: httpx.AsyncClient, dns: AsyncDnsResolver,
-                         total_timeout: float | None) -> Outcome:
+                         total_timeout: float | None, limits: AsyncHostLimits | None) -> Outcome:
     """Perform one effect; return its result, or the failure to throw into the flow."""
-    if isinstance(effect, HttpGet):
-        return await _get_async(http, effect, total_timeout)
-    if isinstance(effect, HttpDownload):
-        return await _download_async(http, effect, total_timeout)
+    if isinstance(effect, (HttpGet, HttpDownload)):
+        async with limits.slot(effect.url) if limits else contextlib.nullcontext():
+            if isinstance(effect, HttpGet):
+                return await _get_async(http, effect, total_timeout)
+            return await _download_async(http, effect, total_timeout)
     if isinstance(effect, Sleep):
         import asyncio  # keeps asyncio off sync paths
 
@@ -453,7 +520,7 @@ class _Stepper(Generic[T]):
 
 
 def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
-             total_timeout: float | None = None) -> T:
+             total_timeout: float | None = None, limits: HostLimits | None = None) -> T:
     """Run ``flow`` to completion, performing its effects with ``http`` and ``dns``.
 
     Args:
@@ -462,6 +529,8 @@ def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
         dns: the resolver for DNS effects.
         total_timeout: seconds allowed for one HTTP response body, or None for no limit
             beyond ``http``'s own timeouts (which bound each read, not the whole body).
+        limits: the per-host request limits shared with the other threads of the same
+            client, or None for none.
 
     Returns:
         The flow's return value.
@@ -473,14 +542,15 @@ def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
     try:
         effect = stepper.start()
         while effect is not None:
-            effect = stepper.advance(_perform_sync(effect, http, dns, total_timeout))
+            effect = stepper.advance(_perform_sync(effect, http, dns, total_timeout, limits))
         return stepper.value
     finally:
         flow.close()
 
 
 async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolver, *,
-                    total_timeout: float | None = None) -> T:
+                    total_timeout: float | None = None,
+                    limits: AsyncHostLimits | None = None) -> T:
     """Run ``flow`` to completion: :func:`run_sync` with ``await``.
 
     Args:
@@ -488,6 +558,8 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
         http: the async client for HTTP effects.
         dns: the async resolver for DNS effects.
         total_timeout: seconds allowed for one HTTP response body, or None.
+        limits: the per-host request limits shared with the other tasks of the same
+            client, or None for none.
 
     Returns:
         The flow's return value.
@@ -499,7 +571,8 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
     try:
         effect = stepper.start()
         while effect is not None:
-            effect = stepper.advance(await _perform_async(effect, http, dns, total_timeout))
+            effect = stepper.advance(
+                await _perform_async(effect, http, dns, total_timeout, limits))
         return stepper.value
     finally:
         flow.close()

@@ -1,0 +1,163 @@
+"""A tiny threaded HTTP(S) server on 127.0.0.1, for tests that need a real socket.
+
+``LoopbackServer(route)`` answers every GET with ``route(path)`` (the path with its query):
+a status, headers, and a body given whole or as an iterable of chunks (a generator may
+sleep between them, to trickle). It counts the requests in flight, so tests can check how
+many a client sends at once. ``tls_contexts(names)`` makes a throwaway CA and a certificate
+for ``names``, so the same server can speak HTTPS to a client that trusts only that CA.
+
+Imported by the test modules of this directory (pytest puts it on ``sys.path``). Nothing
+here leaves loopback: the server binds 127.0.0.1 and port 0.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["LoopbackServer", "Reply", "Route", "tls_contexts"]
+
+Reply = tuple[int, dict[str, str], bytes | Iterable[bytes]]
+Route = Callable[[str], Reply]
+
+
+class LoopbackServer:
+    """A threaded HTTP(S) server answering from ``route``; a context manager.
+
+    Args:
+        route: path (with query) -> (status, headers, body or chunks).
+        delay: seconds each request is held before it is answered (so requests overlap).
+        tls: a server-side SSL context for HTTPS, or None for plain HTTP.
+    """
+
+    def __init__(self, route: Route, *, delay: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.route = route
+        self.delay = delay
+        self.paths: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.port: int = self._server.server_address[1]
+        self.scheme = "https" if tls is not None else "http"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
+                                        daemon=True, name=f"loopback-{self.port}")
+
+    @property
+    def url(self) -> str:
+        """``http(s)://127.0.0.1:{port}``."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def _arrived(self, path: str) -> None:
+        with self._lock:
+            self.paths.append(path)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _answered(self) -> None:
+        # Counted as done *before* the reply is written: a client cannot start its next
+        # request before it has this reply, so the count never overstates concurrency.
+        with self._lock:
+            self.in_flight -= 1
+
+
+def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            server._arrived(self.path)
+            try:
+                time.sleep(server.delay)
+                status, headers, body = server.route(self.path)
+            finally:
+                server._answered()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            chunks = [body] if isinstance(body, bytes) else body
+            try:
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                pass  # the client gave up (a timeout or a size cap): what such tests want
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean
+
+    return Handler
+
+
+def tls_contexts(names: Iterable[str]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Return (server context, client context) for a certificate valid for ``names``.
+
+    The certificate is signed by a throwaway CA that only the client context trusts.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atrepo test CA")])
+    ca = (_builder(ca_name, ca_name, ca_key.public_key(), now)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = list(names)
+    leaf_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    alt: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
+    alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    leaf = (_builder(leaf_name, ca_name, key.public_key(), now)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(
+        cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    return server, client
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: Any,
+             now: datetime.datetime) -> x509.CertificateBuilder:
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(public_key).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
+                           critical=False))
