@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   read the bundled sample repository end to end and print its frames
+#   make demo   start a local sandbox (reference PLC + PDS) and run the quickstart end to end
 #   make test   install what the tests need (Python venv, pinned reference servers) and run them
 PYTHON ?= python3
 VENV   := .venv
@@ -22,7 +22,9 @@ $(NODE_OK): atrepo/_reference/package-lock.json atrepo/_reference/package.json
 	cd atrepo/_reference && npm ci --no-audit --no-fund
 	touch $@
 
-demo: $(PY_OK)
+# resolve, list_repos, get_repo, posts, new activity + diff, Parquet export, read back;
+# the sandbox is stopped at the end, also on errors (examples/demo.py)
+demo: $(PY_OK) $(NODE_OK)
 	$(BIN)/python examples/demo.py
 
 test: $(PY_OK) $(NODE_OK)
