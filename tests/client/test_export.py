@@ -1,8 +1,15 @@
-"""export(): a Parquet dataset that survives being killed at any moment (both clients)."""
+"""export(): a Parquet dataset that survives being killed at any moment (both clients).
+
+The kill tests run the export in a child process and SIGKILL it mid-run: once with the
+session sandbox's one active repository, once across many repositories of a sandbox of its
+own (``bulk_accounts``), where the resumed dataset must hold exactly the rows of a clean
+export — no duplicates, no gaps — partition by partition.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +23,8 @@ import polars as pl
 import pytest
 
 from atrepo.client import AsyncClient, Client
+from atrepo.errors import SandboxError
+from atrepo.sandbox import REFERENCE, Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,15 +83,23 @@ import sys, time, httpx, polars as pl
 import atrepo
 from atrepo.client import Client
 write = pl.DataFrame.write_parquet
+pause, concurrency, plc, pds, cache, out, *names = sys.argv[1:]
 def slow_write(self, *a, **kw):           # widen the window in which a kill lands mid-repo
     write(self, *a, **kw)
-    time.sleep(0.4)
+    time.sleep(float(pause))
 pl.DataFrame.write_parquet = slow_write
-plc, pds, cache, out, *names = sys.argv[1:]
 with Client(http=httpx.Client(trust_env=False), plc_url=plc, handle_resolver=pds,
-            cache_dir=cache, progress=False) as client:
+            cache_dir=cache, progress=False, max_concurrency=int(concurrency)) as client:
     client.export(names, out)
 """
+
+
+def _start_killable(sandbox: Any, cache: Path, out: Path, names: list[str], *, pause: float,
+                    concurrency: int = 8) -> subprocess.Popen[bytes]:
+    """Start KILLED_EXPORT in a child process (each Parquet write followed by ``pause``)."""
+    return subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(pause), str(concurrency),
+                             sandbox.plc_url, sandbox.pds_url, str(cache), str(out), *names],
+                            cwd=ROOT)
 
 
 def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
@@ -90,9 +107,7 @@ def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
     names = [alice["did"], bob["did"]]
     clean = _export("sync", sandbox, tmp_path / "cache", names, tmp_path / "clean")
     out = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, sandbox.plc_url,
-                              sandbox.pds_url, str(tmp_path / "cache2"), str(out), *names],
-                             cwd=ROOT)
+    child = _start_killable(sandbox, tmp_path / "cache2", out, names, pause=0.4)
     deadline = time.monotonic() + 60
     while len(list(out.glob("collection=*/*.parquet"))) < 2:
         assert time.monotonic() < deadline and child.poll() is None, "export never got going"
@@ -106,3 +121,77 @@ def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
     assert resumed.written == 1 and resumed.records == clean.records
     drop = ["fetched_at"]
     assert _dataset(out).drop(drop).equals(_dataset(tmp_path / "clean").drop(drop))
+
+
+BULK_ACCOUNTS, BULK_RECORDS = 8, 150
+
+
+@pytest.fixture(scope="module")
+def bulk_sandbox() -> Any:
+    """A sandbox of its own with 8 extra active accounts of 150 records each."""
+    try:
+        sb = Sandbox.start(REFERENCE, bulk_accounts=BULK_ACCOUNTS, bulk_records=BULK_RECORDS,
+                           timeout=120)
+    except SandboxError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+def _keys_by_partition(out: Path) -> dict[str, list[tuple[str, str, str, str]]]:
+    """collection -> every (did, collection, rkey, cid) row of its partition, duplicates kept."""
+    frame = pl.read_parquet(out / "**" / "*.parquet", hive_partitioning=True)
+    rows: dict[str, list[tuple[str, str, str, str]]] = {}
+    for did, collection, rkey, cid in frame.select("did", "collection", "rkey", "cid").rows():
+        rows.setdefault(collection, []).append((did, collection, rkey, cid))
+    return rows
+
+
+def _manifest_dids(out: Path) -> list[str]:
+    manifest = out / "_manifest.jsonl"
+    if not manifest.exists():
+        return []
+    return [json.loads(line)["did"] for line in manifest.read_text().splitlines()
+            if line.endswith("}")]
+
+
+def _half_written(out: Path) -> set[str]:
+    """File stems of repositories with files in place but no manifest line yet."""
+    stems = {path.stem for path in out.glob("collection=*/*.parquet")}  # before the manifest:
+    return stems - {did.replace(":", "_") for did in _manifest_dids(out)}  # no false positive
+
+
+def test_export_killed_across_many_repos_resumes_without_duplicates_or_gaps(bulk_sandbox,
+                                                                            tmp_path):
+    sb = bulk_sandbox
+    names = [a["did"] for a in sb.accounts if a["status"] == "active"]
+    assert len(names) == BULK_ACCOUNTS + 1   # alice and the bulk accounts
+    clean = _export("sync", sb, tmp_path / "cache", names, tmp_path / "clean")
+    assert clean.written == len(names) and clean.errors.height == 0
+    expected = _keys_by_partition(tmp_path / "clean")
+    assert {"app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.feed.repost",
+            "app.bsky.graph.follow"} <= set(expected)
+
+    out = tmp_path / "killed"
+    child = _start_killable(sb, tmp_path / "cache2", out, names, pause=0.05, concurrency=2)
+    deadline = time.monotonic() + 60
+    while len(_manifest_dids(out)) < 3 or not _half_written(out):
+        assert time.monotonic() < deadline and child.poll() is None, "export never got going"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)   # mid-run, and inside a repository's writes
+    child.wait()
+    finished = _manifest_dids(out)
+    assert 3 <= len(finished) < len(names) and _half_written(out)
+
+    resumed = _export("async", sb, tmp_path / "cache3", names, out)
+    assert (resumed.skipped, resumed.written) == (len(finished), len(names) - len(finished))
+    assert sorted(_manifest_dids(out)) == sorted(names)   # each repository once
+    assert not list(out.glob("collection=*/.*.tmp"))
+    got = _keys_by_partition(out)
+    assert set(got) == set(expected)
+    for collection, rows in got.items():
+        assert len(rows) == len(set(rows)), f"duplicate rows in {collection}"
+        assert set(rows) == set(expected[collection]), f"rows differ in {collection}"
+    assert sum(map(len, got.values())) == clean.records
