@@ -189,7 +189,7 @@ def _origin(url: str) -> str:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
-        return url  # the request itself then fails with a TransportError, holding a slot
+        return url  # a slot of its own; the request then fails with a TransportError
     port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
     return f"{parsed.scheme}://{parsed.host}:{port}"
 

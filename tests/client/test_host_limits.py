@@ -23,6 +23,7 @@ import pytest
 from _servers import LoopbackServer, Reply
 from atrepo._flows.effects import DnsFailure, Flow, HttpGet, Sleep
 from atrepo._io.drivers import AsyncHostLimits, HostLimits, run_async, run_sync
+from atrepo.errors import TransportError
 from atrepo.client import AsyncClient, Client
 from atrepo.testing import SigningKey, make_repo_car
 
@@ -197,3 +198,24 @@ def test_origins_spell_out_default_ports():
     assert limits.slot("https://pds.test/xrpc/a") is limits.slot("https://PDS.test:443/b")
     assert limits.slot("https://pds.test/") is not limits.slot("http://pds.test/")
     assert limits.slot("http://pds.test:8080/") is not limits.slot("http://pds.test/")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_invalid_url_under_limits_is_a_transport_error(kind):
+    def flow() -> Flow[str]:
+        try:
+            yield HttpGet("http://[::1/did.json")
+        except TransportError as exc:
+            return exc.message
+        return "no error"
+
+    if kind == "sync":
+        with httpx.Client(trust_env=False) as http:
+            outcome = run_sync(flow(), http, _NoDns(), limits=HostLimits(1))
+    else:
+        async def go() -> str:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                return await run_async(flow(), http, _AsyncNoDns(), limits=AsyncHostLimits(1))
+
+        outcome = asyncio.run(go())
+    assert outcome == "invalid URL"
