@@ -478,7 +478,7 @@ def _cid_or_none(raw: bytes | None) -> CID | None:
 
 
 def diff_raw(fetch: Fetch, old_root: bytes, new_root: bytes,
-             key_ranges: Sequence[KeyRange] | None = None
+             key_ranges: Sequence[KeyRange] | None = None, *, checked: bool = False
              ) -> tuple[list[tuple[bytes, bytes | None, bytes | None]], set[bytes], set[bytes]]:
     """The engine behind :func:`diff`, on binary CIDs: (ops, created nodes, deleted nodes).
 
@@ -486,11 +486,16 @@ def diff_raw(fetch: Fetch, old_root: bytes, new_root: bytes,
     so both trees are expanded one layer at a time from the top, and at each layer the
     nodes present on both sides are dropped before anything below them is fetched. Leaves
     of the expanded nodes are then compared as dictionaries.
+
+    ``checked=True`` says both trees were already walked and checked (two opened
+    snapshots): their nodes are then decoded without repeating the invariant checks. Blocks
+    are still verified against their CIDs by ``fetch``, so a node is the very node that was
+    checked.
     """
     ranges = _byte_ranges(key_ranges)
-    sides = [_DiffSide(fetch, old_root), _DiffSide(fetch, new_root)]
+    sides = [_DiffSide(fetch, old_root, checked), _DiffSide(fetch, new_root, checked)]
     layer = max(side.top_layer() for side in sides)
-    while any(side.frontier for side in sides) and layer >= -1:
+    while any(any(side.frontier.values()) for side in sides) and layer >= -1:
         old_here, new_here = (side.at_layer(layer) for side in sides)
         common = old_here.keys() & new_here.keys()
         for side, here in zip(sides, (old_here, new_here)):
@@ -506,21 +511,36 @@ def diff_raw(fetch: Fetch, old_root: bytes, new_root: bytes,
     return ops, new_side.expanded - old_side.expanded, old_side.expanded - new_side.expanded
 
 
+def _decode_checked(data: bytes) -> tuple[bytes | None, list[tuple[bytes, bytes, bytes | None]]]:
+    """Decode a node known to be valid (see :func:`diff_raw`): (left link, entries)."""
+    obj = cbor.loads(data)
+    entries = []
+    prev = b""
+    for item in obj["e"]:
+        key = prev[:item["p"]] + item["k"]
+        right = item["t"]
+        entries.append((key, item["v"].value[1:], None if right is None else right.value[1:]))
+        prev = key
+    left = obj["l"]
+    return None if left is None else left.value[1:], entries
+
+
 class _DiffSide:
     """One tree in a diff: its unexpanded nodes by layer, expanded nodes and leaves."""
 
-    def __init__(self, fetch: Fetch, root: bytes) -> None:
+    def __init__(self, fetch: Fetch, root: bytes, checked: bool) -> None:
         self.walker = _Walker(fetch)
-        self.root = root
-        self.frontier: dict[bytes, tuple[int | None, bytes | None, bytes | None, int]] = {}
+        self.fetch = fetch
+        self.checked = checked
+        # layer -> {unexpanded node: (lo, hi, depth)}
+        self.frontier: dict[int, dict[bytes, tuple[bytes | None, bytes | None, int]]] = {}
         self.leaves: dict[bytes, bytes] = {}
         self.expanded: set[bytes] = set()
-        self._root_node = self.walker.node(root, None, 0)
+        root_node = self.walker.node(root, None, 0)
         self.walker.visited.discard(root)
-        self.frontier[root] = (self._root_layer(), None, None, 0)
+        self.frontier[self._root_layer(root_node)] = {root: (None, None, 0)}
 
-    def _root_layer(self) -> int:
-        node = self._root_node
+    def _root_layer(self, node: Node) -> int:
         if node.layer is not None:
             return node.layer
         depth, current = 0, node
@@ -531,22 +551,36 @@ class _DiffSide:
         return (current.layer or 0) + depth
 
     def top_layer(self) -> int:
-        return max((info[0] for info in self.frontier.values() if info[0] is not None),
-                   default=0)
+        return max(self.frontier, default=0)
 
     def at_layer(self, layer: int) -> dict[bytes, tuple[bytes | None, bytes | None, int]]:
-        here = {raw: info[1:] for raw, info in self.frontier.items() if info[0] == layer}
-        for raw in here:
-            del self.frontier[raw]
-        return here
+        return self.frontier.pop(layer, {})
+
+    def _entries(self, raw: bytes, layer: int, depth: int
+                 ) -> tuple[bytes | None, list[tuple[bytes, bytes, bytes | None]]]:
+        if not self.checked:
+            node = self.walker.node(raw, None if depth == 0 else layer + 1, depth)
+            return node.left, node.entries
+        data = self.fetch(raw)
+        if data is None:
+            raise MstError("missing MST node block", cid=_name(raw),
+                           hint="the snapshot's blocks are incomplete")
+        return _decode_checked(data)
 
     def expand(self, nodes: dict[bytes, tuple[bytes | None, bytes | None, int]], layer: int,
                ranges: Sequence[tuple[bytes, bytes]] | None) -> None:
+        """Decode ``nodes`` (all at ``layer``): queue their children, keep their leaves."""
+        below = self.frontier.setdefault(layer - 1, {})
+        leaves = self.leaves
         for raw, (lo, hi, depth) in nodes.items():
-            node = self.walker.node(raw, None if depth == 0 else layer + 1, depth)
+            child, entries = self._entries(raw, layer, depth)
             self.expanded.add(raw)
-            for piece in _open(node, Subtree(raw, lo, hi, layer + 1, depth), layer, ranges):
-                if isinstance(piece, Subtree):
-                    self.frontier[piece.cid] = (layer - 1, piece.lo, piece.hi, piece.depth)
-                else:
-                    self.leaves[piece[0]] = piece[1]
+            bound = lo
+            for key, value, right in entries:
+                if child is not None and (ranges is None or _overlaps(bound, key, ranges)):
+                    below[child] = (bound, key, depth + 1)
+                if ranges is None or _in_ranges(key, ranges):
+                    leaves[key] = value
+                bound, child = key, right
+            if child is not None and (ranges is None or _overlaps(bound, hi, ranges)):
+                below[child] = (bound, hi, depth + 1)

@@ -99,3 +99,44 @@ def ref_p256() -> ReferenceRepo:
 def ref_medium() -> ReferenceRepo:
     """30,000 records: big enough to exercise batching, the spill path and workers."""
     return generate(30000, "medium", changes=300)
+
+
+# -- the sandbox: the reference PLC + PDS on loopback (atrepo.sandbox) ------------------------
+
+def _sandbox(**options: Any) -> Any:
+    """Start a sandbox for a fixture; fail (not skip) with node's words when it cannot."""
+    from atrepo.sandbox import REFERENCE as NODE_PROJECT, Sandbox, SandboxError
+
+    if not (NODE_PROJECT / "node_modules" / "@atproto" / "dev-env").exists():
+        pytest.fail("the reference implementation is not installed "
+                    "(atrepo/_reference/node_modules is missing): run `make test`")
+    try:
+        return Sandbox.start(NODE_PROJECT, timeout=120, **options)
+    except SandboxError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Any:
+    """alice (active, ~306 records), bob (deactivated), carol (taken down), dave (deleted).
+
+    Shared by the session: tests that write to alice delete what they wrote.
+    """
+    sb = _sandbox()
+    yield sb
+    sb.stop()
+
+
+BULK_ACCOUNTS, BULK_RECORDS = 20, 100
+
+
+@pytest.fixture(scope="session")
+def bulk_sandbox() -> Any:
+    """The same four accounts plus bulk000.test .. bulk019.test, active, 100 records each.
+
+    For tests that need many repositories (exports of a host, notebooks, examples); tests
+    that write to a bulk account must not assume the others leave it alone across tests.
+    """
+    sb = _sandbox(bulk_accounts=BULK_ACCOUNTS, bulk_records=BULK_RECORDS)
+    yield sb
+    sb.stop()

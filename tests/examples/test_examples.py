@@ -42,23 +42,23 @@ def test_short_and_documented(script: str) -> None:
     assert "usage:" in ok(run(script, "--help"))
 
 
-def test_resolve(examples_sandbox: Sandbox, tmp_path: Path) -> None:
-    alice = examples_sandbox.account("alice.test")
+def test_resolve(bulk_sandbox: Sandbox, tmp_path: Path) -> None:
+    alice = bulk_sandbox.account("alice.test")
     out = ok(run("resolve.py", "alice.test", alice["did"],
-                 *sandbox_args(examples_sandbox, tmp_path)))
+                 *sandbox_args(bulk_sandbox, tmp_path)))
     assert out.count(f"did          {alice['did']}") == 2
     assert out.count("alice.test (verified)") == 2
-    assert examples_sandbox.pds_url in out and "did:key:z" in out
+    assert bulk_sandbox.pds_url in out and "did:key:z" in out
 
-    missing = run("resolve.py", "nobody.test", *sandbox_args(examples_sandbox, tmp_path))
+    missing = run("resolve.py", "nobody.test", *sandbox_args(bulk_sandbox, tmp_path))
     assert missing.returncode == 1 and "nobody.test: does not resolve" in missing.stdout
 
 
-def test_snapshot_to_parquet(examples_sandbox: Sandbox, tmp_path: Path) -> None:
-    alice = examples_sandbox.account("alice.test")
+def test_snapshot_to_parquet(bulk_sandbox: Sandbox, tmp_path: Path) -> None:
+    alice = bulk_sandbox.account("alice.test")
     out_file = tmp_path / "alice.parquet"
     out = ok(run("snapshot_to_parquet.py", "alice.test", out_file,
-                 *sandbox_args(examples_sandbox, tmp_path / "cache")))
+                 *sandbox_args(bulk_sandbox, tmp_path / "cache")))
     assert f"wrote {alice['records']:,} records of {alice['did']}" in out
     assert "signature verified: True" in out
     frame = pl.read_parquet(out_file)
@@ -66,12 +66,12 @@ def test_snapshot_to_parquet(examples_sandbox: Sandbox, tmp_path: Path) -> None:
 
     posts_file = tmp_path / "posts.parquet"
     ok(run("snapshot_to_parquet.py", "alice.test", posts_file, "--collection",
-           "app.bsky.feed.post", *sandbox_args(examples_sandbox, tmp_path / "cache")))
+           "app.bsky.feed.post", *sandbox_args(bulk_sandbox, tmp_path / "cache")))
     assert set(pl.read_parquet(posts_file)["collection"]) == {"app.bsky.feed.post"}
 
 
-def test_watch_diff(examples_sandbox: Sandbox, tmp_path: Path) -> None:
-    sb, handle = examples_sandbox, "bulk000.test"
+def test_watch_diff(bulk_sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, handle = bulk_sandbox, "bulk000.test"
     args = [handle, *sandbox_args(sb, tmp_path)]
     assert f"first snapshot of {handle}" in ok(run("watch_diff.py", "--times", "0", *args))
 
@@ -86,8 +86,8 @@ def test_watch_diff(examples_sandbox: Sandbox, tmp_path: Path) -> None:
     assert "no changes" in ok(run("watch_diff.py", "--times", "1", "--every", "0", *args))
 
 
-def test_export_host(examples_sandbox: Sandbox, tmp_path: Path) -> None:
-    sb, out_dir = examples_sandbox, tmp_path / "dataset"
+def test_export_host(bulk_sandbox: Sandbox, tmp_path: Path) -> None:
+    sb, out_dir = bulk_sandbox, tmp_path / "dataset"
     active = {acc["did"] for acc in sb.accounts if acc["status"] == "active"}
     args = [sb.pds_url, out_dir, "--plc-url", sb.plc_url, "--cache-dir", tmp_path / "cache"]
     out = ok(run("export_host.py", *args))

@@ -47,11 +47,11 @@ def test_kernel_runs_this_interpreter() -> None:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
-def test_notebook_runs(path: Path, notebook_sandbox: Sandbox,
+def test_notebook_runs(path: Path, bulk_sandbox: Sandbox,
                        monkeypatch: pytest.MonkeyPatch) -> None:
     # the kernel inherits this environment
-    monkeypatch.setenv("ATREPO_SANDBOX_PLC_URL", notebook_sandbox.plc_url)
-    monkeypatch.setenv("ATREPO_SANDBOX_PDS_URL", notebook_sandbox.pds_url)
+    monkeypatch.setenv("ATREPO_SANDBOX_PLC_URL", bulk_sandbox.plc_url)
+    monkeypatch.setenv("ATREPO_SANDBOX_PDS_URL", bulk_sandbox.pds_url)
     monkeypatch.setenv("ATREPO_PROGRESS", "0")  # no widgets in the recorded outputs
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
