@@ -478,6 +478,24 @@ class _BaseClient:
 class Client(_BaseClient):
     """The synchronous client. Safe to use inside a running event loop (Jupyter).
 
+    Args:
+        plc_url: the PLC directory that resolves ``did:plc`` DIDs.
+        handle_resolver: an XRPC service asked (``com.atproto.identity.resolveHandle``)
+            when DNS TXT and HTTPS well-known give no answer; None: not asked.
+        cache_dir: where identities and repository snapshots are stored; None:
+            ``$ATREPO_CACHE_DIR``, else the user's cache directory (``~/.cache/atrepo``).
+        timeout: seconds per connect or read.
+        max_concurrency: repositories fetched at once in bulk calls.
+        max_per_host: requests in flight to any one host at once.
+        mem_limit_mb: CAR bytes held in memory before reading from disk instead.
+        verify: check commit signatures and handles (``snap.verified``).
+        progress: progress bars; None: when a person is watching.
+        max_repo_bytes: cap on one downloaded repository (after decompression).
+        max_cache_bytes: cap on the stored repositories; the least recently used go first.
+        retry: budgets and delays for 429s and failures (:class:`RetryPolicy`).
+        http: an ``httpx.Client`` to use instead of a new one (proxies, transports, tests).
+        dns: a DNS TXT resolver to use instead of the system's (dnspython).
+
     Example::
 
         with atrepo.Client() as client:
@@ -626,7 +644,11 @@ class Client(_BaseClient):
 
 
 class AsyncClient(_BaseClient):
-    """The asynchronous client: the same methods as :class:`Client`, awaited."""
+    """The asynchronous client: the same methods as :class:`Client`, awaited.
+
+    Takes the same options as :class:`Client`; ``http`` is an ``httpx.AsyncClient`` and
+    ``dns`` an asynchronous resolver.
+    """
 
     def __init__(self, *, http: httpx.AsyncClient | None = None,
                  dns: AsyncDnsResolver | None = None, **options: Any) -> None:
