@@ -29,6 +29,9 @@ class ClientConfig:
     handle_resolver: str | None = None       # XRPC resolveHandle service, asked last
     cache_dir: Path | None = None            # None: default_cache_dir(), created on demand
     timeout: float = 30.0                    # seconds per connect/read (httpx semantics)
+    body_timeout: float = 900.0              # seconds one whole response may take: a host
+                                             # trickling bytes just within `timeout` is cut
+                                             # off; a 4 GiB repository at 5 MB/s fits
     max_concurrency: int = 8                 # parallel requests in bulk calls
     max_per_host: int = 4                    # parallel requests to any one host: a PDS is
                                              # somebody's server, and bulk calls hit few hosts
@@ -41,14 +44,15 @@ class ClientConfig:
                                              # used repositories are evicted past it
 
     def __post_init__(self) -> None:
-        if (self.timeout <= 0 or self.max_concurrency < 1 or self.max_per_host < 1
+        if (self.timeout <= 0 or self.body_timeout <= 0 or self.max_concurrency < 1 or self.max_per_host < 1
                 or self.mem_limit_mb < 0 or self.max_cache_bytes < 0):
             raise AtrepoError("invalid client settings", timeout=self.timeout,
+                              body_timeout=self.body_timeout,
                               max_concurrency=self.max_concurrency,
                               max_per_host=self.max_per_host,
                               mem_limit_mb=self.mem_limit_mb,
                               max_cache_bytes=self.max_cache_bytes,
-                              hint="timeout > 0, max_concurrency >= 1, max_per_host >= 1, "
+                              hint="timeout > 0, body_timeout > 0, max_concurrency >= 1, max_per_host >= 1, "
                                    "mem_limit_mb >= 0, max_cache_bytes >= 0")
 
     @property

@@ -201,7 +201,8 @@ class _BaseClient:
 
     def __init__(self, *, plc_url: str = "https://plc.directory",
                  handle_resolver: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 timeout: float = 30.0, max_concurrency: int = 8, max_per_host: int = 4,
+                 timeout: float = 30.0, body_timeout: float = 900.0,
+                 max_concurrency: int = 8, max_per_host: int = 4,
                  mem_limit_mb: float = 64, verify: bool = True, progress: bool | None = None,
                  max_repo_bytes: int = 4 << 30, max_cache_bytes: int = 20 << 30,
                  retry: RetryPolicy | None = None) -> None:
@@ -209,6 +210,7 @@ class _BaseClient:
             plc_url=plc_url.rstrip("/"),
             handle_resolver=handle_resolver.rstrip("/") if handle_resolver else None,
             cache_dir=None if cache_dir is None else Path(cache_dir), timeout=timeout,
+            body_timeout=body_timeout,
             max_concurrency=max_concurrency, max_per_host=max_per_host,
             mem_limit_mb=mem_limit_mb, verify=verify, progress=progress,
             max_repo_bytes=max_repo_bytes, max_cache_bytes=max_cache_bytes,
@@ -485,6 +487,8 @@ class Client(_BaseClient):
         cache_dir: where identities and repository snapshots are stored; None:
             ``$ATREPO_CACHE_DIR``, else the user's cache directory (``~/.cache/atrepo``).
         timeout: seconds per connect or read.
+        body_timeout: seconds one whole response may take (a host that trickles bytes,
+            each read just within ``timeout``, is cut off).
         max_concurrency: repositories fetched at once in bulk calls.
         max_per_host: requests in flight to any one host at once.
         mem_limit_mb: CAR bytes held in memory before reading from disk instead.
@@ -510,7 +514,8 @@ class Client(_BaseClient):
         self._limits = HostLimits(self.config.max_per_host)
 
     def _run(self, flow: Flow[T]) -> T:
-        return run_sync(flow, self._http, self._dns, limits=self._limits)
+        return run_sync(flow, self._http, self._dns, limits=self._limits,
+                        total_timeout=self.config.body_timeout)
 
     def resolve(self, identifier: str) -> Identity:
         """Return the :class:`~atrepo.identity.Identity` of a handle, DID or AT-URI."""
@@ -659,7 +664,8 @@ class AsyncClient(_BaseClient):
         self._limits = AsyncHostLimits(self.config.max_per_host)
 
     async def _run(self, flow: Flow[T]) -> T:
-        return await run_async(flow, self._http, self._dns, limits=self._limits)
+        return await run_async(flow, self._http, self._dns, limits=self._limits,
+                               total_timeout=self.config.body_timeout)
 
     async def resolve(self, identifier: str) -> Identity:
         """Return the :class:`~atrepo.identity.Identity` of a handle, DID or AT-URI."""

@@ -208,17 +208,13 @@ def test_stalling_body_times_out_quickly(kind, sandbox, tmp_path):
     assert not list((tmp_path / kind / "downloads").glob("*"))  # no partial file left
 
 
-@pytest.mark.xfail(strict=True, reason="the client sets no total deadline on a body: "
-                   "ClientConfig has no total timeout and Client._run passes none to the "
-                   "drivers (which support one), so only each read is bounded by `timeout`; "
-                   "once there is one, set it to ~0.3 s here and drop this mark")
 @pytest.mark.parametrize("kind", KINDS)
 def test_trickle_slower_than_the_timeout_in_total_fails(kind, sandbox, tmp_path):
     """Each piece comes within ``timeout``, but the whole body takes far longer."""
     trickle = _Trickle(sandbox, chunks=15, gap=0.1)
     started = time.monotonic()
     with trickle.server:
-        error, _ = _get_repo(kind, sandbox, tmp_path, [trickle.fault] * 20, timeout=0.3)
+        error, _ = _get_repo(kind, sandbox, tmp_path, [trickle.fault] * 20, body_timeout=0.3)
     assert isinstance(error, atrepo.TransportError) and "too slow" in str(error)
     assert urlsplit(sandbox.pds_url).netloc in str(error)
     assert time.monotonic() - started < 4.0  # 5 attempts cut at ~0.3 s; uncut, 7.5 s
