@@ -3,8 +3,9 @@
 The work is :func:`atrepo.mst.diff`'s: both trees are expanded a layer at a time and every
 subtree with the same CID on both sides is skipped unread, so the cost follows the number
 of changes, not the size of the repository. Only the records that changed are decoded.
-Both trees were walked and checked when their snapshots were opened, so their nodes are
-decoded here without repeating those checks (each block is still hashed against its CID).
+Both trees were walked and checked when their snapshots were opened (or, for a snapshot
+reopened from the store, when it was stored), so their nodes are decoded here without
+repeating those checks; each block is still hashed against its CID.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
     ranges = _ranges(old.collections_filter if old is not None else None,
                      new.collections_filter)
     with gc_paused():
-        # both trees were walked and checked when their snapshots were opened
+        # both trees were checked when opened or stored (see the module docstring)
         ops, _created, _deleted = mst.diff_raw(fetch, old_root,
                                                bytes(CID.decode(new.data_cid)), ranges,
                                                checked=True)

@@ -465,13 +465,17 @@ class _BaseClient:
 
     def _open_stored(self, did: str, entry: StoredSnapshot, collections: Sequence[str] | None,
                      *, source: str) -> RepoSnapshot:
-        """Open a stored snapshot from the store (no network)."""
+        """Open a stored snapshot from the store (no network).
+
+        Its tree was checked whole when it was stored, so it is walked only when its
+        records are first asked for (a diff never needs to).
+        """
         handle, key = self._snapshots.identity(did)
         pack = self._snapshots.open_pack(did, self.config.mem_limit_mb)
         return open_snapshot(pack, did=did, signing_key=key if entry.verified else None,
                              collections=collections, handle=handle,
                              fetched_at=entry.fetched_at, progress_bar=self.config.progress,
-                             root=entry.commit_cid, source=source)
+                             root=entry.commit_cid, source=source, walk_now=False)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} plc={self.config.plc_url} cache={self.config.cache_path}>"

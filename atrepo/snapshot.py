@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -80,12 +80,15 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
                   collections: Sequence[str] | None = None, handle: str | None = None,
                   fetched_at: datetime | None = None, progress_bar: bool | None = None,
                   workers: int | None = None, root: str | None = None,
-                  source: str = "file", bytes_downloaded: int = 0) -> RepoSnapshot:
+                  source: str = "file", bytes_downloaded: int = 0,
+                  walk_now: bool = True) -> RepoSnapshot:
     """Return the verified, walked :class:`RepoSnapshot` of a repository CAR.
 
     ``root`` names the commit to open in a CAR that holds several (a store pack); by
     default the CAR's single root. ``source`` and ``bytes_downloaded`` say how the blocks
-    were obtained (see :attr:`RepoSnapshot.source`).
+    were obtained (see :attr:`RepoSnapshot.source`). ``walk_now=False`` defers the MST walk
+    (and its checks) to the first use of the records: for a stored snapshot whose tree was
+    checked when it was stored, and which may only be diffed.
 
     Raises:
         CarError: no single root, a missing or malformed commit, or a corrupt block.
@@ -110,17 +113,22 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
     ranges = collection_ranges(collections)
     n_workers = default_workers() if workers is None else workers
     root_node = bytes(CID.decode(commit.data))
-    with gc_paused():
-        if car.reopenable() and walks_in_parallel(car.size, collections, n_workers):
-            raw_keys, values = _walk_in_parallel(car, root_node, n_workers)
-        else:
-            raw_keys, values = mst.collect(car.get_raw, root_node, ranges)
-        keys = [key.decode("ascii") for key in raw_keys]
+
+    def walk() -> tuple[list[str], list[bytes]]:
+        with gc_paused():
+            if car.reopenable() and walks_in_parallel(car.size, collections, n_workers):
+                raw_keys, values = _walk_in_parallel(car, root_node, n_workers)
+            else:
+                raw_keys, values = mst.collect(car.get_raw, root_node, ranges)
+            return [key.decode("ascii") for key in raw_keys], values
+
     snap = RepoSnapshot(car=car, commit=commit, commit_cid=str(commit_cid),
-                        verified=verified, keys=keys, values=values,
+                        verified=verified, walk=walk,
                         collections_filter=None if collections is None else list(collections),
                         handle=handle, fetched_at=fetched_at or datetime.now(timezone.utc),
                         progress_bar=progress_bar, workers=n_workers)
+    if walk_now:
+        snap._keys  # noqa: B018 - the walk, with every check of the tree, happens here
     snap.source, snap.bytes_downloaded = source, bytes_downloaded
     return snap
 
@@ -188,9 +196,9 @@ class RepoSnapshot:
     bytes_downloaded: int = 0
 
     def __init__(self, *, car: CarFile, commit: Commit, commit_cid: str, verified: bool,
-                 keys: list[str], values: list[bytes], collections_filter: list[str] | None,
-                 handle: str | None, fetched_at: datetime, progress_bar: bool | None,
-                 workers: int) -> None:
+                 walk: Callable[[], tuple[list[str], list[bytes]]],
+                 collections_filter: list[str] | None, handle: str | None,
+                 fetched_at: datetime, progress_bar: bool | None, workers: int) -> None:
         self.did = commit.did
         self.handle = handle
         self.rev = commit.rev
@@ -201,10 +209,22 @@ class RepoSnapshot:
         self.fetched_at = fetched_at
         self.collections_filter = collections_filter
         self._car = car
-        self._keys = keys
-        self._values = values
+        self._walk = walk
         self._progress = progress_bar
         self._workers = workers
+
+    @cached_property
+    def _tree(self) -> tuple[list[str], list[bytes]]:
+        """(MST keys, record CIDs) in key order, from the walk (done once, on first use)."""
+        return self._walk()
+
+    @property
+    def _keys(self) -> list[str]:
+        return self._tree[0]
+
+    @property
+    def _values(self) -> list[bytes]:
+        return self._tree[1]
 
     @property
     def blocks(self) -> CarFile:
