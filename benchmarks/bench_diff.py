@@ -9,8 +9,9 @@ Needs the corpus with a second commit (``make_corpus.py --sizes 1m --changes 100
 In one run it measures, each the median of ``--repeat`` runs on fresh objects:
 
 * atrepo: the two commits stored as the client stores them (repo.car, then since.car
-  appended to the same block pack), both snapshots opened; then ``atrepo.mst.diff`` over the
-  pack and ``atrepo.diff`` of the two snapshots (the frame, with both records' JSON).
+  appended to the same block pack), both snapshots opened (walked and checked, as after a
+  fetch; and as ``client.snapshot`` reopens them, walk deferred); then ``atrepo.mst.diff``
+  over the pack and ``atrepo.diff`` of the two snapshots (the frame, both records' JSON).
 * atmst 0.0.x: ``mst_diff`` + ``record_diff`` over an OverlayBlockStore of the two CARs
   (ReadOnlyCARBlockStore each), the same question answered by the only Python peer that has
   a diff.
@@ -74,12 +75,13 @@ def atrepo_side(corpus: Path, work: Path, repeat: int,
                 pack_bytes=0), handle=None, signing_key=None)
     pack_bytes = next((work / "repos").glob("*/blocks.car")).stat().st_size
 
-    def open_both() -> tuple[Any, Any]:
+    def open_both(walk_now: bool) -> tuple[Any, Any]:
         pack = store.open_pack(did, 64)
-        return (open_snapshot(pack, root=truth["commit_cid"]),
-                open_snapshot(pack, root=truth2["commit_cid"]))
+        return (open_snapshot(pack, root=truth["commit_cid"], walk_now=walk_now),
+                open_snapshot(pack, root=truth2["commit_cid"], walk_now=walk_now))
 
-    open_s, (old, new) = median_time(open_both, 1)
+    reopen_s, _ = median_time(lambda: open_both(False), 1)  # as client.snapshot does
+    open_s, (old, new) = median_time(lambda: open_both(True), 1)
     mst_s, result = median_time(
         lambda: mst.diff(new.blocks, old.data_cid, new.data_cid), repeat)
     got = [(k, o and str(o), n and str(n)) for k, o, n in result.record_ops]
@@ -87,7 +89,7 @@ def atrepo_side(corpus: Path, work: Path, repeat: int,
     frame_s, frame = median_time(lambda: diff(old, new), repeat)
     assert frame.height == len(expected) and frame["record"].null_count() == \
         sum(1 for _, _, n in expected if n is None), "atrepo.diff is incomplete"
-    return {"open_s": open_s, "mst_diff_s": mst_s, "diff_frame_s": frame_s,
+    return {"open_s": open_s, "reopen_s": reopen_s, "mst_diff_s": mst_s, "diff_frame_s": frame_s,
             "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size}
 
 
@@ -162,7 +164,8 @@ def main() -> None:
     theirs = atmst_side(corpus, args.repeat, expected)
     online = incremental_bytes(args.sandbox_records)
     print(f"corpus {args.size}: {len(expected)} record changes")
-    print(f"atrepo  open both snapshots {ours['open_s']:.2f} s | mst.diff "
+    print(f"atrepo  open both snapshots {ours['open_s']:.2f} s (walked), "
+          f"{ours['reopen_s']:.2f} s (from the store, walk deferred) | mst.diff "
           f"{ours['mst_diff_s'] * 1000:.1f} ms | atrepo.diff frame {ours['diff_frame_s'] * 1000:.1f} ms")
     print(f"atmst   open CARs {theirs['open_s']:.2f} s | mst_diff+record_diff+decode "
           f"{theirs['diff_s'] * 1000:.1f} ms")

@@ -23,8 +23,6 @@ import polars as pl
 import pytest
 
 from atrepo.client import AsyncClient, Client
-from atrepo.errors import SandboxError
-from atrepo.sandbox import REFERENCE, Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,23 +121,6 @@ def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
     assert _dataset(out).drop(drop).equals(_dataset(tmp_path / "clean").drop(drop))
 
 
-BULK_ACCOUNTS, BULK_RECORDS = 8, 150
-
-
-@pytest.fixture(scope="module")
-def bulk_sandbox() -> Any:
-    """A sandbox of its own with 8 extra active accounts of 150 records each."""
-    try:
-        sb = Sandbox.start(REFERENCE, bulk_accounts=BULK_ACCOUNTS, bulk_records=BULK_RECORDS,
-                           timeout=120)
-    except SandboxError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield sb
-    finally:
-        sb.stop()
-
-
 def _keys_by_partition(out: Path) -> dict[str, list[tuple[str, str, str, str]]]:
     """collection -> every (did, collection, rkey, cid) row of its partition, duplicates kept."""
     frame = pl.read_parquet(out / "**" / "*.parquet", hive_partitioning=True)
@@ -167,7 +148,7 @@ def test_export_killed_across_many_repos_resumes_without_duplicates_or_gaps(bulk
                                                                             tmp_path):
     sb = bulk_sandbox
     names = [a["did"] for a in sb.accounts if a["status"] == "active"]
-    assert len(names) == BULK_ACCOUNTS + 1   # alice and the bulk accounts
+    assert len(names) > 10   # alice and the bulk accounts
     clean = _export("sync", sb, tmp_path / "cache", names, tmp_path / "clean")
     assert clean.written == len(names) and clean.errors.height == 0
     expected = _keys_by_partition(tmp_path / "clean")

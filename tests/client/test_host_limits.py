@@ -13,33 +13,22 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from _loopback import KINDS, _AsyncNoDns, _NoDns
 from _servers import LoopbackServer, Reply
-from atrepo._flows.effects import DnsFailure, Flow, HttpGet, Sleep
+from atrepo._flows.effects import Flow, HttpGet, Sleep
 from atrepo._io.drivers import AsyncHostLimits, HostLimits, run_async, run_sync
 from atrepo.errors import TransportError
 from atrepo.client import AsyncClient, Client
 from atrepo.testing import SigningKey, make_repo_car
 
-KINDS = ["sync", "async"]
 REPOS = 12
 HOLD = 0.05  # seconds each server holds a request
-
-
-class _NoDns:
-    def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
-
-
-class _AsyncNoDns:
-    async def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
 
 
 def _did(i: int) -> str:

@@ -18,35 +18,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 import atrepo
+from _loopback import KINDS, _AsyncNoDns, _NoDns
 from _servers import LoopbackServer, Reply, tls_contexts
-from atrepo._flows.effects import DnsFailure
+
 from atrepo.client import AsyncClient, Client
 from atrepo.testing import SigningKey
 
-KINDS = ["sync", "async"]
 HANDLE = "alice.test"
 OTHER_HANDLE = "mallory.test"
 SERVER_TLS, CLIENT_TLS = tls_contexts(["localhost", HANDLE, OTHER_HANDLE])
 KEY = SigningKey()
 ED25519_KEY = "z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"  # did:key spec example
 JSON = {"content-type": "application/json"}
-
-
-class _NoDns:
-    def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
-
-
-class _AsyncNoDns:
-    async def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
 
 
 def _to_loopback(request: httpx.Request, port: int) -> httpx.Request:
