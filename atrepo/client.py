@@ -484,7 +484,9 @@ class _BaseClient:
 class Client(_BaseClient):
     """The synchronous client. Safe to use inside a running event loop (Jupyter).
 
-    Args:
+    Every option is a keyword argument:
+
+    Options:
         plc_url: the PLC directory that resolves ``did:plc`` DIDs.
         handle_resolver: an XRPC service asked (``com.atproto.identity.resolveHandle``)
             when DNS TXT and HTTPS well-known give no answer; None: not asked.

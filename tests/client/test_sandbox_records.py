@@ -93,7 +93,8 @@ def test_pds_refusals_are_sandbox_errors(sandbox: Sandbox) -> None:
 
 
 def test_a_stale_token_logs_in_again(sandbox: Sandbox, http: httpx.Client) -> None:
-    sandbox.post("alice.test", "warm the session")  # make sure a token is cached
+    warm = sandbox.post("alice.test", "warm the session")  # make sure a token is cached
+    sandbox.delete_record("alice.test", POST, warm.rsplit("/", 1)[1])
     sandbox._tokens["alice.test"] = "not-a-jwt"
     uri = sandbox.post("alice.test", "after a stale token")
     try:
