@@ -41,5 +41,13 @@ bench: $(PY_OK) $(NODE_OK)
 bench-fetch: $(PY_OK) $(NODE_OK)
 	$(BIN)/python benchmarks/bench_fetch.py
 
+# atrepo.diff / atrepo.mst.diff vs atmst on two 1M-record snapshots 1,000 changes apart,
+# the store's disk, and incremental vs full getRepo bytes (sandbox); see docs/performance.md
+.PHONY: bench-diff
+bench-diff: $(PY_OK) $(NODE_OK)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/make_corpus.py --sizes 1m --changes 1000
+	$(BIN)/python benchmarks/bench_diff.py --size 1m
+
 clean:
 	rm -rf $(VENV) atrepo/_reference/node_modules tests/fixtures/generated
