@@ -76,12 +76,12 @@ def test_diff_shows_exactly_the_changes_made_through_the_pds(kind, sb, tmp_path)
         .equals(frame)
 
 
-def _counting_client(sb: Sandbox, cache: Path) -> tuple[Client, list[str]]:
+def _counting_client(sb: Sandbox, cache: Path, **options: Any) -> tuple[Client, list[str]]:
     seen: list[str] = []
     http = httpx.Client(transport=_LoopbackTransport(), trust_env=False, timeout=20,
                         event_hooks={"request": [lambda r: seen.append(str(r.url))]})
     return Client(http=http, dns=_NoDns(), plc_url=sb.plc_url, handle_resolver=sb.pds_url,
-                  cache_dir=cache, progress=False), seen
+                  cache_dir=cache, progress=False, **options), seen
 
 
 def test_second_fetch_is_incremental_and_small(sb, tmp_path):
@@ -181,3 +181,17 @@ def test_ten_snapshots_cost_well_under_twice_one(sb, tmp_path):
             client.get_repo(handle)
         assert client.snapshots(handle).height == 10
     assert pack.stat().st_size < 1.5 * one
+
+
+def test_cache_bound_evicts_the_least_recently_used_repository(sb, tmp_path):
+    probe, _ = _counting_client(sb, tmp_path / "probe")
+    with probe:
+        one = probe.get_repo("bulk000.test").bytes_downloaded
+    client, _ = _counting_client(sb, tmp_path / "bounded", max_cache_bytes=one + one // 2)
+    with client:
+        first = client.get_repo("bulk000.test")
+        client.get_repo("bulk001.test")            # the store would pass its bound: evict
+        assert client.snapshots(first.did).height == 0
+        assert client.snapshots("bulk001.test").height == 1
+        assert first.records.height == len(first)  # what is open keeps working
+        assert first.get(*first.records.row(0)[1:3]) is not None

@@ -218,10 +218,15 @@ def test_diff_matches_naive_diff(pair: tuple[dict[str, CID], dict[str, CID]]) ->
     old, new = pair
     old_root, old_blocks = _tree(old)
     new_root, new_blocks = _tree(new)
-    result = mst.diff({**old_blocks, **new_blocks}, old_root, new_root)
+    blocks = {**old_blocks, **new_blocks}
+    result = mst.diff(blocks, old_root, new_root)
     assert result.record_ops == _naive_ops(old, new)
     assert result.created_nodes == set(new_blocks) - set(old_blocks)
     assert result.deleted_nodes == set(old_blocks) - set(new_blocks)
+    # the path for trees checked before (atrepo.diff of opened snapshots) agrees
+    fetch = lambda raw: blocks.get(CID.from_raw(raw))  # noqa: E731
+    assert mst.diff_raw(fetch, bytes(old_root), bytes(new_root), checked=True) == \
+        mst.diff_raw(fetch, bytes(old_root), bytes(new_root))
 
 
 @MST_SETTINGS
