@@ -44,16 +44,16 @@ class ClientConfig:
                                              # used repositories are evicted past it
 
     def __post_init__(self) -> None:
-        if (self.timeout <= 0 or self.body_timeout <= 0 or self.max_concurrency < 1 or self.max_per_host < 1
-                or self.mem_limit_mb < 0 or self.max_cache_bytes < 0):
+        if (self.timeout <= 0 or self.body_timeout <= 0 or self.max_concurrency < 1
+                or self.max_per_host < 1 or self.mem_limit_mb < 0 or self.max_cache_bytes < 0):
             raise AtrepoError("invalid client settings", timeout=self.timeout,
                               body_timeout=self.body_timeout,
                               max_concurrency=self.max_concurrency,
                               max_per_host=self.max_per_host,
                               mem_limit_mb=self.mem_limit_mb,
                               max_cache_bytes=self.max_cache_bytes,
-                              hint="timeout > 0, body_timeout > 0, max_concurrency >= 1, max_per_host >= 1, "
-                                   "mem_limit_mb >= 0, max_cache_bytes >= 0")
+                              hint="timeout > 0, body_timeout > 0, max_concurrency >= 1, "
+                                   "max_per_host >= 1, mem_limit_mb >= 0, max_cache_bytes >= 0")
 
     @property
     def cache_path(self) -> Path:

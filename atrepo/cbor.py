@@ -20,6 +20,7 @@ blocks whose bytes were already checked against their CID, and return links as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -157,7 +158,7 @@ def _encode_link(encoder: cbor2.CBOREncoder, value: Any) -> None:
         raise DecodeError("type not allowed in DAG-CBOR", type=type(value).__name__)
 
 
-_ENCODERS = {Link: _encode_link}
+_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], Any]] = {Link: _encode_link}
 
 
 def encode(value: Any) -> bytes:

@@ -144,7 +144,7 @@ class CID(multiformats.CID):
     _raw: bytes
 
     @staticmethod
-    def decode(cid: str | bytes | bytearray | memoryview) -> CID:  # type: ignore[override]
+    def decode(cid: str | bytes | bytearray | memoryview) -> CID:
         """Return the CID for a binary CID or a multibase string.
 
         Raises:

@@ -131,8 +131,8 @@ def repos_frame(repos: Sequence[RepoRef]) -> pl.DataFrame:
 
 
 ERRORS_SCHEMA = pl.Schema({"did": pl.String, "error": pl.String, "status": pl.String})
-SNAPSHOTS_SCHEMA = pl.Schema({"rev": pl.String, "data_cid": pl.String,
-                              "fetched_at": pl.Datetime("us", "UTC"), "records": pl.Int64})
+SNAPSHOTS_SCHEMA = pl.Schema({"rev": pl.String(), "data_cid": pl.String(),
+                              "fetched_at": pl.Datetime("us", "UTC"), "records": pl.Int64()})
 
 
 class _Bulk:
@@ -200,7 +200,8 @@ class _BaseClient:
     """Configuration and the flows shared by Client and AsyncClient."""
 
     def __init__(self, *, plc_url: str = "https://plc.directory",
-                 handle_resolver: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 handle_resolver: str | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None,
                  timeout: float = 30.0, body_timeout: float = 900.0,
                  max_concurrency: int = 8, max_per_host: int = 4,
                  mem_limit_mb: float = 64, verify: bool = True, progress: bool | None = None,

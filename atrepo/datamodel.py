@@ -25,7 +25,16 @@ import cbor2
 import multiformats
 import orjson
 
-from .cbor import CBOR_ERRORS, INT_MAX, INT_MIN, MAX_DEPTH, STRICT_TAGS, Link, check_value, link_bytes
+from .cbor import (
+    CBOR_ERRORS,
+    INT_MAX,
+    INT_MIN,
+    MAX_DEPTH,
+    STRICT_TAGS,
+    Link,
+    check_value,
+    link_bytes,
+)
 from .cid import CID, cid_str
 from .errors import DecodeError
 

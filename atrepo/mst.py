@@ -7,8 +7,9 @@ entry and each ``t`` the subtree right of its entry (https://atproto.com/specs/r
 
 Invariants checked while walking (an :class:`~atrepo.MstError` names the node's CID):
 
-* keys are record paths ``collection/rkey`` (characters ``A-Za-z0-9_~:.-``), at most :data:`MAX_KEY_LENGTH` bytes, strictly ascending in
-  in-order traversal (which also keeps every subtree inside its key range);
+* keys are record paths ``collection/rkey`` (characters ``A-Za-z0-9_~:.-``), at most
+  :data:`MAX_KEY_LENGTH` bytes, strictly ascending in in-order traversal (which also keeps
+  every subtree inside its key range);
 * every key in a node has the node's layer as its height (:func:`key_height`), and a
   subtree sits exactly one layer below its parent;
 * prefix compression is canonical (``p`` is the full shared prefix with the previous key);

@@ -77,7 +77,7 @@ def retry_after(headers: dict[str, str], now: float) -> float | None:
 
 
 def _backoff(policy: RetryPolicy, attempt: int, jitter: float) -> float:
-    ceiling = min(policy.max_delay, policy.base_delay * (2 ** attempt))
+    ceiling = min(policy.max_delay, policy.base_delay * 2.0 ** attempt)
     return ceiling * jitter  # "full jitter": spreads clients out after a shared failure
 
 

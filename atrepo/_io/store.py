@@ -197,7 +197,7 @@ class PackWriter:
         self.where = where
         self.index = index
         self.pack = where / PACK
-        self.length = index["pack_bytes"]
+        self.length: int = index["pack_bytes"]
         self.committed = False
         self.added_bytes = 0
 
