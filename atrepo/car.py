@@ -246,6 +246,34 @@ class CarFile:
             check_block(raw, data, where[0])
         return data
 
+    def extend(self, size: int) -> None:
+        """Index the blocks appended to this CAR's file since it was read, up to ``size``.
+
+        For a file that only grows (a store pack): what was indexed stays valid, so only the
+        new tail is framed, and the bytes held in memory or mapped grow with it.
+
+        Raises:
+            CarError: the CAR is not an open file, or its file was replaced or is shorter.
+        """
+        if self._buffer is None or self.path is None or self._temp:
+            raise CarError("only an open CAR file can be extended", path=self.path)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            stat = os.fstat(fd)
+            if stat.st_ino != self.inode or stat.st_size < size:
+                raise CarError("CAR file was replaced or is shorter than expected",
+                               path=self.path, size=stat.st_size, expected=size)
+            _index_range(fd, self.size, size, self._index)
+            if type(self._buffer) is bytes and size <= self.mem_limit_mb * (1 << 20):
+                self._buffer += _read_range(fd, self.size, size)
+            else:
+                old, self._buffer = self._buffer, mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                if isinstance(old, mmap.mmap):
+                    old.close()
+        finally:
+            os.close(fd)
+        self.size = size
+
     def reopenable(self) -> bool:
         """Whether ``path`` still holds this CAR's bytes, so another process may reopen it.
 
@@ -291,6 +319,16 @@ class CarFile:
 
     def __iter__(self) -> Iterator[tuple[CID, bytes]]:
         """Yield (CID, bytes) for every block, in file order, each verified."""
+        for raw, data, offset in self.iter_raw():
+            if self.verify_cids:
+                check_block(raw, data, offset)
+            yield CID.from_raw(raw), data
+
+    def iter_raw(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """Yield (binary CID, data, offset) for every block, in file order, NOT verified.
+
+        For callers that verify only the blocks they keep (with :func:`check_block`).
+        """
         located = []
         for found in self._index.entries.values():
             located.extend(found if type(found) is list else [found])
@@ -298,11 +336,7 @@ class CarFile:
         for packed in located:
             offset, length = packed >> _LEN_BITS, packed & _LEN_MASK
             cid_len = self._cid_len_before(offset)
-            raw = self._read(offset - cid_len, cid_len)
-            data = self._read(offset, length)
-            if self.verify_cids:
-                check_block(raw, data, offset)
-            yield CID.from_raw(raw), data
+            yield self._read(offset - cid_len, cid_len), self._read(offset, length), offset
 
     def _cid_len_before(self, offset: int) -> int:
         for length in (36, 34):
@@ -407,7 +441,7 @@ def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False,
                                expected=length)
             size = length
         if size <= limit:
-            car = _from_buffer(_read_all(fd, size), verify_cids)
+            car = _from_buffer(_read_range(fd, 0, size), verify_cids)
             if temp:
                 os.unlink(path)
             else:
@@ -428,11 +462,11 @@ def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False,
     return car
 
 
-def _read_all(fd: int, size: int) -> bytes:
+def _read_range(fd: int, start: int, end: int) -> bytes:
     parts = []
-    offset = 0
-    while offset < size:
-        part = os.pread(fd, min(_CHUNK, size - offset), offset)
+    offset = start
+    while offset < end:
+        part = os.pread(fd, min(_CHUNK, end - offset), offset)
         if not part:
             break
         parts.append(part)
@@ -445,15 +479,20 @@ def _index_fd(fd: int, size: int) -> tuple[list[CID], _Index]:
     head = os.pread(fd, min(size, MAX_HEADER_SIZE + 10), 0)
     roots, pos = _parse_header(head, len(head))
     index = _Index()
-    while pos < size:
-        want = max(_CHUNK, MAX_BLOCK_SIZE + 16) if size - pos > _CHUNK else size - pos
-        chunk = os.pread(fd, min(want, size - pos), pos)
-        final = pos + len(chunk) >= size
+    _index_range(fd, pos, size, index)
+    return roots, index
+
+
+def _index_range(fd: int, pos: int, end: int, index: _Index) -> None:
+    """Frame the blocks in bytes [pos, end) of a CAR file into ``index``, chunk by chunk."""
+    while pos < end:
+        want = max(_CHUNK, MAX_BLOCK_SIZE + 16) if end - pos > _CHUNK else end - pos
+        chunk = os.pread(fd, min(want, end - pos), pos)
+        final = pos + len(chunk) >= end
         done = _index_blocks(chunk, 0, len(chunk), pos, index, final=final)
         if done == 0 and not final:
             raise CarError("block too large to frame", offset=pos)
         pos += done
-    return roots, index
 
 
 def _from_stream(stream: IO[bytes], limit: int, verify_cids: bool) -> CarFile:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import polars as pl
 
-from . import car, crypto
+from . import car
 from ._config import ClientConfig
 from ._diff import diff
 from ._flows import identity as identity_flows
@@ -56,8 +56,7 @@ from .errors import (
 from .export import ExportReport, Exporter
 from .frames import RECORDS_SCHEMA
 from .identity import Identity
-from .models import parse_commit
-from .snapshot import RepoSnapshot, check_complete, open_snapshot
+from .snapshot import RepoSnapshot, check_commit, open_snapshot
 from .syntax import is_did
 
 __all__ = ["AsyncClient", "Client"]
@@ -279,12 +278,19 @@ class _BaseClient:
             yield from sync_flows.get_repo(self._pds(ident), ident.did, path=str(part),
                                            since=since, max_bytes=self.config.max_repo_bytes,
                                            policy=self.config.retry)
+            download = car.read_car(part, self.config.mem_limit_mb)
             try:
-                commit_cid, key = self._check_commit(part, ident)
-            except SignatureError:
-                ident = yield from self._resolve_flow(ident.did, fresh=True)
-                commit_cid, key = self._check_commit(part, ident)
-            return self._store(part, ident, commit_cid, key, collections,
+                key = self._signing_key(ident)
+                try:
+                    commit_cid = check_commit(download, did=ident.did, signing_key=key)[0]
+                except SignatureError:
+                    ident = yield from self._resolve_flow(ident.did, fresh=True)
+                    key = self._signing_key(ident)
+                    commit_cid = check_commit(download, did=ident.did, signing_key=key)[0]
+            except BaseException:
+                download.close()
+                raise
+            return self._store(download, ident, str(commit_cid), key, collections,
                                source="full" if since is None else "incremental")
         finally:
             part.unlink(missing_ok=True)
@@ -413,56 +419,21 @@ class _BaseClient:
                                   identifier=ident.did)
         return ident.signing_key
 
-    def _check_commit(self, path: Path, ident: Identity) -> tuple[str, str | None]:
-        """Check a downloaded commit's DID and signature: (commit CID, key that verified it)."""
-        key = self._signing_key(ident)
-        with car.read_car(path, 0) as carfile:
-            if len(carfile.roots) != 1:
-                raise CarError("a repository CAR needs exactly one root (the commit)",
-                               did=ident.did, roots=len(carfile.roots))
-            root = carfile.roots[0]
-            block = carfile.get(root)
-            if block is None:
-                raise CarError("commit block missing from CAR", did=ident.did, cid=root,
-                               hint="the host sent an incomplete CAR")
-            commit, unsigned = parse_commit(block, cid=root)
-        if commit.did != ident.did:
-            raise SignatureError("commit belongs to another DID", did=ident.did,
-                                 commit_did=commit.did)
-        if key is not None:
-            crypto.verify_commit(unsigned, commit.sig, key, did=ident.did)
-        return str(root), key
-
-    def _store(self, part: Path, ident: Identity, commit_cid: str, key: str | None,
-               collections: Sequence[str] | None, *, source: str) -> RepoSnapshot:
-        """Add a checked download to the store, open the whole new tree, record it.
-
-        The snapshot is recorded only once every MST node and record block of the new
-        commit is in the store; otherwise the error propagates and nothing is recorded.
-        """
-        size = part.stat().st_size
-        with self._snapshots.writing(ident.did) as writer:
-            length = writer.append(part)
-            pack = self._snapshots.open_pack(ident.did, self.config.mem_limit_mb, length)
-            try:
-                whole = open_snapshot(pack, did=ident.did, signing_key=key, handle=ident.handle,
-                                      progress_bar=self.config.progress, root=commit_cid,
-                                      source=source, bytes_downloaded=size)
-                check_complete(whole)
-            except BaseException:
-                pack.close()
-                raise
-            writer.commit(StoredSnapshot(
-                rev=whole.rev, commit_cid=commit_cid, data_cid=whole.data_cid,
-                fetched_at=whole.fetched_at, records=len(whole), source=source,
-                bytes_downloaded=size, verified=whole.verified, pack_bytes=length),
-                handle=ident.handle, signing_key=key)
+    def _store(self, download: car.CarFile, ident: Identity, commit_cid: str,
+               key: str | None, collections: Sequence[str] | None, *, source: str
+               ) -> RepoSnapshot:
+        """Store a checked download as the next snapshot; return it (``collections`` kept)."""
+        whole = self._snapshots.add(download, did=ident.did, commit_cid=commit_cid,
+                                    signing_key=key, handle=ident.handle, source=source,
+                                    mem_limit_mb=self.config.mem_limit_mb,
+                                    progress=self.config.progress)
         if collections is None:
             return whole
-        return open_snapshot(pack, did=ident.did, signing_key=key, collections=collections,
-                             handle=ident.handle, fetched_at=whole.fetched_at,
-                             progress_bar=self.config.progress, root=commit_cid,
-                             source=source, bytes_downloaded=size)
+        return open_snapshot(whole.blocks, did=ident.did, signing_key=key,
+                             collections=collections, handle=ident.handle,
+                             fetched_at=whole.fetched_at, progress_bar=self.config.progress,
+                             root=commit_cid, source=source,
+                             bytes_downloaded=whole.bytes_downloaded)
 
     def _open_stored(self, did: str, entry: StoredSnapshot, collections: Sequence[str] | None,
                      *, source: str) -> RepoSnapshot:

@@ -31,7 +31,8 @@ from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame, table_frame
 from .models import Commit, parse_commit
 
-__all__ = ["RepoSnapshot", "check_complete", "collection_ranges", "open_snapshot"]
+__all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
+           "open_snapshot"]
 
 BATCH_SIZE = 20_000        # records per unit of parallel decoding
 PARALLEL_MIN = 40_000      # fewer records than this are decoded in this process alone
@@ -95,21 +96,8 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
         SignatureError: the commit is for another DID or fails ``signing_key``.
         MstError: the tree is incomplete or malformed.
     """
-    if root is None and len(car.roots) != 1:
-        raise CarError("a repository CAR needs exactly one root (the commit)",
-                       roots=len(car.roots))
-    commit_cid = CID.decode(root) if root is not None else car.roots[0]
-    block = car.get_raw(bytes(commit_cid))
-    if block is None:
-        raise CarError("commit block missing from CAR", cid=commit_cid,
-                       hint="the CAR is incomplete")
-    commit, unsigned = parse_commit(block, cid=commit_cid)
-    if did is not None and commit.did != did:
-        raise SignatureError("commit belongs to another DID", did=did, commit_did=commit.did)
-    verified = False
-    if signing_key is not None:
-        crypto.verify_commit(unsigned, commit.sig, signing_key, did=commit.did)
-        verified = True
+    commit_cid, commit, verified = check_commit(car, root=root, did=did,
+                                                signing_key=signing_key)
     ranges = collection_ranges(collections)
     n_workers = default_workers() if workers is None else workers
     root_node = bytes(CID.decode(commit.data))
@@ -131,6 +119,30 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
         snap._keys  # noqa: B018 - the walk, with every check of the tree, happens here
     snap.source, snap.bytes_downloaded = source, bytes_downloaded
     return snap
+
+
+def check_commit(car: CarFile, *, root: str | None = None, did: str | None = None,
+                 signing_key: str | None = None) -> tuple[CID, Commit, bool]:
+    """Return (CID, :class:`Commit`, verified) of the commit ``root`` (default: the root).
+
+    Raises:
+        CarError: no single root, or the commit block is missing or malformed.
+        SignatureError: the commit is for another DID than ``did`` or fails ``signing_key``.
+    """
+    if root is None and len(car.roots) != 1:
+        raise CarError("a repository CAR needs exactly one root (the commit)",
+                       did=did, roots=len(car.roots))
+    commit_cid = CID.decode(root) if root is not None else car.roots[0]
+    block = car.get_raw(bytes(commit_cid))
+    if block is None:
+        raise CarError("commit block missing from CAR", did=did, cid=commit_cid,
+                       hint="the CAR is incomplete")
+    commit, unsigned = parse_commit(block, cid=commit_cid)
+    if did is not None and commit.did != did:
+        raise SignatureError("commit belongs to another DID", did=did, commit_did=commit.did)
+    if signing_key is not None:
+        crypto.verify_commit(unsigned, commit.sig, signing_key, did=commit.did)
+    return commit_cid, commit, signing_key is not None
 
 
 def check_complete(snap: RepoSnapshot) -> None:

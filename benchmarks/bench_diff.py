@@ -6,7 +6,8 @@ Needs the corpus with a second commit (``make_corpus.py --sizes 1m --changes 100
 ``repo.car`` (first commit), ``repo2.car`` (second commit, complete), ``since.car`` (what
 ``getRepo?since=`` returns) and ``diff.json`` (the reference implementation's DataDiff).
 
-In one run it measures, each the median of ``--repeat`` runs on fresh objects:
+In one run it measures (times are the median of ``--repeat`` runs over the same opened
+snapshots; opening is timed once):
 
 * atrepo: the two commits stored as the client stores them (repo.car, then since.car
   appended to the same block pack), both snapshots opened (walked and checked, as after a
@@ -32,12 +33,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench_read import machine_info
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
+RESULTS = HERE / "results"
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -55,30 +58,33 @@ def expected_ops(corpus: Path) -> list[tuple[str, str | None, str | None]]:
 
 def atrepo_side(corpus: Path, work: Path, repeat: int,
                 expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
-    from atrepo import diff, mst
-    from atrepo._io.store import SnapshotStore, StoredSnapshot
+    from atrepo import car, diff, mst
+    from atrepo._io.store import SnapshotStore
     from atrepo.snapshot import open_snapshot
 
     truth, truth2 = (json.loads((corpus / n).read_text()) for n in ("truth.json", "truth2.json"))
     store = SnapshotStore(work / "repos", max_bytes=1 << 42)
-    did = truth["did"]
+    did, key = truth["did"], truth["signing_key"]
+    blocks = []
     for name, commit in (("repo.car", truth), ("since.car", truth2)):
         download = work / f"download-{name}"
         shutil.copyfile(corpus / name, download)
-        with store.writing(did) as writer:
-            writer.append(download)
-            writer.commit(StoredSnapshot(
-                rev=commit["rev"], commit_cid=commit["commit_cid"], data_cid=commit["data_cid"],
-                fetched_at=datetime.now(timezone.utc), records=commit["record_count"],
-                source="full" if name == "repo.car" else "incremental",
-                bytes_downloaded=(corpus / name).stat().st_size, verified=False,
-                pack_bytes=0), handle=None, signing_key=None)
+        stored = store.add(car.read_car(download, 64), did=did, commit_cid=commit["commit_cid"],
+                           signing_key=key, handle=None, mem_limit_mb=64,
+                           source="full" if name == "repo.car" else "incremental")
+        blocks.append(len(stored.blocks))
     pack_bytes = next((work / "repos").glob("*/blocks.car")).stat().st_size
 
     def open_both(walk_now: bool) -> tuple[Any, Any]:
         pack = store.open_pack(did, 64)
-        return (open_snapshot(pack, root=truth["commit_cid"], walk_now=walk_now),
-                open_snapshot(pack, root=truth2["commit_cid"], walk_now=walk_now))
+        return (open_snapshot(pack, root=truth["commit_cid"], signing_key=key,
+                              walk_now=walk_now),
+                open_snapshot(pack, root=truth2["commit_cid"], signing_key=key,
+                              walk_now=walk_now))
+
+    def frame_ops(frame: Any) -> list[tuple[str, str | None, str | None]]:
+        rows = frame.select("collection", "rkey", "old_cid", "new_cid").iter_rows()
+        return sorted((f"{c}/{r}", o, n) for c, r, o, n in rows)
 
     # as client.snapshot(did, rev) reopens stored snapshots: the walk deferred
     reopen_s, (old, new) = median_time(lambda: open_both(False), 1)
@@ -87,13 +93,16 @@ def atrepo_side(corpus: Path, work: Path, repeat: int,
     got = [(k, o and str(o), n and str(n)) for k, o, n in result.record_ops]
     assert got == expected, "atrepo.mst.diff disagrees with the reference"
     frame_s, frame = median_time(lambda: diff(old, new), repeat)
-    assert frame.height == len(expected) and frame["record"].null_count() == \
-        sum(1 for _, _, n in expected if n is None), "atrepo.diff is incomplete"
+    assert frame_ops(frame) == sorted(expected), "atrepo.diff disagrees with the reference"
+    assert frame["record"].null_count() == sum(1 for _, _, n in expected if n is None)
     # as after two fetches: both trees walked (and checked) in this process
     open_s, (old, new) = median_time(lambda: open_both(True), 1)
-    walked_s, _ = median_time(lambda: diff(old, new), repeat)
+    walked_s, walked = median_time(lambda: diff(old, new), repeat)
+    assert walked.equals(frame), "diffs of walked and of stored snapshots differ"
     return {"open_s": open_s, "reopen_s": reopen_s, "mst_diff_s": mst_s, "diff_frame_s": frame_s,
-            "diff_walked_s": walked_s,
+            "diff_walked_s": walked_s, "nodes_created": len(result.created_nodes),
+            "nodes_deleted": len(result.deleted_nodes), "blocks_first": blocks[0],
+            "blocks_added": blocks[1] - blocks[0],
             "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size}
 
 
@@ -167,7 +176,8 @@ def main() -> None:
         ours = atrepo_side(corpus, Path(work), args.repeat, expected)
     theirs = atmst_side(corpus, args.repeat, expected)
     online = incremental_bytes(args.sandbox_records)
-    print(f"corpus {args.size}: {len(expected)} record changes")
+    print(f"corpus {args.size}: {len(expected)} record changes; {ours['nodes_created']:,} MST "
+          f"nodes created, {ours['nodes_deleted']:,} deleted (every diff reads these only)")
     print(f"atrepo  open both snapshots {ours['open_s']:.2f} s (walked), "
           f"{ours['reopen_s']:.2f} s (from the store, walk deferred) | mst.diff "
           f"{ours['mst_diff_s'] * 1000:.1f} ms | atrepo.diff frame {ours['diff_frame_s'] * 1000:.1f} ms"
@@ -178,11 +188,17 @@ def main() -> None:
           f"atmst / atrepo.diff = {theirs['diff_s'] / ours['diff_frame_s']:.1f}x (walked: "
           f"{theirs['diff_s'] / ours['diff_walked_s']:.1f}x)")
     print(f"disk    pack of both snapshots {ours['pack_bytes']:,} B vs one CAR "
-          f"{ours['car_bytes']:,} B = {ours['pack_bytes'] / ours['car_bytes']:.3f}x")
+          f"{ours['car_bytes']:,} B = {ours['pack_bytes'] / ours['car_bytes']:.3f}x "
+          f"({ours['blocks_added']:,} blocks added to {ours['blocks_first']:,})")
     print(f"fetch   {online['records']} records, {online['changes']} new: full "
           f"{online['full_bytes']:,} B, incremental {online['incremental_bytes']:,} B "
           f"({online['incremental_bytes'] / online['full_bytes']:.2%})")
-    print(json.dumps({"atrepo": ours, "atmst": theirs, "incremental": online}))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"diff-{args.size}.json"
+    out.write_text(json.dumps({"machine": machine_info(sys.executable), "repeat": args.repeat,
+                               "atrepo": ours, "atmst": theirs, "incremental": online},
+                              indent=1))
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import re
 import statistics
 import tempfile
@@ -39,6 +39,7 @@ import httpx
 from atrepo._flows.effects import DnsFailure
 from atrepo.client import Client
 from atrepo.sandbox import Sandbox
+from bench_read import machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "fetch.json"
@@ -207,7 +208,7 @@ def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[s
             "records_total": records, "sandbox_start_s": round(startup, 2),
             "seeding_s": seeding, "fetch_records": [asdict(r) for r in fetches],
             "cached": [asdict(r) for r in cached], "runs": args.runs, "repeat": args.repeat,
-            "python": platform.python_version(), "machine": platform.machine()}
+            "machine": machine_info(sys.executable)}
 
 
 def main() -> None:

@@ -62,8 +62,8 @@ CONTENDERS: dict[str, tuple[list[str], str | None, str]] = {
 }
 
 DEP_PACKAGES = ["atrepo", "polars", "cbor2", "orjson", "multiformats", "cryptography", "pydantic",
-                "httpx", "diskcache", "tqdm", "dnspython"]
-PEER_PACKAGES = ["libipld", "atproto", "atmst", "cbrrr", "psutil"]
+                "httpx", "diskcache", "tqdm", "dnspython", "libipld"]
+PEER_PACKAGES = ["atproto", "atmst", "cbrrr", "psutil"]
 
 
 # ----------------------------------------------------------------------------- truth

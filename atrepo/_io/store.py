@@ -16,8 +16,8 @@ Each repository has a directory under ``<cache>/repos/`` holding:
     processes sharing the cache take turns. Bytes past ``pack_bytes`` are an append that
     did not finish (or did not verify); the next writer cuts them off first.
 
-The store only stores: verifying what is appended is the caller's job, done inside
-:meth:`SnapshotStore.writing` before :meth:`PackWriter.commit`.
+:meth:`SnapshotStore.add` records a snapshot only after its whole tree was found and
+checked in the pack; checking the commit's DID and signature first is the caller's job.
 
 The whole store is bounded by ``max_bytes``: after a commit, the repositories used least
 recently are removed until it fits (never the one just written). An open snapshot is not
@@ -41,7 +41,8 @@ from typing import Any
 
 from .. import car as _car
 from .._varint import encode_varint
-from ..errors import AtrepoError
+from ..errors import AtrepoError, CarError
+from ..snapshot import RepoSnapshot, check_complete, open_snapshot
 
 __all__ = ["PackWriter", "SnapshotStore", "StoredSnapshot", "dir_name"]
 
@@ -144,6 +145,34 @@ class SnapshotStore:
 
     # -- writing --------------------------------------------------------------------------
 
+    def add(self, download: _car.CarFile, *, did: str, commit_cid: str,
+            signing_key: str | None, handle: str | None, source: str, mem_limit_mb: float,
+            progress: bool | None = None) -> RepoSnapshot:
+        """Store a download as the next snapshot of ``did``; return it, walked whole.
+
+        The commit should have been checked (DID, signature) before: this appends the
+        download's blocks, opens the new commit over the whole pack, walks it and checks
+        that every record block is present, and only then records the snapshot. On any
+        error nothing is recorded. ``download`` is the store's from here on.
+        """
+        size = download.size
+        with self.writing(did) as writer:
+            pack = writer.append(download, mem_limit_mb)
+            try:
+                snap = open_snapshot(pack, did=did, signing_key=signing_key, handle=handle,
+                                     progress_bar=progress, root=commit_cid, source=source,
+                                     bytes_downloaded=size)
+                check_complete(snap)
+            except BaseException:
+                pack.close()
+                raise
+            writer.commit(StoredSnapshot(
+                rev=snap.rev, commit_cid=commit_cid, data_cid=snap.data_cid,
+                fetched_at=snap.fetched_at, records=len(snap), source=source,
+                bytes_downloaded=size, verified=snap.verified, pack_bytes=pack.size),
+                handle=handle, signing_key=signing_key)
+        return snap
+
     @contextmanager
     def writing(self, did: str) -> Iterator[PackWriter]:
         """Hold ``did``'s lock and yield a :class:`PackWriter`; evict after a commit.
@@ -199,37 +228,51 @@ class PackWriter:
         self.pack = where / PACK
         self.length: int = index["pack_bytes"]
         self.committed = False
-        self.added_bytes = 0
 
-    def append(self, download: Path) -> int:
-        """Add the blocks of the CAR at ``download`` that the pack lacks; return its new length.
+    def append(self, download: _car.CarFile, mem_limit_mb: float) -> _car.CarFile:
+        """Add the blocks of ``download`` (a CAR file) that the pack lacks; return the pack.
 
-        The first download becomes the pack itself (it is moved, not copied). Every block
-        appended is checked against its CID first.
+        The returned CarFile holds the whole pack, this download included, indexed once:
+        the first download becomes the pack itself (the file is moved, and its index kept);
+        a later one has only its new blocks, each checked against its CID, appended to the
+        pack, whose index is extended by them. Otherwise ``download`` is closed and its file
+        removed, also on failure.
 
         Raises:
-            CarError: the download is not a readable CAR.
+            CarError: the download is not a CAR file, or a block does not match its CID.
         """
-        if self.length == 0:
-            size = download.stat().st_size
-            os.replace(download, self.pack)
-            self.length = self.added_bytes = size
-            return size
-        with _car.read_car(download, 0) as incoming, \
-                _car.read_car(self.pack, 0, length=self.length) as held, \
-                open(self.pack, "r+b") as out:
+        if download.path is not None and self.length == 0:
+            os.replace(download.path, self.pack)
+            download.path = str(self.pack)
+            self.length = download.size
+            return download
+        try:
+            if download.path is None:
+                raise CarError("a download to store must be a CAR file", did=self.did)
+            held = _car.read_car(self.pack, mem_limit_mb, length=self.length)
+            try:
+                self._append_new_blocks(download, held)
+                held.extend(self.length)
+            except BaseException:
+                held.close()
+                raise
+            return held
+        finally:
+            download.close()
+            if download.path is not None:
+                Path(download.path).unlink(missing_ok=True)
+
+    def _append_new_blocks(self, download: _car.CarFile, held: _car.CarFile) -> None:
+        with open(self.pack, "r+b") as out:
             out.truncate(self.length)  # drop what an unfinished writer left
             out.seek(self.length)
-            for cid, data in incoming:  # verified against its CID while iterating
-                raw = bytes(cid)
-                if held.locate(raw) is None:
+            for raw, data, offset in download.iter_raw():
+                if held.locate(raw) is None:  # only what is kept needs hashing
+                    _car.check_block(raw, data, offset)
                     out.write(encode_varint(len(raw) + len(data)) + raw + data)
-                    self.added_bytes += len(raw) + len(data)
             out.flush()
             os.fsync(out.fileno())
             self.length = out.tell()
-        download.unlink()
-        return self.length
 
     def commit(self, entry: StoredSnapshot, *, handle: str | None,
                signing_key: str | None) -> StoredSnapshot:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -17,9 +16,9 @@ import pytest
 
 import atrepo
 from atrepo import car, mst
-from atrepo._io.store import PACK, SnapshotStore, StoredSnapshot
+from atrepo._io.store import PACK, SnapshotStore
 from atrepo.cid import CID
-from atrepo.snapshot import check_complete, open_snapshot
+from atrepo.snapshot import open_snapshot
 from atrepo.testing import encode_car
 
 
@@ -80,24 +79,11 @@ def test_diff_of_two_repositories_is_refused(ref_small, ref_p256):
 
 # -- the store ------------------------------------------------------------------------------
 
-def _entry(snap: atrepo.RepoSnapshot, source: str, size: int) -> StoredSnapshot:
-    return StoredSnapshot(rev=snap.rev, commit_cid=snap.commit_cid, data_cid=snap.data_cid,
-                          fetched_at=datetime.now(timezone.utc), records=len(snap),
-                          source=source, bytes_downloaded=size, verified=snap.verified,
-                          pack_bytes=0)
-
-
 def _store_file(store: SnapshotStore, did: str, download: Path, commit_cid: str,
                 key: str | None, source: str) -> atrepo.RepoSnapshot:
-    """What the client does with a download: append, open, check, record."""
-    size = download.stat().st_size
-    with store.writing(did) as writer:
-        length = writer.append(download)
-        snap = open_snapshot(store.open_pack(did, 64, length), did=did, signing_key=key,
-                             root=commit_cid, source=source, bytes_downloaded=size)
-        check_complete(snap)
-        writer.commit(_entry(snap, source, size), handle=None, signing_key=key)
-    return snap
+    """What the client does with a download once its commit checked out."""
+    return store.add(car.read_car(download, 64), did=did, commit_cid=commit_cid,
+                     signing_key=key, handle=None, source=source, mem_limit_mb=64)
 
 
 def _copy(path: Path, tmp_path: Path) -> Path:
