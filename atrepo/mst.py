@@ -549,8 +549,9 @@ class _DiffSide:
         depth, current = 0, node
         while current.layer is None and current.left is not None:
             depth += 1
-            current = self.walker.node(current.left, None, depth)
-            self.walker.visited.discard(current.left or b"")
+            left = current.left
+            current = self.walker.node(left, None, depth)
+            self.walker.visited.discard(left)  # expanded (and checked in place) later
         return (current.layer or 0) + depth
 
     def top_layer(self) -> int:

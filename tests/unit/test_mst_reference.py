@@ -78,3 +78,26 @@ def test_since_car_plus_old_blocks_is_complete(ref_small):
     assert keys == [f"{c}/{r}" for c, r, _ in ref_small.records2]
     with pytest.raises(atrepo.MstError):
         list(mst.walk(_blocks(ref_small.since), ref_small.truth2["data_cid"]))
+
+
+def test_diff_of_trees_whose_roots_are_empty_above_a_left_subtree():
+    """A root with no entries, only a left link, sits one layer above its child."""
+    from atrepo import cbor
+    from atrepo.cid import cid_for
+
+    def wrapped(items):
+        root, blocks = mst.build(items)
+        top = cbor.encode({"e": [], "l": root})
+        return cid_for(top), {**blocks, cid_for(top): top}
+
+    old_items = {f"app.bsky.feed.post/3k{i:011d}": cid_for(b"%d" % i) for i in range(40)}
+    new_items = {**old_items, "app.bsky.feed.post/3k00000000005": cid_for(b"changed")}
+    old_root, old_blocks = wrapped(old_items.items())
+    new_root, new_blocks = wrapped(new_items.items())
+    blocks = {**old_blocks, **new_blocks}
+    assert [k for k, _ in mst.walk(blocks, new_root)] == sorted(new_items)
+    result = mst.diff(blocks, old_root, new_root)
+    assert result.record_ops == [("app.bsky.feed.post/3k00000000005",
+                                  old_items["app.bsky.feed.post/3k00000000005"],
+                                  new_items["app.bsky.feed.post/3k00000000005"])]
+    assert old_root in result.deleted_nodes and new_root in result.created_nodes
