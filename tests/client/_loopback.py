@@ -17,7 +17,7 @@ from atrepo._flows.effects import DnsFailure
 from atrepo.client import AsyncClient, Client
 
 __all__ = ["KINDS", "_AsyncLoopbackTransport", "_AsyncNoDns", "_LoopbackTransport", "_NoDns",
-           "_run"]
+           "_run", "client"]
 
 KINDS = ["sync", "async"]
 
@@ -56,19 +56,36 @@ class _AsyncNoDns:
         raise DnsFailure(name, "tests use no DNS")
 
 
-def _run(kind: str, sandbox: Any, tmp_path: Path, method: str, *args: Any) -> Any:
-    """Call ``method`` on a fresh Client or AsyncClient pointed at the sandbox."""
+def client(kind: str, sandbox: Any, cache: Path, *,
+           transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+           **options: Any) -> Client | AsyncClient:
+    """A new Client ("sync") or AsyncClient ("async") on the sandbox: loopback only, no DNS.
+
+    ``transport`` replaces the loopback one (give it a loopback base); ``options`` are more
+    client options (``timeout`` also becomes the httpx client's, which is the one used).
+    """
     options = {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url,
-               "cache_dir": tmp_path / kind, "progress": False}
+               "cache_dir": cache, "progress": False, **options}
+    timeout = options.get("timeout", 20)
     if kind == "sync":
-        http = httpx.Client(transport=_LoopbackTransport(), trust_env=False, timeout=20)
-        with Client(http=http, dns=_NoDns(), **options) as client:
-            return getattr(client, method)(*args)
+        http = httpx.Client(transport=transport or _LoopbackTransport(), trust_env=False,
+                            timeout=timeout)
+        return Client(http=http, dns=_NoDns(), **options)
+    ahttp = httpx.AsyncClient(transport=transport or _AsyncLoopbackTransport(),
+                              trust_env=False, timeout=timeout)
+    return AsyncClient(http=ahttp, dns=_AsyncNoDns(), **options)
+
+
+def _run(kind: str, sandbox: Any, tmp_path: Path, method: str, *args: Any,
+         **kwargs: Any) -> Any:
+    """Call ``method(*args, **kwargs)`` on a fresh client (cache ``tmp_path / kind``)."""
+    made = client(kind, sandbox, tmp_path / kind)
+    if isinstance(made, Client):
+        with made:
+            return getattr(made, method)(*args, **kwargs)
 
     async def go() -> Any:
-        http = httpx.AsyncClient(transport=_AsyncLoopbackTransport(), trust_env=False,
-                                 timeout=20)
-        async with AsyncClient(http=http, dns=_AsyncNoDns(), **options) as client:
-            return await getattr(client, method)(*args)
+        async with made:
+            return await getattr(made, method)(*args, **kwargs)
 
     return asyncio.run(go())

@@ -8,7 +8,6 @@ loopback URLs and DIDs with ``--no-verify``, so they need no DNS either.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
@@ -16,16 +15,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import polars as pl
 import pytest
+from _loopback import _LoopbackTransport, _NoDns
 
 from atrepo import client as client_module
-from atrepo._flows.effects import DnsFailure
 from atrepo.cli import main
 from atrepo.sandbox import Sandbox
 
@@ -35,27 +34,9 @@ COMMANDS = ["resolve", "repo", "ls", "diff", "export", "inspect", "sandbox"]
 Run = Callable[..., tuple[int, str, str]]
 
 
-class _LoopbackOnly(httpx.HTTPTransport):
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise httpx.ConnectError(f"tests never leave loopback (asked for {host})",
-                                     request=request)
-        return super().handle_request(request)
-
-
-class _NoDns:
-    def txt(self, name: str) -> Sequence[str]:
-        raise DnsFailure(name, "tests use no DNS")
-
-
 class _LoopbackClient(client_module.Client):
     def __init__(self, **options: Any) -> None:
-        http = httpx.Client(transport=_LoopbackOnly(), trust_env=False, timeout=20)
+        http = httpx.Client(transport=_LoopbackTransport(), trust_env=False, timeout=20)
         super().__init__(http=http, dns=_NoDns(), **options)
 
 
@@ -94,9 +75,10 @@ def test_resolve_shows_the_did(cli: Run, sandbox: Sandbox) -> None:
     assert alice["did"] in out and sandbox.pds_url in out and "did:key:zQ3sh" in out
     code, out, err = cli("resolve", alice["did"], "--json")
     assert code == 0, err
+    plc_view = httpx.get(f"{sandbox.plc_url}/{alice['did']}/data", trust_env=False).json()
     assert json.loads(out) == {
         "did": alice["did"], "handle": "alice.test", "handle_verified": True,
-        "pds": sandbox.pds_url, "signing_key": json.loads(out)["signing_key"]}
+        "pds": sandbox.pds_url, "signing_key": plc_view["verificationMethods"]["atproto"]}
     assert json.loads(out)["signing_key"].startswith("did:key:zQ3sh")
 
 

@@ -18,30 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
 import pytest
+from _loopback import client
 
-from atrepo.client import AsyncClient, Client
+from atrepo.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _options(sandbox: Any, cache: Path) -> dict[str, Any]:
-    return {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url, "cache_dir": cache,
-            "progress": False}
-
-
 def _export(kind: str, sandbox: Any, cache: Path, *args: Any, **kw: Any) -> Any:
-    """Client.export or AsyncClient.export (loopback only: the sandbox is on localhost)."""
-    if kind == "sync":
-        with Client(http=httpx.Client(trust_env=False), **_options(sandbox, cache)) as client:
-            return client.export(*args, **kw)
+    """Client.export or AsyncClient.export on the sandbox (loopback only, no DNS)."""
+    made = client(kind, sandbox, cache)
+    if isinstance(made, Client):
+        with made:
+            return made.export(*args, **kw)
 
     async def go() -> Any:
-        async with AsyncClient(http=httpx.AsyncClient(trust_env=False),
-                               **_options(sandbox, cache)) as client:
-            return await client.export(*args, **kw)
+        async with made:
+            return await made.export(*args, **kw)
 
     return asyncio.run(go())
 
@@ -77,18 +72,19 @@ def test_export_a_whole_host(sandbox, tmp_path):
 
 
 KILLED_EXPORT = """
-import sys, time, httpx, polars as pl
-import atrepo
-from atrepo.client import Client
+import sys, time, polars as pl
+sys.path.insert(0, "tests/client")
+from _loopback import client
 write = pl.DataFrame.write_parquet
 pause, concurrency, plc, pds, cache, out, *names = sys.argv[1:]
 def slow_write(self, *a, **kw):           # widen the window in which a kill lands mid-repo
     write(self, *a, **kw)
     time.sleep(float(pause))
 pl.DataFrame.write_parquet = slow_write
-with Client(http=httpx.Client(trust_env=False), plc_url=plc, handle_resolver=pds,
-            cache_dir=cache, progress=False, max_concurrency=int(concurrency)) as client:
-    client.export(names, out)
+class Sandbox:
+    plc_url, pds_url = plc, pds
+with client("sync", Sandbox, cache, max_concurrency=int(concurrency)) as made:
+    made.export(names, out)
 """
 
 

@@ -21,9 +21,10 @@ import httpx
 import pytest
 
 import atrepo
+from _loopback import KINDS, _AsyncLoopbackTransport, _LoopbackTransport, client
 from _servers import LoopbackServer, Reply
 from atrepo._flows.policy import RetryPolicy
-from atrepo.client import AsyncClient, Client
+from atrepo.client import Client
 
 # a fault answers in place of the PDS, or names the request to send instead
 Fault = Callable[[httpx.Request], httpx.Response | httpx.Request]
@@ -51,7 +52,7 @@ class _Faulty:
         return self.faults.pop(0) if self.faults else None
 
 
-class _SyncTransport(httpx.HTTPTransport):
+class _SyncTransport(_LoopbackTransport):
     def __init__(self, faulty: _Faulty) -> None:
         super().__init__()
         self.faulty = faulty
@@ -64,7 +65,7 @@ class _SyncTransport(httpx.HTTPTransport):
         return super().handle_request(answer)
 
 
-class _AsyncTransport(httpx.AsyncHTTPTransport):
+class _AsyncTransport(_AsyncLoopbackTransport):
     def __init__(self, faulty: _Faulty) -> None:
         super().__init__()
         self.faulty = faulty
@@ -79,35 +80,28 @@ class _AsyncTransport(httpx.AsyncHTTPTransport):
 
 def _get_repo(kind: str, sandbox: Any, tmp_path: Any, faults: list[Fault],
               **extra: Any) -> tuple[Any, int]:
-    """get_repo of alice (by DID, so no handle lookups) through the faulty transport."""
+    """get_repo of alice (by DID) through the faulty transport: (snapshot or error, calls)."""
     faulty = _Faulty(faults)
     did = sandbox.account("alice.test")["did"]
+    transport = _SyncTransport(faulty) if kind == "sync" else _AsyncTransport(faulty)
     # the same budgets as the default policy, with millisecond backoff delays
-    options = {"plc_url": sandbox.plc_url, "cache_dir": tmp_path / kind, "progress": False,
-               "retry": RetryPolicy(base_delay=0.001), **extra}
-    # a client given its own httpx client uses that client's timeouts: the same ones here
-    timeout = options.get("timeout", 30.0)
-    if kind == "sync":
-        with Client(http=httpx.Client(transport=_SyncTransport(faulty), trust_env=False,
-                                      timeout=timeout), **options) as client:
+    made = client(kind, sandbox, tmp_path / kind, transport=transport,
+                  **{"timeout": 30.0, "retry": RetryPolicy(base_delay=0.001), **extra})
+    if isinstance(made, Client):
+        with made:
             try:
-                return client.get_repo(did), faulty.get_repo_calls
+                return made.get_repo(did), faulty.get_repo_calls
             except atrepo.AtrepoError as exc:
                 return exc, faulty.get_repo_calls
 
     async def go() -> tuple[Any, int]:
-        http = httpx.AsyncClient(transport=_AsyncTransport(faulty), trust_env=False,
-                                 timeout=timeout)
-        async with AsyncClient(http=http, **options) as client:
+        async with made:
             try:
-                return await client.get_repo(did), faulty.get_repo_calls
+                return await made.get_repo(did), faulty.get_repo_calls
             except atrepo.AtrepoError as exc:
                 return exc, faulty.get_repo_calls
 
     return asyncio.run(go())
-
-
-KINDS = ["sync", "async"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -81,7 +81,8 @@ def test_post_is_a_valid_post_created_now(sandbox: Sandbox, http: httpx.Client) 
 
 def test_pds_refusals_are_sandbox_errors(sandbox: Sandbox) -> None:
     with pytest.raises(SandboxError) as caught:  # not a valid post: no createdAt
-        sandbox.create_record("alice.test", POST, {"$type": POST, "text": "x"})
+        uri, _ = sandbox.create_record("alice.test", POST, {"$type": POST, "text": "x"})
+        sandbox.delete_record("alice.test", POST, uri.rsplit("/", 1)[1])  # had it been taken
     assert isinstance(caught.value, AtrepoError)
     assert caught.value.method == "com.atproto.repo.createRecord"
     assert caught.value.status == 400
@@ -92,10 +93,11 @@ def test_pds_refusals_are_sandbox_errors(sandbox: Sandbox) -> None:
     assert caught.value.status is not None and caught.value.status >= 400
 
 
-def test_a_stale_token_logs_in_again(sandbox: Sandbox, http: httpx.Client) -> None:
+def test_a_stale_token_logs_in_again(sandbox: Sandbox, http: httpx.Client,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     warm = sandbox.post("alice.test", "warm the session")  # make sure a token is cached
     sandbox.delete_record("alice.test", POST, warm.rsplit("/", 1)[1])
-    sandbox._tokens["alice.test"] = "not-a-jwt"
+    monkeypatch.setitem(sandbox._tokens, "alice.test", "not-a-jwt")
     uri = sandbox.post("alice.test", "after a stale token")
     try:
         assert uri in listed(http, sandbox, POST)

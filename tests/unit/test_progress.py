@@ -9,8 +9,10 @@ from atrepo._progress import progress, wants_progress
 
 def test_explicit_choice_wins(monkeypatch):
     monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("ATREPO_PROGRESS", "0")
     assert wants_progress(True) is True
     monkeypatch.delenv("CI")
+    monkeypatch.setenv("ATREPO_PROGRESS", "1")
     assert wants_progress(False) is False
 
 
@@ -21,7 +23,12 @@ def test_environment_setting(monkeypatch, value, expected):
 
 
 def test_off_in_ci(monkeypatch):
+    import atrepo._progress as progress_module
+
     monkeypatch.delenv("ATREPO_PROGRESS", raising=False)
+    monkeypatch.setattr(progress_module, "_in_notebook", lambda: True)  # a person watching
+    monkeypatch.delenv("CI", raising=False)
+    assert wants_progress(None) is True
     monkeypatch.setenv("CI", "1")
     assert wants_progress(None) is False
 

@@ -187,7 +187,17 @@ def test_repr_is_cheap_and_informative(ref_small):
 
 def test_parallel_decoding_matches_serial(ref_medium, monkeypatch):
     import atrepo.snapshot as snapshot_module
+    from atrepo._parallel import Worker
 
+    ops: list[str] = []
+    call = Worker.call
+
+    def counted(self, op, *args):  # type: ignore[no-untyped-def]
+        result = call(self, op, *args)
+        ops.append(op)  # a reply came back from the worker
+        return result
+
+    monkeypatch.setattr(Worker, "call", counted)
     monkeypatch.setattr(snapshot_module, "BATCH_SIZE", 3000)
     monkeypatch.setattr(snapshot_module, "PARALLEL_MIN", 0)
     serial = atrepo.read_car(ref_medium.car, mem_limit_mb=0)
@@ -197,6 +207,7 @@ def test_parallel_decoding_matches_serial(ref_medium, monkeypatch):
     in_memory = atrepo.read_car(ref_medium.car.read_bytes())
     in_memory._workers = 1
     assert serial.records.equals(parallel.records)
+    assert "decode" in ops  # the parallel one really used a worker
     assert serial.records.equals(in_memory.records)
     assert _rows(parallel) == ref_medium.records
 
