@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from . import cbor
-from .cid import CID
+from .cid import CID, raw_cid
 from .errors import CarError, DecodeError
 
 __all__ = ["MAX_BLOCK_SIZE", "MAX_HEADER_SIZE", "CarFile", "read_car"]
@@ -307,12 +307,12 @@ class CarFile:
         Raises:
             CarError: when verify_cids is on and the bytes do not match the CID.
         """
-        return self.get_raw(_as_raw(cid))
+        return self.get_raw(raw_cid(cid))
 
     def __contains__(self, cid: object) -> bool:
         if not isinstance(cid, (CID, bytes, str)):
             return False
-        return self.locate(_as_raw(cid)) is not None
+        return self.locate(raw_cid(cid)) is not None
 
     def __len__(self) -> int:
         return self._index.count
@@ -378,12 +378,6 @@ def check_block(raw: bytes, data: bytes, offset: int | None = None) -> None:
     if hashlib.sha256(data).digest() != raw[-32:]:
         raise CarError("block does not match its CID", cid=CID.from_raw(raw), offset=offset,
                        hint="the CAR is corrupt or was tampered with")
-
-
-def _as_raw(cid: CID | bytes | str) -> bytes:
-    if isinstance(cid, str):
-        return bytes(CID.decode(cid))
-    return bytes(cid)
 
 
 def read_car(source: _SourceT, mem_limit_mb: float = 64, *, verify_cids: bool = True,

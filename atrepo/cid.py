@@ -29,7 +29,8 @@ from multiformats import multibase, multicodec, multihash
 
 from .errors import DecodeError
 
-__all__ = ["CID", "CODEC_DAG_CBOR", "CODEC_RAW", "cid_for", "cid_str", "cid_strs", "is_blessed"]
+__all__ = ["CID", "CODEC_DAG_CBOR", "CODEC_RAW", "cid_for", "cid_str", "cid_strs", "is_blessed",
+           "raw_cid"]
 
 CODEC_DAG_CBOR = 0x71
 CODEC_RAW = 0x55
@@ -78,6 +79,11 @@ _BATCH = 256
 _MASKS_BATCH = _spread_masks(64, _BATCH)
 _PAD_HEAD = b"\x00" * 24  # a 36-byte CID + 4 pad bytes = 40 bytes = 64 groups, in a 64-byte slot
 _PAD_TAIL = b"\x00" * 4
+
+
+def raw_cid(cid: CID | bytes | str) -> bytes:
+    """The binary form of a CID given as a CID, its string, or already binary."""
+    return bytes(CID.decode(cid)) if isinstance(cid, str) else bytes(cid)
 
 
 def cid_str(raw: bytes) -> str:

@@ -56,7 +56,7 @@ from .errors import (
 from .export import ExportReport, Exporter
 from .frames import RECORDS_SCHEMA
 from .identity import Identity
-from .snapshot import RepoSnapshot, check_commit, open_snapshot
+from .snapshot import RepoSnapshot, check_commit, narrowed, open_snapshot
 from .syntax import is_did
 
 __all__ = ["AsyncClient", "Client"]
@@ -189,6 +189,13 @@ class _ExportRun:
     def finish(self) -> ExportReport:
         self.report.errors = self.bulk.error_frame()
         return self.report
+
+
+def _named(dids_or_handles_or_host: str | Iterable[str]) -> list[str] | None:
+    """The repositories an export names, or None when it names a host URL to list."""
+    if isinstance(dids_or_handles_or_host, str):
+        return None if "://" in dids_or_handles_or_host else [dids_or_handles_or_host]
+    return list(dids_or_handles_or_host)
 
 
 def _dids_frame(dids: Sequence[str]) -> pl.DataFrame:
@@ -427,13 +434,7 @@ class _BaseClient:
                                     signing_key=key, handle=ident.handle, source=source,
                                     mem_limit_mb=self.config.mem_limit_mb,
                                     progress=self.config.progress)
-        if collections is None:
-            return whole
-        return open_snapshot(whole.blocks, did=ident.did, signing_key=key,
-                             collections=collections, handle=ident.handle,
-                             fetched_at=whole.fetched_at, progress_bar=self.config.progress,
-                             root=commit_cid, source=source,
-                             bytes_downloaded=whole.bytes_downloaded)
+        return whole if collections is None else narrowed(whole, collections)
 
     def _open_stored(self, did: str, entry: StoredSnapshot, collections: Sequence[str] | None,
                      *, source: str) -> RepoSnapshot:
@@ -603,16 +604,15 @@ class Client(_BaseClient):
             resume: skip repositories a previous (possibly interrupted) run finished;
                 False starts the dataset afresh.
         """
-        if isinstance(dids_or_handles_or_host, str) and "://" in dids_or_handles_or_host:
-            names = [r.did for r in self.iter_repos(dids_or_handles_or_host) if r.active]
-        else:
-            names = [dids_or_handles_or_host] if isinstance(dids_or_handles_or_host, str) \
-                else list(dids_or_handles_or_host)
+        names = _named(dids_or_handles_or_host)
+        if names is None:  # a host: its active repositories
+            names = [r.did for r in self.iter_repos(str(dids_or_handles_or_host)) if r.active]
         run = _ExportRun(names, out_dir, resume)
         self._each(len(names), "exporting",
                    lambda i: self._export_one_flow(names[i], run, collections), run.done)
-        self.last_errors = run.bulk.error_frame()
-        return run.finish()
+        report = run.finish()
+        self.last_errors = report.errors
+        return report
 
     def close(self) -> None:
         """Close the HTTP connections and the cache."""
@@ -726,16 +726,16 @@ class AsyncClient(_BaseClient):
                      out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
                      resume: bool = True) -> ExportReport:
         """Write repositories to a Parquet dataset under ``out_dir`` (see Client.export)."""
-        if isinstance(dids_or_handles_or_host, str) and "://" in dids_or_handles_or_host:
-            names = [r.did async for r in self.iter_repos(dids_or_handles_or_host) if r.active]
-        else:
-            names = [dids_or_handles_or_host] if isinstance(dids_or_handles_or_host, str) \
-                else list(dids_or_handles_or_host)
+        names = _named(dids_or_handles_or_host)
+        if names is None:  # a host: its active repositories
+            names = [r.did async for r in self.iter_repos(str(dids_or_handles_or_host))
+                     if r.active]
         run = _ExportRun(names, out_dir, resume)
         await self._each(len(names), "exporting",
                          lambda i: self._export_one_flow(names[i], run, collections), run.done)
-        self.last_errors = run.bulk.error_frame()
-        return run.finish()
+        report = run.finish()
+        self.last_errors = report.errors
+        return report
 
     async def aclose(self) -> None:
         """Close the HTTP connections and the cache."""

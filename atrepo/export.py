@@ -22,12 +22,12 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from ._io.store import dir_name
 from .snapshot import RepoSnapshot
 
 __all__ = ["ExportReport", "Exporter"]
@@ -68,10 +68,6 @@ class ExportReport:
         return f"<table><caption>atrepo.ExportReport</caption>{cells}</table>"
 
 
-def _safe(name: str) -> str:
-    return name.replace(":", "_").replace("/", "_").replace("%", "_")
-
-
 class Exporter:
     """Writes snapshots into a dataset directory, keeping the manifest (see module doc)."""
 
@@ -101,13 +97,9 @@ class Exporter:
             path.unlink()
         self.manifest.unlink(missing_ok=True)
 
-    def pending(self, names: Iterable[str]) -> list[str]:
-        """The names not yet finished (by DID; handles are checked once resolved)."""
-        return [name for name in names if name not in self.done]
-
     def write(self, snap: RepoSnapshot, pds: str | None) -> int:
         """Write one repository's files, then record it in the manifest; return its rows."""
-        stem = _safe(snap.did)
+        stem = dir_name(snap.did)
         for old in self.out_dir.glob(f"collection=*/{stem}.parquet"):
             old.unlink()
         frame = snap.records.with_columns(

@@ -37,7 +37,7 @@ from libipld import decode_dag_cbor
 
 from . import cbor
 from .cbor import CBOR_ERRORS, Link
-from .cid import CID, cid_for
+from .cid import CID, cid_for, raw_cid
 from .errors import MstError
 
 __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "MAX_KEY_LENGTH", "MstDiff", "build", "diff",
@@ -344,10 +344,6 @@ def _fetcher(blocks: Any) -> Fetch:
     return lambda raw: blocks.get(CID.from_raw(raw))
 
 
-def _raw(cid: Any) -> bytes:
-    return bytes(CID.decode(cid)) if isinstance(cid, str) else bytes(cid)
-
-
 def walk(blocks: Any, root: Any,
          key_ranges: Sequence[KeyRange] | None = None) -> Iterator[tuple[str, CID]]:
     """Yield ``(key, value CID)`` for every leaf of the tree at ``root``, in key order.
@@ -368,7 +364,7 @@ def walk(blocks: Any, root: Any,
         >>> [key for key, _ in walk(blocks, root)]
         ['app.x/1']
     """
-    keys, values = collect(_fetcher(blocks), _raw(root), key_ranges)
+    keys, values = collect(_fetcher(blocks), raw_cid(root), key_ranges)
     for key, value in zip(keys, values):
         yield key.decode("ascii"), CID.from_raw(value)
 
@@ -383,7 +379,7 @@ def build(items: Iterable[tuple[str, Any]]) -> tuple[CID, dict[CID, bytes]]:
     Raises:
         MstError: on duplicate or invalid keys.
     """
-    pairs = sorted((key.encode(), _raw(value)) for key, value in items)
+    pairs = sorted((key.encode(), raw_cid(value)) for key, value in items)
     for (a, _), (b, _) in zip(pairs, pairs[1:]):
         if a == b:
             raise MstError("duplicate key in MST build", key=_show(a))
@@ -467,7 +463,7 @@ def diff(blocks: Any, old_root: Any, new_root: Any) -> MstDiff:
     Raises:
         MstError: when a node that must be compared is missing or malformed.
     """
-    ops, created, deleted = diff_raw(_fetcher(blocks), _raw(old_root), _raw(new_root))
+    ops, created, deleted = diff_raw(_fetcher(blocks), raw_cid(old_root), raw_cid(new_root))
     return MstDiff(
         record_ops=[(k.decode("ascii"), _cid_or_none(o), _cid_or_none(n)) for k, o, n in ops],
         created_nodes={CID.from_raw(r) for r in created},

@@ -31,7 +31,7 @@ from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame, table_frame
 from .models import Commit, parse_commit
 
-__all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
+__all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges", "narrowed",
            "open_snapshot"]
 
 BATCH_SIZE = 20_000        # records per unit of parallel decoding
@@ -119,6 +119,34 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
         snap._keys  # noqa: B018 - the walk, with every check of the tree, happens here
     snap.source, snap.bytes_downloaded = source, bytes_downloaded
     return snap
+
+
+def narrowed(snap: RepoSnapshot, collections: Sequence[str]) -> RepoSnapshot:
+    """``snap`` limited to ``collections``, cut from its walked keys (no second walk)."""
+    merged: list[list[str]] = []
+    for lo, hi in collection_ranges(collections) or []:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+
+    def walk() -> tuple[list[str], list[bytes]]:
+        keys, values = snap._tree
+        kept_keys: list[str] = []
+        kept_values: list[bytes] = []
+        for lo, hi in merged:
+            start, end = bisect.bisect_left(keys, lo), bisect.bisect_left(keys, hi)
+            kept_keys += keys[start:end]
+            kept_values += values[start:end]
+        return kept_keys, kept_values
+
+    narrow = RepoSnapshot(car=snap.blocks, commit=snap.commit, commit_cid=snap.commit_cid,
+                          verified=snap.verified, walk=walk,
+                          collections_filter=list(collections), handle=snap.handle,
+                          fetched_at=snap.fetched_at, progress_bar=snap._progress,
+                          workers=snap._workers)
+    narrow.source, narrow.bytes_downloaded = snap.source, snap.bytes_downloaded
+    return narrow
 
 
 def check_commit(car: CarFile, *, root: str | None = None, did: str | None = None,
@@ -295,7 +323,7 @@ class RepoSnapshot:
         subset = self.records.filter(pl.col("collection") == collection)
         return table_frame(subset)
 
-    @property
+    @cached_property
     def collections(self) -> pl.DataFrame:
         """Record counts per collection: [collection, count], sorted by collection."""
         return collections_frame(self._keys)
@@ -329,15 +357,10 @@ class RepoSnapshot:
     def _summary(self) -> list[tuple[str, str]]:
         summary = [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
                    ("verified", str(self.verified)), ("records", f"{len(self._keys):,}"),
-                   ("collections", str(self._collection_count))]
+                   ("collections", str(self.collections.height))]
         if self.source != "file":
             summary.append(("source", f"{self.source} ({self.bytes_downloaded:,} B)"))
         return summary
-
-    @cached_property
-    def _collection_count(self) -> int:
-        # counted once: a repr in a notebook runs on every display
-        return len({key.partition("/")[0] for key in self._keys})
 
     def __repr__(self) -> str:
         fields = " ".join(f"{k}={v}" for k, v in self._summary())
@@ -347,7 +370,7 @@ class RepoSnapshot:
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
                        for k, v in self._summary())
-        counts = collections_frame(self._keys)
+        counts = self.collections
         coll = "".join(f"<tr><td style='text-align:left'>{html.escape(c)}</td>"
                        f"<td>{n:,}</td></tr>" for c, n in counts.iter_rows())
         return (f"<div><b>RepoSnapshot</b><table>{rows}</table>"

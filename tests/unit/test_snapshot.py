@@ -222,3 +222,18 @@ def test_unknown_commit_version_is_a_car_error():
     car_bytes, key = make_repo_car({"app.x.a/1": {"$type": "app.x.a"}}, version=4)
     with pytest.raises(atrepo.CarError, match="unsupported commit version"):
         atrepo.read_car(car_bytes, signing_key=key)
+
+
+@pytest.mark.parametrize("collections", [["app.bsky.feed.like"],
+                                         ["app.bsky.feed.*", "app.bsky.feed.post"],
+                                         ["app.bsky.graph.*", "app.bsky.actor.profile"],
+                                         ["com.example.nothing"]])
+def test_narrowing_a_walked_snapshot_equals_a_filtered_walk(ref_small, collections):
+    from atrepo.snapshot import narrowed
+
+    whole = atrepo.read_car(ref_small.car)
+    walked = atrepo.read_car(ref_small.car, collections=collections)
+    narrow = narrowed(whole, collections)
+    assert narrow.records.equals(walked.records)
+    assert narrow.collections_filter == collections and len(narrow) == len(walked)
+    assert len(whole) == len(ref_small.records)  # the whole one is untouched
