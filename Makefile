@@ -34,6 +34,7 @@ bench: $(PY_OK) $(NODE_OK)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/make_corpus.py --sizes 10k,100k,1m
 	$(BIN)/python benchmarks/bench_read.py --size 1m
+	$(BIN)/python benchmarks/bench_read.py --size 100k
 
 # fetch_records throughput at max_concurrency 1/4/16 and a cached get_repo, against a local
 # sandbox PDS seeded with 50 accounts x 2,000 records (~3 min of seeding); see docs/performance.md

@@ -4,7 +4,7 @@ Each block is ``varint(len) || CID || data`` (https://ipld.io/specs/transport/ca
 :func:`read_car` frames the whole input once and keeps only an index, CID -> (offset,
 length); block bytes stay where they are: in the caller's ``bytes``, in the file named by a
 path, or, for a stream, in memory up to ``mem_limit_mb`` and then in a temporary file. So a
-367 MB CAR read with ``mem_limit_mb=64`` never sits in memory.
+344 MB CAR read with ``mem_limit_mb=64`` never sits in memory.
 
 Checks: varints are minimal and at most 9 bytes; header and blocks are bounded
 (:data:`MAX_HEADER_SIZE`, :data:`MAX_BLOCK_SIZE`); a block must hold a whole CID; the input

@@ -293,8 +293,8 @@ def _client_options() -> argparse.ArgumentParser:
                        help="XRPC service asked to resolve handles that DNS and HTTPS do "
                             "not (e.g. a PDS, for the sandbox's .test handles)")
     group.add_argument("--cache-dir", metavar="DIR",
-                       help="cache of repositories and identities "
-                            "(default: $ATREPO_CACHE_DIR or ~/.cache/atrepo)")
+                       help="cache of repositories and identities (default: "
+                            "$ATREPO_CACHE_DIR, $XDG_CACHE_HOME/atrepo or ~/.cache/atrepo)")
     group.add_argument("--no-verify", action="store_true",
                        help="do not check commit signatures and handles")
     _progress_option(group)

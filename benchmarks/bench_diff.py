@@ -177,7 +177,7 @@ def main() -> None:
     theirs = atmst_side(corpus, args.repeat, expected)
     online = incremental_bytes(args.sandbox_records)
     print(f"corpus {args.size}: {len(expected)} record changes; {ours['nodes_created']:,} MST "
-          f"nodes created, {ours['nodes_deleted']:,} deleted (every diff reads these only)")
+          f"nodes created, {ours['nodes_deleted']:,} deleted: the nodes that differ")
     print(f"atrepo  open both snapshots {ours['open_s']:.2f} s (walked), "
           f"{ours['reopen_s']:.2f} s (from the store, walk deferred) | mst.diff "
           f"{ours['mst_diff_s'] * 1000:.1f} ms | atrepo.diff frame {ours['diff_frame_s'] * 1000:.1f} ms"
