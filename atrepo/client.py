@@ -259,13 +259,20 @@ class _BaseClient:
         repository is downloaded instead. A partial tree is never returned.
         """
         ident = yield from self._resolve_flow(name)
-        pds = self._pds(ident)
-        newest = self._snapshots.newest(ident.did)
+        return (yield from self._fetch_flow(ident, collections,
+                                            self._snapshots.newest(ident.did)))
+
+    def _fetch_flow(self, ident: Identity, collections: Sequence[str] | None,
+                    newest: StoredSnapshot | None, stored: RepoSnapshot | None = None
+                    ) -> Flow[RepoSnapshot]:
+        """get_repo after resolution; ``stored``, if given, is ``newest`` already opened."""
         if newest is not None:
-            commit_cid, rev = yield from sync_flows.get_latest_commit(pds, ident.did,
+            commit_cid, rev = yield from sync_flows.get_latest_commit(self._pds(ident),
+                                                                      ident.did,
                                                                       policy=self.config.retry)
             if rev == newest.rev and commit_cid == newest.commit_cid:
-                return self._open_stored(ident.did, newest, collections, source="cache")
+                return stored or self._open_stored(ident.did, newest, collections,
+                                                   source="cache")
             try:
                 return (yield from self._download_flow(ident, collections, since=newest.rev))
             except (CarError, MstError) as exc:
@@ -351,7 +358,8 @@ class _BaseClient:
         ident = yield from self._resolve_flow(name)
         if run.finished(ident.did):
             return None
-        snap = yield from self._get_repo_flow(ident.did, collections)
+        snap = yield from self._fetch_flow(ident, collections,
+                                           self._snapshots.newest(ident.did))
         return snap, ident.pds
 
     def _pager(self, host: str, limit: int | None, resume: bool) -> _Pager:
@@ -369,7 +377,7 @@ class _BaseClient:
                           "create", stacklevel=4)
         old = None if newest is None else self._open_stored(ident.did, newest, collections,
                                                             source="cache")
-        new = yield from self._get_repo_flow(ident.did, collections)
+        new = yield from self._fetch_flow(ident, collections, newest, old)
         return diff(old, new)
 
     # -- local work (no network) ----------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "RateLimited",
     "RepoUnavailable",
     "ResolutionError",
+    "ResponseTooLarge",
     "SandboxError",
     "SignatureError",
     "TransportError",
@@ -169,6 +170,26 @@ class TransportError(AtrepoError):
                  **fields: Any) -> None:
         self.url = url
         super().__init__(message, url=url, hint=hint, **fields)
+
+
+class ResponseTooLarge(TransportError):
+    """A response passed its size cap: asking again would get the same, so it is not retried.
+
+    Attributes:
+        url: the URL being fetched.
+    """
+
+    def __init__(self, url: str, *, max_bytes: int) -> None:
+        super().__init__("response too large", url=url, max_bytes=max_bytes,
+                         hint="raise max_repo_bytes if you mean to fetch a repository "
+                              "this big")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_too_large, (self.url, self.fields["max_bytes"]))
+
+
+def _too_large(url: str, max_bytes: int) -> ResponseTooLarge:
+    return ResponseTooLarge(url, max_bytes=max_bytes)
 
 
 class SandboxError(AtrepoError):

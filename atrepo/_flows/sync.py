@@ -31,7 +31,7 @@ from urllib.parse import urlencode, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
-from ..errors import RateLimited, RepoUnavailable, TransportError
+from ..errors import RateLimited, RepoUnavailable, ResponseTooLarge, TransportError
 from ..syntax import is_did
 from .effects import ERROR_BODY_MAX, Flow, HttpDownload, HttpGet, HttpResponse, Sleep
 from .policy import RETRY_STATUSES, Decision, RetryPolicy, decide, retry_after
@@ -64,7 +64,6 @@ _UNAVAILABLE: Final = {
     "RepoTakendown": "takendown",
     "RepoSuspended": "suspended",
 }
-_TOO_LARGE: Final = "response too large"  # the drivers' TransportError summary for a cap
 _NOT_IMPLEMENTED: Final = frozenset({"MethodNotImplemented", "XRPCNotSupported"})
 
 _Request = HttpGet | HttpDownload
@@ -101,7 +100,7 @@ def request(effect_factory: Callable[[], _Request], *, host: str,
         try:
             response = yield from _perform(effect)
         except TransportError as exc:
-            if exc.message == _TOO_LARGE:
+            if isinstance(exc, ResponseTooLarge):
                 raise  # the same body would be too large again
             decision = decide(policy, outcome="transport", status=None, headers={},
                               attempt=attempt, rate_limited_so_far=limited, now=0.0,

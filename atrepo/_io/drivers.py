@@ -57,7 +57,7 @@ from .._flows.effects import (
     Result,
     Sleep,
 )
-from ..errors import TransportError
+from ..errors import ResponseTooLarge, TransportError
 
 if TYPE_CHECKING:
     import asyncio
@@ -285,8 +285,7 @@ class _Body:
                             body=b"".join(self._chunks), url=str(response.url))
 
     def _too_large(self) -> TransportError:
-        return TransportError("response too large", url=self._effect.url,
-                              max_bytes=self._effect.max_bytes)
+        return ResponseTooLarge(self._effect.url, max_bytes=self._effect.max_bytes)
 
 
 class _Download:
@@ -357,8 +356,7 @@ class _Download:
         Path(self._effect.path).unlink(missing_ok=True)
 
     def _too_large(self) -> TransportError:
-        return TransportError("response too large", url=self._effect.url,
-                              max_bytes=self._effect.max_bytes)
+        return ResponseTooLarge(self._effect.url, max_bytes=self._effect.max_bytes)
 
 
 def _transport_failure(url: str, exc: Exception) -> TransportError:

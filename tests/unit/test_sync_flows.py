@@ -33,7 +33,7 @@ from atrepo._flows.sync import (
     xrpc_error,
 )
 from atrepo._io.drivers import run_async, run_sync
-from atrepo.errors import RateLimited, RepoUnavailable, TransportError
+from atrepo.errors import RateLimited, RepoUnavailable, ResponseTooLarge, TransportError
 
 PDS = "https://pds.test"
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -180,7 +180,7 @@ def test_transport_error_then_success():
 
 
 def test_too_large_is_not_retried():
-    failure = TransportError("response too large", url=LATEST, max_bytes=10)
+    failure = ResponseTooLarge(LATEST, max_bytes=10)
     with pytest.raises(TransportError, match="response too large"):
         drive(get_latest_commit(PDS, DID), [failure])
 
