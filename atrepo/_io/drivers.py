@@ -247,6 +247,7 @@ class _Body:
         self._chunks: list[bytes] = []
         self._size = 0
         self._strict = True
+        self.follow_redirects = effect.follow_redirects
 
     def start(self, response: httpx.Response) -> None:
         """Check the status line and headers before reading.
@@ -284,6 +285,9 @@ class _Body:
         return HttpResponse(status=response.status_code, headers=headers,
                             body=b"".join(self._chunks), url=str(response.url))
 
+    def close(self) -> None:
+        """Nothing to release: the body is in memory."""
+
     def _too_large(self) -> TransportError:
         return ResponseTooLarge(self._effect.url, max_bytes=self._effect.max_bytes)
 
@@ -301,6 +305,7 @@ class _Download:
         self._deadline = None if total_timeout is None else time.monotonic() + total_timeout
         self._error_body = _Body(HttpGet(effect.url, max_bytes=ERROR_BODY_MAX), total_timeout)
         self._file: BinaryIO | None = None
+        self.follow_redirects = True
         self._size = 0
         self._done = False
 
@@ -377,46 +382,20 @@ def _transport_failure(url: str, exc: Exception) -> TransportError:
     return failure
 
 
-def _get_sync(http: httpx.Client, effect: HttpGet,
-              total_timeout: float | None) -> HttpResponse | TransportError:
-    body = _Body(effect, total_timeout)
+def _sink(effect: HttpGet | HttpDownload, total_timeout: float | None) -> _Body | _Download:
+    """Where a response body goes: memory (HttpGet) or the effect's file (HttpDownload)."""
+    if isinstance(effect, HttpGet):
+        return _Body(effect, total_timeout)
+    return _Download(effect, total_timeout)
+
+
+def _fetch_sync(http: httpx.Client, effect: HttpGet | HttpDownload,
+                total_timeout: float | None) -> HttpResponse | TransportError:
+    """GET the effect's URL into its sink; a failure is returned (to be thrown), not raised."""
+    sink = _sink(effect, total_timeout)
     try:
         with http.stream("GET", effect.url, headers=effect.headers,
-                         follow_redirects=effect.follow_redirects) as response:
-            body.start(response)
-            for chunk in response.iter_bytes():
-                if not body.add(chunk):
-                    break
-            return body.response(response)
-    except _HTTPX_ERRORS as exc:
-        return _transport_failure(effect.url, exc)
-    except TransportError as exc:  # too large or too slow
-        return exc
-
-
-async def _get_async(http: httpx.AsyncClient, effect: HttpGet,
-                     total_timeout: float | None) -> HttpResponse | TransportError:
-    body = _Body(effect, total_timeout)
-    try:
-        async with http.stream("GET", effect.url, headers=effect.headers,
-                               follow_redirects=effect.follow_redirects) as response:
-            body.start(response)
-            async for chunk in response.aiter_bytes():
-                if not body.add(chunk):
-                    break
-            return body.response(response)
-    except _HTTPX_ERRORS as exc:
-        return _transport_failure(effect.url, exc)
-    except TransportError as exc:
-        return exc
-
-
-def _download_sync(http: httpx.Client, effect: HttpDownload,
-                   total_timeout: float | None) -> HttpResponse | TransportError:
-    sink = _Download(effect, total_timeout)
-    try:
-        with http.stream("GET", effect.url, headers=effect.headers,
-                         follow_redirects=True) as response:
+                         follow_redirects=sink.follow_redirects) as response:
             sink.start(response)
             for chunk in response.iter_bytes():
                 if not sink.add(chunk):
@@ -430,12 +409,13 @@ def _download_sync(http: httpx.Client, effect: HttpDownload,
         sink.close()
 
 
-async def _download_async(http: httpx.AsyncClient, effect: HttpDownload,
-                          total_timeout: float | None) -> HttpResponse | TransportError:
-    sink = _Download(effect, total_timeout)
+async def _fetch_async(http: httpx.AsyncClient, effect: HttpGet | HttpDownload,
+                       total_timeout: float | None) -> HttpResponse | TransportError:
+    """_fetch_sync with httpx.AsyncClient."""
+    sink = _sink(effect, total_timeout)
     try:
         async with http.stream("GET", effect.url, headers=effect.headers,
-                               follow_redirects=True) as response:
+                               follow_redirects=sink.follow_redirects) as response:
             sink.start(response)
             async for chunk in response.aiter_bytes():
                 if not sink.add(chunk):
@@ -457,9 +437,7 @@ def _perform_sync(effect: Effect, http: httpx.Client, dns: DnsResolver,
     """Perform one effect; return its result, or the failure to throw into the flow."""
     if isinstance(effect, (HttpGet, HttpDownload)):
         with limits.slot(effect.url) if limits else contextlib.nullcontext():
-            if isinstance(effect, HttpGet):
-                return _get_sync(http, effect, total_timeout)
-            return _download_sync(http, effect, total_timeout)
+            return _fetch_sync(http, effect, total_timeout)
     if isinstance(effect, Sleep):
         time.sleep(max(0.0, effect.seconds))
         return None
@@ -476,9 +454,7 @@ async def _perform_async(effect: Effect, http: httpx.AsyncClient, dns: AsyncDnsR
     """Perform one effect; return its result, or the failure to throw into the flow."""
     if isinstance(effect, (HttpGet, HttpDownload)):
         async with limits.slot(effect.url) if limits else contextlib.nullcontext():
-            if isinstance(effect, HttpGet):
-                return await _get_async(http, effect, total_timeout)
-            return await _download_async(http, effect, total_timeout)
+            return await _fetch_async(http, effect, total_timeout)
     if isinstance(effect, Sleep):
         import asyncio  # keeps asyncio off sync paths
 
