@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from atrepo._flows.effects import DnsFailure
 from atrepo.client import AsyncClient, Client
 
 __all__ = ["KINDS", "_AsyncLoopbackTransport", "_AsyncNoDns", "_LoopbackTransport", "_NoDns",
-           "_run", "client"]
+           "_run", "client", "paged"]
 
 KINDS = ["sync", "async"]
 
@@ -89,3 +89,15 @@ def _run(kind: str, sandbox: Any, tmp_path: Path, method: str, *args: Any,
             return await getattr(made, method)(*args, **kwargs)
 
     return asyncio.run(go())
+
+
+def paged(http: httpx.Client, url: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a cursor-paged XRPC listing (``key``: "records", "repos", ...)."""
+    while True:
+        res = http.get(url, params=params)
+        assert res.status_code == 200, res.text
+        body = res.json()
+        yield from body[key]
+        if not body[key] or not body.get("cursor"):
+            return
+        params["cursor"] = body["cursor"]

@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from _loopback import KINDS, _AsyncLoopbackTransport, _AsyncNoDns, _LoopbackTransport, _NoDns, _run
+from _loopback import (
+    KINDS,
+    _AsyncLoopbackTransport,
+    _AsyncNoDns,
+    _LoopbackTransport,
+    _NoDns,
+    _run,
+    paged,
+)
 
 import atrepo
 from atrepo.client import AsyncClient, Client
@@ -25,18 +33,10 @@ def _listed_records(sandbox: Any, did: str, collections: Sequence[str]) -> set[t
     out = set()
     with httpx.Client(trust_env=False, timeout=20) as http:
         for collection in collections:
-            cursor = None
-            while True:
-                params = {"repo": did, "collection": collection, "limit": 100}
-                if cursor:
-                    params["cursor"] = cursor
-                body = http.get(f"{sandbox.pds_url}/xrpc/com.atproto.repo.listRecords",
-                                params=params).json()
-                prefix = f"at://{did}/{collection}/"
-                out.update((collection, r["uri"][len(prefix):], r["cid"]) for r in body["records"])
-                cursor = body.get("cursor")
-                if not body["records"] or not cursor:
-                    break
+            prefix = f"at://{did}/{collection}/"
+            out.update((collection, r["uri"][len(prefix):], r["cid"]) for r in paged(
+                http, f"{sandbox.pds_url}/xrpc/com.atproto.repo.listRecords", "records",
+                repo=did, collection=collection, limit=100))
     return out
 
 

@@ -188,27 +188,24 @@ def test_moderately_slow_body_succeeds(kind, sandbox, tmp_path):
     assert calls == 1 and len(trickle.server.paths) == 1
 
 
+# a pause between pieces longer than `timeout` (the body would take 20 s); and pieces each
+# within `timeout` whose whole body takes far longer than `body_timeout` (uncut, 7.5 s)
+SLOW_BODIES = {
+    "stalling": (20, 1.0, {"timeout": 0.2}, "timed out", 5.0),
+    "trickling past body_timeout": (15, 0.1, {"body_timeout": 0.3}, "too slow", 4.0),
+}
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_stalling_body_times_out_quickly(kind, sandbox, tmp_path):
-    """A pause between pieces longer than the client's timeout fails every attempt."""
-    trickle = _Trickle(sandbox, chunks=20, gap=1.0)
+@pytest.mark.parametrize("slow", list(SLOW_BODIES))
+def test_slow_bodies_fail_every_attempt_quickly(kind, slow, sandbox, tmp_path):
+    chunks, gap, options, phrase, within = SLOW_BODIES[slow]
+    trickle = _Trickle(sandbox, chunks=chunks, gap=gap)
     started = time.monotonic()
     with trickle.server:
-        error, calls = _get_repo(kind, sandbox, tmp_path, [trickle.fault] * 20, timeout=0.2)
-    assert isinstance(error, atrepo.TransportError)
+        error, calls = _get_repo(kind, sandbox, tmp_path, [trickle.fault] * 20, **options)
+    assert isinstance(error, atrepo.TransportError) and phrase in str(error)
     assert urlsplit(sandbox.pds_url).netloc in str(error) and "getRepo" in str(error.url)
-    assert "timed out" in str(error) and calls == 5
-    assert time.monotonic() - started < 5  # 5 attempts of ~0.2 s; the body would take 20 s
+    assert calls == 5  # every attempt of the retry budget, each cut short
+    assert time.monotonic() - started < within
     assert not list((tmp_path / kind / "downloads").glob("*"))  # no partial file left
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_trickle_slower_than_the_timeout_in_total_fails(kind, sandbox, tmp_path):
-    """Each piece comes within ``timeout``, but the whole body takes far longer."""
-    trickle = _Trickle(sandbox, chunks=15, gap=0.1)
-    started = time.monotonic()
-    with trickle.server:
-        error, _ = _get_repo(kind, sandbox, tmp_path, [trickle.fault] * 20, body_timeout=0.3)
-    assert isinstance(error, atrepo.TransportError) and "too slow" in str(error)
-    assert urlsplit(sandbox.pds_url).netloc in str(error)
-    assert time.monotonic() - started < 4.0  # 5 attempts cut at ~0.3 s; uncut, 7.5 s

@@ -13,18 +13,26 @@ import asyncio
 import json
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from _loopback import KINDS, _AsyncNoDns, _NoDns
+from _loopback import (
+    KINDS,
+    _AsyncLoopbackTransport,
+    _AsyncNoDns,
+    _LoopbackTransport,
+    _NoDns,
+    client,
+)
 from _servers import LoopbackServer, Reply
 from atrepo._flows.effects import Flow, HttpGet, Sleep
 from atrepo._io.drivers import AsyncHostLimits, HostLimits, run_async, run_sync
 from atrepo.errors import TransportError
-from atrepo.client import AsyncClient, Client
+from atrepo.client import Client
 from atrepo.testing import SigningKey, make_repo_car
 
 REPOS = 12
@@ -72,17 +80,16 @@ class _Network:
 
 
 def _fetch(kind: str, net: _Network, tmp_path: Any, per_host: int) -> Any:
-    options = {"plc_url": net.plc.url, "cache_dir": tmp_path / kind, "progress": False,
-               "max_concurrency": 8, "max_per_host": per_host}
+    hosts = SimpleNamespace(plc_url=net.plc.url, pds_url=net.pds.url)
+    made = client(kind, hosts, tmp_path / kind, max_concurrency=8, max_per_host=per_host)
     dids = list(net.cars)
-    if kind == "sync":
-        with Client(http=httpx.Client(trust_env=False), dns=_NoDns(), **options) as client:
-            return client.fetch_records(dids), client.last_errors
+    if isinstance(made, Client):
+        with made:
+            return made.fetch_records(dids), made.last_errors
 
     async def go() -> Any:
-        async with AsyncClient(http=httpx.AsyncClient(trust_env=False), dns=_AsyncNoDns(),
-                               **options) as client:
-            return await client.fetch_records(dids), client.last_errors
+        async with made:
+            return await made.fetch_records(dids), made.last_errors
 
     return asyncio.run(go())
 
@@ -121,6 +128,33 @@ def _ok(path: str) -> Reply:
     return 200, {"content-type": "text/plain"}, b"ok"
 
 
+def _drive(kind: str, flows: list[Flow[Any]], slots: int) -> list[Any]:
+    """Run ``flows`` at once (threads or tasks) under one HostLimits of ``slots`` per origin."""
+    if kind == "sync":
+        limits = HostLimits(slots)
+        results: list[Any] = [None] * len(flows)
+
+        def one(i: int, http: httpx.Client) -> None:
+            results[i] = run_sync(flows[i], http, _NoDns(), limits=limits)
+
+        with httpx.Client(transport=_LoopbackTransport(), trust_env=False) as http:
+            threads = [threading.Thread(target=one, args=(i, http)) for i in range(len(flows))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+        return results
+
+    async def go() -> list[Any]:
+        limits = AsyncHostLimits(slots)
+        async with httpx.AsyncClient(transport=_AsyncLoopbackTransport(),
+                                     trust_env=False) as http:
+            return list(await asyncio.gather(*(run_async(flow, http, _AsyncNoDns(),
+                                                         limits=limits) for flow in flows)))
+
+    return asyncio.run(go())
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_backoff_sleep_holds_no_slot(kind):
     """With one slot, a request goes out while another flow sleeps between its requests."""
@@ -129,24 +163,7 @@ def test_backoff_sleep_holds_no_slot(kind):
         first = _get_then_sleep(server.url + "/a", 1.0, marks, "first")
         second = _wait_then_get(server.url + "/b", 0.2, marks, "second")
         started = time.monotonic()
-        if kind == "sync":
-            limits = HostLimits(1)
-            with httpx.Client(trust_env=False) as http:
-                threads = [threading.Thread(target=run_sync, args=(flow, http, _NoDns()),
-                                            kwargs={"limits": limits})
-                           for flow in (first, second)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join(10)
-        else:
-            async def go() -> None:
-                limits = AsyncHostLimits(1)
-                async with httpx.AsyncClient(trust_env=False) as http:
-                    await asyncio.gather(*(run_async(flow, http, _AsyncNoDns(), limits=limits)
-                                           for flow in (first, second)))
-
-            asyncio.run(go())
+        _drive(kind, [first, second], 1)
     assert marks == ["first got", "second got", "first done"]
     assert time.monotonic() - started < 5
 
@@ -161,24 +178,7 @@ def test_each_origin_has_its_own_slots(kind):
         return _ok(path)
 
     with LoopbackServer(meet) as one, LoopbackServer(meet) as two:
-        flows = [_get_then_sleep(server.url + "/", 0, [], "x") for server in (one, two)]
-        if kind == "sync":
-            limits = HostLimits(1)
-            with httpx.Client(trust_env=False) as http:
-                threads = [threading.Thread(target=run_sync, args=(flow, http, _NoDns()),
-                                            kwargs={"limits": limits}) for flow in flows]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join(10)
-        else:
-            async def go() -> None:
-                limits = AsyncHostLimits(1)
-                async with httpx.AsyncClient(trust_env=False) as http:
-                    await asyncio.gather(*(run_async(flow, http, _AsyncNoDns(), limits=limits)
-                                           for flow in flows))
-
-            asyncio.run(go())
+        _drive(kind, [_get_then_sleep(server.url + "/", 0, [], "x") for server in (one, two)], 1)
     assert not gate.broken and one.paths == ["/"] and two.paths == ["/"]
 
 
@@ -198,13 +198,4 @@ def test_invalid_url_under_limits_is_a_transport_error(kind):
             return exc.message
         return "no error"
 
-    if kind == "sync":
-        with httpx.Client(trust_env=False) as http:
-            outcome = run_sync(flow(), http, _NoDns(), limits=HostLimits(1))
-    else:
-        async def go() -> str:
-            async with httpx.AsyncClient(trust_env=False) as http:
-                return await run_async(flow(), http, _AsyncNoDns(), limits=AsyncHostLimits(1))
-
-        outcome = asyncio.run(go())
-    assert outcome == "invalid URL"
+    assert _drive(kind, [flow()], 1) == ["invalid URL"]

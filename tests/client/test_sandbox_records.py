@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _loopback import paged
 
 from atrepo.errors import AtrepoError, SandboxError
 from atrepo.sandbox import Sandbox
@@ -27,17 +28,9 @@ def http() -> Iterator[httpx.Client]:
 
 def listed(http: httpx.Client, sandbox: Sandbox, collection: str) -> dict[str, dict[str, Any]]:
     """uri -> {"cid", "value"} of alice's records in ``collection`` (listRecords, paged)."""
-    out: dict[str, dict[str, Any]] = {}
-    params: dict[str, Any] = {"repo": sandbox.account("alice.test")["did"],
-                              "collection": collection, "limit": 100}
-    while True:
-        res = http.get(f"{sandbox.pds_url}/xrpc/com.atproto.repo.listRecords", params=params)
-        assert res.status_code == 200, res.text
-        body = res.json()
-        out.update({rec["uri"]: rec for rec in body["records"]})
-        if not body["records"] or not body.get("cursor"):
-            return out
-        params["cursor"] = body["cursor"]
+    return {rec["uri"]: rec for rec in paged(
+        http, f"{sandbox.pds_url}/xrpc/com.atproto.repo.listRecords", "records",
+        repo=sandbox.account("alice.test")["did"], collection=collection, limit=100)}
 
 
 def test_create_put_delete_round_trip(sandbox: Sandbox, http: httpx.Client) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _loopback import paged
 
 import atrepo
 from atrepo.crypto import parse_legacy_key
@@ -51,21 +52,12 @@ def xrpc(http: httpx.Client, sandbox: Any, method: str, **params: Any) -> httpx.
 def list_records(http: httpx.Client, sandbox: Any, did: str,
                  collection: str) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"repo": did, "collection": collection, "limit": 50}
-        if cursor:
-            params["cursor"] = cursor
-        res = xrpc(http, sandbox, "com.atproto.repo.listRecords", **params)
-        assert res.status_code == 200, res.text
-        body = res.json()
-        for rec in body["records"]:
-            prefix = f"at://{did}/{collection}/"
-            assert rec["uri"].startswith(prefix)
-            out.append((collection, rec["uri"][len(prefix):], rec["cid"]))
-        cursor = body.get("cursor")
-        if not body["records"] or not cursor:
-            return out
+    prefix = f"at://{did}/{collection}/"
+    for rec in paged(http, f"{sandbox.pds_url}/xrpc/com.atproto.repo.listRecords", "records",
+                     repo=did, collection=collection, limit=50):
+        assert rec["uri"].startswith(prefix)
+        out.append((collection, rec["uri"][len(prefix):], rec["cid"]))
+    return out
 
 
 def test_plc_serves_did_documents(sandbox: Any, http: httpx.Client) -> None:
@@ -126,20 +118,11 @@ def test_get_repo_verifies_and_matches_list_records(sandbox: Any, http: httpx.Cl
 
 def test_list_repos_reports_account_status(sandbox: Any, http: httpx.Client) -> None:
     repos: dict[str, dict[str, Any]] = {}
-    cursor = None
-    while True:  # limit=2 so that the cursor is exercised
-        params: dict[str, Any] = {"limit": 2}
-        if cursor:
-            params["cursor"] = cursor
-        res = xrpc(http, sandbox, "com.atproto.sync.listRepos", **params)
-        assert res.status_code == 200, res.text
-        body = res.json()
-        for repo in body["repos"]:
-            assert repo["did"] not in repos
-            repos[repo["did"]] = repo
-        cursor = body.get("cursor")
-        if not body["repos"] or not cursor:
-            break
+    # limit=2 so that the cursor is exercised
+    for repo in paged(http, f"{sandbox.pds_url}/xrpc/com.atproto.sync.listRepos", "repos",
+                      limit=2):
+        assert repo["did"] not in repos
+        repos[repo["did"]] = repo
 
     did = {a["handle"].split(".")[0]: a["did"] for a in sandbox.accounts}
     # the deleted account is simply gone from listRepos
