@@ -6,7 +6,7 @@ in order. The process ends when stdin closes.
 
 Ops:
     ``open (path, size, mem_limit_mb, verify_cids)``: index a CAR file and keep it open.
-    ``walk (path, size, mem_limit_mb, verify_cids, subtree, key_ranges)``: collect one subtree.
+    ``walk (path, size, mem_limit_mb, verify_cids, subtree)``: collect one subtree.
     ``decode (path, size, mem_limit_mb, verify_cids, cids)``: decode one batch of records.
 
 ``size`` is how much of the file the caller indexed (None: all of it): a store pack may
@@ -20,7 +20,6 @@ import os
 import pickle
 import struct
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from . import car, mst
@@ -43,10 +42,9 @@ def _car(path: str, size: int | None, mem_limit_mb: float, verify_cids: bool) ->
 
 
 def _walk(path: str, size: int | None, mem_limit_mb: float, verify_cids: bool,
-          piece: mst.Subtree, key_ranges: Sequence[tuple[str, str]] | None
-          ) -> tuple[list[bytes], list[bytes]]:
+          piece: mst.Subtree) -> tuple[list[bytes], list[bytes]]:
     carfile = _car(path, size, mem_limit_mb, verify_cids)
-    return mst.collect_subtree(carfile.get_raw, piece, key_ranges)
+    return mst.collect_subtree(carfile.get_raw, piece)
 
 
 def _handle(op: str, args: tuple[Any, ...]) -> Any:

@@ -81,12 +81,12 @@ def _fast_tag(tag: cbor2.CBORTag, immutable: bool) -> Link:
     return Link(link_bytes(tag))
 
 
-def _decode_error(exc: Exception) -> DecodeError:
+def decode_error(exc: BaseException, summary: str = "invalid DAG-CBOR") -> DecodeError:
     """The DecodeError for a cbor2 failure; our own tag-hook errors arrive wrapped by cbor2."""
     for err in (exc, exc.__cause__, exc.__context__):
         if isinstance(err, DecodeError):
             return err
-    return DecodeError("invalid DAG-CBOR", detail=str(exc)[:200])
+    return DecodeError(summary, detail=str(exc)[:200])
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
@@ -103,7 +103,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     try:
         value = loads(data, _strict_tag)
     except CBOR_ERRORS as exc:
-        raise _decode_error(exc) from exc
+        raise decode_error(exc) from exc
     if encode(value) != data:
         raise DecodeError("DAG-CBOR is not in canonical form, or has trailing bytes",
                           hint="keys must be sorted, lengths and integers minimal")
@@ -122,7 +122,7 @@ def decode_fast(data: bytes) -> Any:
     try:
         return loads(data, _fast_tag)
     except CBOR_ERRORS as exc:
-        raise _decode_error(exc) from exc
+        raise decode_error(exc) from exc
 
 
 def check_value(value: Any, depth: int = 0) -> None:

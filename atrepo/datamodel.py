@@ -25,14 +25,15 @@ import cbor2
 import multiformats
 import orjson
 
+from . import cbor
 from .cbor import (
     CBOR_ERRORS,
     INT_MAX,
     INT_MIN,
     MAX_DEPTH,
-    STRICT_TAGS,
     Link,
     check_value,
+    decode_error,
     link_bytes,
 )
 from .cid import CID, cid_str
@@ -175,9 +176,7 @@ def record_json(data: bytes) -> str:
         '{"$type":"z"}'
     """
     try:
-        value = cbor2.loads(data, tag_hook=_link_object, semantic_decoders=STRICT_TAGS,
-                            allow_indefinite=False, allow_duplicate_keys=False,
-                            strict_hashable_types=True, max_depth=MAX_DEPTH)
+        value = cbor.loads(data, _link_object)
         if type(value) is not dict or data[:2] == b"\xd8\x2a":
             raise DecodeError("record is not a map", type=type(value).__name__)
         # a float starts with byte f9, fa or fb and an integer above 2^63 - 1 with 1b: a
@@ -189,11 +188,4 @@ def record_json(data: bytes) -> str:
     except DecodeError:
         raise
     except (orjson.JSONEncodeError, *CBOR_ERRORS) as exc:
-        raise _error_from(exc) from exc
-
-
-def _error_from(exc: BaseException) -> DecodeError:
-    for err in (exc.__cause__, exc.__context__):
-        if isinstance(err, DecodeError):
-            return err
-    return DecodeError("undecodable record", detail=str(exc)[:200])
+        raise decode_error(exc, "undecodable record") from exc

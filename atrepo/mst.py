@@ -271,8 +271,7 @@ class Subtree:
     depth: int
 
 
-def plan(fetch: Fetch, root: bytes, pieces: int,
-         key_ranges: Sequence[KeyRange] | None = None) -> list[Subtree | tuple[bytes, bytes]]:
+def plan(fetch: Fetch, root: bytes, pieces: int) -> list[Subtree | tuple[bytes, bytes]]:
     """Split a tree into at least ``pieces`` subtrees (where it has them), in key order.
 
     Returns subtrees to walk (with :func:`collect_subtree`) interleaved with the leaves of
@@ -280,8 +279,7 @@ def plan(fetch: Fetch, root: bytes, pieces: int,
     Those leaves are checked to ascend; each subtree is checked inside its own interval
     when it is walked, so the pieces together are as strictly checked as one walk.
     """
-    ranges = _byte_ranges(key_ranges)
-    walker = _Walker(fetch, ranges)
+    walker = _Walker(fetch)
     items: list[Subtree | tuple[bytes, bytes]] = [Subtree(root, None, None, None, 0)]
     while sum(isinstance(i, Subtree) for i in items) < pieces:
         opened: list[Subtree | tuple[bytes, bytes]] = []
@@ -292,7 +290,7 @@ def plan(fetch: Fetch, root: bytes, pieces: int,
                 continue
             node = walker.node(item.cid, item.parent_layer, item.depth)
             layer = _layer(node, item.parent_layer)
-            opened.extend(_open(node, item, layer, ranges))
+            opened.extend(_open(node, item, layer, None))
             progressed = True
         items = opened
         if not progressed:
@@ -321,15 +319,13 @@ def _open(node: Node, item: Subtree, layer: int | None,
     return out
 
 
-def collect_subtree(fetch: Fetch, piece: Subtree,
-                    key_ranges: Sequence[KeyRange] | None = None
-                    ) -> tuple[list[bytes], list[bytes]]:
+def collect_subtree(fetch: Fetch, piece: Subtree) -> tuple[list[bytes], list[bytes]]:
     """Return (keys, values) of one :class:`Subtree` from :func:`plan`, checked as in a walk.
 
     Keys must lie strictly inside the piece's (lo, hi) interval, which is what keeps pieces
     walked separately (even in other processes) as strict as one whole walk.
     """
-    walker = _Walker(fetch, _byte_ranges(key_ranges), last=piece.lo or b"")
+    walker = _Walker(fetch, last=piece.lo or b"")
     walker.subtree(piece.cid, piece.lo, piece.hi, piece.parent_layer, piece.depth)
     return walker.keys, walker.values
 

@@ -196,7 +196,7 @@ def _walk_in_parallel(car: CarFile, root: bytes, workers: int) -> tuple[list[byt
 
     def remote(worker: Worker, piece: mst.Subtree) -> tuple[list[bytes], list[bytes]]:
         result: tuple[list[bytes], list[bytes]] = worker.call(
-            "walk", car.path, car.size, car.mem_limit_mb, car.verify_cids, piece, None)
+            "walk", car.path, car.size, car.mem_limit_mb, car.verify_cids, piece)
         return result
 
     walked = iter(run_jobs(subtrees, local, remote, workers))
