@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from ._text import preview as _preview
 from .crypto import parse_legacy_key, parse_multikey
 from .errors import ResolutionError, SignatureError
 from .syntax import is_handle
@@ -168,11 +169,6 @@ def _is_service_url(url: str) -> bool:
         return False
     return (parts.scheme in ("https", "http") and bool(host) and not parts.query
             and not parts.fragment and "@" not in parts.netloc)
-
-
-def _preview(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Identity(BaseModel):

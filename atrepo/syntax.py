@@ -2,9 +2,9 @@
 
 Each ``is_*`` function answers one question, "is this string syntactically valid as X?",
 returns a ``bool`` and never raises: non-``str`` input is simply ``False``. The rules follow
-the atproto specs (https://atproto.com/specs/...) and are pinned down by the shared interop
-vectors in ``/work/shared/interop/syntax/``; where the prose spec and the vectors disagree,
-the vectors win and the function docstring says so.
+the atproto specs (https://atproto.com/specs/...) and are pinned down by the atproto interop
+test vectors (bluesky-social/atproto-interop-tests, ``syntax/``); where the prose spec and the
+vectors disagree, the vectors win and the function docstring says so.
 
 The two ``parse_*``/``split_*`` helpers raise :class:`atrepo.errors.DecodeError` instead.
 
@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ._text import preview as _preview
 from .errors import DecodeError
 
 __all__ = [
@@ -100,18 +101,6 @@ _GRANDFATHERED = frozenset(
         "zh-min-nan", "zh-xiang",
     }
 )
-
-_PREVIEW_MAX = 80
-
-
-def _preview(value: object) -> str:
-    """Return a short ``repr`` of ``value`` for error messages.
-
-    Why: inputs can be 8 KB strings or arbitrary objects; messages should stay one line.
-    """
-    text = repr(value)
-    return text if len(text) <= _PREVIEW_MAX else text[: _PREVIEW_MAX - 3] + "..."
-
 
 def is_handle(value: object) -> bool:
     """Check handle syntax: a DNS hostname of at least two labels.

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+from .._text import preview as _preview
 from ..errors import DecodeError, ResolutionError, TransportError
 from ..identity import DidDocument, Identity
 from ..syntax import is_did, is_handle, parse_at_uri
@@ -419,9 +420,3 @@ def _identity(doc: DidDocument, handle: str | None, *, verified: bool) -> Identi
 
 def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
-
-
-def _preview(value: object, limit: int = 80) -> str:
-    """Return a one-line, bounded ``repr`` for error messages (inputs may be huge)."""
-    text = value if isinstance(value, str) and value.isprintable() else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
