@@ -21,15 +21,17 @@ blocks whose bytes were already checked against their CID, and return links as
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import cbor2
 import multiformats
 
+from ._text import preview
 from .cid import CID
 from .errors import DecodeError
 
-__all__ = ["Link", "check_value", "decode", "decode_fast", "encode", "loads"]
+__all__ = ["Link", "check_int", "check_value", "decode", "decode_fast", "encode", "loads",
+           "reject_float"]
 
 MAX_DEPTH = 128  # nesting deeper than any real record; bounds recursion in checks and cbor2
 INT_MIN = -(2**63)
@@ -99,6 +101,8 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
         >>> decode(bytes.fromhex("a2616101616282f5f6"))
         {'a': 1, 'b': [True, None]}
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("DAG-CBOR input is not bytes", type=type(data).__name__)
     data = bytes(data)
     try:
         value = loads(data, _strict_tag)
@@ -125,6 +129,22 @@ def decode_fast(data: bytes) -> Any:
         raise decode_error(exc) from exc
 
 
+def check_int(value: int) -> int:
+    """Return ``value`` if it is a signed 64-bit integer, as the data model requires.
+
+    Raises:
+        DecodeError: when it is out of range.
+    """
+    if not INT_MIN <= value <= INT_MAX:
+        raise DecodeError("integer outside the signed 64-bit range", value=preview(value))
+    return value
+
+
+def reject_float(value: float) -> NoReturn:
+    """Raise the DecodeError for a float, which the atproto data model does not allow."""
+    raise DecodeError("floats are not allowed in the atproto data model", value=value)
+
+
 def check_value(value: Any, depth: int = 0) -> None:
     """Raise DecodeError unless ``value`` holds only data-model types (no floats, 64-bit ints)."""
     if depth > MAX_DEPTH:
@@ -133,16 +153,15 @@ def check_value(value: Any, depth: int = 0) -> None:
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise DecodeError("map key is not a string", key=repr(key)[:50])
+                raise DecodeError("map key is not a string", key=preview(key, 50))
             check_value(item, depth + 1)
     elif kind is list:
         for item in value:
             check_value(item, depth + 1)
     elif kind is int:
-        if not INT_MIN <= value <= INT_MAX:
-            raise DecodeError("integer outside the signed 64-bit range", value=value)
+        check_int(value)
     elif kind is float:
-        raise DecodeError("floats are not allowed in the atproto data model", value=value)
+        reject_float(value)
     elif value is None or kind in (str, bytes, bool, Link) or isinstance(value, multiformats.CID):
         return
     else:

@@ -23,10 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ._varint import encode_varint
+from ._text import preview
 from .errors import SignatureError
 
 __all__ = [
+    "BytesLike",
     "Curve",
+    "MAX_KEY_CHARS",
     "PublicKey",
     "format_did_key",
     "parse_did_key",
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 Curve: TypeAlias = Literal["p256", "k256"]
+BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 DID_KEY_PREFIX: Final = "did:key:"
 BASE58BTC_PREFIX: Final = "z"
@@ -66,6 +70,11 @@ _UNCOMPRESSED_LEN: Final = 65
 _SIGNATURE_LEN: Final = 64
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _CACHE_SIZE: Final = 16_384
+
+# Longest key text parsed: base58 decoding is quadratic in the length (300,000 characters
+# took 23 s), and the longest atproto key, an uncompressed point with its multicodec
+# prefix, is under 100 characters.
+MAX_KEY_CHARS: Final = 200
 
 _B58_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX: Final[dict[str, int]] = {char: i for i, char in enumerate(_B58_ALPHABET)}
@@ -151,7 +160,7 @@ def format_did_key(curve: Curve, compressed_point: bytes) -> str:
     if prefix is None:
         raise SignatureError("unsupported curve", curve=curve,
                              hint="atproto uses 'p256' or 'k256'")
-    point = bytes(compressed_point)
+    point = bytes(_require_bytes(compressed_point, "public key point"))
     if len(point) != _COMPRESSED_LEN or point[0] not in (2, 3):
         raise SignatureError("not a compressed public key point", curve=curve,
                              length=len(point))
@@ -219,14 +228,14 @@ def _parse_prefixed(multibase: str, key: str) -> PublicKey:
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_did_key_cached(did_key: str) -> PublicKey:
     if not did_key.startswith(DID_KEY_PREFIX):
-        raise SignatureError("not a did:key", key=did_key,
+        raise SignatureError("not a did:key", key=preview(did_key),
                              hint="expected 'did:key:z...'")
-    return _parse_prefixed(did_key[len(DID_KEY_PREFIX):], did_key)
+    return _parse_prefixed(did_key[len(DID_KEY_PREFIX):], preview(did_key, MAX_KEY_CHARS))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse_multikey_cached(multibase: str) -> PublicKey:
-    return _parse_prefixed(multibase, multibase)
+    return _parse_prefixed(multibase, preview(multibase, MAX_KEY_CHARS))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -234,17 +243,29 @@ def _parse_legacy_cached(type_: str, multibase: str) -> PublicKey:
     if type_ == _MULTIKEY_TYPE:
         return _parse_multikey_cached(multibase)
     curve = _LEGACY_TYPES.get(type_)
+    key = preview(multibase, MAX_KEY_CHARS)
     if curve is None:
-        raise SignatureError("unsupported verification method type", key=multibase,
-                             type=type_, hint="expected Multikey, "
+        raise SignatureError("unsupported verification method type", key=key,
+                             type=preview(type_), hint="expected Multikey, "
                              + " or ".join(sorted(_LEGACY_TYPES)))
-    return _load_point(curve, _decode_multibase(multibase, multibase), multibase)
+    return _load_point(curve, _decode_multibase(multibase, key), key)
 
 
 def _require_str(value: object, what: str) -> str:
+    """Return ``value`` if it is a string of at most :data:`MAX_KEY_CHARS`, else raise."""
     if not isinstance(value, str):
-        raise SignatureError(f"{what} is not a string", key=repr(value),
+        raise SignatureError(f"{what} is not a string", key=preview(value),
                              got=type(value).__name__)
+    if len(value) > MAX_KEY_CHARS:
+        raise SignatureError(f"{what} is too long", key=preview(value), length=len(value),
+                             max_chars=MAX_KEY_CHARS)
+    return value
+
+
+def _require_bytes(value: object, what: str) -> BytesLike:
+    """Return ``value`` if it is bytes-like, else raise SignatureError naming ``what``."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise SignatureError(f"{what} is not bytes", got=type(value).__name__)
     return value
 
 
@@ -309,11 +330,16 @@ def parse_legacy_key(type: str, multibase: str) -> PublicKey:  # noqa: A002 - DI
                                 _require_str(multibase, "publicKeyMultibase"))
 
 
-def _signature_problem(key: PublicKey, message: bytes, signature: bytes) -> str | None:
-    """Returns why ``signature`` does not verify ``message`` under ``key``, or None if it does."""
-    if len(signature) != _SIGNATURE_LEN:
+def _signature_problem(key: PublicKey, message: BytesLike, signature: BytesLike) -> str | None:
+    """Returns why ``signature`` does not verify ``message`` under ``key``, or None if it does.
+
+    Raises:
+        SignatureError: ``message`` or ``signature`` is not bytes-like.
+    """
+    data = bytes(_require_bytes(message, "signed message"))
+    sig = bytes(_require_bytes(signature, "signature"))
+    if len(sig) != _SIGNATURE_LEN:
         return "signature is not a 64-byte compact r||s signature"
-    sig = bytes(signature)
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
     if not 0 < r < _ORDER[key.curve] or not 0 < s < _ORDER[key.curve]:
@@ -321,7 +347,7 @@ def _signature_problem(key: PublicKey, message: bytes, signature: bytes) -> str 
     if s > _HALF_ORDER[key.curve]:
         return "signature is high-S"
     try:
-        key.key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
+        key.key.verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
     except InvalidSignature:
         return "signature does not verify"
     return None
@@ -331,7 +357,7 @@ def _as_key(did_key: str | PublicKey) -> PublicKey:
     return did_key if isinstance(did_key, PublicKey) else parse_did_key(did_key)
 
 
-def verify_signature(did_key: str | PublicKey, message: bytes, signature: bytes) -> bool:
+def verify_signature(did_key: str | PublicKey, message: BytesLike, signature: BytesLike) -> bool:
     """Returns whether ``signature`` is a valid atproto signature of ``message``.
 
     The signature must be ECDSA over SHA-256 of ``message``, in the 64-byte compact
@@ -347,12 +373,13 @@ def verify_signature(did_key: str | PublicKey, message: bytes, signature: bytes)
         True if the signature verifies, False otherwise.
 
     Raises:
-        SignatureError: only when ``did_key`` is a malformed did:key.
+        SignatureError: only when ``did_key`` is a malformed did:key, or ``message`` or
+            ``signature`` is not bytes.
     """
     return _signature_problem(_as_key(did_key), message, signature) is None
 
 
-def verify_commit(commit_unsigned_bytes: bytes, sig: bytes, did_key: str, *,
+def verify_commit(commit_unsigned_bytes: BytesLike, sig: BytesLike, did_key: str, *,
                   did: str | None = None) -> None:
     """Returns None if a repository commit's signature verifies, and raises otherwise.
 

@@ -18,7 +18,6 @@ slower file-like decoder per record (see docs/reading.md).
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 import cbor2
@@ -26,40 +25,62 @@ import multiformats
 import orjson
 
 from . import cbor
+from ._text import preview
 from .cbor import (
     CBOR_ERRORS,
-    INT_MAX,
-    INT_MIN,
     MAX_DEPTH,
     Link,
+    check_int,
     check_value,
     decode_error,
     link_bytes,
+    reject_float,
 )
 from .cid import CID, cid_str
 from .errors import DecodeError
 
 __all__ = ["from_json", "record_json", "to_json"]
 
+
 def to_json(value: Any) -> Any:
     """Return ``value`` in the JSON data model: links as ``$link``, bytes as ``$bytes``.
+
+    Raises:
+        DecodeError: when ``value`` holds something the data model does not (floats,
+            integers beyond 64 bits, non-string map keys, other types), as
+            :func:`atrepo.cbor.encode` would.
 
     Example:
         >>> to_json({"b": b"\\x01\\x02", "n": [1, None]})
         {'b': {'$bytes': 'AQI'}, 'n': [1, None]}
     """
+    return _to_json(value, 0)
+
+
+def _to_json(value: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise DecodeError("value nested too deeply", max_depth=MAX_DEPTH)
     kind = type(value)
     if kind is dict:
-        return {key: to_json(item) for key, item in value.items()}
+        for key in value:
+            if type(key) is not str:
+                raise DecodeError("map key is not a string", key=preview(key, 50))
+        return {key: _to_json(item, depth + 1) for key, item in value.items()}
     if kind is list:
-        return [to_json(item) for item in value]
+        return [_to_json(item, depth + 1) for item in value]
     if kind is bytes:
         return {"$bytes": _b64(value)}
     if kind is Link:
         return {"$link": cid_str(value)}
     if isinstance(value, multiformats.CID):
         return {"$link": str(CID.from_raw(bytes(value)))}
-    return value
+    if kind is int:
+        return check_int(value)
+    if value is None or kind is str or kind is bool:
+        return value
+    if kind is float:
+        reject_float(value)
+    raise DecodeError("type not allowed in the data model", type=kind.__name__)
 
 
 def from_json(obj: Any) -> Any:
@@ -85,20 +106,21 @@ def _from_json(obj: Any, depth: int) -> Any:
     if kind is list:
         return [_from_json(item, depth + 1) for item in obj]
     if kind is int:
-        if not INT_MIN <= obj <= INT_MAX:
-            raise DecodeError("integer outside the signed 64-bit range", value=obj)
-        return obj
+        return check_int(obj)
     if obj is None or kind is str or kind is bool:
         return obj
     if kind is float:
-        raise DecodeError("floats are not allowed in the atproto data model", value=obj)
+        # JSON has one number type: 123.0 is the integer 123 (parsers hand it over as a float)
+        if obj.is_integer():
+            return check_int(int(obj))
+        reject_float(obj)
     raise DecodeError("type not allowed in the JSON data model", type=kind.__name__)
 
 
 def _from_json_object(obj: dict[str, Any], depth: int) -> Any:
     for key in obj:
         if type(key) is not str:
-            raise DecodeError("object key is not a string", key=repr(key)[:50])
+            raise DecodeError("object key is not a string", key=preview(key, 50))
     if "$link" in obj:
         return _parse_link(obj)
     if "$bytes" in obj:
@@ -114,36 +136,41 @@ def _from_json_object(obj: dict[str, Any], depth: int) -> Any:
 def _parse_link(obj: dict[str, Any]) -> CID:
     link = obj["$link"]
     if len(obj) != 1 or type(link) is not str:
-        raise DecodeError("malformed $link object", value=repr(obj)[:100],
+        raise DecodeError("malformed $link object", value=preview(obj, 100),
                           hint='expected exactly {"$link": "<cid string>"}')
-    return CID.decode(link)
+    try:
+        return CID.decode(link)
+    except DecodeError as exc:
+        raise DecodeError("malformed $link object: not a CID", value=preview(link, 100),
+                          hint=exc.message) from exc
 
 
 def _parse_bytes(obj: dict[str, Any]) -> bytes:
     text = obj["$bytes"]
     if len(obj) != 1 or type(text) is not str:
-        raise DecodeError("malformed $bytes object", value=repr(obj)[:100],
+        raise DecodeError("malformed $bytes object", value=preview(obj, 100),
                           hint='expected exactly {"$bytes": "<base64>"}')
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error as exc:
-        raise DecodeError("malformed $bytes object: not base64", value=text[:100]) from exc
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character
+        raise DecodeError("malformed $bytes object: not base64",
+                          value=preview(text, 100)) from exc
 
 
 def _check_type_field(obj: dict[str, Any]) -> None:
     kind = obj["$type"]
     if type(kind) is not str or not kind:
-        raise DecodeError("$type must be a non-empty string", value=repr(kind)[:100])
+        raise DecodeError("$type must be a non-empty string", value=preview(kind, 100))
 
 
 def _check_blob(value: dict[str, Any]) -> None:
     ref, mime, size = value.get("ref"), value.get("mimeType"), value.get("size")
     if not isinstance(ref, multiformats.CID):
-        raise DecodeError("blob needs a $link 'ref'", value=repr(ref)[:100])
+        raise DecodeError("blob needs a $link 'ref'", value=preview(ref, 100))
     if type(mime) is not str or not mime:
-        raise DecodeError("blob needs a string 'mimeType'", value=repr(mime)[:100])
+        raise DecodeError("blob needs a string 'mimeType'", value=preview(mime, 100))
     if type(size) is not int or size < 0:
-        raise DecodeError("blob needs a non-negative integer 'size'", value=repr(size)[:100])
+        raise DecodeError("blob needs a non-negative integer 'size'", value=preview(size, 100))
 
 
 def _b64(data: bytes) -> str:

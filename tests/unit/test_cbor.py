@@ -316,3 +316,29 @@ def test_encode_int_boundaries() -> None:
 def test_encode_bool_is_not_int() -> None:
     assert cbor.encode(True) == b"\xf5"
     assert cbor.encode({"a": False}) == H("a16161f4")
+
+
+@pytest.mark.parametrize("data", ["a0", None, 5, 1.5, [0xa0]], ids=repr)
+def test_decode_refuses_what_is_not_bytes(data: object) -> None:
+    # an int was taken as a count of zero bytes (bytes(5)), a str raised TypeError
+    err = _rejects(cbor.decode, data)
+    assert err.message == "DAG-CBOR input is not bytes"
+    assert err.fields["type"] == type(data).__name__
+    _rejects(cbor.decode_fast, data)
+
+
+def test_bytes_like_inputs_decode() -> None:
+    assert cbor.decode(bytearray(H("a16161f4"))) == {"a": False}
+    assert cbor.decode(memoryview(H("a16161f4"))) == {"a": False}
+
+
+def test_huge_int_error_is_short() -> None:
+    # Python refuses to print integers of more than 4,300 digits, so the message names a size
+    err = _rejects(cbor.encode, {"a": [10**5000]})
+    assert err.fields["value"] == "<16610-bit integer>"
+    assert cbor.check_int(INT_MIN) == INT_MIN
+
+
+def test_non_string_key_error_is_printable() -> None:
+    err = _rejects(cbor.encode, {b"\x00" * 1000: 1})
+    assert str(err).isprintable() and len(str(err)) < 200

@@ -111,7 +111,8 @@ def test_valid_signature_verifies(private: ec.EllipticCurvePrivateKey, curve: st
     assert verify_signature(did_key, MESSAGE, sig) is True
     assert verify_signature(parse_did_key(did_key), MESSAGE, sig) is True
     assert verify_signature(did_key, bytearray(MESSAGE), bytearray(sig)) is True
-    assert verify_commit(MESSAGE, sig, did_key, did="did:plc:abc") is None
+    assert verify_signature(did_key, memoryview(MESSAGE), memoryview(sig)) is True
+    verify_commit(MESSAGE, sig, did_key, did="did:plc:abc")  # returns, does not raise
 
 
 def test_empty_message_verifies(private: ec.EllipticCurvePrivateKey, curve: str,
@@ -337,6 +338,33 @@ def test_non_string_key_raises_signature_error() -> None:
         parse_legacy_key(["Multikey"], "z")  # type: ignore[arg-type]
 
 
+
+@pytest.mark.parametrize("parse", [parse_did_key, parse_multikey,
+                                   lambda text: parse_legacy_key("Multikey", text)])
+def test_overlong_key_is_refused_before_decoding(parse: object) -> None:
+    # base58 decoding is quadratic: a 300,000-character did:key took 23 s before the cap
+    text = "did:key:z" + "2" * 300_000
+    with pytest.raises(SignatureError, match="too long") as info:
+        parse(text)  # type: ignore[operator]
+    assert info.value.fields["length"] == len(text)
+    assert info.value.fields["max_chars"] == crypto.MAX_KEY_CHARS
+    assert len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize(("signature", "message", "what", "got"), [
+    ("x" * 64, b"", "signature", "str"), (None, b"", "signature", "NoneType"),
+    (64, b"", "signature", "int"), (b"\x00" * 64, "x", "signed message", "str"),
+    (b"\x00" * 64, None, "signed message", "NoneType")])
+def test_verify_signature_refuses_non_bytes(did_key: str, signature: object, message: object,
+                                            what: str, got: str) -> None:
+    # these raised TypeError from len() or from cryptography
+    with pytest.raises(SignatureError, match=f"^{what} is not bytes") as info:
+        verify_signature(did_key, message, signature)  # type: ignore[arg-type]
+    assert info.value.fields["got"] == got
+    with pytest.raises(SignatureError, match=f"^{what} is not bytes"):
+        verify_commit(message, signature, did_key, did="did:plc:x")  # type: ignore[arg-type]
+
+
 def test_format_did_key_errors(private: ec.EllipticCurvePrivateKey) -> None:
     compressed = point(private, PublicFormat.CompressedPoint)
     with pytest.raises(SignatureError, match="unsupported curve"):
@@ -345,6 +373,8 @@ def test_format_did_key_errors(private: ec.EllipticCurvePrivateKey) -> None:
         format_did_key("k256", point(private, PublicFormat.UncompressedPoint))
     with pytest.raises(SignatureError, match="not a compressed"):
         format_did_key("k256", b"\x04" + compressed[1:])
+    with pytest.raises(SignatureError, match="public key point is not bytes"):
+        format_did_key("k256", None)  # type: ignore[arg-type]
 
 
 def test_known_did_key_vectors() -> None:

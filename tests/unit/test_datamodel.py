@@ -69,6 +69,18 @@ def test_from_json_int_boundaries_and_type_field() -> None:
     assert datamodel.from_json({"$type": "app.bsky.feed.post"}) == {"$type": "app.bsky.feed.post"}
 
 
+def test_from_json_integral_floats_are_integers() -> None:
+    # JSON has one number type, so "123.0" is the integer 123 (issue 13 item 22)
+    value = datamodel.from_json({"a": 123.0, "l": [0.0, -0.0, -7.0, 2.0**53],
+                                 "blob": dict(BLOB, size=10.0)})
+    assert value == {"a": 123, "l": [0, 0, -7, 2**53], "blob": dict(BLOB, size=10,
+                                                                  ref=CID_RAW)}
+    assert all(type(n) is int for n in [value["a"], *value["l"], value["blob"]["size"]])
+    assert datamodel.from_json(json.loads("123.0")) == 123
+    assert datamodel.from_json(-(2.0**63)) == INT_MIN  # the one float at a 64-bit bound
+    assert cbor.encode(value["a"]) == cbor.encode(123)
+
+
 def test_from_json_then_encode_round_trip() -> None:
     obj = {"$type": "x.y.z", "text": "héllo", "l": LINK_A, "b": {"$bytes": "AQI"},
            "blob": BLOB, "n": [0, -1, None, False]}
@@ -81,10 +93,14 @@ def test_from_json_then_encode_round_trip() -> None:
 
 FROM_JSON_REJECTED = {
     "float": {"a": 1.5},
-    "integral float": {"a": 1.0},
     "nan": {"a": math.nan},
+    "infinity": {"a": math.inf},
     "float in list": [1, 0.5],
-    "top-level float": 2.0,
+    "top-level float": 2.5,
+    "tiny float": 5e-324,
+    "integral float above 64 bits": 2.0**63,
+    "integral float below 64 bits": -(2.0**64),
+    "huge integral float": 1e300,
     "int above 64 bits": {"a": 2**63},
     "int below 64 bits": {"a": -(2**63) - 1},
     "$link not a string": {"$link": 1},
@@ -115,7 +131,7 @@ FROM_JSON_REJECTED = {
     "blob string size": {"$type": "blob", "ref": {"$link": str(CID_RAW)}, "mimeType": "a/b",
                          "size": "1"},
     "blob float size": {"$type": "blob", "ref": {"$link": str(CID_RAW)}, "mimeType": "a/b",
-                        "size": 1.0},
+                        "size": 1.5},
     "blob bool size": {"$type": "blob", "ref": {"$link": str(CID_RAW)}, "mimeType": "a/b",
                        "size": True},
     "non-string key": {1: 2},
@@ -143,6 +159,64 @@ def test_from_json_rejects_deep_nesting() -> None:
         deep = {"a": deep}
     _rejects(datamodel.from_json, deep)
 
+
+
+# issue 13 item 5: these raised IndexError and ValueError from underneath
+@pytest.mark.parametrize(("obj", "message", "shown"), [
+    ({"$link": "\x00"}, "malformed $link object: not a CID", "'\\x00'"),
+    ({"$link": "b"}, "malformed $link object: not a CID", "b"),
+    ({"$link": "z"}, "malformed $link object: not a CID", "z"),
+    ({"a": [{"$link": "\ud800"}]}, "malformed $link object: not a CID", "'\\ud800'"),
+    ({"$bytes": "é"}, "malformed $bytes object: not base64", "é"),
+    ({"$bytes": "A\x00"}, "malformed $bytes object: not base64", "'A\\x00'"),
+    ({"$bytes": "\ud800"}, "malformed $bytes object: not base64", "'\\ud800'"),
+])
+def test_from_json_hostile_link_and_bytes_name_the_value(obj: object, message: str,
+                                                         shown: str) -> None:
+    err = _rejects(datamodel.from_json, obj)
+    assert err.message == message
+    assert err.fields["value"] == shown
+    assert str(err).isprintable()
+
+
+def test_from_json_huge_values_give_short_messages() -> None:
+    err = _rejects(datamodel.from_json, {"a": 10**5000})  # too many digits to print
+    assert err.fields["value"] == "<16610-bit integer>"
+    nested: list[object] = [10**5000]
+    for _ in range(10_000):
+        nested = [nested]
+    err = _rejects(datamodel.from_json, {"$link": nested})
+    assert len(str(err)) < 300
+    err = _rejects(datamodel.from_json, {"$bytes": "!" * 1_000_000})
+    assert len(str(err)) < 300
+
+
+# --- to_json: rejected -------------------------------------------------------------------------
+
+TO_JSON_REJECTED = {
+    "float": {"a": 1.5},
+    "integral float": 1.0,  # a Python value: only JSON input has no separate integer type
+    "int above 64 bits": [2**63],
+    "huge int": 10**5000,
+    "non-string key": {1: 2},
+    "tuple": (1,),
+    "object": object(),
+    "set": {"a": {1}},
+}
+
+
+@pytest.mark.parametrize("value", list(TO_JSON_REJECTED.values()), ids=list(TO_JSON_REJECTED))
+def test_to_json_rejects_what_the_data_model_does_not_hold(value: object) -> None:
+    # to_json returned these unchanged: JSON that no atproto reader accepts
+    err = _rejects(datamodel.to_json, value)
+    assert str(err).isprintable() and len(str(err)) < 300
+
+
+def test_to_json_rejects_deep_nesting() -> None:
+    deep: list[object] = []
+    for _ in range(50_000):
+        deep = [deep]
+    assert "nested too deeply" in str(_rejects(datamodel.to_json, deep))
 
 # --- record_json: accepted ---------------------------------------------------------------------
 

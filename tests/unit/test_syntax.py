@@ -86,6 +86,18 @@ def test_parse_at_uri_error_is_value_error_with_short_message() -> None:
     assert len(str(info.value)) < 200
 
 
+@pytest.mark.parametrize("text", ["at://\ud800", "at://\x00", "at://did:plc:a\x1b[2J"])
+def test_errors_escape_control_characters(text: str) -> None:
+    # a lone surrogate in a message cannot even be printed to a UTF-8 terminal
+    with pytest.raises(DecodeError) as info:
+        parse_at_uri(text)
+    assert info.value.fields["value"] == repr(text)
+    assert str(info.value).isprintable()
+    with pytest.raises(DecodeError) as info:
+        split_repo_key(text + "/x")
+    assert str(info.value).isprintable()
+
+
 @pytest.mark.parametrize("value", [None, 42, b"at://did:plc:abc"])
 def test_parse_at_uri_rejects_non_str(value: object) -> None:
     with pytest.raises(DecodeError):
