@@ -15,7 +15,7 @@ import atrepo
 PACKAGE = Path(atrepo.__file__).parent
 PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
         "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo.models", "atrepo._records",
-        "atrepo._worker"]
+        "atrepo._worker", "atrepo._text"]
 HEAVY = {"polars", "httpx", "diskcache", "pydantic", "tqdm"}
 
 
@@ -50,7 +50,7 @@ def test_import_atrepo_is_lazy():
 
 PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "mst.py", "crypto.py",
               "models.py", "errors.py", "identity.py", "_flows/effects.py",
-              "_flows/identity.py", "_flows/policy.py"]
+              "_flows/identity.py", "_flows/policy.py", "_text.py"]
 
 
 def _imported_modules(tree: ast.AST) -> set[str]:
