@@ -1,0 +1,343 @@
+"""Checking records against their lexicon, with the semantics of ``@atproto/lexicon``.
+
+:func:`validate_record` follows the reference's ``assertValidRecord`` rule for rule, so the
+two agree on which records are valid (``tests/unit/test_lexicon_validation.py`` compares
+them on generated records): required properties (a missing one with a ``default`` is fine),
+``nullable``, types, ``const``/``enum``, string ``minLength``/``maxLength`` (UTF-8 bytes)
+and ``minGraphemes``/``maxGraphemes``, string formats, integer ``minimum``/``maximum``,
+array lengths, bytes lengths, blobs, CID links, refs and unions (a closed union refuses
+other ``$type`` values; an open one accepts them unchecked). ``knownValues`` are only
+informational. Undeclared properties are allowed. Unlike the reference, which stops at
+the first problem, every problem is reported.
+
+Each lexicon definition is compiled once into a checking function.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from .. import syntax
+from ..cid import CID
+from ._documents import Def, record_definition, resolve
+from ._strings import grapheme_len, is_bcp47, is_iso_datetime
+
+__all__ = ["validate_record"]
+
+Check = Callable[[Any, str, list[str]], None]
+
+
+def validate_record(record: Any) -> list[str]:
+    """Return the problems of a record against the lexicon its ``$type`` names.
+
+    Args:
+        record: the record in the atproto JSON data model (as :meth:`RepoSnapshot.get`
+            returns it, or ``orjson.loads`` of a ``record`` column value).
+
+    Returns:
+        One message per problem, each naming the field (``Record/embed/images/0/alt``);
+        empty when the record is valid.
+
+    Example:
+        >>> import atrepo
+        >>> atrepo.validate_record({"$type": "app.bsky.feed.like",
+        ...                         "createdAt": "2024-05-01T12:00:00Z"})
+        ['Record must have the property "subject"']
+        >>> atrepo.validate_record({"$type": "app.bsky.graph.follow",
+        ...                         "subject": "did:plc:abc", "createdAt": "yesterday"})
+        ['Record/createdAt must be an valid atproto datetime (both RFC-3339 and ISO-8601)']
+    """
+    if not isinstance(record, dict):
+        return ["Record must be an object"]
+    record_type = record.get("$type")
+    if not isinstance(record_type, str):
+        return ["Record/$type must be a string"]
+    collection = record_type.removeprefix("lex:").removesuffix("#main")
+    if record_definition(collection) is None:
+        return [f"no lexicon defines the record type {record_type!r}"]
+    problems: list[str] = []
+    record_check(collection)(record, "Record", problems)
+    return problems
+
+
+_COMPILED: dict[str, Check] = {}
+
+
+def record_check(collection: str) -> Check:
+    """Return the compiled check of a collection's record object (it must have a lexicon)."""
+    key = f"record:{collection}"
+    if key not in _COMPILED:
+        definition = record_definition(collection)
+        assert definition is not None
+        _COMPILED[key] = _compile(definition)
+    return _COMPILED[key]
+
+
+def _ref_check(ref: str) -> Check:
+    """The check of a referenced definition, compiled on first use (refs may recurse)."""
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if ref not in _COMPILED:
+            _COMPILED[ref] = _compile(resolve(ref))
+        _COMPILED[ref](value, path, problems)
+    return check
+
+
+def _compile(node: Def) -> Check:
+    kind = node.get("type")
+    if kind == "ref":
+        return _ref_check(node["ref"])
+    if kind == "union":
+        return _union(node)
+    builder = _BUILDERS.get(str(kind))
+    if builder is None:
+        message = f"Unexpected lexicon type: {kind}"
+
+        def unexpected(value: Any, path: str, problems: list[str]) -> None:
+            problems.append(message)
+        return unexpected
+    return builder(node)
+
+
+def _is_obj(value: Any) -> bool:
+    # JavaScript's `typeof v === "object"`: arrays (and CIDs, bytes, blobs) are objects too
+    return isinstance(value, (dict, list))
+
+
+def _object(node: Def) -> Check:
+    properties = node.get("properties") or {}
+    required = set(node.get("required") or ())
+    nullable = set(node.get("nullable") or ())
+    fields = [(name, _compile(prop), name in required, name in nullable,
+               prop.get("type") in ("integer", "boolean", "string") and "default" in prop)
+              for name, prop in properties.items()]
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not _is_obj(value):
+            problems.append(f"{path} must be an object")
+            return
+        get = value.get if isinstance(value, dict) else {}.get
+        for name, field_check, is_required, is_nullable, has_default in fields:
+            if isinstance(value, dict) and name in value:
+                item = get(name)
+                if item is None and is_nullable:
+                    continue
+                field_check(item, f"{path}/{name}", problems)
+            elif is_required and not has_default:
+                problems.append(f'{path} must have the property "{name}"')
+    return check
+
+
+def _array(node: Def) -> Check:
+    item_check = _compile(node["items"])
+    max_length, min_length = node.get("maxLength"), node.get("minLength")
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not isinstance(value, list):
+            problems.append(f"{path} must be an array")
+            return
+        if max_length is not None and len(value) > max_length:
+            problems.append(f"{path} must not have more than {max_length} elements")
+        if min_length is not None and len(value) < min_length:
+            problems.append(f"{path} must not have fewer than {min_length} elements")
+        for i, item in enumerate(value):
+            item_check(item, f"{path}/{i}", problems)
+    return check
+
+
+def _normalize(ref: str) -> str:
+    ref = ref if ref.startswith("lex:") else f"lex:{ref}"
+    return ref.removesuffix("#main")
+
+
+def _union(node: Def) -> Check:
+    refs = {_normalize(ref): ref for ref in node.get("refs", [])}
+    closed = bool(node.get("closed"))
+    members = {name: _ref_check(ref) for name, ref in refs.items()}
+    listing = ", ".join(node.get("refs", []))
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not isinstance(value, dict) or not isinstance(value.get("$type"), str):
+            problems.append(f'{path} must be an object which includes the "$type" property')
+            return
+        member = value["$type"]
+        if member.count("#") > 1:
+            problems.append(f"{path}/$type is not a lexicon reference")
+            return
+        found = members.get(_normalize(member))
+        if found is None:
+            if closed:
+                problems.append(f"{path} $type must be one of {listing}")
+            return
+        found(value, path, problems)
+    return check
+
+
+def _boolean(node: Def) -> Check:
+    const = node.get("const")
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not isinstance(value, bool):
+            problems.append(f"{path} must be a boolean")
+        elif isinstance(const, bool) and value is not const:
+            problems.append(f"{path} must be {str(const).lower()}")
+    return check
+
+
+def _integer(node: Def) -> Check:
+    const, enum = node.get("const"), node.get("enum")
+    maximum, minimum = node.get("maximum"), node.get("minimum")
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path} must be an integer")
+            return
+        if const is not None and value != const:
+            problems.append(f"{path} must be {const}")
+        if enum is not None and value not in enum:
+            problems.append(f"{path} must be one of ({'|'.join(map(str, enum))})")
+        if maximum is not None and value > maximum:
+            problems.append(f"{path} can not be greater than {maximum}")
+        if minimum is not None and value < minimum:
+            problems.append(f"{path} can not be less than {minimum}")
+    return check
+
+
+def _is_cid_string(value: str) -> bool:
+    try:
+        CID.decode(value)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+_FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "datetime": (is_iso_datetime,
+                 "must be an valid atproto datetime (both RFC-3339 and ISO-8601)"),
+    "uri": (syntax.is_uri, "must be a uri"),
+    "at-uri": (syntax.is_at_uri, "must be a valid at-uri"),
+    "did": (syntax.is_did, "must be a valid did"),
+    "handle": (syntax.is_handle, "must be a valid handle"),
+    "at-identifier": (syntax.is_at_identifier, "must be a valid did or a handle"),
+    "nsid": (syntax.is_nsid, "must be a valid nsid"),
+    "cid": (_is_cid_string, "must be a cid string"),
+    "language": (is_bcp47, "must be a well-formed BCP 47 language tag"),
+    "tid": (syntax.is_tid, "must be a valid TID"),
+    "record-key": (syntax.is_record_key, "must be a valid Record Key"),
+}
+
+
+def _string(node: Def) -> Check:
+    const, enum = node.get("const"), node.get("enum")
+    max_length, min_length = node.get("maxLength"), node.get("minLength")
+    max_graphemes, min_graphemes = node.get("maxGraphemes"), node.get("minGraphemes")
+    form = _FORMATS.get(str(node.get("format")))
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not isinstance(value, str):
+            problems.append(f"{path} must be a string")
+            return
+        if const is not None and value != const:
+            problems.append(f"{path} must be {const}")
+        if enum is not None and value not in enum:
+            problems.append(f"{path} must be one of ({'|'.join(enum)})")
+        if max_length is not None or min_length is not None:
+            # len * 4 bounds the UTF-8 length from above: most strings skip the encode
+            size = (len(value) if value.isascii() or (
+                min_length is None and len(value) * 4 <= max_length)  # type: ignore[operator]
+                else len(value.encode("utf-8", "surrogatepass")))
+            if max_length is not None and size > max_length:
+                problems.append(f"{path} must not be longer than {max_length} characters")
+            if min_length is not None and size < min_length:
+                problems.append(f"{path} must not be shorter than {min_length} characters")
+        if max_graphemes is not None or min_graphemes is not None:
+            # a string has at most as many graphemes as code points
+            if (max_graphemes is not None and len(value) > max_graphemes) or (
+                    min_graphemes is not None):
+                count = grapheme_len(value)
+                if max_graphemes is not None and count > max_graphemes:
+                    problems.append(
+                        f"{path} must not be longer than {max_graphemes} graphemes")
+                if min_graphemes is not None and count < min_graphemes:
+                    problems.append(
+                        f"{path} must not be shorter than {min_graphemes} graphemes")
+        if form is not None and not form[0](value):
+            problems.append(f"{path} {form[1]}")
+    return check
+
+
+def _link(value: Any) -> str | None:
+    """The CID string of a ``{"$link": cid}`` value that parses, else None."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$link"), str):
+        link: str = value["$link"]
+        return link if _is_cid_string(link) else None
+    return None
+
+
+def _bytes_value(value: Any) -> bytes | None:
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("$bytes"), str):
+        text: str = value["$bytes"]
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+def _bytes(node: Def) -> Check:
+    max_length, min_length = node.get("maxLength"), node.get("minLength")
+
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        data = _bytes_value(value)
+        if data is None:
+            problems.append(f"{path} must be a byte array")
+            return
+        if max_length is not None and len(data) > max_length:
+            problems.append(f"{path} must not be larger than {max_length} bytes")
+        if min_length is not None and len(data) < min_length:
+            problems.append(f"{path} must not be smaller than {min_length} bytes")
+    return check
+
+
+def _cid_link(node: Def) -> Check:
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if _link(value) is None:
+            problems.append(f"{path} must be a CID")
+    return check
+
+
+def is_blob(value: Any) -> bool:
+    """Whether a JSON value is a blob reference: typed (``$type: blob``) or legacy."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("$type") == "blob":
+        size = value.get("size")
+        return (len(value) == 4 and _link(value.get("ref")) is not None
+                and isinstance(value.get("mimeType"), str)
+                and isinstance(size, int) and not isinstance(size, bool))
+    cid = value.get("cid")
+    return (len(value) == 2 and isinstance(cid, str) and _is_cid_string(cid)
+            and isinstance(value.get("mimeType"), str))
+
+
+def _blob(node: Def) -> Check:
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not is_blob(value):
+            problems.append(f"{path} should be a blob ref")
+    return check
+
+
+def _unknown(node: Def) -> Check:
+    def check(value: Any, path: str, problems: list[str]) -> None:
+        if not _is_obj(value):
+            problems.append(f"{path} must be an object")
+    return check
+
+
+_BUILDERS: dict[str, Callable[[Def], Check]] = {
+    "object": _object, "array": _array, "boolean": _boolean, "integer": _integer,
+    "string": _string, "bytes": _bytes, "cid-link": _cid_link, "blob": _blob,
+    "unknown": _unknown,
+}
