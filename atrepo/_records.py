@@ -37,7 +37,7 @@ def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector for a bulk loop that makes no reference cycles.
 
     Decoding allocates millions of short-lived dicts; collecting them as they go makes
-    bulk decoding 2-3x slower (see PERF-NOTES) and finds nothing, since records are trees.
+    bulk decoding slower (each pass scans every live dict) and finds nothing: records are trees.
     """
     was_enabled = gc.isenabled()
     gc.disable()

@@ -1,4 +1,4 @@
-"""The import rules of the layering (STYLE.md sec. 4): pure decoders stay pure and light."""
+"""The import rules of the layers: pure decoders stay pure and light, imports go downward."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """atproto interop test vectors for key parsing and signature verification.
 
 Every entry of ``crypto/signature-fixtures.json``, ``crypto/w3c_didkey_K256.json`` and
-``crypto/w3c_didkey_P256.json`` from the shared interop folder is a test case; none is skipped.
-The folder is ``<repo parent>/shared/interop`` unless ``ATREPO_INTEROP_DIR`` says otherwise.
+``crypto/w3c_didkey_P256.json`` of the public atproto interop tests
+(bluesky-social/atproto-interop-tests) is a test case; none is skipped. They are read from
+:data:`INTEROP_DIR`, as in ``test_syntax_vectors.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Run the atproto data-model interop vectors against atrepo.cbor and atrepo.datamodel.
 
-The vectors live in ``<interop>/data-model/data-model-fixtures.json`` where ``<interop>`` is
-``$ATREPO_INTEROP_DIR`` if set, else ``/work/shared/interop`` (found relative to this file,
-as in ``test_syntax_vectors.py``). Each entry holds a JSON data-model value, its DAG-CBOR
+The vectors are ``data-model/data-model-fixtures.json`` of the public atproto interop tests
+(bluesky-social/atproto-interop-tests), read from :data:`INTEROP_DIR` as in
+``test_syntax_vectors.py``. Each entry holds a JSON data-model value, its DAG-CBOR
 encoding (base64, unpadded) and the CID of those bytes. Every entry is checked four ways:
 
 * strict decode of the bytes, converted to JSON, equals the JSON;

@@ -1,6 +1,6 @@
 """Run the atproto MST interop vectors against :mod:`atrepo.mst`.
 
-Vectors live in ``<interop>/mst/`` (``$ATREPO_INTEROP_DIR`` or ``/work/shared/interop``, as in
+Vectors live in ``<interop>/mst/`` (``<interop>`` as in
 ``test_syntax_vectors.py``):
 
 * ``key_heights.json``: ``[{"key", "height"}]`` for :func:`atrepo.mst.key_height`;

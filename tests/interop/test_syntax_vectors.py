@@ -1,7 +1,7 @@
 """Run every atproto syntax interop vector against :mod:`atrepo.syntax`.
 
-The vectors live in ``<interop>/syntax/`` where ``<interop>`` is ``$ATREPO_INTEROP_DIR`` if
-set, else ``/work/shared/interop`` (found relative to this file). Files are named
+The vectors are the ``syntax/`` files of the public atproto interop tests
+(bluesky-social/atproto-interop-tests), read from :data:`INTEROP_DIR`. Files are named
 ``<kind>_syntax_valid.txt``, ``<kind>_syntax_invalid.txt`` or ``<kind>_parse_invalid.txt``;
 each non-blank line not starting with ``#`` is one vector and one test. Only the newline is
 stripped: leading and trailing spaces are part of several vectors.
@@ -18,6 +18,8 @@ import pytest
 
 from atrepo import syntax
 
+# the interop files are not copied into the repository: $ATREPO_INTEROP_DIR names their
+# folder, by default one beside the checkout
 INTEROP_DIR = Path(
     os.environ.get("ATREPO_INTEROP_DIR")
     or Path(__file__).resolve().parents[3] / "shared" / "interop"

@@ -83,7 +83,7 @@ def test_cid_for_refuses_other_codecs() -> None:
         cid_for(b"a", codec="json")
 
 
-# --- rejected (issue 13 item 5: these raised IndexError or TypeError) ----------------------------
+# --- rejected (these raised IndexError or TypeError from multiformats) -------------------------
 
 SHORT_STRINGS = ["\x00", "b", "z", "f", "u", "m", "B", "", "Q", "é", "\ud800", "bafy\x00",
                  "b" + "a" * 58, str(CID_A)[:-1], str(CID_A) + "a", str(CID_A).upper()[:-1]]
