@@ -1,4 +1,4 @@
-"""A real local PLC directory + PDS (the pinned atproto reference implementation).
+"""A real local PLC directory + PDS, or several (the pinned atproto reference implementation).
 
 For trying atrepo without touching the network, and for tests: :func:`start` installs the
 pinned node project on first use (:func:`ensure_installed`; Node >= 20 and npm needed), runs
@@ -8,17 +8,29 @@ prints once its accounts are seeded, and returns a :class:`Sandbox`::
     from atrepo import sandbox
 
     with sandbox.start() as sb:          # or: sb = sandbox.start(); ...; sb.stop()
-        alice = sb.account("alice.test") # {"handle", "did", "password", "status", "records"}
-        client = atrepo.Client(plc_url=sb.plc_url, handle_resolver=sb.pds_url)
+        alice = sb.account("alice.test") # {"handle", "did", "password", "status", "records",
+                                         #  "pds"}
+        client = atrepo.Client(plc_url=sb.plc_url, handle_resolver=sb.handle_resolver)
         snap = client.get_repo("alice.test")
 
 Seeded accounts: ``alice.test`` (active, ~300 records), ``bob.test`` (deactivated),
 ``carol.test`` (taken down), ``dave.test`` (deleted); password ``<name>-pass``, admin
 password ``admin-pass``. ``.test`` handles have no DNS, hence ``handle_resolver``: the PDS
-answers ``com.atproto.identity.resolveHandle`` for its accounts. ``atrepo sandbox`` on the
-command line does the same and prints the URLs.
+(:attr:`Sandbox.handle_resolver` is its URL) answers ``com.atproto.identity.resolveHandle``
+for its accounts. ``atrepo sandbox`` on the command line does the same and prints the URLs.
 
 The node process serves until its stdin is closed (``stop()``, or this process dying).
+
+Several hosts: ``sandbox.start(pds_count=3, bulk_accounts=30)`` runs three PDSes on the one
+PLC (:attr:`Sandbox.pds_urls`; :attr:`Sandbox.pds_url` is the first), spreads the bulk accounts
+over them (each account's ``"pds"``), and migrates ``moved.test`` from the first PDS to the
+second, leaving the first PDS's copy active and stale (:attr:`Sandbox.moved`). A small relay
+(:attr:`Sandbox.relay_url`) answers ``com.atproto.sync.listHosts`` for the PDSes and
+``com.atproto.identity.resolveHandle`` for all their handles (:attr:`Sandbox.handle_resolver`)::
+
+    with sandbox.start(pds_count=2) as sb:
+        client = atrepo.Client(plc_url=sb.plc_url, handle_resolver=sb.handle_resolver)
+        snap = client.get_repo("moved.test")   # from sb.pds_urls[1], where its DID points
 
 Write to the seeded repositories as their owners (XRPC on loopback, one session per handle)::
 
@@ -47,17 +59,30 @@ import httpx
 from ._config import default_cache_dir
 from .errors import SandboxError
 
-__all__ = ["MIN_NODE", "REFERENCE", "Sandbox", "SandboxError", "check_node", "ensure_installed",
-           "start"]
+__all__ = ["MAX_PDS_COUNT", "MIN_NODE", "REFERENCE", "Sandbox", "SandboxError", "check_node",
+           "ensure_installed", "start"]
 
 REFERENCE = Path(__file__).resolve().parent / "_reference"
 MIN_NODE = 20  # @atproto/pds and dev-env need Node 20 (package.json "engines")
+MAX_PDS_COUNT = 16  # sandbox.mjs's bound: every PDS is a whole server inside the one node
+_HANDLES_SHOWN = 12  # handles named in an unknown-account error; bulk sandboxes have hundreds
 
 log = logging.getLogger(__name__)
 
 
 class Sandbox:
-    """Handle on a running ``sandbox.mjs``: URLs, seeded accounts, and ``stop()``."""
+    """Handle on a running ``sandbox.mjs``: URLs, seeded accounts, and ``stop()``.
+
+    Attributes:
+        plc_url: the PLC directory.
+        pds_url: the first PDS (the only one unless ``pds_count`` was more than 1).
+        pds_urls: every PDS, in the order they were started.
+        relay_url: the sandbox relay: ``com.atproto.sync.listHosts`` / ``getHostStatus`` over
+            :attr:`pds_urls` and ``com.atproto.identity.resolveHandle`` for all their handles.
+        accounts: the seeded accounts: ``handle``, ``did``, ``password``, ``status``,
+            ``records`` and ``pds`` (the PDS the DID document names); a moved account also has
+            ``moved_from`` (the PDS that still lists it) and ``records_at_moved_from``.
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any],
                  stderr_tail: collections.deque[str], stderr_thread: threading.Thread) -> None:
@@ -65,6 +90,8 @@ class Sandbox:
         self.info = info
         self.plc_url: str = info["plc_url"]
         self.pds_url: str = info["pds_url"]
+        self.pds_urls: list[str] = info["pds_urls"]
+        self.relay_url: str = info["relay_url"]
         self.admin_password: str = info["admin_password"]
         self.accounts: list[dict[str, Any]] = info["accounts"]
         self.startup_ms: int | None = info.get("startup_ms")
@@ -76,7 +103,8 @@ class Sandbox:
     @classmethod
     def start(cls, cwd: str | os.PathLike[str] = REFERENCE, *, timeout: float = 60,
               plc_port: int = 0, pds_port: int = 0, node: str | None = None,
-              bulk_accounts: int = 0, bulk_records: int = 0) -> Sandbox:
+              bulk_accounts: int = 0, bulk_records: int = 0, pds_count: int = 1,
+              relay_port: int = 0) -> Sandbox:
         """Start ``node sandbox.mjs`` in ``cwd`` and return once its accounts are seeded.
 
         ``bulk_accounts`` adds that many active accounts (``bulk000.test``, ...) of
@@ -84,13 +112,24 @@ class Sandbox:
         and benchmarks; they are listed in :attr:`accounts` too. Seeding takes time: raise
         ``timeout`` for large sandboxes.
 
+        ``pds_count`` (1 to :data:`MAX_PDS_COUNT`) PDSes share the PLC: bulk account *i*
+        lives on PDS *i* mod ``pds_count``, and with two or more ``moved.test`` is migrated
+        from the first to the second (see :attr:`moved`). ``pds_port`` is the first PDS's
+        port, ``relay_port`` the relay's (0: any free port).
+
         Raises:
-            SandboxError: node is missing, the script exited, or no JSON line came in time.
+            SandboxError: a bad count, node is missing, the script exited, or no JSON line
+                came in time.
         """
+        if not 1 <= pds_count <= MAX_PDS_COUNT:
+            raise SandboxError(f"pds_count must be 1..{MAX_PDS_COUNT}", pds_count=pds_count)
         node = node or shutil.which("node")
         if node is None:
             raise SandboxError("`node` is not on PATH (Node >= 20 is needed for the sandbox)")
-        cmd = [node, "sandbox.mjs", "--plc-port", str(plc_port), "--pds-port", str(pds_port)]
+        cmd = [node, "sandbox.mjs", "--plc-port", str(plc_port), "--pds-port", str(pds_port),
+               "--relay-port", str(relay_port)]
+        if pds_count != 1:
+            cmd += ["--pds-count", str(pds_count)]
         if bulk_accounts:
             cmd += ["--bulk-accounts", str(bulk_accounts), "--bulk-records", str(bulk_records)]
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -130,12 +169,40 @@ class Sandbox:
         return cls(proc, json.loads(line), tail, err_thread)
 
     def account(self, handle: str) -> dict[str, Any]:
-        """The seeded account with this handle (``alice.test``, ``bob.test``, ...)."""
+        """The seeded account with this handle (``alice.test``, ``bob.test``, ...).
+
+        Raises:
+            SandboxError: the sandbox has no such account (the message lists those it has).
+        """
         for acc in self.accounts:
             if acc["handle"] == handle:
                 return acc
-        raise KeyError(f"no sandbox account {handle!r}; have "
-                       f"{[a['handle'] for a in self.accounts]}")
+        handles = [a["handle"] for a in self.accounts]
+        shown = ", ".join(handles[:_HANDLES_SHOWN])
+        if len(handles) > _HANDLES_SHOWN:
+            shown += f", ... ({len(handles)} in all)"
+        raise SandboxError("no such sandbox account", handle=handle, accounts=shown)
+
+    @property
+    def moved(self) -> list[dict[str, Any]]:
+        """The accounts that moved: listed by their ``moved_from`` PDS, served by their ``pds``.
+
+        Empty with one PDS. With several: ``moved.test``, migrated from the first PDS to the
+        second by the PDS's own migration flow, except that the first PDS's copy was left
+        active: that host still lists the DID and serves the repository as it was before the
+        move (signed with a key the DID document no longer names), while the PLC names the
+        second PDS, which holds ``records`` records (``records_at_moved_from`` on the first).
+        """
+        return [acc for acc in self.accounts if "moved_from" in acc]
+
+    @property
+    def handle_resolver(self) -> str:
+        """The URL to pass as ``handle_resolver``: it resolves every handle of the sandbox.
+
+        The PDS itself with one PDS (as before multi-host sandboxes); the relay, which asks
+        each PDS in turn, with several.
+        """
+        return self.pds_url if len(self.pds_urls) == 1 else self.relay_url
 
     @property
     def stderr_tail(self) -> str:
@@ -200,34 +267,39 @@ class Sandbox:
         return uri
 
     def _call(self, handle: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST an XRPC procedure as ``handle``; log in again once if the token went stale."""
+        """POST an XRPC procedure as ``handle`` to its PDS; log in again once if the token
+        went stale."""
+        pds = self.account(handle)["pds"]
         token = self._tokens.get(handle) or self._login(handle)
-        response = self._post(method, body, token)
+        response = self._post(pds, method, body, token)
         if response.status_code in (400, 401) and _error_name(response) in _STALE_TOKEN:
-            response = self._post(method, body, self._login(handle))
+            response = self._post(pds, method, body, self._login(handle))
         return _reply(method, response)
 
     def _login(self, handle: str) -> str:
-        """Open a session for ``handle`` with its seeded password; cache and return the token."""
+        """Open a session for ``handle`` on its PDS with its seeded password; cache and return
+        the token."""
         method = "com.atproto.server.createSession"
-        creds = {"identifier": handle, "password": self.account(handle)["password"]}
-        token = _reply(method, self._post(method, creds, None)).get("accessJwt")
+        account = self.account(handle)
+        creds = {"identifier": handle, "password": account["password"]}
+        token = _reply(method, self._post(account["pds"], method, creds, None)).get("accessJwt")
         if not isinstance(token, str):
             raise SandboxError("createSession answered without an accessJwt", method=method,
                                handle=handle)
         self._tokens[handle] = token
         return token
 
-    def _post(self, method: str, body: dict[str, Any], token: str | None) -> httpx.Response:
+    def _post(self, pds: str, method: str, body: dict[str, Any],
+              token: str | None) -> httpx.Response:
         if self._http is None:
             # trust_env=False: loopback traffic must never go through a proxy from the env
             self._http = httpx.Client(timeout=30, trust_env=False)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            return self._http.post(f"{self.pds_url}/xrpc/{method}", json=body, headers=headers)
+            return self._http.post(f"{pds}/xrpc/{method}", json=body, headers=headers)
         except httpx.HTTPError as exc:
             msg = f"sandbox PDS unreachable: {exc}"
-            raise SandboxError(msg, method=method, url=self.pds_url) from exc
+            raise SandboxError(msg, method=method, url=pds) from exc
 
     def _close_http(self) -> None:
         if self._http is not None:
@@ -237,8 +309,8 @@ class Sandbox:
 
     def __repr__(self) -> str:
         state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
-        return (f"<Sandbox plc={self.plc_url} pds={self.pds_url} "
-                f"accounts={len(self.accounts)} {state}>")
+        pds = self.pds_url if len(self.pds_urls) == 1 else ",".join(self.pds_urls)
+        return f"<Sandbox plc={self.plc_url} pds={pds} accounts={len(self.accounts)} {state}>"
 
     def __enter__(self) -> Sandbox:
         return self

@@ -140,3 +140,22 @@ def bulk_sandbox() -> Any:
     sb = _sandbox(bulk_accounts=BULK_ACCOUNTS, bulk_records=BULK_RECORDS)
     yield sb
     sb.stop()
+
+
+MULTIHOST_PDS, MULTIHOST_BULK, MULTIHOST_RECORDS = 3, 12, 30
+
+
+@pytest.fixture(scope="session")
+def multihost_sandbox() -> Any:
+    """Three PDSes on one PLC, and the sandbox relay (``relay_url``) listing them.
+
+    The four named accounts live on the first PDS; bulk000.test .. bulk011.test (active, 30
+    records each) on PDS i % 3; moved.test was migrated from the first PDS to the second, whose
+    copy is current, while the first still lists (and serves) its stale copy
+    (``multihost_sandbox.moved``). Use ``handle_resolver=multihost_sandbox.handle_resolver``:
+    each PDS resolves only its own handles.
+    """
+    sb = _sandbox(pds_count=MULTIHOST_PDS, bulk_accounts=MULTIHOST_BULK,
+                  bulk_records=MULTIHOST_RECORDS)
+    yield sb
+    sb.stop()

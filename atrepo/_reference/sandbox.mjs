@@ -1,13 +1,14 @@
 // A real local PLC directory + PDS (the pinned reference implementation) for network tests.
 //
 //   node sandbox.mjs [--plc-port N] [--pds-port N] [--bulk-accounts N --bulk-records M]
-//                                                        (cwd: atrepo/_reference)
+//                    [--pds-count N] [--relay-port N]     (cwd: atrepo/_reference)
 //
 // Starts @atproto/dev-env's TestNetworkNoAppView (in-memory PLC; PDS on SQLite in a temp dir),
 // seeds four accounts in different states, prints ONE line of JSON to stdout:
 //
-//   {"plc_url", "pds_url", "admin_password", "accounts": [{"handle", "did", "password",
-//    "status": "active"|"deactivated"|"takendown"|"deleted", "records": N}], "startup_ms"}
+//   {"plc_url", "pds_url", "pds_urls", "relay_url", "admin_password", "accounts": [{"handle",
+//    "did", "password", "status": "active"|"deactivated"|"takendown"|"deleted", "records": N,
+//    "pds"}], "startup_ms"}
 //
 // and keeps serving until stdin closes or SIGTERM/SIGINT, then closes the servers, removes the
 // temp dir and exits 0. Everything else (progress, server logs) goes to stderr.
@@ -19,7 +20,22 @@
 // applyWrites, 200 writes per call, a few accounts at a time, so that large sandboxes for
 // benchmarks and multi-repo tests seed quickly. Their content is deterministic per index
 // (their TIDs, CIDs and DIDs are not).
+//
+// --pds-count N (default 1) starts N - 1 more PDSes (dev-env's TestPds) on the same PLC. The
+// four named accounts live on the first; bulk account i lives on PDS i % N; and one more account,
+// moved.test, is created on the first PDS and then migrated to the second with the PDS's own
+// account-migration flow (service-auth createAccount, importRepo, a PLC operation signed by the
+// first PDS's rotation key and submitted by the second, activateAccount). The first PDS's copy
+// is deliberately left active (the migration's last step, deactivating it, is skipped), so that
+// host still lists the DID and serves its stale repository while the DID document names the
+// second PDS. Its entry carries "moved_from" (the first PDS's URL) and "records_at_moved_from".
+//
+// The relay (--relay-port, always started): a small loopback XRPC service on 127.0.0.1 that
+// answers com.atproto.sync.listHosts and getHostStatus for the sandbox's PDSes (accountCount =
+// what the PDS's own listRepos lists, seq = its sequencer's newest event) and
+// com.atproto.identity.resolveHandle for every PDS's handles (it asks each PDS in turn).
 import { rmSync } from 'node:fs'
+import http from 'node:http'
 import { mkdtemp, readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import os from 'node:os'
@@ -33,12 +49,16 @@ const log = (...args) =>
 console.log = console.error
 console.info = console.error
 
+const MAX_PDS_COUNT = 16 // each PDS is a full server in this process (~50 MB, ~0.5 s to start)
+
 const { values: opts } = parseArgs({
   options: {
     'plc-port': { type: 'string', default: '0' },
     'pds-port': { type: 'string', default: '0' },
     'bulk-accounts': { type: 'string', default: '0' },
     'bulk-records': { type: 'string', default: '100' },
+    'pds-count': { type: 'string', default: '1' },
+    'relay-port': { type: 'string', default: '0' },
   },
 })
 const BULK_ACCOUNTS = Number(opts['bulk-accounts'])
@@ -48,11 +68,19 @@ if (!(Number.isInteger(BULK_ACCOUNTS) && BULK_ACCOUNTS >= 0 && BULK_ACCOUNTS <= 
   console.error('--bulk-accounts must be 0..1000 and --bulk-records at least 2')
   process.exit(2)
 }
+const PDS_COUNT = Number(opts['pds-count'])
+if (!(Number.isInteger(PDS_COUNT) && PDS_COUNT >= 1 && PDS_COUNT <= MAX_PDS_COUNT)) {
+  console.error(`--pds-count must be 1..${MAX_PDS_COUNT}`)
+  process.exit(2)
+}
 
 // Deep import of the class exported by '@atproto/dev-env': the package index also loads the
 // appview/ozone/bsync stacks, which costs ~2 s of startup and is not needed here.
 const require = createRequire(import.meta.url)
 const { TestNetworkNoAppView } = require('@atproto/dev-env/dist/network-no-appview.js')
+const { TestPds } = require('@atproto/dev-env/dist/pds.js')
+const { SeedClient } = require('@atproto/dev-env/dist/seed/client.js')
+const { mockNetworkUtilities } = require('@atproto/dev-env/dist/util.js')
 const AVATAR = path.join(
   path.dirname(require.resolve('@atproto/dev-env/package.json')),
   'assets',
@@ -142,8 +170,10 @@ function bulkPlan(index, total) {
   }
 }
 
-// Create bulk account `index` and write its records; returns its entry for the JSON line.
-async function seedBulk(sc, index, total) {
+// Create bulk account `index` on `host` ({sc, url}) and write its records; returns its entry
+// for the JSON line.
+async function seedBulk(host, index, total) {
+  const { sc } = host
   const name = `bulk${String(index).padStart(3, '0')}`
   const password = `${name}-pass`
   const acc = await sc.createAccount(name, { handle: `${name}.test`, email: `${name}@sandbox.test`, password })
@@ -161,24 +191,226 @@ async function seedBulk(sc, index, total) {
   const plan = bulkPlan(index, total)
   const made = await write(plan.postWrites)
   const rest = await write(plan.rest(made))
-  return { handle: acc.handle, did: acc.did, password, status: 'active', records: made.length + rest.length }
+  return {
+    handle: acc.handle, did: acc.did, password, status: 'active',
+    records: made.length + rest.length, pds: host.url,
+  }
 }
 
-async function seedBulkAccounts(sc, count, total) {
+// Bulk account i goes to hosts[i % hosts.length].
+async function seedBulkAccounts(hosts, count, total) {
   const out = new Array(count)
   let next = 0
   const worker = async () => {
     while (next < count && !closing) {
       const index = next++
-      out[index] = await seedBulk(sc, index, total)
+      out[index] = await seedBulk(hosts[index % hosts.length], index, total)
     }
   }
   await Promise.all(Array.from({ length: Math.min(BULK_PARALLEL, count) }, worker))
   return out
 }
 
+// ---------------------------------------------------------------- the moved account
+const MOVED_BEFORE = 12 // records written on the first PDS before the move (profile + posts)
+const MOVED_AFTER = 5 // posts written on the second PDS after it
+
+// Catch the token a PDS "mails" for `send` (e.g. 'sendPlcOperation') while `action` runs.
+async function mailedToken(pds, send, action) {
+  const mailer = pds.ctx.mailer
+  const orig = mailer[send]
+  let token
+  mailer[send] = async (params, mailOpts) => {
+    token = params.token
+    return orig.call(mailer, params, mailOpts)
+  }
+  try {
+    await action()
+  } finally {
+    mailer[send] = orig
+  }
+  if (!token) throw new Error(`no token was mailed by ${send}`)
+  return token
+}
+
+// moved.test: created on `from` ({sc, url, pds}), migrated to `to` with the PDS's own
+// account-migration endpoints, then written to there. The old account is not deactivated.
+async function seedMovedAccount(from, to) {
+  const handle = 'moved.test'
+  const password = 'moved-pass'
+  const email = 'moved@sandbox.test'
+  const json = { encoding: 'application/json' }
+  const acc = await from.sc.createAccount('moved', { handle, email, password })
+  const did = acc.did
+  const old = { headers: from.sc.getHeaders(did) }
+  const oldAgent = from.sc.agent
+  const newAgent = to.sc.agent
+  const writeAll = async (agent, headers, writes) => {
+    await agent.com.atproto.repo.applyWrites(
+      { repo: did, validate: true, writes },
+      { ...json, headers },
+    )
+    return writes.length
+  }
+  const profile = create('app.bsky.actor.profile', {
+    $type: 'app.bsky.actor.profile',
+    displayName: 'Moved',
+    description: 'moved from the first sandbox PDS to the second',
+    createdAt: nextTime(),
+  }, 'self')
+  const before = await writeAll(oldAgent, old.headers, [
+    profile,
+    ...Array.from({ length: MOVED_BEFORE - 1 }, (_, i) => create('app.bsky.feed.post', postRecord(200 + i))),
+  ])
+
+  // 1. the same DID on the new PDS (created deactivated), authorised by a service token
+  const { data: server } = await newAgent.com.atproto.server.describeServer()
+  const { data: auth } = await oldAgent.com.atproto.server.getServiceAuth(
+    { aud: server.did, lxm: 'com.atproto.server.createAccount' },
+    old,
+  )
+  const { data: created } = await newAgent.com.atproto.server.createAccount(
+    { did, handle, email, password },
+    { ...json, headers: { authorization: `Bearer ${auth.token}` } },
+  )
+  const fresh = { authorization: `Bearer ${created.accessJwt}` }
+  // 2. the repository (no blobs to copy: the profile has no avatar)
+  const car = await oldAgent.com.atproto.sync.getRepo({ did })
+  await newAgent.com.atproto.repo.importRepo(car.data, {
+    encoding: 'application/vnd.ipld.car',
+    headers: fresh,
+  })
+  // 3. the identity: the new PDS's recommended credentials, signed by the old PDS (its
+  //    rotation key is in the DID's rotationKeys) after the emailed confirmation, submitted by
+  //    the new PDS to the PLC
+  const { data: credentials } = await newAgent.com.atproto.identity.getRecommendedDidCredentials(
+    undefined,
+    { headers: fresh },
+  )
+  const token = await mailedToken(from.pds, 'sendPlcOperation', () =>
+    oldAgent.com.atproto.identity.requestPlcOperationSignature(undefined, old),
+  )
+  const { data: signed } = await oldAgent.com.atproto.identity.signPlcOperation(
+    { token, ...credentials },
+    { ...json, headers: old.headers },
+  )
+  await newAgent.com.atproto.identity.submitPlcOperation(
+    { operation: signed.operation },
+    { ...json, headers: fresh },
+  )
+  await newAgent.com.atproto.server.activateAccount(undefined, { headers: fresh })
+  // 4. life goes on at the new PDS (its commits are signed with the new PDS's key); the old
+  //    copy stays as it was, active, and no longer matches the DID document's key
+  const after = await writeAll(newAgent, fresh, Array.from({ length: MOVED_AFTER }, (_, i) =>
+    create('app.bsky.feed.post', postRecord(300 + i)),
+  ))
+  return {
+    handle, did, password, status: 'active', records: before + after, pds: to.url,
+    moved_from: from.url, records_at_moved_from: before,
+  }
+}
+
+// ---------------------------------------------------------------- the relay
+const RELAY_DEFAULT_LIMIT = 200 // com.atproto.sync.listHosts: limit 1..1000, default 200
+const RELAY_MAX_LIMIT = 1000
+
+class XrpcError extends Error {
+  constructor(status, error, message) {
+    super(message)
+    this.status = status
+    this.error = error
+  }
+}
+
+// What a relay says about `pds`: hostname (no scheme), accountCount (what the PDS's own
+// listRepos lists), seq (its sequencer's newest event), status.
+async function hostInfo(pds) {
+  let accountCount = 0
+  let cursor
+  do {
+    const url = new URL('/xrpc/com.atproto.sync.listRepos', pds.url)
+    url.searchParams.set('limit', '1000')
+    if (cursor) url.searchParams.set('cursor', cursor)
+    const res = await fetch(url)
+    if (!res.ok) throw new XrpcError(502, 'UpstreamFailure', `listRepos of ${pds.url}: ${res.status}`)
+    const body = await res.json()
+    accountCount += body.repos.length
+    cursor = body.repos.length ? body.cursor : undefined
+  } while (cursor)
+  const seq = await pds.ctx.sequencer.curr()
+  return { hostname: new URL(pds.url).host, ...(seq == null ? {} : { seq }), accountCount, status: 'active' }
+}
+
+function relayMethods(pdses) {
+  const hostnames = pdses.map((pds) => new URL(pds.url).host)
+  return {
+    // Paged like the reference relay: the cursor is the id of the page's last host (ids are
+    // 1-based, in the order the hosts were started), and it is given whenever a page is full.
+    'com.atproto.sync.listHosts': async (params) => {
+      const limitText = params.get('limit') ?? String(RELAY_DEFAULT_LIMIT)
+      const limit = /^\d{1,4}$/.test(limitText) ? Number(limitText) : NaN
+      if (!(limit >= 1 && limit <= RELAY_MAX_LIMIT)) {
+        throw new XrpcError(400, 'InvalidRequest', `limit must be an integer 1..${RELAY_MAX_LIMIT}`)
+      }
+      const given = params.get('cursor') ?? '0'
+      if (!/^\d{1,9}$/.test(given)) throw new XrpcError(400, 'InvalidRequest', 'malformed cursor')
+      const cursor = Number(given)
+      const page = pdses.slice(cursor, cursor + limit)
+      const hosts = await Promise.all(page.map(hostInfo))
+      return hosts.length === limit ? { cursor: String(cursor + limit), hosts } : { hosts }
+    },
+    'com.atproto.sync.getHostStatus': async (params) => {
+      const index = hostnames.indexOf(params.get('hostname'))
+      if (index < 0) throw new XrpcError(400, 'HostNotFound', 'host not found')
+      return hostInfo(pdses[index])
+    },
+    // Every PDS answers for its own handles only (.test is a service domain of each): ask
+    // them in order, as a client that knew all of them would.
+    'com.atproto.identity.resolveHandle': async (params) => {
+      const handle = params.get('handle') ?? ''
+      for (const pds of pdses) {
+        const url = new URL('/xrpc/com.atproto.identity.resolveHandle', pds.url)
+        url.searchParams.set('handle', handle)
+        const res = await fetch(url)
+        if (res.ok) return res.json()
+      }
+      throw new XrpcError(400, 'InvalidRequest', 'Unable to resolve handle')
+    },
+    _health: async () => ({ version: 'atrepo-sandbox-relay' }),
+  }
+}
+
+async function startRelay(pdses, port) {
+  const methods = relayMethods(pdses)
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://relay')
+    const name = url.pathname.startsWith('/xrpc/') ? url.pathname.slice(6) : undefined
+    let status = 200
+    let body
+    try {
+      if (req.method !== 'GET') throw new XrpcError(405, 'InvalidRequest', 'only GET (queries)')
+      const method = Object.hasOwn(methods, name) ? methods[name] : undefined
+      if (!method) throw new XrpcError(501, 'MethodNotImplemented', `${name ?? url.pathname} is not implemented by the sandbox relay`)
+      body = await method(url.searchParams)
+    } catch (err) {
+      status = err instanceof XrpcError ? err.status : 500
+      body = { error: err instanceof XrpcError ? err.error : 'InternalServerError', message: err.message }
+    }
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' })
+    res.end(JSON.stringify(body))
+  })
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', resolve)
+  })
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  }
+}
+
 // ---------------------------------------------------------------- main
-let network
+const servers = [] // what shutdown closes (newest first): the network, more PDSes, the relay
 let tmpDir
 let starting = Promise.resolve() // the servers' creation, which shutdown must let finish
 let closing = false
@@ -188,8 +420,8 @@ async function shutdown(reason, code = 0) {
   closing = true
   log(`shutting down (${reason})`)
   try {
-    const net = network ?? (await starting.catch(() => undefined))
-    if (net) await net.close()
+    await starting.catch(() => undefined)
+    for (const server of servers.reverse()) await server.close()
   } catch (err) {
     log('error while closing:', err)
     code = code || 1
@@ -206,18 +438,37 @@ async function main() {
   // an explicit `port: undefined` would replace the free port it picked (PDS default 2583).
   const plcPort = Number(opts['plc-port'])
   const pdsPort = Number(opts['pds-port'])
-  starting = TestNetworkNoAppView.create({
-    plc: plcPort ? { port: plcPort } : {},
-    pds: {
-      ...(pdsPort ? { port: pdsPort } : {}),
-      hostname: 'localhost',
-    },
-  })
-  network = await starting
+  const startServers = async () => {
+    const net = await TestNetworkNoAppView.create({
+      plc: plcPort ? { port: plcPort } : {},
+      pds: {
+        ...(pdsPort ? { port: pdsPort } : {}),
+        hostname: 'localhost',
+      },
+    })
+    servers.push(net)
+    const pdses = [net.pds]
+    while (pdses.length < PDS_COUNT && !closing) {
+      const pds = await TestPds.create({ didPlcUrl: net.plc.url, hostname: 'localhost' })
+      servers.push(pds)
+      mockNetworkUtilities(pds) // as TestNetworkNoAppView does for its PDS
+      pdses.push(pds)
+    }
+    const relay = await startRelay(pdses, Number(opts['relay-port']))
+    servers.push(relay)
+    return { network: net, pdses, relay }
+  }
+  starting = startServers()
+  const { network, pdses, relay } = await starting
   if (closing) return
-  log(`PLC ${network.plc.url}, PDS ${network.pds.url}`)
+  log(`PLC ${network.plc.url}, PDS ${pdses.map((p) => p.url).join(' ')}, relay ${relay.url}`)
 
   const sc = network.getSeedClient()
+  const hosts = pdses.map((pds, i) => ({
+    pds,
+    url: pds.url,
+    sc: i === 0 ? sc : new SeedClient({ plc: network.plc, pds }, pds.getClient()),
+  }))
   const agent = sc.agent
   const json = { encoding: 'application/json' }
   const adminHeaders = network.pds.adminAuthHeaders() // Basic admin:admin-pass
@@ -363,35 +614,32 @@ async function main() {
     { ...json, headers: adminHeaders },
   )
   // dave deletes his account through the user flow; the "email" is caught at the mailer
-  const mailer = network.pds.ctx.mailer
-  let deleteToken
-  const origSend = mailer.sendAccountDelete
-  mailer.sendAccountDelete = async (params, mailOpts) => {
-    deleteToken = params.token
-    return origSend.call(mailer, params, mailOpts)
-  }
-  await agent.com.atproto.server.requestAccountDelete(undefined, { headers: sc.getHeaders(dave) })
-  mailer.sendAccountDelete = origSend
-  if (!deleteToken) throw new Error('no account-deletion token was mailed')
+  const deleteToken = await mailedToken(network.pds, 'sendAccountDelete', () =>
+    agent.com.atproto.server.requestAccountDelete(undefined, { headers: sc.getHeaders(dave) }),
+  )
   await agent.com.atproto.server.deleteAccount(
     { did: dave, password: accounts.dave.password, token: deleteToken },
     json,
   )
-  await network.processAll()
+  const moved = PDS_COUNT > 1 ? [await seedMovedAccount(hosts[0], hosts[1])] : []
+  if (moved.length) log(`moved.test moved from ${hosts[0].url} to ${hosts[1].url}`)
 
   const bulkStart = performance.now()
-  const bulk = await seedBulkAccounts(sc, BULK_ACCOUNTS, BULK_RECORDS)
+  const bulk = await seedBulkAccounts(hosts, BULK_ACCOUNTS, BULK_RECORDS)
   if (closing) return
   if (BULK_ACCOUNTS) {
     const secs = (performance.now() - bulkStart) / 1000
     log(`${BULK_ACCOUNTS} bulk accounts x ${BULK_RECORDS} records in ${secs.toFixed(1)} s`)
   }
+  await Promise.all(pdses.map((pds) => pds.processAll()))
 
   const status = { alice: 'active', bob: 'deactivated', carol: 'takendown', dave: 'deleted' }
   const startupMs = Math.round(performance.now() - t0)
   const out = {
     plc_url: network.plc.url,
     pds_url: network.pds.url,
+    pds_urls: pdses.map((pds) => pds.url),
+    relay_url: relay.url,
     admin_password: 'admin-pass',
     accounts: [
       ...Object.entries(accounts).map(([name, a]) => ({
@@ -399,7 +647,9 @@ async function main() {
         status: status[name],
         // records in the repository now; a deleted account's repository is destroyed
         records: status[name] === 'deleted' ? 0 : counts[a.did],
+        pds: network.pds.url,
       })),
+      ...moved,
       ...bulk,
     ],
     startup_ms: startupMs,

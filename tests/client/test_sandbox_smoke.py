@@ -15,6 +15,7 @@ from _loopback import paged
 
 import atrepo
 from atrepo.crypto import parse_legacy_key
+from atrepo.errors import SandboxError
 
 ADMIN = ("admin", "admin-pass")
 NEVER_EXISTED = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
@@ -171,3 +172,24 @@ def test_unavailable_repos(sandbox: Any, http: httpx.Client, handle: str | None,
                                progress=False)
         assert snap.verified is True
         assert len(snap) == sandbox.account(handle)["records"]
+
+
+def test_one_pds_sandbox_is_as_before(sandbox: Any, http: httpx.Client) -> None:
+    assert sandbox.pds_urls == [sandbox.pds_url]
+    assert sandbox.handle_resolver == sandbox.pds_url
+    assert sandbox.moved == []
+    assert {a["pds"] for a in sandbox.accounts} == {sandbox.pds_url}
+    # the relay lists the one PDS, with what its listRepos lists (alice, bob, carol)
+    res = http.get(f"{sandbox.relay_url}/xrpc/com.atproto.sync.listHosts")
+    assert res.status_code == 200, res.text
+    (host,) = res.json()["hosts"]
+    assert host["hostname"] == sandbox.pds_url.removeprefix("http://")
+    assert (host["accountCount"], host["status"]) == (3, "active")
+
+
+def test_unknown_account_is_a_sandbox_error(sandbox: Any) -> None:
+    with pytest.raises(atrepo.AtrepoError) as caught:
+        sandbox.post("nobody.test", "hello")
+    assert isinstance(caught.value, SandboxError)
+    assert "handle=nobody.test" in str(caught.value)
+    assert "alice.test, bob.test, carol.test, dave.test" in str(caught.value)

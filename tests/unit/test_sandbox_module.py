@@ -6,9 +6,14 @@ the fake npm records its arguments and working directory and creates the install
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +138,32 @@ def test_missing_npm_is_reported_only_when_needed(tools: Path, reference: Path) 
     marker.parent.mkdir(parents=True)
     marker.write_text("{}")
     assert sandbox.ensure_installed(reference=reference) == reference
+
+
+def _stopped_sandbox(accounts: list[dict[str, Any]]) -> sandbox.Sandbox:
+    """A Sandbox object over a process that already exited (no node needed)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""], stdin=subprocess.PIPE)
+    proc.wait()
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    info = {"plc_url": "http://localhost:1", "pds_url": "http://localhost:2",
+            "pds_urls": ["http://localhost:2"], "relay_url": "http://127.0.0.1:3",
+            "admin_password": "admin-pass", "accounts": accounts}
+    return sandbox.Sandbox(proc, info, collections.deque(), thread)
+
+
+def test_unknown_handle_is_a_sandbox_error_listing_the_accounts() -> None:
+    accounts = [{"handle": f"bulk{i:03}.test", "did": f"did:plc:{i}", "password": "x",
+                 "status": "active", "records": 2, "pds": "http://localhost:2"}
+                for i in range(20)]
+    sb = _stopped_sandbox(accounts)
+    for call in (lambda: sb.account("nobody.test"), lambda: sb.post("nobody.test", "hi"),
+                 lambda: sb.delete_record("nobody.test", "app.bsky.feed.post", "3k")):
+        with pytest.raises(SandboxError) as caught:
+            call()
+        message = str(caught.value)
+        assert message.startswith("no such sandbox account; handle=nobody.test; accounts=")
+        assert "bulk000.test, bulk001.test" in message and "bulk011.test" in message
+        assert "bulk012.test" not in message and "(20 in all)" in message
+    assert sb._http is None  # refused before any request
+    sb.stop()
