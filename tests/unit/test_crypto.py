@@ -1,9 +1,12 @@
-"""Unit tests for atrepo.crypto: key parsing, signature verification, commit verification."""
+"""Unit tests for atrepo.crypto: key parsing, signature verification, commit verification,
+and the signatures of whole repositories read with :func:`atrepo.read_car`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -15,7 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from multiformats import multibase
 
+import atrepo
 import atrepo.crypto as crypto
+from atrepo import car as carmod
+from atrepo import cbor
+from atrepo.cid import cid_for
 from atrepo.crypto import (
     PublicKey,
     format_did_key,
@@ -26,6 +33,7 @@ from atrepo.crypto import (
     verify_signature,
 )
 from atrepo.errors import AtrepoError, SignatureError
+from atrepo.testing import SigningKey, encode_car, make_repo_car
 
 CURVES: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "k256": ec.SECP256K1()}
 ORDER = {
@@ -421,3 +429,98 @@ def test_verify_commit_malformed_key_carries_did() -> None:
     assert err.key == bad
     assert err.fields["codec"] == "0xed"
     assert err.message == "unsupported did:key multicodec"
+
+
+# --- commit signatures of whole repositories (atrepo.read_car) --------------------------------
+# ``ref_small`` (k256) and ``ref_p256`` are written and signed by the reference implementation;
+# the hand-made repositories use atrepo.testing. A bad key or signature must end in a
+# SignatureError naming the repository's DID and the key tried, never in ``verified=False``.
+
+REPO_RECORDS = {"com.ex.t/a1": {"$type": "com.ex.t", "text": "fine"},
+                "com.ex.u/self": {"$type": "com.ex.u", "b": b"\x01"}}
+REPO_DID = "did:plc:testtesttesttesttesttest"  # make_repo_car's default
+
+
+def _read(source: object, **options: Any) -> atrepo.RepoSnapshot:
+    """Read a repository completely: the commit, every record and the problems frame."""
+    snap = atrepo.read_car(source, **options)  # type: ignore[arg-type]
+    assert snap.records.height == len(snap)
+    assert snap.problems.height == 0
+    return snap
+
+
+def _signature_error(source: object, **options: Any) -> SignatureError:
+    with pytest.raises(SignatureError) as info:
+        _read(source, **options)
+    assert type(info.value) is SignatureError and str(info.value)
+    return info.value
+
+
+def test_repository_wrong_signing_key(ref_small: Any) -> None:
+    err = _signature_error(ref_small.car, signing_key=ref_small.truth["other_key"])
+    assert err.did == ref_small.truth["did"]
+    assert err.key == ref_small.truth["other_key"]
+
+
+def test_repository_right_signing_key_verifies(ref_small: Any) -> None:
+    snap = _read(ref_small.car, did=ref_small.truth["did"],
+                 signing_key=ref_small.truth["signing_key"])
+    assert snap.verified is True
+    assert snap.did == ref_small.truth["did"]
+
+
+def test_repository_unverified_without_signing_key(ref_small: Any) -> None:
+    assert _read(ref_small.car).verified is False
+
+
+def test_repository_p256_wrong_key(ref_p256: Any) -> None:
+    assert _read(ref_p256.car, signing_key=ref_p256.truth["signing_key"]).verified
+    err = _signature_error(ref_p256.car, signing_key=ref_p256.truth["other_key"])
+    assert err.key == ref_p256.truth["other_key"]
+
+
+def test_repository_key_of_the_other_curve(ref_small: Any, ref_p256: Any) -> None:
+    err = _signature_error(ref_small.car, signing_key=ref_p256.truth["signing_key"])
+    assert err.did == ref_small.truth["did"]
+
+
+@pytest.mark.parametrize("curve", ["k256", "p256"])
+def test_repository_high_s_signature(curve: str) -> None:
+    key = SigningKey(curve)
+    car, did_key = make_repo_car(REPO_RECORDS, key=key, high_s=True)
+    err = _signature_error(car, signing_key=did_key)
+    assert err.did == REPO_DID and err.key == did_key
+    low, did_key2 = make_repo_car(REPO_RECORDS, key=key)
+    assert did_key2 == did_key
+    assert _read(low, signing_key=did_key).verified
+
+
+def test_repository_did_mismatch(ref_small: Any) -> None:
+    other = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+    assert _signature_error(ref_small.car, did=other).did == other
+    err = _signature_error(ref_small.car, did=other, signing_key=ref_small.truth["signing_key"])
+    assert err.did == other
+
+
+@pytest.mark.parametrize("key", ["did:key:zzz", "not a key", "did:key:", "",
+                                 "did:key:z" + "2" * 300_000])
+def test_repository_malformed_signing_key(ref_small: Any, key: str) -> None:
+    err = _signature_error(ref_small.car, signing_key=key)
+    assert err.did == ref_small.truth["did"]
+
+
+def test_repository_tampered_signature_bytes() -> None:
+    car, key = make_repo_car(REPO_RECORDS, key=SigningKey())
+    carfile = carmod.read_car(car)
+    commit_cid = carfile.roots[0]
+    commit = cbor.decode(carfile.get(commit_cid))  # type: ignore[arg-type]
+    sig = bytearray(commit["sig"])
+    sig[5] ^= 1
+    forged = cbor.encode(dict(commit, sig=bytes(sig)))
+    forged_cid = cid_for(forged)
+    blocks = [(bytes(forged_cid), forged) if cid == commit_cid else (bytes(cid), block)
+              for cid, block in carfile]
+    forged_car = encode_car([forged_cid], blocks)
+    assert _read(forged_car).records.height == len(REPO_RECORDS)  # reads unverified
+    err = _signature_error(forged_car, signing_key=key)
+    assert err.did == REPO_DID and err.key == key

@@ -1,4 +1,5 @@
-"""Unit tests for atrepo.datamodel: to_json, from_json and the record hot path record_json.
+"""Unit tests for atrepo.datamodel: to_json, from_json, the record hot path record_json, and
+undecodable records inside a repository read with :func:`atrepo.read_car`.
 
 Every rejection must be a :class:`~atrepo.DecodeError` (an AtrepoError and a ValueError).
 """
@@ -10,10 +11,12 @@ import math
 
 import pytest
 
+import atrepo
 from atrepo import cbor, datamodel
 from atrepo.cbor import INT_MAX, INT_MIN, MAX_DEPTH, Link
 from atrepo.cid import CID, cid_for
 from atrepo.errors import AtrepoError, DecodeError
+from atrepo.testing import SigningKey, make_repo_car
 
 H = bytes.fromhex
 CID_A = cid_for(b"a")
@@ -326,7 +329,6 @@ def test_trailing_bytes_strict_in_cbor_decode_lenient_in_record_json(hexdata: st
     assert datamodel.record_json(data) == '{"a":1}'
 
 
-
 def test_record_json_output_is_valid_json_data_model() -> None:
     samples = [
         cbor.encode({"a": [1, {"b": CID_A}], "c": b"\x00\x01", "$type": "x.y"}),
@@ -337,3 +339,51 @@ def test_record_json_output_is_valid_json_data_model() -> None:
         text = datamodel.record_json(data)
         value = datamodel.from_json(json.loads(text))
         assert json.loads(datamodel.record_json(cbor.encode(value))) == json.loads(text)
+
+
+# --- undecodable records inside a repository --------------------------------------------------
+# A record block whose CID checks out can still be undecodable; reading the repository must
+# keep going, list it under ``problems`` and leave its ``record`` null, never raise.
+
+DEEP = b"\xa1\x61a" + b"\x81" * 10_000 + b"\x01"
+BAD_UTF8 = b"\xa2\x64text\x62\xc3\x28\x65$type\x63a.b"
+GARBAGE = b"\xff\xfe\xfd"
+NOT_A_MAP = cbor.encode([1, 2, 3])
+BAD_RECORDS = {"com.ex.t/deep": DEEP, "com.ex.t/utf8": BAD_UTF8, "com.ex.t/garbage": GARBAGE,
+               "com.ex.t/list": NOT_A_MAP}
+GOOD_RECORDS = {"com.ex.t/a1": {"$type": "com.ex.t", "text": "fine"},
+                "com.ex.t/zz": {"$type": "com.ex.t", "n": 2, "l": CID_A},
+                "com.ex.u/self": {"$type": "com.ex.u", "b": b"\x01"}}
+REPO_KEY = SigningKey()
+
+
+def test_undecodable_records_become_problems() -> None:
+    car, key = make_repo_car({**GOOD_RECORDS, **BAD_RECORDS}, key=REPO_KEY)
+    snap = atrepo.read_car(car, signing_key=key)
+    assert snap.verified
+    records, problems = snap.records, snap.problems
+    assert records.height == len(snap) == len(GOOD_RECORDS) + len(BAD_RECORDS)
+    assert problems.columns == ["collection", "rkey", "cid", "error"]
+    assert problems.height == len(BAD_RECORDS)
+    expected = {(k.split("/")[0], k.split("/")[1], str(cid_for(v)))
+                for k, v in BAD_RECORDS.items()}
+    assert {(r["collection"], r["rkey"], r["cid"]) for r in problems.to_dicts()} == expected
+    assert all(r["error"] for r in problems.to_dicts())
+    by_key = {f"{r['collection']}/{r['rkey']}": r for r in records.to_dicts()}
+    for key_ in BAD_RECORDS:
+        assert by_key[key_]["record"] is None
+        assert by_key[key_]["cid"] == str(cid_for(BAD_RECORDS[key_]))
+        assert by_key[key_]["uri"] == f"at://{snap.did}/{key_}"
+    assert '"fine"' in by_key["com.ex.t/a1"]["record"]
+    assert snap.get("com.ex.t", "zz") == {"$type": "com.ex.t", "n": 2, "l": LINK_A}
+    for key_ in BAD_RECORDS:
+        collection, rkey = key_.split("/")
+        with pytest.raises(DecodeError) as info:
+            snap.get(collection, rkey)
+        assert type(info.value) is DecodeError and str(info.value)
+
+
+def test_problem_records_outside_filter_are_not_read() -> None:
+    car, _ = make_repo_car({**GOOD_RECORDS, **BAD_RECORDS}, key=REPO_KEY)
+    snap = atrepo.read_car(car, collections=["com.ex.u"])
+    assert snap.records.height == 1 and snap.problems.height == 0
