@@ -19,14 +19,10 @@ from ._records import gc_paused
 from .cid import CID, cid_str
 from .datamodel import record_json
 from .errors import AtrepoError, DecodeError
+from .frames import diff_frame
 from .snapshot import RepoSnapshot, collection_ranges
 
-__all__ = ["DIFF_SCHEMA", "diff"]
-
-DIFF_SCHEMA = pl.Schema({
-    "collection": pl.String, "rkey": pl.String, "uri": pl.String, "action": pl.String,
-    "old_cid": pl.String, "new_cid": pl.String, "record": pl.String, "old_record": pl.String,
-})
+__all__ = ["diff"]
 
 _EMPTY_ROOT, _EMPTY_BLOCKS = mst.build([])
 _ACTIONS = {(False, True): "create", (True, True): "update", (True, False): "delete"}
@@ -80,8 +76,7 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
                          None if before is None else cid_str(before),
                          None if after is None else cid_str(after),
                          _json(new, after), _json(old, before)))
-    frame = pl.DataFrame(rows, schema=DIFF_SCHEMA, orient="row")
-    return frame.sort("collection", "rkey")
+    return diff_frame(rows)
 
 
 def _json(snap: RepoSnapshot | None, raw: bytes | None) -> str | None:

@@ -3,7 +3,7 @@
 Layout under ``out_dir``::
 
     collection=app.bsky.feed.post/<did>.parquet     one file per repository and collection
-    _manifest.jsonl                                 one line per finished repository
+    _manifest.jsonl                                 one line per written repository
 
 Invariants that make "kill at any moment, re-run with resume=True" give exactly the rows of
 an uninterrupted run:
@@ -14,7 +14,12 @@ an uninterrupted run:
 3. a repository is appended to the manifest (and the line flushed to disk) only after all
    its files are in place; on resume, repositories in the manifest are skipped.
 
-Rows carry provenance columns: did, rev, commit_cid, verified, pds, fetched_at.
+Rows carry provenance columns: did, rev, commit_cid, verified, pds, fetched_at
+(:data:`atrepo.frames.EXPORT_SCHEMA`).
+
+Words: a repository is *written* once its files are in place and its manifest line is on
+disk (invariant 3); the DIDs in the manifest are the written ones, which a resumed run
+*skips*.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 import polars as pl
 
 from ._io.store import dir_name
+from .frames import errors_frame, export_frame
 from .snapshot import RepoSnapshot
 
 __all__ = ["ExportReport", "Exporter"]
@@ -52,7 +58,7 @@ class ExportReport:
     written: int = 0
     skipped: int = 0
     records: int = 0
-    errors: pl.DataFrame = field(default_factory=pl.DataFrame)
+    errors: pl.DataFrame = field(default_factory=lambda: errors_frame([]))
 
     def __repr__(self) -> str:
         return (f"<ExportReport {self.out_dir}: {self.written} repos written, "
@@ -79,18 +85,22 @@ class Exporter:
             leftover.unlink()  # a file being written when a previous run was killed
         if not resume:
             self._clear()
-        self.done = self._finished()
+        self.written = self._manifest_dids()
 
-    def _finished(self) -> set[str]:
+    def _manifest_dids(self) -> set[str]:
         if not self.manifest.exists():
             return set()
-        finished = set()
+        written = set()
         for line in self.manifest.read_text().splitlines():
             try:
-                finished.add(json.loads(line)["did"])
+                written.add(json.loads(line)["did"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a kill: that repository is written again
-        return finished
+        return written
+
+    def has(self, did: str) -> bool:
+        """Whether ``did`` is written (in the manifest), by this run or an earlier one."""
+        return did in self.written
 
     def _clear(self) -> None:
         for path in self.out_dir.glob("collection=*/*.parquet"):
@@ -102,10 +112,8 @@ class Exporter:
         stem = dir_name(snap.did)
         for old in self.out_dir.glob(f"collection=*/{stem}.parquet"):
             old.unlink()
-        frame = snap.records.with_columns(
-            pl.lit(snap.rev).alias("rev"), pl.lit(snap.commit_cid).alias("commit_cid"),
-            pl.lit(snap.verified).alias("verified"), pl.lit(pds, dtype=pl.String).alias("pds"),
-            pl.lit(snap.fetched_at).alias("fetched_at"))
+        frame = export_frame(snap.records, rev=snap.rev, commit_cid=snap.commit_cid,
+                             verified=snap.verified, pds=pds, fetched_at=snap.fetched_at)
         for (collection,), part in frame.group_by("collection", maintain_order=True):
             folder = self.out_dir / f"collection={collection}"
             folder.mkdir(exist_ok=True)
@@ -116,5 +124,5 @@ class Exporter:
             f.write(json.dumps({"did": snap.did, "rev": snap.rev, "records": frame.height}) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.done.add(snap.did)
+        self.written.add(snap.did)
         return frame.height

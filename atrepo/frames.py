@@ -1,20 +1,40 @@
-"""The frames atrepo returns: one declared schema per kind, and the builders that fill them.
+"""The frames atrepo returns: one declared schema per kind, and the builder that fills it.
 
 Every builder returns a frame with exactly its schema, also when empty, so code written
 against a frame never meets a missing column. CIDs are strings; no Python objects go into
 columns. Record frames are in MST key order, i.e. sorted by (collection, rkey).
+
+Frame kinds, their schemas and who returns them:
+
+* records, :data:`RECORDS_SCHEMA`: ``snap.records``, ``client.fetch_records``;
+* collections, :data:`COLLECTIONS_SCHEMA`: ``snap.collections``;
+* problems, :data:`PROBLEMS_SCHEMA`: ``snap.problems``;
+* diff, :data:`DIFF_SCHEMA`: ``atrepo.diff``, ``client.diff``;
+* snapshots, :data:`SNAPSHOTS_SCHEMA`: ``client.snapshots`` (the store's entries);
+* repos, :data:`REPOS_SCHEMA`: ``client.list_repos``;
+* dids, :data:`DIDS_SCHEMA`: ``client.list_repos_by_collection``;
+* errors, :data:`ERRORS_SCHEMA`: ``client.last_errors``, ``report.errors``;
+* export rows, :data:`EXPORT_SCHEMA`: what ``client.export`` writes (records plus
+  provenance).
+
+``snap.table(collection)`` is the one frame without a declared schema: its columns are the
+record fields, inferred from the records themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 import polars as pl
 
-__all__ = ["COLLECTIONS_SCHEMA", "PROBLEMS_SCHEMA", "RECORDS_SCHEMA", "collections_frame",
-           "problems_frame", "records_frame", "table_frame"]
+__all__ = ["COLLECTIONS_SCHEMA", "DIDS_SCHEMA", "DIFF_SCHEMA", "ERRORS_SCHEMA",
+           "EXPORT_SCHEMA", "PROBLEMS_SCHEMA", "RECORDS_SCHEMA", "REPOS_SCHEMA",
+           "SNAPSHOTS_SCHEMA", "collections_frame", "concat_records", "dids_frame",
+           "diff_frame", "errors_frame", "export_frame", "problems_frame", "records_frame",
+           "repos_frame", "snapshots_frame", "table_frame"]
 
 RECORDS_SCHEMA = pl.Schema({
     "did": pl.String, "collection": pl.String, "rkey": pl.String, "uri": pl.String,
@@ -24,6 +44,23 @@ COLLECTIONS_SCHEMA = pl.Schema({"collection": pl.String, "count": pl.UInt32})
 PROBLEMS_SCHEMA = pl.Schema({
     "collection": pl.String, "rkey": pl.String, "cid": pl.String, "error": pl.String,
 })
+DIFF_SCHEMA = pl.Schema({
+    "collection": pl.String, "rkey": pl.String, "uri": pl.String, "action": pl.String,
+    "old_cid": pl.String, "new_cid": pl.String, "record": pl.String, "old_record": pl.String,
+})
+SNAPSHOTS_SCHEMA = pl.Schema({"rev": pl.String(), "data_cid": pl.String(),
+                              "fetched_at": pl.Datetime("us", "UTC"), "records": pl.Int64()})
+REPOS_SCHEMA = pl.Schema({"did": pl.String, "head": pl.String, "rev": pl.String,
+                          "active": pl.Boolean, "status": pl.String})
+DIDS_SCHEMA = pl.Schema({"did": pl.String})
+ERRORS_SCHEMA = pl.Schema({"did": pl.String, "error": pl.String, "status": pl.String})
+EXPORT_SCHEMA = pl.Schema([*RECORDS_SCHEMA.items(), ("rev", pl.String()),
+                           ("commit_cid", pl.String()), ("verified", pl.Boolean()),
+                           ("pds", pl.String()), ("fetched_at", pl.Datetime("us", "UTC"))])
+
+
+def _from_rows(rows: Iterable[Sequence[Any]], schema: pl.Schema) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=schema, orient="row")
 
 
 def _split_keys(keys: Sequence[str]) -> pl.DataFrame:
@@ -46,17 +83,57 @@ def records_frame(did: str, keys: Sequence[str], cids: Sequence[str],
     return frame.select(RECORDS_SCHEMA.names())
 
 
-def collections_frame(keys: Sequence[str]) -> pl.DataFrame:
-    """Return [collection, count] for MST keys, sorted by collection."""
-    if not keys:
-        return pl.DataFrame(schema=COLLECTIONS_SCHEMA)
-    return (_split_keys(keys).group_by("collection").len(name="count")
-            .with_columns(pl.col("count").cast(pl.UInt32)).sort("collection"))
+def concat_records(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Return ``records`` frames one after the other (an empty one for no frames)."""
+    return pl.concat(frames) if frames else pl.DataFrame(schema=RECORDS_SCHEMA)
 
 
-def problems_frame(rows: Sequence[tuple[str, str, str, str]]) -> pl.DataFrame:
+def collections_frame(counts: Mapping[str, int]) -> pl.DataFrame:
+    """Return [collection, count] from record counts per collection, sorted by collection."""
+    return _from_rows(sorted(counts.items()), COLLECTIONS_SCHEMA)
+
+
+def problems_frame(rows: Iterable[tuple[str, str, str, str]]) -> pl.DataFrame:
     """Return the ``problems`` frame from (collection, rkey, cid, error) rows."""
-    return pl.DataFrame(list(rows), schema=PROBLEMS_SCHEMA, orient="row")
+    return _from_rows(rows, PROBLEMS_SCHEMA)
+
+
+def diff_frame(rows: Iterable[tuple[str, str, str, str, str | None, str | None, str | None,
+                                    str | None]]) -> pl.DataFrame:
+    """Return the ``diff`` frame from rows in :data:`DIFF_SCHEMA` order, sorted by key."""
+    return _from_rows(rows, DIFF_SCHEMA).sort("collection", "rkey")
+
+
+def snapshots_frame(rows: Iterable[tuple[str, str, datetime, int]]) -> pl.DataFrame:
+    """Return the ``snapshots`` frame from (rev, data_cid, fetched_at, records) rows."""
+    return _from_rows(rows, SNAPSHOTS_SCHEMA)
+
+
+def repos_frame(rows: Iterable[tuple[str, str | None, str | None, bool, str | None]]
+                ) -> pl.DataFrame:
+    """Return the ``list_repos`` frame from (did, head, rev, active, status) rows, in order."""
+    return _from_rows(rows, REPOS_SCHEMA)
+
+
+def dids_frame(dids: Iterable[str]) -> pl.DataFrame:
+    """Return a one-column [did] frame, in order."""
+    return _from_rows(((did,) for did in dids), DIDS_SCHEMA)
+
+
+def errors_frame(rows: Iterable[tuple[str, str, str | None]]) -> pl.DataFrame:
+    """Return the ``last_errors`` frame from (did, error, status) rows, in order."""
+    return _from_rows(rows, ERRORS_SCHEMA)
+
+
+def export_frame(records: pl.DataFrame, *, rev: str, commit_cid: str, verified: bool,
+                 pds: str | None, fetched_at: datetime) -> pl.DataFrame:
+    """Return a ``records`` frame with the provenance columns an export writes beside it."""
+    return records.with_columns(
+        pl.lit(rev, dtype=pl.String).alias("rev"),
+        pl.lit(commit_cid, dtype=pl.String).alias("commit_cid"),
+        pl.lit(verified, dtype=pl.Boolean).alias("verified"),
+        pl.lit(pds, dtype=pl.String).alias("pds"),
+        pl.lit(fetched_at, dtype=EXPORT_SCHEMA["fetched_at"]).alias("fetched_at"))
 
 
 def table_frame(records: pl.DataFrame) -> pl.DataFrame:

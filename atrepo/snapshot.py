@@ -5,13 +5,26 @@ Opening a snapshot checks what makes the data trustworthy: the commit block, its
 checked against the tree invariants). The walk keeps only the (key, record CID) list.
 Records are decoded the first time ``records``/``table``/``problems`` is asked for, in
 batches spread over worker processes for big repositories, and the frame is cached.
+
+Words (one name per concept, shared with :mod:`atrepo._io.store`):
+
+*snapshot*
+    A :class:`RepoSnapshot`, and nothing else: one repository at one commit, opened over
+    its blocks.
+*walk*
+    Reading the MST from the root to list every (key, record CID), checking every node on
+    the way. ``RepoSnapshot._walk`` does it, once; ``records``, ``get`` and ``len`` call
+    it when it has not happened yet.
+*counts*
+    Records per collection. Known without a walk when the store recorded them with the
+    entry a snapshot was opened from; ``repr`` shows only what is known and never walks.
 """
 
 from __future__ import annotations
 
 import bisect
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -31,8 +44,8 @@ from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame, table_frame
 from .models import Commit, parse_commit
 
-__all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges", "narrowed",
-           "open_snapshot"]
+__all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
+           "count_collections", "narrowed", "open_snapshot"]
 
 BATCH_SIZE = 20_000        # records per unit of parallel decoding
 PARALLEL_MIN = 40_000      # fewer records than this are decoded in this process alone
@@ -77,19 +90,47 @@ def collection_ranges(collections: Sequence[str] | None) -> list[tuple[str, str]
     return sorted(ranges)
 
 
+def count_collections(keys: Sequence[str]) -> dict[str, int]:
+    """Return records per collection of sorted MST keys, in a jump per collection.
+
+    A collection's keys ``collection/rkey`` are contiguous in key order and end before
+    ``collection0`` ("0" sorts right after "/"), so each count is one binary search.
+    """
+    counts: dict[str, int] = {}
+    start = 0
+    while start < len(keys):
+        collection = keys[start].partition("/")[0]
+        end = bisect.bisect_left(keys, collection + "0", start)
+        counts[collection] = end - start
+        start = end
+    return counts
+
+
+def _counts_within(counts: Mapping[str, int] | None,
+                   collections: Sequence[str] | None) -> dict[str, int] | None:
+    """The part of known ``counts`` that ``collections`` lets through (None: not known)."""
+    if counts is None:
+        return None
+    ranges = collection_ranges(collections)
+    return {name: n for name, n in counts.items()
+            if ranges is None or any(lo <= name + "/" < hi for lo, hi in ranges)}
+
+
 def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | None = None,
                   collections: Sequence[str] | None = None, handle: str | None = None,
                   fetched_at: datetime | None = None, progress_bar: bool | None = None,
                   workers: int | None = None, root: str | None = None,
                   source: str = "file", bytes_downloaded: int = 0,
-                  walk_now: bool = True) -> RepoSnapshot:
+                  walk_now: bool = True, counts: Mapping[str, int] | None = None
+                  ) -> RepoSnapshot:
     """Return the verified, walked :class:`RepoSnapshot` of a repository CAR.
 
     ``root`` names the commit to open in a CAR that holds several (a store pack); by
     default the CAR's single root. ``source`` and ``bytes_downloaded`` say how the blocks
     were obtained (see :attr:`RepoSnapshot.source`). ``walk_now=False`` defers the MST walk
     (and its checks) to the first use of the records: for a stored snapshot whose tree was
-    checked when it was stored, and which may only be diffed.
+    checked when it was stored, and which may only be diffed. ``counts`` are the records
+    per collection of the whole tree when known without a walk (from the store's entry).
 
     Raises:
         CarError: no single root, a missing or malformed commit, or a corrupt block.
@@ -114,9 +155,10 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
                         verified=verified, walk=walk,
                         collections_filter=None if collections is None else list(collections),
                         handle=handle, fetched_at=fetched_at or datetime.now(timezone.utc),
-                        progress_bar=progress_bar, workers=n_workers)
+                        progress_bar=progress_bar, workers=n_workers,
+                        counts=_counts_within(counts, collections))
     if walk_now:
-        snap._keys  # noqa: B018 - the walk, with every check of the tree, happens here
+        snap._walk()
     snap.source, snap.bytes_downloaded = source, bytes_downloaded
     return snap
 
@@ -131,7 +173,7 @@ def narrowed(snap: RepoSnapshot, collections: Sequence[str]) -> RepoSnapshot:
             merged.append([lo, hi])
 
     def walk() -> tuple[list[str], list[bytes]]:
-        keys, values = snap._tree
+        keys, values = snap._walk()
         kept_keys: list[str] = []
         kept_values: list[bytes] = []
         for lo, hi in merged:
@@ -144,7 +186,8 @@ def narrowed(snap: RepoSnapshot, collections: Sequence[str]) -> RepoSnapshot:
                           verified=snap.verified, walk=walk,
                           collections_filter=list(collections), handle=snap.handle,
                           fetched_at=snap.fetched_at, progress_bar=snap._progress,
-                          workers=snap._workers)
+                          workers=snap._workers,
+                          counts=_counts_within(snap._known_counts(), collections))
     narrow.source, narrow.bytes_downloaded = snap.source, snap.bytes_downloaded
     return narrow
 
@@ -180,7 +223,7 @@ def check_complete(snap: RepoSnapshot) -> None:
     decoding them: what makes a tree assembled from several downloads whole.
     """
     locate = snap.blocks.locate
-    for key, raw in zip(snap._keys, snap._values):
+    for key, raw in zip(*snap._walk()):
         if locate(raw) is None:
             raise MstError("record block missing", did=snap.did, key=key, cid=cid_str(raw),
                            hint="the repository's blocks are incomplete")
@@ -238,7 +281,8 @@ class RepoSnapshot:
     def __init__(self, *, car: CarFile, commit: Commit, commit_cid: str, verified: bool,
                  walk: Callable[[], tuple[list[str], list[bytes]]],
                  collections_filter: list[str] | None, handle: str | None,
-                 fetched_at: datetime, progress_bar: bool | None, workers: int) -> None:
+                 fetched_at: datetime, progress_bar: bool | None, workers: int,
+                 counts: Mapping[str, int] | None = None) -> None:
         self.did = commit.did
         self.handle = handle
         self.rev = commit.rev
@@ -249,22 +293,30 @@ class RepoSnapshot:
         self.fetched_at = fetched_at
         self.collections_filter = collections_filter
         self._car = car
-        self._walk = walk
+        self._walker = walk
+        self._tree: tuple[list[str], list[bytes]] | None = None
+        self._counts = None if counts is None else dict(counts)
         self._progress = progress_bar
         self._workers = workers
 
-    @cached_property
-    def _tree(self) -> tuple[list[str], list[bytes]]:
-        """(MST keys, record CIDs) in key order, from the walk (done once, on first use)."""
-        return self._walk()
+    def _walk(self) -> tuple[list[str], list[bytes]]:
+        """Return (MST keys, binary record CIDs) in key order, walking the tree on first use.
 
-    @property
-    def _keys(self) -> list[str]:
-        return self._tree[0]
+        The walk checks every MST node; it happens once per snapshot (when it was opened,
+        or for a snapshot reopened from the store, the first time its records are needed).
 
-    @property
-    def _values(self) -> list[bytes]:
-        return self._tree[1]
+        Raises:
+            MstError: the tree is incomplete or malformed.
+            CarError: a block does not match its CID.
+        """
+        if self._tree is None:
+            self._tree = self._walker()
+            self._counts = count_collections(self._tree[0])
+        return self._tree
+
+    def _known_counts(self) -> dict[str, int] | None:
+        """Records per collection if known without a walk (walked, or from the store)."""
+        return None if self._counts is None else dict(self._counts)
 
     @property
     def blocks(self) -> CarFile:
@@ -276,9 +328,9 @@ class RepoSnapshot:
     @cached_property
     def _decoded(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         car = self._car
-        batches = [self._values[i:i + BATCH_SIZE] for i in range(0, len(self._values),
-                                                                BATCH_SIZE)]
-        parallel = len(self._keys) >= PARALLEL_MIN and car.reopenable()
+        keys, values = self._walk()
+        batches = [values[i:i + BATCH_SIZE] for i in range(0, len(values), BATCH_SIZE)]
+        parallel = len(keys) >= PARALLEL_MIN and car.reopenable()
 
         def local(cids: list[bytes]) -> DecodedBatch:
             return decode_batch(cids, car.get_raw)
@@ -288,20 +340,20 @@ class RepoSnapshot:
                                                car.mem_limit_mb, car.verify_cids, cids)
             return result
 
-        with progress(len(self._keys), f"decoding {self.did}", self._progress,
+        with progress(len(keys), f"decoding {self.did}", self._progress,
                       unit="rec") as bar:
             results = run_jobs(batches, local, remote, self._workers if parallel else 0,
                                lambda cids: bar.update(len(cids)))
         records: list[str | None] = []
         cids: list[str] = []
         problems = []
-        for start, result in zip(range(0, len(self._keys), BATCH_SIZE), results):
+        for start, result in zip(range(0, len(keys), BATCH_SIZE), results):
             records.extend(result.records)
             cids.extend(result.cids)
             for i, message in result.problems:
-                collection, _, rkey = self._keys[start + i].partition("/")
+                collection, _, rkey = keys[start + i].partition("/")
                 problems.append((collection, rkey, result.cids[i], message))
-        frame = records_frame(self.did, self._keys, cids, records)
+        frame = records_frame(self.did, keys, cids, records)
         return frame, problems_frame(problems)
 
     @property
@@ -326,7 +378,9 @@ class RepoSnapshot:
     @cached_property
     def collections(self) -> pl.DataFrame:
         """Record counts per collection: [collection, count], sorted by collection."""
-        return collections_frame(self._keys)
+        self._walk()
+        assert self._counts is not None  # set by the walk
+        return collections_frame(self._counts)
 
     def get(self, collection: str, rkey: str) -> dict[str, Any] | None:
         """Return one record in the JSON data model, or None when the repo does not hold it.
@@ -335,10 +389,11 @@ class RepoSnapshot:
             DecodeError: when the record block cannot be decoded.
         """
         key = f"{collection}/{rkey}"
-        i = bisect.bisect_left(self._keys, key)
-        if i == len(self._keys) or self._keys[i] != key:
+        keys, values = self._walk()
+        i = bisect.bisect_left(keys, key)
+        if i == len(keys) or keys[i] != key:
             return None
-        raw = self._values[i]
+        raw = values[i]
         block = self._car.get_raw(raw)
         if block is None:
             raise MstError("record block missing from CAR", cid=cid_str(raw), did=self.did)
@@ -346,18 +401,24 @@ class RepoSnapshot:
         return value
 
     def __len__(self) -> int:
-        return len(self._keys)
+        """The number of records (from the known counts, else by walking the tree)."""
+        if self._counts is None:
+            self._walk()
+        assert self._counts is not None  # set by the walk
+        return sum(self._counts.values())
 
     def write_parquet(self, path: str | Path) -> None:
         """Write the ``records`` frame to a Parquet file."""
         self.records.write_parquet(path)
 
-    # -- display --------------------------------------------------------------------------
+    # -- display (cheap: only what is known, never a walk or a frame) ---------------------
 
     def _summary(self) -> list[tuple[str, str]]:
+        counts = self._counts
         summary = [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
-                   ("verified", str(self.verified)), ("records", f"{len(self._keys):,}"),
-                   ("collections", str(self.collections.height))]
+                   ("verified", str(self.verified)),
+                   ("records", "?" if counts is None else f"{sum(counts.values()):,}"),
+                   ("collections", "?" if counts is None else str(len(counts)))]
         if self.source != "file":
             summary.append(("source", f"{self.source} ({self.bytes_downloaded:,} B)"))
         return summary
@@ -370,9 +431,7 @@ class RepoSnapshot:
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
                        for k, v in self._summary())
-        counts = self.collections
         coll = "".join(f"<tr><td style='text-align:left'>{html.escape(c)}</td>"
-                       f"<td>{n:,}</td></tr>" for c, n in counts.iter_rows())
+                       f"<td>{n:,}</td></tr>" for c, n in sorted((self._counts or {}).items()))
         return (f"<div><b>RepoSnapshot</b><table>{rows}</table>"
                 f"<table><tr><th>collection</th><th>count</th></tr>{coll}</table></div>")
-

@@ -59,7 +59,7 @@ def expected_ops(corpus: Path) -> list[tuple[str, str | None, str | None]]:
 def atrepo_side(corpus: Path, work: Path, repeat: int,
                 expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
     from atrepo import car, diff, mst
-    from atrepo._io.store import SnapshotStore
+    from atrepo._snapshot_store import SnapshotStore
     from atrepo.snapshot import open_snapshot
 
     truth, truth2 = (json.loads((corpus / n).read_text()) for n in ("truth.json", "truth2.json"))

@@ -1,27 +1,41 @@
-"""The snapshot store: every fetched revision of every repository, sharing their blocks.
+"""The pack store: every fetched revision of every repository on disk, sharing their blocks.
+
+Words used here and by the modules above (one name per concept):
+
+*entry*
+    A :class:`StoreEntry`: the store's record of one kept revision (rev, commit, record
+    counts, how it was downloaded). ``client.snapshots()`` lists the entries.
+*pack*
+    The blocks of every entry of one repository, in one CAR file.
+*index*
+    The file that lists a repository's entries (named ``snapshots.json`` on disk).
+*snapshot*
+    Not used here: a :class:`~atrepo.RepoSnapshot` is opened over a pack by the frames side
+    (:mod:`atrepo._snapshot_store`); this module knows nothing of frames or polars.
 
 Each repository has a directory under ``<cache>/repos/`` holding:
 
 ``blocks.car``
-    A *pack*: a CARv1 file whose blocks are those of every stored snapshot. The first
+    The pack: a CARv1 file whose blocks are those of every entry. The first
     download becomes the pack as it is; later downloads append only the blocks the pack
     lacks. Blocks are content-addressed, so two revisions share every record and every MST
-    node they have in common: ten snapshots that differ by 1% of their records cost little
-    more than one. A snapshot is opened by indexing the pack and starting at its commit.
+    node they have in common: ten entries that differ by 1% of their records cost little
+    more than one. An entry is opened by indexing the pack and starting at its commit.
 ``snapshots.json``
     The index, replaced atomically: the DID, the last handle and signing key seen, the
-    length of the pack that is known complete (``pack_bytes``) and one entry per snapshot.
+    length of the pack that is known complete (``pack_bytes``) and the entries.
 ``lock``
     Held (``flock``) while a download is appended, verified and recorded, so threads and
     processes sharing the cache take turns. Bytes past ``pack_bytes`` are an append that
     did not finish (or did not verify); the next writer cuts them off first.
 
-:meth:`SnapshotStore.add` records a snapshot only after its whole tree was found and
-checked in the pack; checking the commit's DID and signature first is the caller's job.
+:meth:`PackWriter.commit` records an entry; its caller (``SnapshotStore.add``) does so only
+after the entry's whole tree was found and checked in the pack, and checks the commit's DID
+and signature before that.
 
 The whole store is bounded by ``max_bytes``: after a commit, the repositories used least
-recently are removed until it fits (never the one just written). An open snapshot is not
-broken by this: it holds its pack open (in memory or mapped), and a deleted file lives on
+recently are removed until it fits (never the one just written). What is open over a pack
+is not broken by this: it holds the pack open (in memory or mapped), and a deleted file lives on
 until it is closed.
 """
 
@@ -42,9 +56,8 @@ from typing import Any
 from .. import car as _car
 from .._varint import encode_varint
 from ..errors import AtrepoError, CarError
-from ..snapshot import RepoSnapshot, check_complete, open_snapshot
 
-__all__ = ["PackWriter", "SnapshotStore", "StoredSnapshot", "dir_name"]
+__all__ = ["PackStore", "PackWriter", "StoreEntry", "dir_name"]
 
 PACK = "blocks.car"
 INDEX = "snapshots.json"
@@ -52,8 +65,8 @@ LOCK = "lock"
 
 
 @dataclass(frozen=True)
-class StoredSnapshot:
-    """One stored revision of a repository (an entry of ``snapshots.json``)."""
+class StoreEntry:
+    """One kept revision of a repository (an entry of the index)."""
 
     rev: str
     commit_cid: str
@@ -63,13 +76,17 @@ class StoredSnapshot:
     source: str             # "full" or "incremental": how its blocks were downloaded
     bytes_downloaded: int   # the body bytes of that download
     verified: bool
-    pack_bytes: int         # the pack's complete length once this snapshot was stored
+    pack_bytes: int         # the pack's complete length once this entry was recorded
+    collections: dict[str, int] | None = None  # records per collection (None: an index
+                                               # written before these were recorded)
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as it is written to the index."""
         return {**asdict(self), "fetched_at": self.fetched_at.isoformat()}
 
     @classmethod
-    def from_json(cls, entry: dict[str, Any]) -> StoredSnapshot:
+    def from_json(cls, entry: dict[str, Any]) -> StoreEntry:
+        """The entry read back from the index."""
         return cls(**{**entry, "fetched_at": datetime.fromisoformat(entry["fetched_at"])})
 
 
@@ -78,8 +95,8 @@ def dir_name(did: str) -> str:
     return did.replace(":", "_").replace("%", "_").replace("/", "_")
 
 
-class SnapshotStore:
-    """The snapshots of every repository under one directory (see the module docstring)."""
+class PackStore:
+    """The packs and indexes of every repository under one directory (see the module doc)."""
 
     def __init__(self, root: Path, *, max_bytes: int) -> None:
         self.root = root
@@ -96,23 +113,23 @@ class SnapshotStore:
         except FileNotFoundError:
             return {"did": did, "pack_bytes": 0, "snapshots": []}
         except (OSError, ValueError) as exc:
-            raise AtrepoError("the snapshot index is unreadable", did=did,
+            raise AtrepoError("the store's index is unreadable", did=did,
                               path=self._dir(did) / INDEX, detail=str(exc),
                               hint="delete that repository's directory from the cache") from exc
         return index
 
-    def snapshots(self, did: str) -> list[StoredSnapshot]:
-        """The stored snapshots of ``did``, oldest revision first (empty if none)."""
-        entries = [StoredSnapshot.from_json(e) for e in self._index(did)["snapshots"]]
+    def entries(self, did: str) -> list[StoreEntry]:
+        """The entries of ``did``, oldest revision first (empty if none)."""
+        entries = [StoreEntry.from_json(e) for e in self._index(did)["snapshots"]]
         return sorted(entries, key=lambda e: e.rev)
 
-    def newest(self, did: str) -> StoredSnapshot | None:
-        """The stored snapshot of ``did`` with the highest revision, if any."""
-        stored = self.snapshots(did)
-        return stored[-1] if stored else None
+    def newest(self, did: str) -> StoreEntry | None:
+        """The entry of ``did`` with the highest revision, if any."""
+        entries = self.entries(did)
+        return entries[-1] if entries else None
 
     def identity(self, did: str) -> tuple[str | None, str | None]:
-        """The (handle, signing key) recorded with ``did``'s newest snapshot."""
+        """The (handle, signing key) recorded with ``did``'s newest entry."""
         index = self._index(did)
         return index.get("handle"), index.get("signing_key")
 
@@ -144,34 +161,6 @@ class SnapshotStore:
             pass
 
     # -- writing --------------------------------------------------------------------------
-
-    def add(self, download: _car.CarFile, *, did: str, commit_cid: str,
-            signing_key: str | None, handle: str | None, source: str, mem_limit_mb: float,
-            progress: bool | None = None) -> RepoSnapshot:
-        """Store a download as the next snapshot of ``did``; return it, walked whole.
-
-        The commit should have been checked (DID, signature) before: this appends the
-        download's blocks, opens the new commit over the whole pack, walks it and checks
-        that every record block is present, and only then records the snapshot. On any
-        error nothing is recorded. ``download`` is the store's from here on.
-        """
-        size = download.size
-        with self.writing(did) as writer:
-            pack = writer.append(download, mem_limit_mb)
-            try:
-                snap = open_snapshot(pack, did=did, signing_key=signing_key, handle=handle,
-                                     progress_bar=progress, root=commit_cid, source=source,
-                                     bytes_downloaded=size)
-                check_complete(snap)
-            except BaseException:
-                pack.close()
-                raise
-            writer.commit(StoredSnapshot(
-                rev=snap.rev, commit_cid=commit_cid, data_cid=snap.data_cid,
-                fetched_at=snap.fetched_at, records=len(snap), source=source,
-                bytes_downloaded=size, verified=snap.verified, pack_bytes=pack.size),
-                handle=handle, signing_key=signing_key)
-        return snap
 
     @contextmanager
     def writing(self, did: str) -> Iterator[PackWriter]:
@@ -219,7 +208,7 @@ class SnapshotStore:
 
 
 class PackWriter:
-    """Appends one download to a pack and records the snapshot it holds (under the lock)."""
+    """Appends one download to a pack and records the entry it holds (under the lock)."""
 
     def __init__(self, did: str, where: Path, index: dict[str, Any]) -> None:
         self.did = did
@@ -274,8 +263,8 @@ class PackWriter:
             os.fsync(out.fileno())
             self.length = out.tell()
 
-    def commit(self, entry: StoredSnapshot, *, handle: str | None,
-               signing_key: str | None) -> StoredSnapshot:
+    def commit(self, entry: StoreEntry, *, handle: str | None,
+               signing_key: str | None) -> StoreEntry:
         """Record ``entry`` (and the identity it was verified with) in the index."""
         entry = replace(entry, pack_bytes=self.length)
         others = [e for e in self.index["snapshots"] if e["rev"] != entry.rev]

@@ -1,0 +1,146 @@
+"""Bulk calls (``fetch_records``, ``export``): what runs for each repository, and the tally.
+
+A bulk call is a *run*: one flow per named repository (:meth:`Run.flow`), run by the client
+``max_concurrency`` at a time; every outcome is handed back in input order to
+:meth:`Run.record`, and when all are in, the client sets ``last_errors`` from
+:meth:`Run.errors` and returns :meth:`Run.result`. The clients differ only in how they run
+the flows (threads or tasks).
+
+Words:
+
+*recorded*
+    An outcome the run has taken into its tally: a snapshot (or, in an export, a written
+    repository or a skipped one) or an :class:`~atrepo.AtrepoError`. Any other exception is
+    a bug and propagates.
+*written*, *skipped*, *failed*
+    In an export: a repository whose files are in place and recorded in the manifest by
+    this run; one the manifest already held (not fetched again); one whose fetch ended in
+    an AtrepoError (a row of ``errors``).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import polars as pl
+
+from ._flows.effects import Flow
+from ._pipeline import Pipeline
+from .errors import AtrepoError, RepoUnavailable
+from .export import Exporter, ExportReport
+from .frames import concat_records, errors_frame
+from .snapshot import RepoSnapshot
+
+__all__ = ["ExportRun", "FetchRun", "Run", "named"]
+
+R = TypeVar("R")
+
+
+def named(source: str | Iterable[str]) -> list[str] | None:
+    """The repositories a bulk call names, or None when it names a host URL to list."""
+    if isinstance(source, str):
+        return None if "://" in source else [source]
+    return list(source)
+
+
+class Run(ABC, Generic[R]):
+    """One bulk call: its names, a flow per name, the errors tally, and its result."""
+
+    desc = "repos"
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self._errors: dict[int, tuple[str, str, str | None]] = {}
+
+    @abstractmethod
+    def flow(self, i: int) -> Flow[Any]:
+        """The flow for repository ``i``."""
+
+    @abstractmethod
+    def record(self, i: int, outcome: Any) -> None:
+        """Record repository ``i``'s outcome (a value of its flow, or an AtrepoError)."""
+
+    def _failed(self, i: int, outcome: BaseException) -> None:
+        """Record an AtrepoError as repository ``i``'s row of errors; re-raise anything else."""
+        if not isinstance(outcome, AtrepoError):
+            raise outcome
+        status = outcome.status if isinstance(outcome, RepoUnavailable) else None
+        did = getattr(outcome, "did", None) or self.names[i]
+        self._errors[i] = (did, f"{type(outcome).__name__}: {outcome}", status)
+
+    def errors(self) -> pl.DataFrame:
+        """The ``last_errors`` frame: did, error, status of the repositories that failed."""
+        return errors_frame(self._errors[i] for i in sorted(self._errors))
+
+    @abstractmethod
+    def result(self) -> R:
+        """What the bulk call returns, once every outcome is recorded."""
+
+
+class FetchRun(Run[pl.DataFrame]):
+    """``fetch_records``: every repository's records, concatenated in input order."""
+
+    desc = "fetching repos"
+
+    def __init__(self, pipeline: Pipeline, names: Sequence[str],
+                 collections: Sequence[str] | None) -> None:
+        super().__init__(names)
+        self._pipeline = pipeline
+        self._collections = collections
+        self._frames: dict[int, pl.DataFrame] = {}
+
+    def flow(self, i: int) -> Flow[RepoSnapshot]:
+        return self._pipeline.get_repo(self.names[i], self._collections)
+
+    def record(self, i: int, outcome: RepoSnapshot | BaseException) -> None:
+        if isinstance(outcome, RepoSnapshot):
+            self._frames[i] = outcome.records
+        else:
+            self._failed(i, outcome)
+
+    def result(self) -> pl.DataFrame:
+        return concat_records([self._frames[i] for i in sorted(self._frames)])
+
+
+class ExportRun(Run[ExportReport]):
+    """``export``: fetch and write every repository the manifest does not hold yet."""
+
+    desc = "exporting"
+
+    def __init__(self, pipeline: Pipeline, names: Sequence[str],
+                 out_dir: str | os.PathLike[str], *, resume: bool,
+                 collections: Sequence[str] | None) -> None:
+        super().__init__(names)
+        self._pipeline = pipeline
+        self._collections = collections
+        self._exporter = Exporter(out_dir, resume=resume)
+        self._report = ExportReport(self._exporter.out_dir)
+
+    def flow(self, i: int) -> Flow[tuple[RepoSnapshot, str | None] | None]:
+        """Resolve; fetch unless the manifest has the repository (then None)."""
+        if self._exporter.has(self.names[i]):
+            return None
+        ident = yield from self._pipeline.resolve(self.names[i])
+        if self._exporter.has(ident.did):
+            return None
+        snap = yield from self._pipeline.fetch(ident, self._collections,
+                                               self._pipeline.store.newest(ident.did))
+        return snap, ident.pds
+
+    def record(self, i: int, outcome: tuple[RepoSnapshot, str | None] | None | BaseException
+               ) -> None:
+        """Record repository ``i``: written (snapshot, pds), skipped (None) or failed."""
+        if outcome is None:
+            self._report.skipped += 1
+        elif isinstance(outcome, tuple):
+            self._report.records += self._exporter.write(*outcome)
+            self._report.written += 1
+        else:
+            self._failed(i, outcome)
+
+    def result(self) -> ExportReport:
+        self._report.errors = self.errors()
+        return self._report

@@ -1,0 +1,136 @@
+"""The pack store (atrepo/_io/store.py): packs, indexes, entries, eviction; no frames.
+
+Entries are written the way ``SnapshotStore.add`` writes them (append under the lock,
+then commit), with the commit CIDs of repositories written by the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import atrepo
+from atrepo import car
+from atrepo._io.store import PACK, PackStore, StoreEntry, dir_name
+from atrepo.cid import CID
+from atrepo.snapshot import open_snapshot
+
+
+def _write(store: PackStore, ref: Any, tmp_path: Path, *, key: str | None = None,
+           handle: str | None = None) -> StoreEntry:
+    """Append ``ref``'s CAR to its pack and record it as an entry; return the entry."""
+    download = tmp_path / f"download-{ref.car.name}"
+    shutil.copyfile(ref.car, download)
+    truth = ref.truth
+    with store.writing(truth["did"]) as writer:
+        pack = writer.append(car.read_car(download, 64), 64)
+        entry = writer.commit(StoreEntry(
+            rev=truth["rev"], commit_cid=truth["commit_cid"], data_cid=truth["data_cid"],
+            fetched_at=datetime.now(timezone.utc), records=truth["record_count"],
+            source="full", bytes_downloaded=pack.size, verified=key is not None,
+            pack_bytes=0, collections=truth["collections"]), handle=handle, signing_key=key)
+        pack.close()
+    return entry
+
+
+def test_store_index_round_trips_and_names_the_did(ref_small, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    did = ref_small.truth["did"]
+    written = _write(store, ref_small, tmp_path, key=ref_small.truth["signing_key"],
+                     handle="small.test")
+    (entry,) = store.entries(did)
+    assert entry == written and entry.pack_bytes == ref_small.car.stat().st_size
+    assert store.newest(did) == entry
+    assert (entry.rev, entry.records, entry.verified) == \
+        (ref_small.truth["rev"], ref_small.truth["record_count"], True)
+    assert entry.collections == ref_small.truth["collections"]
+    assert store.identity(did) == ("small.test", ref_small.truth["signing_key"])
+    assert store.did_for_handle("small.test") == did
+    assert store.did_for_handle("other.test") is None
+    assert StoreEntry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
+    assert CID.decode(entry.commit_cid) == CID.decode(ref_small.truth["commit_cid"])
+    index = next((tmp_path / "repos").glob("*/snapshots.json"))
+    index.write_text("{not json")
+    with pytest.raises(atrepo.AtrepoError, match="unreadable") as info:
+        store.entries(did)
+    assert info.value.fields["did"] == did
+
+
+def test_an_index_without_collection_counts_still_reads(ref_small, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    _write(store, ref_small, tmp_path)
+    index_path = next((tmp_path / "repos").glob("*/snapshots.json"))
+    index = json.loads(index_path.read_text())
+    del index["snapshots"][0]["collections"]   # as written before counts were recorded
+    index_path.write_text(json.dumps(index))
+    (entry,) = store.entries(ref_small.truth["did"])
+    assert entry.collections is None and entry.records == ref_small.truth["record_count"]
+
+
+def test_no_entries_for_an_unknown_did(tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    assert store.entries("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") == []
+    assert store.newest("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") is None
+    assert store.identity("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") == (None, None)
+
+
+def test_a_pack_is_read_only_up_to_its_complete_length(ref_small, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    did = ref_small.truth["did"]
+    entry = _write(store, ref_small, tmp_path)
+    pack = next((tmp_path / "repos").glob(f"*/{PACK}"))
+    with pack.open("ab") as out:
+        out.write(b"\x99\x01half a block")  # a writer that died mid-append
+    again = open_snapshot(store.open_pack(did, 64), root=entry.commit_cid)
+    assert again.records.equals(atrepo.read_car(ref_small.car).records)
+
+
+def test_eviction_keeps_open_packs_working(ref_small, ref_p256, tmp_path):
+    one = ref_small.car.stat().st_size
+    store = PackStore(tmp_path / "repos", max_bytes=one + 1)
+    small = _write(store, ref_small, tmp_path)
+    opened = open_snapshot(store.open_pack(ref_small.truth["did"], 0),
+                           root=small.commit_cid)          # mem_limit 0: mapped from disk
+    _write(store, ref_p256, tmp_path)
+    assert store.entries(ref_small.truth["did"]) == []     # evicted: least recently used
+    assert len(store.entries(ref_p256.truth["did"])) == 1  # the one just written stays
+    assert not opened.blocks.reopenable()
+    expected = atrepo.read_car(ref_small.car).records
+    assert opened.records.equals(expected)
+    assert opened.get(*expected.row(0)[1:3]) is not None
+
+
+def test_evict_removes_least_recently_used_first(ref_small, ref_p256, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    _write(store, ref_small, tmp_path)
+    _write(store, ref_p256, tmp_path)
+    for ref, used in ((ref_small, 2_000_000_000), (ref_p256, 1_000_000_000)):  # p256: older
+        os.utime(tmp_path / "repos" / dir_name(ref.truth["did"]) / "snapshots.json",
+                 (used, used))
+    store.max_bytes = ref_small.car.stat().st_size
+    assert store.evict() == [ref_p256.truth["did"]]
+    assert store.evict(keep=ref_small.truth["did"]) == []
+
+
+@pytest.mark.parametrize("did", ["did:plc:abc", "did:web:example.com%3A8080",
+                                 "did:web:example.com:u:alice"])
+def test_dir_names_hold_no_separators(did):
+    name = dir_name(did)
+    assert not {":", "/", "%"} & set(name) and name.startswith("did_")
+
+
+def test_the_store_loads_no_frames_layer():
+    code = ("import sys, atrepo._io.store, atrepo._io.cache; "
+            "print(sorted(m for m in sys.modules if m == 'polars' or m.startswith("
+            "('atrepo.frames', 'atrepo.snapshot'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
