@@ -19,11 +19,15 @@ PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.d
 HEAVY = {"polars", "httpx", "diskcache", "pydantic", "tqdm"}
 
 
-def _loaded_after_import(module: str) -> set[str]:
+def _modules_after_import(module: str) -> set[str]:
     code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    return {name.split(".")[0] for name in json.loads(out)}
+    return set(json.loads(out))
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    return {name.split(".")[0] for name in _modules_after_import(module)}
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -38,10 +42,21 @@ def test_protocol_layer_loads_no_io_or_frames(module):
     assert not _loaded_after_import(module) & {"polars", "httpx", "diskcache", "tqdm"}
 
 
-def test_frames_layer_loads_no_network_code():
-    loaded = _loaded_after_import("atrepo.snapshot")
+FRAMES_LAYER = ["atrepo.snapshot", "atrepo.frames", "atrepo._diff", "atrepo._read"]
+
+
+@pytest.mark.parametrize("module", FRAMES_LAYER)
+def test_frames_layer_loads_no_network_code(module):
+    loaded = _loaded_after_import(module)
     assert "polars" in loaded
     assert not loaded & {"httpx", "diskcache"}
+
+
+@pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache"])
+def test_io_never_imports_polars_or_frames(module):
+    loaded = _modules_after_import(module)
+    assert not {name for name in loaded if name.split(".")[0] == "polars"}
+    assert not loaded & {*FRAMES_LAYER, "atrepo.export", "atrepo._snapshot_store"}
 
 
 def test_import_atrepo_is_lazy():
