@@ -1,6 +1,7 @@
 """export(): a Parquet dataset that survives being killed at any moment (both clients).
 
-The kill tests run the export in a child process and SIGKILL it mid-run: once with the
+The kill tests run the export in a child process and SIGKILL it at a chosen write (the child
+waits for the test after each file, so the moment is exact, not timed): once with the
 session sandbox's one active repository, once across many repositories of a sandbox of its
 own (``bulk_accounts``), where the resumed dataset must hold exactly the rows of a clean
 export — no duplicates, no gaps — partition by partition.
@@ -14,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +73,53 @@ def test_export_a_whole_host(sandbox, tmp_path):
 
 
 KILLED_EXPORT = """
-import sys, time, polars as pl
-sys.path.insert(0, "tests/client")
-from _loopback import client
+import importlib.util, sys, polars as pl
+spec = importlib.util.spec_from_file_location("loopback", "tests/client/_loopback.py")
+loopback = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(loopback)
 write = pl.DataFrame.write_parquet
-pause, concurrency, plc, pds, cache, out, *names = sys.argv[1:]
-def slow_write(self, *a, **kw):           # widen the window in which a kill lands mid-repo
+concurrency, plc, pds, cache, out, *names = sys.argv[1:]
+def reported_write(self, *a, **kw):   # after each file: say so, and wait for the parent's go
     write(self, *a, **kw)
-    time.sleep(float(pause))
-pl.DataFrame.write_parquet = slow_write
+    print("wrote", flush=True)
+    if sys.stdin.readline() != "go\\n":
+        sys.exit(3)
+pl.DataFrame.write_parquet = reported_write
 class Sandbox:
     plc_url, pds_url = plc, pds
-with client("sync", Sandbox, cache, max_concurrency=int(concurrency)) as made:
+with loopback.client("sync", Sandbox, cache, max_concurrency=int(concurrency)) as made:
     made.export(names, out)
+print("finished", flush=True)
 """
 
 
-def _start_killable(sandbox: Any, cache: Path, out: Path, names: list[str], *, pause: float,
-                    concurrency: int = 8) -> subprocess.Popen[bytes]:
-    """Start KILLED_EXPORT in a child process (each Parquet write followed by ``pause``)."""
-    return subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(pause), str(concurrency),
-                             sandbox.plc_url, sandbox.pds_url, str(cache), str(out), *names],
-                            cwd=ROOT)
+def _export_killed_when(sandbox: Any, cache: Path, out: Path, names: list[str],
+                        ready: Callable[[], bool], *, concurrency: int = 8) -> None:
+    """Run KILLED_EXPORT in a child process; SIGKILL it at the first write when ``ready()``.
+
+    The child stops after every Parquet file it writes until told to go on, so the state
+    ``ready`` looks at cannot change under it, and the kill lands exactly there.
+    """
+    child = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(concurrency),
+                              sandbox.plc_url, sandbox.pds_url, str(cache), str(out), *names],
+                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        for line in child.stdout:
+            assert line == "wrote\n", f"the export ended before the moment came: {line!r}"
+            if ready():
+                os.kill(child.pid, signal.SIGKILL)
+                break
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        else:
+            raise AssertionError("the export ended before the moment came")
+    finally:
+        child.kill()
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
 
 
 def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
@@ -101,13 +127,9 @@ def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
     names = [alice["did"], bob["did"]]
     clean = _export("sync", sandbox, tmp_path / "cache", names, tmp_path / "clean")
     out = tmp_path / "killed"
-    child = _start_killable(sandbox, tmp_path / "cache2", out, names, pause=0.4)
-    deadline = time.monotonic() + 60
-    while len(list(out.glob("collection=*/*.parquet"))) < 2:
-        assert time.monotonic() < deadline and child.poll() is None, "export never got going"
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)   # two files of six written, no manifest line yet
-    child.wait()
+    _export_killed_when(sandbox, tmp_path / "cache2", out, names,
+                        lambda: len(list(out.glob("collection=*/*.parquet"))) == 2)
+    # two files of alice's written, no manifest line yet
     assert not (out / "_manifest.jsonl").exists() or \
         (out / "_manifest.jsonl").read_text() == ""
     resumed = _export("sync", sandbox, tmp_path / "cache3", names, out)
@@ -152,13 +174,10 @@ def test_export_killed_across_many_repos_resumes_without_duplicates_or_gaps(bulk
             "app.bsky.graph.follow"} <= set(expected)
 
     out = tmp_path / "killed"
-    child = _start_killable(sb, tmp_path / "cache2", out, names, pause=0.05, concurrency=2)
-    deadline = time.monotonic() + 60
-    while len(_manifest_dids(out)) < 3 or not _half_written(out):
-        assert time.monotonic() < deadline and child.poll() is None, "export never got going"
-        time.sleep(0.01)
-    os.kill(child.pid, signal.SIGKILL)   # mid-run, and inside a repository's writes
-    child.wait()
+    # mid-run, and inside a repository's writes
+    _export_killed_when(sb, tmp_path / "cache2", out, names,
+                        lambda: len(_manifest_dids(out)) >= 3 and bool(_half_written(out)),
+                        concurrency=2)
     finished = _manifest_dids(out)
     assert 3 <= len(finished) < len(names) and _half_written(out)
 
