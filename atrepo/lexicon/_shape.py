@@ -24,7 +24,8 @@ unknown                 String (the value's JSON text)
 
 References are followed across documents; a reference back into a definition already
 being expanded (a recursive lexicon) becomes an ``unknown`` field, so every shape is
-finite. Two union members' fields of one name and different kinds also become ``unknown``.
+finite. Two union members' fields of one name and different kinds also become ``unknown``,
+and so does an object that declares no properties (polars has no empty struct).
 """
 
 from __future__ import annotations
@@ -97,10 +98,15 @@ class Shape:
             return pl.List(self.item.raw)
         return pl.Struct({name: shape.raw for name, shape in self.fields})
 
+    def has(self, kind: str) -> bool:
+        """Whether this shape or any shape inside it is of ``kind``."""
+        return (self.kind == kind or any(f.has(kind) for _, f in self.fields)
+                or (self.item is not None and self.item.has(kind)))
+
     @property
     def plain(self) -> bool:
         """True when the JSON reads directly as the table dtype (no fix-up anywhere)."""
-        if self.kind in ("string", "integer", "boolean"):
+        if self.kind in ("string", "integer", "boolean", "json"):
             return True
         if self.kind == "array":
             assert self.item is not None
@@ -149,7 +155,8 @@ def _shape(node: Def, stack: tuple[str, ...]) -> Shape:
 def _object(node: Def, stack: tuple[str, ...]) -> Shape:
     fields = tuple((name, _shape(prop, stack))
                    for name, prop in node.get("properties", {}).items())
-    return Shape("object", fields=fields)
+    # polars has no empty struct: an object that declares nothing is kept as JSON text
+    return Shape("object", fields=fields) if fields else _JSON
 
 
 def _union(node: Def, stack: tuple[str, ...]) -> Shape:

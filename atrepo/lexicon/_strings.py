@@ -103,7 +103,9 @@ def _offset_pattern(plus: bool, sep: str) -> re.Pattern[str]:
                       + "00))" + r + "[03]0\\Z")
 
 
-_patterns = lru_cache(maxsize=64)
+_date = lru_cache(maxsize=16)(_date_pattern)
+_time = lru_cache(maxsize=16)(_time_pattern)
+_offset = lru_cache(maxsize=16)(_offset_pattern)
 
 
 def _first_non_digit(text: str) -> str:
@@ -114,18 +116,27 @@ def _first_non_digit(text: str) -> str:
 _TIME_SEP = re.compile(r"([^Z+\-0-9])(?=[0-9]+\1)")
 
 
+# the usual shape of a record's datetime, with no value that needs the full check (days
+# past 28, leap seconds, offsets): accepted by every rule below
+_PLAIN_DATETIME = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](?:\.[0-9]{1,9})?Z")
+
+
 def is_iso_datetime(value: str) -> bool:
     """Whether ``iso-datestring-validator``'s ``isValidISODateString`` accepts ``value``."""
+    if _PLAIN_DATETIME.fullmatch(value):
+        return True
     parts = value.split("T")
     date = parts[0]
     if len(parts) < 2 or not parts[1]:
         return False
     time = parts[1]
-    if not _patterns(_date_pattern)(_first_non_digit(date)).search(date):
+    if not _date(_first_non_digit(date)).search(date):
         return False
     found = _TIME_SEP.search(time)
     sep = found.group(0) if found else ""
-    pattern = _patterns(_time_pattern)(sep)
+    pattern = _time(sep)
     if not re.search(r"[Z+\-]", time):
         return pattern.search(time) is not None
     if time.endswith("Z"):
@@ -134,7 +145,7 @@ def is_iso_datetime(value: str) -> bool:
     pieces = re.split(r"[+-]", time)
     local, offset = pieces[0], pieces[1]
     return (pattern.search(local) is not None
-            and _patterns(_offset_pattern)(plus, _first_non_digit(offset)).search(offset)
+            and _offset(plus, _first_non_digit(offset)).search(offset)
             is not None)
 
 

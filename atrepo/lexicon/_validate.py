@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,20 @@ from ._strings import grapheme_len, is_bcp47, is_iso_datetime
 
 __all__ = ["validate_record"]
 
-Check = Callable[[Any, str, list[str]], None]
+# A field's path, built only as cheap tuples while checking and rendered
+# ("Record/embed/images/0") when a problem is reported.
+Path = str | tuple[Any, str | int]
+Check = Callable[[Any, Path, list[str]], None]
+
+
+def render(path: Path) -> str:
+    """Return a path in the reference's notation, ``Record/embed/images/0``."""
+    parts: list[str] = []
+    while isinstance(path, tuple):
+        path, key = path
+        parts.append(str(key))
+    parts.append(path)
+    return "/".join(reversed(parts))
 
 
 def validate_record(record: Any) -> list[str]:
@@ -78,7 +92,7 @@ def record_check(collection: str) -> Check:
 
 def _ref_check(ref: str) -> Check:
     """The check of a referenced definition, compiled on first use (refs may recurse)."""
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if ref not in _COMPILED:
             _COMPILED[ref] = _compile(resolve(ref))
         _COMPILED[ref](value, path, problems)
@@ -95,7 +109,7 @@ def _compile(node: Def) -> Check:
     if builder is None:
         message = f"Unexpected lexicon type: {kind}"
 
-        def unexpected(value: Any, path: str, problems: list[str]) -> None:
+        def unexpected(value: Any, path: Path, problems: list[str]) -> None:
             problems.append(message)
         return unexpected
     return builder(node)
@@ -114,9 +128,9 @@ def _object(node: Def) -> Check:
                prop.get("type") in ("integer", "boolean", "string") and "default" in prop)
               for name, prop in properties.items()]
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not _is_obj(value):
-            problems.append(f"{path} must be an object")
+            problems.append(f"{render(path)} must be an object")
             return
         get = value.get if isinstance(value, dict) else {}.get
         for name, field_check, is_required, is_nullable, has_default in fields:
@@ -124,9 +138,9 @@ def _object(node: Def) -> Check:
                 item = get(name)
                 if item is None and is_nullable:
                     continue
-                field_check(item, f"{path}/{name}", problems)
+                field_check(item, (path, name), problems)
             elif is_required and not has_default:
-                problems.append(f'{path} must have the property "{name}"')
+                problems.append(f'{render(path)} must have the property "{name}"')
     return check
 
 
@@ -134,16 +148,16 @@ def _array(node: Def) -> Check:
     item_check = _compile(node["items"])
     max_length, min_length = node.get("maxLength"), node.get("minLength")
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not isinstance(value, list):
-            problems.append(f"{path} must be an array")
+            problems.append(f"{render(path)} must be an array")
             return
         if max_length is not None and len(value) > max_length:
-            problems.append(f"{path} must not have more than {max_length} elements")
+            problems.append(f"{render(path)} must not have more than {max_length} elements")
         if min_length is not None and len(value) < min_length:
-            problems.append(f"{path} must not have fewer than {min_length} elements")
+            problems.append(f"{render(path)} must not have fewer than {min_length} elements")
         for i, item in enumerate(value):
-            item_check(item, f"{path}/{i}", problems)
+            item_check(item, (path, i), problems)
     return check
 
 
@@ -158,18 +172,18 @@ def _union(node: Def) -> Check:
     members = {name: _ref_check(ref) for name, ref in refs.items()}
     listing = ", ".join(node.get("refs", []))
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not isinstance(value, dict) or not isinstance(value.get("$type"), str):
-            problems.append(f'{path} must be an object which includes the "$type" property')
+            problems.append(f'{render(path)} must be an object which includes the "$type" property')
             return
         member = value["$type"]
         if member.count("#") > 1:
-            problems.append(f"{path}/$type is not a lexicon reference")
+            problems.append(f"{render(path)}/$type is not a lexicon reference")
             return
         found = members.get(_normalize(member))
         if found is None:
             if closed:
-                problems.append(f"{path} $type must be one of {listing}")
+                problems.append(f"{render(path)} $type must be one of {listing}")
             return
         found(value, path, problems)
     return check
@@ -178,11 +192,11 @@ def _union(node: Def) -> Check:
 def _boolean(node: Def) -> Check:
     const = node.get("const")
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not isinstance(value, bool):
-            problems.append(f"{path} must be a boolean")
+            problems.append(f"{render(path)} must be a boolean")
         elif isinstance(const, bool) and value is not const:
-            problems.append(f"{path} must be {str(const).lower()}")
+            problems.append(f"{render(path)} must be {str(const).lower()}")
     return check
 
 
@@ -190,22 +204,28 @@ def _integer(node: Def) -> Check:
     const, enum = node.get("const"), node.get("enum")
     maximum, minimum = node.get("maximum"), node.get("minimum")
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{path} must be an integer")
+            problems.append(f"{render(path)} must be an integer")
             return
         if const is not None and value != const:
-            problems.append(f"{path} must be {const}")
+            problems.append(f"{render(path)} must be {const}")
         if enum is not None and value not in enum:
-            problems.append(f"{path} must be one of ({'|'.join(map(str, enum))})")
+            problems.append(f"{render(path)} must be one of ({'|'.join(map(str, enum))})")
         if maximum is not None and value > maximum:
-            problems.append(f"{path} can not be greater than {maximum}")
+            problems.append(f"{render(path)} can not be greater than {maximum}")
         if minimum is not None and value < minimum:
-            problems.append(f"{path} can not be less than {minimum}")
+            problems.append(f"{render(path)} can not be less than {minimum}")
     return check
 
 
+# the common CIDs (v1, base32, dag-cbor or raw, sha2-256) without decoding them
+_COMMON_CID = re.compile(r"baf[yk]rei[a-z2-7]{52}")
+
+
 def _is_cid_string(value: str) -> bool:
+    if _COMMON_CID.fullmatch(value):
+        return True
     try:
         CID.decode(value)
     except (ValueError, KeyError, TypeError):
@@ -235,23 +255,23 @@ def _string(node: Def) -> Check:
     max_graphemes, min_graphemes = node.get("maxGraphemes"), node.get("minGraphemes")
     form = _FORMATS.get(str(node.get("format")))
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not isinstance(value, str):
-            problems.append(f"{path} must be a string")
+            problems.append(f"{render(path)} must be a string")
             return
         if const is not None and value != const:
-            problems.append(f"{path} must be {const}")
+            problems.append(f"{render(path)} must be {const}")
         if enum is not None and value not in enum:
-            problems.append(f"{path} must be one of ({'|'.join(enum)})")
+            problems.append(f"{render(path)} must be one of ({'|'.join(enum)})")
         if max_length is not None or min_length is not None:
             # len * 4 bounds the UTF-8 length from above: most strings skip the encode
             size = (len(value) if value.isascii() or (
                 min_length is None and len(value) * 4 <= max_length)  # type: ignore[operator]
                 else len(value.encode("utf-8", "surrogatepass")))
             if max_length is not None and size > max_length:
-                problems.append(f"{path} must not be longer than {max_length} characters")
+                problems.append(f"{render(path)} must not be longer than {max_length} characters")
             if min_length is not None and size < min_length:
-                problems.append(f"{path} must not be shorter than {min_length} characters")
+                problems.append(f"{render(path)} must not be shorter than {min_length} characters")
         if max_graphemes is not None or min_graphemes is not None:
             # a string has at most as many graphemes as code points
             if (max_graphemes is not None and len(value) > max_graphemes) or (
@@ -259,12 +279,12 @@ def _string(node: Def) -> Check:
                 count = grapheme_len(value)
                 if max_graphemes is not None and count > max_graphemes:
                     problems.append(
-                        f"{path} must not be longer than {max_graphemes} graphemes")
+                        f"{render(path)} must not be longer than {max_graphemes} graphemes")
                 if min_graphemes is not None and count < min_graphemes:
                     problems.append(
-                        f"{path} must not be shorter than {min_graphemes} graphemes")
+                        f"{render(path)} must not be shorter than {min_graphemes} graphemes")
         if form is not None and not form[0](value):
-            problems.append(f"{path} {form[1]}")
+            problems.append(f"{render(path)} {form[1]}")
     return check
 
 
@@ -289,22 +309,22 @@ def _bytes_value(value: Any) -> bytes | None:
 def _bytes(node: Def) -> Check:
     max_length, min_length = node.get("maxLength"), node.get("minLength")
 
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         data = _bytes_value(value)
         if data is None:
-            problems.append(f"{path} must be a byte array")
+            problems.append(f"{render(path)} must be a byte array")
             return
         if max_length is not None and len(data) > max_length:
-            problems.append(f"{path} must not be larger than {max_length} bytes")
+            problems.append(f"{render(path)} must not be larger than {max_length} bytes")
         if min_length is not None and len(data) < min_length:
-            problems.append(f"{path} must not be smaller than {min_length} bytes")
+            problems.append(f"{render(path)} must not be smaller than {min_length} bytes")
     return check
 
 
 def _cid_link(node: Def) -> Check:
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if _link(value) is None:
-            problems.append(f"{path} must be a CID")
+            problems.append(f"{render(path)} must be a CID")
     return check
 
 
@@ -323,16 +343,16 @@ def is_blob(value: Any) -> bool:
 
 
 def _blob(node: Def) -> Check:
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not is_blob(value):
-            problems.append(f"{path} should be a blob ref")
+            problems.append(f"{render(path)} should be a blob ref")
     return check
 
 
 def _unknown(node: Def) -> Check:
-    def check(value: Any, path: str, problems: list[str]) -> None:
+    def check(value: Any, path: Path, problems: list[str]) -> None:
         if not _is_obj(value):
-            problems.append(f"{path} must be an object")
+            problems.append(f"{render(path)} must be an object")
     return check
 
 
