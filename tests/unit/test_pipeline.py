@@ -1,0 +1,112 @@
+"""atrepo._pipeline: one repository's steps, driven by hand (no transport), and the store offline.
+
+The store is filled from ``ref_small`` (two commits written by the reference), the way a
+fetch fills it; the network steps are run with :func:`atrepo.testing.drive`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import atrepo
+from atrepo import car
+from atrepo._config import ClientConfig
+from atrepo._flows.effects import HttpGet, HttpResponse
+from atrepo._pipeline import Pipeline
+from atrepo.frames import SNAPSHOTS_SCHEMA
+from atrepo.identity import DidDocument, Identity
+from atrepo.testing import drive
+
+PDS = "http://127.0.0.1:2583"
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    made = Pipeline(ClientConfig(cache_dir=tmp_path / "cache", progress=False))
+    yield made
+    made.close()
+
+
+def _identity(ref) -> Identity:
+    did = ref.truth["did"]
+    return Identity(did=did, handle="small.test", handle_verified=True, pds=PDS,
+                    signing_key=ref.truth["signing_key"], doc=DidDocument(id=did))
+
+
+def _stored(pipeline: Pipeline, ref, tmp_path: Path, which: str = "car") -> atrepo.RepoSnapshot:
+    """Store ``ref``'s first CAR (or ``since`` on top) as a download would be stored."""
+    download = tmp_path / f"download-{which}.car"
+    shutil.copyfile(getattr(ref, which), download)
+    truth = ref.truth if which == "car" else ref.truth2
+    return pipeline.store.add(car.read_car(download, 64), did=truth["did"],
+                              commit_cid=truth["commit_cid"],
+                              signing_key=truth["signing_key"], handle="small.test",
+                              source="full" if which == "car" else "incremental",
+                              mem_limit_mb=64)
+
+
+def _latest(cid: str, rev: str) -> HttpResponse:
+    return HttpResponse(200, {"content-type": "application/json"},
+                        json.dumps({"cid": cid, "rev": rev}).encode())
+
+
+def test_an_unchanged_repository_is_reopened_after_one_request(pipeline, ref_small, tmp_path):
+    _stored(pipeline, ref_small, tmp_path)
+    newest = pipeline.store.newest(ref_small.truth["did"])
+    snap, driver = drive(pipeline.fetch(_identity(ref_small), None, newest),
+                         [_latest(ref_small.truth["commit_cid"], ref_small.truth["rev"])])
+    (request,) = driver.requests
+    assert isinstance(request, HttpGet) and "getLatestCommit" in request.url
+    assert snap.source == "cache" and snap.rev == ref_small.truth["rev"] and snap.verified
+    assert len(snap) == ref_small.truth["record_count"]
+
+
+def test_a_changed_repository_is_asked_for_since_the_stored_rev(pipeline, ref_small, tmp_path):
+    _stored(pipeline, ref_small, tmp_path)
+    newest = pipeline.store.newest(ref_small.truth["did"])
+    flow = pipeline.fetch(_identity(ref_small), None, newest)
+    next(flow)
+    download = flow.send(_latest(ref_small.truth2["commit_cid"], ref_small.truth2["rev"]))
+    assert "getRepo" in download.url and f"since={ref_small.truth['rev']}" in download.url
+    flow.close()
+    assert not list((tmp_path / "cache" / "downloads").iterdir())  # the part file is gone
+
+
+def test_stored_entries_offline_by_did_and_by_handle(pipeline, ref_small, tmp_path):
+    first = _stored(pipeline, ref_small, tmp_path)
+    second = _stored(pipeline, ref_small, tmp_path, "since")
+    did = ref_small.truth["did"]
+    assert pipeline.stored_did(did) == did
+    assert pipeline.stored_did("small.test") == did            # from the store's index
+    frame = pipeline.entries_frame("small.test")
+    assert frame.schema == SNAPSHOTS_SCHEMA
+    assert frame.select("rev", "records").rows() == [(first.rev, len(first)),
+                                                      (second.rev, len(second))]
+    newest = pipeline.open_stored(did, None, None)
+    assert newest.rev == second.rev and newest.source == "cache"
+    older = pipeline.open_stored(did, first.rev, ["app.bsky.feed.like"])
+    assert older.rev == first.rev and set(older.records["collection"]) == {"app.bsky.feed.like"}
+
+
+def test_what_is_not_stored_says_so(pipeline, ref_small, tmp_path):
+    with pytest.raises(atrepo.ResolutionError, match="no stored snapshot") as info:
+        pipeline.stored_did("never-seen.test")
+    assert "get_repo it once" in str(info.value)
+    _stored(pipeline, ref_small, tmp_path)
+    with pytest.raises(atrepo.AtrepoError, match="no stored snapshot") as unknown:
+        pipeline.open_stored(ref_small.truth["did"], "2222222222222", None)
+    assert unknown.value.fields["rev"] == "2222222222222"
+    assert "client.snapshots" in str(unknown.value)
+    assert pipeline.entries_frame("did:plc:" + "a" * 24).height == 0
+
+
+def test_an_identity_without_a_pds_is_a_resolution_error(pipeline, ref_small):
+    bare = _identity(ref_small).model_copy(update={"pds": None})
+    with pytest.raises(atrepo.ResolutionError, match="names no PDS") as info:
+        drive(pipeline.fetch(bare, None, None), [])
+    assert info.value.identifier == ref_small.truth["did"]
