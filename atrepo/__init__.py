@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from .cid import CID, cid_for
     from .client import AsyncClient, Client
     from .identity import DidDocument, Identity
+    from ._flows.policy import RetryPolicy
     from .models import Commit
+    from .repos import RepoRef
     from .snapshot import RepoSnapshot
 
 __all__ = [
@@ -55,9 +57,11 @@ __all__ = [
     "Identity",
     "MstError",
     "RateLimited",
+    "RepoRef",
     "RepoSnapshot",
     "RepoUnavailable",
     "ResolutionError",
+    "RetryPolicy",
     "SandboxError",
     "SignatureError",
     "TransportError",
@@ -82,6 +86,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "CID": (".cid", "CID"),
     "cid_for": (".cid", "cid_for"),
     "Commit": (".models", "Commit"),
+    "RepoRef": (".repos", "RepoRef"),
+    "RetryPolicy": ("._flows.policy", "RetryPolicy"),
     "RepoSnapshot": (".snapshot", "RepoSnapshot"),
     "read_car": ("._read", "read_car"),
     "diff": ("._diff", "diff"),

@@ -1,8 +1,10 @@
-"""Helpers for tests, atrepo's and yours: build small signed repository CARs in memory.
+"""Helpers for tests, atrepo's and yours: small signed repository CARs, and a flow driver.
 
 The reference implementation (``@atproto/repo``) is the ground truth for atrepo's own
 tests; these helpers exist for what it cannot produce: repositories with undecodable
 record blocks, hand-made corruptions, and quick fixtures that need no Node.js.
+:func:`drive` runs a protocol flow by hand against scripted answers, with no transport and
+no clock, as h11's tests drive a connection.
 
 Example:
     >>> from atrepo.testing import make_repo_car
@@ -15,20 +17,24 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from . import cbor, mst
+from ._flows.effects import Effect, Flow, HttpDownload, HttpGet, Result, Sleep
 from ._varint import encode_varint
 from .cid import CID, cid_for
 from .crypto import format_did_key
 
-__all__ = ["SigningKey", "encode_car", "make_repo_car"]
+__all__ = ["FlowDriver", "SigningKey", "drive", "encode_car", "make_repo_car"]
+
+T = TypeVar("T")
+Answer = Result | BaseException
 
 _ORDERS = {
     "k256": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
@@ -112,3 +118,67 @@ def make_repo_car(records: Mapping[str, Any], *, did: str = "did:plc:testtesttes
     commit_cid = cid_for(commit_data)
     ordered = [(bytes(commit_cid), commit_data), *sorted(blocks.items())]
     return encode_car([commit_cid], ordered), key.did_key
+
+
+class FlowDriver:
+    """Drives a flow by hand from a script of answers, recording every effect it yields.
+
+    Each effect other than a :class:`~atrepo._flows.effects.Sleep` takes the next answer:
+    a result is sent into the flow, an exception is thrown into it (as a driver throws a
+    failed request). A ``Sleep`` is answered at once with None and only recorded, so retry
+    delays are read, never waited for.
+    """
+
+    def __init__(self) -> None:
+        self.effects: list[Effect] = []
+
+    @property
+    def sleeps(self) -> list[float]:
+        """The seconds of every ``Sleep`` the flow yielded, in order."""
+        return [effect.seconds for effect in self.effects if isinstance(effect, Sleep)]
+
+    @property
+    def requests(self) -> list[HttpGet | HttpDownload]:
+        """Every HTTP effect the flow yielded, in order."""
+        return [effect for effect in self.effects if isinstance(effect, HttpGet | HttpDownload)]
+
+    def run(self, flow: Flow[T], answers: Iterable[Answer]) -> T:
+        """Run ``flow`` to its end against ``answers``; return its value.
+
+        Raises:
+            AssertionError: the flow asked for more answers than given, or ended before
+                using them all.
+            Exception: whatever the flow raises.
+        """
+        pending = list(answers)
+        try:
+            effect = next(flow)
+            while True:
+                self.effects.append(effect)
+                if isinstance(effect, Sleep):
+                    effect = flow.send(None)
+                    continue
+                if not pending:
+                    raise AssertionError(f"the flow asked for more than the script: {effect!r}")
+                answer = pending.pop(0)
+                effect = (flow.throw(answer) if isinstance(answer, BaseException)
+                          else flow.send(answer))
+        except StopIteration as done:
+            if pending:
+                raise AssertionError(f"the flow ended with {len(pending)} answers unused")
+            return done.value  # type: ignore[no-any-return]
+
+
+def drive(flow: Flow[T], answers: Iterable[Answer]) -> tuple[T, FlowDriver]:
+    """Run ``flow`` against ``answers`` with a new :class:`FlowDriver`; return both.
+
+    Example:
+        >>> from atrepo._flows.effects import DnsAnswer
+        >>> from atrepo._flows.identity import resolve_handle
+        >>> did, driver = drive(resolve_handle("alice.test"),
+        ...                     [DnsAnswer(("did=did:plc:ewvi7nxzyoun6zhxrhs64oiz",))])
+        >>> did, driver.effects
+        ('did:plc:ewvi7nxzyoun6zhxrhs64oiz', [DnsTxt(name='_atproto.alice.test')])
+    """
+    driver = FlowDriver()
+    return driver.run(flow, answers), driver

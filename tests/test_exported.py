@@ -6,8 +6,8 @@ import atrepo
 
 EXPECTED = {
     "AtrepoError", "CID", "CarError", "Commit", "DecodeError", "MstError", "RateLimited",
-    "RepoSnapshot", "RepoUnavailable", "ResolutionError", "SandboxError", "SignatureError",
-    "TransportError",
+    "RepoRef", "RepoSnapshot", "RepoUnavailable", "ResolutionError", "RetryPolicy",
+    "SandboxError", "SignatureError", "TransportError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
     "diff",

@@ -35,8 +35,11 @@ def test_pure_modules_load_no_heavy_dependencies(module):
     assert not (_loaded_after_import(module) & HEAVY)
 
 
-@pytest.mark.parametrize("module", ["atrepo._flows.identity", "atrepo._flows.policy",
-                                    "atrepo.identity"])
+FLOWS = ["atrepo._flows", "atrepo._flows.effects", "atrepo._flows.policy", "atrepo._flows.xrpc",
+         "atrepo._flows.repo", "atrepo._flows.listing", "atrepo._flows.identity"]
+
+
+@pytest.mark.parametrize("module", [*FLOWS, "atrepo.identity", "atrepo.repos"])
 def test_protocol_layer_loads_no_io_or_frames(module):
     # L1 flows plan requests and read responses; pydantic boundary models are allowed
     assert not _loaded_after_import(module) & {"polars", "httpx", "diskcache", "tqdm"}
@@ -52,7 +55,8 @@ def test_frames_layer_loads_no_network_code(module):
     assert not loaded & {"httpx", "diskcache"}
 
 
-@pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache"])
+@pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache", "atrepo._io.dns",
+                                    "atrepo._io.http", "atrepo._io.limits"])
 def test_io_never_imports_polars_or_frames(module):
     loaded = _modules_after_import(module)
     assert not {name for name in loaded if name.split(".")[0] == "polars"}
@@ -64,8 +68,9 @@ def test_import_atrepo_is_lazy():
 
 
 PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "mst.py", "crypto.py",
-              "models.py", "errors.py", "identity.py", "_flows/effects.py",
-              "_flows/identity.py", "_flows/policy.py", "_text.py"]
+              "models.py", "errors.py", "identity.py", "repos.py", "_flows/__init__.py",
+              "_flows/effects.py", "_flows/policy.py", "_flows/xrpc.py", "_flows/repo.py",
+              "_flows/listing.py", "_flows/identity.py", "_text.py"]
 
 
 def _imported_modules(tree: ast.AST) -> set[str]:

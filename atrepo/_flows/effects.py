@@ -2,9 +2,10 @@
 
 A flow is a generator in the style of httpx's ``auth_flow``: it yields an effect
 (:class:`HttpGet`, :class:`HttpDownload`, :class:`DnsTxt` or :class:`Sleep`), and the driver
-in :mod:`atrepo._io.drivers` performs it and sends the result back (:class:`HttpResponse`,
+in :mod:`atrepo._io.http` performs it and sends the result back (:class:`HttpResponse`,
 :class:`DnsAnswer`, or None after a :class:`Sleep`). The flow's return value is the result
-of the whole protocol step.
+of the whole protocol step. Flows yield through :func:`expect`, which checks that the answer
+has the type the effect calls for.
 
 Invariants:
 
@@ -38,6 +39,7 @@ __all__ = [
     "HttpResponse",
     "Result",
     "Sleep",
+    "expect",
 ]
 
 DEFAULT_MAX_BYTES: Final = 1 << 20  # 1 MiB: far above any real DID document or JSON reply
@@ -163,3 +165,27 @@ class DnsFailure(Exception):
 Effect: TypeAlias = HttpGet | HttpDownload | DnsTxt | Sleep
 Result: TypeAlias = HttpResponse | DnsAnswer | None  # None answers a Sleep
 Flow: TypeAlias = Generator[Effect, Result, T]
+A = TypeVar("A", HttpResponse, DnsAnswer)
+
+
+def expect(effect: Effect, answer: type[A]) -> Flow[A]:
+    """Yield ``effect`` and return the driver's answer, checked to be an ``answer``.
+
+    Raises:
+        TypeError: the driver sent something else (a driver bug, never bad input).
+
+    Example:
+        >>> flow = expect(DnsTxt("_atproto.alice.test"), DnsAnswer)
+        >>> next(flow)
+        DnsTxt(name='_atproto.alice.test')
+        >>> try:
+        ...     flow.send(DnsAnswer(("did=did:plc:x",)))
+        ... except StopIteration as done:
+        ...     print(done.value)
+        DnsAnswer(texts=('did=did:plc:x',))
+    """
+    result = yield effect
+    if not isinstance(result, answer):
+        raise TypeError(f"driver answered a {type(effect).__name__} with "
+                        f"{type(result).__name__}")
+    return result

@@ -1,7 +1,7 @@
 """Identity resolution as sans-IO flows: handle -> DID -> DID document -> :class:`Identity`.
 
 Each public function returns a generator (a :data:`~atrepo._flows.effects.Flow`) that yields
-:class:`HttpGet` / :class:`DnsTxt` effects; a driver in :mod:`atrepo._io.drivers` performs
+:class:`HttpGet` / :class:`DnsTxt` effects; a driver in :mod:`atrepo._io.http` performs
 them. Flows compose with ``yield from``, and a failed effect is thrown into the flow, so the
 fallbacks below are plain ``try``/``except`` around a ``yield``.
 
@@ -23,17 +23,26 @@ Every failure ends in :class:`atrepo.errors.ResolutionError` naming the identifi
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from typing import Any, Final
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from .._text import preview as _preview
 from ..errors import DecodeError, ResolutionError, TransportError
 from ..identity import DidDocument, Identity
 from ..syntax import is_did, is_handle, parse_at_uri
-from .effects import DEFAULT_MAX_BYTES, DnsAnswer, DnsFailure, DnsTxt, Flow, HttpGet, HttpResponse
+from .effects import (
+    DEFAULT_MAX_BYTES,
+    DnsAnswer,
+    DnsFailure,
+    DnsTxt,
+    Flow,
+    HttpGet,
+    HttpResponse,
+    expect,
+)
+from .xrpc import JSON_HEADERS, json_body, xrpc_url
 
 __all__ = [
     "did_document_url",
@@ -58,7 +67,6 @@ _RESERVED_TLDS: Final = frozenset(
 _SMALL_BODY: Final = 8 * 1024  # a well-known or resolveHandle reply carries one DID
 _MAX_PORT: Final = 65_535
 _DID_HEADERS: Final = (("accept", "application/did+ld+json, application/json"),)
-_JSON_HEADERS: Final = (("accept", "application/json"),)
 _NOT_FOUND: Final = frozenset({404, 410})
 
 
@@ -70,31 +78,9 @@ class _Miss(Exception):
         super().__init__(reason)
 
 
-# -- effects with typed answers ------------------------------------------------------------
-
-
-def _get(request: HttpGet) -> Flow[HttpResponse]:
-    """Yield ``request`` and return the driver's :class:`HttpResponse`."""
-    result = yield request
-    if not isinstance(result, HttpResponse):
-        raise TypeError(f"driver answered an HttpGet with {type(result).__name__}")
-    return result
-
-
-def _txt(name: str) -> Flow[DnsAnswer]:
-    """Yield a TXT lookup of ``name`` and return the driver's :class:`DnsAnswer`."""
-    result = yield DnsTxt(name)
-    if not isinstance(result, DnsAnswer):
-        raise TypeError(f"driver answered a DnsTxt with {type(result).__name__}")
-    return result
-
-
 def _json_object(body: bytes) -> dict[str, Any] | None:
     """Return ``body`` parsed as a JSON object, or None if it is not one."""
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # bad JSON or UTF-8; absurd nesting
-        return None
+    value = json_body(body)
     return value if isinstance(value, dict) else None
 
 
@@ -204,7 +190,8 @@ def resolve_did(did: str, *, plc_url: str, web_scheme: str = "https",
     """
     url = did_document_url(did, plc_url=plc_url, web_scheme=web_scheme)
     try:
-        response = yield from _get(HttpGet(url, headers=_DID_HEADERS, max_bytes=max_bytes))
+        response = yield from expect(HttpGet(url, headers=_DID_HEADERS, max_bytes=max_bytes),
+                                   HttpResponse)
     except TransportError as exc:
         msg = "could not fetch DID document"
         raise ResolutionError(msg, identifier=did, url=url, reason=exc.message) from exc
@@ -273,7 +260,7 @@ def resolve_handle(handle: str, *, xrpc_resolver: str | None = None,
 def _did_from_dns(handle: str) -> Flow[str]:
     """Return the DID of the ``_atproto`` TXT records of ``handle``, or raise _Miss."""
     try:
-        answer = yield from _txt(f"_atproto.{handle}")
+        answer = yield from expect(DnsTxt(f"_atproto.{handle}"), DnsAnswer)
     except DnsFailure as exc:
         raise _Miss(exc.reason) from exc
     return _did_from_txt(answer.texts)
@@ -298,7 +285,7 @@ def _did_from_well_known(handle: str, scheme: str) -> Flow[str]:
     """Return the DID served at ``/.well-known/atproto-did`` of ``handle``, or raise _Miss."""
     url = f"{scheme}://{handle}/.well-known/atproto-did"
     try:
-        response = yield from _get(HttpGet(url, max_bytes=_SMALL_BODY))
+        response = yield from expect(HttpGet(url, max_bytes=_SMALL_BODY), HttpResponse)
     except TransportError as exc:
         raise _Miss(exc.message) from exc
     if not response.ok:
@@ -315,10 +302,10 @@ def _did_from_well_known(handle: str, scheme: str) -> Flow[str]:
 
 def _did_from_xrpc(handle: str, resolver: str) -> Flow[str]:
     """Return the DID ``com.atproto.identity.resolveHandle`` answers, or raise _Miss."""
-    url = (f"{resolver.rstrip('/')}/xrpc/com.atproto.identity.resolveHandle"
-           f"?handle={quote(handle, safe='')}")
+    url = xrpc_url(resolver, "com.atproto.identity.resolveHandle", handle=handle)
     try:
-        response = yield from _get(HttpGet(url, headers=_JSON_HEADERS, max_bytes=_SMALL_BODY))
+        response = yield from expect(HttpGet(url, headers=JSON_HEADERS, max_bytes=_SMALL_BODY),
+                                     HttpResponse)
     except TransportError as exc:
         raise _Miss(exc.message) from exc
     if not response.ok:

@@ -16,8 +16,8 @@ import httpx
 from atrepo._flows.effects import DnsFailure
 from atrepo.client import AsyncClient, Client
 
-__all__ = ["KINDS", "_AsyncLoopbackTransport", "_AsyncNoDns", "_LoopbackTransport", "_NoDns",
-           "_run", "client", "paged"]
+__all__ = ["KINDS", "AsyncLoopbackTransport", "AsyncNoDns", "LoopbackTransport", "NoDns",
+           "call", "client", "paged"]
 
 KINDS = ["sync", "async"]
 
@@ -34,24 +34,32 @@ def _loopback_only(request: httpx.Request) -> None:
                                  request=request)
 
 
-class _LoopbackTransport(httpx.HTTPTransport):
+class LoopbackTransport(httpx.HTTPTransport):
+    """An HTTP transport that refuses every host but loopback."""
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         _loopback_only(request)
         return super().handle_request(request)
 
 
-class _AsyncLoopbackTransport(httpx.AsyncHTTPTransport):
+class AsyncLoopbackTransport(httpx.AsyncHTTPTransport):
+    """:class:`LoopbackTransport` for ``httpx.AsyncClient``."""
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         _loopback_only(request)
         return await super().handle_async_request(request)
 
 
-class _NoDns:
+class NoDns:
+    """A DNS resolver that answers nothing: tests ask no nameserver."""
+
     def txt(self, name: str) -> Sequence[str]:
         raise DnsFailure(name, "tests use no DNS")
 
 
-class _AsyncNoDns:
+class AsyncNoDns:
+    """:class:`NoDns` for the async driver."""
+
     async def txt(self, name: str) -> Sequence[str]:
         raise DnsFailure(name, "tests use no DNS")
 
@@ -68,15 +76,15 @@ def client(kind: str, sandbox: Any, cache: Path, *,
                "cache_dir": cache, "progress": False, **options}
     timeout = options.get("timeout", 20)
     if kind == "sync":
-        http = httpx.Client(transport=transport or _LoopbackTransport(), trust_env=False,
+        http = httpx.Client(transport=transport or LoopbackTransport(), trust_env=False,
                             timeout=timeout)
-        return Client(http=http, dns=_NoDns(), **options)
-    ahttp = httpx.AsyncClient(transport=transport or _AsyncLoopbackTransport(),
+        return Client(http=http, dns=NoDns(), **options)
+    ahttp = httpx.AsyncClient(transport=transport or AsyncLoopbackTransport(),
                               trust_env=False, timeout=timeout)
-    return AsyncClient(http=ahttp, dns=_AsyncNoDns(), **options)
+    return AsyncClient(http=ahttp, dns=AsyncNoDns(), **options)
 
 
-def _run(kind: str, sandbox: Any, tmp_path: Path, method: str, *args: Any,
+def call(kind: str, sandbox: Any, tmp_path: Path, method: str, *args: Any,
          **kwargs: Any) -> Any:
     """Call ``method(*args, **kwargs)`` on a fresh client (cache ``tmp_path / kind``)."""
     made = client(kind, sandbox, tmp_path / kind)

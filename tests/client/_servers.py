@@ -2,9 +2,11 @@
 
 ``LoopbackServer(route)`` answers every GET with ``route(path)`` (the path with its query):
 a status, headers, and a body given whole or as an iterable of chunks (a generator may
-sleep between them, to trickle). It counts the requests in flight, so tests can check how
-many a client sends at once. ``tls_contexts(names)`` makes a throwaway CA and a certificate
-for ``names``, so the same server can speak HTTPS to a client that trusts only that CA.
+sleep between them, to play a slow host). It counts the requests in flight, and with
+``gather=n`` holds each request until ``n`` are in flight together, so tests can check how
+many a client sends at once without depending on timing. ``tls_contexts(names)`` makes a
+throwaway CA and a certificate for ``names``, so the same server can speak HTTPS to a client
+that trusts only that CA.
 
 Imported by the test modules of this directory (pytest puts it on ``sys.path``). Nothing
 here leaves loopback: the server binds 127.0.0.1 and port 0.
@@ -17,7 +19,6 @@ import ipaddress
 import ssl
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,18 +40,22 @@ class LoopbackServer:
 
     Args:
         route: path (with query) -> (status, headers, body or chunks).
-        delay: seconds each request is held before it is answered (so requests overlap).
+        gather: hold each request until this many are in flight at once; a request that
+            waits ``patience`` seconds without company is answered anyway (the client had
+            no more to send), so the count is what the client sent, never what timing made.
+        patience: see ``gather``.
         tls: a server-side SSL context for HTTPS, or None for plain HTTP.
     """
 
-    def __init__(self, route: Route, *, delay: float = 0.0,
+    def __init__(self, route: Route, *, gather: int = 0, patience: float = 2.0,
                  tls: ssl.SSLContext | None = None) -> None:
         self.route = route
-        self.delay = delay
+        self.gather = gather
+        self.patience = patience
         self.paths: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         if tls is not None:
@@ -75,15 +80,17 @@ class LoopbackServer:
         self._thread.join(5)
 
     def _arrived(self, path: str) -> None:
-        with self._lock:
+        with self._changed:
             self.paths.append(path)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.in_flight >= self.gather, self.patience)
 
     def _answered(self) -> None:
         # Counted as done *before* the reply is written: a client cannot start its next
         # request before it has this reply, so the count never overstates concurrency.
-        with self._lock:
+        with self._changed:
             self.in_flight -= 1
 
 
@@ -92,7 +99,6 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             server._arrived(self.path)
             try:
-                time.sleep(server.delay)
                 status, headers, body = server.route(self.path)
             finally:
                 server._answered()

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from _loopback import _LoopbackTransport, _NoDns
+from _loopback import LoopbackTransport as _LoopbackTransport
+from _loopback import NoDns as _NoDns
 
 from atrepo import client as client_module
 from atrepo.cli import main

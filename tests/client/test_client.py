@@ -15,15 +15,12 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from _loopback import (
-    KINDS,
-    _AsyncLoopbackTransport,
-    _AsyncNoDns,
-    _LoopbackTransport,
-    _NoDns,
-    _run,
-    paged,
-)
+from _loopback import KINDS, paged
+from _loopback import AsyncLoopbackTransport as _AsyncLoopbackTransport
+from _loopback import AsyncNoDns as _AsyncNoDns
+from _loopback import LoopbackTransport as _LoopbackTransport
+from _loopback import NoDns as _NoDns
+from _loopback import call as _run
 
 import atrepo
 from atrepo.client import AsyncClient, Client

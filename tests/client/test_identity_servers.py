@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 import atrepo
-from _loopback import KINDS, _AsyncNoDns, _NoDns
+from _loopback import KINDS, AsyncNoDns, NoDns
 from _servers import LoopbackServer, Reply, tls_contexts
 
 from atrepo.client import AsyncClient, Client
@@ -110,13 +110,13 @@ def _call(kind: str, site: _Site, tmp_path: Any, method: str, name: str,
     if kind == "sync":
         http = httpx.Client(transport=_Hosts(site.server.port), trust_env=False,
                             timeout=timeout)
-        with site.server, Client(http=http, dns=_NoDns(), **options) as client:
+        with site.server, Client(http=http, dns=NoDns(), **options) as client:
             return getattr(client, method)(name)
 
     async def go() -> Any:
         http = httpx.AsyncClient(transport=_AsyncHosts(site.server.port), trust_env=False,
                                  timeout=timeout)
-        async with AsyncClient(http=http, dns=_AsyncNoDns(), **options) as client:
+        async with AsyncClient(http=http, dns=AsyncNoDns(), **options) as client:
             return await getattr(client, method)(name)
 
     with site.server:
@@ -174,7 +174,7 @@ def test_claimed_handle_that_points_elsewhere_is_not_verified(kind, tmp_path):
 def _trickle(pieces: int, gap: float) -> Iterator[bytes]:
     yield b'{"id": "'
     for _ in range(pieces):
-        time.sleep(gap)
+        time.sleep(gap)  # the stalled host: how the stall is made, not an ordering
         yield b"x"
 
 
@@ -247,12 +247,10 @@ def test_hostile_document_is_a_resolution_error(kind, case, tmp_path):
     site = _Site()
     says, reply = HOSTILE[case]
     site.doc = lambda: reply(site.did)
-    started = time.monotonic()
     with pytest.raises(atrepo.ResolutionError) as caught:
         _call(kind, site, tmp_path, "resolve", site.did, timeout=0.5)
     assert caught.value.identifier == site.did and site.did in str(caught.value)
     assert says in str(caught.value)
-    assert time.monotonic() - started < 5
     assert site.server.paths[0] == "/.well-known/did.json"
 
 

@@ -15,7 +15,10 @@ import httpx
 import orjson
 import polars as pl
 import pytest
-from _loopback import KINDS, _LoopbackTransport, _NoDns, _run
+from _loopback import KINDS
+from _loopback import LoopbackTransport as _LoopbackTransport
+from _loopback import NoDns as _NoDns
+from _loopback import call as _run
 
 import atrepo
 from atrepo.car import read_car

@@ -1,7 +1,8 @@
 """Identity flows driven by hand: no transport at all, as h11's tests drive a connection.
 
 Each test starts a flow, checks the effect it yields, and sends a made-up response (or
-throws a made-up failure) back in, the way a driver would.
+throws a made-up failure) back in, the way a driver would: step by step with :func:`step`,
+or from a script with :func:`atrepo.testing.drive`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pydantic
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -39,6 +39,7 @@ from atrepo._flows.identity import (
 from atrepo.crypto import format_did_key
 from atrepo.errors import AtrepoError, ResolutionError, TransportError
 from atrepo.identity import DidDocument, Identity
+from atrepo.testing import drive
 
 PLC = "https://plc.test"
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -103,13 +104,10 @@ Script = list[tuple[Callable[[Any], bool] | Any, HttpResponse | DnsAnswer | Base
 
 def play(flow: Flow[Any], script: Script) -> Any:
     """Drive ``flow`` through ``script``: (expected effect, result) pairs; return its value."""
-    effect = next(flow)
-    for index, (expected, result) in enumerate(script):
+    value, driver = drive(flow, [result for _, result in script])
+    for index, ((expected, _), effect) in enumerate(zip(script, driver.effects, strict=True)):
         assert effect == expected or (callable(expected) and expected(effect)), (index, effect)
-        if index == len(script) - 1:
-            return finish(flow, result)
-        effect = step(flow, result)
-    raise AssertionError(f"flow wanted more: {effect!r}")
+    return value
 
 
 def plc_get(did: str = DID) -> Callable[[Any], bool]:
@@ -129,9 +127,7 @@ def resolution_error(flow: Flow[Any], *results: HttpResponse | DnsAnswer | BaseE
                      ) -> ResolutionError:
     """Drive ``flow`` with ``results`` and return the ResolutionError it raises."""
     with pytest.raises(ResolutionError) as info:
-        next(flow)
-        for result in results:
-            step(flow, result)
+        drive(flow, results)
     return info.value
 
 
@@ -572,26 +568,7 @@ def test_effects_of_other_kinds_are_a_driver_bug():
         flow.send(ok(DID))
 
 
-# -- models --------------------------------------------------------------------------------
-
-
-def test_identity_repr_is_one_line_and_html_is_escaped():
-    doc = DidDocument.model_validate(make_doc())
-    ident = Identity(did=DID, handle="<b>&", handle_verified=True, pds=PDS,
-                     signing_key=DID_KEY["p256"], doc=doc)
-    assert "\n" not in repr(ident)
-    assert repr(ident).startswith(f"Identity(did='{DID}', handle='<b>&'")
-    html = ident._repr_html_()
-    assert "&lt;b&gt;&amp;" in html and "<b>&" not in html
-    assert "\n" not in repr(doc) and DID in repr(doc)
-
-
-def test_identity_is_frozen_and_round_trips():
-    doc = DidDocument.model_validate(make_doc())
-    ident = Identity(did=DID, doc=doc)
-    with pytest.raises(pydantic.ValidationError, match="frozen"):
-        ident.did = OTHER_DID  # type: ignore[misc]
-    assert Identity.model_validate_json(ident.model_dump_json(by_alias=True)) == ident
+# -- every failure ---------------------------------------------------------------------------
 
 
 def test_every_failure_is_an_atrepo_error():

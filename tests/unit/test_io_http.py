@@ -1,34 +1,37 @@
-"""The sync and async drivers, each scenario run through both.
+"""The sync and async drivers (:mod:`atrepo._io.http`), each scenario run through both.
 
-HTTP goes to ``httpx.MockTransport`` handlers and DNS to a fake resolver, except for the
-dnspython adapters, which talk to a tiny DNS server on 127.0.0.1. Nothing leaves loopback.
+HTTP goes to ``httpx.MockTransport`` handlers and DNS to a fake resolver; sleeps and the
+deadline clock are fakes, so nothing waits. Nothing leaves the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-import dns.asyncresolver
-import dns.message
-import dns.rcode
-import dns.resolver
-import dns.rrset
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from atrepo._flows.effects import DnsFailure, DnsTxt, Effect, Flow, HttpGet, HttpResponse
+from atrepo._flows.effects import (
+    DnsFailure,
+    DnsTxt,
+    Flow,
+    HttpDownload,
+    HttpGet,
+    HttpResponse,
+    Sleep,
+)
 from atrepo._flows.identity import resolve, resolve_did, resolve_handle
-from atrepo._io.drivers import AsyncSystemDnsResolver, SystemDnsResolver, run_async, run_sync
+from atrepo._flows.policy import RetryPolicy
+from atrepo._flows.repo import get_latest_commit, get_repo
+from atrepo._io.http import run_async, run_sync
 from atrepo.crypto import format_did_key
-from atrepo.errors import ResolutionError, TransportError
+from atrepo.errors import RepoUnavailable, ResolutionError, TransportError
 
 PLC = "https://plc.test"
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -39,7 +42,12 @@ WELL_KNOWN = f"https://{HANDLE}/.well-known/atproto-did"
 _POINT = ec.derive_private_key(7, ec.SECP256K1()).public_key().public_bytes(
     Encoding.X962, PublicFormat.CompressedPoint)
 DID_KEY = format_did_key("k256", _POINT)
+ENC_DID = DID.replace(":", "%3A")
+GET_REPO = f"{PDS}/xrpc/com.atproto.sync.getRepo?did={ENC_DID}"
+CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+REV = "3l3qo2vutsw2b"
 MODES = ["sync", "async"]
+FAST = RetryPolicy(base_delay=0.001, max_delay=0.002)
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -77,35 +85,57 @@ class AsyncFakeDns(FakeDns):
 class Chunks(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A streamed body without Content-Length, usable by both clients."""
 
-    def __init__(self, chunks: Sequence[bytes], delay: float = 0.0) -> None:
+    def __init__(self, chunks: Sequence[bytes]) -> None:
         self.chunks = chunks
-        self.delay = delay
         self.sent = 0
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
-            time.sleep(self.delay)
             self.sent += 1
             yield chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for chunk in self.chunks:
-            await asyncio.sleep(self.delay)
             self.sent += 1
             yield chunk
 
 
+class FakeTime:
+    """A clock that advances ``tick`` seconds per reading, and a sleep that only records."""
+
+    def __init__(self, tick: float = 0.0) -> None:
+        self.now = 0.0
+        self.tick = tick
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
 def run(mode: str, flow: Flow[Any], handler: Handler, zone: dict[str, Sequence[str]] | None = None,
-        **kwargs: Any) -> Any:
-    """Run ``flow`` with the sync or the async driver against ``handler`` and ``zone``."""
+        *, fake: FakeTime | None = None, **kwargs: Any) -> Any:
+    """Run ``flow`` with the sync or the async driver against ``handler`` and ``zone``.
+
+    Sleeps and the deadline clock are ``fake``'s (a fresh FakeTime unless given).
+    """
     transport = httpx.MockTransport(handler)
+    fake = fake or FakeTime()
     if mode == "sync":
         with httpx.Client(transport=transport) as http:
-            return run_sync(flow, http, FakeDns(zone), **kwargs)
+            return run_sync(flow, http, FakeDns(zone), sleep=fake.sleep, clock=fake.clock,
+                            **kwargs)
 
     async def main() -> Any:
         async with httpx.AsyncClient(transport=transport) as http:
-            return await run_async(flow, http, AsyncFakeDns(zone), **kwargs)
+            return await run_async(flow, http, AsyncFakeDns(zone), sleep=fake.asleep,
+                                   clock=fake.clock, **kwargs)
 
     return asyncio.run(main())
 
@@ -240,9 +270,12 @@ def test_timeout(mode, error):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_slow_body_hits_the_total_timeout(mode):
-    handler = routes({f"{PLC}/{DID}": reply(200, stream=Chunks([b"{"] * 5, 0.02))})
-    with pytest.raises(TransportError, match="response too slow"):
-        run(mode, _capture(HttpGet(f"{PLC}/{DID}")), handler, total_timeout=0.01)
+    chunks = Chunks([b"{"] * 5)
+    handler = routes({f"{PLC}/{DID}": reply(200, stream=chunks)})
+    with pytest.raises(TransportError, match="response too slow") as info:
+        run(mode, _capture(HttpGet(f"{PLC}/{DID}")), handler, total_timeout=2.5,
+            fake=FakeTime(tick=1.0))  # each reading of the clock is one second later
+    assert info.value.url == f"{PLC}/{DID}" and chunks.sent < 5
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -322,105 +355,134 @@ def _capture(effect: HttpGet) -> Flow[HttpResponse]:
     return response
 
 
-# -- dnspython adapters, against a DNS server on loopback -----------------------------------
+# -- downloads, retries and sleeps ---------------------------------------------------------
 
 
-class LoopbackDns:
-    """A UDP DNS server on 127.0.0.1: TXT answers from ``zone``; None means NXDOMAIN; names
-    not in the zone get no reply at all (so clients time out)."""
+class Broken(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body that sends one chunk and then loses the connection."""
 
-    def __init__(self, zone: dict[str, list[str] | None]) -> None:
-        self.zone = zone
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"x" * 1000
+        raise httpx.ReadError("connection reset")
 
-    def serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            query = dns.message.from_wire(data)
-            question = query.question[0]
-            name = question.name.to_text(omit_final_dot=True)
-            if name not in self.zone:
-                continue
-            response = dns.message.make_response(query)
-            texts = self.zone[name]
-            if texts is None:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif texts:
-                response.answer.append(dns.rrset.from_text(
-                    question.name, 60, "IN", "TXT", *(f'"{text}"' for text in texts)))
-            self.sock.sendto(response.to_wire(), peer)
-
-    def configure(self, resolver: dns.resolver.Resolver) -> Any:
-        resolver.nameservers = ["127.0.0.1"]
-        resolver.port = self.port
-        return resolver
-
-
-@pytest.fixture
-def loopback_dns() -> Iterator[LoopbackDns]:
-    server = LoopbackDns({f"_atproto.{HANDLE}": [f"did={DID}", "other"],
-                          "_atproto.gone.test": None, "_atproto.empty.test": []})
-    server.thread.start()
-    yield server
-    server.stopping.set()
-    server.thread.join()
-    server.sock.close()
-
-
-def _lookup(mode: str, server: LoopbackDns, name: str) -> list[str]:
-    if mode == "sync":
-        resolver = server.configure(dns.resolver.Resolver(configure=False))
-        return SystemDnsResolver(timeout=0.3, resolver=resolver).txt(name)
-    aresolver = server.configure(dns.asyncresolver.Resolver(configure=False))
-    return asyncio.run(AsyncSystemDnsResolver(timeout=0.3, resolver=aresolver).txt(name))
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        raise httpx.ReadError("connection reset")
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_dnspython_adapter_answers(mode, loopback_dns):
-    assert _lookup(mode, loopback_dns, f"_atproto.{HANDLE}") in (
-        [f"did={DID}", "other"], ["other", f"did={DID}"])
+def test_download_writes_the_file(mode, tmp_path):
+    path = tmp_path / "repo.car"
+    path.write_bytes(b"old content that is longer than the new one")
+    car = bytes(range(256)) * 100
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert str(request.url) == GET_REPO
+        assert request.headers["accept"] == "application/vnd.ipld.car"
+        return httpx.Response(200, content=car)
+
+    assert run(mode, get_repo(PDS, DID, path=str(path)), handler) is None
+    assert path.read_bytes() == car
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name,reason", [("_atproto.gone.test", "NXDOMAIN"),
-                                         ("_atproto.empty.test", "no TXT records"),
-                                         ("_atproto.silent.test", "timeout")])
-def test_dnspython_adapter_failures(mode, loopback_dns, name, reason):
-    with pytest.raises(DnsFailure) as info:
-        _lookup(mode, loopback_dns, name)
-    assert (info.value.name, info.value.reason) == (name, reason)
+def test_download_decodes_gzip(mode, tmp_path):
+    path = tmp_path / "repo.car"
+    car = b"car bytes " * 1000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=gzip.compress(car),
+                              headers={"content-encoding": "gzip"})
+
+    run(mode, get_repo(PDS, DID, path=str(path)), handler)
+    assert path.read_bytes() == car
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_handle_resolution_through_dnspython(mode, loopback_dns):
-    transport = httpx.MockTransport(routes({}))
-    if mode == "sync":
-        resolver = SystemDnsResolver(resolver=loopback_dns.configure(
-            dns.resolver.Resolver(configure=False)), timeout=0.3)
-        with httpx.Client(transport=transport) as http:
-            assert run_sync(resolve_handle(HANDLE), http, resolver) == DID
-        return
+def test_gzip_bomb_is_cut_and_leaves_no_file(mode, tmp_path):
+    path = tmp_path / "repo.car"
+    bomb = gzip.compress(b"\0" * (4 << 20))
+    assert len(bomb) < 64 * 1024
+    calls = []
 
-    async def main() -> str:
-        resolver = AsyncSystemDnsResolver(resolver=loopback_dns.configure(
-            dns.asyncresolver.Resolver(configure=False)), timeout=0.3)
-        async with httpx.AsyncClient(transport=transport) as http:
-            return await run_async(resolve_handle(HANDLE), http, resolver)
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, content=bomb, headers={"content-encoding": "gzip"})
 
-    assert asyncio.run(main()) == DID
+    with pytest.raises(TransportError, match="response too large") as info:
+        run(mode, get_repo(PDS, DID, path=str(path), max_bytes=1 << 20), handler)
+    assert info.value.url == GET_REPO
+    assert not path.exists()
+    assert len(calls) == 1  # not retried
 
 
-def test_effect_types_are_frozen_values():
-    effect: Effect = HttpGet("https://x.test")
-    assert effect == HttpGet("https://x.test") and hash(effect) == hash(HttpGet("https://x.test"))
-    with pytest.raises(AttributeError):
-        effect.url = "https://y.test"  # type: ignore[misc]
-    assert not hasattr(effect, "__dict__")
+@pytest.mark.parametrize("mode", MODES)
+def test_declared_length_too_large(mode, tmp_path):
+    path = tmp_path / "repo.car"
+    handler: Handler = lambda request: httpx.Response(200, content=b"x" * 2000)  # noqa: E731
+    with pytest.raises(TransportError, match="response too large"):
+        run(mode, get_repo(PDS, DID, path=str(path), max_bytes=1000), handler)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_broken_download_leaves_no_file_and_is_retried(mode, tmp_path):
+    path = tmp_path / "repo.car"
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, stream=Broken())
+
+    with pytest.raises(TransportError) as info:
+        run(mode, get_repo(PDS, DID, path=str(path), policy=FAST), handler)
+    assert info.value.url == GET_REPO
+    assert not path.exists()
+    assert len(calls) == FAST.retries + 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_download_error_body_leaves_the_file_alone(mode, tmp_path):
+    path = tmp_path / "repo.car"
+    taken: Handler = lambda request: httpx.Response(  # noqa: E731
+        400, json={"error": "RepoTakendown", "message": "gone"})
+    with pytest.raises(RepoUnavailable) as info:
+        run(mode, get_repo(PDS, DID, path=str(path)), taken)
+    assert info.value.status == "takendown"
+    assert not path.exists()
+
+    def capture() -> Flow[HttpResponse]:
+        response = yield HttpDownload(GET_REPO, str(path))
+        return response
+
+    huge: Handler = lambda request: httpx.Response(500, content=b"e" * (200 << 10))  # noqa: E731
+    response = run(mode, capture(), huge)
+    assert (response.status, len(response.body)) == (500, 64 * 1024)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sleep_is_performed(mode):
+    def naps() -> Flow[bool]:
+        answer = yield Sleep(0.02)
+        yield Sleep(-1.0)  # nothing to wait for
+        return answer is None
+
+    fake = FakeTime()
+    assert run(mode, naps(), lambda request: httpx.Response(599), fake=fake) is True
+    assert fake.slept == [0.02, 0.0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retries_through_the_driver(mode, tmp_path):
+    statuses = iter([503, 429, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(statuses)
+        if status == 200:
+            return httpx.Response(200, json={"cid": CID, "rev": REV})
+        return httpx.Response(status, headers={"retry-after": "0"})
+
+    fake = FakeTime()
+    assert run(mode, get_latest_commit(PDS, DID, policy=FAST), handler, fake=fake) == (CID, REV)
+    assert len(fake.slept) == 2

@@ -57,3 +57,9 @@ def test_retry_after_forms():
     assert retry_after({"retry-after": "garbage"}, now=0.0) is None
     assert retry_after({"ratelimit-reset": "5"}, now=10.0) == 0.0
     assert retry_after({}, now=0.0) is None
+
+
+def test_retry_policy_is_public():
+    import atrepo
+
+    assert atrepo.RetryPolicy is RetryPolicy

@@ -1,9 +1,9 @@
-"""Drivers: perform the effects a flow yields, with httpx and dnspython.
+"""The drivers: perform the effects a flow yields, with httpx (and the DNS resolvers).
 
-:func:`run_sync` and :func:`run_async` are the same loop (STYLE.md sec. 4.1): start the flow,
-perform each effect, send the result back or throw the failure in, and return the flow's
-value. They differ only in ``await``; everything else (bounding bodies, mapping errors,
-stepping the generator) is shared.
+:func:`run_sync` and :func:`run_async` are the same loop: start the flow, perform each
+effect, send the result back or throw the failure in, and return the flow's value. They
+differ only in ``await``; everything else (bounding bodies, mapping errors, stepping the
+generator) is shared.
 
 Invariants:
 
@@ -17,37 +17,31 @@ Invariants:
   file. A non-2xx download answers with the error body, capped at ``ERROR_BODY_MAX``, and
   leaves the file untouched. Errors writing the file itself (``OSError``) are not network
   failures: they propagate unchanged, since retrying cannot help.
-* A :class:`Sleep` is ``time.sleep`` / ``asyncio.sleep``; the flow gets None back.
+* A :class:`Sleep` is ``time.sleep`` / ``asyncio.sleep`` (or the ``sleep`` given, in tests);
+  the flow gets None back.
 * Every httpx failure becomes a :class:`~atrepo.errors.TransportError` naming the URL and
-  chaining the httpx exception; every DNS failure becomes a ``DnsFailure``. Both are thrown
-  into the flow, which falls back or raises an ``AtrepoError``.
-* DNS goes through the small :class:`DnsResolver` / :class:`AsyncDnsResolver` protocols so
-  tests can inject fakes; the default implementations wrap dnspython.
-* With a :class:`HostLimits` (threads) or :class:`AsyncHostLimits` (tasks), at most
-  ``per_host`` HTTP effects are in flight to one origin (scheme, host, port) at a time,
-  however many flows share it: a PDS is somebody's server, and a bulk call over thousands of
-  repositories mostly hits a handful of hosts. Only the request holds the slot, from
-  sending to the end of its body; a :class:`Sleep` (a retry's backoff) holds none. A
-  redirect counts against the origin first asked.
+  chaining the httpx exception; every DNS failure (:mod:`atrepo._io.dns`) becomes a
+  ``DnsFailure``. Both are thrown into the flow, which falls back or raises an
+  ``AtrepoError``.
+* With per-host limits (:mod:`atrepo._io.limits`), an HTTP effect holds its origin's slot
+  for the whole request; nothing else does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, Generic, Protocol, TypeAlias, TypeVar
+from typing import BinaryIO, Final, Generic, TypeAlias, TypeVar
 
-import dns.exception as dns_exception
-import dns.resolver as dns_resolver
 import httpx
 
 from .._flows.effects import (
+    ERROR_BODY_MAX,
     DnsAnswer,
     DnsFailure,
-    ERROR_BODY_MAX,
     DnsTxt,
     Effect,
     Flow,
@@ -58,192 +52,48 @@ from .._flows.effects import (
     Sleep,
 )
 from ..errors import ResponseTooLarge, TransportError
+from .dns import AsyncDnsResolver, DnsResolver
+from .limits import AsyncHostLimits, HostLimits
 
-if TYPE_CHECKING:
-    import asyncio
-
-    import dns.asyncresolver as dns_asyncresolver
-
-__all__ = [
-    "AsyncDnsResolver",
-    "AsyncHostLimits",
-    "AsyncSystemDnsResolver",
-    "DnsResolver",
-    "HostLimits",
-    "SystemDnsResolver",
-    "run_async",
-    "run_sync",
-]
+__all__ = ["run_async", "run_sync"]
 
 T = TypeVar("T")
 Outcome: TypeAlias = Result | TransportError | DnsFailure
+Clock: TypeAlias = Callable[[], float]
 
-DEFAULT_DNS_TIMEOUT: Final = 10.0  # seconds for one TXT lookup, all retries included
 _REASON_MAX: Final = 200
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
 
-# -- DNS -----------------------------------------------------------------------------------
+# -- body sinks ----------------------------------------------------------------------------
 
 
-class DnsResolver(Protocol):
-    """Looks up TXT records; raises :class:`DnsFailure` when there are none to give."""
+class _Deadline:
+    """When one whole response must be done: ``total_timeout`` seconds on ``clock`` from now."""
 
-    def txt(self, name: str) -> Sequence[str]:
-        """Return the TXT records of ``name``, one string each."""
-        ...
+    def __init__(self, url: str, total_timeout: float | None, clock: Clock) -> None:
+        self._url = url
+        self._total_timeout = total_timeout
+        self._clock = clock
+        self._at = None if total_timeout is None else clock() + total_timeout
 
-
-class AsyncDnsResolver(Protocol):
-    """The ``async`` twin of :class:`DnsResolver`."""
-
-    async def txt(self, name: str) -> Sequence[str]:
-        """Return the TXT records of ``name``, one string each."""
-        ...
-
-
-class SystemDnsResolver:
-    """:class:`DnsResolver` over dnspython's stub resolver (the system's nameservers).
-
-    Args:
-        timeout: seconds allowed for one lookup, retries included.
-        resolver: a configured ``dns.resolver.Resolver``; by default one reading the system
-            configuration is created on first use.
-    """
-
-    def __init__(self, *, timeout: float = DEFAULT_DNS_TIMEOUT,
-                 resolver: dns_resolver.Resolver | None = None) -> None:
-        self._timeout = timeout
-        self._resolver = resolver
-
-    def txt(self, name: str) -> list[str]:
-        """Return the TXT records of ``name``.
+    def check(self) -> None:
+        """Return while time is left.
 
         Raises:
-            DnsFailure: NXDOMAIN, no TXT records, timeout, no nameserver, no configuration.
+            TransportError: the deadline passed ("response too slow").
         """
-        try:
-            if self._resolver is None:
-                self._resolver = dns_resolver.Resolver()  # reads /etc/resolv.conf
-            answer = self._resolver.resolve(name, "TXT", lifetime=self._timeout, search=False)
-        except (dns_exception.DNSException, OSError) as exc:
-            raise DnsFailure(name, _dns_reason(exc)) from exc
-        return _txt_strings(answer)
-
-
-class AsyncSystemDnsResolver:
-    """:class:`AsyncDnsResolver` over ``dns.asyncresolver`` (the system's nameservers).
-
-    Args:
-        timeout: seconds allowed for one lookup, retries included.
-        resolver: a configured ``dns.asyncresolver.Resolver``; by default one reading the
-            system configuration is created on first use.
-    """
-
-    def __init__(self, *, timeout: float = DEFAULT_DNS_TIMEOUT,
-                 resolver: dns_asyncresolver.Resolver | None = None) -> None:
-        self._timeout = timeout
-        self._resolver = resolver
-
-    async def txt(self, name: str) -> list[str]:
-        """Return the TXT records of ``name``.
-
-        Raises:
-            DnsFailure: NXDOMAIN, no TXT records, timeout, no nameserver, no configuration.
-        """
-        import dns.asyncresolver as dns_asyncresolver  # imports asyncio: keep it off sync paths
-
-        try:
-            if self._resolver is None:
-                self._resolver = dns_asyncresolver.Resolver()
-            answer = await self._resolver.resolve(name, "TXT", lifetime=self._timeout,
-                                                  search=False)
-        except (dns_exception.DNSException, OSError) as exc:
-            raise DnsFailure(name, _dns_reason(exc)) from exc
-        return _txt_strings(answer)
-
-
-def _txt_strings(answer: dns_resolver.Answer) -> list[str]:
-    """Return each TXT record of ``answer`` as one string (its character-strings joined)."""
-    return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer]
-
-
-def _dns_reason(exc: Exception) -> str:
-    """Return a short reason for a DNS failure, for error messages."""
-    if isinstance(exc, dns_resolver.NXDOMAIN):
-        return "NXDOMAIN"
-    if isinstance(exc, dns_resolver.NoAnswer):
-        return "no TXT records"
-    if isinstance(exc, dns_exception.Timeout):
-        return "timeout"
-    if isinstance(exc, dns_resolver.NoNameservers):
-        return "no nameserver answered"
-    return type(exc).__name__
-
-
-# -- per-host limits -----------------------------------------------------------------------
-
-
-def _origin(url: str) -> str:
-    """Return ``scheme://host:port`` of ``url`` (default ports spelled out)."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return url  # a slot of its own; the request then fails with a TransportError
-    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
-    return f"{parsed.scheme}://{parsed.host}:{port}"
-
-
-class HostLimits:
-    """At most ``per_host`` HTTP requests in flight to one origin, across threads.
-
-    One per :class:`~atrepo.Client`, shared by all its threads. It keeps a semaphore per
-    origin ever asked, a few hundred bytes each.
-    """
-
-    def __init__(self, per_host: int) -> None:
-        self.per_host = per_host
-        self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
-
-    def slot(self, url: str) -> threading.BoundedSemaphore:
-        """Return the semaphore of ``url``'s origin; hold it for the whole request."""
-        origin = _origin(url)
-        with self._lock:
-            slot = self._slots.get(origin)
-            if slot is None:
-                slot = self._slots[origin] = threading.BoundedSemaphore(self.per_host)
-            return slot
-
-
-class AsyncHostLimits:
-    """:class:`HostLimits` for the tasks of one event loop (one per AsyncClient)."""
-
-    def __init__(self, per_host: int) -> None:
-        self.per_host = per_host
-        self._slots: dict[str, asyncio.Semaphore] = {}
-
-    def slot(self, url: str) -> asyncio.Semaphore:
-        """Return the semaphore of ``url``'s origin; hold it for the whole request."""
-        import asyncio  # keeps asyncio off sync paths
-
-        origin = _origin(url)
-        slot = self._slots.get(origin)
-        if slot is None:  # no await in between: tasks of one loop cannot race here
-            slot = self._slots[origin] = asyncio.Semaphore(self.per_host)
-        return slot
-
-
-# -- HTTP ----------------------------------------------------------------------------------
+        if self._at is not None and self._clock() > self._at:
+            raise TransportError("response too slow", url=self._url,
+                                 total_timeout=self._total_timeout)
 
 
 class _Body:
-    """Collects a response body under the effect's ``max_bytes`` and an optional deadline."""
+    """Collects a response body under the effect's ``max_bytes`` and a deadline."""
 
-    def __init__(self, effect: HttpGet, total_timeout: float | None) -> None:
+    def __init__(self, effect: HttpGet, deadline: _Deadline) -> None:
         self._effect = effect
-        self._total_timeout = total_timeout
-        self._deadline = None if total_timeout is None else time.monotonic() + total_timeout
+        self._deadline = deadline
         self._chunks: list[bytes] = []
         self._size = 0
         self._strict = True
@@ -266,9 +116,7 @@ class _Body:
         Raises:
             TransportError: a 2xx body passes ``max_bytes``, or the deadline passed.
         """
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            raise TransportError("response too slow", url=self._effect.url,
-                                 total_timeout=self._total_timeout)
+        self._deadline.check()
         room = self._effect.max_bytes - self._size
         if len(chunk) > room:
             if self._strict:
@@ -299,11 +147,10 @@ class _Download:
     file is not opened. :meth:`close` deletes the file unless :meth:`response` completed.
     """
 
-    def __init__(self, effect: HttpDownload, total_timeout: float | None) -> None:
+    def __init__(self, effect: HttpDownload, deadline: _Deadline) -> None:
         self._effect = effect
-        self._total_timeout = total_timeout
-        self._deadline = None if total_timeout is None else time.monotonic() + total_timeout
-        self._error_body = _Body(HttpGet(effect.url, max_bytes=ERROR_BODY_MAX), total_timeout)
+        self._deadline = deadline
+        self._error_body = _Body(HttpGet(effect.url, max_bytes=ERROR_BODY_MAX), deadline)
         self._file: BinaryIO | None = None
         self.follow_redirects = True
         self._size = 0
@@ -334,9 +181,7 @@ class _Download:
         """
         if self._file is None:
             return self._error_body.add(chunk)
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            raise TransportError("response too slow", url=self._effect.url,
-                                 total_timeout=self._total_timeout)
+        self._deadline.check()
         self._size += len(chunk)
         if self._size > self._effect.max_bytes:
             raise self._too_large()
@@ -364,6 +209,9 @@ class _Download:
         return ResponseTooLarge(self._effect.url, max_bytes=self._effect.max_bytes)
 
 
+# -- fetching ------------------------------------------------------------------------------
+
+
 def _transport_failure(url: str, exc: Exception) -> TransportError:
     """Return the TransportError for an httpx exception, with ``exc`` as its cause."""
     if isinstance(exc, httpx.TimeoutException):
@@ -382,17 +230,19 @@ def _transport_failure(url: str, exc: Exception) -> TransportError:
     return failure
 
 
-def _sink(effect: HttpGet | HttpDownload, total_timeout: float | None) -> _Body | _Download:
+def _sink(effect: HttpGet | HttpDownload, total_timeout: float | None,
+          clock: Clock) -> _Body | _Download:
     """Where a response body goes: memory (HttpGet) or the effect's file (HttpDownload)."""
+    deadline = _Deadline(effect.url, total_timeout, clock)
     if isinstance(effect, HttpGet):
-        return _Body(effect, total_timeout)
-    return _Download(effect, total_timeout)
+        return _Body(effect, deadline)
+    return _Download(effect, deadline)
 
 
 def _fetch_sync(http: httpx.Client, effect: HttpGet | HttpDownload,
-                total_timeout: float | None) -> HttpResponse | TransportError:
+                total_timeout: float | None, clock: Clock) -> HttpResponse | TransportError:
     """GET the effect's URL into its sink; a failure is returned (to be thrown), not raised."""
-    sink = _sink(effect, total_timeout)
+    sink = _sink(effect, total_timeout, clock)
     try:
         with http.stream("GET", effect.url, headers=effect.headers,
                          follow_redirects=sink.follow_redirects) as response:
@@ -410,9 +260,9 @@ def _fetch_sync(http: httpx.Client, effect: HttpGet | HttpDownload,
 
 
 async def _fetch_async(http: httpx.AsyncClient, effect: HttpGet | HttpDownload,
-                       total_timeout: float | None) -> HttpResponse | TransportError:
+                       total_timeout: float | None, clock: Clock) -> HttpResponse | TransportError:
     """_fetch_sync with httpx.AsyncClient."""
-    sink = _sink(effect, total_timeout)
+    sink = _sink(effect, total_timeout, clock)
     try:
         async with http.stream("GET", effect.url, headers=effect.headers,
                                follow_redirects=sink.follow_redirects) as response:
@@ -432,40 +282,64 @@ async def _fetch_async(http: httpx.AsyncClient, effect: HttpGet | HttpDownload,
 # -- performing effects --------------------------------------------------------------------
 
 
-def _perform_sync(effect: Effect, http: httpx.Client, dns: DnsResolver,
-                  total_timeout: float | None, limits: HostLimits | None) -> Outcome:
-    """Perform one effect; return its result, or the failure to throw into the flow."""
-    if isinstance(effect, (HttpGet, HttpDownload)):
-        with limits.slot(effect.url) if limits else contextlib.nullcontext():
-            return _fetch_sync(http, effect, total_timeout)
-    if isinstance(effect, Sleep):
-        time.sleep(max(0.0, effect.seconds))
-        return None
-    if isinstance(effect, DnsTxt):
-        try:
-            return DnsAnswer(tuple(dns.txt(effect.name)))
-        except DnsFailure as exc:
-            return exc
-    raise TypeError(f"unknown effect {effect!r}")
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """How the sync driver performs effects: one client's settings for one run."""
+
+    http: httpx.Client
+    dns: DnsResolver
+    total_timeout: float | None
+    limits: HostLimits | None
+    sleep: Callable[[float], None]
+    clock: Clock
+
+    def perform(self, effect: Effect) -> Outcome:
+        """Perform one effect; return its result, or the failure to throw into the flow."""
+        if isinstance(effect, (HttpGet, HttpDownload)):
+            with self.limits.slot(effect.url) if self.limits else contextlib.nullcontext():
+                return _fetch_sync(self.http, effect, self.total_timeout, self.clock)
+        if isinstance(effect, Sleep):
+            self.sleep(max(0.0, effect.seconds))
+            return None
+        if isinstance(effect, DnsTxt):
+            try:
+                return DnsAnswer(tuple(self.dns.txt(effect.name)))
+            except DnsFailure as exc:
+                return exc
+        raise TypeError(f"unknown effect {effect!r}")
 
 
-async def _perform_async(effect: Effect, http: httpx.AsyncClient, dns: AsyncDnsResolver,
-                         total_timeout: float | None, limits: AsyncHostLimits | None) -> Outcome:
-    """Perform one effect; return its result, or the failure to throw into the flow."""
-    if isinstance(effect, (HttpGet, HttpDownload)):
-        async with limits.slot(effect.url) if limits else contextlib.nullcontext():
-            return await _fetch_async(http, effect, total_timeout)
-    if isinstance(effect, Sleep):
-        import asyncio  # keeps asyncio off sync paths
+@dataclass(frozen=True, slots=True)
+class _Async:
+    """:class:`_Sync` for the async driver."""
 
-        await asyncio.sleep(max(0.0, effect.seconds))
-        return None
-    if isinstance(effect, DnsTxt):
-        try:
-            return DnsAnswer(tuple(await dns.txt(effect.name)))
-        except DnsFailure as exc:
-            return exc
-    raise TypeError(f"unknown effect {effect!r}")
+    http: httpx.AsyncClient
+    dns: AsyncDnsResolver
+    total_timeout: float | None
+    limits: AsyncHostLimits | None
+    sleep: Callable[[float], Awaitable[None]]
+    clock: Clock
+
+    async def perform(self, effect: Effect) -> Outcome:
+        """Perform one effect; return its result, or the failure to throw into the flow."""
+        if isinstance(effect, (HttpGet, HttpDownload)):
+            async with self.limits.slot(effect.url) if self.limits else contextlib.nullcontext():
+                return await _fetch_async(self.http, effect, self.total_timeout, self.clock)
+        if isinstance(effect, Sleep):
+            await self.sleep(max(0.0, effect.seconds))
+            return None
+        if isinstance(effect, DnsTxt):
+            try:
+                return DnsAnswer(tuple(await self.dns.txt(effect.name)))
+            except DnsFailure as exc:
+                return exc
+        raise TypeError(f"unknown effect {effect!r}")
+
+
+async def _asyncio_sleep(seconds: float) -> None:
+    import asyncio  # keeps asyncio off sync paths
+
+    await asyncio.sleep(seconds)
 
 
 class _Stepper(Generic[T]):
@@ -494,7 +368,9 @@ class _Stepper(Generic[T]):
 
 
 def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
-             total_timeout: float | None = None, limits: HostLimits | None = None) -> T:
+             total_timeout: float | None = None, limits: HostLimits | None = None,
+             sleep: Callable[[float], None] = time.sleep,
+             clock: Clock = time.monotonic) -> T:
     """Run ``flow`` to completion, performing its effects with ``http`` and ``dns``.
 
     Args:
@@ -505,6 +381,8 @@ def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
             beyond ``http``'s own timeouts (which bound each read, not the whole body).
         limits: the per-host request limits shared with the other threads of the same
             client, or None for none.
+        sleep: performs a :class:`Sleep` (a fake one in tests).
+        clock: monotonic seconds, for ``total_timeout`` (a fake one in tests).
 
     Returns:
         The flow's return value.
@@ -512,11 +390,12 @@ def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
     Raises:
         AtrepoError: whatever the flow raises, including a TransportError it did not catch.
     """
+    driver = _Sync(http, dns, total_timeout, limits, sleep, clock)
     stepper = _Stepper(flow)
     try:
         effect = stepper.start()
         while effect is not None:
-            effect = stepper.advance(_perform_sync(effect, http, dns, total_timeout, limits))
+            effect = stepper.advance(driver.perform(effect))
         return stepper.value
     finally:
         flow.close()
@@ -524,7 +403,9 @@ def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
 
 async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolver, *,
                     total_timeout: float | None = None,
-                    limits: AsyncHostLimits | None = None) -> T:
+                    limits: AsyncHostLimits | None = None,
+                    sleep: Callable[[float], Awaitable[None]] = _asyncio_sleep,
+                    clock: Clock = time.monotonic) -> T:
     """Run ``flow`` to completion: :func:`run_sync` with ``await``.
 
     Args:
@@ -534,6 +415,8 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
         total_timeout: seconds allowed for one HTTP response body, or None.
         limits: the per-host request limits shared with the other tasks of the same
             client, or None for none.
+        sleep: performs a :class:`Sleep` (``asyncio.sleep``; a fake one in tests).
+        clock: monotonic seconds, for ``total_timeout`` (a fake one in tests).
 
     Returns:
         The flow's return value.
@@ -541,12 +424,12 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
     Raises:
         AtrepoError: whatever the flow raises, including a TransportError it did not catch.
     """
+    driver = _Async(http, dns, total_timeout, limits, sleep, clock)
     stepper = _Stepper(flow)
     try:
         effect = stepper.start()
         while effect is not None:
-            effect = stepper.advance(
-                await _perform_async(effect, http, dns, total_timeout, limits))
+            effect = stepper.advance(await driver.perform(effect))
         return stepper.value
     finally:
         flow.close()
