@@ -18,6 +18,11 @@ Every step is here, in order, and nowhere else:
 An incremental fetch that does not give a whole, verified tree falls back to a full one;
 a partial tree is never returned. The network steps are generator flows (see
 :mod:`atrepo._flows`), run by either client's driver; the local steps run in between.
+
+Words (as in :mod:`atrepo._io.store` and :mod:`atrepo.snapshot`): an *entry* is one kept
+revision in the store; a *snapshot* is a :class:`~atrepo.RepoSnapshot`. The public API and
+its messages say *stored snapshot* for an entry (``client.snapshots()`` lists entries,
+``client.snapshot()`` opens one as a snapshot).
 """
 
 from __future__ import annotations

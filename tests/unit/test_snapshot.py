@@ -237,3 +237,34 @@ def test_narrowing_a_walked_snapshot_equals_a_filtered_walk(ref_small, collectio
     assert narrow.records.equals(walked.records)
     assert narrow.collections_filter == collections and len(narrow) == len(walked)
     assert len(whole) == len(ref_small.records)  # the whole one is untouched
+
+
+def test_collection_counts_are_found_by_jumping_over_sorted_keys(ref_small):
+    from atrepo.snapshot import count_collections
+
+    keys = [f"{c}/{r}" for c, r, _ in ref_small.records]
+    assert count_collections(keys) == ref_small.truth["collections"]
+    assert count_collections([]) == {}
+    # neighbours that share a prefix ("a.b" < "a.b-c" < "a.b.c" < "a.b/..." by bytes)
+    assert count_collections(["a.b-c/1", "a.b.c/1", "a.b.c/2", "a.b/1", "a.bc/1"]) == \
+        {"a.b-c": 1, "a.b.c": 2, "a.b": 1, "a.bc": 1}
+
+
+def test_a_deferred_walk_happens_once_on_first_use(ref_small):
+    from atrepo.snapshot import open_snapshot
+
+    calls = []
+    snap = open_snapshot(car.read_car(ref_small.car), walk_now=False)
+    walker = snap._walker
+
+    def counted() -> tuple[list[str], list[bytes]]:
+        calls.append(1)
+        return walker()
+
+    snap._walker = counted
+    text = repr(snap)
+    assert calls == [] and "records=?" in text and "collections=?" in text
+    assert snap.get("app.bsky.actor.profile", "self") is not None and calls == [1]
+    assert len(snap) == len(ref_small.records) and snap.records.height == len(snap)
+    assert calls == [1]
+    assert f"records={len(ref_small.records):,}" in repr(snap)
