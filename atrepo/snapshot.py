@@ -318,6 +318,13 @@ class RepoSnapshot:
         """Records per collection if known without a walk (walked, or from the store)."""
         return None if self._counts is None else dict(self._counts)
 
+    def _collection_counts(self) -> dict[str, int]:
+        """Records per collection: the known counts, else the walk's."""
+        if self._counts is None:
+            self._walk()
+        assert self._counts is not None  # set by the walk
+        return self._counts
+
     @property
     def blocks(self) -> CarFile:
         """The blocks behind this snapshot (for :func:`atrepo.mst.diff` and friends)."""
@@ -378,9 +385,7 @@ class RepoSnapshot:
     @cached_property
     def collections(self) -> pl.DataFrame:
         """Record counts per collection: [collection, count], sorted by collection."""
-        self._walk()
-        assert self._counts is not None  # set by the walk
-        return collections_frame(self._counts)
+        return collections_frame(self._collection_counts())
 
     def get(self, collection: str, rkey: str) -> dict[str, Any] | None:
         """Return one record in the JSON data model, or None when the repo does not hold it.
@@ -402,10 +407,7 @@ class RepoSnapshot:
 
     def __len__(self) -> int:
         """The number of records (from the known counts, else by walking the tree)."""
-        if self._counts is None:
-            self._walk()
-        assert self._counts is not None  # set by the walk
-        return sum(self._counts.values())
+        return sum(self._collection_counts().values())
 
     def write_parquet(self, path: str | Path) -> None:
         """Write the ``records`` frame to a Parquet file."""

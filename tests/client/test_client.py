@@ -15,18 +15,22 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from _loopback import KINDS, paged
-from _loopback import AsyncLoopbackTransport as _AsyncLoopbackTransport
-from _loopback import AsyncNoDns as _AsyncNoDns
-from _loopback import LoopbackTransport as _LoopbackTransport
-from _loopback import NoDns as _NoDns
-from _loopback import call as _run
+from _loopback import (
+    KINDS,
+    AsyncLoopbackTransport,
+    AsyncNoDns,
+    LoopbackTransport,
+    NoDns,
+    call,
+    paged,
+)
 
 import atrepo
 from atrepo.client import AsyncClient, Client
 
 
-def _listed_records(sandbox: Any, did: str, collections: Sequence[str]) -> set[tuple[str, str, str]]:
+def _listed_records(sandbox: Any, did: str,
+                    collections: Sequence[str]) -> set[tuple[str, str, str]]:
     out = set()
     with httpx.Client(trust_env=False, timeout=20) as http:
         for collection in collections:
@@ -40,27 +44,27 @@ def _listed_records(sandbox: Any, did: str, collections: Sequence[str]) -> set[t
 @pytest.mark.parametrize("kind", KINDS)
 def test_resolve_handle_and_identity(kind, sandbox, tmp_path):
     alice = sandbox.account("alice.test")
-    assert _run(kind, sandbox, tmp_path, "resolve_handle", "alice.test") == alice["did"]
-    ident = _run(kind, sandbox, tmp_path, "resolve", "alice.test")
+    assert call(kind, sandbox, tmp_path, "resolve_handle", "alice.test") == alice["did"]
+    ident = call(kind, sandbox, tmp_path, "resolve", "alice.test")
     assert ident.did == alice["did"] and ident.handle == "alice.test" and ident.handle_verified
     assert ident.pds == sandbox.pds_url
     assert ident.signing_key.startswith("did:key:z")
-    by_did = _run(kind, sandbox, tmp_path, "resolve", alice["did"])
+    by_did = call(kind, sandbox, tmp_path, "resolve", alice["did"])
     assert by_did.handle == "alice.test" and by_did.handle_verified
-    assert _run(kind, sandbox, tmp_path, "resolve", f"at://{alice['did']}/app.bsky.feed.post").did \
+    assert call(kind, sandbox, tmp_path, "resolve", f"at://{alice['did']}/app.bsky.feed.post").did \
         == alice["did"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_get_repo_equals_the_pds_listing(kind, sandbox, tmp_path):
     alice = sandbox.account("alice.test")
-    snap = _run(kind, sandbox, tmp_path, "get_repo", "alice.test")
+    snap = call(kind, sandbox, tmp_path, "get_repo", "alice.test")
     assert snap.verified is True and snap.did == alice["did"] and snap.handle == "alice.test"
     got = set(zip(snap.records["collection"], snap.records["rkey"], snap.records["cid"]))
     assert got == _listed_records(sandbox, alice["did"], snap.collections["collection"])
     assert len(snap) == alice["records"]
     assert snap.problems.is_empty()
-    filtered = _run(kind, sandbox, tmp_path, "get_repo", alice["did"], ["app.bsky.feed.post"])
+    filtered = call(kind, sandbox, tmp_path, "get_repo", alice["did"], ["app.bsky.feed.post"])
     assert set(filtered.records["collection"]) == {"app.bsky.feed.post"}
 
 
@@ -71,20 +75,20 @@ def test_get_repo_equals_the_pds_listing(kind, sandbox, tmp_path):
 def test_unavailable_repos_say_why(kind, handle, status, sandbox, tmp_path):
     account = sandbox.account(handle)
     with pytest.raises(atrepo.RepoUnavailable) as info:
-        _run(kind, sandbox, tmp_path, "get_repo", account["did"])
+        call(kind, sandbox, tmp_path, "get_repo", account["did"])
     assert info.value.status == status and info.value.did == account["did"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_unknown_handle_is_a_resolution_error(kind, sandbox, tmp_path):
     with pytest.raises(atrepo.ResolutionError) as info:
-        _run(kind, sandbox, tmp_path, "resolve", "nobody.test")
+        call(kind, sandbox, tmp_path, "resolve", "nobody.test")
     assert "nobody.test" in str(info.value)
 
 
 def test_sync_client_works_inside_a_running_event_loop(sandbox, tmp_path):
     async def notebook_cell() -> str:
-        return _run("sync", sandbox, tmp_path, "resolve_handle", "alice.test")  # type: ignore[no-any-return]
+        return call("sync", sandbox, tmp_path, "resolve_handle", "alice.test")  # type: ignore[no-any-return]
 
     assert asyncio.run(notebook_cell()) == sandbox.account("alice.test")["did"]
 
@@ -94,14 +98,14 @@ def _iterate(kind: str, sandbox: Any, tmp_path: Any, **kw: Any) -> list[Any]:
     options = {"plc_url": sandbox.plc_url, "handle_resolver": sandbox.pds_url,
                "cache_dir": tmp_path / kind, "progress": False}
     if kind == "sync":
-        with Client(http=httpx.Client(transport=_LoopbackTransport(), trust_env=False),
-                    dns=_NoDns(), **options) as client:
+        with Client(http=httpx.Client(transport=LoopbackTransport(), trust_env=False),
+                    dns=NoDns(), **options) as client:
             return list(client.iter_repos(sandbox.pds_url, **kw))
 
     async def go() -> list[Any]:
-        async with AsyncClient(http=httpx.AsyncClient(transport=_AsyncLoopbackTransport(),
+        async with AsyncClient(http=httpx.AsyncClient(transport=AsyncLoopbackTransport(),
                                                       trust_env=False),
-                               dns=_AsyncNoDns(), **options) as client:
+                               dns=AsyncNoDns(), **options) as client:
             return [repo async for repo in client.iter_repos(sandbox.pds_url, **kw)]
 
     return asyncio.run(go())
@@ -109,7 +113,7 @@ def _iterate(kind: str, sandbox: Any, tmp_path: Any, **kw: Any) -> list[Any]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_list_repos_reports_every_state(kind, sandbox, tmp_path):
-    frame = _run(kind, sandbox, tmp_path, "list_repos", sandbox.pds_url)
+    frame = call(kind, sandbox, tmp_path, "list_repos", sandbox.pds_url)
     assert frame.columns == ["did", "head", "rev", "active", "status"]
     rows = {did: (active, status) for did, _, _, active, status in frame.iter_rows()}
     assert rows[sandbox.account("alice.test")["did"]] == (True, None)
@@ -147,21 +151,21 @@ def test_fetch_records_collects_failures(kind, sandbox, tmp_path):
         assert errors["error"][1].startswith("ResolutionError")
 
     if kind == "sync":
-        with Client(http=httpx.Client(transport=_LoopbackTransport(), trust_env=False),
-                    dns=_NoDns(), **options) as client:
+        with Client(http=httpx.Client(transport=LoopbackTransport(), trust_env=False),
+                    dns=NoDns(), **options) as client:
             check(client.fetch_records(names), client.last_errors)
         return
 
     async def go() -> None:
-        async with AsyncClient(http=httpx.AsyncClient(transport=_AsyncLoopbackTransport(),
+        async with AsyncClient(http=httpx.AsyncClient(transport=AsyncLoopbackTransport(),
                                                       trust_env=False),
-                               dns=_AsyncNoDns(), **options) as client:
+                               dns=AsyncNoDns(), **options) as client:
             check(await client.fetch_records(names), client.last_errors)
 
     asyncio.run(go())
 
 
-class _Counting(_LoopbackTransport):
+class _Counting(LoopbackTransport):
     def __init__(self) -> None:
         super().__init__()
         self.requests: list[str] = []
@@ -173,7 +177,7 @@ class _Counting(_LoopbackTransport):
 
 def _counting_client(sandbox: Any, cache_dir: Any) -> tuple[Client, _Counting]:
     transport = _Counting()
-    client = Client(http=httpx.Client(transport=transport, trust_env=False), dns=_NoDns(),
+    client = Client(http=httpx.Client(transport=transport, trust_env=False), dns=NoDns(),
                     plc_url=sandbox.plc_url, handle_resolver=sandbox.pds_url,
                     cache_dir=cache_dir, progress=False)
     return client, transport
@@ -243,12 +247,12 @@ def test_unchanged_repo_is_reused_from_the_cache(sandbox, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_list_repos_by_collection_falls_back_on_a_pds(kind, sandbox, tmp_path):
     with pytest.warns(UserWarning, match="does not serve com.atproto.sync.listReposByCollection"):
-        frame = _run(kind, sandbox, tmp_path, "list_repos_by_collection",
+        frame = call(kind, sandbox, tmp_path, "list_repos_by_collection",
                      "app.bsky.feed.post", sandbox.pds_url)
     assert frame.columns == ["did"]
     assert frame["did"].to_list() == [sandbox.account("alice.test")["did"]]
     with pytest.warns(UserWarning):
-        none = _run(kind, sandbox, tmp_path, "list_repos_by_collection", "app.none.here",
+        none = call(kind, sandbox, tmp_path, "list_repos_by_collection", "app.none.here",
                     sandbox.pds_url)
     assert none.height == 0
 
@@ -256,8 +260,8 @@ def test_list_repos_by_collection_falls_back_on_a_pds(kind, sandbox, tmp_path):
 def test_module_shortcuts_use_one_default_client(sandbox, tmp_path, monkeypatch):
     import atrepo._shortcuts as shortcuts
 
-    client = Client(http=httpx.Client(transport=_LoopbackTransport(), trust_env=False),
-                    dns=_NoDns(), plc_url=sandbox.plc_url, handle_resolver=sandbox.pds_url,
+    client = Client(http=httpx.Client(transport=LoopbackTransport(), trust_env=False),
+                    dns=NoDns(), plc_url=sandbox.plc_url, handle_resolver=sandbox.pds_url,
                     cache_dir=tmp_path, progress=False)
     monkeypatch.setattr(shortcuts, "_default", client)
     with client:

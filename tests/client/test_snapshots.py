@@ -15,10 +15,7 @@ import httpx
 import orjson
 import polars as pl
 import pytest
-from _loopback import KINDS
-from _loopback import LoopbackTransport as _LoopbackTransport
-from _loopback import NoDns as _NoDns
-from _loopback import call as _run
+from _loopback import KINDS, LoopbackTransport, NoDns, call
 
 import atrepo
 from atrepo.car import read_car
@@ -57,11 +54,11 @@ def _change(sb: Sandbox, handle: str, snap: atrepo.RepoSnapshot, tag: str
 @pytest.mark.parametrize("kind", KINDS)
 def test_diff_shows_exactly_the_changes_made_through_the_pds(kind, sb, tmp_path):
     handle = ACCOUNT[kind]
-    first = _run(kind, sb, tmp_path, "get_repo", handle)
+    first = call(kind, sb, tmp_path, "get_repo", handle)
     assert first.source == "full" and first.bytes_downloaded > 0
     changes = _change(sb, handle, first, kind)
 
-    frame = _run(kind, sb, tmp_path, "diff", handle)
+    frame = call(kind, sb, tmp_path, "diff", handle)
     assert dict(zip(zip(frame["collection"], frame["rkey"]), frame["action"])) == changes
     by_action = {row["action"]: row for row in frame.iter_rows(named=True)}
     assert orjson.loads(by_action["create"]["record"])["text"] == f"new {kind}"
@@ -69,21 +66,21 @@ def test_diff_shows_exactly_the_changes_made_through_the_pds(kind, sb, tmp_path)
     assert orjson.loads(by_action["update"]["old_record"])["text"] != f"edited {kind}"
     assert by_action["delete"]["record"] is None and by_action["delete"]["old_record"]
 
-    second = _run(kind, sb, tmp_path, "snapshot", handle)
+    second = call(kind, sb, tmp_path, "snapshot", handle)
     assert second.source == "cache" and second.rev > first.rev
-    listed = _run(kind, sb, tmp_path, "snapshots", handle)
+    listed = call(kind, sb, tmp_path, "snapshots", handle)
     assert listed.columns == ["rev", "data_cid", "fetched_at", "records"]
     assert listed["rev"].to_list() == [first.rev, second.rev]
     assert listed["records"].to_list() == [len(first), len(first)]  # +1 post, -1 like
-    assert atrepo.diff(_run(kind, sb, tmp_path, "snapshot", handle, first.rev), second) \
+    assert atrepo.diff(call(kind, sb, tmp_path, "snapshot", handle, first.rev), second) \
         .equals(frame)
 
 
 def _counting_client(sb: Sandbox, cache: Path, **options: Any) -> tuple[Client, list[str]]:
     seen: list[str] = []
-    http = httpx.Client(transport=_LoopbackTransport(), trust_env=False, timeout=20,
+    http = httpx.Client(transport=LoopbackTransport(), trust_env=False, timeout=20,
                         event_hooks={"request": [lambda r: seen.append(str(r.url))]})
-    return Client(http=http, dns=_NoDns(), plc_url=sb.plc_url, handle_resolver=sb.pds_url,
+    return Client(http=http, dns=NoDns(), plc_url=sb.plc_url, handle_resolver=sb.pds_url,
                   cache_dir=cache, progress=False, **options), seen
 
 
@@ -99,11 +96,11 @@ def test_second_fetch_is_incremental_and_small(sb, tmp_path):
     assert any(f"since={first.rev}" in url for url in seen)
     assert second.bytes_downloaded * 10 < first.bytes_downloaded
     assert len(second) == len(first) + 1
-    full = _run("sync", sb, tmp_path / "fresh", "get_repo", handle)
+    full = call("sync", sb, tmp_path / "fresh", "get_repo", handle)
     assert second.records.equals(full.records)
 
 
-class _DropOneBlock(_LoopbackTransport):
+class _DropOneBlock(LoopbackTransport):
     """Removes one record block from every getRepo?since= reply (a host that loses data)."""
 
     def __init__(self) -> None:
@@ -128,7 +125,7 @@ def test_an_incomplete_incremental_fetch_falls_back_to_a_full_one(sb, tmp_path):
     handle = "bulk002.test"
     transport = _DropOneBlock()
     http = httpx.Client(transport=transport, trust_env=False, timeout=20)
-    with Client(http=http, dns=_NoDns(), plc_url=sb.plc_url, handle_resolver=sb.pds_url,
+    with Client(http=http, dns=NoDns(), plc_url=sb.plc_url, handle_resolver=sb.pds_url,
                 cache_dir=tmp_path, progress=False) as client:
         first = client.get_repo(handle)
         sb.post(handle, "and another")
@@ -159,12 +156,12 @@ def test_snapshots_offline_by_handle_and_unknown_ones(sb, tmp_path):
 
 def test_diff_respects_collections(sb, tmp_path):
     handle = "bulk000.test"
-    whole = _run("sync", sb, tmp_path, "get_repo", handle)
+    whole = call("sync", sb, tmp_path, "get_repo", handle)
     changes = _change(sb, handle, whole, "collections")
     with pytest.warns(UserWarning, match="no stored snapshot"):
-        created = _run("sync", sb, tmp_path / "other", "diff", handle)
+        created = call("sync", sb, tmp_path / "other", "diff", handle)
     assert set(created["action"]) == {"create"}
-    frame = _run("sync", sb, tmp_path, "diff", handle, [POST])
+    frame = call("sync", sb, tmp_path, "diff", handle, [POST])
     assert set(frame["collection"]) == {POST}
     assert dict(zip(zip(frame["collection"], frame["rkey"]), frame["action"])) == \
         {key: action for key, action in changes.items() if key[0] == POST}
