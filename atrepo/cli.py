@@ -9,17 +9,20 @@ One small function per command, each a thin call into :class:`atrepo.Client` (or
   ``sandbox``) are one JSON document.
 * ``--parquet FILE`` also writes the rows to a Parquet file (records as JSON strings, the
   frame's own schema).
-* progress bars, notes and errors go to stderr, so stdout can be piped.
+* progress bars, notes and errors go to stderr, so stdout can be piped; a reader that
+  stops early (``atrepo ls HOST | head``) ends the command quietly, with exit code 0.
 
-Exit codes tell failure kinds apart: 0 success, 2 usage, 3 malformed input (CAR, MST,
-DAG-CBOR), 4 signature, 5 resolution, 6 repository unavailable, 7 network, 1 other
-atrepo errors (and ``export`` when some repositories failed), 130 interrupted.
+Exit codes tell failure kinds apart: 0 success, 2 usage (argparse, and argument values
+checked here before any work: ranges, URLs, collection filters, keys), 3 malformed input
+(CAR, MST, DAG-CBOR), 4 signature, 5 resolution, 6 repository unavailable, 7 network, 1
+other atrepo errors (and ``export`` when some repositories failed), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -27,7 +30,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
+from . import __version__
 from .errors import (
     AtrepoError,
     CarError,
@@ -40,12 +45,12 @@ from .errors import (
     SignatureError,
     TransportError,
 )
+from .sandbox import MAX_BULK_ACCOUNTS, MAX_PDS_COUNT, MIN_BULK_RECORDS, Sandbox
 
 if TYPE_CHECKING:
     import polars as pl
 
     from .client import Client
-    from .sandbox import Sandbox
 
 __all__ = ["main"]
 
@@ -57,6 +62,10 @@ EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 TABLE_ROWS = 40         # rows shown in a terminal table; --json or --parquet give them all
 CELL_CHARS = 40         # longer strings are cut in tables (a did:plc is 32 characters)
 JSON_COLUMNS = ("record", "old_record")  # JSON strings in frames, objects in JSON lines
+# Repository statuses a host gives for good (or until its owner or moderators act): running
+# the export again does not fetch them. Other failures (network, rate limits, a throttled or
+# desynchronized host) may go through on another run.
+UNAVAILABLE = frozenset({"not_found", "deleted", "deactivated", "takendown", "suspended"})
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -72,7 +81,7 @@ def _exit_code(error: AtrepoError) -> int:
 
 
 def _print_table(frame: pl.DataFrame, file: TextIO | None = None) -> None:
-    """Print ``frame`` for a person: a Markdown table, long strings cut, no dtype row.
+    """Print ``frame`` for a person: a Markdown table, long strings cut, no dtype or shape line.
 
     Cells are cut rather than wrapped, so a DID or CID stays on one line and can be copied.
     """
@@ -80,7 +89,7 @@ def _print_table(frame: pl.DataFrame, file: TextIO | None = None) -> None:
 
     with pl.Config(tbl_rows=TABLE_ROWS, tbl_cols=-1, tbl_width_chars=-1,
                    fmt_str_lengths=CELL_CHARS, tbl_hide_column_data_types=True,
-                   tbl_formatting="ASCII_MARKDOWN"):
+                   tbl_hide_dataframe_shape=True, tbl_formatting="ASCII_MARKDOWN"):
         print(frame, file=file)
 
 
@@ -181,16 +190,42 @@ def _export(args: argparse.Namespace) -> int:
     summary = {"out_dir": str(report.out_dir), "written": report.written,
                "skipped": report.skipped, "records": report.records,
                "failed": report.errors.height}
+    errors = _with_retry(report.errors)
     if args.json:
-        print(json.dumps({**summary, "errors": report.errors.to_dicts()}, default=str))
+        print(json.dumps({**summary, "errors": errors.to_dicts()}, default=str))
     else:
         _print_fields(summary)
-    if report.errors.is_empty():
+    if errors.is_empty():
         return 0
-    print(f"atrepo: {report.errors.height} repositories failed (run again to retry them):",
-          file=sys.stderr)
-    _print_table(report.errors, file=sys.stderr)
+    print(f"atrepo: {_failure_summary(errors)}:", file=sys.stderr)
+    _print_table(errors, file=sys.stderr)
     return 1
+
+
+def _with_retry(errors: pl.DataFrame) -> pl.DataFrame:
+    """``errors`` with a ``retry`` column: whether running the export again may fetch it."""
+    import polars as pl
+
+    status = pl.col("status")
+    return errors.with_columns(retry=status.is_null() | ~status.is_in(sorted(UNAVAILABLE)))
+
+
+def _failure_summary(errors: pl.DataFrame) -> str:
+    """``"3 repositories failed: ..."``, saying which a second run retries and which it cannot
+    change."""
+    failed = f"{errors.height:,} {'repository' if errors.height == 1 else 'repositories'} failed"
+    permanent = errors.filter(~errors["retry"])
+    retry = errors.height - permanent.height
+    parts = []
+    if permanent.height:
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(
+            permanent["status"].value_counts().iter_rows()))
+        parts.append(f"{permanent.height} unavailable ({statuses}), which running again will "
+                     "not change")
+    if retry:
+        parts.append(f"{retry} other (retry=true), which running the same command again "
+                     "retries")
+    return f"{failed}: " + "; ".join(parts)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -218,7 +253,9 @@ def _sandbox(args: argparse.Namespace) -> int:
     from . import sandbox
 
     sb = sandbox.start(cache_dir=args.cache_dir, plc_port=args.plc_port,
-                       pds_port=args.pds_port, timeout=args.timeout)
+                       pds_port=args.pds_port, relay_port=args.relay_port,
+                       pds_count=args.pds_count, bulk_accounts=args.bulk_accounts,
+                       bulk_records=args.bulk_records, timeout=args.timeout)
     try:
         _announce(sb, as_json=args.json)
         _serve(sb)
@@ -245,25 +282,36 @@ def _serve(sb: Sandbox) -> None:
 def _announce(sb: Sandbox, *, as_json: bool) -> None:
     """Print the sandbox's URLs, accounts and how to use them (one JSON line for scripts)."""
     if as_json:
-        info = {"plc_url": sb.plc_url, "pds_url": sb.pds_url,
+        info = {"plc_url": sb.plc_url, "pds_url": sb.pds_url, "pds_urls": sb.pds_urls,
+                "relay_url": sb.relay_url, "handle_resolver": sb.handle_resolver,
                 "admin_password": sb.admin_password, "accounts": sb.accounts}
         print(json.dumps(info), flush=True)
         return
     import polars as pl
 
-    print("atrepo sandbox: a local PLC directory + PDS (the atproto reference implementation)\n")
-    _print_fields({"PLC": sb.plc_url, "PDS": sb.pds_url, "admin password": sb.admin_password})
+    several = len(sb.pds_urls) > 1
+    print("atrepo sandbox: a local PLC directory + "
+          + (f"{len(sb.pds_urls)} PDSes" if several else "PDS")
+          + " (the atproto reference implementation)\n")
+    _print_fields({"PLC": sb.plc_url,
+                   **{f"PDS {i + 1}" if several else "PDS": url
+                      for i, url in enumerate(sb.pds_urls)},
+                   "relay (listHosts)": sb.relay_url, "admin password": sb.admin_password})
     print()
-    _print_table(pl.DataFrame(sb.accounts).select("handle", "did", "status", "records",
-                                                  "password"))
-    # .test handles have no DNS: the PDS's resolveHandle answers for its accounts
+    columns = ["handle", "did", "status", "records", "password"] + (["pds"] if several else [])
+    _print_table(pl.DataFrame([{c: a.get(c) for c in columns} for a in sb.accounts]))
+    for account in sb.moved:
+        print(f"\n{account['handle']} moved from {account['moved_from']} to {account['pds']}; "
+              "the first still lists it, with its repository as it was before the move.")
+    # .test handles have no DNS: a PDS (or, with several, the relay) resolves them
+    resolver = sb.handle_resolver
     print("\nPython:\n"
-          f'    client = atrepo.Client(plc_url="{sb.plc_url}", handle_resolver="{sb.pds_url}")\n'
+          f'    client = atrepo.Client(plc_url="{sb.plc_url}", handle_resolver="{resolver}")\n'
           '    snap = client.get_repo("alice.test")\n'
           "Command line:\n"
-          f"    atrepo repo alice.test --plc-url {sb.plc_url} --handle-resolver {sb.pds_url}\n"
-          f"    atrepo ls {sb.pds_url}\n\n"
-          "Serving until Ctrl-C.", flush=True)
+          f"    atrepo repo alice.test --plc-url {sb.plc_url} --handle-resolver {resolver}\n"
+          + "".join(f"    atrepo ls {url}\n" for url in sb.pds_urls)
+          + "\nServing until Ctrl-C.", flush=True)
 
 
 @contextmanager
@@ -280,6 +328,76 @@ def _signals_set(event: threading.Event, *signals: signal.Signals) -> Iterator[N
             signal.signal(sig, old)
 
 
+# -- argument values (argparse calls these; a refusal is a usage error, exit code 2) -------
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (None: no upper bound)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"{low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}: {text}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
+    return value
+
+
+def _url(text: str) -> str:
+    """An argparse type: an http(s) URL with a host (a PDS, relay, PLC or resolver)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r} (e.g. "
+                                         "https://pds.example)")
+    return text
+
+
+def _collection(text: str) -> str:
+    """An argparse type: an NSID or a prefix ending in ``.*``, as ``collections=`` takes."""
+    from .snapshot import collection_ranges
+
+    return _library_check(text, lambda: collection_ranges([text]))
+
+
+def _did_key(text: str) -> str:
+    """An argparse type: a ``did:key`` that parses as a P-256 or K-256 key."""
+    from .crypto import parse_did_key
+
+    return _library_check(text, lambda: parse_did_key(text))
+
+
+def _did(text: str) -> str:
+    """An argparse type: a DID."""
+    from .syntax import is_did
+
+    if not is_did(text):
+        raise argparse.ArgumentTypeError(f"not a DID: {text!r} (e.g. did:plc:...)")
+    return text
+
+
+def _library_check(text: str, check: Callable[[], object]) -> str:
+    """``text``, once the library's own ``check`` of it passed; its refusal becomes argparse's."""
+    try:
+        check()
+    except AtrepoError as error:
+        hint = f" ({error.hint})" if error.hint else ""
+        raise argparse.ArgumentTypeError(f"{error.message}: {text!r}{hint}") from error
+    return text
+
+
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -287,9 +405,9 @@ def _client_options() -> argparse.ArgumentParser:
     """Options every network command takes, as an argparse parent."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("client options")
-    group.add_argument("--plc-url", metavar="URL",
+    group.add_argument("--plc-url", metavar="URL", type=_url,
                        help="PLC directory for did:plc (default: https://plc.directory)")
-    group.add_argument("--handle-resolver", metavar="URL",
+    group.add_argument("--handle-resolver", metavar="URL", type=_url,
                        help="XRPC service asked to resolve handles that DNS and HTTPS do "
                             "not (e.g. a PDS, for the sandbox's .test handles)")
     group.add_argument("--cache-dir", metavar="DIR",
@@ -309,12 +427,16 @@ def _progress_option(group: argparse._ActionsContainer) -> None:
 def _rows_options(parser: argparse.ArgumentParser, *, collections: bool) -> None:
     """``--json``, ``--parquet`` and (for repository commands) ``--collection``."""
     if collections:
-        parser.add_argument("--collection", action="append", metavar="NSID",
-                            help="only this collection (an NSID or a prefix ending in .*); "
-                                 "repeatable")
+        _collection_option(parser)
     parser.add_argument("--json", action="store_true",
                         help="print JSON lines (one object per row) instead of a table")
     parser.add_argument("--parquet", metavar="FILE", help="also write the rows to FILE")
+
+
+def _collection_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--collection", action="append", metavar="NSID", type=_collection,
+                        help="only this collection (an NSID or a prefix ending in .*); "
+                             "repeatable")
 
 
 def _command(commands: Any, name: str, run: Command, summary: str, examples: str,
@@ -334,6 +456,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 2 usage, 3 malformed CAR/MST/CBOR, 4 signature, "
                "5 resolution,\n6 repository unavailable, 7 network, 1 other, 130 interrupted.\n"
                "`atrepo COMMAND --help` shows each command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"atrepo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     client = [_client_options()]
 
@@ -355,8 +478,8 @@ def _parser() -> argparse.ArgumentParser:
                    "  atrepo ls https://pds.example\n"
                    "  atrepo ls https://bsky.network --limit 1000 --parquet repos.parquet",
                    client)
-    cmd.add_argument("host", help="the host's base URL")
-    cmd.add_argument("--limit", type=int, metavar="N", help="stop after N repositories")
+    cmd.add_argument("host", type=_url, help="the host's base URL")
+    cmd.add_argument("--limit", type=_int_in(1), metavar="N", help="stop after N repositories")
     _rows_options(cmd, collections=False)
 
     cmd = _command(commands, "diff", _diff, "what changed since the newest stored snapshot",
@@ -376,8 +499,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("names", nargs="+", metavar="NAME_OR_HOST",
                      help="handles or DIDs, or one host URL (all its active repositories)")
     cmd.add_argument("out_dir", metavar="OUT_DIR", help="the dataset directory")
-    cmd.add_argument("--collection", action="append", metavar="NSID",
-                     help="only this collection (an NSID or a prefix ending in .*); repeatable")
+    _collection_option(cmd)
     cmd.add_argument("--no-resume", action="store_true",
                      help="start the dataset afresh instead of skipping finished repositories")
     cmd.add_argument("--json", action="store_true", help="print one JSON document")
@@ -387,10 +509,10 @@ def _parser() -> argparse.ArgumentParser:
                    "  atrepo inspect alice.car --signing-key did:key:zQ3sh... --json\n"
                    "  atrepo inspect alice.car --collection app.bsky.* --parquet bsky.parquet")
     cmd.add_argument("file", help="path to a repository CAR")
-    cmd.add_argument("--signing-key", help="did:key to verify the commit signature with")
-    cmd.add_argument("--did", help="the DID the commit must belong to")
-    cmd.add_argument("--collection", action="append", metavar="NSID",
-                     help="only this collection (an NSID or a prefix ending in .*); repeatable")
+    cmd.add_argument("--signing-key", type=_did_key,
+                     help="did:key to verify the commit signature with")
+    cmd.add_argument("--did", type=_did, help="the DID the commit must belong to")
+    _collection_option(cmd)
     cmd.add_argument("--json", action="store_true", help="print one JSON document")
     cmd.add_argument("--parquet", metavar="FILE", help="also write the records to FILE")
     _progress_option(cmd)
@@ -399,16 +521,30 @@ def _parser() -> argparse.ArgumentParser:
                    "start a local reference PLC + PDS with sample accounts",
                    "  atrepo sandbox\n"
                    "  atrepo sandbox --plc-port 2582 --pds-port 2583\n"
+                   "  atrepo sandbox --pds-count 3 --bulk-accounts 30   # three hosts, a moved "
+                   "account\n"
                    "  atrepo sandbox --json      # one line: plc_url, pds_url, accounts")
-    cmd.add_argument("--plc-port", type=int, default=0, metavar="N",
+    port = _int_in(0, 65535)
+    cmd.add_argument("--plc-port", type=port, default=0, metavar="N",
                      help="PLC port (default: any free port)")
-    cmd.add_argument("--pds-port", type=int, default=0, metavar="N",
-                     help="PDS port (default: any free port)")
+    cmd.add_argument("--pds-port", type=port, default=0, metavar="N",
+                     help="the first PDS's port (default: any free port)")
+    cmd.add_argument("--relay-port", type=port, default=0, metavar="N",
+                     help="the relay's port (listHosts; default: any free port)")
+    cmd.add_argument("--pds-count", type=_int_in(1, MAX_PDS_COUNT), default=1, metavar="N",
+                     help="PDSes on the one PLC; with 2 or more, moved.test moves from the "
+                          "first to the second (default: 1)")
+    cmd.add_argument("--bulk-accounts", type=_int_in(0, MAX_BULK_ACCOUNTS), default=0,
+                     metavar="N", help="more active accounts, bulk000.test ..., spread over "
+                                       "the PDSes (default: 0)")
+    cmd.add_argument("--bulk-records", type=_int_in(MIN_BULK_RECORDS), default=100,
+                     metavar="M", help="records of each bulk account (default: 100)")
     cmd.add_argument("--json", action="store_true",
-                     help="print one JSON line (plc_url, pds_url, admin_password, accounts)")
+                     help="print one JSON line (plc_url, pds_url, pds_urls, relay_url, "
+                          "handle_resolver, admin_password, accounts)")
     cmd.add_argument("--cache-dir", metavar="DIR",
                      help="where to install the node project if atrepo's copy is read-only")
-    cmd.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
+    cmd.add_argument("--timeout", type=_seconds, default=120, metavar="SECONDS",
                      help="how long to wait for the servers to come up (default: 120)")
     return parser
 
@@ -418,6 +554,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a reader gone early shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # The reader stopped early (`atrepo ls HOST | head`): it has what it wanted, so this
+        # is not a failure (as ripgrep sees it; the Python docs' recipe exits 1, which here
+        # would read as an error). Output left in the buffer goes nowhere.
+        _stdout_to_devnull()
+        return 0
     except AtrepoError as error:
         print(f"atrepo: {error}", file=sys.stderr)
         return _exit_code(error)
@@ -428,3 +571,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("atrepo: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point the stdout file descriptor at devnull, so that flushing at exit cannot fail.
+
+    The recipe of the Python docs for SIGPIPE (the ``signal`` module's notes). A stdout that
+    is not a file (captured, in tests) has nothing to flush at exit and is left alone.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -52,19 +52,23 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import httpx
-
-from ._config import default_cache_dir
 from .errors import SandboxError
 
-__all__ = ["MAX_PDS_COUNT", "MIN_NODE", "REFERENCE", "Sandbox", "SandboxError", "check_node",
-           "ensure_installed", "start"]
+if TYPE_CHECKING:  # imported where used: `atrepo sandbox --help` needs neither
+    import httpx
+
+__all__ = ["MAX_BULK_ACCOUNTS", "MAX_PDS_COUNT", "MIN_BULK_RECORDS", "MIN_NODE", "REFERENCE",
+           "Sandbox", "SandboxError", "check_node", "ensure_installed", "start"]
 
 REFERENCE = Path(__file__).resolve().parent / "_reference"
 MIN_NODE = 20  # @atproto/pds and dev-env need Node 20 (package.json "engines")
-MAX_PDS_COUNT = 16  # sandbox.mjs's bound: every PDS is a whole server inside the one node
+# sandbox.mjs's bounds: every PDS is a whole server inside the one node process, and bulk
+# accounts need a post to like and repost
+MAX_PDS_COUNT = 16
+MAX_BULK_ACCOUNTS = 1000
+MIN_BULK_RECORDS = 2
 _HANDLES_SHOWN = 12  # handles named in an unknown-account error; bulk sandboxes have hundreds
 
 log = logging.getLogger(__name__)
@@ -118,11 +122,16 @@ class Sandbox:
         port, ``relay_port`` the relay's (0: any free port).
 
         Raises:
-            SandboxError: a bad count, node is missing, the script exited, or no JSON line
-                came in time.
+            SandboxError: a count out of range, node is missing, the script exited, or no
+                JSON line came in time.
         """
         if not 1 <= pds_count <= MAX_PDS_COUNT:
             raise SandboxError(f"pds_count must be 1..{MAX_PDS_COUNT}", pds_count=pds_count)
+        if not 0 <= bulk_accounts <= MAX_BULK_ACCOUNTS or (
+                bulk_accounts and bulk_records < MIN_BULK_RECORDS):
+            raise SandboxError(f"bulk_accounts must be 0..{MAX_BULK_ACCOUNTS}, with "
+                               f"bulk_records at least {MIN_BULK_RECORDS}",
+                               bulk_accounts=bulk_accounts, bulk_records=bulk_records)
         node = node or shutil.which("node")
         if node is None:
             raise SandboxError("`node` is not on PATH (Node >= 20 is needed for the sandbox)")
@@ -291,6 +300,8 @@ class Sandbox:
 
     def _post(self, pds: str, method: str, body: dict[str, Any],
               token: str | None) -> httpx.Response:
+        import httpx
+
         if self._http is None:
             # trust_env=False: loopback traffic must never go through a proxy from the env
             self._http = httpx.Client(timeout=30, trust_env=False)
@@ -356,6 +367,8 @@ def ensure_installed(cache_dir: str | os.PathLike[str] | None = None, *,
         SandboxError: ``node`` or ``npm`` is missing, Node is older than :data:`MIN_NODE`,
             or ``npm ci`` failed (the message ends with its output).
     """
+    from ._config import default_cache_dir
+
     check_node()
     if _installed(reference):
         return reference

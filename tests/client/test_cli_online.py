@@ -142,7 +142,25 @@ def test_ls_lists_statuses(cli: Run, sandbox: Sandbox) -> None:
 
     code, out, err = cli("ls", sandbox.pds_url, "--limit", "2")
     assert code == 0, err
-    assert "shape: (2, 5)" in out and "active" in out
+    lines = out.splitlines()  # header, rule, two rows: no polars "shape:" line above
+    assert len(lines) == 4 and lines[0].startswith("| did ") and "active" in lines[0]
+    assert "shape:" not in out
+
+
+def test_head_of_a_long_output_is_not_an_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    # `| head -1` as a shell runs it: head exits after one line, atrepo's next writes fail
+    alice = sandbox.account("alice.test")["did"]
+    command = (f"{sys.executable} -m atrepo repo {alice} --json --no-verify --no-progress "
+               f"--plc-url {sandbox.plc_url} --cache-dir {tmp_path}")
+    done = subprocess.run(["bash", "-c", command + ' | head -1; echo "atrepo=${PIPESTATUS[0]}"'],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    first, status = done.stdout.splitlines()
+    assert json.loads(first)["did"] == alice and status == "atrepo=0"
+    assert done.stderr == ""
+    # and the whole output is far more than a pipe holds, so head really closed it early
+    full = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert full.returncode == 0 and len(full.stdout.encode()) > 2 * 65536
 
 
 def test_ls_as_a_subprocess(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -165,8 +183,13 @@ def test_export_writes_a_partitioned_dataset(cli: Run, sandbox: Sandbox,
     assert code == 1  # bob is deactivated: reported, the rest written
     report = json.loads(out)
     assert (report["written"], report["failed"], report["records"]) == (1, 1, alice["records"])
-    assert [e["did"] for e in report["errors"]] == [bob["did"]]
-    assert bob["did"] in err and "repositories failed" in err
+    assert [(e["did"], e["status"], e["retry"]) for e in report["errors"]] == [
+        (bob["did"], "deactivated", False)]
+    assert bob["did"] in err
+    # bob's host refuses his repository: no suggestion that running again would fetch it
+    assert err.startswith("atrepo: 1 repository failed: 1 unavailable (1 deactivated), which "
+                          "running again will not change:\n")
+    assert "retries" not in err
     assert len(list((out_dir / "collection=app.bsky.feed.post").glob("*.parquet"))) == 1
     frame = pl.scan_parquet(out_dir / "**/*.parquet", hive_partitioning=True).collect()
     assert frame.height == alice["records"] and set(frame["did"]) == {alice["did"]}
@@ -175,6 +198,20 @@ def test_export_writes_a_partitioned_dataset(cli: Run, sandbox: Sandbox,
     code, out, err = cli("export", "alice.test", str(out_dir))  # resume: nothing to do
     assert code == 0, err
     assert "skipped  1" in out and "written  0" in out
+
+
+def test_export_failures_say_which_a_second_run_retries(cli: Run, sandbox: Sandbox,
+                                                        tmp_path: Path) -> None:
+    carol = sandbox.account("carol.test")["did"]
+    unknown = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"  # the PLC has never heard of it
+    code, out, err = cli("export", carol, unknown, str(tmp_path / "out"))
+    assert code == 1 and "failed   2" in out
+    assert err.startswith("atrepo: 2 repositories failed: 1 unavailable (1 takendown), which "
+                          "running again will not change; 1 other (retry=true), which running "
+                          "the same command again retries:\n")
+    rows = {line.split("|")[1].strip(): line for line in err.splitlines()[3:]}
+    assert rows[carol].rstrip().endswith("| takendown | false |")
+    assert rows[unknown].rstrip().endswith("| null      | true  |")
 
 
 def test_export_a_host_without_resume(cli: Run, sandbox: Sandbox, tmp_path: Path) -> None:
@@ -294,20 +331,28 @@ def sandbox_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[s
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_sandbox_command_serves_until_signalled(signum: int, tmp_path: Path,
                                                 sandbox_process: Any) -> None:
-    plc_port, pds_port = _free_port(), _free_port()
-    ports = ["--plc-port", str(plc_port), "--pds-port", str(pds_port)] \
-        if signum == signal.SIGTERM else []
-    proc = sandbox_process("--json", *ports)
+    # SIGTERM: fixed ports and two PDSes (a moved account, the relay as handle resolver)
+    plc_port, pds_port, relay_port = _free_port(), _free_port(), _free_port()
+    options = ["--plc-port", str(plc_port), "--pds-port", str(pds_port), "--relay-port",
+               str(relay_port), "--pds-count", "2"] if signum == signal.SIGTERM else []
+    proc = sandbox_process("--json", *options)
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
-    if ports:
-        assert (info["plc_url"], info["pds_url"]) == (f"http://localhost:{plc_port}",
-                                                      f"http://localhost:{pds_port}")
-    alice = next(a for a in info["accounts"] if a["handle"] == "alice.test")
-    with _LoopbackClient(plc_url=info["plc_url"], handle_resolver=info["pds_url"],
+    name = "alice.test"
+    if options:
+        assert (info["plc_url"], info["pds_url"], info["relay_url"]) == (
+            f"http://localhost:{plc_port}", f"http://localhost:{pds_port}",
+            f"http://127.0.0.1:{relay_port}")
+        assert info["pds_urls"][0] == info["pds_url"] and len(info["pds_urls"]) == 2
+        assert info["handle_resolver"] == info["relay_url"]
+        name = "moved.test"
+    else:
+        assert info["pds_urls"] == [info["pds_url"]] == [info["handle_resolver"]]
+    account = next(a for a in info["accounts"] if a["handle"] == name)
+    with _LoopbackClient(plc_url=info["plc_url"], handle_resolver=info["handle_resolver"],
                          cache_dir=tmp_path / "client", progress=False) as client:
-        snap = client.get_repo("alice.test")
-    assert snap.did == alice["did"] and snap.verified and len(snap) == alice["records"]
+        snap = client.get_repo(name)
+    assert snap.did == account["did"] and snap.verified and len(snap) == account["records"]
 
     (node,) = _children(proc.pid)
     proc.send_signal(signum)
@@ -318,5 +363,6 @@ def test_sandbox_command_serves_until_signalled(signum: int, tmp_path: Path,
     while not _gone(node) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(node)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{info['pds_url']}/xrpc/_health", timeout=5)
+    for url in [*info["pds_urls"], info["relay_url"]]:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/xrpc/_health", timeout=5)

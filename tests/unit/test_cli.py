@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "data" / "sample.car"
@@ -59,15 +61,98 @@ def test_inspect_json_and_parquet_together(tmp_path):
     assert f"rows to {out}" in done.stderr
 
 
-def test_usage_errors_exit_2():
-    assert run("repo").returncode == 2
-    assert run("ls", "https://pds.example", "--limit", "many").returncode == 2
+@pytest.mark.parametrize("args", [
+    ["repo"],
+    ["--no-such-option"],
+    ["ls", "https://pds.example", "--limit", "many"],
+    ["ls", "https://pds.example", "--limit", "0"],
+    ["ls", "https://pds.example", "--limit", "-5"],
+    ["ls", "localhost:2583"],
+    ["repo", "alice.test", "--plc-url", "plc.directory"],
+    ["repo", "alice.test", "--handle-resolver", "ftp://pds.example"],
+    ["repo", "alice.test", "--collection", "not an nsid"],
+    ["export", "alice.test", "out", "--collection", "app.bsky."],
+    ["inspect", str(SAMPLE), "--collection", "app.bsky.*.post"],
+    ["inspect", str(SAMPLE), "--signing-key", "did:key:nope"],
+    ["inspect", str(SAMPLE), "--did", "alice.test"],
+    ["sandbox", "--pds-count", "0"],
+    ["sandbox", "--pds-count", "17"],
+    ["sandbox", "--plc-port", "65536"],
+    ["sandbox", "--pds-port", "-1"],
+    ["sandbox", "--relay-port", "x"],
+    ["sandbox", "--bulk-accounts", "1001"],
+    ["sandbox", "--bulk-records", "1"],
+    ["sandbox", "--timeout", "0"],
+    ["sandbox", "--timeout", "inf"],
+])
+def test_usage_errors_exit_2(args, tmp_path):
+    # checked before any work: no network, no node, nothing written
+    done = subprocess.run([sys.executable, "-m", "atrepo", *args], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and "error: " in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version():
+    import atrepo
+
+    done = run("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"atrepo {atrepo.__version__}\n",
+                                                           "")
+
+
+@pytest.mark.parametrize("args", [["--json"], []])
+def test_closed_stdout_is_not_an_error(args):
+    # The reader is gone before atrepo writes a byte, so the write must fail with EPIPE: what
+    # `| head` does to a longer output. Quietly 0, as for a reader that got what it wanted.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "atrepo", "inspect", str(SAMPLE), *args],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_tables_have_no_shape_line():
+    done = run("inspect", str(SAMPLE))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not any("shape:" in line for line in lines)
+    # the summary line, then the Markdown table: header, rule, one row per collection
+    assert lines[1].startswith("| collection") and lines[2].startswith("|---")
+    assert len(lines) == 3 + len(TRUTH["collections"])
+
+
+def test_failure_summary_says_which_a_second_run_retries():
+    from atrepo.cli import _failure_summary, _with_retry
+
+    errors = pl.DataFrame(
+        [("did:plc:a", "RepoUnavailable: repository taken down", "takendown"),
+         ("did:plc:b", "TransportError: connection refused", None),
+         ("did:plc:c", "RepoUnavailable: repository not found", "not_found"),
+         ("did:plc:d", "RepoUnavailable: repository taken down", "takendown"),
+         ("did:plc:e", "RepoUnavailable: host is throttled", "throttled")],
+        schema={"did": pl.String, "error": pl.String, "status": pl.String}, orient="row")
+    marked = _with_retry(errors)
+    assert marked["retry"].to_list() == [False, True, False, False, True]
+    assert _failure_summary(marked) == (
+        "5 repositories failed: 3 unavailable (1 not_found, 2 takendown), which running again "
+        "will not change; 2 other (retry=true), which running the same command again retries")
+    assert _failure_summary(marked.head(1)) == (
+        "1 repository failed: 1 unavailable (1 takendown), which running again will not change")
+    assert _failure_summary(marked.slice(1, 1)) == (
+        "1 repository failed: 1 other (retry=true), which running the same command again "
+        "retries")
 
 
 class _StoppedSandbox:
     """What sandbox.start returns when node dies right after printing its line."""
 
     plc_url, pds_url, admin_password = "http://localhost:1", "http://localhost:2", "admin-pass"
+    pds_urls, relay_url, handle_resolver = [pds_url], "http://127.0.0.1:3", pds_url
     accounts = [{"handle": "alice.test", "did": "did:plc:x", "password": "alice-pass",
                  "status": "active", "records": 1}]
     stderr_tail = "node: out of memory\n"
@@ -107,3 +192,35 @@ def test_signals_set_an_event_and_are_restored():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.wait(5)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class _MultiHostSandbox:
+    """What the announcement reads of a two-PDS sandbox."""
+
+    plc_url, admin_password = "http://localhost:1", "admin-pass"
+    pds_urls = ["http://localhost:2", "http://localhost:3"]
+    pds_url, relay_url, handle_resolver = pds_urls[0], "http://127.0.0.1:4", "http://127.0.0.1:4"
+    accounts = [
+        {"handle": "alice.test", "did": "did:plc:a", "password": "alice-pass",
+         "status": "active", "records": 306, "pds": pds_urls[0]},
+        {"handle": "moved.test", "did": "did:plc:m", "password": "moved-pass",
+         "status": "active", "records": 17, "pds": pds_urls[1], "moved_from": pds_urls[0],
+         "records_at_moved_from": 12},
+    ]
+    moved = accounts[1:]
+
+
+def test_sandbox_announcement_names_every_host(capsys):
+    from atrepo.cli import _announce
+
+    _announce(_MultiHostSandbox(), as_json=False)
+    out = capsys.readouterr().out
+    assert "PLC directory + 2 PDSes" in out and "shape:" not in out
+    for line in ("PDS 1              http://localhost:2", "PDS 2              http://localhost:3",
+                 "relay (listHosts)  http://127.0.0.1:4"):
+        assert line in out
+    assert "moved.test moved from http://localhost:2 to http://localhost:3" in out
+    assert '| moved.test | did:plc:m | active | 17      | moved-pass | http://localhost:3 |' in out
+    assert 'handle_resolver="http://127.0.0.1:4"' in out
+    assert "--handle-resolver http://127.0.0.1:4" in out
+    assert "atrepo ls http://localhost:2\n    atrepo ls http://localhost:3\n" in out
