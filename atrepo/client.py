@@ -68,7 +68,6 @@ class _BaseClient:
             retry=retry or RetryPolicy())
         self.last_errors = errors_frame([])
         self._pipeline = Pipeline(self.config)
-        self._identities = self._pipeline.identities
 
     def _resolve_handle_flow(self, handle: str) -> Flow[str]:
         return identity_flows.resolve_handle(handle,

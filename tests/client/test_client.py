@@ -212,7 +212,7 @@ def test_stale_cached_key_is_refreshed_when_the_signature_fails(sandbox, tmp_pat
         alice = client.resolve("alice.test")
         bob = client.resolve(sandbox.account("bob.test")["did"])
         rotated = alice.model_copy(update={"signing_key": bob.signing_key})
-        client._identities.put(alice.did, rotated)        # as if alice rotated her key
+        client._pipeline.identities.put(alice.did, rotated)   # as if alice rotated her key
         snap = client.get_repo(alice.did)
         assert snap.verified is True
         assert client.resolve(alice.did).signing_key == alice.signing_key
