@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import polars as pl
@@ -101,15 +100,6 @@ def test_collections_filter_reads_few_nodes(ref_small):
 def test_invalid_collection_filter(ref_small):
     with pytest.raises(atrepo.AtrepoError, match="invalid collection filter"):
         atrepo.read_car(ref_small.car, collections=["not a nsid"])
-
-
-def test_sources_agree(ref_small, tmp_path):
-    data = ref_small.car.read_bytes()
-    expected = _rows(atrepo.read_car(data))
-    assert _rows(atrepo.read_car(str(ref_small.car), mem_limit_mb=0)) == expected
-    assert _rows(atrepo.read_car(io.BytesIO(data), mem_limit_mb=0.05)) == expected
-    with ref_small.car.open("rb") as f:
-        assert _rows(atrepo.read_car(f)) == expected
 
 
 def test_table_has_typed_columns(ref_small):
