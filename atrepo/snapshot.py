@@ -13,11 +13,12 @@ Words (one name per concept, shared with :mod:`atrepo._io.store`):
     its blocks.
 *walk*
     Reading the MST from the root to list every (key, record CID), checking every node on
-    the way. ``RepoSnapshot._walk`` does it, once; ``records``, ``get`` and ``len`` call
-    it when it has not happened yet.
+    the way. ``RepoSnapshot._walk`` does it, once; ``records``, ``problems``, ``table``
+    and ``get`` call it when it has not happened yet.
 *counts*
-    Records per collection. Known without a walk when the store recorded them with the
-    entry a snapshot was opened from; ``repr`` shows only what is known and never walks.
+    Records per collection. Known after the walk, or without one when the store recorded
+    them with the entry a snapshot was opened from; ``len``, ``collections``, ``repr`` and
+    ``_repr_html_`` use them. ``repr`` shows only what is known and never walks.
 """
 
 from __future__ import annotations
