@@ -1,0 +1,296 @@
+//! String columns as Arrow `Utf8View` arrays, exported through the Arrow C data interface.
+//!
+//! A view array keeps one 16-byte view per row (strings of up to 12 bytes inline, longer
+//! ones as length, prefix, buffer index and offset) over data buffers in any order. That is
+//! what lets records be decoded in file order, for sequential reads of the CAR, while their
+//! rows stay in MST key order; and it is polars' own string layout, so polars takes the
+//! buffers without copying (https://arrow.apache.org/docs/format/Columnar.html#variable-size-binary-view-layout,
+//! https://arrow.apache.org/docs/format/CDataInterface.html).
+
+use std::ffi::{c_char, c_void, CString};
+use std::ptr;
+
+/// Data buffers are allocated in pieces of this size, so no buffer is ever grown by copying.
+const PIECE: usize = 16 << 20;
+
+/// One string column under construction.
+pub struct ViewColumn {
+    pub name: &'static str,
+    views: Vec<[u8; 16]>,
+    buffers: Vec<Vec<u8>>,
+    validity: Option<Vec<u8>>,
+    null_count: usize,
+}
+
+impl ViewColumn {
+    /// A column of `rows` empty strings, to be filled in any order with [`ViewColumn::set`].
+    pub fn new(name: &'static str, rows: usize) -> Self {
+        ViewColumn { name, views: vec![[0u8; 16]; rows], buffers: Vec::new(), validity: None, null_count: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Room for at least `bytes` more bytes in the current buffer.
+    pub fn reserve(&mut self, bytes: usize) -> &mut Vec<u8> {
+        let full = self.buffers.last().is_none_or(|b| b.capacity() - b.len() < bytes);
+        if full {
+            self.buffers.push(Vec::with_capacity(PIECE.max(bytes)));
+        }
+        self.buffers.last_mut().expect("a buffer was just ensured")
+    }
+
+    /// The place (buffer, offset) where the next bytes written by [`reserve`] start.
+    pub fn cursor(&self) -> (usize, usize) {
+        let b = self.buffers.len().saturating_sub(1);
+        (b, self.buffers.last().map_or(0, Vec::len))
+    }
+
+    /// Make row `row` the string written at `(buffer, offset)` with `length` bytes.
+    pub fn set_written(&mut self, row: usize, buffer: usize, offset: usize, length: usize) {
+        let data = &self.buffers[buffer][offset..offset + length];
+        self.views[row] = make_view(data, buffer as u32, offset as u32);
+    }
+
+    /// Make row `row` the string `data`, copying it into the column's buffers.
+    pub fn set(&mut self, row: usize, data: &[u8]) {
+        if data.len() <= 12 {
+            self.views[row] = make_view(data, 0, 0);
+            return;
+        }
+        let buf = self.reserve(data.len());
+        buf.extend_from_slice(data);
+        let (b, end) = self.cursor();
+        self.set_written(row, b, end - data.len(), data.len());
+    }
+
+    /// Make row `row` the same string as row `other` (no bytes are copied).
+    pub fn share(&mut self, row: usize, other: usize) {
+        self.views[row] = self.views[other];
+    }
+
+    pub fn set_null(&mut self, row: usize) {
+        let rows = self.views.len();
+        let validity = self.validity.get_or_insert_with(|| vec![0xff; rows.div_ceil(8)]);
+        validity[row / 8] &= !(1 << (row % 8));
+        self.views[row] = [0u8; 16];
+        self.null_count += 1;
+    }
+}
+
+fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {
+    let mut view = [0u8; 16];
+    view[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    if data.len() <= 12 {
+        view[4..4 + data.len()].copy_from_slice(data);
+    } else {
+        view[4..8].copy_from_slice(&data[..4]);
+        view[8..12].copy_from_slice(&buffer.to_le_bytes());
+        view[12..16].copy_from_slice(&offset.to_le_bytes());
+    }
+    view
+}
+
+/// `struct ArrowSchema` of the C data interface.
+#[repr(C)]
+pub struct ArrowSchema {
+    format: *const c_char,
+    name: *const c_char,
+    metadata: *const c_char,
+    flags: i64,
+    n_children: i64,
+    children: *mut *mut ArrowSchema,
+    dictionary: *mut ArrowSchema,
+    release: Option<unsafe extern "C" fn(*mut ArrowSchema)>,
+    private_data: *mut c_void,
+}
+
+/// `struct ArrowArray` of the C data interface.
+#[repr(C)]
+pub struct ArrowArray {
+    length: i64,
+    null_count: i64,
+    offset: i64,
+    n_buffers: i64,
+    n_children: i64,
+    buffers: *mut *const c_void,
+    children: *mut *mut ArrowArray,
+    dictionary: *mut ArrowArray,
+    release: Option<unsafe extern "C" fn(*mut ArrowArray)>,
+    private_data: *mut c_void,
+}
+
+// SAFETY: both structs are plain data handed from one owner to the next (the capsule, then
+// the consumer); whatever they point to is owned through `private_data` and never shared.
+unsafe impl Send for ArrowSchema {}
+unsafe impl Send for ArrowArray {}
+
+const NULLABLE: i64 = 2;
+
+struct SchemaPrivate {
+    _strings: Vec<CString>,
+    children: Vec<*mut ArrowSchema>,
+}
+
+unsafe extern "C" fn release_schema(schema: *mut ArrowSchema) {
+    // SAFETY: called by the consumer once, on a schema built by `schema_for` whose
+    // private_data is a leaked Box<SchemaPrivate> and whose children are leaked Boxes.
+    unsafe {
+        let schema = &mut *schema;
+        let private = Box::from_raw(schema.private_data as *mut SchemaPrivate);
+        for &child in &private.children {
+            if let Some(release) = (*child).release {
+                release(child);
+            }
+            drop(Box::from_raw(child));
+        }
+        schema.release = None;
+    }
+}
+
+fn leaf_schema(name: &str) -> ArrowSchema {
+    let format = CString::new("vu").expect("no NUL");
+    let name = CString::new(name).expect("column names have no NUL");
+    let (f, n) = (format.as_ptr(), name.as_ptr());
+    let private = Box::new(SchemaPrivate { _strings: vec![format, name], children: Vec::new() });
+    ArrowSchema {
+        format: f,
+        name: n,
+        metadata: ptr::null(),
+        flags: NULLABLE,
+        n_children: 0,
+        children: ptr::null_mut(),
+        dictionary: ptr::null_mut(),
+        release: Some(release_schema),
+        private_data: Box::into_raw(private) as *mut c_void,
+    }
+}
+
+/// The schema of a struct array whose fields are the given string columns.
+pub fn schema_for(names: &[&str]) -> ArrowSchema {
+    let format = CString::new("+s").expect("no NUL");
+    let name = CString::new("").expect("no NUL");
+    let (f, n) = (format.as_ptr(), name.as_ptr());
+    let mut children: Vec<*mut ArrowSchema> =
+        names.iter().map(|c| Box::into_raw(Box::new(leaf_schema(c)))).collect();
+    let children_ptr = children.as_mut_ptr();
+    let count = children.len() as i64;
+    let private = Box::new(SchemaPrivate { _strings: vec![format, name], children });
+    ArrowSchema {
+        format: f,
+        name: n,
+        metadata: ptr::null(),
+        flags: 0,
+        n_children: count,
+        children: children_ptr,
+        dictionary: ptr::null_mut(),
+        release: Some(release_schema),
+        private_data: Box::into_raw(private) as *mut c_void,
+    }
+}
+
+struct ArrayPrivate {
+    _views: Vec<[u8; 16]>,
+    _buffers: Vec<Vec<u8>>,
+    _validity: Option<Vec<u8>>,
+    _sizes: Vec<i64>,
+    pointers: Vec<*const c_void>,
+    children: Vec<*mut ArrowArray>,
+}
+
+unsafe extern "C" fn release_array(array: *mut ArrowArray) {
+    // SAFETY: called by the consumer once, on an array built by `array_for` / `leaf_array`
+    // whose private_data is a leaked Box<ArrayPrivate> and whose children are leaked Boxes.
+    unsafe {
+        let array = &mut *array;
+        let private = Box::from_raw(array.private_data as *mut ArrayPrivate);
+        for &child in &private.children {
+            if let Some(release) = (*child).release {
+                release(child);
+            }
+            drop(Box::from_raw(child));
+        }
+        array.release = None;
+    }
+}
+
+fn leaf_array(column: ViewColumn) -> ArrowArray {
+    let ViewColumn { views, buffers, validity, null_count, .. } = column;
+    let sizes: Vec<i64> = buffers.iter().map(|b| b.len() as i64).collect();
+    let mut pointers: Vec<*const c_void> = Vec::with_capacity(buffers.len() + 3);
+    pointers.push(validity.as_ref().map_or(ptr::null(), |v| v.as_ptr() as *const c_void));
+    pointers.push(views.as_ptr() as *const c_void);
+    pointers.extend(buffers.iter().map(|b| b.as_ptr() as *const c_void));
+    pointers.push(sizes.as_ptr() as *const c_void);
+    let length = views.len() as i64;
+    let n_buffers = pointers.len() as i64;
+    let mut private = Box::new(ArrayPrivate {
+        _views: views,
+        _buffers: buffers,
+        _validity: validity,
+        _sizes: sizes,
+        pointers,
+        children: Vec::new(),
+    });
+    let buffers_ptr = private.pointers.as_mut_ptr();
+    ArrowArray {
+        length,
+        null_count: null_count as i64,
+        offset: 0,
+        n_buffers,
+        n_children: 0,
+        buffers: buffers_ptr,
+        children: ptr::null_mut(),
+        dictionary: ptr::null_mut(),
+        release: Some(release_array),
+        private_data: Box::into_raw(private) as *mut c_void,
+    }
+}
+
+/// A struct array of the given columns (all of one length), handing their buffers over.
+pub fn array_for(columns: Vec<ViewColumn>) -> ArrowArray {
+    let length = columns.first().map_or(0, ViewColumn::len) as i64;
+    let mut children: Vec<*mut ArrowArray> =
+        columns.into_iter().map(|c| Box::into_raw(Box::new(leaf_array(c)))).collect();
+    let children_ptr = children.as_mut_ptr();
+    let count = children.len() as i64;
+    let mut private = Box::new(ArrayPrivate {
+        _views: Vec::new(),
+        _buffers: Vec::new(),
+        _validity: None,
+        _sizes: Vec::new(),
+        pointers: vec![ptr::null()],
+        children,
+    });
+    let buffers_ptr = private.pointers.as_mut_ptr();
+    ArrowArray {
+        length,
+        null_count: 0,
+        offset: 0,
+        n_buffers: 1,
+        n_children: count,
+        buffers: buffers_ptr,
+        children: children_ptr,
+        dictionary: ptr::null_mut(),
+        release: Some(release_array),
+        private_data: Box::into_raw(private) as *mut c_void,
+    }
+}
+
+/// Release a schema the consumer did not take (the capsule's destructor).
+pub fn drop_schema(mut schema: ArrowSchema) {
+    if let Some(release) = schema.release {
+        // SAFETY: a schema still holding its release callback was never moved out, so
+        // its private data is still ours to free, exactly once.
+        unsafe { release(&mut schema) }
+    }
+}
+
+/// Release an array the consumer did not take (the capsule's destructor).
+pub fn drop_array(mut array: ArrowArray) {
+    if let Some(release) = array.release {
+        // SAFETY: as for `drop_schema`.
+        unsafe { release(&mut array) }
+    }
+}

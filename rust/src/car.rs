@@ -1,0 +1,227 @@
+//! CAR v1 framing, the block index and verified block access.
+//!
+//! Framing follows the reference (`atrepo.car`) rule for rule and reports the same offsets:
+//! minimal varints of at most 9 bytes, block lengths in 1..=[`MAX_BLOCK_SIZE`], a whole CID
+//! inside each block, the input ending exactly at a block boundary. The index maps the last
+//! 7 bytes of each stored CID to the block (collisions chained in file order) and a lookup
+//! compares the full CID stored before the data, exactly as the reference does, so the same
+//! CID finds the same block (the first of duplicates) on both paths. Blocks are hashed when
+//! they are used, never when they are framed, so an unused corrupt block is no error here
+//! either.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoreError, Field, Result};
+
+pub const MAX_BLOCK_SIZE: u64 = 1 << 23;
+const KEY_BYTES: usize = 7;
+const BLESSED_HEAD: [[u8; 4]; 2] = [[0x01, 0x71, 0x12, 0x20], [0x01, 0x55, 0x12, 0x20]];
+const NONE: u32 = u32::MAX;
+
+/// Where one block's data lies.
+#[derive(Clone, Copy, Debug)]
+pub struct Block {
+    pub offset: usize,
+    pub length: usize,
+}
+
+/// The block index of one CAR; the bytes themselves are held by the caller.
+#[derive(Default)]
+pub struct Car {
+    pub blocks: Vec<Block>,
+    /// next block with the same key, in file order (NONE at the end of a chain)
+    next: Vec<u32>,
+    /// key -> (first, last) block of its chain
+    heads: HashMap<u64, (u32, u32)>,
+    pub verify_cids: bool,
+}
+
+fn key_of(cid: &[u8]) -> u64 {
+    let tail = &cid[cid.len().saturating_sub(KEY_BYTES)..];
+    tail.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+/// (value, next position) of the unsigned varint at `pos`; strict and bounded.
+pub fn varint(buf: &[u8], pos: usize, end: usize) -> Result<(u64, usize)> {
+    let (start, mut pos) = (pos, pos);
+    let (mut value, mut shift) = (0u64, 0u32);
+    loop {
+        if pos >= end {
+            return Err(CoreError::car("truncated varint").int("offset", start as i128));
+        }
+        let byte = buf[pos];
+        pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            if byte == 0 && pos - start > 1 {
+                return Err(CoreError::car("non-minimal varint").int("offset", start as i128));
+            }
+            return Ok((value, pos));
+        }
+        shift += 7;
+        if shift >= 63 {
+            return Err(CoreError::car("varint longer than 9 bytes").int("offset", start as i128));
+        }
+    }
+}
+
+/// Byte length of the binary CID at `pos` (CIDv1 or a bare sha2-256 CIDv0).
+fn cid_length(buf: &[u8], pos: usize, end: usize) -> Result<usize> {
+    if end - pos >= 36 && BLESSED_HEAD.iter().any(|h| buf[pos..pos + 4] == *h) {
+        return Ok(36);
+    }
+    if end - pos >= 34 && buf[pos] == 0x12 && buf[pos + 1] == 0x20 {
+        return Ok(34);
+    }
+    let (version, p) = varint(buf, pos, end)?;
+    if version != 1 {
+        return Err(CoreError::car("unsupported CID version in block")
+            .int("offset", pos as i128)
+            .int("version", version));
+    }
+    let (_codec, p) = varint(buf, p, end)?;
+    let (_hash, p) = varint(buf, p, end)?;
+    let (digest_len, p) = varint(buf, p, end)?;
+    if digest_len > (end - p) as u64 {
+        return Err(CoreError::car("truncated CID in block").int("offset", pos as i128));
+    }
+    Ok(p + digest_len as usize - pos)
+}
+
+impl Car {
+    pub fn new(verify_cids: bool) -> Self {
+        Car { verify_cids, ..Car::default() }
+    }
+
+    /// Frame every block of `buf[pos..]` into the index (the whole rest must be blocks).
+    pub fn index(&mut self, buf: &[u8], mut pos: usize) -> Result<()> {
+        let end = buf.len();
+        // a block takes at least 2 bytes: never reserve for more than that
+        self.blocks.reserve((end - pos.min(end)) / 300);
+        while pos < end {
+            let start = pos;
+            let (size, p) = match varint(buf, pos, end) {
+                Ok(v) => v,
+                Err(_) => {
+                    return Err(CoreError::car("truncated or malformed block length")
+                        .int("offset", start as i128))
+                }
+            };
+            pos = p;
+            if size > MAX_BLOCK_SIZE || size == 0 {
+                return Err(CoreError::car("block length out of range")
+                    .int("offset", start as i128)
+                    .int("length", size));
+            }
+            let size = size as usize;
+            if size > end - pos {
+                return Err(CoreError::car("truncated CAR: block runs past the end")
+                    .int("offset", start as i128)
+                    .hint("the download or file was cut short"));
+            }
+            let blessed = size > 36 && BLESSED_HEAD.iter().any(|h| buf[pos..pos + 4] == *h);
+            let data = if blessed { pos + 36 } else { pos + cid_length(buf, pos, pos + size)? };
+            self.add(buf, data, pos + size - data);
+            pos += size;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, buf: &[u8], data: usize, length: usize) {
+        let key = key_of(&buf[data.saturating_sub(KEY_BYTES)..data]);
+        let id = self.blocks.len() as u32;
+        self.blocks.push(Block { offset: data, length });
+        self.next.push(NONE);
+        match self.heads.get_mut(&key) {
+            Some((_, last)) => {
+                self.next[*last as usize] = id;
+                *last = id;
+            }
+            None => {
+                self.heads.insert(key, (id, id));
+            }
+        }
+    }
+
+    /// The first block whose stored CID ends with `raw`, and whether it was the only block
+    /// under its key (the reference's fast path, which checks only the digest).
+    pub fn locate(&self, buf: &[u8], raw: &[u8]) -> Option<(Block, bool)> {
+        let &(first, last) = self.heads.get(&key_of(raw))?;
+        let mut id = first;
+        while id != NONE {
+            let block = self.blocks[id as usize];
+            if block.offset >= raw.len() && &buf[block.offset - raw.len()..block.offset] == raw {
+                return Some((block, first == last));
+            }
+            id = self.next[id as usize];
+        }
+        None
+    }
+
+    /// The block with binary CID `raw`, checked against it when `verify_cids` is on.
+    pub fn get_verified(&self, buf: &[u8], raw: &[u8]) -> Result<Option<Block>> {
+        let Some((block, alone)) = self.locate(buf, raw) else { return Ok(None) };
+        if self.verify_cids {
+            verify(buf, raw, block, alone)?;
+        }
+        Ok(Some(block))
+    }
+}
+
+/// Check a block against the whole multihash of its CID, as the reference does.
+///
+/// The common case, alone under its index key, is a 36-byte sha2-256 CIDv1 whose digest
+/// matches; anything else goes through [`check_block`].
+pub fn verify(buf: &[u8], raw: &[u8], block: Block, alone: bool) -> Result<()> {
+    let data = &buf[block.offset..block.offset + block.length];
+    let sha256_v1 = raw.len() == 36 && raw[0] == 1 && raw[1] < 0x80 && raw[2] == 0x12 && raw[3] == 0x20;
+    if alone && sha256_v1 && Sha256::digest(data).as_slice() == &raw[4..] {
+        return Ok(());
+    }
+    check_block(raw, data, block.offset)
+}
+
+const SHA2_256: u64 = 0x12;
+const IDENTITY: u64 = 0x00;
+
+/// Raise unless `data` is the block that the binary CID `raw` names (sha2-256 or identity).
+pub fn check_block(raw: &[u8], data: &[u8], offset: usize) -> Result<()> {
+    let malformed = || {
+        let hex: String = raw.iter().take(50).map(|b| format!("{b:02x}")).collect();
+        CoreError::car("cannot verify block: malformed CID")
+            .int("offset", offset as i128)
+            .text("cid", hex)
+    };
+    let (code, digest) = if raw.len() == 34 && raw[0] == 0x12 && raw[1] == 0x20 {
+        (SHA2_256, &raw[2..])
+    } else {
+        let n = raw.len();
+        let (version, p) = varint(raw, 0, n).map_err(|_| malformed())?;
+        let (_codec, p) = varint(raw, p, n).map_err(|_| malformed())?;
+        let (code, p) = varint(raw, p, n).map_err(|_| malformed())?;
+        let (length, p) = varint(raw, p, n).map_err(|_| malformed())?;
+        if version != 1 || p as u64 + length != n as u64 {
+            return Err(malformed());
+        }
+        (code, &raw[p..])
+    };
+    let matches = if code == SHA2_256 && digest.len() == 32 {
+        Sha256::digest(data).as_slice() == digest
+    } else if code == IDENTITY {
+        digest == data
+    } else {
+        return Err(CoreError::car("cannot verify block: CID is not sha2-256")
+            .int("offset", offset as i128)
+            .with("cid", Field::Cid(raw.to_vec()))
+            .hint("pass verify_cids=False to read it unchecked"));
+    };
+    if !matches {
+        return Err(CoreError::car("block does not match its CID")
+            .int("offset", offset as i128)
+            .with("cid", Field::Cid(raw.to_vec()))
+            .hint("the CAR is corrupt or was tampered with"));
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! `atrepo._core`: the compiled hot path of atrepo, behind a narrow contract over buffers.
+//!
+//! Python hands over a CAR (its bytes, or a path that is mapped) and the offset where its
+//! blocks start (the header is parsed by the pure Python code, one small block); the core
+//! frames and indexes the blocks, walks the MST with every structural check, and decodes
+//! records into Arrow string columns that polars adopts without copying. Failures leave as
+//! `CoreError(kind, message, fields, hint)`, which `atrepo._accel` raises as the matching
+//! `AtrepoError`. The GIL is released while the core works; no panic crosses into Python
+//! (PyO3 turns one into `PanicException`, and the code is written to have none).
+
+mod arrow;
+mod car;
+mod cbor;
+mod columns;
+mod error;
+mod mst;
+mod record;
+mod text;
+
+use std::fs::File;
+use std::sync::Mutex;
+
+use memmap2::Mmap;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule, PyList, PyString, PyTuple};
+
+use crate::error::{CoreError as Failure, Field};
+
+create_exception!(_core, CoreError, PyException, "A failure of the core, as (kind, message, fields, hint).");
+
+fn raise(py: Python<'_>, failure: Failure) -> PyErr {
+    let fields: Vec<(&str, &str, PyObject)> = failure
+        .fields
+        .into_iter()
+        .map(|(name, field)| {
+            let (tag, value): (&str, PyObject) = match field {
+                Field::Int(v) => ("int", v.into_pyobject(py).expect("int").into_any().unbind()),
+                Field::Text(t) => ("text", PyString::new(py, &t).into_any().unbind()),
+                Field::Cid(b) => ("cid", PyBytes::new(py, &b).into_any().unbind()),
+                Field::NodeName(b) => ("node", PyBytes::new(py, &b).into_any().unbind()),
+                Field::CidText(b) => ("cidtext", PyBytes::new(py, &b).into_any().unbind()),
+                Field::Key(b) => ("key", PyBytes::new(py, &b).into_any().unbind()),
+            };
+            (name, tag, value)
+        })
+        .collect();
+    CoreError::new_err((failure.kind.name(), failure.message, fields, failure.hint))
+}
+
+/// The bytes of a CAR: a Python `bytes` object (immutable, kept alive here) or a mapped file.
+enum Source {
+    Bytes(Py<PyBytes>),
+    Mapped(Mmap, usize),
+}
+
+impl Source {
+    fn slice<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
+        match self {
+            Source::Bytes(b) => b.as_bytes(py),
+            Source::Mapped(map, length) => &map[..*length],
+        }
+    }
+}
+
+/// The indexed blocks of one CAR.
+#[pyclass(module = "atrepo._core", name = "Car", frozen)]
+struct PyCar {
+    source: Source,
+    car: car::Car,
+}
+
+#[pymethods]
+impl PyCar {
+    /// Index the blocks of a CAR whose blocks start at `start`.
+    ///
+    /// `source` is the CAR's bytes or a path (mapped, of which the first `length` bytes are
+    /// used when given).
+    #[new]
+    #[pyo3(signature = (source, start, *, verify_cids = true, length = None))]
+    fn new(py: Python<'_>, source: &Bound<'_, PyAny>, start: usize, verify_cids: bool,
+           length: Option<usize>) -> PyResult<Self> {
+        let source = if let Ok(bytes) = source.downcast::<PyBytes>() {
+            Source::Bytes(bytes.clone().unbind())
+        } else if let Ok(path) = source.extract::<std::path::PathBuf>() {
+            let file = File::open(&path)
+                .map_err(|e| PyValueError::new_err(format!("cannot open {}: {e}", path.display())))?;
+            // SAFETY: the mapping is read-only and the file is only ever appended to or
+            // replaced by atrepo (never rewritten in place); a file truncated by someone
+            // else under a live mapping is outside what any mmap reader (including the
+            // pure Python path's) can defend against.
+            let map = unsafe { Mmap::map(&file) }
+                .map_err(|e| PyValueError::new_err(format!("cannot map {}: {e}", path.display())))?;
+            let size = length.unwrap_or(map.len());
+            if size > map.len() {
+                return Err(PyValueError::new_err("length is beyond the end of the file"));
+            }
+            Source::Mapped(map, size)
+        } else {
+            return Err(PyTypeError::new_err("source must be bytes or a path"));
+        };
+        let mut car = car::Car::new(verify_cids);
+        let buf = source.slice(py);
+        if start > buf.len() {
+            return Err(PyValueError::new_err("start is beyond the end of the CAR"));
+        }
+        py.detach(|| car.index(buf, start)).map_err(|f| raise(py, f))?;
+        Ok(PyCar { source, car })
+    }
+
+    /// Bytes in the CAR.
+    #[getter]
+    fn size(&self, py: Python<'_>) -> usize {
+        self.source.slice(py).len()
+    }
+
+    #[getter]
+    fn verify_cids(&self) -> bool {
+        self.car.verify_cids
+    }
+
+    fn __len__(&self) -> usize {
+        self.car.blocks.len()
+    }
+
+    /// (offset, length) of the data of block `cid` (binary), or None.
+    fn locate(&self, py: Python<'_>, cid: &[u8]) -> Option<(usize, usize)> {
+        self.car.locate(self.source.slice(py), cid).map(|(b, _)| (b.offset, b.length))
+    }
+
+    /// The data of block `cid` (binary), verified when `verify_cids` is on; None if absent.
+    fn get<'py>(&self, py: Python<'py>, cid: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let buf = self.source.slice(py);
+        match self.car.get_verified(buf, cid) {
+            Ok(Some(b)) => Ok(Some(PyBytes::new(py, &buf[b.offset..b.offset + b.length]))),
+            Ok(None) => Ok(None),
+            Err(f) => Err(raise(py, f)),
+        }
+    }
+
+    /// Data offsets and lengths of every block, in file order (not verified).
+    fn spans(&self) -> Vec<(usize, usize)> {
+        self.car.blocks.iter().map(|b| (b.offset, b.length)).collect()
+    }
+
+    /// Walk the MST at `root` (binary CID); `ranges` of byte keys [lo, hi) prune it.
+    #[pyo3(signature = (root, ranges = None))]
+    fn walk(slf: &Bound<'_, Self>, root: &[u8], ranges: Option<Vec<(Vec<u8>, Vec<u8>)>>)
+            -> PyResult<PyTree> {
+        let py = slf.py();
+        let this = slf.get();
+        let buf = this.source.slice(py);
+        let leaves = py
+            .detach(|| mst::walk(&this.car, buf, root, ranges.as_ref()))
+            .map_err(|f| raise(py, f))?;
+        Ok(PyTree { car: slf.clone().unbind(), leaves })
+    }
+}
+
+/// The leaves of one walk: keys and value CIDs, in key order.
+#[pyclass(module = "atrepo._core", name = "Tree", frozen)]
+struct PyTree {
+    car: Py<PyCar>,
+    leaves: mst::Leaves,
+}
+
+#[pymethods]
+impl PyTree {
+    fn __len__(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// The keys (`collection/rkey`), as a list of str.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let keys = (0..self.leaves.len()).map(|i| {
+            // keys passed the record-path check, so they are ASCII
+            PyString::new(py, std::str::from_utf8(self.leaves.key(i)).unwrap_or(""))
+        });
+        PyList::new(py, keys)
+    }
+
+    /// The value (record) CIDs, binary, as a list of bytes.
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let buf = self.car.get().source.slice(py);
+        let values = self.leaves.values.iter().map(|&(o, l)| PyBytes::new(py, &buf[o..o + l]));
+        PyList::new(py, values)
+    }
+
+    /// Decode every record: (columns for polars, [(row, problem text)]).
+    fn records(&self, py: Python<'_>, did: &str) -> PyResult<(RecordColumns, Vec<(usize, String)>)> {
+        let this = self.car.get();
+        let buf = this.source.slice(py);
+        let leaves = &self.leaves;
+        let decoded = py
+            .detach(|| columns::decode_records(&this.car, buf, leaves, did))
+            .map_err(|f| raise(py, f))?;
+        let columns = RecordColumns { columns: Mutex::new(Some(decoded.columns)) };
+        Ok((columns, decoded.problems))
+    }
+}
+
+/// The columns of a `records` frame, handed to polars once through `__arrow_c_array__`.
+#[pyclass(module = "atrepo._core", name = "RecordColumns", frozen)]
+struct RecordColumns {
+    columns: Mutex<Option<Vec<arrow::ViewColumn>>>,
+}
+
+#[pymethods]
+impl RecordColumns {
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
+            -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema; // the columns have one natural schema; consumers adapt
+        let columns = self
+            .columns
+            .lock()
+            .map_err(|_| PyValueError::new_err("record columns are poisoned"))?
+            .take()
+            .ok_or_else(|| PyValueError::new_err("record columns were already taken"))?;
+        let schema = arrow::schema_for(&columns::NAMES);
+        let array = arrow::array_for(columns);
+        let schema = PyCapsule::new_with_destructor(
+            py, schema, Some(c"arrow_schema".to_owned()), |s, _| arrow::drop_schema(s))?;
+        let array = PyCapsule::new_with_destructor(
+            py, array, Some(c"arrow_array".to_owned()), |a, _| arrow::drop_array(a))?;
+        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+}
+
+/// The JSON text of one record block, or the problem text the reference would report.
+#[pyfunction]
+fn record_json(py: Python<'_>, data: &[u8]) -> (Option<String>, Option<String>) {
+    let mut out = Vec::with_capacity(data.len() * 2);
+    let result = py.detach(|| record::record_json(data, &mut out));
+    match result {
+        Ok(()) => (Some(String::from_utf8(out).unwrap_or_default()), None),
+        Err(text) => (None, Some(text)),
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyCar>()?;
+    m.add_class::<PyTree>()?;
+    m.add_class::<RecordColumns>()?;
+    m.add_function(wrap_pyfunction!(record_json, m)?)?;
+    m.add("CoreError", m.py().get_type::<CoreError>())?;
+    m.add("MAX_BLOCK_SIZE", car::MAX_BLOCK_SIZE)?;
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! MST nodes and the walk, with every check the reference (`atrepo.mst`) makes, in its order.
+//!
+//! A node is `{"e": [{"p", "k", "v", "t"}...], "l"}`; keys are prefix-compressed. The walk is
+//! the reference's recursive in-order visit: depth bound, no node twice, every node present
+//! and hashed against its CID, keys valid record paths in strictly ascending order, each
+//! subtree one layer below its parent and inside its key interval, and `collections=`
+//! pruning by key ranges. The first failure in visiting order is the one reported.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+
+use crate::car::Car;
+use crate::cbor::{self, DecodeFailure, Tags, Value};
+use crate::error::{CoreError, Field, Result};
+
+pub const MAX_DEPTH: usize = 64;
+pub const MAX_ENTRIES: usize = 4096;
+pub const MAX_KEY_LENGTH: usize = 1024;
+
+/// One decoded entry: full key, value CID, right subtree.
+pub struct Entry<'a> {
+    pub key: Vec<u8>,
+    pub value: &'a [u8],
+    pub right: Option<&'a [u8]>,
+}
+
+pub struct Node<'a> {
+    pub layer: Option<i64>,
+    pub left: Option<&'a [u8]>,
+    pub entries: Vec<Entry<'a>>,
+}
+
+fn name(raw: &[u8]) -> Field {
+    Field::NodeName(raw.to_vec())
+}
+
+fn node_error(message: &'static str, raw: &[u8]) -> CoreError {
+    CoreError::mst(message).with("cid", name(raw))
+}
+
+/// The MST layer of a key: leading zero bits of sha256(key), halved.
+pub fn height(key: &[u8]) -> i64 {
+    let digest = Sha256::digest(key);
+    let mut zeros = 0;
+    for &b in digest.iter() {
+        if b == 0 {
+            zeros += 8;
+            continue;
+        }
+        zeros += b.leading_zeros();
+        break;
+    }
+    i64::from(zeros / 2)
+}
+
+/// A record path `collection/rkey` in the reference's character set.
+fn valid_key(key: &[u8]) -> bool {
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"_~:.-".contains(b);
+    let mut parts = key.splitn(2, |&b| b == b'/');
+    let (Some(a), Some(b)) = (parts.next(), parts.next()) else { return false };
+    !a.is_empty() && !b.is_empty() && a.iter().all(allowed) && b.iter().all(allowed)
+}
+
+fn get<'v, 'a>(map: &'v [(Value<'a>, Value<'a>)], name: &str) -> Option<&'v Value<'a>> {
+    map.iter().find(|(k, _)| matches!(k, Value::Text(t) if *t == name)).map(|(_, v)| v)
+}
+
+/// The binary CID of a tag-42 link, checked as the reference checks MST links.
+fn link<'a>(node: &[u8], value: &Value<'a>) -> Result<&'a [u8]> {
+    if let Value::Tag(42, inner) = value {
+        if let Value::Bytes(b) = **inner {
+            if b.len() > 1 && b[0] == 0 {
+                return Ok(&b[1..]);
+            }
+        }
+    }
+    Err(node_error("malformed link in MST node", node))
+}
+
+fn optional_link<'a>(node: &[u8], value: &Value<'a>) -> Result<Option<&'a [u8]>> {
+    match value {
+        Value::Null => Ok(None),
+        other => link(node, other).map(Some),
+    }
+}
+
+fn not_a_node(raw: &[u8], detail: String) -> CoreError {
+    let detail: String = detail.chars().take(100).collect();
+    node_error("MST node is not a valid DAG-CBOR node", raw).text("detail", detail)
+}
+
+/// Decode and check one node; `raw` (its CID) only names it in errors.
+pub fn decode_node<'a>(raw: &[u8], data: &'a [u8]) -> Result<Node<'a>> {
+    let value = match cbor::decode(data, Tags::Keep) {
+        Ok((value, _)) => value,
+        Err(DecodeFailure::Malformed(detail)) => return Err(not_a_node(raw, detail)),
+        Err(_) => return Err(not_a_node(raw, "unsupported CBOR tag".into())),
+    };
+    let Value::Map(pairs) = value else {
+        return Err(not_a_node(raw, format!("{} is not subscriptable", value.type_name())));
+    };
+    let (Some(items), Some(left)) = (get(&pairs, "e"), get(&pairs, "l")) else {
+        let missing = if get(&pairs, "e").is_none() { "'e'" } else { "'l'" };
+        return Err(not_a_node(raw, missing.into()));
+    };
+    let Value::Array(items) = items else {
+        return Err(node_error("malformed MST node (expected keys 'e' and 'l')", raw));
+    };
+    if pairs.len() != 2 {
+        return Err(node_error("malformed MST node (expected keys 'e' and 'l')", raw));
+    }
+    if items.len() > MAX_ENTRIES {
+        return Err(node_error("MST node has too many entries", raw).int("entries", items.len() as i128));
+    }
+    let mut entries: Vec<Entry<'a>> = Vec::with_capacity(items.len());
+    let mut layer: Option<i64> = None;
+    for item in items {
+        let prev = entries.last().map(|e| e.key.as_slice());
+        let entry = decode_entry(raw, item, prev, &mut layer)?;
+        entries.push(entry);
+    }
+    let left = optional_link(raw, left)?;
+    Ok(Node { layer, left, entries })
+}
+
+fn decode_entry<'a>(raw: &[u8], item: &Value<'a>, prev: Option<&[u8]>,
+                    layer: &mut Option<i64>) -> Result<Entry<'a>> {
+    let expected = || node_error("malformed MST entry (expected keys p, k, v, t)", raw);
+    let Value::Map(fields) = item else { return Err(expected()) };
+    let (Some(prefix), Some(suffix), Some(value), Some(right)) =
+        (get(fields, "p"), get(fields, "k"), get(fields, "v"), get(fields, "t"))
+    else {
+        return Err(expected());
+    };
+    let (Value::Int(prefix), Value::Bytes(suffix), 4) = (prefix, suffix, fields.len()) else {
+        return Err(node_error("malformed MST entry", raw));
+    };
+    let (prefix, suffix) = (*prefix, *suffix);
+    if prefix < 0 {
+        return Err(node_error("malformed MST entry (negative prefix)", raw).int("p", prefix));
+    }
+    let prev = prev.unwrap_or(b"");
+    let key = if prefix > 0 {
+        let p = prefix as usize;
+        // the shared prefix must be the whole common prefix (canonical form)
+        if prefix > prev.len() as i128 || (p < prev.len() && suffix.first() == Some(&prev[p])) {
+            return Err(node_error("non-canonical MST prefix compression", raw).int("p", prefix));
+        }
+        [&prev[..p], suffix].concat()
+    } else if !prev.is_empty() && suffix.first() == prev.first() {
+        return Err(node_error("non-canonical MST prefix compression", raw).int("p", prefix));
+    } else {
+        suffix.to_vec()
+    };
+    if key.len() > MAX_KEY_LENGTH || !valid_key(&key) {
+        return Err(node_error("invalid MST key", raw).with("key", Field::Key(key)));
+    }
+    let h = height(&key);
+    match *layer {
+        Some(l) if l != h => {
+            return Err(node_error("MST key height does not match its node's layer", raw)
+                .with("key", Field::Key(key))
+                .int("height", h)
+                .int("layer", l))
+        }
+        _ => *layer = Some(h),
+    }
+    let value = link(raw, value)?;
+    let right = optional_link(raw, right)?;
+    Ok(Entry { key, value, right })
+}
+
+/// Keys `lo <= key < hi` to keep; subtrees outside every range are not visited.
+pub type Ranges = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn overlaps(lo: Option<&[u8]>, hi: Option<&[u8]>, ranges: &Ranges) -> bool {
+    ranges.iter().any(|(r_lo, r_hi)| {
+        hi.is_none_or(|h| r_lo.as_slice() < h) && lo.is_none_or(|l| l < r_hi.as_slice())
+    })
+}
+
+fn in_ranges(key: &[u8], ranges: &Ranges) -> bool {
+    ranges.iter().any(|(lo, hi)| lo.as_slice() <= key && key < hi.as_slice())
+}
+
+/// The leaves of a walk: keys packed end to end, and each value CID's place in the CAR.
+#[derive(Default)]
+pub struct Leaves {
+    pub key_bytes: Vec<u8>,
+    pub key_ends: Vec<usize>,
+    /// (offset, length) of each value CID inside the CAR's bytes
+    pub values: Vec<(usize, usize)>,
+}
+
+impl Leaves {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
+        &self.key_bytes[start..self.key_ends[i]]
+    }
+}
+
+struct Walker<'a> {
+    car: &'a Car,
+    buf: &'a [u8],
+    ranges: Option<&'a Ranges>,
+    visited: HashSet<&'a [u8]>,
+    last: Vec<u8>,
+    leaves: Leaves,
+}
+
+/// Walk the tree at `root` (a binary CID); keys in order, pruned to `ranges` when given.
+pub fn walk<'a>(car: &'a Car, buf: &'a [u8], root: &'a [u8], ranges: Option<&'a Ranges>)
+                -> Result<Leaves> {
+    let mut walker = Walker {
+        car,
+        buf,
+        ranges,
+        visited: HashSet::new(),
+        last: Vec::new(),
+        leaves: Leaves::default(),
+    };
+    walker.subtree(root, None, None, None, 0)?;
+    Ok(walker.leaves)
+}
+
+impl<'a> Walker<'a> {
+    fn node(&mut self, raw: &'a [u8], parent_layer: Option<i64>, depth: usize)
+            -> Result<Node<'a>> {
+        if depth > MAX_DEPTH {
+            return Err(node_error("MST deeper than allowed", raw).int("max_depth", MAX_DEPTH as i128));
+        }
+        if !self.visited.insert(raw) {
+            return Err(node_error("MST node reached twice (cycle or shared subtree)", raw));
+        }
+        let Some(data) = self.car.get_verified(self.buf, raw)? else {
+            return Err(node_error("missing MST node block", raw)
+                .hint("the CAR is incomplete; fetch the full repository"));
+        };
+        let node = decode_node(raw, &self.buf[data.offset..data.offset + data.length])?;
+        if let Some(parent) = parent_layer {
+            if let Some(layer) = node.layer {
+                if layer != parent - 1 {
+                    return Err(node_error("MST subtree is not one layer below its parent", raw)
+                        .int("layer", layer)
+                        .int("parent_layer", parent));
+                }
+            } else if node.left.is_none() {
+                return Err(node_error("empty MST node below the root", raw));
+            }
+        }
+        Ok(node)
+    }
+
+    fn subtree(&mut self, raw: &'a [u8], lo: Option<&[u8]>, hi: Option<&[u8]>,
+               parent_layer: Option<i64>, depth: usize) -> Result<()> {
+        let node = self.node(raw, parent_layer, depth)?;
+        let layer = node.layer.or(parent_layer.map(|p| p - 1));
+        let mut bound: Option<&[u8]> = lo;
+        let mut child = node.left;
+        for entry in &node.entries {
+            if let Some(c) = child {
+                if self.ranges.is_none_or(|r| overlaps(bound, Some(&entry.key), r)) {
+                    self.subtree(c, bound, Some(&entry.key), layer, depth + 1)?;
+                }
+            }
+            if entry.key.as_slice() <= self.last.as_slice() {
+                return Err(node_error("MST keys out of order", raw)
+                    .with("key", Field::Key(entry.key.clone()))
+                    .with("previous", Field::Key(self.last.clone())));
+            }
+            self.last.clear();
+            self.last.extend_from_slice(&entry.key);
+            if self.ranges.is_none_or(|r| in_ranges(&entry.key, r)) {
+                let leaves = &mut self.leaves;
+                leaves.key_bytes.extend_from_slice(&entry.key);
+                leaves.key_ends.push(leaves.key_bytes.len());
+                let offset = entry.value.as_ptr() as usize - self.buf.as_ptr() as usize;
+                leaves.values.push((offset, entry.value.len()));
+            }
+            bound = Some(&entry.key);
+            child = entry.right;
+        }
+        if let Some(c) = child {
+            if self.ranges.is_none_or(|r| overlaps(bound, hi, r)) {
+                self.subtree(c, bound, hi, layer, depth + 1)?;
+            }
+        }
+        if let Some(h) = hi {
+            if self.last.as_slice() >= h {
+                return Err(node_error("MST subtree holds keys outside its range", raw)
+                    .with("key", Field::Key(self.last.clone())));
+            }
+        }
+        Ok(())
+    }
+}

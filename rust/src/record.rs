@@ -1,0 +1,139 @@
+//! One record block to its JSON text, failing exactly where the reference fails.
+//!
+//! The reference (`atrepo.datamodel.record_json`) decodes with cbor2 (links to `$link`
+//! objects by a tag hook), rejects a top level that is not a map, then checks data-model
+//! types only when the block holds one of the bytes a float or a 64-bit integer head starts
+//! with (f9, fa, fb, 1b) and otherwise lets orjson refuse what it cannot write. Both find
+//! the same first offending value in the same traversal order; only the wording differs,
+//! and [`Violation::text`] reproduces whichever wording the reference would use.
+
+use crate::cbor::{self, DecodeFailure, Tags, Value};
+use crate::text::{bytes_repr, float_repr, push_base64, push_cid_str, push_json_str};
+
+/// The first value that the data model (or orjson) refuses.
+enum Violation<'a> {
+    KeyNotText(&'a [u8]),
+    IntRange(i128),
+    Float(f64),
+    Type(&'static str),
+}
+
+impl Violation<'_> {
+    fn text(&self, type_checked: bool) -> String {
+        match (self, type_checked) {
+            (Violation::KeyNotText(key), true) => {
+                let shown: String = bytes_repr(key).chars().take(50).collect();
+                format!("map key is not a string; key={shown}")
+            }
+            (Violation::KeyNotText(_), false) => {
+                "undecodable record; detail=Dict key must be str".into()
+            }
+            (Violation::IntRange(v), true) => {
+                format!("integer outside the signed 64-bit range; value={v}")
+            }
+            (Violation::IntRange(_), false) => {
+                "undecodable record; detail=Integer exceeds 64-bit range".into()
+            }
+            (Violation::Float(x), _) => {
+                format!("floats are not allowed in the atproto data model; value={}", float_repr(*x))
+            }
+            (Violation::Type(name), true) => format!("type not allowed in DAG-CBOR; type={name}"),
+            (Violation::Type(name), false) => {
+                format!("undecodable record; detail=Type is not JSON serializable: cbor2.{name}")
+            }
+        }
+    }
+}
+
+/// The problem text of a block the decoder refused (`str()` of the reference's error).
+pub fn failure_text(failure: &DecodeFailure) -> String {
+    const HINT: &str = "DAG-CBOR allows only tag 42 (CID)";
+    match failure {
+        DecodeFailure::Malformed(detail) => {
+            let detail: String = detail.chars().take(200).collect();
+            format!("undecodable record; detail={detail}")
+        }
+        DecodeFailure::StrictTag => format!("unsupported CBOR tag; {HINT}"),
+        DecodeFailure::Tag(n) => format!("unsupported CBOR tag; tag={n}; {HINT}"),
+        DecodeFailure::MalformedLink => {
+            "malformed CID link (tag 42 needs bytes with a 0x00 prefix)".into()
+        }
+    }
+}
+
+/// Whether the reference runs its data-model type check on this block (see module doc).
+fn type_checked(data: &[u8]) -> bool {
+    data.iter().any(|&b| matches!(b, 0xf9 | 0xfa | 0xfb | 0x1b))
+}
+
+/// Append the JSON text of record block `data` to `out`; on failure leave `out` as it was
+/// and return the problem text.
+pub fn record_json(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let (value, _) = cbor::decode(data, Tags::Links).map_err(|f| failure_text(&f))?;
+    let is_dict = matches!(value, Value::Map(_) | Value::Link(_));
+    if !is_dict || data.starts_with(&[0xd8, 0x2a]) {
+        return Err(format!("record is not a map; type={}", value.type_name()));
+    }
+    let start = out.len();
+    if let Err(violation) = write_json(&value, out) {
+        out.truncate(start);
+        return Err(violation.text(type_checked(data)));
+    }
+    Ok(())
+}
+
+fn write_json<'a>(value: &Value<'a>, out: &mut Vec<u8>) -> Result<(), Violation<'a>> {
+    match *value {
+        Value::Map(ref pairs) => {
+            out.push(b'{');
+            for (i, (key, item)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match *key {
+                    Value::Text(t) => push_json_str(out, t),
+                    Value::Bytes(b) => return Err(Violation::KeyNotText(b)),
+                    _ => return Err(Violation::Type(key.type_name())), // not reached
+                }
+                out.push(b':');
+                write_json(item, out)?;
+            }
+            out.push(b'}');
+        }
+        Value::Array(ref items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Text(t) => push_json_str(out, t),
+        Value::Bytes(b) => {
+            out.extend_from_slice(b"{\"$bytes\":\"");
+            push_base64(out, b);
+            out.extend_from_slice(b"\"}");
+        }
+        Value::Link(raw) => {
+            out.extend_from_slice(b"{\"$link\":\"");
+            push_cid_str(out, raw);
+            out.extend_from_slice(b"\"}");
+        }
+        Value::Int(v) => {
+            if v < i128::from(i64::MIN) || v > i128::from(i64::MAX) {
+                return Err(Violation::IntRange(v));
+            }
+            out.extend_from_slice(v.to_string().as_bytes());
+        }
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Float(x) => return Err(Violation::Float(x)),
+        Value::Undefined | Value::Simple(_) | Value::Tag(..) => {
+            return Err(Violation::Type(value.type_name()))
+        }
+    }
+    Ok(())
+}
