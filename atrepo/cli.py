@@ -557,8 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a reader gone early shows here, not in the interpreter's last flush
     except BrokenPipeError:
         # The reader stopped early (`atrepo ls HOST | head`): it has what it wanted, so this
-        # is not a failure (as ripgrep sees it; the Python docs' recipe exits 1, which here
-        # would read as an error). Output left in the buffer goes nowhere.
+        # is not a failure (the Python docs' recipe exits 1, which here would read as an
+        # atrepo error). Output left in the buffer goes nowhere.
         _stdout_to_devnull()
         return 0
     except AtrepoError as error:

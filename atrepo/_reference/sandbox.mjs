@@ -49,7 +49,7 @@ const log = (...args) =>
 console.log = console.error
 console.info = console.error
 
-const MAX_PDS_COUNT = 16 // each PDS is a full server in this process (~50 MB, ~0.5 s to start)
+const MAX_PDS_COUNT = 16 // each PDS is a whole server in this process (~10-20 MB, ~0.5 s to start)
 
 const { values: opts } = parseArgs({
   options: {
