@@ -88,9 +88,18 @@ _PAD_HEAD = b"\x00" * 24  # a 36-byte CID + 4 pad bytes = 40 bytes = 64 groups, 
 _PAD_TAIL = b"\x00" * 4
 
 
-def raw_cid(cid: CID | bytes | str) -> bytes:
-    """The binary form of a CID given as a CID, its string, or already binary."""
-    return bytes(CID.decode(cid)) if isinstance(cid, str) else bytes(cid)
+def raw_cid(cid: multiformats.CID | bytes | bytearray | memoryview | str) -> bytes:
+    """The binary form of a CID given as a CID, its string, or already binary.
+
+    Raises:
+        DecodeError: for a malformed CID string, or a value of another type (which
+            ``bytes()`` would turn into something else: an int into that many zero bytes).
+    """
+    if type(cid) is bytes:
+        return cid
+    if isinstance(cid, (multiformats.CID, bytes, bytearray, memoryview)):
+        return bytes(cid)
+    return bytes(CID.decode(cid))
 
 
 def cid_str(raw: bytes) -> str:
@@ -249,18 +258,23 @@ class CID(multiformats.CID):
         return (CID.from_raw, (self._raw,))
 
 
-def cid_for(data: bytes, codec: str = "dag-cbor") -> CID:
+def cid_for(data: bytes | bytearray | memoryview, codec: str = "dag-cbor") -> CID:
     """Return the sha2-256 CIDv1 of ``data`` under ``codec`` ("dag-cbor" or "raw").
+
+    Raises:
+        DecodeError: when ``data`` is not bytes-like or ``codec`` is another codec.
 
     Example:
         >>> str(cid_for(b"hello", codec="raw"))
         'bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq'
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("cid_for needs bytes", type=type(data).__name__)
     if codec == "dag-cbor":
         prefix = _PREFIX_DAG_CBOR
     elif codec == "raw":
         prefix = _PREFIX_RAW
     else:
-        raise DecodeError("unsupported codec for cid_for", codec=codec,
+        raise DecodeError("unsupported codec for cid_for", codec=preview(codec),
                           hint="atproto uses 'dag-cbor' or 'raw'")
     return CID._from_blessed(prefix + hashlib.sha256(data).digest())

@@ -156,9 +156,9 @@ def format_did_key(curve: Curve, compressed_point: bytes) -> str:
     Raises:
         SignatureError: unknown curve, or the point is not 33 bytes starting 0x02/0x03.
     """
-    prefix = _PREFIX_BY_CURVE.get(curve)
+    prefix = _PREFIX_BY_CURVE.get(curve) if isinstance(curve, str) else None
     if prefix is None:
-        raise SignatureError("unsupported curve", curve=curve,
+        raise SignatureError("unsupported curve", curve=preview(curve),
                              hint="atproto uses 'p256' or 'k256'")
     point = bytes(_require_bytes(compressed_point, "public key point"))
     if len(point) != _COMPRESSED_LEN or point[0] not in (2, 3):

@@ -504,7 +504,10 @@ def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float
             outcome = "ok"
         except AtrepoError as exc:
             outcome = type(exc).__name__
-        except (Exception, Hang) as exc:  # the failures this script exists to find
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the failures this script exists to find, including
+            # a hang and a compiled extension's panic (a BaseException under PyO3)
             outcome = f"FAIL {type(exc).__name__}"
             result.failures.append(_save(out, target.name, number, value, exc))
         finally:

@@ -118,3 +118,26 @@ def test_overlong_string_is_refused_before_decoding() -> None:
     err = _rejects("z" + "2" * 300_000)
     assert err.message == "CID string too long"
     assert err.fields["length"] == 300_001 and err.fields["max_chars"] == MAX_CID_CHARS
+
+
+@pytest.mark.parametrize("value", [5, None, 1.5, ["bafy"]])
+def test_raw_cid_refuses_other_types(value: object) -> None:
+    # an int was taken as a count of zero bytes (bytes(5)), None raised TypeError
+    with pytest.raises(DecodeError, match="neither a string nor bytes"):
+        raw_cid(value)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="invalid CID string"):
+        raw_cid("\x00")
+
+
+def test_raw_cid_takes_every_cid_form() -> None:
+    raw = bytes(CID_A)
+    theirs = multiformats.CID.decode(str(CID_A))
+    assert {raw_cid(form) for form in (CID_A, theirs, raw, bytearray(raw), memoryview(raw),
+                                       str(CID_A))} == {raw}
+
+
+@pytest.mark.parametrize("data", ["a", None, 5])
+def test_cid_for_refuses_what_is_not_bytes(data: object) -> None:
+    with pytest.raises(DecodeError, match="cid_for needs bytes"):
+        cid_for(data)  # type: ignore[arg-type]
+    assert cid_for(bytearray(b"a")) == CID_A

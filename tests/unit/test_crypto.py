@@ -383,6 +383,8 @@ def test_format_did_key_errors(private: ec.EllipticCurvePrivateKey) -> None:
         format_did_key("k256", b"\x04" + compressed[1:])
     with pytest.raises(SignatureError, match="public key point is not bytes"):
         format_did_key("k256", None)  # type: ignore[arg-type]
+    with pytest.raises(SignatureError, match="unsupported curve"):
+        format_did_key(["k256"], compressed)  # type: ignore[arg-type]
 
 
 def test_known_did_key_vectors() -> None:
