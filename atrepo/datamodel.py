@@ -86,13 +86,18 @@ def _to_json(value: Any, depth: int) -> Any:
 def from_json(obj: Any) -> Any:
     """Return the Python value of a JSON data-model object, checking it as the spec demands.
 
+    JSON has one number type, so an integer-valued number that a JSON parser hands over as
+    a float (``123.0``) is the integer ``123``; any other float is refused.
+
     Raises:
-        DecodeError: on floats, malformed ``$link``/``$bytes``/blob objects, an empty or
-            non-string ``$type``, integers beyond 64 bits, or non-JSON types.
+        DecodeError: on non-integral numbers, malformed ``$link``/``$bytes``/blob objects,
+            an empty or non-string ``$type``, integers beyond 64 bits, or non-JSON types;
+            the message shows the offending value, cut short and with control characters
+            escaped.
 
     Example:
-        >>> from_json({"a": {"$bytes": "AQI"}})
-        {'a': b'\\x01\\x02'}
+        >>> from_json({"a": {"$bytes": "AQI"}, "n": 123.0})
+        {'a': b'\\x01\\x02', 'n': 123}
     """
     return _from_json(obj, 0)
 
