@@ -49,7 +49,7 @@ def named(source: str | Iterable[str]) -> list[str] | None:
 class Run(ABC, Generic[R]):
     """One bulk call: its names, a flow per name, the errors tally, and its result."""
 
-    desc = "repos"
+    desc: str  # what its progress bar says
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)
@@ -126,8 +126,7 @@ class ExportRun(Run[ExportReport]):
         ident = yield from self._pipeline.resolve(self.names[i])
         if self._exporter.has(ident.did):
             return None
-        snap = yield from self._pipeline.fetch(ident, self._collections,
-                                               self._pipeline.store.newest(ident.did))
+        snap = yield from self._pipeline.fetch_latest(ident, self._collections)
         return snap, ident.pds
 
     def record(self, i: int, outcome: tuple[RepoSnapshot, str | None] | None | BaseException

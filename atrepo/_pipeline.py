@@ -86,6 +86,11 @@ class Pipeline:
     def get_repo(self, name: str, collections: Sequence[str] | None) -> Flow[RepoSnapshot]:
         """Steps 1-6 for ``name`` (see the module docstring)."""
         ident = yield from self.resolve(name)
+        return (yield from self.fetch_latest(ident, collections))
+
+    def fetch_latest(self, ident: Identity, collections: Sequence[str] | None
+                     ) -> Flow[RepoSnapshot]:
+        """Steps 2-6 for a resolved identity, against its newest entry if there is one."""
         return (yield from self.fetch(ident, collections, self.store.newest(ident.did)))
 
     def fetch(self, ident: Identity, collections: Sequence[str] | None,
