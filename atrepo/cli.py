@@ -211,8 +211,7 @@ def _with_retry(errors: pl.DataFrame) -> pl.DataFrame:
 
 
 def _failure_summary(errors: pl.DataFrame) -> str:
-    """``"3 repositories failed: ..."``, saying which a second run retries and which it cannot
-    change."""
+    """The failure line: how many failed, which a second run retries, which it cannot change."""
     failed = f"{errors.height:,} {'repository' if errors.height == 1 else 'repositories'} failed"
     permanent = errors.filter(~errors["retry"])
     retry = errors.height - permanent.height

@@ -276,8 +276,7 @@ class Sandbox:
         return uri
 
     def _call(self, handle: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST an XRPC procedure as ``handle`` to its PDS; log in again once if the token
-        went stale."""
+        """POST an XRPC procedure as ``handle`` to its PDS; log in again on a stale token."""
         pds = self.account(handle)["pds"]
         token = self._tokens.get(handle) or self._login(handle)
         response = self._post(pds, method, body, token)
@@ -286,8 +285,7 @@ class Sandbox:
         return _reply(method, response)
 
     def _login(self, handle: str) -> str:
-        """Open a session for ``handle`` on its PDS with its seeded password; cache and return
-        the token."""
+        """Log ``handle`` in on its PDS with its seeded password; cache and return the token."""
         method = "com.atproto.server.createSession"
         account = self.account(handle)
         creds = {"identifier": handle, "password": account["password"]}
