@@ -20,7 +20,7 @@ from _loopback import KINDS, client, paged
 
 import atrepo
 from atrepo.crypto import parse_legacy_key
-from atrepo.sandbox import MAX_PDS_COUNT, Sandbox, SandboxError
+from atrepo.sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
@@ -260,9 +260,3 @@ def test_relay_resolves_the_handles_of_every_pds(sb: Sandbox, http: httpx.Client
     alone = http.get(f"{sb.pds_url}/xrpc/com.atproto.identity.resolveHandle",
                      params={"handle": bulk001["handle"]})
     assert bulk001["pds"] != sb.pds_url and alone.status_code == 400
-
-
-@pytest.mark.parametrize("count", [0, MAX_PDS_COUNT + 1])
-def test_pds_count_out_of_range_is_a_sandbox_error(count: int) -> None:
-    with pytest.raises(SandboxError, match=f"pds_count must be 1..{MAX_PDS_COUNT}"):
-        Sandbox.start(pds_count=count)

@@ -167,3 +167,17 @@ def test_unknown_handle_is_a_sandbox_error_listing_the_accounts() -> None:
         assert "bulk012.test" not in message and "(20 in all)" in message
     assert sb._http is None  # refused before any request
     sb.stop()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"pds_count": 0}, f"pds_count must be 1..{sandbox.MAX_PDS_COUNT}"),
+    ({"pds_count": sandbox.MAX_PDS_COUNT + 1}, f"pds_count must be 1..{sandbox.MAX_PDS_COUNT}"),
+    ({"bulk_accounts": sandbox.MAX_BULK_ACCOUNTS + 1}, "bulk_accounts must be 0..1000"),
+    ({"bulk_accounts": -1}, "bulk_accounts must be 0..1000"),
+    ({"bulk_accounts": 3, "bulk_records": 1}, "with bulk_records at least 2"),
+])
+def test_counts_out_of_range_are_refused_before_node_starts(
+        options: dict[str, int], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subprocess, "Popen", None)  # starting node would fail differently
+    with pytest.raises(SandboxError, match=message):
+        sandbox.Sandbox.start(**options)
