@@ -7,13 +7,14 @@ deletes made by ``@atproto/repo``, and the ``getRepo?since=`` CAR of the second 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import atrepo
 from atrepo import car, mst
-from atrepo._io.store import PACK
+from atrepo._io.store import PACK, StoreEntry
 from atrepo._snapshot_store import SnapshotStore
 from atrepo.snapshot import RepoSnapshot, open_snapshot
 from atrepo.testing import encode_car
@@ -109,14 +110,25 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return walked
 
 
-def test_an_opened_entry_shows_its_counts_without_walking(ref_small, tmp_path, walks):
+@pytest.fixture
+def stored(ref_small, tmp_path) -> tuple[SnapshotStore, StoreEntry]:
+    """A store holding ref_small's first commit, and its entry."""
     store = SnapshotStore(tmp_path / "repos", max_bytes=1 << 40)
+    _store_file(store, ref_small.truth["did"], _copy(ref_small.car, tmp_path),
+                ref_small.truth["commit_cid"], None, "full")
+    (entry,) = store.entries(ref_small.truth["did"])
+    return store, entry
+
+
+def _open(stored: tuple[SnapshotStore, StoreEntry], did: str,
+          collections: list[str] | None = None) -> RepoSnapshot:
+    store, entry = stored
+    return store.open(did, entry, collections, mem_limit_mb=64, progress=False)
+
+
+def test_an_opened_entry_shows_its_counts_without_walking(ref_small, stored, walks):
     did = ref_small.truth["did"]
-    _store_file(store, did, _copy(ref_small.car, tmp_path), ref_small.truth["commit_cid"],
-                None, "full")
-    walks.clear()
-    (entry,) = store.entries(did)
-    snap = store.open(did, entry, None, mem_limit_mb=64, progress=False)
+    snap = _open(stored, did)
     text, page = repr(snap), snap._repr_html_()
     assert len(snap) == ref_small.truth["record_count"]
     assert walks == []                                    # repr, HTML and len did not walk
@@ -130,15 +142,9 @@ def test_an_opened_entry_shows_its_counts_without_walking(ref_small, tmp_path, w
     assert walks == [did]
 
 
-def test_an_opened_entry_with_collections_counts_only_those(ref_small, tmp_path, walks):
-    store = SnapshotStore(tmp_path / "repos", max_bytes=1 << 40)
+def test_an_opened_entry_with_collections_counts_only_those(ref_small, stored, walks):
     did = ref_small.truth["did"]
-    _store_file(store, did, _copy(ref_small.car, tmp_path), ref_small.truth["commit_cid"],
-                None, "full")
-    walks.clear()
-    (entry,) = store.entries(did)
-    wanted = ["app.bsky.feed.*"]
-    snap = store.open(did, entry, wanted, mem_limit_mb=64, progress=False)
+    snap = _open(stored, did, ["app.bsky.feed.*"])
     feed = {c: n for c, n in ref_small.truth["collections"].items()
             if c.startswith("app.bsky.feed.")}
     assert f"records={sum(feed.values()):,}" in repr(snap)
@@ -148,15 +154,10 @@ def test_an_opened_entry_with_collections_counts_only_those(ref_small, tmp_path,
     assert walks == [did]
 
 
-def test_an_entry_without_counts_says_they_are_unknown(ref_small, tmp_path, walks):
-    store = SnapshotStore(tmp_path / "repos", max_bytes=1 << 40)
+def test_an_entry_without_counts_says_they_are_unknown(ref_small, stored, walks):
     did = ref_small.truth["did"]
-    _store_file(store, did, _copy(ref_small.car, tmp_path), ref_small.truth["commit_cid"],
-                None, "full")
-    walks.clear()
-    (entry,) = store.entries(did)
-    old_style = type(entry)(**{**entry.__dict__, "collections": None})
-    snap = store.open(did, old_style, None, mem_limit_mb=64, progress=False)
+    store, entry = stored
+    snap = _open((store, replace(entry, collections=None)), did)   # an index of before
     assert "records=?" in repr(snap) and "collections=?" in repr(snap) and walks == []
     assert len(snap) == ref_small.truth["record_count"] and walks == [did]
     assert f"records={ref_small.truth['record_count']:,}" in repr(snap)
