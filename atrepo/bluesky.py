@@ -43,8 +43,7 @@ from typing import Any
 
 import polars as pl
 
-from .frames import RECORDS_SCHEMA
-from .tables import DATETIME_RANGE, records_table
+from .tables import DATETIME_RANGE, Source, table_with_problems
 
 __all__ = ["blocks", "follows", "likes", "list_items", "lists", "post_facets", "postgates",
            "posts", "problems", "profiles", "reposts", "slice_utf8", "starter_packs",
@@ -65,28 +64,7 @@ _KEYS = ["did", "rkey", "uri", "cid"]
 _TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TID = r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$"
 
-Source = Any  # RepoSnapshot | pl.DataFrame | pl.LazyFrame | anything with ``.records``
-
-
 # -- shared pieces ----------------------------------------------------------------------
-
-def _table(source: Source, collection: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The declared table and problems of ``collection`` in any supported source."""
-    from .snapshot import RepoSnapshot
-
-    if isinstance(source, RepoSnapshot):
-        source = source.records
-    if isinstance(source, pl.LazyFrame):
-        source = (source.filter(pl.col("collection") == collection)
-                  .select(RECORDS_SCHEMA.names()).collect())
-    elif not isinstance(source, pl.DataFrame) and hasattr(source, "records"):
-        return _table(source.records, collection)
-    if not isinstance(source, pl.DataFrame):
-        msg = (f"a view reads a RepoSnapshot, a records DataFrame or LazyFrame, or an object "
-               f"with .records, not {type(source).__name__}")
-        raise TypeError(msg)
-    return records_table(source, collection)
-
 
 def _did_of(uri: pl.Expr) -> pl.Expr:
     """The authority (the DID) of an ``at://`` URI."""
@@ -125,7 +103,7 @@ def _short_type(expr: pl.Expr, prefix: str) -> pl.Expr:
 
 def _select(source: Source, collection: str, columns: list[pl.Expr]) -> pl.DataFrame:
     """The keys and ``columns`` of ``collection``'s declared table in ``source``."""
-    table, _ = _table(source, collection)
+    table, _ = table_with_problems(source, collection)
     return table.select(pl.col(_KEYS), *columns)
 
 
@@ -140,7 +118,7 @@ def problems(source: Source, collection: str = POST) -> pl.DataFrame:
         source: a snapshot, a records frame or lazy frame, or an object with ``.records``.
         collection: the NSID whose problems to return.
     """
-    table, found = _table(source, collection)
+    table, found = table_with_problems(source, collection)
     if collection != POST:
         return found
     facets = _facet_slices(table).filter(pl.col("problem").is_not_null())
@@ -302,7 +280,7 @@ def post_facets(source: Source) -> pl.DataFrame:
         >>> facets.filter(feature="tag").select("text", "value").row(0)
         ('#art', 'art')
     """
-    table, _ = _table(source, POST)
+    table, _ = table_with_problems(source, POST)
     return _facet_slices(table)
 
 

@@ -34,15 +34,15 @@ import orjson
 import polars as pl
 
 from .errors import AtrepoError
-from .frames import PROBLEMS_SCHEMA
+from .frames import PROBLEMS_SCHEMA, RECORDS_SCHEMA
 from .lexicon._schema import (EXTRA, KEY_COLUMNS, collection_shape, column_name,
                               lexicon_schema)
 from .lexicon._schema import table_schema as shape_schema
 from .lexicon._shape import Shape
 from .lexicon._validate import record_check
 
-__all__ = ["DATETIME_RANGE", "check_collection", "inferred_shape", "records_table",
-           "table_schema"]
+__all__ = ["DATETIME_RANGE", "Source", "check_collection", "diff_table", "inferred_shape",
+           "records_table", "table", "table_problems", "table_schema", "table_with_problems"]
 
 # datetimes outside these years (UTC) are taken as wrong clocks, not as data: research on
 # Bluesky reports createdAt values of 1970 and of year 1 (from clients' zero timestamps)
@@ -50,6 +50,86 @@ DATETIME_RANGE = (datetime(1990, 1, 1, tzinfo=timezone.utc),
                   datetime(2101, 1, 1, tzinfo=timezone.utc))
 _DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+Source = Any  # RepoSnapshot | pl.DataFrame | pl.LazyFrame | anything with ``.records``
+
+
+def table(source: Source, collection: str) -> pl.DataFrame:
+    """Return the typed table of ``collection`` from any source of records.
+
+    Args:
+        source: a :class:`~atrepo.RepoSnapshot` (the same as ``source.table(collection)``),
+            a ``records`` frame of any number of repositories (``client.fetch_records``), a
+            ``LazyFrame`` of records (only ``collection`` is collected), or anything with a
+            ``records`` attribute.
+        collection: the collection's NSID.
+
+    Example:
+        >>> import atrepo
+        >>> from atrepo import tables
+        >>> records = atrepo.read_car("examples/data/sample.car").records
+        >>> likes = tables.table(records.lazy(), "app.bsky.feed.like")
+        >>> likes.height, likes.schema == atrepo.lexicon_schema("app.bsky.feed.like")
+        (154, True)
+    """
+    return table_with_problems(source, collection)[0]
+
+
+def table_problems(source: Source, collection: str) -> pl.DataFrame:
+    """Return the problems :func:`table` found in ``collection``'s records.
+
+    Columns ``collection, rkey, cid, error``, as :attr:`RepoSnapshot.problems
+    <atrepo.snapshot.RepoSnapshot.problems>`; for a snapshot, its decoding problems of
+    that collection too.
+    """
+    return table_with_problems(source, collection)[1]
+
+
+def table_with_problems(source: Source, collection: str
+                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return (:func:`table`, :func:`table_problems`) of ``collection`` in ``source``.
+
+    Raises:
+        TypeError: ``source`` is none of the supported kinds.
+    """
+    from .snapshot import RepoSnapshot
+
+    if isinstance(source, RepoSnapshot):
+        source = source.records
+    if isinstance(source, pl.LazyFrame):
+        source = (source.filter(pl.col("collection") == collection)
+                  .select(RECORDS_SCHEMA.names()).collect())
+    elif not isinstance(source, pl.DataFrame) and hasattr(source, "records"):
+        return table_with_problems(source.records, collection)
+    if not isinstance(source, pl.DataFrame):
+        msg = (f"records come from a RepoSnapshot, a records DataFrame or LazyFrame, or an "
+               f"object with .records, not {type(source).__name__}")
+        raise TypeError(msg)
+    return records_table(source, collection)
+
+
+def diff_table(diff: pl.DataFrame, collection: str) -> pl.DataFrame:
+    """Return the changed records of ``collection`` in a diff frame as a typed table.
+
+    Columns: ``action`` (create, update, delete), ``old_cid``, then the declared table
+    columns of ``collection`` (``cid`` is the new CID, or the old one for a delete). The
+    fields are the new record's; for a delete, the deleted record's when the old snapshot
+    held it (null otherwise), so deleted posts can be read too.
+
+    Args:
+        diff: a frame from :func:`atrepo.diff` or ``client.diff``.
+        collection: the collection's NSID.
+    """
+    changed = diff.filter(pl.col("collection") == collection)
+    deleted = pl.col("action") == "delete"
+    records = changed.select(
+        pl.col("uri").str.extract(r"^at://([^/]+)", 1).alias("did"), "collection", "rkey",
+        "uri", pl.coalesce("new_cid", "old_cid").alias("cid"),
+        pl.when(deleted).then(pl.col("old_record")).otherwise(pl.col("record"))
+        .alias("record"))
+    typed, _ = records_table(records, collection)
+    return pl.concat([changed.select("action", "old_cid"), typed], how="horizontal")
 
 
 def check_collection(collection: str, present: Sequence[str], *, did: str | None = None) -> None:
@@ -258,8 +338,11 @@ class _Pass:
             nulled: list[str] = []
             cleaned = (_clean_object(record, self.shape, "Record", nulled)
                        if found or fit_valid else record)
-            extra = {k: v for k, v in record.items() if k not in self.declared}
-            extras.append(orjson.dumps(extra).decode() if extra else None)
+            if record.keys() <= self.declared:
+                extras.append(None)
+            else:
+                extra = {k: v for k, v in record.items() if k not in self.declared}
+                extras.append(orjson.dumps(extra).decode())
             out.append(text if cleaned is record else orjson.dumps(cleaned).decode())
             if nulled:
                 # the table's own message replaces the validator's for a nulled field

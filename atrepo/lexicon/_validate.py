@@ -120,26 +120,33 @@ def _is_obj(value: Any) -> bool:
     return isinstance(value, (dict, list))
 
 
+_MISSING = object()
+
+
 def _object(node: Def) -> Check:
     properties = node.get("properties") or {}
     required = set(node.get("required") or ())
     nullable = set(node.get("nullable") or ())
-    fields = [(name, _compile(prop), name in required, name in nullable,
-               prop.get("type") in ("integer", "boolean", "string") and "default" in prop)
-              for name, prop in properties.items()]
+    fields = tuple((name, _compile(prop), name in nullable)
+                   for name, prop in properties.items())
+    # a missing required property is fine when the lexicon gives it a default
+    must_have = tuple(name for name, prop in properties.items() if name in required and not (
+        prop.get("type") in ("integer", "boolean", "string") and "default" in prop))
 
     def check(value: Any, path: Path, problems: list[str]) -> None:
-        if not _is_obj(value):
-            problems.append(f"{render(path)} must be an object")
-            return
-        get = value.get if isinstance(value, dict) else {}.get
-        for name, field_check, is_required, is_nullable, has_default in fields:
-            if isinstance(value, dict) and name in value:
-                item = get(name)
-                if item is None and is_nullable:
-                    continue
-                field_check(item, (path, name), problems)
-            elif is_required and not has_default:
+        if type(value) is not dict:
+            if not _is_obj(value):
+                problems.append(f"{render(path)} must be an object")
+                return
+            value = {}  # an array: an object without properties, as in JavaScript
+        get = value.get
+        for name, field_check, is_nullable in fields:
+            item = get(name, _MISSING)
+            if item is _MISSING or (item is None and is_nullable):
+                continue
+            field_check(item, (path, name), problems)
+        for name in must_have:
+            if name not in value:
                 problems.append(f'{render(path)} must have the property "{name}"')
     return check
 
@@ -219,6 +226,11 @@ def _integer(node: Def) -> Check:
     return check
 
 
+# the common AT-URI of a record (a did:plc, an NSID of 3+ segments, a TID), accepted
+# without splitting it apart
+_COMMON_AT_URI = re.compile(r"at://did:plc:[a-z2-7]{24}/[a-z][a-z0-9-]{0,61}[a-z0-9]"
+                            r"(?:\.[a-z][a-z0-9-]{0,61}[a-z0-9])+\.[a-zA-Z][a-zA-Z0-9]{0,62}"
+                            r"/[2-7a-j][2-7a-z]{12}")
 # the common CIDs (v1, base32, dag-cbor or raw, sha2-256) without decoding them
 _COMMON_CID = re.compile(r"baf[yk]rei[a-z2-7]{52}")
 
@@ -237,7 +249,8 @@ _FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
     "datetime": (is_iso_datetime,
                  "must be an valid atproto datetime (both RFC-3339 and ISO-8601)"),
     "uri": (syntax.is_uri, "must be a uri"),
-    "at-uri": (syntax.is_at_uri, "must be a valid at-uri"),
+    "at-uri": (lambda v: _COMMON_AT_URI.fullmatch(v) is not None or syntax.is_at_uri(v),
+               "must be a valid at-uri"),
     "did": (syntax.is_did, "must be a valid did"),
     "handle": (syntax.is_handle, "must be a valid handle"),
     "at-identifier": (syntax.is_at_identifier, "must be a valid did or a handle"),
@@ -250,42 +263,60 @@ _FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
 
 
 def _string(node: Def) -> Check:
+    tests = _string_tests(node)
+
+    def check(value: Any, path: Path, problems: list[str]) -> None:
+        if type(value) is not str:
+            problems.append(f"{render(path)} must be a string")
+            return
+        for test in tests:
+            message = test(value)
+            if message is not None:
+                problems.append(f"{render(path)} {message}")
+    return check
+
+
+def _string_tests(node: Def) -> list[Callable[[str], str | None]]:
+    """The checks a string definition asks for, each returning a problem or None."""
+    tests: list[Callable[[str], str | None]] = []
     const, enum = node.get("const"), node.get("enum")
     max_length, min_length = node.get("maxLength"), node.get("minLength")
     max_graphemes, min_graphemes = node.get("maxGraphemes"), node.get("minGraphemes")
     form = _FORMATS.get(str(node.get("format")))
-
-    def check(value: Any, path: Path, problems: list[str]) -> None:
-        if not isinstance(value, str):
-            problems.append(f"{render(path)} must be a string")
-            return
-        if const is not None and value != const:
-            problems.append(f"{render(path)} must be {const}")
-        if enum is not None and value not in enum:
-            problems.append(f"{render(path)} must be one of ({'|'.join(enum)})")
-        if max_length is not None or min_length is not None:
-            # len * 4 bounds the UTF-8 length from above: most strings skip the encode
-            size = (len(value) if value.isascii() or (
-                min_length is None and len(value) * 4 <= max_length)  # type: ignore[operator]
-                else len(value.encode("utf-8", "surrogatepass")))
+    if const is not None:
+        tests.append(lambda v: None if v == const else f"must be {const}")
+    if enum is not None:
+        listing = "|".join(enum)
+        tests.append(lambda v: None if v in enum else f"must be one of ({listing})")
+    if max_length is not None or min_length is not None:
+        def lengths(value: str) -> str | None:
+            # a code point is 1-4 UTF-8 bytes: short strings skip the encode
+            if (max_length is not None and min_length is None
+                    and len(value) * 4 <= max_length):
+                return None
+            size = len(value.encode("utf-8", "surrogatepass"))
             if max_length is not None and size > max_length:
-                problems.append(f"{render(path)} must not be longer than {max_length} characters")
+                return f"must not be longer than {max_length} characters"
             if min_length is not None and size < min_length:
-                problems.append(f"{render(path)} must not be shorter than {min_length} characters")
-        if max_graphemes is not None or min_graphemes is not None:
+                return f"must not be shorter than {min_length} characters"
+            return None
+        tests.append(lengths)
+    if max_graphemes is not None or min_graphemes is not None:
+        def graphemes(value: str) -> str | None:
             # a string has at most as many graphemes as code points
-            if (max_graphemes is not None and len(value) > max_graphemes) or (
-                    min_graphemes is not None):
-                count = grapheme_len(value)
-                if max_graphemes is not None and count > max_graphemes:
-                    problems.append(
-                        f"{render(path)} must not be longer than {max_graphemes} graphemes")
-                if min_graphemes is not None and count < min_graphemes:
-                    problems.append(
-                        f"{render(path)} must not be shorter than {min_graphemes} graphemes")
-        if form is not None and not form[0](value):
-            problems.append(f"{render(path)} {form[1]}")
-    return check
+            if min_graphemes is None and len(value) <= max_graphemes:  # type: ignore[operator]
+                return None
+            count = grapheme_len(value)
+            if max_graphemes is not None and count > max_graphemes:
+                return f"must not be longer than {max_graphemes} graphemes"
+            if min_graphemes is not None and count < min_graphemes:
+                return f"must not be shorter than {min_graphemes} graphemes"
+            return None
+        tests.append(graphemes)
+    if form is not None:
+        accepts, message = form
+        tests.append(lambda v: None if accepts(v) else message)
+    return tests
 
 
 def _link(value: Any) -> str | None:

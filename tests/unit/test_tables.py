@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -198,3 +200,33 @@ def test_unknown_collections_raise_listing_what_there_is() -> None:
         check_collection("app.bsky.feed.*", present)
     check_collection("app.bsky.graph.follow", present)  # a lexicon: an empty table
     check_collection("com.example.thing", ["com.example.thing"])
+
+
+def test_the_tables_page_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "tables.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(root)
+    for block in blocks:
+        exec(compile(block, "docs/tables.md", "exec"), {})  # noqa: S102 - our own docs
+
+
+def test_diff_table_types_the_changed_records(ref_small: Any) -> None:
+    from atrepo.tables import diff_table
+
+    old, new = atrepo.read_car(ref_small.car), atrepo.read_car(ref_small.car2)
+    diff = atrepo.diff(old, new)
+    collection = "app.bsky.feed.post"
+    changed = diff_table(diff, collection)
+    expected = diff.filter(collection=collection)
+    assert changed.columns[:2] == ["action", "old_cid"]
+    assert pl.Schema(list(changed.schema.items())[2:]) == atrepo.lexicon_schema(collection)
+    assert changed["action"].to_list() == expected["action"].to_list()
+    assert {"create", "delete"} <= set(changed["action"])
+    new_rows, _ = records_table(new.records, collection)
+    old_rows, _ = records_table(old.records, collection)
+    for action, side in (("create", new_rows), ("update", new_rows), ("delete", old_rows)):
+        mine = changed.filter(action=action).drop("action", "old_cid")
+        theirs = side.filter(pl.col("rkey").is_in(mine["rkey"].to_list()))
+        assert mine.sort("rkey").equals(theirs.sort("rkey")), action
