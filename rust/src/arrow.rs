@@ -15,8 +15,9 @@ const PIECE: usize = 16 << 20;
 
 /// One string column under construction.
 pub struct ViewColumn {
-    pub name: &'static str,
     views: Vec<[u8; 16]>,
+    /// rows written out of place, (row, view), for a column built in parts
+    placed: Vec<(u32, [u8; 16])>,
     buffers: Vec<Vec<u8>>,
     validity: Option<Vec<u8>>,
     null_count: usize,
@@ -24,8 +25,53 @@ pub struct ViewColumn {
 
 impl ViewColumn {
     /// A column of `rows` empty strings, to be filled in any order with [`ViewColumn::set`].
-    pub fn new(name: &'static str, rows: usize) -> Self {
-        ViewColumn { name, views: vec![[0u8; 16]; rows], buffers: Vec::new(), validity: None, null_count: 0 }
+    pub fn new(rows: usize) -> Self {
+        ViewColumn {
+            views: vec![[0u8; 16]; rows],
+            placed: Vec::new(),
+            buffers: Vec::new(),
+            validity: None,
+            null_count: 0,
+        }
+    }
+
+    /// A part of a column: strings of some rows, placed with [`ViewColumn::adopt`].
+    pub fn sparse() -> Self {
+        Self::new(0)
+    }
+
+    /// Record row `row` as the string written at `(buffer, offset)` (for [`sparse`] parts).
+    pub fn push_written(&mut self, row: usize, buffer: usize, offset: usize, length: usize) {
+        let data = &self.buffers[buffer][offset..offset + length];
+        self.placed.push((row as u32, make_view(data, buffer as u32, offset as u32)));
+    }
+
+    /// Take over a part's buffers and place its rows; rows it does not name become null.
+    pub fn adopt(&mut self, part: ViewColumn) {
+        let base = self.buffers.len() as u32;
+        for (row, mut view) in part.placed {
+            if u32::from_le_bytes([view[0], view[1], view[2], view[3]]) > 12 {
+                let b = u32::from_le_bytes([view[8], view[9], view[10], view[11]]) + base;
+                view[8..12].copy_from_slice(&b.to_le_bytes());
+            }
+            self.views[row as usize] = view;
+            self.mark_valid(row as usize);
+        }
+        self.buffers.extend(part.buffers);
+    }
+
+    /// Mark every row null; [`adopt`] then marks the rows it places valid.
+    pub fn all_null(&mut self) {
+        let rows = self.views.len();
+        self.validity = Some(vec![0u8; rows.div_ceil(8)]);
+        self.null_count = rows;
+    }
+
+    fn mark_valid(&mut self, row: usize) {
+        if let Some(validity) = self.validity.as_mut() {
+            validity[row / 8] |= 1 << (row % 8);
+            self.null_count -= 1;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -70,13 +116,6 @@ impl ViewColumn {
         self.views[row] = self.views[other];
     }
 
-    pub fn set_null(&mut self, row: usize) {
-        let rows = self.views.len();
-        let validity = self.validity.get_or_insert_with(|| vec![0xff; rows.div_ceil(8)]);
-        validity[row / 8] &= !(1 << (row % 8));
-        self.views[row] = [0u8; 16];
-        self.null_count += 1;
-    }
 }
 
 fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {

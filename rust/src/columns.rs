@@ -13,6 +13,9 @@ use crate::mst::Leaves;
 use crate::record::record_json;
 use crate::text::push_cid_str;
 
+/// Fewer records than this are decoded on the calling thread alone (a thread costs more).
+const PARALLEL_MIN: usize = 20_000;
+
 pub const NAMES: [&str; 6] = ["did", "collection", "rkey", "uri", "cid", "record"];
 
 /// The six columns (in [`NAMES`] order) and the problems (row, text), in key order.
@@ -29,10 +32,7 @@ fn json_bound(n: usize) -> usize {
 
 pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Result<Decoded> {
     let n = leaves.len();
-    let raw = |i: usize| {
-        let (offset, length) = leaves.values[i];
-        &buf[offset..offset + length]
-    };
+    let raw = |i: usize| leaves.value(i);
     let mut found: Vec<(Block, bool)> = Vec::with_capacity(n);
     let mut failed: Option<(usize, CoreError)> = None;
     for i in 0..n {
@@ -51,13 +51,64 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Resu
     let mut order: Vec<u32> = (0..limit as u32).collect();
     order.sort_unstable_by_key(|&i| found[i as usize].0.offset);
 
-    let mut record = ViewColumn::new("record", n);
+    // two halves of the file, decoded side by side (the GIL is released around all this)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if order.len() < PARALLEL_MIN { 1 } else { cores.clamp(1, 2) };
+    let chunk = order.len().div_ceil(threads).max(1);
+    let parts: Vec<Part> = std::thread::scope(|scope| {
+        let handles: Vec<_> = order
+            .chunks(chunk)
+            .skip(1)
+            .map(|rows| scope.spawn(|| decode_part(car, buf, leaves, &found, rows)))
+            .collect();
+        let first = decode_part(car, buf, leaves, &found, order.chunks(chunk).next().unwrap_or(&[]));
+        let mut parts = vec![first];
+        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
+        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
+        parts
+    });
+    let mut record = ViewColumn::new(n);
+    record.all_null();
     let mut problems = Vec::new();
-    for &i in &order {
+    for part in parts {
+        if let Some((i, error)) = part.failed {
+            if failed.as_ref().is_none_or(|(j, _)| i < *j) {
+                failed = Some((i, error));
+            }
+        }
+        problems.extend(part.problems);
+        record.adopt(part.column);
+    }
+    if let Some((_, error)) = failed {
+        return Err(error);
+    }
+    problems.sort_unstable_by_key(|p| p.0);
+    let mut columns = key_columns(leaves, did);
+    columns.push(record);
+    Ok(Decoded { columns, problems })
+}
+
+/// What one thread decoded: its rows' texts, problems, and its first failing row.
+struct Part {
+    column: ViewColumn,
+    problems: Vec<(usize, String)>,
+    failed: Option<(usize, CoreError)>,
+}
+
+/// Verify and decode the records `rows` (in file order) into a column of their own.
+fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], rows: &[u32])
+               -> Part {
+    let mut column = ViewColumn::sparse();
+    let mut problems = Vec::new();
+    let mut failed: Option<(usize, CoreError)> = None;
+    for &i in rows {
         let i = i as usize;
         let (block, alone) = found[i];
         if car.verify_cids {
-            if let Err(error) = verify(buf, raw(i), block, alone) {
+            // the CID stored before the data is the row's CID (that is how it was found),
+            // and it is read in file order, unlike the row's own copy
+            let stored = &buf[block.offset - leaves.value(i).len()..block.offset];
+            if let Err(error) = verify(buf, stored, block, alone) {
                 if failed.as_ref().is_none_or(|(j, _)| i < *j) {
                     failed = Some((i, error));
                 }
@@ -68,36 +119,27 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Resu
             continue; // the read fails anyway; only an earlier failing record matters now
         }
         let data = &buf[block.offset..block.offset + block.length];
-        let out = record.reserve(json_bound(data.len()));
+        let out = column.reserve(json_bound(data.len()));
         let start = out.len();
         match record_json(data, out) {
             Ok(()) => {
-                let (b, end) = record.cursor();
-                record.set_written(i, b, start, end - start);
+                let (b, end) = column.cursor();
+                column.push_written(i, b, start, end - start);
             }
-            Err(text) => {
-                record.set_null(i);
-                problems.push((i, text));
-            }
+            Err(text) => problems.push((i, text)),
         }
     }
-    if let Some((_, error)) = failed {
-        return Err(error);
-    }
-    problems.sort_unstable_by_key(|p| p.0);
-    let mut columns = key_columns(leaves, did, buf);
-    columns.push(record);
-    Ok(Decoded { columns, problems })
+    Part { column, problems, failed }
 }
 
 /// did, collection, rkey, uri and cid, in key order.
-fn key_columns(leaves: &Leaves, did: &str, buf: &[u8]) -> Vec<ViewColumn> {
+fn key_columns(leaves: &Leaves, did: &str) -> Vec<ViewColumn> {
     let n = leaves.len();
-    let mut did_col = ViewColumn::new("did", n);
-    let mut collection = ViewColumn::new("collection", n);
-    let mut rkey = ViewColumn::new("rkey", n);
-    let mut uri = ViewColumn::new("uri", n);
-    let mut cid = ViewColumn::new("cid", n);
+    let mut did_col = ViewColumn::new(n);
+    let mut collection = ViewColumn::new(n);
+    let mut rkey = ViewColumn::new(n);
+    let mut uri = ViewColumn::new(n);
+    let mut cid = ViewColumn::new(n);
     let mut text = Vec::with_capacity(256);
     for i in 0..n {
         let key = leaves.key(i);
@@ -121,8 +163,7 @@ fn key_columns(leaves: &Leaves, did: &str, buf: &[u8]) -> Vec<ViewColumn> {
         text.extend_from_slice(key);
         uri.set(i, &text);
         text.clear();
-        let (offset, length) = leaves.values[i];
-        push_cid_str(&mut text, &buf[offset..offset + length]);
+        push_cid_str(&mut text, leaves.value(i));
         cid.set(i, &text);
     }
     vec![did_col, collection, rkey, uri, cid]

@@ -31,11 +31,11 @@ use crate::error::{CoreError as Failure, Field};
 create_exception!(_core, CoreError, PyException, "A failure of the core, as (kind, message, fields, hint).");
 
 fn raise(py: Python<'_>, failure: Failure) -> PyErr {
-    let fields: Vec<(&str, &str, PyObject)> = failure
+    let fields: Vec<(&str, &str, Py<PyAny>)> = failure
         .fields
         .into_iter()
         .map(|(name, field)| {
-            let (tag, value): (&str, PyObject) = match field {
+            let (tag, value): (&str, Py<PyAny>) = match field {
                 Field::Int(v) => ("int", v.into_pyobject(py).expect("int").into_any().unbind()),
                 Field::Text(t) => ("text", PyString::new(py, &t).into_any().unbind()),
                 Field::Cid(b) => ("cid", PyBytes::new(py, &b).into_any().unbind()),
@@ -81,7 +81,7 @@ impl PyCar {
     #[pyo3(signature = (source, start, *, verify_cids = true, length = None))]
     fn new(py: Python<'_>, source: &Bound<'_, PyAny>, start: usize, verify_cids: bool,
            length: Option<usize>) -> PyResult<Self> {
-        let source = if let Ok(bytes) = source.downcast::<PyBytes>() {
+        let source = if let Ok(bytes) = source.cast::<PyBytes>() {
             Source::Bytes(bytes.clone().unbind())
         } else if let Ok(path) = source.extract::<std::path::PathBuf>() {
             let file = File::open(&path)
@@ -182,8 +182,7 @@ impl PyTree {
 
     /// The value (record) CIDs, binary, as a list of bytes.
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let buf = self.car.get().source.slice(py);
-        let values = self.leaves.values.iter().map(|&(o, l)| PyBytes::new(py, &buf[o..o + l]));
+        let values = (0..self.leaves.len()).map(|i| PyBytes::new(py, self.leaves.value(i)));
         PyList::new(py, values)
     }
 

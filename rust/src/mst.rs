@@ -184,13 +184,35 @@ fn in_ranges(key: &[u8], ranges: &Ranges) -> bool {
     ranges.iter().any(|(lo, hi)| lo.as_slice() <= key && key < hi.as_slice())
 }
 
-/// The leaves of a walk: keys packed end to end, and each value CID's place in the CAR.
+/// Byte strings packed end to end (no allocation per string).
+#[derive(Default)]
+pub struct Packed {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Packed {
+    pub fn push(&mut self, item: &[u8]) {
+        self.bytes.extend_from_slice(item);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+/// The leaves of a walk, in key order: keys and value (record) CIDs, copied out of the
+/// nodes while they are at hand, so that later passes read them in order.
 #[derive(Default)]
 pub struct Leaves {
-    pub key_bytes: Vec<u8>,
-    pub key_ends: Vec<usize>,
-    /// (offset, length) of each value CID inside the CAR's bytes
-    pub values: Vec<(usize, usize)>,
+    pub keys: Packed,
+    pub values: Packed,
 }
 
 impl Leaves {
@@ -199,8 +221,11 @@ impl Leaves {
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
-        &self.key_bytes[start..self.key_ends[i]]
+        self.keys.get(i)
+    }
+
+    pub fn value(&self, i: usize) -> &[u8] {
+        self.values.get(i)
     }
 }
 
@@ -276,11 +301,8 @@ impl<'a> Walker<'a> {
             self.last.clear();
             self.last.extend_from_slice(&entry.key);
             if self.ranges.is_none_or(|r| in_ranges(&entry.key, r)) {
-                let leaves = &mut self.leaves;
-                leaves.key_bytes.extend_from_slice(&entry.key);
-                leaves.key_ends.push(leaves.key_bytes.len());
-                let offset = entry.value.as_ptr() as usize - self.buf.as_ptr() as usize;
-                leaves.values.push((offset, entry.value.len()));
+                self.leaves.keys.push(&entry.key);
+                self.leaves.values.push(entry.value);
             }
             bound = Some(&entry.key);
             child = entry.right;

@@ -7,9 +7,17 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 /// `"b"` + lowercase unpadded base32 of a binary CID (the reference's `cid_str`).
 pub fn push_cid_str(out: &mut Vec<u8>, raw: &[u8]) {
     out.push(b'b');
+    // five bytes make eight characters: whole groups first, then the bit-wise tail
+    let mut groups = raw.chunks_exact(5);
+    for g in &mut groups {
+        let n = g.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        for shift in (0..8).rev() {
+            out.push(B32[((n >> (shift * 5)) & 31) as usize]);
+        }
+    }
     let mut buffer: u32 = 0;
     let mut bits = 0;
-    for &byte in raw {
+    for &byte in groups.remainder() {
         buffer = (buffer << 8) | u32::from(byte);
         bits += 8;
         while bits >= 5 {
