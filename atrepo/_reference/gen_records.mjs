@@ -183,11 +183,17 @@ const APPLIES = {
   6: (n) => n.type === 'array',
   9: (n) => n.type === 'string' && (n.enum || n.const !== undefined),
   11: (n) => n.type === 'string' && n.format === 'datetime',
+  12: (n) => n.type === 'string' && n.maxGraphemes !== undefined,
 }
+
+// grapheme clusters that are more than one code point, for strings at maxGraphemes
+const CLUSTERS = ['👨‍👩‍👧‍👦', '🇫🇷', 'e\u0301\u0302', '👍🏽', '각', 'क्षि', 'न', 'स्ते',
+  '\r\n', '🏳️‍🌈', '1️⃣', 'ก่', 'aำ', 'ক্ষ', '\u0600a', '🧑🏽‍💻', '🏴󠁧󠁢󠁳󠁣󠁴󠁿', 'ᄀᄀᄀ',
+  'நி', 'a\u200d', '\u200d😀', 'x\ufe0f', 'é', 'データ']
 
 // Apply one change to the record; returns a description (many make it invalid, some not).
 const mutate = (record, nodes, def) => {
-  const kind = int(0, 11)
+  const kind = int(0, 12)
   const fits = APPLIES[kind] ?? (() => true)
   const candidates = nodes.filter(([p, n]) => p.length > 0 && fits(n))
   const [path, node] = pick(candidates.length ? candidates : nodes.filter(([p]) => p.length > 0))
@@ -239,6 +245,12 @@ const mutate = (record, nodes, def) => {
   if (kind === 10) {
     setAt(record, path, undefined)
     return `drop ${path.join('/')}`
+  }
+  if (kind === 12 && node.type === 'string' && node.maxGraphemes !== undefined) {
+    const n = node.maxGraphemes + int(-1, 1)
+    const parts = Array.from({ length: Math.max(n, 0) }, () => pick(CLUSTERS))
+    setAt(record, path, parts.join(''))
+    return `graphemes near the limit at ${path.join('/')}`
   }
   if (kind === 11 && node.type === 'string' && node.format === 'datetime') {
     setAt(record, path, pick(['1970-01-01T00:00:00Z', '0001-01-01T00:00:00Z',

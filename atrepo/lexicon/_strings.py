@@ -1,8 +1,9 @@
 """String checks the lexicon validator needs beyond :mod:`atrepo.syntax`.
 
 ``grapheme_len`` counts extended grapheme clusters (Unicode UAX #29) for the cases found in
-real text: combining marks, emoji ZWJ sequences, variation selectors, skin-tone modifiers,
-tag sequences, regional-indicator flags, Hangul jamo and CR LF. (The reference counts with
+real text: combining and spacing marks, emoji ZWJ sequences, variation selectors, skin-tone
+modifiers, tag sequences, regional-indicator flags, Hangul jamo, Indic conjuncts, prepended
+marks, controls and CR LF (emoji are approximated as the "So" category). (The reference counts with
 ``Intl.Segmenter``; Python's standard library has no segmenter.)
 
 ``is_iso_datetime`` is the check ``@atproto/lexicon`` applies to ``format: datetime``
@@ -23,13 +24,41 @@ __all__ = ["grapheme_len", "is_bcp47", "is_iso_datetime"]
 
 _ZWJ = 0x200D
 _EXTEND_CATEGORIES = frozenset({"Mn", "Me", "Mc"})
+_CONTROLS = frozenset({"Cc", "Zl", "Zp"})
+# Thai and Lao AM are letters by category but SpacingMark by Grapheme_Cluster_Break
+_SPACING_LETTERS = frozenset({0x0E33, 0x0EB3})
+_PREPEND = frozenset({*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2,
+                      0x0D4E, 0x110BD, 0x110CD, 0x111C2, 0x111C3, 0x1193F, 0x11941,
+                      0x11A3A, *range(0x11A84, 0x11A8A), 0x11D46, 0x11F02})
+# Indic conjuncts (UAX #29 rule GB9c): consonant, virama (the "linker"), consonant
+_LINKERS = frozenset({0x094D, 0x09CD, 0x0ACD, 0x0B4D, 0x0C4D, 0x0D4D})
+_CONSONANTS = tuple((lo, hi) for lo, hi in (
+    (0x0915, 0x0939), (0x0958, 0x095F), (0x0978, 0x097F), (0x0995, 0x09A8),
+    (0x09AA, 0x09B0), (0x09B2, 0x09B2), (0x09B6, 0x09B9), (0x09DC, 0x09DD),
+    (0x09DF, 0x09DF), (0x09F0, 0x09F1), (0x0A95, 0x0AA8), (0x0AAA, 0x0AB0),
+    (0x0AB2, 0x0AB3), (0x0AB5, 0x0AB9), (0x0AF9, 0x0AF9), (0x0B15, 0x0B28),
+    (0x0B2A, 0x0B30), (0x0B32, 0x0B33), (0x0B35, 0x0B39), (0x0B5C, 0x0B5D),
+    (0x0B5F, 0x0B5F), (0x0B71, 0x0B71), (0x0C15, 0x0C28), (0x0C2A, 0x0C39),
+    (0x0C58, 0x0C5A), (0x0D15, 0x0D3A)))
 
 
 def _extends(code: int) -> bool:
     """Whether a code point continues the cluster before it (Extend/SpacingMark/ZWJ)."""
-    return (code == _ZWJ or 0xFE00 <= code <= 0xFE0F or 0x1F3FB <= code <= 0x1F3FF
-            or 0xE0020 <= code <= 0xE007F or 0xE0100 <= code <= 0xE01EF
+    return (code == _ZWJ or code == 0x200C or 0xFE00 <= code <= 0xFE0F
+            or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F
+            or 0xE0100 <= code <= 0xE01EF or 0xFF9E <= code <= 0xFF9F
+            or code in _SPACING_LETTERS
             or unicodedata.category(chr(code)) in _EXTEND_CATEGORIES)
+
+
+def _is_consonant(code: int) -> bool:
+    return any(lo <= code <= hi for lo, hi in _CONSONANTS)
+
+
+def _pictographic(code: int) -> bool:
+    # regional indicators are symbols but not Extended_Pictographic
+    return (code >= 0x2000 and not 0x1F1E6 <= code <= 0x1F1FF
+            and unicodedata.category(chr(code)) == "So")
 
 
 def _hangul(code: int) -> str:
@@ -54,22 +83,40 @@ def grapheme_len(text: str) -> int:
         return len(text) - text.count("\r\n")
     count = 0
     prev = -1
-    regional = 0  # regional indicators in the current run
+    regional = 0        # regional indicators in the current run
+    emoji = False       # the cluster so far is a pictograph with Extend* (and maybe a ZWJ)
+    conjunct = 0        # 1: after an Indic consonant; 2: after consonant + linker
     for char in text:
         code = ord(char)
         joins = False
         if prev >= 0:
             if prev == 0x0D and code == 0x0A:
                 joins = True
+            elif unicodedata.category(chr(prev)) in _CONTROLS:
+                joins = False  # always a break after a control character
             elif _extends(code):
                 joins = True
-            elif prev == _ZWJ and unicodedata.category(char) == "So":
+            elif prev in _PREPEND:
+                joins = True
+            elif prev == _ZWJ and emoji and _pictographic(code):
                 joins = True
             elif 0x1F1E6 <= code <= 0x1F1FF and regional % 2 == 1:
                 joins = True
             elif (_hangul(prev), _hangul(code)) in _HANGUL_JOINS:
                 joins = True
+            elif conjunct == 2 and _is_consonant(code):
+                joins = True
         regional = regional + 1 if 0x1F1E6 <= code <= 0x1F1FF else 0
+        if _pictographic(code):
+            emoji = True
+        elif not (emoji and _extends(code)):
+            emoji = False
+        if _is_consonant(code):
+            conjunct = 1
+        elif code in _LINKERS and conjunct:
+            conjunct = 2
+        elif not (conjunct and _extends(code)):
+            conjunct = 0
         if not joins:
             count += 1
         prev = code

@@ -51,3 +51,23 @@ def test_verdicts_agree_with_the_reference(labelled: list[dict[str, Any]]) -> No
             disagreements.append((row["mutation"], row["error"], problems, row["record"]))
     assert not disagreements, (f"{len(disagreements)} disagreements, e.g.\n"
                                + "\n".join(map(repr, disagreements[:5])))
+
+
+CLUSTERS = ["👨‍👩‍👧‍👦", "🇫🇷", "e\u0301\u0302", "👍🏽", "각", "क्षि", "नमस्ते", "\r\n", "🏳️‍🌈",
+            "1️⃣", "ก่", "aำ", "ক্ষ", "\u0600a", "🧑🏽‍💻", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", "ᄀᄀᄀ", "நி", "a\u200d",
+            "\u200d😀", "x\ufe0f", "é", "データ", "\x00\u0301", "abc"]
+
+
+def test_grapheme_counts_agree_with_intl_segmenter() -> None:
+    from atrepo.lexicon._strings import grapheme_len
+
+    node = shutil.which("node")
+    assert node is not None
+    texts = [a + b for a in CLUSTERS for b in CLUSTERS]
+    script = ("const seg = new Intl.Segmenter(); const texts = JSON.parse(require('fs')"
+              ".readFileSync(0, 'utf8')); console.log(JSON.stringify(texts.map("
+              "(t) => [...seg.segment(t)].length)))")
+    done = subprocess.run([node, "-e", script], input=json.dumps(texts), capture_output=True,
+                          text=True, check=True, timeout=60)
+    reference = json.loads(done.stdout)
+    assert [grapheme_len(t) for t in texts] == reference
