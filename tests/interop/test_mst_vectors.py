@@ -23,6 +23,7 @@ import pytest
 
 from atrepo import cbor, mst
 from atrepo.cid import CID, cid_for
+from atrepo.mst._node import common_prefix
 
 INTEROP_DIR = Path(
     os.environ.get("ATREPO_INTEROP_DIR")
@@ -78,8 +79,8 @@ def test_key_heights_cover_several_layers() -> None:
                          ids=lambda v: f"{v['left']!r}-{v['right']!r}")
 def test_common_prefix(vector: dict[str, Any]) -> None:
     left, right = vector["left"].encode(), vector["right"].encode()
-    assert mst._common_prefix(left, right) == vector["len"]
-    assert mst._common_prefix(right, left) == vector["len"]
+    assert common_prefix(left, right) == vector["len"]
+    assert common_prefix(right, left) == vector["len"]
 
 
 # --- example keys --------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_nodes_are_canonical_dag_cbor() -> None:
         for entry in value["e"]:
             assert set(entry) == {"k", "p", "t", "v"}
             key = prev[:entry["p"]] + entry["k"]
-            assert entry["p"] == mst._common_prefix(prev, key)
+            assert entry["p"] == common_prefix(prev, key)
             prev = key
 
 

@@ -1,0 +1,131 @@
+"""Walking a tree: every leaf in key order, with every invariant across nodes checked.
+
+On top of what :func:`~atrepo.mst._node.decode_node` checks in one node, the walk checks
+the tree: keys strictly ascend in in-order traversal (which also keeps every subtree inside
+its key interval); a subtree sits exactly one layer below its parent; only the root may be
+an empty node, and a node with no entries below the root must have a left subtree (it keeps
+layers contiguous when a layer has no keys in that range); depth is at most
+:data:`MAX_DEPTH`; no node is reached twice (no cycles); every referenced node is present.
+An :class:`~atrepo.MstError` names the node's CID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from ..cid import CID, raw_cid
+from ..errors import MstError
+from ._node import Node, decode_node, name, show
+from ._ranges import ByteRanges, KeyRange, Subtree, byte_ranges, in_order, in_ranges
+from ._source import BlockSource, Fetch, RawBlockSource, fetcher
+
+__all__ = ["MAX_DEPTH", "Walker", "collect", "layer_of", "walk"]
+
+MAX_DEPTH = 64          # heights above ~20 need 2^40 keys; deeper trees are hostile
+
+
+class Walker:
+    """Walks one tree: fetches and checks nodes, remembers them, and collects leaves.
+
+    The walk is a recursive in-order visit (depth is bounded by MAX_DEPTH) that appends to
+    two lists; this is markedly cheaper per leaf than a stack of tuples or nested
+    generators, and the walk is the hot path of reading a repository.
+    """
+
+    def __init__(self, fetch: Fetch, ranges: ByteRanges | None = None,
+                 last: bytes = b"") -> None:
+        self.fetch = fetch
+        self.ranges = ranges
+        self.visited: set[bytes] = set()
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+        self.last = last
+
+    def node(self, raw: bytes, parent_layer: int | None, depth: int) -> Node:
+        """Fetch, decode and check the node ``raw`` found at ``depth`` below a parent."""
+        if depth > MAX_DEPTH:
+            raise MstError("MST deeper than allowed", cid=name(raw), max_depth=MAX_DEPTH)
+        if raw in self.visited:
+            raise MstError("MST node reached twice (cycle or shared subtree)", cid=name(raw))
+        self.visited.add(raw)
+        data = self.fetch(raw)
+        if data is None:
+            raise MstError("missing MST node block", cid=name(raw),
+                           hint="the CAR is incomplete; fetch the full repository")
+        node = decode_node(raw, data)
+        if parent_layer is not None:
+            if node.layer is not None and node.layer != parent_layer - 1:
+                raise MstError("MST subtree is not one layer below its parent",
+                               cid=name(raw), layer=node.layer, parent_layer=parent_layer)
+            if node.layer is None and not node.left:
+                raise MstError("empty MST node below the root", cid=name(raw))
+        return node
+
+    def subtree(self, here: Subtree) -> None:
+        """Collect the leaves of the subtree ``here``, whose keys lie in (lo, hi)."""
+        node = self.node(here.cid, here.parent_layer, here.depth)
+        ranges, keys, values = self.ranges, self.keys, self.values
+        for piece in in_order(node.left, node.entries, here,
+                              layer_of(node, here.parent_layer), ranges):
+            if isinstance(piece, Subtree):
+                self.subtree(piece)
+                continue
+            key = piece[0]
+            if key <= self.last:
+                raise MstError("MST keys out of order", cid=name(here.cid), key=show(key),
+                               previous=show(self.last))
+            self.last = key
+            if ranges is None or in_ranges(key, ranges):
+                keys.append(key)
+                values.append(piece[1])
+        if here.hi is not None and self.last >= here.hi:
+            raise MstError("MST subtree holds keys outside its range", cid=name(here.cid),
+                           key=show(self.last))
+
+
+def layer_of(node: Node, parent_layer: int | None) -> int | None:
+    """A node's layer: its keys' height, else one below its parent's (None when unknown)."""
+    if node.layer is not None:
+        return node.layer
+    return None if parent_layer is None else parent_layer - 1
+
+
+def collect(fetch: Fetch, root: bytes,
+            key_ranges: Sequence[KeyRange] | None = None) -> tuple[list[bytes], list[bytes]]:
+    """Return (keys, value binary CIDs) of a tree, in key order; the engine of :func:`walk`.
+
+    Args:
+        fetch: returns a block's (verified) bytes for a binary CID, or None.
+        root: binary CID of the root node.
+        key_ranges: when given, only keys inside these [lo, hi) ranges are returned and
+            subtrees wholly outside them are never fetched.
+    """
+    walker = Walker(fetch, byte_ranges(key_ranges))
+    walker.subtree(Subtree.whole(root))
+    return walker.keys, walker.values
+
+
+def walk(blocks: BlockSource | RawBlockSource, root: CID | str | bytes,
+         key_ranges: Sequence[KeyRange] | None = None) -> Iterator[tuple[str, CID]]:
+    """Yield ``(key, value CID)`` for every leaf of the tree at ``root``, in key order.
+
+    Args:
+        blocks: the blocks holding the tree: a :class:`~atrepo.car.CarFile`, a ``dict`` of
+            CID to bytes, or any :class:`~atrepo.mst.BlockSource`.
+        root: the root node's CID (CID, str or binary).
+        key_ranges: optional ``[(lo, hi), ...]``: only keys ``lo <= key < hi`` are yielded,
+            and subtrees outside every range are not fetched.
+
+    Raises:
+        MstError: when a node is missing or the tree breaks an invariant.
+
+    Example:
+        >>> from atrepo.cid import cid_for
+        >>> from atrepo.mst import build
+        >>> root, blocks = build([("app.x/1", cid_for(b"\\xa0"))])
+        >>> [key for key, _ in walk(blocks, root)]
+        ['app.x/1']
+    """
+    keys, values = collect(fetcher(blocks), raw_cid(root), key_ranges)
+    for key, value in zip(keys, values):
+        yield key.decode("ascii"), CID.from_raw(value)
