@@ -52,3 +52,10 @@ bench-diff: $(PY_OK) $(NODE_OK)
 
 clean:
 	rm -rf $(VENV) atrepo/_reference/node_modules tests/fixtures/generated
+
+# snap.table("app.bsky.feed.post") vs records.filter(...).select(json_decode(dtype=...)) on the
+# 1M-record corpus, cold (from read_car) and warm (records decoded); see docs/performance.md
+.PHONY: bench-tables
+bench-tables: $(PY_OK) $(NODE_OK)
+	$(BIN)/python benchmarks/make_corpus.py --sizes 1m
+	$(BIN)/python benchmarks/bench_tables.py --size 1m
