@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -183,22 +184,23 @@ def records_table(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame,
     if shape is None:
         shape = inferred_shape(texts)
     checker = _Pass(shape, collection if declared else None)
-    decode_texts, extras, found = checker.run(texts)
+    checked = checker.run(texts)
     try:
-        fields, late = _decode(decode_texts, shape)
+        fields, late = _decode(_scatter(len(texts), checked.replaced, texts), shape)
     except pl.exceptions.ComputeError:
         # a valid record the fast path passed through still did not read (an open
         # union's other member reusing a field name with another type): fit every record
-        decode_texts, extras, found = checker.run(texts, fit_all=True)
-        fields, late = _decode(decode_texts, shape)
+        checked = checker.run(texts, fit_all=True)
+        fields, late = _decode(_scatter(len(texts), checked.replaced, texts), shape)
+    found = checked.problems
     if late:
         # the table's datetime message replaces the validator's for the same field
         replaced = {(i, message.split(":", 1)[0]) for i, message in late}
         found = [(i, m) for i, m in found
                  if (i, m.removeprefix("invalid record: ").split(" ", 1)[0]) not in replaced]
         found.extend(late)
-    table = pl.concat([rows.select(KEY_COLUMNS.names()), fields,
-                       pl.DataFrame({EXTRA: pl.Series(extras, dtype=pl.String)})],
+    extras = _scatter(len(texts), dict(checked.extras)).alias(EXTRA)
+    table = pl.concat([rows.select(KEY_COLUMNS.names()), fields, extras.to_frame()],
                       how="horizontal")
     problems = pl.DataFrame(
         [(collection, rows["rkey"][i], rows["cid"][i], error) for i, error in found],
@@ -212,8 +214,7 @@ def _texts(records: pl.DataFrame, collection: str) -> pl.Series:
 
 # -- decoding ------------------------------------------------------------------------------
 
-def _decode(texts: list[str | None], shape: Shape
-            ) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+def _decode(texts: pl.Series, shape: Shape) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
     """Read checked JSON texts with the shape's JSON-side dtype, then fix wrapped values.
 
     Returns the field columns and the (row, error) problems of datetimes that do not
@@ -225,7 +226,7 @@ def _decode(texts: list[str | None], shape: Shape
     if not shape.fields:
         return pl.DataFrame(), []
     raw = pl.Struct({name: field.raw for name, field in shape.fields})
-    column = pl.Series("record", texts, dtype=pl.String)
+    column = texts.alias("record")
     if column.is_null().all():
         decoded = pl.Series("record", [None] * len(texts), dtype=raw)
     else:
@@ -311,46 +312,68 @@ class _Pass:
         self.check = record_check(collection) if collection is not None else None
         self.declared = {name for name, _ in shape.fields} | {"$type"}
 
-    def run(self, texts: Iterable[str | None], *, fit_all: bool = False
-            ) -> tuple[list[str | None], list[str | None], list[tuple[int, str]]]:
-        """Return (texts to decode, extra JSON, (row, error) problems).
+    def run(self, texts: pl.Series, *, fit_all: bool = False) -> _Checked:
+        """Check every record of ``texts``: what to decode instead, ``extra``, problems.
 
         A record that is valid against its lexicon has the declared types already and is
         decoded as it is, unless the shape keeps some value as JSON text, or ``fit_all``.
         """
         fit_valid = fit_all or self.check is None or self.shape.has("json")
-        out: list[str | None] = []
-        extras: list[str | None] = []
-        problems: list[tuple[int, str]] = []
-        loads = orjson.loads
-        for i, text in enumerate(texts):
-            if text is None:
-                out.append(None)
-                extras.append(None)
-                continue
-            record = loads(text)
-            found: list[str] = []
-            if self.check is not None:
-                if record.get("$type") != self.collection:
-                    found.append(f"Record/$type is {record.get('$type')!r}, not the "
-                                 f"collection {self.collection}")
-                self.check(record, "Record", found)
-            nulled: list[str] = []
-            cleaned = (_clean_object(record, self.shape, "Record", nulled)
-                       if found or fit_valid else record)
-            if record.keys() <= self.declared:
-                extras.append(None)
-            else:
-                extra = {k: v for k, v in record.items() if k not in self.declared}
-                extras.append(orjson.dumps(extra).decode())
-            out.append(text if cleaned is record else orjson.dumps(cleaned).decode())
-            if nulled:
-                # the table's own message replaces the validator's for a nulled field
-                paths = tuple(message.split(":", 1)[0] + " " for message in nulled)
-                found = [m for m in found if not m.startswith(paths)] + nulled
-            problems.extend((i, message if message in nulled else f"invalid record: {message}")
-                            for message in found)
-        return out, extras, problems
+        checked = _Checked({}, {}, [])
+        for start in range(0, len(texts), _CHUNK):
+            for i, text in enumerate(texts.slice(start, _CHUNK).to_list(), start):
+                if text is not None:
+                    self._one(i, orjson.loads(text), fit_valid, checked)
+        return checked
+
+    def _one(self, i: int, record: Any, fit_valid: bool, checked: _Checked) -> None:
+        if not isinstance(record, dict):
+            checked.replaced[i] = None
+            checked.problems.append((i, "invalid record: Record must be an object"))
+            return
+        found: list[str] = []
+        if self.check is not None:
+            if record.get("$type") != self.collection:
+                found.append(f"Record/$type is {record.get('$type')!r}, not the "
+                             f"collection {self.collection}")
+            self.check(record, "Record", found)
+        nulled: list[str] = []
+        cleaned = (_clean_object(record, self.shape, "Record", nulled)
+                   if found or fit_valid else record)
+        if cleaned is not record:
+            checked.replaced[i] = orjson.dumps(cleaned).decode()
+        if not record.keys() <= self.declared:
+            extra = {k: v for k, v in record.items() if k not in self.declared}
+            checked.extras[i] = orjson.dumps(extra).decode()
+        if nulled:
+            # the table's own message replaces the validator's for a nulled field
+            paths = tuple(message.split(":", 1)[0] + " " for message in nulled)
+            found = [m for m in found if not m.startswith(paths)] + nulled
+        checked.problems.extend(
+            (i, message if message in nulled else f"invalid record: {message}")
+            for message in found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What a pass found: JSON to decode instead (by row), ``extra`` JSON, problems."""
+
+    replaced: dict[int, str | None]
+    extras: dict[int, str]
+    problems: list[tuple[int, str]]
+
+
+_CHUNK = 10_000  # records turned into Python strings at a time
+
+
+def _scatter(length: int, values: dict[int, str | None],
+             base: pl.Series | None = None) -> pl.Series:
+    """``base`` (or nulls) with ``values`` put in at their rows, as a String series."""
+    series = base if base is not None else pl.Series([None] * length, dtype=pl.String)
+    if not values:
+        return series
+    return series.clone().scatter(list(values), pl.Series(list(values.values()),
+                                                          dtype=pl.String))
 
 
 _MISSING = object()
