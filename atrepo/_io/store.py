@@ -35,8 +35,8 @@ and signature before that.
 
 The whole store is bounded by ``max_bytes``: after a commit, the repositories used least
 recently are removed until it fits (never the one just written). What is open over a pack
-is not broken by this: it holds the pack open (in memory or mapped), and a deleted file lives on
-until it is closed.
+is not broken by this: it holds the pack open (in memory or mapped), and a deleted file
+lives on until it is closed.
 """
 
 from __future__ import annotations
