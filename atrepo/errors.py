@@ -101,7 +101,8 @@ class MstError(AtrepoError, ValueError):
 
 
 class SignatureError(AtrepoError):
-    """A commit signature does not verify, or a key cannot be parsed.
+    """A commit signature does not verify, a key cannot be parsed, or what was handed over
+    to verify (message, signature, key) is not of a type that could be checked.
 
     Attributes:
         did: the repository's DID, when known.
