@@ -101,8 +101,9 @@ class MstError(AtrepoError, ValueError):
 
 
 class SignatureError(AtrepoError):
-    """A commit signature does not verify, a key cannot be parsed, or what was handed over
-    to verify (message, signature, key) is not of a type that could be checked.
+    """A commit signature does not verify, or what it is checked with cannot be used.
+
+    That covers a key that does not parse, and a message or signature that is not bytes.
 
     Attributes:
         did: the repository's DID, when known.
