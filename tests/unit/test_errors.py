@@ -6,7 +6,6 @@ import pickle
 
 import pytest
 
-import atrepo
 from atrepo import errors
 from atrepo.errors import (
     AtrepoError,
@@ -39,13 +38,6 @@ EXAMPLES: list[AtrepoError] = [
 def test_every_error_is_an_atrepo_error() -> None:
     assert errors.__all__ == sorted(errors.__all__)
     assert all(issubclass(getattr(errors, name), AtrepoError) for name in errors.__all__)
-
-
-@pytest.mark.parametrize("name", ["AtrepoError", "ResolutionError", "RepoUnavailable",
-                                  "CarError", "MstError", "SignatureError", "RateLimited",
-                                  "TransportError", "DecodeError"])
-def test_documented_errors_are_importable_from_atrepo(name: str) -> None:
-    assert getattr(atrepo, name) is getattr(errors, name)
 
 
 def test_decode_errors_are_value_errors() -> None:
