@@ -18,15 +18,19 @@ CIDs and keys left binary so that they are named here exactly as the pure path n
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cid import CID, cid_str
 from .errors import AtrepoError, CarError, DecodeError, MstError
 
-__all__ = ["accelerated", "core", "raised"]
+if TYPE_CHECKING:
+    from ._corecar import CoreCarFile
+
+__all__ = ["accelerated", "byte_ranges", "call", "core", "mapped_car", "memory_car", "raised"]
 
 T = TypeVar("T")
 
@@ -97,3 +101,30 @@ def byte_ranges(key_ranges: Sequence[tuple[str, str]] | None) -> list[tuple[byte
     if key_ranges is None:
         return None
     return [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
+
+
+# --- CAR files: the hooks of atrepo.car ----------------------------------------------------
+# (the adapter subclasses CarFile, whose module calls these, hence the imports inside)
+
+def memory_car(roots: list[CID], buf: bytes, start: int, *, verify_cids: bool) -> CoreCarFile:
+    """A CarFile over ``buf`` (header parsed, blocks from ``start``), indexed by the core."""
+    from ._corecar import CoreCarFile
+
+    assert core is not None
+    blocks = call(core.Car, buf, start, verify_cids=verify_cids)
+    return CoreCarFile(roots, blocks, buffer=buf, verify_cids=verify_cids, size=len(buf))
+
+
+def mapped_car(fd: int, path: str, size: int, *, verify_cids: bool, temp: bool) -> CoreCarFile:
+    """A CarFile over the first ``size`` bytes of the file open as ``fd``, mapped and
+    indexed by the core."""
+    from ._corecar import CoreCarFile
+    from .car._framing import MAX_HEADER_SIZE, parse_header
+
+    assert core is not None
+    head = os.pread(fd, min(size, MAX_HEADER_SIZE + 10), 0)
+    roots, start = parse_header(head, len(head))
+    blocks = call(core.Car, path, start, verify_cids=verify_cids, length=size)
+    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    return CoreCarFile(roots, blocks, buffer=mapped, path=path, temp=temp,
+                       verify_cids=verify_cids, size=size)

@@ -5,9 +5,10 @@
 
 Each contender is a script in ``benchmarks/contenders/`` doing the full job in a fresh process
 (interpreter start, imports, reading the CAR, walking the MST, decoding every record, teardown)
-and printing one JSON line ``{"records", "digest", "decoded"}``.  For every contender the script
-is run once untimed (warm-up: page cache, ``__pycache__``) and then ``--runs`` times; the table
-shows medians.
+and printing one JSON line ``{"records", "digest", "decoded"}``.  Every contender's script is
+run once untimed (warm-up: page cache, ``__pycache__``), then the ``--runs`` timed runs go
+round-robin over the contenders, so all of them meet the same machine; the table shows
+medians.
 
 * wall s      -- ``time.perf_counter()`` around ``Popen`` .. ``os.wait4``.
 * peak RSS MB -- ``ru_maxrss`` from ``os.wait4`` of exactly that child.  On Linux this is the max
@@ -53,7 +54,9 @@ BASELINE = "atrepo_records"
 
 # name -> (extra args, collection the result is checked against (None: all), description)
 CONTENDERS: dict[str, tuple[list[str], str | None, str]] = {
-    "atrepo_records": ([], None, "atrepo.read_car(path).records (JSON text per record, CIDs checked)"),
+    "atrepo_records": ([], None, "atrepo.read_car(path).records (JSON text per record, CIDs "
+                                 "checked; the compiled core when built)"),
+    "atrepo_pure": ([], None, "the same with ATREPO_PURE_PYTHON=1 (the pure Python path)"),
     "atrepo_profile": (["--collection", PROFILE], PROFILE,
                        "atrepo.read_car(path, collections=[profile], mem_limit_mb=64).records"),
     "libipld_walk": ([], None, "libipld.decode_car + hand-written MST walk"),
@@ -338,23 +341,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{'1 warm-up' if not args.no_warmup else 'no warm-up'}; {meta['machine']['cpu']}, "
           f"{meta['machine']['cores']} cores, {meta['machine']['python']}", flush=True)
 
+    # every contender warms up, then the timed runs go round-robin (a, b, c, a, b, c, ...), so
+    # a change in the machine's load falls on all contenders alike rather than on one
+    if not args.no_warmup:
+        for name in names:
+            w = run_once(args.python, CONTENDERS_DIR / f"{name}.py", car, CONTENDERS[name][0], 0)
+            if w.get("error"):
+                print(f"  {name}: warm-up failed: {' | '.join(w['error'])}", flush=True)
+    runs_of: dict[str, list[dict]] = {name: [] for name in names}
+    for i in range(args.runs):
+        for name in names:
+            extra, coll, _desc = CONTENDERS[name]
+            expected = truth.get(coll, (0, hashlib.sha256(b"").hexdigest()))
+            r = run_once(args.python, CONTENDERS_DIR / f"{name}.py", car, extra, args.sample_ms)
+            ok, why = check(r["output"], expected)
+            r["correct"], r["problem"] = ok, why or r.get("error")
+            runs_of[name].append(r)
+            print(f"  {name} run {i + 1}: {r['wall_s']:.2f} s, {r['cpu_s']:.2f} s cpu, "
+                  f"{r['maxrss_mb']:.0f} MB{'' if ok else '  WRONG: ' + str(r['problem'])}",
+                  flush=True)
+
     results: list[dict] = []
     for name in names:
         extra, coll, desc = CONTENDERS[name]
-        script = CONTENDERS_DIR / f"{name}.py"
         expected = truth.get(coll, (0, hashlib.sha256(b"").hexdigest()))
-        runs = []
-        if not args.no_warmup:
-            w = run_once(args.python, script, car, extra, 0)
-            if w.get("error"):
-                print(f"  {name}: warm-up failed: {' | '.join(w['error'])}", flush=True)
-        for i in range(args.runs):
-            r = run_once(args.python, script, car, extra, args.sample_ms)
-            ok, why = check(r["output"], expected)
-            r["correct"], r["problem"] = ok, why or r.get("error")
-            runs.append(r)
-            print(f"  {name} run {i + 1}: {r['wall_s']:.2f} s, {r['maxrss_mb']:.0f} MB"
-                  f"{'' if ok else '  WRONG: ' + str(r['problem'])}", flush=True)
+        runs = runs_of[name]
         good = [r for r in runs if r["exit"] == 0]
 
         def med(key: str) -> float | None:

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
+from .. import _accel
 from ..cid import CID, raw_cid
 from ..errors import CarError
 from ._files import CHUNK, index_fd, open_file, read_range
@@ -241,6 +242,8 @@ def read_car(source: Source, mem_limit_mb: float = 64, *, verify_cids: bool = Tr
 
 def _from_buffer(buf: bytes, verify_cids: bool) -> CarFile:
     roots, pos = parse_header(buf, len(buf))
+    if _accel.accelerated:
+        return _accel.memory_car(roots, buf, pos, verify_cids=verify_cids)
     index = BlockIndex()
     frame_blocks(buf, pos, len(buf), 0, index, final=True)
     return CarFile(roots, index, buffer=buf, verify_cids=verify_cids, size=len(buf))
@@ -262,6 +265,10 @@ def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False,
                 os.unlink(path)
             else:
                 car.path, car.inode = path, os.fstat(fd).st_ino
+            return car
+        if _accel.accelerated:
+            car = _accel.mapped_car(fd, path, size, verify_cids=verify_cids, temp=temp)
+            car.inode = os.fstat(fd).st_ino
             return car
         roots, index = index_fd(fd, size)
         mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)

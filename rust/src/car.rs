@@ -28,7 +28,7 @@ pub struct Block {
 }
 
 /// The block index of one CAR; the bytes themselves are held by the caller.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Car {
     pub blocks: Vec<Block>,
     /// next block with the same key, in file order (NONE at the end of a chain)

@@ -56,6 +56,29 @@ enum Source {
 }
 
 impl Source {
+    /// `bytes` as they are, or a path mapped (its first `length` bytes when given).
+    fn open(source: &Bound<'_, PyAny>, length: Option<usize>) -> PyResult<Self> {
+        if let Ok(bytes) = source.cast::<PyBytes>() {
+            return Ok(Source::Bytes(bytes.clone().unbind()));
+        }
+        let Ok(path) = source.extract::<std::path::PathBuf>() else {
+            return Err(PyTypeError::new_err("source must be bytes or a path"));
+        };
+        let file = File::open(&path)
+            .map_err(|e| PyValueError::new_err(format!("cannot open {}: {e}", path.display())))?;
+        // SAFETY: the mapping is read-only and atrepo only ever appends to or replaces CAR
+        // files, never rewrites them in place; a file truncated by another program under a
+        // live mapping is beyond what any reader that maps files (the pure Python path's
+        // mmap included) can defend against.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| PyValueError::new_err(format!("cannot map {}: {e}", path.display())))?;
+        let size = length.unwrap_or(map.len());
+        if size > map.len() {
+            return Err(PyValueError::new_err("length is beyond the end of the file"));
+        }
+        Ok(Source::Mapped(map, size))
+    }
+
     fn slice<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
         match self {
             Source::Bytes(b) => b.as_bytes(py),
@@ -71,6 +94,18 @@ struct PyCar {
     car: car::Car,
 }
 
+impl PyCar {
+    /// Frame the blocks of `source` from `start` on into `car`.
+    fn framed(py: Python<'_>, source: Source, mut car: car::Car, start: usize) -> PyResult<Self> {
+        let buf = source.slice(py);
+        if start > buf.len() {
+            return Err(PyValueError::new_err("start is beyond the end of the CAR"));
+        }
+        py.detach(|| car.index(buf, start)).map_err(|f| raise(py, f))?;
+        Ok(PyCar { source, car })
+    }
+}
+
 #[pymethods]
 impl PyCar {
     /// Index the blocks of a CAR whose blocks start at `start`.
@@ -81,32 +116,20 @@ impl PyCar {
     #[pyo3(signature = (source, start, *, verify_cids = true, length = None))]
     fn new(py: Python<'_>, source: &Bound<'_, PyAny>, start: usize, verify_cids: bool,
            length: Option<usize>) -> PyResult<Self> {
-        let source = if let Ok(bytes) = source.cast::<PyBytes>() {
-            Source::Bytes(bytes.clone().unbind())
-        } else if let Ok(path) = source.extract::<std::path::PathBuf>() {
-            let file = File::open(&path)
-                .map_err(|e| PyValueError::new_err(format!("cannot open {}: {e}", path.display())))?;
-            // SAFETY: the mapping is read-only and the file is only ever appended to or
-            // replaced by atrepo (never rewritten in place); a file truncated by someone
-            // else under a live mapping is outside what any mmap reader (including the
-            // pure Python path's) can defend against.
-            let map = unsafe { Mmap::map(&file) }
-                .map_err(|e| PyValueError::new_err(format!("cannot map {}: {e}", path.display())))?;
-            let size = length.unwrap_or(map.len());
-            if size > map.len() {
-                return Err(PyValueError::new_err("length is beyond the end of the file"));
-            }
-            Source::Mapped(map, size)
-        } else {
-            return Err(PyTypeError::new_err("source must be bytes or a path"));
-        };
-        let mut car = car::Car::new(verify_cids);
-        let buf = source.slice(py);
-        if start > buf.len() {
-            return Err(PyValueError::new_err("start is beyond the end of the CAR"));
-        }
-        py.detach(|| car.index(buf, start)).map_err(|f| raise(py, f))?;
-        Ok(PyCar { source, car })
+        let source = Source::open(source, length)?;
+        Self::framed(py, source, car::Car::new(verify_cids), start)
+    }
+
+    /// This CAR with the blocks appended to its file (or bytes) since, up to `length`.
+    ///
+    /// For a file that only grows (a store pack): the blocks indexed so far stay as they
+    /// are and only the new tail is framed.
+    #[pyo3(signature = (source, *, length = None))]
+    fn extended(&self, py: Python<'_>, source: &Bound<'_, PyAny>, length: Option<usize>)
+                -> PyResult<Self> {
+        let indexed = self.source.slice(py).len();
+        let source = Source::open(source, length)?;
+        Self::framed(py, source, self.car.clone(), indexed)
     }
 
     /// Bytes in the CAR.
