@@ -1,0 +1,102 @@
+"""The Delta Lake operations atrepo uses, in one place: commit a batch to a table, read back.
+
+Every commit is tagged with its dataset version (see :mod:`atrepo.dataset._layout`), so
+that ``committed(path)`` tells which batches a table holds after any crash, and
+``table_version(path, n)`` finds the table's state at dataset version ``n``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, \
+    write_deltalake
+from deltalake.exceptions import DeltaError
+
+from ..errors import AtrepoError
+from ._layout import APP_ID, META_KEY, commit_meta, table_exists
+
+__all__ = ["commit", "committed", "history", "scan", "table_version"]
+
+# Parquet inside the tables: zstd, and row groups of a size analytics engines like (each
+# one a unit of parallel reading and of statistics-based skipping)
+_WRITER = WriterProperties(compression="ZSTD", max_row_group_size=128 * 1024)
+
+
+def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any],
+           replace: str | None, reset: bool = False,
+           partition_by: list[str] | None = None) -> None:
+    """Commit ``frame`` to the table at ``path`` as dataset version ``version``, atomically.
+
+    Args:
+        path: the table (created when absent).
+        frame: the rows to add.
+        version: the dataset version; recorded as the table's application transaction.
+        meta: atrepo's commit metadata (``version`` is set from ``version``).
+        replace: a predicate: rows matching it are removed in the same commit (every row
+            of ``frame`` must match it too); None adds only.
+        reset: replace every row of the table (``replace`` is then ignored).
+        partition_by: the partition columns, for a table being created.
+    """
+    properties = CommitProperties(
+        custom_metadata={META_KEY: json.dumps({**meta, "version": version})},
+        app_transactions=[Transaction(APP_ID, version)])
+    exists = table_exists(path)
+    mode: Any = "append"
+    predicate = None
+    if exists and reset:
+        mode = "overwrite"
+    elif exists and replace is not None:
+        mode, predicate = "overwrite", replace
+    try:
+        write_deltalake(path, frame, mode=mode, predicate=predicate,
+                        partition_by=partition_by if not exists or reset else None,
+                        schema_mode=None if not exists else "overwrite" if reset else "merge",
+                        writer_properties=_WRITER, commit_properties=properties)
+    except (DeltaError, OSError, ValueError) as exc:
+        msg = f"could not commit to the dataset table: {exc}"
+        raise AtrepoError(msg, path=path, version=version) from exc
+
+
+def committed(path: Path) -> int:
+    """The newest dataset version the table at ``path`` holds (-1: none, or no table)."""
+    if not table_exists(path):
+        return -1
+    version = DeltaTable(path).transaction_version(APP_ID)
+    return -1 if version is None else version
+
+
+def history(path: Path) -> list[tuple[int, int, int, dict[str, Any] | None]]:
+    """(table version, dataset version, timestamp ms, atrepo metadata) per commit, oldest first.
+
+    A commit atrepo did not make (a compaction run with deltalake directly) changes no
+    rows, so it belongs to the dataset version before it (metadata None).
+    """
+    entries = sorted(DeltaTable(path).history(), key=lambda e: int(e["version"]))
+    out: list[tuple[int, int, int, dict[str, Any] | None]] = []
+    current = -1
+    for entry in entries:
+        meta = commit_meta(entry)
+        if meta is not None:
+            current = int(meta["version"])
+        out.append((int(entry["version"]), current, int(entry["timestamp"]), meta))
+    return out
+
+
+def table_version(path: Path, version: int) -> int | None:
+    """The table's version at dataset version ``version``; None when it did not exist yet."""
+    if committed(path) <= version:
+        return None if not table_exists(path) else DeltaTable(path).version()
+    chosen = None
+    for table_v, dataset_v, _, _ in history(path):
+        if dataset_v <= version:
+            chosen = table_v
+    return chosen
+
+
+def scan(path: Path, version: int | None) -> pl.LazyFrame:
+    """The table at ``path`` as it was at table version ``version`` (None: the newest)."""
+    return pl.scan_delta(str(path), version=version)
