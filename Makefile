@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY_OK  := $(VENV)/.installed
 NODE_OK := atrepo/_reference/node_modules/.installed
+CORE_OK := $(VENV)/.core-built
+RUST_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml rust/Cargo.lock
 
 .PHONY: demo test bench lint clean
 
@@ -15,6 +17,13 @@ $(BIN)/python:
 $(PY_OK): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(CORE_OK)
+
+# the compiled core (atrepo._core, built from rust/ by setuptools-rust in the install above),
+# rebuilt when its sources change; without a Rust toolchain the build is skipped with a
+# warning and atrepo runs pure Python (ATREPO_PURE_PYTHON=1 forces that anyway)
+$(CORE_OK): $(RUST_SRC) | $(PY_OK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 # the reference implementation (@atproto/repo, @atproto/pds, dev-env), pinned by package-lock.json
@@ -24,13 +33,13 @@ $(NODE_OK): atrepo/_reference/package-lock.json atrepo/_reference/package.json
 
 # resolve, list_repos, get_repo, posts, new activity + diff, Parquet export, read back;
 # the sandbox is stopped at the end, also on errors (examples/demo.py)
-demo: $(PY_OK) $(NODE_OK)
+demo: $(PY_OK) $(CORE_OK) $(NODE_OK)
 	$(BIN)/python examples/demo.py
 
-test: $(PY_OK) $(NODE_OK)
+test: $(PY_OK) $(CORE_OK) $(NODE_OK)
 	$(BIN)/python -m pytest
 
-bench: $(PY_OK) $(NODE_OK)
+bench: $(PY_OK) $(CORE_OK) $(NODE_OK)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/make_corpus.py --sizes 10k,100k,1m
 	$(BIN)/python benchmarks/bench_read.py --size 1m
@@ -51,7 +60,7 @@ bench-diff: $(PY_OK) $(NODE_OK)
 	$(BIN)/python benchmarks/bench_diff.py --size 1m
 
 clean:
-	rm -rf $(VENV) atrepo/_reference/node_modules tests/fixtures/generated
+	rm -rf $(VENV) atrepo/_reference/node_modules tests/fixtures/generated rust/target atrepo/_core*.so
 
 # snap.table("app.bsky.feed.post") vs records.filter(...).select(json_decode(dtype=...)) on the
 # 1M-record corpus, cold (from read_car) and warm (records decoded); see docs/performance.md
