@@ -79,8 +79,12 @@ const datetime = () => {
 }
 const FORMATS = {
   datetime,
-  uri: () => `https://example.com/${s32(6)}`,
-  'at-uri': () => `at://${did()}/app.bsky.feed.post/${tid()}`,
+  uri: () => pick([`https://example.com/${s32(6)}`, 'https://example.com/café?q=1#x',
+    'mailto:someone@example.com', 'urn:isbn:0451450523', 'http://[::1]:8080/']),
+  'at-uri': () => pick([`at://${did()}/app.bsky.feed.post/${tid()}`,
+    `at://${handle()}/app.bsky.feed.post/${tid()}`, `at://${did()}`,
+    `at://${did()}/app.bsky.graph.list/${tid()}/`, `at://${did()}/app.bsky.feed.post/${tid()}#/text`,
+    `at://${did()}/com.example.thing/any~key?x=1`]),
   did,
   handle,
   'at-identifier': () => (chance(0.5) ? did() : handle()),
@@ -93,8 +97,10 @@ const FORMATS = {
 const BAD_FORMATS = {
   datetime: ['yesterday', '2023-13-01T00:00:00Z', '2023-02-30T00:00:00Z', '2023-01-01',
     '2023-01-01T25:61:00Z', '', '2023-01-01 00:00:00Z'],
-  uri: ['not a uri', '', 'https://exa mple.com'],
-  'at-uri': ['https://example.com', 'at://', 'not an at uri'],
+  uri: ['not a uri', '', 'https://exa mple.com', 'https:///x', 'ftp:'],
+  'at-uri': ['https://example.com', 'at://', 'not an at uri', 'at://did:plc:abc/notnsid',
+    'at://did:plc:abc/app.bsky.feed.post/x#frag', 'at://did:plc:abc/app.bsky.feed.post/é',
+    'at://bad handle/x'],
   did: ['did:', 'plc:abc', 'did:plc', 'DID:PLC:abc', ''],
   handle: ['-bad-.test', 'nodot', '', 'a..b'],
   'at-identifier': ['', 'not valid!', 'did:'],

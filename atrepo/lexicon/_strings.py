@@ -11,7 +11,10 @@ marks, controls and CR LF (emoji are approximated as the "So" category). (The re
 with the reference on which strings pass; it is looser than the atproto datetime syntax
 (:func:`atrepo.syntax.is_datetime`), e.g. it accepts a missing timezone.
 
-``is_bcp47`` is the reference's BCP 47 well-formedness pattern.
+``is_bcp47`` is the reference's BCP 47 well-formedness pattern; ``is_lexicon_uri`` and
+``is_lexicon_at_uri`` are the reference's ``uri`` and (non-strict) ``at-uri`` format checks,
+which are looser than the atproto syntax of :mod:`atrepo.syntax` (an AT-URI may end in a
+slash, a query or a JSON-pointer fragment; a URI may hold any non-space character).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["grapheme_len", "is_bcp47", "is_iso_datetime"]
+from .. import syntax
+
+__all__ = ["grapheme_len", "is_bcp47", "is_iso_datetime", "is_lexicon_at_uri", "is_lexicon_uri"]
 
 _ZWJ = 0x200D
 _EXTEND_CATEGORIES = frozenset({"Mn", "Me", "Mc"})
@@ -210,3 +215,27 @@ _BCP47 = re.compile(
 def is_bcp47(value: str) -> bool:
     """Whether the reference's BCP 47 pattern accepts ``value`` as a language tag."""
     return _BCP47.match(value) is not None
+
+
+_URI = re.compile(r"[A-Za-z0-9_]+:(?://)?[^\s/\ufeff][^\s\ufeff]*")
+_AT_URI_CHARS = re.compile(r"[a-zA-Z0-9._~:@!$&'()*+,;=%/\\\[\]#?-]*")
+_AT_URI = re.compile(r"at://(?P<authority>[^/?#\s]+)(?:/(?P<collection>[^/?#\s]+)"
+                     r"(?:/(?P<rkey>[^/?#\s]+))?)?/?(?:\?[^#\s]*)?(?:#(?P<hash>[^\s]*))?")
+_JSON_POINTER = re.compile(r"/[a-zA-Z0-9._~:@!$&')(*+,;=%\[\]/-]*")
+
+
+def is_lexicon_uri(value: str) -> bool:
+    """Whether the reference's ``uri`` format check accepts ``value``."""
+    return _URI.fullmatch(value) is not None
+
+
+def is_lexicon_at_uri(value: str) -> bool:
+    """Whether the reference's (non-strict) ``at-uri`` format check accepts ``value``."""
+    if len(value) > 8192 or _AT_URI_CHARS.fullmatch(value) is None:
+        return False
+    match = _AT_URI.fullmatch(value)
+    if match is None or not syntax.is_at_identifier(match["authority"]):
+        return False
+    if match["collection"] is not None and not syntax.is_nsid(match["collection"]):
+        return False
+    return match["hash"] is None or _JSON_POINTER.fullmatch(match["hash"]) is not None

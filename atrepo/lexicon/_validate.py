@@ -24,7 +24,8 @@ from typing import Any
 from .. import syntax
 from ..cid import CID
 from ._documents import Def, record_definition, resolve
-from ._strings import grapheme_len, is_bcp47, is_iso_datetime
+from ._strings import (grapheme_len, is_bcp47, is_iso_datetime, is_lexicon_at_uri,
+                       is_lexicon_uri)
 
 __all__ = ["validate_record"]
 
@@ -248,8 +249,8 @@ def _is_cid_string(value: str) -> bool:
 _FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
     "datetime": (is_iso_datetime,
                  "must be an valid atproto datetime (both RFC-3339 and ISO-8601)"),
-    "uri": (syntax.is_uri, "must be a uri"),
-    "at-uri": (lambda v: _COMMON_AT_URI.fullmatch(v) is not None or syntax.is_at_uri(v),
+    "uri": (is_lexicon_uri, "must be a uri"),
+    "at-uri": (lambda v: _COMMON_AT_URI.fullmatch(v) is not None or is_lexicon_at_uri(v),
                "must be a valid at-uri"),
     "did": (syntax.is_did, "must be a valid did"),
     "handle": (syntax.is_handle, "must be a valid handle"),
