@@ -53,8 +53,11 @@ const B32 = 'abcdefghijklmnopqrstuvwxyz234567'
 const TID_FIRST = '234567abcdefghij'
 const s32 = (n) => Array.from({ length: n }, () => pick([...B32])).join('')
 const tid = () => pick([...TID_FIRST]) + s32(12)
-const did = () => pick([`did:plc:${s32(24)}`, `did:web:host${int(0, 99)}.example.com`])
-const handle = () => `user${int(0, 9999)}.${pick(['test', 'bsky.social', 'example.com'])}`
+const did = () => pick([`did:plc:${s32(24)}`, `did:web:host${int(0, 99)}.example.com`,
+  'did:web:localhost%3A8080', 'did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme',
+  'did:example:a:b_c.d-e'])
+const handle = () => pick([`user${int(0, 9999)}.${pick(['test', 'bsky.social', 'example.com'])}`,
+  'Mixed-Case.Example.COM', 'xn--ls8h.example', `a.${'b'.repeat(63)}.org`, '0.example.io'])
 const cid = () => createCid(0x71, 0x12, bytes(32)).toString()
 const WORDS = ['hello', 'world', 'atproto', 'bluesky', 'olá', 'coração', 'データ', '日本語',
   'naïve', 'e\u0301', '🦋', '👍🏽', '👨‍👩‍👧', '🇫🇷', '한국어', 'Ωmega', 'ok', '#tag', 'https://x.y']
@@ -88,11 +91,12 @@ const FORMATS = {
   did,
   handle,
   'at-identifier': () => (chance(0.5) ? did() : handle()),
-  nsid: () => pick(['app.bsky.feed.post', 'com.example.thing', 'app.bsky.graph.follow']),
+  nsid: () => pick(['app.bsky.feed.post', 'com.example.thing', 'app.bsky.graph.follow',
+    'com.Example.UpperCase', 'net.users.bob.ping', 'a-0.b-1.c', 'cn.8.lex.stuff']),
   cid,
   language: () => pick(['en', 'pt-BR', 'ja', 'de', 'zh-Hant-TW', 'es-419', 'x-private']),
   tid,
-  'record-key': () => pick([tid(), 'self', 'a-b_c.d~e:f']),
+  'record-key': () => pick([tid(), 'self', 'a-b_c.d~e:f', '...', 'x'.repeat(512), '_']),
 }
 const BAD_FORMATS = {
   datetime: ['yesterday', '2023-13-01T00:00:00Z', '2023-02-30T00:00:00Z', '2023-01-01',
@@ -101,14 +105,17 @@ const BAD_FORMATS = {
   'at-uri': ['https://example.com', 'at://', 'not an at uri', 'at://did:plc:abc/notnsid',
     'at://did:plc:abc/app.bsky.feed.post/x#frag', 'at://did:plc:abc/app.bsky.feed.post/é',
     'at://bad handle/x'],
-  did: ['did:', 'plc:abc', 'did:plc', 'DID:PLC:abc', ''],
-  handle: ['-bad-.test', 'nodot', '', 'a..b'],
+  did: ['did:', 'plc:abc', 'did:plc', 'DID:PLC:abc', '', 'did:plc:abc:', 'did:plc:abc%',
+    'did:PLC:abc', 'did:plc:a b'],
+  handle: ['-bad-.test', 'nodot', '', 'a..b', 'user.123', `${'a'.repeat(64)}.test`, 'a_b.test',
+    'trailing.dot.'],
   'at-identifier': ['', 'not valid!', 'did:'],
-  nsid: ['notnsid', 'a..b.c', '1.2.3'],
+  nsid: ['notnsid', 'a..b.c', '1.2.3', 'com.example.with-hyphen', 'com.example.1digit',
+    'com.example', 'a.b.c.', `com.example.${'x'.repeat(64)}`],
   cid: ['notacid', '', 'bafy'],
   language: ['english!', '', '123', 'e'],
-  tid: ['3jzfcijpj2z2', 'short', 'AAAAAAAAAAAAA'],
-  'record-key': ['', '.', '..', 'has space', 'a/b'],
+  tid: ['3jzfcijpj2z2', 'short', 'AAAAAAAAAAAAA', 'kjzfcijpj2z2a', '3jzfcijpj2z2a1'],
+  'record-key': ['', '.', '..', 'has space', 'a/b', 'x'.repeat(513), 'a#b'],
 }
 
 // Generate a valid value for `def`; `nodes` collects [path, def] for the mutations.
