@@ -1,0 +1,276 @@
+"""atrepo.dataset: batches committed as versions, read back as lazy frames (no network)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+import pytest
+
+import atrepo
+from atrepo.dataset import CHANGES_SCHEMA, REPOS_SCHEMA, VERSIONS_SCHEMA, Batch, \
+    DatasetWriter, open_dataset
+from atrepo.frames import EXPORT_SCHEMA
+from atrepo.testing import make_repo_car
+
+A, B, C = ("did:plc:" + ch * 24 for ch in "abc")
+PDS = "http://127.0.0.1:1"
+POST, LIKE, OTHER = "app.bsky.feed.post", "app.bsky.feed.like", "app.example.thing"
+SUBJECT_CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+
+
+def post(text: str) -> dict[str, object]:
+    return {"$type": POST, "text": text, "createdAt": "2024-05-01T12:00:00.000Z"}
+
+
+def like(n: int) -> dict[str, object]:
+    return {"$type": LIKE, "createdAt": "2024-05-01T12:00:00.000Z",
+            "subject": {"uri": f"at://{C}/{POST}/3k{n:03d}", "cid": SUBJECT_CID}}
+
+
+def snap(did: str, records: dict[str, object], rev: str = "3kaaaaaaaaa22") -> atrepo.RepoSnapshot:
+    car, key = make_repo_car(records, did=did, rev=rev)
+    return atrepo.read_car(car, signing_key=key)
+
+
+def batch(*snaps: atrepo.RepoSnapshot) -> Batch:
+    out = Batch()
+    for s in snaps:
+        out.add_snapshot(s, pds=PDS, handle=f"{s.did[-3:]}.test")
+    return out
+
+
+def first(tmp_path, **kw) -> DatasetWriter:
+    """A dataset at version 0: A (2 posts, 1 like, 1 thing), B (1 post)."""
+    writer = DatasetWriter(tmp_path / "ds", **kw)
+    writer.commit(batch(
+        snap(A, {f"{POST}/3k001": post("a1"), f"{POST}/3k002": post("a2"),
+                 f"{LIKE}/3k003": like(1), f"{OTHER}/1": {"$type": OTHER, "n": 1}}),
+        snap(B, {f"{POST}/3k004": post("b1")})))
+    return writer
+
+
+def rows(frame: pl.LazyFrame, *cols: str) -> list[tuple[object, ...]]:
+    return sorted(frame.select(cols).collect().rows())
+
+
+def test_a_batch_is_one_version_with_records_repos_and_typed_tables(tmp_path):
+    with first(tmp_path):
+        pass
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.version == 0
+    records = ds.records.collect()
+    assert records.schema == EXPORT_SCHEMA and records.height == 5
+    assert set(records["pds"]) == {PDS} and records["verified"].all()
+    repos = ds.repos.collect()
+    assert repos.schema == REPOS_SCHEMA
+    assert rows(ds.repos, "did", "status", "records", "handle") == [
+        (A, "active", 4, "aaa.test"), (B, "active", 1, "bbb.test")]
+    assert repos.filter(pl.col("did") == A)["collections"].to_list() == [[LIKE, POST, OTHER]]
+    # typed tables: one per collection with a lexicon, with the declared schema
+    assert sorted(p.name for p in (tmp_path / "ds" / "tables").iterdir()) == [LIKE, POST]
+    posts = ds.table(POST).collect()
+    assert posts.schema == atrepo.lexicon_schema(POST)
+    assert sorted(posts["text"]) == ["a1", "a2", "b1"]
+    # a collection without a lexicon: inferred from the records
+    assert ds.table(OTHER).collect()["n"].to_list() == [1]
+    with pytest.raises(atrepo.AtrepoError, match="app.example.nothing"):
+        ds.table("app.example.nothing")
+    assert ds.collections == [LIKE, POST, OTHER]
+    assert ds.versions.schema == VERSIONS_SCHEMA
+    assert ds.versions.select("version", "added", "updated", "removed", "repos",
+                              "records").rows() == [(0, 2, 0, 0, 2, 5)]
+
+
+def test_records_are_delta_tables_any_reader_can_open(tmp_path):
+    with first(tmp_path):
+        pass
+    direct = pl.scan_delta(str(tmp_path / "ds" / "records")).collect()
+    assert direct.height == 5 and set(direct["collection"]) == {POST, LIKE, OTHER}
+    # few files: one per collection for the batch, not one per repository
+    files = list((tmp_path / "ds" / "records").glob("collection=*/*.parquet"))
+    assert len(files) == 3
+    # bookkeeping stays outside the tables
+    assert not list((tmp_path / "ds" / "records").glob("**/*.json*")) or all(
+        "_delta_log" in str(p) for p in (tmp_path / "ds" / "records").glob("**/*.json*"))
+
+
+def test_a_changed_repository_has_its_rows_replaced_and_others_stay(tmp_path):
+    with first(tmp_path) as writer:
+        assert writer.commit(batch(snap(A, {f"{POST}/3k001": post("a1 edited")},
+                                        rev="3kaaaaaaaaa33"))) == 1
+    ds = open_dataset(tmp_path / "ds")
+    assert rows(ds.records, "did", "collection", "rkey") == [
+        (A, POST, "3k001"), (B, POST, "3k004")]
+    assert sorted(ds.table(POST).collect()["text"]) == ["a1 edited", "b1"]
+    assert ds.table(LIKE).collect().height == 0   # A's like went with its old rows
+    assert ds.versions.select("added", "updated", "removed", "repos", "records").rows()[-1] \
+        == (0, 1, 0, 2, 2)
+    assert rows(ds.repos, "did", "rev") == [(A, "3kaaaaaaaaa33"), (B, "3kaaaaaaaaa22")]
+
+
+def test_removed_repositories_leave_the_latest_version_but_not_the_previous(tmp_path):
+    with first(tmp_path) as writer:
+        gone = Batch()
+        gone.add_removed(B, "takendown")
+        writer.commit(gone)
+    ds = open_dataset(tmp_path / "ds")
+    assert set(ds.records.collect()["did"]) == {A}
+    assert B not in set(ds.table(POST).collect()["did"])
+    assert rows(ds.repos.filter(pl.col("did") == B), "status", "records", "rev") == [
+        ("takendown", 0, None)]
+    before = ds.as_of(0)
+    assert B in set(before.records.collect()["did"])
+    assert B in set(before.table(POST).collect()["did"])
+    assert ds.versions["removed"].to_list() == [0, 1]
+    assert repr(ds).endswith("version 1: 1 repos, 4 records>")
+
+
+def test_a_failed_fetch_keeps_the_rows_and_records_the_error(tmp_path):
+    with first(tmp_path) as writer:
+        failed = Batch()
+        failed.add_failed(A, "TransportError: timed out")
+        failed.add_failed(C, "ResolutionError: no such DID")
+        writer.commit(failed)
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.records.collect().height == 5
+    assert rows(ds.repos, "did", "status", "error") == [
+        (A, "active", "TransportError: timed out"), (B, "active", None),
+        (C, None, "ResolutionError: no such DID")]
+    assert ds.versions.select("added", "updated", "removed").rows()[-1] == (0, 0, 0)
+
+
+def test_excluded_repositories_leave_no_trace_in_the_latest_version(tmp_path):
+    with first(tmp_path) as writer:
+        out = Batch()
+        out.add_excluded(A)
+        writer.commit(out)
+    ds = open_dataset(tmp_path / "ds")
+    assert A not in set(ds.repos.collect()["did"]) | set(ds.records.collect()["did"])
+    assert all(A not in set(ds.table(c).collect()["did"]) for c in (POST, LIKE))
+
+
+def test_a_batch_holds_each_repository_once(tmp_path):
+    twice = Batch()
+    twice.add_snapshot(snap(A, {f"{POST}/3k001": post("old")}), pds=PDS)
+    twice.add_snapshot(snap(A, {f"{POST}/3k001": post("new")}), pds=PDS)
+    assert (twice.repos, twice.rows) == (1, 1)
+    other = Batch()
+    other.add_removed(A, "deactivated")
+    twice.extend(other)
+    assert (twice.repos, twice.rows) == (1, 0)
+    assert repr(twice) == "<Batch 0 fetched, 1 removed, 0 failed, 0 excluded; 0 rows>"
+
+
+def test_resume_false_starts_afresh_and_keeps_the_history(tmp_path):
+    with first(tmp_path):
+        pass
+    with DatasetWriter(tmp_path / "ds", resume=False) as writer:
+        assert writer.known().height == 0   # everything is to be fetched again
+        writer.commit(batch(snap(B, {f"{POST}/3k009": post("b9")})))
+    ds = open_dataset(tmp_path / "ds")
+    assert rows(ds.records, "did", "rkey") == [(B, "3k009")]
+    assert ds.table(LIKE).collect().height == 0
+    assert rows(ds.repos, "did") == [(B,)]
+    assert ds.versions.select("operation", "added", "updated", "removed", "repos",
+                              "records").rows()[-1] == ("reset", 0, 1, 1, 1, 1)
+    assert ds.as_of(0).records.collect().height == 5
+
+
+def test_a_reset_that_finds_nothing_still_empties_the_dataset(tmp_path):
+    with first(tmp_path):
+        pass
+    with DatasetWriter(tmp_path / "ds", resume=False) as writer:
+        assert writer.finish() == 1
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.records.collect().height == 0 and ds.repos.collect().height == 0
+
+
+def test_a_new_export_of_nothing_is_an_empty_dataset(tmp_path):
+    with DatasetWriter(tmp_path / "ds") as writer:
+        assert writer.finish() == 0       # the tables, empty
+        assert writer.finish() is None    # nothing more to do
+        assert writer.commit(Batch()) is None
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.records.collect().schema == EXPORT_SCHEMA and ds.records.collect().height == 0
+    assert ds.collections == []
+
+
+def test_other_collections_than_the_datasets_are_refused_unless_starting_afresh(tmp_path):
+    with first(tmp_path, collections=[POST, LIKE]):
+        pass
+    with DatasetWriter(tmp_path / "ds", collections=[LIKE, POST, POST]):
+        pass   # the same filter, in another order
+    with pytest.raises(atrepo.AtrepoError, match="other collections") as caught:
+        DatasetWriter(tmp_path / "ds", collections=None)
+    assert caught.value.fields["dataset"] == f"{LIKE},{POST}"
+    assert caught.value.fields["asked"] == "all"
+    with DatasetWriter(tmp_path / "ds", collections=None, resume=False) as writer:
+        writer.finish()
+    with DatasetWriter(tmp_path / "ds"):   # the lock was released by the refusal too
+        pass
+
+
+def test_a_second_writer_is_refused_while_one_is_open(tmp_path):
+    with first(tmp_path):
+        with pytest.raises(atrepo.AtrepoError, match="another export") as caught:
+            DatasetWriter(tmp_path / "ds")
+        assert caught.value.fields["pid"].isdigit()
+    with DatasetWriter(tmp_path / "ds") as again:
+        assert again.version == 0
+
+
+def test_changes_since_a_version_are_the_diff_columns_plus_did(tmp_path):
+    with first(tmp_path) as writer:
+        writer.commit(batch(snap(A, {f"{POST}/3k001": post("a1 edited"),
+                                     f"{POST}/3k002": post("a2"),
+                                     f"{POST}/3k010": post("a10")}, rev="3kaaaaaaaaa33")))
+        gone = Batch()
+        gone.add_removed(B, "deleted")
+        writer.commit(gone)
+    ds = open_dataset(tmp_path / "ds")
+    changes = ds.changes(0).collect()
+    assert changes.schema == CHANGES_SCHEMA
+    assert changes.select("did", "collection", "rkey", "action").rows() == [
+        (A, LIKE, "3k003", "delete"), (A, POST, "3k001", "update"),
+        (A, POST, "3k010", "create"), (A, OTHER, "1", "delete"),
+        (B, POST, "3k004", "delete")]
+    update = changes.row(1, named=True)
+    assert '"a1 edited"' in update["record"] and '"a1"' in update["old_record"]
+    assert changes.row(4, named=True)["record"] is None
+    assert ds.changes(2).collect().height == 0
+    assert ds.as_of(1).changes(0).collect().height == 4   # B's delete came later
+
+
+def test_as_of_a_datetime_and_unknown_versions(tmp_path):
+    with first(tmp_path) as writer:
+        writer.commit(batch(snap(B, {f"{POST}/3k005": post("b5")}, rev="3kaaaaaaaaa33")))
+    ds = open_dataset(tmp_path / "ds")
+    stamps = ds.versions["timestamp"].to_list()
+    assert ds.as_of(stamps[0]).version == 0
+    assert ds.as_of(stamps[1] + timedelta(days=1)).version == 1
+    with pytest.raises(atrepo.AtrepoError, match="no version that old"):
+        ds.as_of(datetime(2000, 1, 1, tzinfo=timezone.utc))
+    with pytest.raises(atrepo.AtrepoError, match="no such dataset version"):
+        ds.as_of(7)
+    old = ds.as_of(0)
+    assert old.versions.height == 1 and rows(old.repos, "rev")[0] == ("3kaaaaaaaaa22",)
+
+
+def test_open_dataset_refuses_a_directory_without_one(tmp_path):
+    with pytest.raises(atrepo.AtrepoError, match="no atrepo dataset here"):
+        open_dataset(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(atrepo.AtrepoError, match="no atrepo dataset here"):
+        open_dataset(tmp_path / "empty")
+
+
+def test_the_reprs_say_what_the_version_holds_and_escape(tmp_path):
+    root = tmp_path / "<ds>"
+    writer = DatasetWriter(root)
+    writer.commit(batch(snap(A, {f"{POST}/3k001": post("a1")})), hosts=[PDS])
+    writer.close()
+    ds = open_dataset(root)
+    assert repr(ds) == f"<Dataset {root} version 0: 1 repos, 1 records>"
+    page = ds._repr_html_()
+    assert "&lt;ds&gt;" in page and "<ds>" not in page and PDS in page

@@ -1,0 +1,110 @@
+"""atrepo.dataset: a writer killed before or after any one table commit recovers exactly.
+
+The kill is simulated in-process at each Delta commit the writer makes (the lock is then
+released, as the kernel does for a dead process); a real SIGKILL of an export is in
+tests/client/test_export_crash.py. After each kill, a new writer recovers and the batch
+is committed again where it did not land, as an export's next run would; the dataset must
+then equal an uninterrupted run's, and every version in between must be consistent.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from atrepo.dataset import Batch, DatasetWriter, open_dataset
+from atrepo.dataset import _writer
+from test_dataset import LIKE, POST, A, B, C, batch, like, post, snap
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def _batches() -> list[Batch]:
+    one = batch(snap(A, {f"{POST}/3k001": post("a1"), f"{LIKE}/3k002": like(1)}),
+                snap(B, {f"{POST}/3k003": post("b1")}))
+    two = batch(snap(A, {f"{POST}/3k001": post("a1 edited")}, rev="3kaaaaaaaaa33"),
+                snap(C, {f"{LIKE}/3k004": like(2), f"{POST}/3k005": post("c1")}))
+    two.add_removed(B, "deactivated")
+    return [one, two]
+
+
+def _landed(writer: DatasetWriter, one: Batch) -> bool:
+    """Whether the dataset already reflects ``one`` (what an export's next run checks)."""
+    expected = one.repos_frame().select("did", "rev", "status").sort("did")
+    held = writer.known(sorted(one.dids)).select("did", "rev", "status").sort("did")
+    return held.equals(expected)
+
+
+def _state(root) -> dict[str, list[tuple[object, ...]]]:
+    ds = open_dataset(root)
+    return {"records": sorted(ds.records.drop("fetched_at").collect().rows()),
+            "repos": sorted(ds.repos.drop("fetched_at").collect().rows()),
+            **{c: sorted(ds.table(c).collect().rows()) for c in (POST, LIKE)}}
+
+
+def check_consistent(root) -> None:
+    """Every version: records agree with its repos rows, and typed tables with records."""
+    latest = open_dataset(root)
+    for version in latest.versions["version"]:
+        ds = latest.as_of(version)
+        records = ds.records.collect()
+        active = ds.repos.filter(pl.col("status") == "active").collect()
+        held = records.group_by("did", "rev").len().sort("did")
+        assert held.rows() == sorted(
+            (did, rev, n) for did, rev, n in active.select("did", "rev", "records").rows()
+            if n), f"version {version}: records disagree with repos"
+        for collection in (POST, LIKE):
+            typed = ds.table(collection).select("uri").collect()["uri"].sort()
+            assert typed.to_list() == records.filter(pl.col("collection") == collection)[
+                "uri"].sort().to_list(), f"version {version}: {collection} disagrees"
+
+
+def test_uninterrupted_run(tmp_path):
+    with DatasetWriter(tmp_path / "ds") as writer:
+        for one in _batches():
+            writer.commit(one)
+    check_consistent(tmp_path / "ds")
+    assert open_dataset(tmp_path / "ds").versions["version"].to_list() == [0, 1]
+
+
+COMMITS = 2 * (1 + 2 + 1)   # per batch: records, the post and like tables, repos
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-commit", "after-commit"])
+@pytest.mark.parametrize("kill_at", range(COMMITS))
+def test_a_kill_at_any_table_commit_recovers_to_the_same_dataset(tmp_path, monkeypatch,
+                                                                 kill_at, after):
+    batches = _batches()
+    with DatasetWriter(tmp_path / "clean") as writer:
+        for one in batches:
+            writer.commit(one)
+    expected = _state(tmp_path / "clean")
+
+    real = _writer._delta.commit
+    calls = []
+
+    def dying(*args, **kw):
+        calls.append(args[0])
+        if len(calls) - 1 == kill_at and not after:
+            raise Killed
+        real(*args, **kw)
+        if len(calls) - 1 == kill_at:
+            raise Killed
+
+    monkeypatch.setattr(_writer._delta, "commit", dying)
+    writer = DatasetWriter(tmp_path / "ds")
+    with pytest.raises(Killed):
+        for one in batches:
+            writer.commit(one)
+    writer._lock.release()   # the process died: the kernel drops its flock
+    monkeypatch.setattr(_writer._delta, "commit", real)
+
+    with DatasetWriter(tmp_path / "ds") as again:   # recovers, then the export's re-run
+        assert not (tmp_path / "ds" / "_atrepo" / "pending").exists()
+        for one in batches:
+            if not _landed(again, one):
+                again.commit(one)
+    assert _state(tmp_path / "ds") == expected
+    check_consistent(tmp_path / "ds")
