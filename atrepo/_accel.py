@@ -24,13 +24,15 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._text import preview
 from .cid import CID, cid_str
 from .errors import AtrepoError, CarError, DecodeError, MstError
 
 if TYPE_CHECKING:
     from ._corecar import CoreCarFile
 
-__all__ = ["accelerated", "byte_ranges", "call", "core", "mapped_car", "memory_car", "raised"]
+__all__ = ["accelerated", "byte_ranges", "call", "core", "error", "mapped_car", "memory_car",
+           "problems", "raised"]
 
 T = TypeVar("T")
 
@@ -73,18 +75,34 @@ def _key_text(key: bytes) -> str:
 _FIELD_TEXT: dict[str, Callable[[Any], Any]] = {
     "int": int,
     "text": str,
+    "float": float,
     "cid": _block_name,
     "node": _node_name,
     "cidtext": cid_str,
     "key": _key_text,
+    "preview": preview,
+    "preview50": lambda value: preview(value, 50),
 }
+
+Failure = tuple[str, str, list[tuple[str, str, Any]], "str | None"]
+
+
+def error(failure: Failure) -> AtrepoError:
+    """The AtrepoError of a core failure (kind, message, [(name, tag, value)], hint)."""
+    kind, message, fields, hint = failure
+    values = {name: _FIELD_TEXT[tag](value) for name, tag, value in fields}
+    return _KINDS[kind](message, hint=hint, **values)
 
 
 def raised(exc: BaseException) -> AtrepoError:
-    """The AtrepoError for a ``CoreError`` (kind, message, [(name, tag, value)], hint)."""
-    kind, message, fields, hint = exc.args
-    values = {name: _FIELD_TEXT[tag](value) for name, tag, value in fields}
-    return _KINDS[kind](message, hint=hint, **values)
+    """The AtrepoError for a raised ``CoreError`` (its args are the failure)."""
+    failure: Failure = exc.args  # type: ignore[assignment]
+    return error(failure)
+
+
+def problems(found: list[tuple[int, Failure]]) -> list[tuple[int, str]]:
+    """Record problems as (row, text), in the reference's words."""
+    return [(row, str(error(failure))) for row, failure in found]
 
 
 def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -21,7 +21,7 @@ pub const NAMES: [&str; 6] = ["did", "collection", "rkey", "uri", "cid", "record
 /// The six columns (in [`NAMES`] order) and the problems (row, text), in key order.
 pub struct Decoded {
     pub columns: Vec<ViewColumn>,
-    pub problems: Vec<(usize, String)>,
+    pub problems: Vec<(usize, CoreError)>,
 }
 
 /// An upper bound of the JSON text of a block of `n` bytes (the widest growth is a control
@@ -91,7 +91,7 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Resu
 /// What one thread decoded: its rows' texts, problems, and its first failing row.
 struct Part {
     column: ViewColumn,
-    problems: Vec<(usize, String)>,
+    problems: Vec<(usize, CoreError)>,
     failed: Option<(usize, CoreError)>,
 }
 
@@ -126,7 +126,7 @@ fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], 
                 let (b, end) = column.cursor();
                 column.push_written(i, b, start, end - start);
             }
-            Err(text) => problems.push((i, text)),
+            Err(problem) => problems.push((i, problem)),
         }
     }
     Part { column, problems, failed }

@@ -37,6 +37,12 @@ pub enum Field {
     CidText(Vec<u8>),
     /// an MST key, shown as the MST module shows keys (escaped, first 80 bytes)
     Key(Vec<u8>),
+    /// a value shown by the data model's bounded preview (`preview(value)`)
+    PreviewInt(i128),
+    /// a map key shown by the bounded preview, at most 50 characters
+    PreviewKey(Vec<u8>),
+    /// a float, shown as Python shows it
+    Float(f64),
 }
 
 /// A failure of the core, in the shape of an `AtrepoError`.

@@ -30,23 +30,32 @@ use crate::error::{CoreError as Failure, Field};
 
 create_exception!(_core, CoreError, PyException, "A failure of the core, as (kind, message, fields, hint).");
 
+/// A failure as the Python tuple (kind, message, [(name, tag, value)], hint).
+fn as_args<'py>(py: Python<'py>, failure: Failure) -> PyResult<Bound<'py, PyTuple>> {
+    let mut fields = Vec::with_capacity(failure.fields.len());
+    for (name, field) in failure.fields {
+        let (tag, value): (&str, Bound<'py, PyAny>) = match field {
+            Field::Int(v) => ("int", v.into_pyobject(py)?.into_any()),
+            Field::Text(t) => ("text", PyString::new(py, &t).into_any()),
+            Field::Cid(b) => ("cid", PyBytes::new(py, &b).into_any()),
+            Field::NodeName(b) => ("node", PyBytes::new(py, &b).into_any()),
+            Field::CidText(b) => ("cidtext", PyBytes::new(py, &b).into_any()),
+            Field::Key(b) => ("key", PyBytes::new(py, &b).into_any()),
+            Field::PreviewInt(v) => ("preview", v.into_pyobject(py)?.into_any()),
+            Field::PreviewKey(b) => ("preview50", PyBytes::new(py, &b).into_any()),
+            Field::Float(x) => ("float", x.into_pyobject(py)?.into_any()),
+        };
+        fields.push(PyTuple::new(py, [PyString::new(py, name).into_any(), PyString::new(py, tag).into_any(), value])?);
+    }
+    let fields = PyList::new(py, fields)?;
+    (failure.kind.name(), failure.message, fields, failure.hint).into_pyobject(py)
+}
+
 fn raise(py: Python<'_>, failure: Failure) -> PyErr {
-    let fields: Vec<(&str, &str, Py<PyAny>)> = failure
-        .fields
-        .into_iter()
-        .map(|(name, field)| {
-            let (tag, value): (&str, Py<PyAny>) = match field {
-                Field::Int(v) => ("int", v.into_pyobject(py).expect("int").into_any().unbind()),
-                Field::Text(t) => ("text", PyString::new(py, &t).into_any().unbind()),
-                Field::Cid(b) => ("cid", PyBytes::new(py, &b).into_any().unbind()),
-                Field::NodeName(b) => ("node", PyBytes::new(py, &b).into_any().unbind()),
-                Field::CidText(b) => ("cidtext", PyBytes::new(py, &b).into_any().unbind()),
-                Field::Key(b) => ("key", PyBytes::new(py, &b).into_any().unbind()),
-            };
-            (name, tag, value)
-        })
-        .collect();
-    CoreError::new_err((failure.kind.name(), failure.message, fields, failure.hint))
+    match as_args(py, failure) {
+        Ok(args) => CoreError::new_err(args.unbind()),
+        Err(err) => err,
+    }
 }
 
 /// The bytes of a CAR: a Python `bytes` object (immutable, kept alive here) or a mapped file.
@@ -209,8 +218,9 @@ impl PyTree {
         PyList::new(py, values)
     }
 
-    /// Decode every record: (columns for polars, [(row, problem text)]).
-    fn records(&self, py: Python<'_>, did: &str) -> PyResult<(RecordColumns, Vec<(usize, String)>)> {
+    /// Decode every record: (columns for polars, [(row, problem as CoreError args)]).
+    fn records<'py>(&self, py: Python<'py>, did: &str)
+                    -> PyResult<(RecordColumns, Vec<(usize, Bound<'py, PyTuple>)>)> {
         let this = self.car.get();
         let buf = this.source.slice(py);
         let leaves = &self.leaves;
@@ -218,7 +228,12 @@ impl PyTree {
             .detach(|| columns::decode_records(&this.car, buf, leaves, did))
             .map_err(|f| raise(py, f))?;
         let columns = RecordColumns { columns: Mutex::new(Some(decoded.columns)) };
-        Ok((columns, decoded.problems))
+        let problems = decoded
+            .problems
+            .into_iter()
+            .map(|(row, problem)| Ok((row, as_args(py, problem)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok((columns, problems))
     }
 }
 
@@ -250,14 +265,14 @@ impl RecordColumns {
     }
 }
 
-/// The JSON text of one record block, or the problem text the reference would report.
+/// The JSON text of one record block, or its problem (as CoreError args).
 #[pyfunction]
-fn record_json(py: Python<'_>, data: &[u8]) -> (Option<String>, Option<String>) {
+fn record_json<'py>(py: Python<'py>, data: &[u8])
+                    -> PyResult<(Option<String>, Option<Bound<'py, PyTuple>>)> {
     let mut out = Vec::with_capacity(data.len() * 2);
-    let result = py.detach(|| record::record_json(data, &mut out));
-    match result {
-        Ok(()) => (Some(String::from_utf8(out).unwrap_or_default()), None),
-        Err(text) => (None, Some(text)),
+    match py.detach(|| record::record_json(data, &mut out)) {
+        Ok(()) => Ok((Some(String::from_utf8(out).unwrap_or_default()), None)),
+        Err(problem) => Ok((None, Some(as_args(py, problem)?))),
     }
 }
 

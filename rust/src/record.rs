@@ -5,10 +5,12 @@
 //! types only when the block holds one of the bytes a float or a 64-bit integer head starts
 //! with (f9, fa, fb, 1b) and otherwise lets orjson refuse what it cannot write. Both find
 //! the same first offending value in the same traversal order; only the wording differs,
-//! and [`Violation::text`] reproduces whichever wording the reference would use.
+//! and [`Violation::error`] is the error the reference would raise (its values are put into
+//! words on the Python side, by the reference's own helpers).
 
 use crate::cbor::{self, DecodeFailure, Tags, Value};
-use crate::text::{bytes_repr, float_repr, push_base64, push_cid_str, push_json_str};
+use crate::error::{CoreError, Field};
+use crate::text::{push_base64, push_cid_str, push_json_str};
 
 /// The first value that the data model (or orjson) refuses.
 enum Violation<'a> {
@@ -19,44 +21,41 @@ enum Violation<'a> {
 }
 
 impl Violation<'_> {
-    fn text(&self, type_checked: bool) -> String {
+    fn error(&self, type_checked: bool) -> CoreError {
+        let undecodable = |detail: String| CoreError::decode("undecodable record").text("detail", detail);
         match (self, type_checked) {
-            (Violation::KeyNotText(key), true) => {
-                let shown: String = bytes_repr(key).chars().take(50).collect();
-                format!("map key is not a string; key={shown}")
-            }
-            (Violation::KeyNotText(_), false) => {
-                "undecodable record; detail=Dict key must be str".into()
-            }
+            (Violation::KeyNotText(key), true) => CoreError::decode("map key is not a string")
+                .with("key", Field::PreviewKey(key.to_vec())),
+            (Violation::KeyNotText(_), false) => undecodable("Dict key must be str".into()),
             (Violation::IntRange(v), true) => {
-                format!("integer outside the signed 64-bit range; value={v}")
+                CoreError::decode("integer outside the signed 64-bit range")
+                    .with("value", Field::PreviewInt(*v))
             }
-            (Violation::IntRange(_), false) => {
-                "undecodable record; detail=Integer exceeds 64-bit range".into()
+            (Violation::IntRange(_), false) => undecodable("Integer exceeds 64-bit range".into()),
+            (Violation::Float(x), _) => CoreError::decode("floats are not allowed in the atproto data model")
+                .with("value", Field::Float(*x)),
+            (Violation::Type(name), true) => {
+                CoreError::decode("type not allowed in DAG-CBOR").text("type", *name)
             }
-            (Violation::Float(x), _) => {
-                format!("floats are not allowed in the atproto data model; value={}", float_repr(*x))
-            }
-            (Violation::Type(name), true) => format!("type not allowed in DAG-CBOR; type={name}"),
             (Violation::Type(name), false) => {
-                format!("undecodable record; detail=Type is not JSON serializable: cbor2.{name}")
+                undecodable(format!("Type is not JSON serializable: cbor2.{name}"))
             }
         }
     }
 }
 
-/// The problem text of a block the decoder refused (`str()` of the reference's error).
-pub fn failure_text(failure: &DecodeFailure) -> String {
+/// The reference's error for a block the decoder refused.
+pub fn failure_error(failure: &DecodeFailure) -> CoreError {
     const HINT: &str = "DAG-CBOR allows only tag 42 (CID)";
     match failure {
         DecodeFailure::Malformed(detail) => {
             let detail: String = detail.chars().take(200).collect();
-            format!("undecodable record; detail={detail}")
+            CoreError::decode("undecodable record").text("detail", detail)
         }
-        DecodeFailure::StrictTag => format!("unsupported CBOR tag; {HINT}"),
-        DecodeFailure::Tag(n) => format!("unsupported CBOR tag; tag={n}; {HINT}"),
+        DecodeFailure::StrictTag => CoreError::decode("unsupported CBOR tag").hint(HINT),
+        DecodeFailure::Tag(n) => CoreError::decode("unsupported CBOR tag").int("tag", *n).hint(HINT),
         DecodeFailure::MalformedLink => {
-            "malformed CID link (tag 42 needs bytes with a 0x00 prefix)".into()
+            CoreError::decode("malformed CID link (tag 42 needs bytes with a 0x00 prefix)")
         }
     }
 }
@@ -67,17 +66,17 @@ fn type_checked(data: &[u8]) -> bool {
 }
 
 /// Append the JSON text of record block `data` to `out`; on failure leave `out` as it was
-/// and return the problem text.
-pub fn record_json(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let (value, _) = cbor::decode(data, Tags::Links).map_err(|f| failure_text(&f))?;
+/// and return the reference's error (the record's problem).
+pub fn record_json(data: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+    let (value, _) = cbor::decode(data, Tags::Links).map_err(|f| failure_error(&f))?;
     let is_dict = matches!(value, Value::Map(_) | Value::Link(_));
     if !is_dict || data.starts_with(&[0xd8, 0x2a]) {
-        return Err(format!("record is not a map; type={}", value.type_name()));
+        return Err(CoreError::decode("record is not a map").text("type", value.type_name()));
     }
     let start = out.len();
     if let Err(violation) = write_json(&value, out) {
         out.truncate(start);
-        return Err(violation.text(type_checked(data)));
+        return Err(violation.error(type_checked(data)));
     }
     Ok(())
 }

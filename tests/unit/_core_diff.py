@@ -140,7 +140,8 @@ def record_outcome(data: bytes) -> tuple[Outcome, Outcome]:
         ref = ("problem", without_detail(str(exc)))
     assert _accel.core is not None
     text, problem = _accel.core.record_json(data)
-    got: Outcome = ("json", text) if problem is None else ("problem", without_detail(problem))
+    got: Outcome = (("json", text) if problem is None
+                    else ("problem", without_detail(str(_accel.error(problem)))))
     return ref, got
 
 
@@ -175,7 +176,7 @@ def records_outcome(data: bytes, collections: Sequence[str] | None = None
         columns, problems = _accel.call(tree.records, commit[1].did)
         frame = pl.DataFrame(columns)
         return ("ok", frame["record"].to_list(), frame["cid"].to_list(),
-                [(i, without_detail(text)) for i, text in problems])
+                [(i, without_detail(text)) for i, text in _accel.problems(problems)])
     return expected, run(decode)
 
 
