@@ -133,8 +133,8 @@ def main() -> int:
                    f"-max_len={args.max_len}", "-timeout=10", "-rss_limit_mb=3072",
                    "-print_final_stats=1", *rest, str(corpus)],
                   lambda data: test_one_input(data, every))
-    print(json.dumps({"seeds": len(list(corpus.iterdir())), "runs": args.runs, "differential_every": every,
-                      "corpus": str(corpus)}), flush=True)
+    print(json.dumps({"seeds": len(list(corpus.iterdir())), "runs": args.runs,
+                      "differential_every": every, "corpus": str(corpus)}), flush=True)
     atheris.Fuzz()  # libFuzzer ends the process, printing "Done N runs in S second(s)"
     return 0
 
