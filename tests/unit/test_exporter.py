@@ -1,4 +1,7 @@
-"""atrepo.export: the dataset writer's invariants (see the module docstring), without a network."""
+"""atrepo.export (the Exporter and ExportReport): the dataset writer's invariants, no network.
+
+Named test_exporter so as not to share a module name with tests/client/test_export.py.
+"""
 
 from __future__ import annotations
 
