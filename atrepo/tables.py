@@ -485,7 +485,7 @@ def inferred_shape(texts: Iterable[str | None]) -> Shape:
         merged = found if merged is None else _unify(merged, found)
     if merged is None or merged.kind != "object":
         return Shape("object")
-    return merged
+    return _finish(merged)
 
 
 _NULL = Shape("null")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import atrepo
 from atrepo.frames import RECORDS_SCHEMA
@@ -24,7 +27,7 @@ def records(rows: list[tuple[str, str, Any]], did: str = DID) -> pl.DataFrame:
     """A ``records`` frame of (collection, rkey, record) rows; a str record is raw JSON."""
     return pl.DataFrame(
         [(did, c, r, f"at://{did}/{c}/{r}", CID,
-          v if isinstance(v, str) or v is None else orjson.dumps(v).decode())
+          v if isinstance(v, str) or v is None else json.dumps(v, ensure_ascii=False))
          for c, r, v in rows], schema=RECORDS_SCHEMA, orient="row")
 
 
@@ -230,3 +233,77 @@ def test_diff_table_types_the_changed_records(ref_small: Any) -> None:
         mine = changed.filter(action=action).drop("action", "old_cid")
         theirs = side.filter(pl.col("rkey").is_in(mine["rkey"].to_list()))
         assert mine.sort("rkey").equals(theirs.sort("rkey")), action
+
+
+# -- RepoSnapshot.table ---------------------------------------------------------------------
+
+def snapshot(records: dict[str, Any]) -> atrepo.RepoSnapshot:
+    from atrepo.testing import make_repo_car
+
+    car, _ = make_repo_car(records, did=DID)
+    return atrepo.read_car(car)
+
+
+def test_an_empty_repository_gives_the_declared_columns() -> None:
+    snap = snapshot({})
+    for collection in ("app.bsky.feed.post", "app.bsky.actor.profile"):
+        table = snap.table(collection)
+        assert table.height == 0 and table.schema == atrepo.lexicon_schema(collection)
+
+
+def test_snapshot_table_is_the_declared_table_every_call() -> None:
+    snap = atrepo.read_car(SAMPLE)
+    first = snap.table("app.bsky.feed.post")
+    assert first.schema == atrepo.lexicon_schema("app.bsky.feed.post")
+    assert all(snap.table("app.bsky.feed.post").equals(first) for _ in range(100))
+    assert first.equals(records_table(snap.records, "app.bsky.feed.post")[0])
+
+
+def test_snapshot_problems_name_the_field_and_records_keep_the_raw_json() -> None:
+    bad = like(createdAt="0001-01-01T00:00:00Z")
+    snap = snapshot({"app.bsky.feed.like/3kaaaaaaaaaa2": bad,
+                     "app.bsky.feed.like/3kaaaaaaaaaa3": like(),
+                     "app.bsky.feed.like/3kaaaaaaaaaa4": b"\xa1\x61"})  # not DAG-CBOR
+    table = snap.table("app.bsky.feed.like")
+    assert table["createdAt"].is_null().to_list() == [True, False, True]
+    problems = snap.problems
+    assert problems["rkey"].to_list() == ["3kaaaaaaaaaa4", "3kaaaaaaaaaa2"]
+    assert problems["error"][1].startswith("Record/createdAt: '0001-01-01T00:00:00Z'")
+    assert orjson.loads(snap.records["record"][0])["createdAt"] == "0001-01-01T00:00:00Z"
+
+
+def test_snapshot_table_of_an_unknown_collection_raises() -> None:
+    snap = atrepo.read_car(SAMPLE)
+    with pytest.raises(atrepo.AtrepoError, match="did you mean app.bsky.feed.post") as info:
+        snap.table("app.bsky.feed.posts")
+    assert "app.bsky.graph.follow" in str(info.value) and snap.did in str(info.value)
+
+
+# -- any JSON at all -------------------------------------------------------------------
+
+_KEYS = st.sampled_from(["text", "createdAt", "embed", "images", "image", "record", "uri",
+                         "cid", "$type", "facets", "index", "byteStart", "features",
+                         "subject", "langs", "reply", "root", "$link", "ref", "size",
+                         "mimeType", "avatar", "other"])
+_SCALARS = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.text(max_size=8)
+            | st.sampled_from(["app.bsky.embed.images", "app.bsky.embed.record", "blob", CID,
+                               "2024-01-01T00:00:00Z", "app.bsky.richtext.facet#tag"]))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_KEYS, inner, max_size=5), max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(bodies=st.lists(st.dictionaries(_KEYS, _JSON, max_size=6), min_size=1, max_size=4),
+       collection=st.sampled_from(["app.bsky.feed.post", "app.bsky.actor.profile",
+                                   "app.bsky.feed.like", "com.example.thing"]))
+def test_any_json_records_give_a_table_and_never_raise(bodies: list[dict[str, Any]],
+                                                       collection: str) -> None:
+    rows = [(collection, f"k{i}", {"$type": collection, **body})
+            for i, body in enumerate(bodies)]
+    frame = records(rows)
+    table, problems = records_table(frame, collection)
+    assert table.height == len(rows)
+    assert table.schema == table_schema(collection, frame)
+    if collection != "com.example.thing":
+        assert table.schema == atrepo.lexicon_schema(collection)
+    assert set(problems["rkey"]) <= set(table["rkey"])
