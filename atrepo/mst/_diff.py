@@ -61,12 +61,13 @@ def diff(blocks: BlockSource | RawBlockSource, old_root: CID | str | bytes,
         MstError: when a node that must be compared is missing or malformed.
 
     Example:
-        >>> from atrepo.cid import cid_for
         >>> from atrepo.mst import build
-        >>> old, old_blocks = build([("app.x/1", cid_for(b"1"))])
-        >>> new, new_blocks = build([("app.x/1", cid_for(b"2"))])
-        >>> [op[0] for op in diff({**old_blocks, **new_blocks}, old, new).record_ops]
-        ['app.x/1']
+        >>> from atrepo.cid import cid_for
+        >>> old, blocks = build([("app.x/1", cid_for(b"1"))])
+        >>> new, more = build([("app.x/1", cid_for(b"2")), ("app.x/2", cid_for(b"3"))])
+        >>> blocks.update(more)
+        >>> diff(blocks, old, new)
+        MstDiff(2 record ops, 1 nodes created, 1 deleted)
     """
     ops, created, deleted = diff_raw(fetcher(blocks), raw_cid(old_root), raw_cid(new_root))
     return MstDiff(

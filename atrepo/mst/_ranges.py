@@ -57,7 +57,7 @@ def in_ranges(key: bytes, ranges: ByteRanges) -> bool:
     return False
 
 
-def in_order(left: bytes | None, entries: list[Entry], here: Subtree, layer: int | None,
+def in_order(left: bytes | None, entries: Sequence[Entry], here: Subtree, layer: int | None,
              ranges: ByteRanges | None) -> Iterator[Subtree | Entry]:
     """Yield the node at ``here``'s pieces in key order: its subtrees and its entries.
 

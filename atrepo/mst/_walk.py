@@ -28,8 +28,8 @@ class Walker:
     """Walks one tree: fetches and checks nodes, remembers them, and collects leaves.
 
     The walk is a recursive in-order visit (depth is bounded by MAX_DEPTH) that appends to
-    two lists; this is markedly cheaper per leaf than a stack of tuples or nested
-    generators, and the walk is the hot path of reading a repository.
+    two lists, cheaper per leaf than a stack of tuples or a generator per level: the walk
+    is the hot path of reading a repository.
     """
 
     def __init__(self, fetch: Fetch, ranges: ByteRanges | None = None,
@@ -120,9 +120,8 @@ def walk(blocks: BlockSource | RawBlockSource, root: CID | str | bytes,
         MstError: when a node is missing or the tree breaks an invariant.
 
     Example:
-        >>> from atrepo.cid import cid_for
-        >>> from atrepo.mst import build
-        >>> root, blocks = build([("app.x/1", cid_for(b"\\xa0"))])
+        >>> import atrepo
+        >>> root, blocks = atrepo.mst.build([("app.x/1", atrepo.cid_for(b"\\xa0"))])
         >>> [key for key, _ in walk(blocks, root)]
         ['app.x/1']
     """

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cbor2
 import pytest
@@ -34,6 +34,7 @@ __all__ = ["DID", "HEIGHT0", "HEIGHT1", "KEY", "RECORD", "RECORD_CID", "Block", 
 
 
 DID = "did:plc:testtesttesttesttesttest"
+E = TypeVar("E", bound=AtrepoError)
 
 
 # --- reading and expecting errors --------------------------------------------------------------
@@ -62,14 +63,14 @@ def read_all(source: Any, **kwargs: Any) -> atrepo.RepoSnapshot:
     return snap
 
 
-def expect_error(kind: type[AtrepoError], func: Callable[[], Any],
-                 seconds: float = 20) -> AtrepoError:
+def expect_error(kind: type[E], func: Callable[[], Any], seconds: float = 20) -> E:
     """Run ``func``; it must raise an AtrepoError of exactly the class ``kind`` in time."""
     with time_limit(seconds):
         try:
             func()
         except AtrepoError as exc:
-            assert type(exc) is kind, f"expected {kind.__name__}, got {exc!r}"
+            assert isinstance(exc, kind) and type(exc) is kind, \
+                f"expected {kind.__name__}, got {exc!r}"
             assert str(exc)
             return exc
     pytest.fail(f"expected {kind.__name__}, but it succeeded")

@@ -41,11 +41,11 @@ def _check_truncated(layout: Layout, n: int) -> None:
     # cut exactly at a block boundary: the framing is fine but blocks are missing
     dropped = [b for b in layout.blocks if b.start >= n]
     if any(b.kind == "commit" for b in dropped):
-        err = expect_error(CarError, lambda: read_all(data))
-        assert err.cid == str(layout.commit)
+        no_commit = expect_error(CarError, lambda: read_all(data))
+        assert no_commit.cid == str(layout.commit)
     else:
-        err = expect_error(MstError, lambda: read_all(data))
-        assert err.cid in {str(b.cid) for b in dropped}
+        missing = expect_error(MstError, lambda: read_all(data))
+        assert missing.cid in {str(b.cid) for b in dropped}
 
 
 def test_truncate_every_offset_in_header_and_first_bytes(ref: Layout) -> None:

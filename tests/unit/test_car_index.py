@@ -7,7 +7,7 @@ from atrepo.cid import cid_for
 from atrepo.testing import encode_car
 
 
-def test_colliding_index_keys_are_told_apart():
+def test_colliding_index_keys_are_told_apart() -> None:
     """Two CIDs with the same last 7 bytes (forced) still resolve to their own blocks."""
     a, b = b"\xa1\x61\x61\x01", b"\xa1\x61\x61\x02"
     cid_a = cid_for(a)

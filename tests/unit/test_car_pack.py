@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import atrepo
@@ -11,7 +13,7 @@ from atrepo.testing import encode_car
 
 
 @pytest.mark.parametrize("mem_limit_mb", [64, 0])  # held in memory / mapped from the file
-def test_extend_indexes_what_was_appended(tmp_path, mem_limit_mb):
+def test_extend_indexes_what_was_appended(tmp_path: Path, mem_limit_mb: float) -> None:
     first, second = b"\xa1ab\x01", b"\xa1ab\x02"
     path = tmp_path / "grows.car"
     path.write_bytes(encode_car([cid_for(first)], [(bytes(cid_for(first)), first)]))

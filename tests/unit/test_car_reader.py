@@ -7,12 +7,14 @@ arrives), naming the offset.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from atrepo import car
 from atrepo._varint import encode_varint
 from atrepo.car import MAX_BLOCK_SIZE, CarReader
-from atrepo.cid import cid_for
+from atrepo.cid import CID, cid_for
 from atrepo.errors import CarError
 from atrepo.testing import encode_car
 
@@ -21,7 +23,7 @@ SMALL = encode_car([cid_for(BLOCKS[0])], [(bytes(cid_for(b)), b) for b in BLOCKS
 EXPECTED = [(cid_for(b), b) for b in BLOCKS]
 
 
-def _feed(data: bytes, size: int, reader: CarReader | None = None) -> list[tuple[object, bytes]]:
+def _feed(data: bytes, size: int, reader: CarReader | None = None) -> list[tuple[CID, bytes]]:
     reader = reader or CarReader()
     blocks = []
     for start in range(0, len(data), size):
@@ -43,7 +45,7 @@ def test_chunks_of_every_size_give_the_same_blocks(size: int) -> None:
     assert _feed(SMALL, size) == EXPECTED
 
 
-def test_a_reference_repository_in_odd_chunks(ref_small) -> None:
+def test_a_reference_repository_in_odd_chunks(ref_small: Any) -> None:
     data = ref_small.car.read_bytes()
     expected = list(car.read_car(data))
     assert len(expected) == ref_small.truth["block_count"]

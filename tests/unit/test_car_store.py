@@ -32,7 +32,7 @@ from _hostile import (
 )
 
 
-def test_roots_get_contains_len(ref_small):
+def test_roots_get_contains_len(ref_small: Any) -> None:
     carfile = car.read_car(ref_small.car)
     assert [str(r) for r in carfile.roots] == [ref_small.truth["commit_cid"]]
     assert len(carfile) == ref_small.truth["block_count"]
@@ -45,7 +45,7 @@ def test_roots_get_contains_len(ref_small):
     assert "blocks" in repr(carfile)
 
 
-def test_iteration_yields_every_block_verified(ref_small):
+def test_iteration_yields_every_block_verified(ref_small: Any) -> None:
     carfile = car.read_car(ref_small.car)
     seen = 0
     for cid, data in carfile:
@@ -56,7 +56,7 @@ def test_iteration_yields_every_block_verified(ref_small):
 
 
 @pytest.mark.parametrize("mem_limit_mb", [0, 0.01, 64])
-def test_sources_and_limits_agree(ref_small, mem_limit_mb):
+def test_sources_and_limits_agree(ref_small: Any, mem_limit_mb: float) -> None:
     data = ref_small.car.read_bytes()
     expected = dict(car.read_car(data))
     assert dict(car.read_car(ref_small.car, mem_limit_mb)) == expected
@@ -65,7 +65,7 @@ def test_sources_and_limits_agree(ref_small, mem_limit_mb):
     assert carfile.in_memory == (mem_limit_mb * (1 << 20) >= len(data))
 
 
-def test_spilled_stream_uses_and_removes_a_temp_file(ref_small):
+def test_spilled_stream_uses_and_removes_a_temp_file(ref_small: Any) -> None:
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "atrepo-*.car")))
     carfile = car.read_car(io.BytesIO(ref_small.car.read_bytes()), mem_limit_mb=0.01)
     assert not carfile.in_memory and carfile.path and os.path.exists(carfile.path)
@@ -78,7 +78,7 @@ def test_spilled_stream_uses_and_removes_a_temp_file(ref_small):
         carfile.get(carfile.roots[0])
 
 
-def test_verify_cids_off_returns_tampered_bytes():
+def test_verify_cids_off_returns_tampered_bytes() -> None:
     good = b"\xa1\x61\x61\x01"
     cid = cid_for(good)
     tampered = encode_car([cid], [(bytes(cid), b"\xa1\x61\x61\x02")])
@@ -87,13 +87,13 @@ def test_verify_cids_off_returns_tampered_bytes():
     assert car.read_car(tampered, verify_cids=False).get(cid) == b"\xa1\x61\x61\x02"
 
 
-def test_missing_file_names_the_path(tmp_path):
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(atrepo.CarError) as info:
         car.read_car(tmp_path / "nope.car")
     assert "nope.car" in str(info.value)
 
 
-def test_read_car_rejects_other_types():
+def test_read_car_rejects_other_types() -> None:
     with pytest.raises(TypeError):
         car.read_car(12345)  # type: ignore[arg-type]
 
@@ -184,7 +184,7 @@ def test_truncated_stream_is_a_car_error(ref_small: Any) -> None:
     data = ref_small.car.read_bytes()
     for n in (len(data) // 2 + 7, len(data) - 1):
         err = expect_error(CarError, lambda: read_all(io.BytesIO(data[:n]), mem_limit_mb=0.01))
-        assert err.offset is not None  # type: ignore[attr-defined]
+        assert err.offset is not None
 
 
 def test_corrupt_stream_spilled_is_still_verified(ref: Layout) -> None:

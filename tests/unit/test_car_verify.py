@@ -61,7 +61,7 @@ def test_flip_in_stored_cid_is_detected(ref: Layout, which: str) -> None:
 
 def test_flip_sweep_across_the_file(ref: Layout) -> None:
     """Flips spread over the whole file (outside stored CIDs, tested above) all fail."""
-    cid_bytes = set()
+    cid_bytes: set[int] = set()
     for b in ref.blocks:
         cid_bytes.update(range(b.cid_start, b.data_start))
     step = len(ref.data) // 300

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import atrepo
@@ -12,7 +14,7 @@ from _hostile import (
 )
 
 
-def test_build_gives_reference_root(ref_small, ref_p256):
+def test_build_gives_reference_root(ref_small: Any, ref_p256: Any) -> None:
     for ref, records, truth in ((ref_small, ref_small.records, ref_small.truth),
                                 (ref_small, ref_small.records2, ref_small.truth2),
                                 (ref_p256, ref_p256.records, ref_p256.truth)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from atrepo import car, cbor, mst
 from atrepo.cid import CID, cid_for
 from _hostile import (
@@ -9,7 +11,7 @@ from _hostile import (
 )
 
 
-def test_diff_equals_reference_diff(ref_small):
+def test_diff_equals_reference_diff(ref_small: Any) -> None:
     blocks = reference_blocks(ref_small.car, ref_small.car2)
     result = mst.diff(blocks, ref_small.truth["data_cid"], ref_small.truth2["data_cid"])
     expected = ref_small.diff
@@ -19,13 +21,13 @@ def test_diff_equals_reference_diff(ref_small):
     assert {str(c) for c in result.deleted_nodes} == set(expected["deleted_nodes"])
 
 
-def test_diff_skips_unchanged_subtrees(ref_small):
+def test_diff_skips_unchanged_subtrees(ref_small: Any) -> None:
     """Only nodes on changed paths are fetched: far fewer than the whole tree."""
     blocks = reference_blocks(ref_small.car, ref_small.car2)
-    fetched = []
+    fetched: list[CID] = []
 
-    class Counting(dict):
-        def get(self, cid, default=None):
+    class Counting(dict[CID, bytes]):
+        def get(self, cid: CID, default: Any = None) -> Any:
             fetched.append(cid)
             return super().get(cid, default)
 
@@ -38,16 +40,16 @@ def test_diff_skips_unchanged_subtrees(ref_small):
     assert len(fetched) < total_nodes
 
 
-def test_diff_of_identical_roots_is_empty(ref_small):
+def test_diff_of_identical_roots_is_empty(ref_small: Any) -> None:
     blocks = car.read_car(ref_small.car)
     result = mst.diff(blocks, ref_small.truth["data_cid"], ref_small.truth["data_cid"])
     assert result.record_ops == [] and not result.created_nodes and not result.deleted_nodes
 
 
-def test_diff_of_trees_whose_roots_are_empty_above_a_left_subtree():
+def test_diff_of_trees_whose_roots_are_empty_above_a_left_subtree() -> None:
     """A root with no entries, only a left link, sits one layer above its child."""
 
-    def wrapped(items):
+    def wrapped(items: Any) -> tuple[CID, dict[CID, bytes]]:
         root, blocks = mst.build(items)
         top = cbor.encode({"e": [], "l": root})
         return cid_for(top), {**blocks, cid_for(top): top}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from atrepo import car, cbor, mst
 from atrepo.cid import cid_for
 from atrepo.mst._ranges import Subtree, byte_ranges, in_order, in_ranges, overlaps
@@ -36,7 +38,7 @@ def test_interval_and_key_tests() -> None:
     assert byte_ranges(None) is None
 
 
-def test_a_filtered_walk_reads_only_what_it_needs(ref_small) -> None:
+def test_a_filtered_walk_reads_only_what_it_needs(ref_small: Any) -> None:
     blocks = car.read_car(ref_small.car)
     data_cid = cbor.decode(blocks.get(blocks.roots[0]))["data"]  # type: ignore[arg-type]
     fetched: list[bytes] = []

@@ -33,13 +33,13 @@ from _hostile import (
 )
 
 
-def test_walk_equals_reference_listing(ref_small):
+def test_walk_equals_reference_listing(ref_small: Any) -> None:
     blocks = car.read_car(ref_small.car)
     got = [(key, str(cid)) for key, cid in mst.walk(blocks, ref_small.truth["data_cid"])]
     assert got == [(f"{c}/{r}", cid) for c, r, cid in ref_small.records]
 
 
-def test_since_car_plus_old_blocks_is_complete(ref_small):
+def test_since_car_plus_old_blocks_is_complete(ref_small: Any) -> None:
     """getRepo?since= blocks over the previous snapshot's blocks give the new tree."""
     old = reference_blocks(ref_small.car)
     new = dict(old)

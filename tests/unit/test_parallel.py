@@ -60,7 +60,7 @@ def test_medium_path_corrupt_node(medium: Layout, tmp_path: Path) -> None:
     path.write_bytes(flip(medium.data, block.data_start + 5))
     err = expect_error(CarError, lambda: read_all(path), seconds=120)
     assert err.cid == str(block.cid)
-    assert err.offset == block.data_start  # type: ignore[attr-defined]
+    assert err.offset == block.data_start
 
 
 def test_medium_path_dropped_node(medium: Layout, tmp_path: Path) -> None:
@@ -88,8 +88,8 @@ def test_medium_path_corrupt_and_dropped_records(medium: Layout, tmp_path: Path)
     err = expect_error(CarError, lambda: read_all(path), seconds=120)
     assert err.cid == str(block.cid)
     path.write_bytes(drop(medium, records[-1]))
-    err = expect_error(MstError, lambda: read_all(path), seconds=120)
-    assert err.cid == str(records[-1].cid)
+    missing = expect_error(MstError, lambda: read_all(path), seconds=120)
+    assert missing.cid == str(records[-1].cid)
 
 
 def test_medium_path_truncated(medium: Layout, tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_medium_path_truncated(medium: Layout, tmp_path: Path) -> None:
     for n in (len(medium.data) // 2 + 3, len(medium.data) - 1):
         path.write_bytes(medium.data[:n])
         err = expect_error(CarError, lambda: read_all(path), seconds=120)
-        assert err.offset is not None  # type: ignore[attr-defined]
+        assert err.offset is not None
 
 
 # --- big malformed files, and the worker processes they involve --------------------------------
