@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .cid import CID, cid_for
     from .client import AsyncClient, Client
     from .identity import DidDocument, Identity
-    from ._flows.policy import RetryPolicy
+    from .retry import RetryPolicy
     from .models import Commit
     from .repos import RepoRef
     from .snapshot import RepoSnapshot
@@ -87,7 +87,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "cid_for": (".cid", "cid_for"),
     "Commit": (".models", "Commit"),
     "RepoRef": (".repos", "RepoRef"),
-    "RetryPolicy": ("._flows.policy", "RetryPolicy"),
+    "RetryPolicy": (".retry", "RetryPolicy"),
     "RepoSnapshot": (".snapshot", "RepoSnapshot"),
     "read_car": ("._read", "read_car"),
     "diff": ("._diff", "diff"),

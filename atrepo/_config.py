@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._flows.policy import RetryPolicy
+from .retry import RetryPolicy
 from .errors import AtrepoError
 
 __all__ = ["ClientConfig", "default_cache_dir"]

@@ -23,7 +23,7 @@ import polars as pl
 from ._config import ClientConfig
 from . import _flows as flows
 from ._flows.effects import Flow
-from ._flows.policy import RetryPolicy
+from .retry import RetryPolicy
 from .repos import RepoRef
 from ._io.store import dir_name
 from ._progress import Progress, progress

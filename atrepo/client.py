@@ -28,7 +28,7 @@ from ._bulk import ExportRun, FetchRun, Run, named
 from ._config import ClientConfig
 from ._flows import identity as identity_flows
 from ._flows.effects import Flow
-from ._flows.policy import RetryPolicy
+from .retry import RetryPolicy
 from ._io.dns import AsyncDnsResolver, AsyncSystemDnsResolver, DnsResolver, SystemDnsResolver
 from ._io.http import run_async, run_sync
 from ._io.limits import AsyncHostLimits, HostLimits

@@ -41,7 +41,7 @@ FLOWS = ["atrepo._flows", "atrepo._flows.effects", "atrepo._flows.policy", "atre
          "atrepo._flows.repo", "atrepo._flows.listing", "atrepo._flows.identity"]
 
 
-@pytest.mark.parametrize("module", [*FLOWS, "atrepo.identity", "atrepo.repos"])
+@pytest.mark.parametrize("module", [*FLOWS, "atrepo.identity", "atrepo.repos", "atrepo.retry"])
 def test_protocol_layer_loads_no_io_or_frames(module):
     # L1 flows plan requests and read responses; pydantic boundary models are allowed
     assert not _loaded_after_import(module) & {"polars", "httpx", "diskcache", "tqdm"}
@@ -58,7 +58,8 @@ def test_frames_layer_loads_no_network_code(module):
 
 
 @pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache", "atrepo._io.dns",
-                                    "atrepo._io.http", "atrepo._io.limits"])
+                                    "atrepo._io.http", "atrepo._io.limits",
+                                    "atrepo._io.decoding", "atrepo._io.deadline"])
 def test_io_never_imports_polars_or_frames(module):
     loaded = _modules_after_import(module)
     assert not {name for name in loaded if name.split(".")[0] == "polars"}
@@ -70,7 +71,7 @@ def test_import_atrepo_is_lazy():
 
 
 PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "crypto.py",
-              "models.py", "errors.py", "identity.py", "repos.py", "_flows/__init__.py",
+              "models.py", "errors.py", "identity.py", "repos.py", "retry.py", "_flows/__init__.py",
               "_flows/effects.py", "_flows/policy.py", "_flows/xrpc.py", "_flows/repo.py",
               "_flows/listing.py", "_flows/identity.py", "_text.py",
               # the CAR reader and its pure parts; _files, _store and _pack read files

@@ -4,25 +4,104 @@ Each page flow asks through the one retry loop, :func:`~atrepo._flows.xrpc.reque
 validates the page it gets (https://atproto.com/specs/sync): an entry whose DID is not DID
 syntax, or a page that is not the method's shape, is a :class:`TransportError` naming the
 host. :func:`walk_cursor` decides after each page whether paging goes on.
+
+A listing is bounded, whatever the host sends. The cursor a page flow returns is a
+:class:`PageCursor`: a ``str`` (so it is sent, saved and compared like any cursor) that also
+remembers the listing it belongs to, so that the next page flow asked with it can refuse
+
+* a cursor seen before in the same listing (A, B, A, B loops forever, and comparing with
+  the previous cursor alone only catches A, A);
+* a page holding more entries than the ``limit`` it was asked with;
+* more than ``max_pages`` pages or ``max_rows`` entries in one listing.
+
+Each ends in a :class:`TransportError` naming the host. A plain ``str`` cursor (one read
+back from a resume file) starts a new listing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
+from ..errors import TransportError
 from ..repos import Did, RepoRef
 from .effects import Flow, HttpResponse
-from .policy import RetryPolicy
+from ..retry import RetryPolicy
 from .xrpc import get_json, host_of, unexpected, validate, xrpc_error, xrpc_url
 
-__all__ = ["list_repos_by_collection_page", "list_repos_page", "walk_cursor"]
+__all__ = ["MAX_PAGES", "MAX_ROWS", "PageCursor", "list_repos_by_collection_page",
+           "list_repos_page", "walk_cursor"]
 
 _PAGE_BODY: Final = 16 << 20           # a listRepos page of 1000 entries is ~200 KB
 _MAX_LIST_LIMIT: Final = 1000          # com.atproto.sync.listRepos
 _MAX_COLLECTION_LIMIT: Final = 2000    # com.atproto.sync.listReposByCollection
 _NOT_IMPLEMENTED: Final = frozenset({"MethodNotImplemented", "XRPCNotSupported"})
+MAX_PAGES: Final = 1_000_000           # pages in one listing: a relay of 100M accounts
+                                       # lists in 100,000 full pages
+MAX_ROWS: Final = 100_000_000          # entries in one listing: 2.5x the whole network today
+
+
+@dataclass(slots=True)
+class _Trail:
+    """What one listing has seen so far: every cursor, and the pages and entries counted."""
+
+    host: str
+    seen: set[str] = field(default_factory=set)
+    pages: int = 0
+    rows: int = 0
+
+
+class PageCursor(str):
+    """A listing's cursor that remembers the listing: a ``str`` with a :class:`_Trail`.
+
+    A cursor belongs to one walk forward through one listing: asking again with an older
+    cursor of the same listing counts its later cursors as seen.
+    """
+
+    trail: _Trail
+
+    def __new__(cls, value: str, trail: _Trail) -> PageCursor:
+        cursor = super().__new__(cls, value)
+        cursor.trail = trail
+        return cursor
+
+
+def _trail(host: str, cursor: str | None) -> _Trail:
+    """Return the trail ``cursor`` carries, or a new one (a first page, or a resumed cursor)."""
+    if isinstance(cursor, PageCursor):
+        return cursor.trail
+    trail = _Trail(host_of(host))
+    if cursor:
+        trail.seen.add(cursor)
+    return trail
+
+
+def _next_cursor(trail: _Trail, page_cursor: str | None, rows: int, *, limit: int, url: str,
+                 max_pages: int, max_rows: int) -> PageCursor | None:
+    """Count a page of ``rows`` entries on ``trail``; return its cursor as a PageCursor.
+
+    Raises:
+        TransportError: the page holds more than ``limit`` entries, the listing passed
+            ``max_pages`` or ``max_rows``, or ``page_cursor`` was seen before in it.
+    """
+    host = trail.host
+    if rows > limit:
+        raise TransportError("listing page larger than the limit asked", url=url, host=host,
+                             limit=limit, rows=rows)
+    trail.pages += 1
+    trail.rows += rows
+    if trail.pages > max_pages or trail.rows > max_rows:
+        raise TransportError("listing too long", url=url, host=host, pages=trail.pages,
+                             rows=trail.rows, max_pages=max_pages, max_rows=max_rows)
+    if not page_cursor:
+        return None
+    if page_cursor in trail.seen:
+        raise TransportError("listing cursor repeated", url=url, host=host,
+                             cursor=page_cursor[:80], pages=trail.pages)
+    trail.seen.add(page_cursor)
+    return PageCursor(page_cursor, trail)
 
 
 class _ReposPage(BaseModel):
@@ -46,46 +125,56 @@ class _CollectionPage(BaseModel):
 
 
 def list_repos_page(host: str, *, cursor: str | None, limit: int = 1000,
-                    policy: RetryPolicy = RetryPolicy()
-                    ) -> Flow[tuple[list[RepoRef], str | None]]:
+                    policy: RetryPolicy = RetryPolicy(), max_pages: int = MAX_PAGES,
+                    max_rows: int = MAX_ROWS) -> Flow[tuple[list[RepoRef], str | None]]:
     """Fetch one page of ``com.atproto.sync.listRepos`` from ``host``.
 
     Args:
         host: the PDS or relay base URL.
-        cursor: the previous page's cursor, or None for the first page.
+        cursor: the previous page's cursor (a :class:`PageCursor` continues its listing), or
+            None for the first page.
         limit: repositories per page, clamped to 1..1000.
         policy: the retry budgets and delays.
+        max_pages: the most pages one listing may take.
+        max_rows: the most entries one listing may hold.
 
     Returns:
-        A flow whose value is ``(repos, cursor)``; feed the cursor to :func:`walk_cursor`
-        to decide whether to ask for another page.
+        A flow whose value is ``(repos, cursor)``, the cursor a :class:`PageCursor` or None;
+        feed it to :func:`walk_cursor` to decide whether to ask for another page.
 
     Raises:
         RateLimited: the host kept answering 429.
-        TransportError: an error status, or a reply that is not a valid page (named by host).
+        TransportError: an error status, a reply that is not a valid page, or a listing past
+            its bounds (see the module docstring); each names the host.
     """
-    url = xrpc_url(host, "com.atproto.sync.listRepos",
-                   limit=_clamp(limit, _MAX_LIST_LIMIT), cursor=cursor)
+    trail = _trail(host, cursor)
+    asked = _clamp(limit, _MAX_LIST_LIMIT)
+    url = xrpc_url(host, "com.atproto.sync.listRepos", limit=asked, cursor=cursor)
     response = yield from get_json(url, host=host_of(host), max_bytes=_PAGE_BODY,
                                    policy=policy)
     if not response.ok:
         raise unexpected(response, url)
     page = validate(_ReposPage, response, what="listRepos", url=url, host=host)
-    return list(page.repos), page.cursor or None
+    return list(page.repos), _next_cursor(trail, page.cursor, len(page.repos), limit=asked,
+                                          url=url, max_pages=max_pages, max_rows=max_rows)
 
 
 def list_repos_by_collection_page(
         host: str, collection: str, *, cursor: str | None, limit: int = 1000,
-        policy: RetryPolicy = RetryPolicy(),
+        policy: RetryPolicy = RetryPolicy(), max_pages: int = MAX_PAGES,
+        max_rows: int = MAX_ROWS,
 ) -> Flow[tuple[list[str], str | None] | None]:
     """Fetch one page of ``com.atproto.sync.listReposByCollection`` from ``host``.
 
     Args:
         host: the relay (or PDS) base URL.
         collection: the collection NSID.
-        cursor: the previous page's cursor, or None for the first page.
+        cursor: the previous page's cursor (a :class:`PageCursor` continues its listing), or
+            None for the first page.
         limit: DIDs per page, clamped to 1..2000.
         policy: the retry budgets and delays.
+        max_pages: the most pages one listing may take.
+        max_rows: the most entries one listing may hold.
 
     Returns:
         A flow whose value is ``(dids, cursor)``, or None when the host does not implement
@@ -94,10 +183,13 @@ def list_repos_by_collection_page(
 
     Raises:
         RateLimited: the host kept answering 429.
-        TransportError: another error status, or a reply that is not a valid page.
+        TransportError: another error status, a reply that is not a valid page, or a listing
+            past its bounds (see the module docstring).
     """
+    trail = _trail(host, cursor)
+    asked = _clamp(limit, _MAX_COLLECTION_LIMIT)
     url = xrpc_url(host, "com.atproto.sync.listReposByCollection", collection=collection,
-                   limit=_clamp(limit, _MAX_COLLECTION_LIMIT), cursor=cursor)
+                   limit=asked, cursor=cursor)
     response = yield from get_json(url, host=host_of(host), max_bytes=_PAGE_BODY,
                                    policy=policy)
     if _not_implemented(response):
@@ -106,7 +198,9 @@ def list_repos_by_collection_page(
         raise unexpected(response, url)
     page = validate(_CollectionPage, response, what="listReposByCollection", url=url,
                     host=host)
-    return [repo.did for repo in page.repos], page.cursor or None
+    return [repo.did for repo in page.repos], _next_cursor(
+        trail, page.cursor, len(page.repos), limit=asked, url=url, max_pages=max_pages,
+        max_rows=max_rows)
 
 
 def _not_implemented(response: HttpResponse) -> bool:
@@ -141,6 +235,7 @@ def walk_cursor(previous: str | None, page_cursor: str | None,
         ``(next_cursor, warning)``: the cursor to ask with next, or None to stop; and a
         warning to log when stopping early because the host misbehaved (a cursor that did
         not advance, or an empty page that still carries a cursor — both would loop forever).
+        The page flows already refuse any cursor their listing saw before.
 
     Example:
         >>> walk_cursor(None, "c1", 1000)

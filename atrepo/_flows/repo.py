@@ -16,7 +16,7 @@ from typing import Final
 
 from ..errors import RepoUnavailable
 from .effects import DEFAULT_DOWNLOAD_MAX_BYTES, ERROR_BODY_MAX, Flow, HttpDownload, HttpResponse
-from .policy import RetryPolicy
+from ..retry import RetryPolicy
 from .xrpc import get_json, host_of, json_body, malformed, request, unexpected, xrpc_error, xrpc_url
 
 __all__ = ["describe_repo", "get_latest_commit", "get_repo"]

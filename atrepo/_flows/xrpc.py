@@ -29,7 +29,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import RateLimited, ResponseTooLarge, TransportError
 from .effects import Flow, HttpDownload, HttpGet, HttpResponse, Sleep, expect
-from .policy import RETRY_STATUSES, Decision, RetryPolicy, decide, retry_after
+from ..retry import RetryPolicy
+from .policy import ASKED_TOO_LONG, RETRY_STATUSES, WAITED_TOO_LONG, Decision, decide, retry_after
 
 __all__ = [
     "JSON_HEADERS",
@@ -97,13 +98,18 @@ def request(effect_factory: Callable[[], _Request], *, host: str,
         non-retryable error status (4xx, 501, ...) for the caller to interpret.
 
     Raises:
-        RateLimited: the host answered 429 more often than ``policy.rate_limit_retries``.
+        RateLimited: the host answered 429 more often than ``policy.rate_limit_retries``,
+            asked to wait longer than ``policy.max_wait``, or the waits would pass
+            ``policy.max_total_wait``; it names the host, what the host asked
+            (``retry_after``) and which bound stopped us.
         TransportError: a body passed the effect's ``max_bytes`` (not retried: it would
             again), or transport failures or retryable statuses (5xx, 408, ...) outlasted
-            ``policy.retries``; it names the URL and the last reason.
+            ``policy.retries`` or ``policy.max_total_wait``; it names the URL and the last
+            reason.
     """
     attempt = 0
     limited = 0
+    waited = 0.0
     while True:
         effect = effect_factory()
         jitter = _jitter(effect.url, attempt + limited)
@@ -114,37 +120,52 @@ def request(effect_factory: Callable[[], _Request], *, host: str,
                 raise  # the same body would be too large again
             decision = decide(policy, outcome="transport", status=None, headers={},
                               attempt=attempt, rate_limited_so_far=limited, now=0.0,
-                              jitter=jitter)
+                              jitter=jitter, waited=waited)
             if not decision.retry:
-                raise _exhausted(effect.url, _reason(exc), attempt) from exc
+                raise _exhausted(effect.url, _reason(exc), attempt, decision, policy,
+                                 waited) from exc
         else:
             headers = dict(response.headers)
             now = _now(headers)
             decision = decide(policy, outcome="status" if response.status >= 400 else "ok",
                               status=response.status, headers=headers, attempt=attempt,
-                              rate_limited_so_far=limited, now=now, jitter=jitter)
+                              rate_limited_so_far=limited, now=now, jitter=jitter,
+                              waited=waited)
             if not decision.retry:
                 return _final(response, decision, url=effect.url, host=host, now=now,
-                              attempt=attempt)
+                              attempt=attempt, policy=policy, waited=waited)
         if decision.rate_limited:
             limited += 1
         else:
             attempt += 1
+        waited += decision.delay
         yield Sleep(decision.delay)
 
 
 def _final(response: HttpResponse, decision: Decision, *, url: str, host: str, now: float,
-           attempt: int) -> HttpResponse:
+           attempt: int, policy: RetryPolicy, waited: float) -> HttpResponse:
     """Return ``response`` when retrying would not change it; raise when budgets ran out."""
     if decision.rate_limited:
-        raise RateLimited("rate limited too often", host=host,
-                          retry_after=retry_after(dict(response.headers), now), url=url)
+        asked = retry_after(dict(response.headers), now)
+        if decision.reason == ASKED_TOO_LONG:
+            raise RateLimited("host asked to wait longer than max_wait", host=host,
+                              retry_after=asked, url=url, max_wait=policy.max_wait)
+        if decision.reason == WAITED_TOO_LONG:
+            raise RateLimited("rate limited longer than max_total_wait", host=host,
+                              retry_after=asked, url=url, waited=waited,
+                              max_total_wait=policy.max_total_wait)
+        raise RateLimited("rate limited too often", host=host, retry_after=asked, url=url)
     if response.status in RETRY_STATUSES:
-        raise _exhausted(url, f"status {response.status}", attempt)
+        raise _exhausted(url, f"status {response.status}", attempt, decision, policy, waited)
     return response
 
 
-def _exhausted(url: str, reason: str, attempt: int) -> TransportError:
+def _exhausted(url: str, reason: str, attempt: int, decision: Decision, policy: RetryPolicy,
+               waited: float) -> TransportError:
+    if decision.reason == WAITED_TOO_LONG:
+        return TransportError("request failed for longer than max_total_wait", url=url,
+                              reason=reason, attempts=attempt + 1, waited=waited,
+                              max_total_wait=policy.max_total_wait)
     return TransportError("request failed after retries", url=url, reason=reason,
                           attempts=attempt + 1)
 

@@ -11,12 +11,17 @@ Invariants:
   more (``Content-Length``) or streaming more is aborted and
   ``TransportError("response too large")`` is thrown into the flow. Error bodies (non-2xx)
   are truncated to the cap instead, since flows only glance at them.
-* An :class:`HttpDownload` streams a 2xx body into its file, counting the *decoded* bytes
-  (httpx inflates gzip), so a compression bomb is cut at ``max_bytes``; a download that
-  fails for any reason (too large, too slow, connection lost, cancelled) deletes its partial
-  file. A non-2xx download answers with the error body, capped at ``ERROR_BODY_MAX``, and
-  leaves the file untouched. Errors writing the file itself (``OSError``) are not network
+* Bodies are read raw and decoded by :mod:`atrepo._io.decoding`, which counts every
+  ``Content-Encoding`` layer's output as it is produced, so a compression bomb, stacked or
+  not, is cut at ``max_bytes`` (or by its ratio) with a few pieces in memory.
+* An :class:`HttpDownload` streams a 2xx body into its file; a download that fails for any
+  reason (too large, too slow, connection lost, cancelled) deletes its partial file. A
+  non-2xx download answers with the error body, capped at ``ERROR_BODY_MAX``, and leaves
+  the file untouched. Errors writing the file itself (``OSError``) are not network
   failures: they propagate unchanged, since retrying cannot help.
+* ``total_timeout`` bounds each whole response, connect and headers included
+  (:mod:`atrepo._io.deadline`): past it the request ends in
+  ``TransportError("response too slow")``.
 * A :class:`Sleep` is ``time.sleep`` / ``asyncio.sleep`` (or the ``sleep`` given, in tests);
   the flow gets None back.
 * Every httpx failure becomes a :class:`~atrepo.errors.TransportError` naming the URL and
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, Generic, TypeAlias, TypeVar
@@ -52,6 +57,8 @@ from .._flows.effects import (
     Sleep,
 )
 from ..errors import ResponseTooLarge, TransportError
+from .deadline import Clock, Deadline, guard, within
+from .decoding import ACCEPT_ENCODING, Decoder
 from .dns import AsyncDnsResolver, DnsResolver
 from .limits import AsyncHostLimits, HostLimits
 
@@ -59,7 +66,6 @@ __all__ = ["run_async", "run_sync"]
 
 T = TypeVar("T")
 Outcome: TypeAlias = Result | TransportError | DnsFailure
-Clock: TypeAlias = Callable[[], float]
 
 _REASON_MAX: Final = 200
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
@@ -68,135 +74,147 @@ _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 # -- body sinks ----------------------------------------------------------------------------
 
 
-class _Deadline:
-    """When one whole response must be done: ``total_timeout`` seconds on ``clock`` from now."""
+class _Sink:
+    """Where one response goes: its status and headers checked, its body decoded and kept.
 
-    def __init__(self, url: str, total_timeout: float | None, clock: Clock) -> None:
-        self._url = url
-        self._total_timeout = total_timeout
-        self._clock = clock
-        self._at = None if total_timeout is None else clock() + total_timeout
+    The body arrives raw (still content-encoded) through :meth:`feed` and is decoded by a
+    :class:`~atrepo._io.decoding.Decoder` under the cap that applies to the status: the
+    effect's ``max_bytes`` for a 2xx body (strict: passing it fails the response), a
+    truncation for an error body. Subclasses say what keeping a decoded piece means.
+    """
 
-    def check(self) -> None:
-        """Return while time is left.
+    follow_redirects = True
+
+    def __init__(self, url: str, deadline: Deadline) -> None:
+        self.url = url
+        self.deadline = deadline
+        self._decoder: Decoder | None = None
+        self._full = False
+
+    def start(self, response: httpx.Response) -> None:
+        """Check the status line and headers, before any body is read.
 
         Raises:
-            TransportError: the deadline passed ("response too slow").
+            TransportError: the response announces a body over its cap.
+            httpx.DecodingError: an encoding atrepo does not decode.
         """
-        if self._at is not None and self._clock() > self._at:
-            raise TransportError("response too slow", url=self._url,
-                                 total_timeout=self._total_timeout)
+        strict, cap = self._open(response)
+        declared = response.headers.get("content-length", "")
+        if strict and declared.isascii() and declared.isdigit() and int(declared) > cap:
+            raise ResponseTooLarge(self.url, max_bytes=cap)
+        # an in-memory response (httpx.MockTransport) was decoded by httpx when it was made
+        encoding = "" if response.is_stream_consumed else response.headers.get(
+            "content-encoding", "")
+        self._decoder = Decoder(encoding, url=self.url, max_bytes=cap, strict=strict)
+
+    def feed(self, raw: bytes) -> bool:
+        """Decode and keep ``raw``; return False once a truncated body is full.
+
+        Raises:
+            TransportError: the body passes its cap, or the deadline passed.
+            httpx.DecodingError: the body is not what its encoding says.
+        """
+        self.deadline.check()
+        assert self._decoder is not None, "start() comes first"
+        return self._keep_all(self._decoder.feed(raw))
+
+    def response(self, response: httpx.Response) -> HttpResponse:
+        """Finish the body (decoders flushed unless it was cut); return the answer."""
+        assert self._decoder is not None, "start() comes first"
+        if not self._full:
+            self._keep_all(self._decoder.flush())
+        headers = {key.lower(): value for key, value in response.headers.items()}
+        return HttpResponse(status=response.status_code, headers=headers, body=self._body(),
+                            url=str(response.url))
+
+    def _keep_all(self, pieces: Iterator[bytes]) -> bool:
+        for piece in pieces:
+            if not self._keep(piece):
+                self._full = True
+                return False
+        return True
+
+    def _open(self, response: httpx.Response) -> tuple[bool, int]:
+        """Get ready for ``response``'s body; return (strict, cap) for it."""
+        raise NotImplementedError
+
+    def _keep(self, piece: bytes) -> bool:
+        """Keep a decoded piece; False once a truncated body is full."""
+        raise NotImplementedError
+
+    def _body(self) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the sink holds (see subclasses)."""
 
 
-class _Body:
-    """Collects a response body under the effect's ``max_bytes`` and a deadline."""
+class _Body(_Sink):
+    """Collects a body in memory: a 2xx body whole under ``max_bytes``, others truncated."""
 
-    def __init__(self, effect: HttpGet, deadline: _Deadline) -> None:
-        self._effect = effect
-        self._deadline = deadline
+    def __init__(self, effect: HttpGet, deadline: Deadline) -> None:
+        super().__init__(effect.url, deadline)
+        self._max_bytes = effect.max_bytes
         self._chunks: list[bytes] = []
         self._size = 0
         self._strict = True
         self.follow_redirects = effect.follow_redirects
 
-    def start(self, response: httpx.Response) -> None:
-        """Check the status line and headers before reading.
-
-        Raises:
-            TransportError: a 2xx response announces more than ``max_bytes``.
-        """
+    def _open(self, response: httpx.Response) -> tuple[bool, int]:
         self._strict = response.is_success
-        declared = response.headers.get("content-length", "")
-        if self._strict and declared.isdigit() and int(declared) > self._effect.max_bytes:
-            raise self._too_large()
+        return self._strict, self._max_bytes
 
-    def add(self, chunk: bytes) -> bool:
-        """Keep ``chunk``; return False once a truncated (non-2xx) body is full.
-
-        Raises:
-            TransportError: a 2xx body passes ``max_bytes``, or the deadline passed.
-        """
-        self._deadline.check()
-        room = self._effect.max_bytes - self._size
-        if len(chunk) > room:
+    def _keep(self, piece: bytes) -> bool:
+        room = self._max_bytes - self._size
+        if len(piece) > room:
             if self._strict:
-                raise self._too_large()
-            chunk = chunk[:room]
-        self._chunks.append(chunk)
-        self._size += len(chunk)
+                raise ResponseTooLarge(self.url, max_bytes=self._max_bytes)
+            piece = piece[:room]
+        self._chunks.append(piece)
+        self._size += len(piece)
         # a 2xx body is read to its end, so that one byte too many is noticed
-        return self._strict or self._size < self._effect.max_bytes
+        return self._strict or self._size < self._max_bytes
 
-    def response(self, response: httpx.Response) -> HttpResponse:
-        """Return the collected :class:`HttpResponse`."""
-        headers = {key.lower(): value for key, value in response.headers.items()}
-        return HttpResponse(status=response.status_code, headers=headers,
-                            body=b"".join(self._chunks), url=str(response.url))
-
-    def close(self) -> None:
-        """Nothing to release: the body is in memory."""
-
-    def _too_large(self) -> TransportError:
-        return ResponseTooLarge(self._effect.url, max_bytes=self._effect.max_bytes)
+    def _body(self) -> bytes:
+        return b"".join(self._chunks)
 
 
-class _Download:
-    """Streams a 2xx body into the effect's file under ``max_bytes`` and the deadline.
+class _Download(_Sink):
+    """Streams a 2xx body into the effect's file under ``max_bytes``.
 
     A non-2xx body goes to a :class:`_Body` capped at ``ERROR_BODY_MAX`` instead, and the
     file is not opened. :meth:`close` deletes the file unless :meth:`response` completed.
     """
 
-    def __init__(self, effect: HttpDownload, deadline: _Deadline) -> None:
+    def __init__(self, effect: HttpDownload, deadline: Deadline) -> None:
+        super().__init__(effect.url, deadline)
         self._effect = effect
-        self._deadline = deadline
         self._error_body = _Body(HttpGet(effect.url, max_bytes=ERROR_BODY_MAX), deadline)
         self._file: BinaryIO | None = None
-        self.follow_redirects = True
         self._size = 0
         self._done = False
 
-    def start(self, response: httpx.Response) -> None:
-        """Check the status line and headers; open the file for a 2xx response.
-
-        Raises:
-            TransportError: a 2xx response announces more than ``max_bytes``.
-            OSError: the file cannot be created.
-        """
+    def _open(self, response: httpx.Response) -> tuple[bool, int]:
         if not response.is_success:
-            self._error_body.start(response)  # lenient for non-2xx: never raises
-            return
-        declared = response.headers.get("content-length", "")
-        identity = response.headers.get("content-encoding", "identity") == "identity"
-        if identity and declared.isdigit() and int(declared) > self._effect.max_bytes:
-            raise self._too_large()
-        self._file = open(self._effect.path, "wb")  # closed by close() or response()
+            return self._error_body._open(response)
+        self._file = open(self._effect.path, "wb")  # closed by close() or _body()
+        return True, self._effect.max_bytes
 
-    def add(self, chunk: bytes) -> bool:
-        """Write (or, for an error body, keep) ``chunk``; False once an error body is full.
-
-        Raises:
-            TransportError: the decoded body passes ``max_bytes``, or the deadline passed.
-            OSError: the file cannot be written.
-        """
+    def _keep(self, piece: bytes) -> bool:
         if self._file is None:
-            return self._error_body.add(chunk)
-        self._deadline.check()
-        self._size += len(chunk)
+            return self._error_body._keep(piece)
+        self._size += len(piece)
         if self._size > self._effect.max_bytes:
-            raise self._too_large()
-        self._file.write(chunk)
+            raise ResponseTooLarge(self.url, max_bytes=self._effect.max_bytes)
+        self._file.write(piece)
         return True
 
-    def response(self, response: httpx.Response) -> HttpResponse:
-        """Finish the file; return the :class:`HttpResponse` (``body=b""`` for 2xx)."""
+    def _body(self) -> bytes:
         if self._file is None:
-            return self._error_body.response(response)
+            return self._error_body._body()
         self._file.close()
         self._done = True
-        headers = {key.lower(): value for key, value in response.headers.items()}
-        return HttpResponse(status=response.status_code, headers=headers, body=b"",
-                            url=str(response.url))
+        return b""  # the data is in the file
 
     def close(self) -> None:
         """Close the file and, unless the download completed, delete it."""
@@ -204,9 +222,6 @@ class _Download:
             return
         self._file.close()
         Path(self._effect.path).unlink(missing_ok=True)
-
-    def _too_large(self) -> TransportError:
-        return ResponseTooLarge(self._effect.url, max_bytes=self._effect.max_bytes)
 
 
 # -- fetching ------------------------------------------------------------------------------
@@ -230,29 +245,58 @@ def _transport_failure(url: str, exc: Exception) -> TransportError:
     return failure
 
 
-def _sink(effect: HttpGet | HttpDownload, total_timeout: float | None,
-          clock: Clock) -> _Body | _Download:
+def _failure(sink: _Sink, exc: Exception) -> TransportError:
+    """The TransportError for an httpx failure: "response too slow" once past the deadline."""
+    if isinstance(exc, httpx.TimeoutException) and sink.deadline.passed():
+        failure = sink.deadline.error()
+        failure.__cause__ = exc
+        return failure
+    return _transport_failure(sink.url, exc)
+
+
+def _sink(effect: HttpGet | HttpDownload, total_timeout: float | None, clock: Clock) -> _Sink:
     """Where a response body goes: memory (HttpGet) or the effect's file (HttpDownload)."""
-    deadline = _Deadline(effect.url, total_timeout, clock)
+    deadline = Deadline(effect.url, total_timeout, clock)
     if isinstance(effect, HttpGet):
         return _Body(effect, deadline)
     return _Download(effect, deadline)
 
 
+def _headers(effect: HttpGet | HttpDownload) -> dict[str, str]:
+    """The request headers: only the encodings :mod:`.decoding` undoes, then the effect's."""
+    return {"accept-encoding": ACCEPT_ENCODING, **dict(effect.headers)}
+
+
+def _raw_sync(response: httpx.Response) -> Iterator[bytes]:
+    """The body as it came off the wire (or, made in memory, as it was made)."""
+    return iter((response.content,)) if response.is_stream_consumed else response.iter_raw()
+
+
+async def _raw_async(response: httpx.Response) -> AsyncIterator[bytes]:
+    """:func:`_raw_sync` for an async response."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for raw in response.aiter_raw():
+        yield raw
+
+
 def _fetch_sync(http: httpx.Client, effect: HttpGet | HttpDownload,
                 total_timeout: float | None, clock: Clock) -> HttpResponse | TransportError:
     """GET the effect's URL into its sink; a failure is returned (to be thrown), not raised."""
+    guard(http)
     sink = _sink(effect, total_timeout, clock)
     try:
-        with http.stream("GET", effect.url, headers=effect.headers,
-                         follow_redirects=sink.follow_redirects) as response:
+        with within(sink.deadline), http.stream(
+                "GET", effect.url, headers=_headers(effect),
+                follow_redirects=sink.follow_redirects) as response:
             sink.start(response)
-            for chunk in response.iter_bytes():
-                if not sink.add(chunk):
+            for raw in _raw_sync(response):
+                if not sink.feed(raw):
                     break
             return sink.response(response)
     except _HTTPX_ERRORS as exc:
-        return _transport_failure(effect.url, exc)
+        return _failure(sink, exc)
     except TransportError as exc:  # too large or too slow
         return exc
     finally:
@@ -262,17 +306,19 @@ def _fetch_sync(http: httpx.Client, effect: HttpGet | HttpDownload,
 async def _fetch_async(http: httpx.AsyncClient, effect: HttpGet | HttpDownload,
                        total_timeout: float | None, clock: Clock) -> HttpResponse | TransportError:
     """_fetch_sync with httpx.AsyncClient."""
+    guard(http)
     sink = _sink(effect, total_timeout, clock)
     try:
-        async with http.stream("GET", effect.url, headers=effect.headers,
-                               follow_redirects=sink.follow_redirects) as response:
-            sink.start(response)
-            async for chunk in response.aiter_bytes():
-                if not sink.add(chunk):
-                    break
-            return sink.response(response)
+        with within(sink.deadline):
+            async with http.stream("GET", effect.url, headers=_headers(effect),
+                                   follow_redirects=sink.follow_redirects) as response:
+                sink.start(response)
+                async for raw in _raw_async(response):
+                    if not sink.feed(raw):
+                        break
+                return sink.response(response)
     except _HTTPX_ERRORS as exc:
-        return _transport_failure(effect.url, exc)
+        return _failure(sink, exc)
     except TransportError as exc:
         return exc
     finally:

@@ -4,9 +4,11 @@
 a status, headers, and a body given whole or as an iterable of chunks (a generator may
 sleep between them, to play a slow host). It counts the requests in flight, and with
 ``gather=n`` holds each request until ``n`` are in flight together, so tests can check how
-many a client sends at once without depending on timing. ``tls_contexts(names)`` makes a
-throwaway CA and a certificate for ``names``, so the same server can speak HTTPS to a client
-that trusts only that CA.
+many a client sends at once without depending on timing. ``RawServer(respond)`` hands each
+connection's socket to ``respond`` after reading the request head, for replies no HTTP
+server library would send (a status line and headers trickled a byte at a time).
+``tls_contexts(names)`` makes a throwaway CA and a certificate for ``names``, so the same
+server can speak HTTPS to a client that trusts only that CA.
 
 Imported by the test modules of this directory (pytest puts it on ``sys.path``). Nothing
 here leaves loopback: the server binds 127.0.0.1 and port 0.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import tempfile
 import threading
@@ -29,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["LoopbackServer", "Reply", "Route", "tls_contexts"]
+__all__ = ["LoopbackServer", "RawServer", "Reply", "Route", "tls_contexts"]
 
 Reply = tuple[int, dict[str, str], bytes | Iterable[bytes]]
 Route = Callable[[str], Reply]
@@ -92,6 +95,62 @@ class LoopbackServer:
         # request before it has this reply, so the count never overstates concurrency.
         with self._changed:
             self.in_flight -= 1
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads each request head and hands the socket on.
+
+    Args:
+        respond: called with the connection and the request head (bytes up to the blank
+            line), in a thread of its own; it writes whatever it likes and returns, and the
+            connection is then closed.
+    """
+
+    def __init__(self, respond: Callable[[socket.socket, bytes], None]) -> None:
+        self.respond = respond
+        self.heads: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.port: int = self._sock.getsockname()[1]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name=f"raw-{self.port}")
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:{port}``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                head += data
+            self.heads.append(head)
+            try:
+                self.respond(conn, head)
+            except OSError:
+                pass  # the client gave up (a deadline or a size cap): what such tests want
 
 
 def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from atrepo._flows.effects import HttpResponse
-from atrepo._flows.listing import list_repos_by_collection_page, list_repos_page, walk_cursor
+from atrepo._flows.listing import (
+    PageCursor,
+    list_repos_by_collection_page,
+    list_repos_page,
+    walk_cursor,
+)
 from atrepo.errors import TransportError
 from atrepo.repos import RepoRef
 from atrepo.testing import drive
@@ -106,3 +111,76 @@ def test_list_repos_by_collection_other_errors():
     with pytest.raises(TransportError, match="malformed listReposByCollection"):
         drive(list_repos_by_collection_page(PDS, "a.b.c", cursor=None),
               [ok({"repos": [{"did": 3}]})])
+
+
+# -- bounds: repeated cursors, oversized pages, endless listings ---------------------------
+
+
+def _page(rows: int, cursor: str | None) -> HttpResponse:
+    repos = [{"did": DID} for _ in range(rows)]
+    return ok({"repos": repos, **({"cursor": cursor} if cursor else {})})
+
+
+def _walk(cursors: list[str | None], *, rows: int = 3, **bounds: int) -> list[str | None]:
+    """Page through a host answering ``cursors`` in turn; return the cursors asked with."""
+    asked: list[str | None] = []
+    cursor: str | None = None
+    for answer in cursors:
+        asked.append(cursor)
+        (_, cursor), _ = drive(list_repos_page(PDS, cursor=cursor, **bounds),
+                               [_page(rows, answer)])
+        cursor, _ = walk_cursor(asked[-1], cursor, rows)
+        if cursor is None:
+            break
+    return asked
+
+
+@pytest.mark.parametrize("cursors", [["A", "B", "A"], ["A", "A"], ["A", "B", "C", "B"]])
+def test_any_repeated_cursor_is_refused(cursors):
+    with pytest.raises(TransportError, match="listing cursor repeated") as info:
+        _walk(cursors)
+    assert info.value.fields["host"] == "pds.test"
+    assert info.value.fields["cursor"] == cursors[-1]
+
+
+def test_distinct_cursors_page_on_and_are_plain_strings():
+    assert _walk(["A", "B", "C", None]) == [None, "A", "B", "C"]
+    (_, cursor), _ = drive(list_repos_page(PDS, cursor=None), [_page(1, "A")])
+    assert isinstance(cursor, PageCursor) and cursor == "A" and str(cursor) == "A"
+    assert json.loads(json.dumps({"cursor": cursor})) == {"cursor": "A"}  # as saved to resume
+
+
+def test_a_resumed_plain_cursor_starts_a_listing_that_remembers_it():
+    (_, cursor), _ = drive(list_repos_page(PDS, cursor="saved"), [_page(1, "next")])
+    with pytest.raises(TransportError, match="cursor repeated"):
+        drive(list_repos_page(PDS, cursor=cursor), [_page(1, "saved")])
+
+
+def test_a_page_larger_than_asked_is_refused():
+    with pytest.raises(TransportError, match="larger than the limit asked") as info:
+        drive(list_repos_page(PDS, cursor=None, limit=10), [_page(11, "A")])
+    assert (info.value.fields["limit"], info.value.fields["rows"]) == (10, 11)
+    (repos, _), _ = drive(list_repos_page(PDS, cursor=None, limit=10), [_page(10, None)])
+    assert len(repos) == 10
+
+
+def test_pages_and_rows_per_listing_are_bounded():
+    with pytest.raises(TransportError, match="listing too long") as info:
+        _walk(["A", "B", "C", "D"], max_pages=3)
+    assert info.value.fields["pages"] == 4
+    with pytest.raises(TransportError, match="listing too long") as info:
+        _walk(["A", "B", "C"], rows=4, max_rows=10)
+    assert info.value.fields["rows"] == 12
+
+
+def test_listing_by_collection_refuses_repeats_too():
+    (_, first), _ = drive(list_repos_by_collection_page(PDS, "a.b.c", cursor=None),
+                          [ok({"repos": [{"did": DID}], "cursor": "A"})])
+    (_, second), _ = drive(list_repos_by_collection_page(PDS, "a.b.c", cursor=first),
+                           [ok({"repos": [{"did": DID}], "cursor": "B"})])
+    with pytest.raises(TransportError, match="cursor repeated"):
+        drive(list_repos_by_collection_page(PDS, "a.b.c", cursor=second),
+              [ok({"repos": [{"did": DID}], "cursor": "A"})])
+    with pytest.raises(TransportError, match="larger than the limit"):
+        drive(list_repos_by_collection_page(PDS, "a.b.c", cursor=None, limit=1),
+              [ok({"repos": [{"did": DID}, {"did": DID2}]})])

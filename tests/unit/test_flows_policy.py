@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from atrepo._flows.policy import Decision, RetryPolicy, decide, retry_after
+from atrepo._flows.policy import ASKED_TOO_LONG, WAITED_TOO_LONG, Decision, decide, retry_after
+from atrepo.retry import RetryPolicy
 
 POLICY = RetryPolicy(retries=3, rate_limit_retries=2, base_delay=1.0, max_delay=8.0,
-                     max_wait=60.0)
+                     max_wait=60.0, max_total_wait=100.0)
 
 
 def _decide(**kw) -> Decision:
     args = {"outcome": "status", "status": None, "headers": {}, "attempt": 0,
-            "rate_limited_so_far": 0, "now": 1_000.0, "jitter": 0.5}
+            "rate_limited_so_far": 0, "now": 1_000.0, "jitter": 0.5, "waited": 0.0}
     args.update(kw)
     return decide(POLICY, **args)
 
@@ -43,9 +44,25 @@ def test_backoff_is_capped_and_jittered():
 def test_429_waits_for_retry_after_then_gives_up():
     first = _decide(status=429, headers={"retry-after": "12"})
     assert first.retry and first.delay == 12.0 and first.rate_limited
-    assert _decide(status=429, headers={"retry-after": "9999"}).delay == 60.0
     final = _decide(status=429, rate_limited_so_far=2)
     assert not final.retry and final.rate_limited
+
+
+def test_429_asking_for_more_than_max_wait_is_not_waited_for():
+    # waiting max_wait and asking again would only be refused again
+    assert _decide(status=429, headers={"retry-after": "60"}).delay == 60.0
+    for asked in ("61", "9999", "1000000000"):
+        decision = _decide(status=429, headers={"retry-after": asked})
+        assert decision == Decision(False, reason=ASKED_TOO_LONG, rate_limited=True)
+
+
+def test_waits_stop_at_max_total_wait():
+    assert _decide(status=429, headers={"retry-after": "50"}, waited=50.0).retry
+    over = _decide(status=429, headers={"retry-after": "50"}, waited=51.0)
+    assert (over.retry, over.reason, over.rate_limited) == (False, WAITED_TOO_LONG, True)
+    backoff = _decide(status=503, attempt=1, jitter=1.0, waited=99.0)
+    assert (backoff.retry, backoff.reason, backoff.rate_limited) == (False, WAITED_TOO_LONG,
+                                                                      False)
 
 
 def test_429_without_a_header_backs_off():
@@ -56,7 +73,18 @@ def test_retry_after_forms():
     assert retry_after({"retry-after": "Thu, 01 Jan 1970 00:00:30 GMT"}, now=10.0) == 20.0
     assert retry_after({"retry-after": "garbage"}, now=0.0) is None
     assert retry_after({"ratelimit-reset": "5"}, now=10.0) == 0.0
+    assert retry_after({"retry-after": " 7 "}, now=0.0) == 7.0
     assert retry_after({}, now=0.0) is None
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "\uff17", "1\u00b2", "-5", "1.5", "1e3",
+                                   "9" * 16, "", "Thu, 99 Jan 1970 00:00:30 GMT",
+                                   "Thu, 01 Jan 99999999 00:00:30 GMT", "\x00", "\u00ff" * 50])
+def test_retry_after_parsing_is_strict(value):
+    # "²".isdigit() is True, and float("²") raised a bare ValueError before
+    assert retry_after({"retry-after": value}, now=0.0) is None
+    assert retry_after({"ratelimit-reset": value}, now=0.0) is None
+    assert _decide(status=429, headers={"retry-after": value}).retry  # backs off instead
 
 
 def test_retry_policy_is_public():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from atrepo._flows.effects import HttpGet, HttpResponse
-from atrepo._flows.policy import RetryPolicy
+from atrepo.retry import RetryPolicy
 from atrepo._flows.repo import get_latest_commit
 from atrepo._flows.xrpc import _jitter, host_of, json_body, request, xrpc_error, xrpc_url
 from atrepo.errors import RateLimited, ResponseTooLarge, TransportError
@@ -182,3 +182,41 @@ def test_xrpc_error_cuts_long_text():
 def test_json_body_never_raises():
     assert json_body(b'{"a": [1]}') == {"a": [1]}
     assert json_body(b"[" * 100_000) is None and json_body(b"\xff") is None
+
+
+# -- waits: one capped, all of a request capped --------------------------------------------
+
+
+def test_a_retry_after_beyond_max_wait_is_rate_limited_at_once():
+    driver = FlowDriver()
+    with pytest.raises(RateLimited, match="longer than max_wait") as info:
+        driver.run(get_latest_commit(PDS, DID), [error(429, **{"retry-after": "1000000000"})])
+    assert (info.value.host, info.value.retry_after) == ("pds.test", 1e9)
+    assert info.value.fields["max_wait"] == RetryPolicy().max_wait
+    assert driver.sleeps == []
+
+
+def test_the_waits_of_one_request_are_capped_in_all():
+    policy = RetryPolicy(max_wait=100.0, max_total_wait=250.0)
+    driver = FlowDriver()
+    with pytest.raises(RateLimited, match="longer than max_total_wait") as info:
+        driver.run(get_latest_commit(PDS, DID, policy=policy),
+                   [error(429, **{"retry-after": "100"})] * 3)
+    assert driver.sleeps == [100.0, 100.0]  # a third would make 300 s
+    assert info.value.retry_after == 100.0 and info.value.fields["waited"] == 200.0
+    assert info.value.fields["max_total_wait"] == 250.0
+
+
+def test_backoffs_count_against_the_total_too():
+    policy = RetryPolicy(retries=10, base_delay=10.0, max_delay=10.0, max_total_wait=1.0)
+    with pytest.raises(TransportError, match="longer than max_total_wait") as info:
+        drive(get_latest_commit(PDS, DID, policy=policy), [error(503)] * 11)
+    assert info.value.url == LATEST and info.value.fields["waited"] < 1.0
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "soon", "1e9", "9" * 40])
+def test_malformed_retry_after_backs_off_instead_of_failing(value):
+    answers = [error(429, **{"retry-after": value}), ok({"cid": CID, "rev": REV})]
+    value_, driver = drive(get_latest_commit(PDS, DID), answers)
+    assert value_ == (CID, REV)
+    assert driver.sleeps == [RetryPolicy().base_delay * _jitter(LATEST, 0)]

@@ -27,7 +27,7 @@ from atrepo._flows.effects import (
     Sleep,
 )
 from atrepo._flows.identity import resolve, resolve_did, resolve_handle
-from atrepo._flows.policy import RetryPolicy
+from atrepo.retry import RetryPolicy
 from atrepo._flows.repo import get_latest_commit, get_repo
 from atrepo._io.http import run_async, run_sync
 from atrepo.crypto import format_did_key
@@ -486,3 +486,39 @@ def test_retries_through_the_driver(mode, tmp_path):
     fake = FakeTime()
     assert run(mode, get_latest_commit(PDS, DID, policy=FAST), handler, fake=fake) == (CID, REV)
     assert len(fake.slept) == 2
+
+
+# -- content encodings: decoded by atrepo, counted per layer ---------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_decodable_encodings_are_asked_for(mode):
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["accept-encoding"])
+        return httpx.Response(200, content=b"{}")
+
+    run(mode, _capture(HttpGet(f"{PLC}/{DID}")), handler)
+    assert seen == ["gzip, deflate"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_streamed_stacked_encodings_decode(mode):
+    body = json.dumps(make_doc()).encode()
+    handler = routes({f"{PLC}/{DID}": reply(
+        200, headers={"content-encoding": "gzip, gzip"},
+        stream=Chunks([gzip.compress(gzip.compress(body))]))})
+    response = run(mode, _capture(HttpGet(f"{PLC}/{DID}")), handler)
+    assert response.body == body
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_streamed_stacked_bomb_is_cut_at_max_bytes(mode):
+    bomb = gzip.compress(gzip.compress(bytes(64 << 20), 9), 9)
+    chunks = Chunks([bomb[i:i + 512] for i in range(0, len(bomb), 512)])
+    handler = routes({f"{PLC}/{DID}": reply(200, headers={"content-encoding": "gzip, gzip"},
+                                            stream=chunks)})
+    with pytest.raises(TransportError, match="response too large") as info:
+        run(mode, _capture(HttpGet(f"{PLC}/{DID}", max_bytes=1 << 20)), handler)
+    assert info.value.url == f"{PLC}/{DID}" and info.value.fields["max_bytes"] == 1 << 20

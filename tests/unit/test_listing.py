@@ -13,7 +13,7 @@ import pytest
 from atrepo import AtrepoError
 from atrepo._config import ClientConfig
 from atrepo._flows.effects import HttpGet
-from atrepo._flows.policy import RetryPolicy
+from atrepo.retry import RetryPolicy
 from atrepo._listing import Pager, pager
 from atrepo.frames import REPOS_SCHEMA
 from atrepo.repos import RepoRef
