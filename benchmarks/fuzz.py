@@ -7,7 +7,7 @@ Each target gets ``--inputs`` inputs (default 100,000), mutated from seeds taken
 shipped fixtures (``examples/data/*.car`` and ``sample.json``) and, when they are found,
 the atproto interop vectors (``$ATREPO_INTEROP_DIR``, by default ``shared/interop`` beside
 the checkout): syntax lines, did:keys and signatures, data-model JSON and DAG-CBOR. Small
-signed repositories are rebuilt from the sample's records with :func:`atrepo.testing.make_repo_car`,
+signed repositories are rebuilt from the sample's records with ``atrepo.testing.make_repo_car``,
 some with mutated record blocks, so that hostile records and MST nodes get past the CID
 checks and reach the record decoder and the MST walk.
 
@@ -16,14 +16,16 @@ and nothing else. Any other exception, or an input that takes longer than ``--ti
 seconds, is a failure: the input is saved under ``--out`` (raw bytes, or ``ascii()`` of a
 value) with its traceback, and the exit status is 1. The report prints, per target, the
 inputs run, the seconds taken and the outcomes counted by exception class ("ok" when the
-call returned); ``--json`` writes the same figures. The run is deterministic for one
-``--seed`` except for the ECDSA nonces of the rebuilt repositories' signatures.
+call returned); ``--json`` writes the same figures. A run is deterministic for one
+``--seed`` (the rebuilt repositories are signed with RFC 6979 nonces), so the compiled core
+and the pure Python path (``ATREPO_PURE_PYTHON=1``) can be compared outcome for outcome.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import random
@@ -41,7 +43,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import atrepo
-from atrepo import car, cbor, crypto, datamodel, mst, syntax
+from atrepo import _accel, car, cbor, crypto, datamodel, mst, syntax
 from atrepo.cid import CID, cid_for
 from atrepo.errors import AtrepoError
 from atrepo.testing import SigningKey, encode_car, make_repo_car
@@ -84,10 +86,23 @@ class Seeds:
                 "interop_files": self.interop_files}
 
 
+class _DeterministicKey:
+    """A private key whose signatures are RFC 6979 deterministic, so runs repeat exactly."""
+
+    def __init__(self, number: int) -> None:
+        self._key = ec.derive_private_key(number, ec.SECP256K1())
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._key.public_key()
+
+    def sign(self, data: bytes, algorithm: ec.ECDSA) -> bytes:
+        return self._key.sign(data, ec.ECDSA(algorithm.algorithm, deterministic_signing=True))
+
+
 def _fixed_key(number: int) -> SigningKey:
-    """A k256 signing key derived from ``number``, so the seed repositories keep their keys."""
+    """A k256 signing key derived from ``number`` that signs the same bytes the same way."""
     key = SigningKey()
-    key.private = ec.derive_private_key(number, ec.SECP256K1())
+    key.private = _DeterministicKey(number)  # type: ignore[assignment]
     return key
 
 
@@ -488,6 +503,9 @@ class Result:
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    # sha-256 over the outcome of each input in order: two runs (or two code paths) that
+    # agree input by input have the same digest
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float,
@@ -513,6 +531,7 @@ def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         result.outcomes[outcome] += 1
+        result.digest.update(outcome.encode() + b"\n")
     result.inputs = inputs
     result.seconds = time.perf_counter() - clock
     return result
@@ -565,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGALRM, _on_alarm)
     seeds = load_seeds()
-    print(f"seeds: {seeds.counts()}  (interop vectors: {INTEROP})", flush=True)
+    path = "compiled core" if _accel.accelerated else "pure Python"
+    print(f"path: {path}; seeds: {seeds.counts()} (interop vectors: {INTEROP})", flush=True)
     results = []
     for target in _targets(args.only):
         result = fuzz(target, seeds, inputs=args.inputs, seed=args.seed,
@@ -583,9 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  saved {path}")
     if args.json:
         args.json.write_text(json.dumps({
-            "seed": args.seed, "seeds": seeds.counts(), "peak_rss_mb": round(peak_mb),
+            "seed": args.seed, "accelerated": _accel.accelerated, "seeds": seeds.counts(),
+            "peak_rss_mb": round(peak_mb),
             "targets": [{"target": r.target, "inputs": r.inputs, "seconds": round(r.seconds, 2),
-                         "outcomes": dict(r.outcomes), "failures": r.failures}
+                         "outcomes": dict(r.outcomes), "digest": r.digest.hexdigest(),
+                         "failures": r.failures}
                         for r in results]}, indent=2))
     return 1 if failures else 0
 

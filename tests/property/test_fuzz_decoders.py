@@ -1,15 +1,17 @@
 """The decoder fuzz of ``benchmarks/fuzz.py``: every public decoder, AtrepoErrors only.
 
-The default run fuzzes each target with a fixed seed and 2,000 inputs (about ten seconds), so the
-contract is checked on every run; ``-m slow`` runs the full 100,000 inputs per target. The
-script runs as a subprocess, as a user would run it; its harness (a non-AtrepoError and a hang
-are failures, with the input saved) is checked on fake targets.
+The default run fuzzes each target with a fixed seed and 1,500 inputs (a few seconds),
+so the contract is checked on every run, and checks that the compiled core and the pure
+Python path give the same outcome input by input; ``-m slow`` runs the full 100,000 inputs
+per target. The script runs as a subprocess, as a user would run it; its harness (a
+non-AtrepoError and a hang are failures, with the input saved) is checked on fake targets.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from atrepo import _accel
 from atrepo.errors import DecodeError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +35,15 @@ TARGETS = {"cbor.decode", "cbor.decode_fast", "datamodel.record_json", "datamode
 NEVER_RAISE = {"syntax.is_*"}  # validators answer False, they do not raise
 
 
-def _fuzz(tmp_path: Path, inputs: int, seed: int) -> dict[str, Any]:
-    report = tmp_path / "fuzz.json"
+def _fuzz(tmp_path: Path, inputs: int, seed: int, *, only: set[str] | None = None,
+          pure: bool = False) -> dict[str, Any]:
+    report = tmp_path / f"fuzz-{'pure' if pure else 'default'}.json"
+    options = ["--only", ",".join(sorted(only))] if only else []
+    env = dict(os.environ, ATREPO_PURE_PYTHON="1" if pure else "")
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--inputs", str(inputs), "--seed", str(seed),
-         "--out", str(tmp_path / "failures"), "--json", str(report)],
-        capture_output=True, text=True, cwd=ROOT, check=False)
+         "--out", str(tmp_path / "failures"), "--json", str(report), *options],
+        capture_output=True, text=True, cwd=ROOT, check=False, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures: dict[str, Any] = json.loads(report.read_text())
     return figures
@@ -59,7 +65,24 @@ def _check(figures: dict[str, Any], inputs: int) -> None:
 
 
 def test_every_decoder_fuzzed_with_a_fixed_seed(tmp_path: Path) -> None:
-    _check(_fuzz(tmp_path, 2_000, seed=0), 2_000)
+    _check(_fuzz(tmp_path, 1_500, seed=0), 1_500)
+
+
+CORE_TARGETS = {"car.read_car", "car.CarReader", "atrepo.read_car", "mst.walk"}
+
+
+def test_compiled_core_and_pure_python_agree_input_by_input(tmp_path: Path) -> None:
+    # the core serves reading CARs: on hostile input it must accept and refuse (with the
+    # same error class) exactly what the pure Python reference does
+    if not _accel.accelerated:
+        pytest.skip("the compiled core is not built here; there is one path only")
+    core = _fuzz(tmp_path, 500, seed=2, only=CORE_TARGETS)
+    pure = _fuzz(tmp_path, 500, seed=2, only=CORE_TARGETS, pure=True)
+    assert core["accelerated"] is True and pure["accelerated"] is False
+    for mine, reference in zip(core["targets"], pure["targets"], strict=True):
+        assert mine["target"] == reference["target"]
+        assert mine["outcomes"] == reference["outcomes"], mine["target"]
+        assert mine["digest"] == reference["digest"], mine["target"]
 
 
 @pytest.mark.slow
