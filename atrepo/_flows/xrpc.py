@@ -2,7 +2,7 @@
 
 :func:`request` is the one retry loop: every XRPC call (the repository endpoints in
 :mod:`atrepo._flows.repo`, the listings in :mod:`atrepo._flows.listing`) goes through it, so
-each obeys the same :class:`~atrepo._flows.policy.RetryPolicy` (429s waited out under their
+each obeys the same :class:`~atrepo.retry.RetryPolicy` (429s waited out under their
 own budget, transient failures backed off, everything else handed back to the caller).
 :func:`xrpc_url` builds every XRPC URL the package asks for.
 
