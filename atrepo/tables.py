@@ -9,14 +9,14 @@ collection from any number of repositories therefore stack with a plain ``pl.con
 How a table is built, and why it never fails on odd records:
 
 1. One pass over the records checks each against its lexicon (:mod:`atrepo.lexicon`'s
-   validator; every problem becomes a row of ``problems``) and against the table's shape:
-   a value of the wrong type, an integer outside Int64, or a datetime that is not an
-   atproto datetime or lies outside 1990-2100 (UTC) becomes null, with a ``problems`` row
-   naming the field. Only records that need such a change are written out again; the
-   raw JSON stays in ``records``.
+   validator; every problem becomes a row of ``problems``). An invalid record is also
+   fitted to the table's shape: a value of the wrong type, or an integer outside Int64,
+   becomes null, with a ``problems`` row naming the field. Only records that needed such
+   a change are written out again; the raw JSON stays in ``records``.
 2. ``str.json_decode`` with the declared (JSON-side) dtype reads all records at once, and
    polars expressions turn ``{"$link"}``/``{"$bytes"}`` wrappers into strings, legacy blobs
-   into the blob struct, and datetime strings into ``Datetime("us", "UTC")``.
+   into the blob struct, and datetime strings into ``Datetime("us", "UTC")``; a datetime
+   that does not parse or lies outside 1990-2100 (UTC) is null, with a ``problems`` row.
 
 A collection without a lexicon gets an inferred shape: fields in sorted order (at every
 depth) and each field's type unified over all of its records (a field whose values
@@ -26,12 +26,10 @@ disagree is kept as JSON text), so the same records always give the same schema.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 import polars as pl
 
 from .errors import AtrepoError
@@ -39,8 +37,9 @@ from .frames import PROBLEMS_SCHEMA, RECORDS_SCHEMA
 from .lexicon._schema import (EXTRA, KEY_COLUMNS, collection_shape, column_name,
                               lexicon_schema)
 from .lexicon._schema import table_schema as shape_schema
+from ._infer import inferred_shape
+from ._table_check import Checker
 from .lexicon._shape import Shape
-from .lexicon._validate import record_check
 
 __all__ = ["DATETIME_RANGE", "Source", "check_collection", "diff_table", "inferred_shape",
            "records_table", "table", "table_problems", "table_schema", "table_with_problems"]
@@ -50,7 +49,6 @@ __all__ = ["DATETIME_RANGE", "Source", "check_collection", "diff_table", "inferr
 DATETIME_RANGE = (datetime(1990, 1, 1, tzinfo=timezone.utc),
                   datetime(2101, 1, 1, tzinfo=timezone.utc))
 _DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
-_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 Source = Any  # RepoSnapshot | pl.DataFrame | pl.LazyFrame | anything with ``.records``
@@ -183,7 +181,7 @@ def records_table(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame,
     declared = shape is not None
     if shape is None:
         shape = inferred_shape(texts)
-    checker = _Pass(shape, collection if declared else None)
+    checker = Checker(shape, collection if declared else None)
     checked = checker.run(texts)
     try:
         fields, late = _decode(_scatter(len(texts), checked.replaced, texts), shape)
@@ -301,71 +299,6 @@ def _fix(expr: pl.Expr, shape: Shape) -> pl.Expr:
     return pl.when(expr.is_not_null()).then(pl.struct(fields)).otherwise(None)
 
 
-# -- the checking pass ---------------------------------------------------------------------
-
-class _Pass:
-    """One pass over a collection's records: problems, values to null, ``extra``."""
-
-    def __init__(self, shape: Shape, collection: str | None) -> None:
-        self.shape = shape
-        self.collection = collection
-        self.check = record_check(collection) if collection is not None else None
-        self.declared = {name for name, _ in shape.fields} | {"$type"}
-
-    def run(self, texts: pl.Series, *, fit_all: bool = False) -> _Checked:
-        """Check every record of ``texts``: what to decode instead, ``extra``, problems.
-
-        A record that is valid against its lexicon has the declared types already and is
-        decoded as it is, unless the shape keeps some value as JSON text, or ``fit_all``.
-        """
-        fit_valid = fit_all or self.check is None or self.shape.has("json")
-        checked = _Checked({}, {}, [])
-        for start in range(0, len(texts), _CHUNK):
-            for i, text in enumerate(texts.slice(start, _CHUNK).to_list(), start):
-                if text is not None:
-                    self._one(i, orjson.loads(text), fit_valid, checked)
-        return checked
-
-    def _one(self, i: int, record: Any, fit_valid: bool, checked: _Checked) -> None:
-        if not isinstance(record, dict):
-            checked.replaced[i] = None
-            checked.problems.append((i, "invalid record: Record must be an object"))
-            return
-        found: list[str] = []
-        if self.check is not None:
-            if record.get("$type") != self.collection:
-                found.append(f"Record/$type is {record.get('$type')!r}, not the "
-                             f"collection {self.collection}")
-            self.check(record, "Record", found)
-        nulled: list[str] = []
-        cleaned = (_clean_object(record, self.shape, "Record", nulled)
-                   if found or fit_valid else record)
-        if cleaned is not record:
-            checked.replaced[i] = orjson.dumps(cleaned).decode()
-        if not record.keys() <= self.declared:
-            extra = {k: v for k, v in record.items() if k not in self.declared}
-            checked.extras[i] = orjson.dumps(extra).decode()
-        if nulled:
-            # the table's own message replaces the validator's for a nulled field
-            paths = tuple(message.split(":", 1)[0] + " " for message in nulled)
-            found = [m for m in found if not m.startswith(paths)] + nulled
-        checked.problems.extend(
-            (i, message if message in nulled else f"invalid record: {message}")
-            for message in found)
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    """What a pass found: JSON to decode instead (by row), ``extra`` JSON, problems."""
-
-    replaced: dict[int, str | None]
-    extras: dict[int, str]
-    problems: list[tuple[int, str]]
-
-
-_CHUNK = 10_000  # records turned into Python strings at a time
-
-
 def _scatter(length: int, values: dict[int, str | None],
              base: pl.Series | None = None) -> pl.Series:
     """``base`` (or nulls) with ``values`` put in at their rows, as a String series."""
@@ -374,174 +307,3 @@ def _scatter(length: int, values: dict[int, str | None],
         return series
     return series.clone().scatter(list(values), pl.Series(list(values.values()),
                                                           dtype=pl.String))
-
-
-_MISSING = object()
-
-
-def _clean(value: Any, shape: Shape, path: str, nulled: list[str]) -> Any:
-    """Return ``value`` if it fits ``shape``, a fitting copy, or None (noted in ``nulled``)."""
-    if value is None:
-        return None
-    kind = shape.kind
-    if kind == "string":
-        ok = isinstance(value, str)
-    elif kind == "integer":
-        ok = (isinstance(value, int) and not isinstance(value, bool)
-              and _INT64[0] <= value <= _INT64[1])
-    elif kind == "boolean":
-        ok = isinstance(value, bool)
-    elif kind == "datetime":
-        ok = isinstance(value, str)  # parsed, and checked against the range, in polars
-    elif kind == "cid":
-        ok = isinstance(value, dict) and isinstance(value.get("$link"), str)
-    elif kind == "bytes":
-        ok = isinstance(value, dict) and isinstance(value.get("$bytes"), str)
-    elif kind == "blob":
-        ok = _blob_fits(value)
-    elif kind == "json":
-        return orjson.dumps(value).decode()
-    elif kind == "array":
-        if not isinstance(value, list):
-            ok = False
-        else:
-            assert shape.item is not None
-            items = [_clean(item, shape.item, f"{path}/{i}", nulled)
-                     for i, item in enumerate(value)]
-            return value if all(a is b for a, b in zip(items, value)) else items
-    else:
-        if isinstance(value, dict):
-            return _clean_object(value, shape, path, nulled)
-        ok = False
-    if ok:
-        return value
-    nulled.append(f"{path}: a {_json_type(value)} where the table has {kind}; "
-                  "null in the table")
-    return None
-
-
-def _clean_object(value: dict[str, Any], shape: Shape, path: str, nulled: list[str]) -> Any:
-    if shape.kind == "union":
-        member = value.get("$type")
-        if not isinstance(member, str):
-            nulled.append(f"{path}: a union member without $type; null in the table")
-            return None
-        if not _known_member(member, shape.refs):
-            return {"$type": member}  # an open union's other member: only its $type fits
-    changed: dict[str, Any] | None = None
-    for name, field in shape.fields:
-        item = value.get(name, _MISSING)
-        if item is _MISSING or item is None:
-            continue
-        fitted = _clean(item, field, f"{path}/{name}", nulled)
-        if fitted is not item:
-            changed = changed if changed is not None else dict(value)
-            changed[name] = fitted
-    return value if changed is None else changed
-
-
-def _known_member(member: str, refs: tuple[str, ...]) -> bool:
-    ref = member if member.startswith("lex:") else f"lex:{member}"
-    return ref in refs or ref.removesuffix("#main") in refs or f"{ref}#main" in refs
-
-
-def _blob_fits(value: Any) -> bool:
-    if not isinstance(value, dict) or not isinstance(value.get("mimeType"), str):
-        return False
-    ref = value.get("ref")
-    size = value.get("size")
-    if isinstance(ref, dict) and isinstance(ref.get("$link"), str):
-        return size is None or (isinstance(size, int) and not isinstance(size, bool)
-                                and _INT64[0] <= size <= _INT64[1])
-    return isinstance(value.get("cid"), str)
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-# -- inference for collections without a lexicon ----------------------------------------
-
-def inferred_shape(texts: Iterable[str | None]) -> Shape:
-    """Return the shape of records with no lexicon: sorted fields, types unified over all."""
-    merged: Shape | None = None
-    for text in texts:
-        if text is None:
-            continue
-        record = orjson.loads(text)
-        if isinstance(record, dict):
-            record = {k: v for k, v in record.items() if k != "$type"}
-        found = _infer(record)
-        merged = found if merged is None else _unify(merged, found)
-    if merged is None or merged.kind != "object":
-        return Shape("object")
-    return _finish(merged)
-
-
-_NULL = Shape("null")
-
-
-def _infer(value: Any) -> Shape:
-    if value is None:
-        return _NULL
-    if isinstance(value, bool):
-        return Shape("boolean")
-    if isinstance(value, int):
-        return Shape("integer") if _INT64[0] <= value <= _INT64[1] else Shape("json")
-    if isinstance(value, str):
-        return Shape("string")
-    if isinstance(value, list):
-        item = _NULL
-        for element in value:
-            item = _unify(item, _infer(element))
-        return Shape("array", item=item)
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("$link"), str):
-            return Shape("cid")
-        if len(value) == 1 and isinstance(value.get("$bytes"), str):
-            return Shape("bytes")
-        if value.get("$type") == "blob" and _blob_fits(value):
-            return Shape("blob")
-        if not value:
-            return Shape("json")  # polars has no empty struct
-        return Shape("object", fields=tuple(sorted((k, _infer(v)) for k, v in value.items())))
-    return Shape("json")
-
-
-def _unify(a: Shape, b: Shape) -> Shape:
-    if a.kind == "null":
-        return _finish(b)
-    if b.kind == "null" or a == b:
-        return _finish(a)
-    if a.kind == b.kind == "object":
-        fields = dict(a.fields)
-        for name, shape in b.fields:
-            fields[name] = _unify(fields[name], shape) if name in fields else _finish(shape)
-        return Shape("object", fields=tuple(sorted(fields.items())))
-    if a.kind == b.kind == "array":
-        assert a.item is not None and b.item is not None
-        return Shape("array", item=_unify(a.item, b.item))
-    return Shape("json")
-
-
-def _finish(shape: Shape) -> Shape:
-    """A shape with no ``null`` left in it (a field only ever null is a string)."""
-    if shape.kind == "null":
-        return Shape("string")
-    if shape.kind == "array":
-        assert shape.item is not None
-        return Shape("array", item=_finish(shape.item))
-    if shape.kind == "object":
-        return Shape("object", fields=tuple((n, _finish(f)) for n, f in shape.fields))
-    return shape
-
