@@ -33,13 +33,14 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import car, cbor, crypto, datamodel, mst, syntax
+    from . import car, cbor, crypto, datamodel, lexicon, mst, syntax
     from ._diff import diff
     from ._read import read_car
     from ._shortcuts import get_repo, list_repos, resolve
     from .cid import CID, cid_for
     from .client import AsyncClient, Client
     from .identity import DidDocument, Identity
+    from .lexicon import lexicon_schema, validate_record
     from .retry import RetryPolicy
     from .models import Commit
     from .repos import RepoRef
@@ -72,11 +73,14 @@ __all__ = [
     "datamodel",
     "diff",
     "get_repo",
+    "lexicon",
+    "lexicon_schema",
     "list_repos",
     "mst",
     "read_car",
     "resolve",
     "syntax",
+    "validate_record",
 ]
 
 __version__ = "0.1.0"
@@ -98,8 +102,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "resolve": ("._shortcuts", "resolve"),
     "get_repo": ("._shortcuts", "get_repo"),
     "list_repos": ("._shortcuts", "list_repos"),
-    **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "mst",
-                                              "syntax")},
+    "lexicon_schema": (".lexicon", "lexicon_schema"),
+    "validate_record": (".lexicon", "validate_record"),
+    **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "lexicon",
+                                              "mst", "syntax")},
 }
 
 

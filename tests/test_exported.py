@@ -10,7 +10,7 @@ EXPECTED = {
     "SandboxError", "SignatureError", "TransportError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
-    "diff",
+    "diff", "lexicon", "lexicon_schema", "validate_record",
 }
 
 
