@@ -82,7 +82,7 @@ def tid_time(rkey: pl.Expr) -> pl.Expr:
         >>> import polars as pl
         >>> from atrepo.bluesky import tid_time
         >>> pl.select(tid_time(pl.lit("3jzfcijpj2z2a"))).item()
-        datetime.datetime(2023, 6, 1, 12, 21, 9, 621568, tzinfo=zoneinfo.ZoneInfo(key='UTC'))
+        datetime.datetime(2023, 6, 30, 15, 3, 1, 887007, tzinfo=zoneinfo.ZoneInfo(key='UTC'))
     """
     value = pl.lit(0, dtype=pl.UInt64)
     for i in range(13):
