@@ -33,12 +33,13 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import car, cbor, crypto, datamodel, lexicon, mst, syntax
+    from . import car, cbor, crypto, datamodel, dataset, lexicon, mst, syntax
     from ._diff import diff
     from ._read import read_car
     from ._shortcuts import get_repo, list_repos, resolve
     from .cid import CID, cid_for
     from .client import AsyncClient, Client
+    from .dataset import Dataset, open_dataset
     from .identity import DidDocument, Identity
     from .lexicon import lexicon_schema, validate_record
     from .retry import RetryPolicy
@@ -53,6 +54,7 @@ __all__ = [
     "CarError",
     "Client",
     "Commit",
+    "Dataset",
     "DecodeError",
     "DidDocument",
     "Identity",
@@ -71,12 +73,14 @@ __all__ = [
     "cid_for",
     "crypto",
     "datamodel",
+    "dataset",
     "diff",
     "get_repo",
     "lexicon",
     "lexicon_schema",
     "list_repos",
     "mst",
+    "open_dataset",
     "read_car",
     "resolve",
     "syntax",
@@ -97,6 +101,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "diff": ("._diff", "diff"),
     "Client": (".client", "Client"),
     "AsyncClient": (".client", "AsyncClient"),
+    "Dataset": (".dataset", "Dataset"),
+    "open_dataset": (".dataset", "open_dataset"),
     "DidDocument": (".identity", "DidDocument"),
     "Identity": (".identity", "Identity"),
     "resolve": ("._shortcuts", "resolve"),
@@ -104,8 +110,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "list_repos": ("._shortcuts", "list_repos"),
     "lexicon_schema": (".lexicon", "lexicon_schema"),
     "validate_record": (".lexicon", "validate_record"),
-    **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "lexicon",
-                                              "mst", "syntax")},
+    **{name: (f".{name}", None) for name in ("car", "cbor", "crypto", "datamodel", "dataset",
+                                              "lexicon", "mst", "syntax")},
 }
 
 

@@ -10,7 +10,8 @@ EXPECTED = {
     "SandboxError", "SignatureError", "TransportError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
-    "diff", "lexicon", "lexicon_schema", "validate_record",
+    "diff", "lexicon", "lexicon_schema", "validate_record", "Dataset", "dataset",
+    "open_dataset",
 }
 
 

@@ -57,6 +57,15 @@ def test_frames_layer_loads_no_network_code(module):
     assert not loaded & {"httpx", "diskcache"}
 
 
+DATASET_LAYER = ["atrepo.dataset", "atrepo.dataset._export", "atrepo.dataset._share"]
+
+
+@pytest.mark.parametrize("module", DATASET_LAYER)
+def test_dataset_layer_loads_no_network_code(module):
+    # datasets are written and read from frames; fetching is the client's
+    assert not _loaded_after_import(module) & {"httpx", "diskcache"}
+
+
 @pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache", "atrepo._io.dns",
                                     "atrepo._io.http", "atrepo._io.limits",
                                     "atrepo._io.decoding", "atrepo._io.deadline"])

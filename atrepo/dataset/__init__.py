@@ -18,14 +18,17 @@ commit protocol: :mod:`atrepo.dataset._layout`, :mod:`atrepo.dataset._writer`.
 
 :class:`Batch` and :class:`DatasetWriter` are the writing side: a batch is filled wherever
 repositories are fetched (also on a remote worker) and committed by the one writer.
+:class:`DatasetExport` is an export call's dataset side: which repositories need a visit,
+and what each outcome changes.
 """
 
 from __future__ import annotations
 
 from ._batch import Batch
+from ._export import DatasetExport, ExportReport, Target
 from ._layout import REPOS_SCHEMA
 from ._reader import CHANGES_SCHEMA, VERSIONS_SCHEMA, Dataset, open_dataset
 from ._writer import DatasetWriter
 
 __all__ = ["CHANGES_SCHEMA", "REPOS_SCHEMA", "VERSIONS_SCHEMA", "Batch", "Dataset",
-           "DatasetWriter", "open_dataset"]
+           "DatasetExport", "DatasetWriter", "ExportReport", "Target", "open_dataset"]
