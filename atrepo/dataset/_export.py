@@ -119,8 +119,8 @@ class DatasetExport:
         resume: False starts the dataset afresh (its first commit replaces everything).
         exclude: DIDs that must never be in the dataset.
         hosts: the hosts the source names (recorded with every version).
-        batch_repos, batch_records: commit when a batch holds this many repositories or
-            record rows.
+        batch_repos: commit when a batch holds this many repositories.
+        batch_records: commit when a batch holds this many record rows.
 
     Raises:
         AtrepoError: an ``exclude`` entry is not a DID; or as :class:`DatasetWriter`.
