@@ -129,6 +129,7 @@ def _object(node: Def) -> Check:
     # a missing required property is fine when the lexicon gives it a default
     must_have = tuple(name for name, prop in properties.items() if name in required and not (
         prop.get("type") in ("integer", "boolean", "string") and "default" in prop))
+    required_here = frozenset(must_have)
 
     def check(value: Any, path: Path, problems: list[str]) -> None:
         if type(value) is not dict:
@@ -141,9 +142,9 @@ def _object(node: Def) -> Check:
             field_check = checks.get(name)
             if field_check is not None and not (item is None and name in nullable):
                 field_check(item, (path, name), problems)
-        for name in must_have:
-            if name not in value:
-                problems.append(f'{render(path)} must have the property "{name}"')
+        if not value.keys() >= required_here:
+            problems.extend(f'{render(path)} must have the property "{name}"'
+                            for name in must_have if name not in value)
     return check
 
 
