@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._corecar import CoreCarFile
 
 __all__ = ["accelerated", "byte_ranges", "call", "core", "error", "mapped_car", "memory_car",
-           "problems", "raised"]
+           "problems", "raised", "records", "walk"]
 
 T = TypeVar("T")
 
@@ -96,7 +96,7 @@ def error(failure: Failure) -> AtrepoError:
 
 def raised(exc: BaseException) -> AtrepoError:
     """The AtrepoError for a raised ``CoreError`` (its args are the failure)."""
-    failure: Failure = exc.args  # type: ignore[assignment]
+    failure: Failure = exc.args
     return error(failure)
 
 
@@ -146,3 +146,41 @@ def mapped_car(fd: int, path: str, size: int, *, verify_cids: bool, temp: bool) 
     mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     return CoreCarFile(roots, blocks, buffer=mapped, path=path, temp=temp,
                        verify_cids=verify_cids, size=size)
+
+
+# --- snapshots: the hooks of atrepo.snapshot -----------------------------------------------
+
+def walk(car: object, root: bytes, key_ranges: Sequence[tuple[str, str]] | None
+         ) -> tuple[Sequence[str], Sequence[bytes]] | None:
+    """(keys, record CIDs) of the tree at ``root``, walked by the core; None if ``car`` is
+    not the core's.
+
+    The two sequences are views over the core's copy of the leaves: a key or CID becomes
+    a Python object only when it is asked for.
+
+    Raises:
+        MstError, CarError: as :func:`atrepo.mst.walk` raises them.
+    """
+    from ._corecar import CoreCarFile
+
+    if not isinstance(car, CoreCarFile):
+        return None
+    tree = call(car.core_car().walk, root, byte_ranges(key_ranges))
+    views: tuple[Sequence[str], Sequence[bytes]] = tree.views()
+    return views
+
+
+def records(car: object, did: str, keys: Sequence[str], values: Sequence[bytes]
+            ) -> tuple[Any, list[tuple[int, str]]] | None:
+    """(record columns, [(row, problem text)]) decoded by the core; None if ``car`` is not
+    the core's. The columns are an Arrow PyCapsule object: ``polars.DataFrame(columns)``.
+
+    Raises:
+        CarError, MstError: a record block does not match its CID, or is missing.
+    """
+    from ._corecar import CoreCarFile
+
+    if not isinstance(car, CoreCarFile):
+        return None
+    columns, found = call(car.core_car().records, did, keys, values)
+    return columns, problems(found)

@@ -33,7 +33,7 @@ class CoreCarFile(CarFile):
         self.core: Any = blocks
         self._count = len(blocks)
 
-    def blocks(self) -> Any:
+    def core_car(self) -> Any:
         """The core's ``Car`` of this CAR (for walks and record columns)."""
         if self._buffer is None:
             raise CarError("CAR file is closed", path=self.path)
@@ -41,12 +41,12 @@ class CoreCarFile(CarFile):
 
     def locate(self, raw: bytes) -> tuple[int, int] | None:
         """Return (offset, length) of the data of the block with binary CID ``raw``."""
-        found: tuple[int, int] | None = self.blocks().locate(raw)
+        found: tuple[int, int] | None = self.core_car().locate(raw)
         return found
 
     def get_raw(self, raw: bytes) -> bytes | None:
         """Return the data of the block with binary CID ``raw``, verified; None if absent."""
-        data: bytes | None = _accel.call(self.blocks().get, raw)
+        data: bytes | None = _accel.call(self.core_car().get, raw)
         return data
 
     def __len__(self) -> int:
@@ -54,7 +54,7 @@ class CoreCarFile(CarFile):
 
     def iter_raw(self) -> Iterator[tuple[bytes, bytes, int]]:
         """Yield (binary CID, data, offset) for every block, in file order, NOT verified."""
-        for offset, length in self.blocks().spans():
+        for offset, length in self.core_car().spans():
             cid_len = self._cid_len_before(offset)
             yield self._read(offset - cid_len, cid_len), self._read(offset, length), offset
 
@@ -66,7 +66,7 @@ class CoreCarFile(CarFile):
         """
         super().extend(size)
         source = self._buffer if type(self._buffer) is bytes else self.path
-        self.core = _accel.call(self.blocks().extended, source, length=size)
+        self.core = _accel.call(self.core_car().extended, source, length=size)
         self._count = len(self.core)
 
     def close(self) -> None:

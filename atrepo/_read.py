@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import IO
 
+from . import _accel
 from . import car as _car
 from ._parallel import default_workers, open_in_workers
 from .snapshot import RepoSnapshot, open_snapshot, walks_in_parallel
@@ -40,7 +41,7 @@ def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | N
         >>> snap.records.height == len(snap)
         True
     """
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike)) and not _accel.accelerated:
         _index_in_workers_too(os.fspath(source), mem_limit_mb, verify_cids, collections)
     carfile = _car.read_car(source, mem_limit_mb, verify_cids=verify_cids)
     return open_snapshot(carfile, did=did, signing_key=signing_key, collections=collections,

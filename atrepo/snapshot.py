@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from . import crypto, mst, syntax
+from . import _accel, crypto, mst, syntax
 from ._parallel import Worker, default_workers, run_jobs
 from ._progress import progress
 from ._records import DecodedBatch, decode_batch, gc_paused
@@ -144,7 +144,10 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
     n_workers = default_workers() if workers is None else workers
     root_node = bytes(CID.decode(commit.data))
 
-    def walk() -> tuple[list[str], list[bytes]]:
+    def walk() -> tuple[Sequence[str], Sequence[bytes]]:
+        walked = _accel.walk(car, root_node, ranges)
+        if walked is not None:
+            return walked
         with gc_paused():
             if car.reopenable() and walks_in_parallel(car.size, collections, n_workers):
                 raw_keys, values = _walk_in_parallel(car, root_node, n_workers)
@@ -280,7 +283,7 @@ class RepoSnapshot:
     bytes_downloaded: int = 0
 
     def __init__(self, *, car: CarFile, commit: Commit, commit_cid: str, verified: bool,
-                 walk: Callable[[], tuple[list[str], list[bytes]]],
+                 walk: Callable[[], tuple[Sequence[str], Sequence[bytes]]],
                  collections_filter: list[str] | None, handle: str | None,
                  fetched_at: datetime, progress_bar: bool | None, workers: int,
                  counts: Mapping[str, int] | None = None) -> None:
@@ -295,12 +298,12 @@ class RepoSnapshot:
         self.collections_filter = collections_filter
         self._car = car
         self._walker = walk
-        self._tree: tuple[list[str], list[bytes]] | None = None
+        self._tree: tuple[Sequence[str], Sequence[bytes]] | None = None
         self._counts = None if counts is None else dict(counts)
         self._progress = progress_bar
         self._workers = workers
 
-    def _walk(self) -> tuple[list[str], list[bytes]]:
+    def _walk(self) -> tuple[Sequence[str], Sequence[bytes]]:
         """Return (MST keys, binary record CIDs) in key order, walking the tree on first use.
 
         The walk checks every MST node; it happens once per snapshot (when it was opened,
@@ -337,7 +340,12 @@ class RepoSnapshot:
     def _decoded(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         car = self._car
         keys, values = self._walk()
-        batches = [values[i:i + BATCH_SIZE] for i in range(0, len(values), BATCH_SIZE)]
+        decoded = _accel.records(car, self.did, keys, values)
+        if decoded is not None:
+            columns, found = decoded
+            rows = [(*keys[i].partition("/")[::2], cid_str(values[i]), text) for i, text in found]
+            return pl.DataFrame(columns), problems_frame(rows)
+        batches = [list(values[i:i + BATCH_SIZE]) for i in range(0, len(values), BATCH_SIZE)]
         parallel = len(keys) >= PARALLEL_MIN and car.reopenable()
 
         def local(cids: list[bytes]) -> DecodedBatch:

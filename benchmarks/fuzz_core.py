@@ -85,7 +85,7 @@ def _core_car(data: bytes) -> None:
     if not isinstance(value, dict) or not isinstance(value.get("data"), atrepo.CID):
         return
     tree = _accel.call(blocks.walk, bytes(value["data"]))
-    columns, problems = _accel.call(tree.records, "did:plc:fuzz")
+    columns, problems = _accel.call(blocks.records, "did:plc:fuzz", *tree.views())
     frame = pl.DataFrame(columns)
     assert frame.height == len(tree)
     assert all(frame["record"][i] is None for i, _text in problems)

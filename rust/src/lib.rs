@@ -22,11 +22,12 @@ use std::sync::Mutex;
 
 use memmap2::Mmap;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyCapsule, PyList, PySlice, PyString, PyTuple};
 
 use crate::error::{CoreError as Failure, Field};
+use crate::mst::Leaves;
 
 create_exception!(_core, CoreError, PyException, "A failure of the core, as (kind, message, fields, hint).");
 
@@ -178,54 +179,33 @@ impl PyCar {
 
     /// Walk the MST at `root` (binary CID); `ranges` of byte keys [lo, hi) prune it.
     #[pyo3(signature = (root, ranges = None))]
-    fn walk(slf: &Bound<'_, Self>, root: &[u8], ranges: Option<Vec<(Vec<u8>, Vec<u8>)>>)
+    fn walk(&self, py: Python<'_>, root: &[u8], ranges: Option<Vec<(Vec<u8>, Vec<u8>)>>)
             -> PyResult<PyTree> {
-        let py = slf.py();
-        let this = slf.get();
-        let buf = this.source.slice(py);
+        let buf = self.source.slice(py);
         let leaves = py
-            .detach(|| mst::walk(&this.car, buf, root, ranges.as_ref()))
+            .detach(|| mst::walk(&self.car, buf, root, ranges.as_ref()))
             .map_err(|f| raise(py, f))?;
-        Ok(PyTree { car: slf.clone().unbind(), leaves })
-    }
-}
-
-/// The leaves of one walk: keys and value CIDs, in key order.
-#[pyclass(module = "atrepo._core", name = "Tree", frozen)]
-struct PyTree {
-    car: Py<PyCar>,
-    leaves: mst::Leaves,
-}
-
-#[pymethods]
-impl PyTree {
-    fn __len__(&self) -> usize {
-        self.leaves.len()
+        Ok(PyTree { leaves })
     }
 
-    /// The keys (`collection/rkey`), as a list of str.
-    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let keys = (0..self.leaves.len()).map(|i| {
-            // keys passed the record-path check, so they are ASCII
-            PyString::new(py, std::str::from_utf8(self.leaves.key(i)).unwrap_or(""))
-        });
-        PyList::new(py, keys)
-    }
-
-    /// The value (record) CIDs, binary, as a list of bytes.
-    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let values = (0..self.leaves.len()).map(|i| PyBytes::new(py, self.leaves.value(i)));
-        PyList::new(py, values)
-    }
-
-    /// Decode every record: (columns for polars, [(row, problem as CoreError args)]).
-    fn records<'py>(&self, py: Python<'py>, did: &str)
+    /// Decode the records `values` (binary CIDs) under `keys`: (columns, [(row, failure)]).
+    ///
+    /// `keys` and `values` are a walk's views (used as they are) or any sequences.
+    fn records<'py>(&self, py: Python<'py>, did: &str, keys: &Bound<'py, PyAny>,
+                    values: &Bound<'py, PyAny>)
                     -> PyResult<(RecordColumns, Vec<(usize, Bound<'py, PyTuple>)>)> {
-        let this = self.car.get();
-        let buf = this.source.slice(py);
-        let leaves = &self.leaves;
+        let owned;
+        let leaves = match (keys.cast::<PyKeys>(), values.cast::<PyValues>()) {
+            (Ok(k), Ok(v)) if k.get().tree.is(&v.get().tree) => &k.get().tree.get().leaves,
+            _ => {
+                owned = leaves_of(keys, values)?;
+                &owned
+            }
+        };
+        let buf = self.source.slice(py);
+        let car = &self.car;
         let decoded = py
-            .detach(|| columns::decode_records(&this.car, buf, leaves, did))
+            .detach(|| columns::decode_records(car, buf, leaves, did))
             .map_err(|f| raise(py, f))?;
         let columns = RecordColumns { columns: Mutex::new(Some(decoded.columns)) };
         let problems = decoded
@@ -235,6 +215,115 @@ impl PyTree {
             .collect::<PyResult<Vec<_>>>()?;
         Ok((columns, problems))
     }
+}
+
+/// The leaves of one walk: keys and value CIDs, in key order.
+#[pyclass(module = "atrepo._core", name = "Tree", frozen)]
+struct PyTree {
+    leaves: mst::Leaves,
+}
+
+/// Index `index` (negative from the end) of a sequence of `len`, or IndexError.
+fn position(index: isize, len: usize) -> PyResult<usize> {
+    let i = if index < 0 { index + len as isize } else { index };
+    if i < 0 || i as usize >= len {
+        return Err(PyIndexError::new_err("index out of range"));
+    }
+    Ok(i as usize)
+}
+
+/// Rows `slice` of a sequence of `len`, in order.
+fn rows(slice: &Bound<'_, PySlice>, len: usize) -> PyResult<Vec<usize>> {
+    let s = slice.indices(len as isize)?;
+    Ok((0..s.slicelength).map(|k| (s.start + k as isize * s.step) as usize).collect())
+}
+
+/// The keys of a walk as a read-only sequence of str, made one by one when asked for.
+#[pyclass(module = "atrepo._core", name = "Keys", frozen, sequence)]
+struct PyKeys {
+    tree: Py<PyTree>,
+}
+
+fn key_str<'py>(py: Python<'py>, leaves: &mst::Leaves, i: usize) -> Bound<'py, PyString> {
+    // keys passed the record-path check, so they are ASCII
+    PyString::new(py, std::str::from_utf8(leaves.key(i)).unwrap_or(""))
+}
+
+#[pymethods]
+impl PyKeys {
+    fn __len__(&self) -> usize {
+        self.tree.get().leaves.len()
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let leaves = &self.tree.get().leaves;
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let items = rows(slice, leaves.len())?.into_iter().map(|i| key_str(py, leaves, i));
+            return Ok(PyList::new(py, items)?.into_any());
+        }
+        Ok(key_str(py, leaves, position(index.extract()?, leaves.len())?).into_any())
+    }
+}
+
+/// The value (record) CIDs of a walk as a read-only sequence of bytes.
+#[pyclass(module = "atrepo._core", name = "Values", frozen, sequence)]
+struct PyValues {
+    tree: Py<PyTree>,
+}
+
+#[pymethods]
+impl PyValues {
+    fn __len__(&self) -> usize {
+        self.tree.get().leaves.len()
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let leaves = &self.tree.get().leaves;
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let items = rows(slice, leaves.len())?.into_iter().map(|i| PyBytes::new(py, leaves.value(i)));
+            return Ok(PyList::new(py, items)?.into_any());
+        }
+        Ok(PyBytes::new(py, leaves.value(position(index.extract()?, leaves.len())?)).into_any())
+    }
+}
+
+#[pymethods]
+impl PyTree {
+    fn __len__(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// (keys, values) as sequences over this tree.
+    fn views(slf: &Bound<'_, Self>) -> (PyKeys, PyValues) {
+        let tree = slf.clone().unbind();
+        (PyKeys { tree: tree.clone_ref(slf.py()) }, PyValues { tree })
+    }
+
+    /// The keys (`collection/rkey`), as a list of str.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, (0..self.leaves.len()).map(|i| key_str(py, &self.leaves, i)))
+    }
+
+    /// The value (record) CIDs, binary, as a list of bytes.
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let values = (0..self.leaves.len()).map(|i| PyBytes::new(py, self.leaves.value(i)));
+        PyList::new(py, values)
+    }
+}
+
+/// Leaves from Python sequences of keys (str) and values (bytes), or a walk's own views.
+fn leaves_of(keys: &Bound<'_, PyAny>, values: &Bound<'_, PyAny>) -> PyResult<Leaves> {
+    let mut leaves = Leaves::default();
+    for key in keys.try_iter()? {
+        leaves.keys.push(key?.extract::<&str>()?.as_bytes());
+    }
+    for value in values.try_iter()? {
+        leaves.values.push(value?.extract::<&[u8]>()?);
+    }
+    if leaves.keys.len() != leaves.values.len() {
+        return Err(PyValueError::new_err("keys and values differ in length"));
+    }
+    Ok(leaves)
 }
 
 /// The columns of a `records` frame, handed to polars once through `__arrow_c_array__`.
@@ -280,6 +369,8 @@ fn record_json<'py>(py: Python<'py>, data: &[u8])
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCar>()?;
     m.add_class::<PyTree>()?;
+    m.add_class::<PyKeys>()?;
+    m.add_class::<PyValues>()?;
     m.add_class::<RecordColumns>()?;
     m.add_function(wrap_pyfunction!(record_json, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;

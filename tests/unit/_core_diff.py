@@ -173,7 +173,7 @@ def records_outcome(data: bytes, collections: Sequence[str] | None = None
 
     def decode() -> Outcome:
         tree = _accel.call(got.walk, root, _accel.byte_ranges(ranges))
-        columns, problems = _accel.call(tree.records, commit[1].did)
+        columns, problems = _accel.call(got.records, commit[1].did, *tree.views())
         frame = pl.DataFrame(columns)
         return ("ok", frame["record"].to_list(), frame["cid"].to_list(),
                 [(i, without_detail(text)) for i, text in _accel.problems(problems)])

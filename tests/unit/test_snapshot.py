@@ -188,6 +188,9 @@ def test_parallel_decoding_matches_serial(ref_medium, monkeypatch):
         return result
 
     monkeypatch.setattr(Worker, "call", counted)
+    # worker processes are the pure Python path's way to use more cores (the core uses threads)
+    monkeypatch.setattr(atrepo._accel, "core", None)
+    monkeypatch.setattr(atrepo._accel, "accelerated", False)
     monkeypatch.setattr(snapshot_module, "BATCH_SIZE", 3000)
     monkeypatch.setattr(snapshot_module, "PARALLEL_MIN", 0)
     serial = atrepo.read_car(ref_medium.car, mem_limit_mb=0)
