@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .identity import DidDocument, Identity
     from .lexicon import lexicon_schema, validate_record
     from .retry import RetryPolicy
+    from ._accel import accelerated
     from .models import Commit
     from .repos import RepoRef
     from .snapshot import RepoSnapshot
@@ -68,6 +69,7 @@ __all__ = [
     "SandboxError",
     "SignatureError",
     "TransportError",
+    "accelerated",
     "car",
     "cbor",
     "cid_for",
@@ -92,6 +94,7 @@ __version__ = "0.1.0"
 # public name -> (module, attribute or None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "CID": (".cid", "CID"),
+    "accelerated": ("._accel", "accelerated"),
     "cid_for": (".cid", "cid_for"),
     "Commit": (".models", "Commit"),
     "RepoRef": (".repos", "RepoRef"),

@@ -11,7 +11,7 @@ EXPECTED = {
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
     "diff", "lexicon", "lexicon_schema", "validate_record", "Dataset", "dataset",
-    "open_dataset",
+    "open_dataset", "accelerated",
 }
 
 
