@@ -78,18 +78,38 @@ def _trail(host: str, cursor: str | None) -> _Trail:
     return trail
 
 
-def _next_cursor(trail: _Trail, page_cursor: str | None, rows: int, *, limit: int, url: str,
-                 max_pages: int, max_rows: int) -> PageCursor | None:
-    """Count a page of ``rows`` entries on ``trail``; return its cursor as a PageCursor.
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One page asked for: its URL, the limit it was asked with, and its listing's trail."""
+
+    url: str
+    limit: int
+    trail: _Trail
+
+
+def _ask(host: str, method: str, *, cursor: str | None, limit: int, most: int,
+         policy: RetryPolicy, **params: str) -> Flow[tuple[HttpResponse, _Asked]]:
+    """GET one page of ``method`` (``limit`` clamped to 1..``most``); return the answer."""
+    clamped = _clamp(limit, most)
+    asked = _Asked(xrpc_url(host, method, **params, limit=clamped, cursor=cursor), clamped,
+                   _trail(host, cursor))
+    response = yield from get_json(asked.url, host=host_of(host), max_bytes=_PAGE_BODY,
+                                   policy=policy)
+    return response, asked
+
+
+def _next_cursor(asked: _Asked, page_cursor: str | None, rows: int, *, max_pages: int,
+                 max_rows: int) -> PageCursor | None:
+    """Count a page of ``rows`` entries on its trail; return its cursor as a PageCursor.
 
     Raises:
-        TransportError: the page holds more than ``limit`` entries, the listing passed
+        TransportError: the page holds more entries than asked for, the listing passed
             ``max_pages`` or ``max_rows``, or ``page_cursor`` was seen before in it.
     """
-    host = trail.host
-    if rows > limit:
+    trail, url, host = asked.trail, asked.url, asked.trail.host
+    if rows > asked.limit:
         raise TransportError("listing page larger than the limit asked", url=url, host=host,
-                             limit=limit, rows=rows)
+                             limit=asked.limit, rows=rows)
     trail.pages += 1
     trail.rows += rows
     if trail.pages > max_pages or trail.rows > max_rows:
@@ -147,16 +167,13 @@ def list_repos_page(host: str, *, cursor: str | None, limit: int = 1000,
         TransportError: an error status, a reply that is not a valid page, or a listing past
             its bounds (see the module docstring); each names the host.
     """
-    trail = _trail(host, cursor)
-    asked = _clamp(limit, _MAX_LIST_LIMIT)
-    url = xrpc_url(host, "com.atproto.sync.listRepos", limit=asked, cursor=cursor)
-    response = yield from get_json(url, host=host_of(host), max_bytes=_PAGE_BODY,
-                                   policy=policy)
+    response, asked = yield from _ask(host, "com.atproto.sync.listRepos", cursor=cursor,
+                                      limit=limit, most=_MAX_LIST_LIMIT, policy=policy)
     if not response.ok:
-        raise unexpected(response, url)
-    page = validate(_ReposPage, response, what="listRepos", url=url, host=host)
-    return list(page.repos), _next_cursor(trail, page.cursor, len(page.repos), limit=asked,
-                                          url=url, max_pages=max_pages, max_rows=max_rows)
+        raise unexpected(response, asked.url)
+    page = validate(_ReposPage, response, what="listRepos", url=asked.url, host=host)
+    return list(page.repos), _next_cursor(asked, page.cursor, len(page.repos),
+                                          max_pages=max_pages, max_rows=max_rows)
 
 
 def list_repos_by_collection_page(
@@ -186,21 +203,17 @@ def list_repos_by_collection_page(
         TransportError: another error status, a reply that is not a valid page, or a listing
             past its bounds (see the module docstring).
     """
-    trail = _trail(host, cursor)
-    asked = _clamp(limit, _MAX_COLLECTION_LIMIT)
-    url = xrpc_url(host, "com.atproto.sync.listReposByCollection", collection=collection,
-                   limit=asked, cursor=cursor)
-    response = yield from get_json(url, host=host_of(host), max_bytes=_PAGE_BODY,
-                                   policy=policy)
+    response, asked = yield from _ask(host, "com.atproto.sync.listReposByCollection",
+                                      cursor=cursor, limit=limit, most=_MAX_COLLECTION_LIMIT,
+                                      policy=policy, collection=collection)
     if _not_implemented(response):
         return None
     if not response.ok:
-        raise unexpected(response, url)
-    page = validate(_CollectionPage, response, what="listReposByCollection", url=url,
+        raise unexpected(response, asked.url)
+    page = validate(_CollectionPage, response, what="listReposByCollection", url=asked.url,
                     host=host)
     return [repo.did for repo in page.repos], _next_cursor(
-        trail, page.cursor, len(page.repos), limit=asked, url=url, max_pages=max_pages,
-        max_rows=max_rows)
+        asked, page.cursor, len(page.repos), max_pages=max_pages, max_rows=max_rows)
 
 
 def _not_implemented(response: HttpResponse) -> bool:

@@ -12,7 +12,7 @@ XRPC error.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from ..errors import RepoUnavailable
 from .effects import DEFAULT_DOWNLOAD_MAX_BYTES, ERROR_BODY_MAX, Flow, HttpDownload, HttpResponse
@@ -72,13 +72,9 @@ def get_latest_commit(pds: str, did: str, *,
         RepoUnavailable: the host does not serve the repository.
         RateLimited, TransportError: as for :func:`get_repo`, or a malformed reply.
     """
-    url = xrpc_url(pds, "com.atproto.sync.getLatestCommit", did=did)
-    response = yield from get_json(url, host=host_of(pds), max_bytes=_SMALL_BODY,
-                                   policy=policy)
-    _check_repo_response(response, did=did, url=url)
-    obj = json_body(response.body)
-    cid = obj.get("cid") if isinstance(obj, dict) else None
-    rev = obj.get("rev") if isinstance(obj, dict) else None
+    obj, url = yield from _ask(pds, did, "com.atproto.sync.getLatestCommit", _SMALL_BODY,
+                               policy, did=did)
+    cid, rev = obj.get("cid"), obj.get("rev")
     if not (isinstance(cid, str) and cid and isinstance(rev, str) and rev):
         raise malformed("getLatestCommit", url, host_of(pds))
     return cid, rev
@@ -96,15 +92,26 @@ def describe_repo(pds: str, did: str, *,
         RepoUnavailable: the host does not serve the repository.
         RateLimited, TransportError: as for :func:`get_repo`, or a malformed reply.
     """
-    url = xrpc_url(pds, "com.atproto.repo.describeRepo", repo=did)
-    response = yield from get_json(url, host=host_of(pds), max_bytes=_DESCRIBE_BODY,
-                                   policy=policy)
-    _check_repo_response(response, did=did, url=url)
-    obj = json_body(response.body)
-    collections = obj.get("collections") if isinstance(obj, dict) else None
+    obj, url = yield from _ask(pds, did, "com.atproto.repo.describeRepo", _DESCRIBE_BODY,
+                               policy, repo=did)
+    collections = obj.get("collections")
     if not isinstance(collections, list) or not all(isinstance(c, str) for c in collections):
         raise malformed("describeRepo", url, host_of(pds))
     return collections
+
+
+def _ask(pds: str, did: str, method: str, max_bytes: int, policy: RetryPolicy, /,
+         **params: str) -> Flow[tuple[dict[str, Any], str]]:
+    """GET ``method`` about ``did``'s repository; return its JSON object ({} if none), URL.
+
+    Raises:
+        RepoUnavailable, RateLimited, TransportError: as :func:`_check_repo_response` says.
+    """
+    url = xrpc_url(pds, method, **params)
+    response = yield from get_json(url, host=host_of(pds), max_bytes=max_bytes, policy=policy)
+    _check_repo_response(response, did=did, url=url)
+    obj = json_body(response.body)
+    return (obj if isinstance(obj, dict) else {}), url
 
 
 def _check_repo_response(response: HttpResponse, *, did: str, url: str) -> None:
