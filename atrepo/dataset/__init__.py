@@ -11,6 +11,7 @@ dataset version per batch; :func:`open_dataset` reads a version back as lazy fra
     ds.as_of(3).records   # time travel
     ds.changes(since=3)   # record-level changes since version 3
     ds.write_parquet("share/")   # plain Parquet + a dataset card
+    atrepo.dataset.vacuum("out/")  # delete files no recent version reads
 
 The tables are plain Delta Lake: ``pl.scan_delta("out/records")``, DuckDB's
 ``delta_scan('out/records')``, Spark or pyarrow read them without atrepo. Layout and
@@ -27,8 +28,10 @@ from __future__ import annotations
 from ._batch import Batch
 from ._export import DatasetExport, ExportReport, Target
 from ._layout import REPOS_SCHEMA
+from ._maintain import compact, vacuum
 from ._reader import CHANGES_SCHEMA, VERSIONS_SCHEMA, Dataset, open_dataset
 from ._writer import DatasetWriter
 
 __all__ = ["CHANGES_SCHEMA", "REPOS_SCHEMA", "VERSIONS_SCHEMA", "Batch", "Dataset",
-           "DatasetExport", "DatasetWriter", "ExportReport", "Target", "open_dataset"]
+           "DatasetExport", "DatasetWriter", "ExportReport", "Target", "compact",
+           "open_dataset", "vacuum"]

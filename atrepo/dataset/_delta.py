@@ -69,13 +69,16 @@ def committed(path: Path) -> int:
     return -1 if version is None else version
 
 
-def history(path: Path) -> list[tuple[int, int, int, dict[str, Any] | None]]:
+def history(path: Path, limit: int | None = None
+            ) -> list[tuple[int, int, int, dict[str, Any] | None]]:
     """(table version, dataset version, timestamp ms, atrepo metadata) per commit, oldest first.
 
     A commit atrepo did not make (a compaction run with deltalake directly) changes no
-    rows, so it belongs to the dataset version before it (metadata None).
+    rows, so it belongs to the dataset version before it (metadata None). ``limit``: only
+    the newest commits (their dataset versions are then known only where they have
+    metadata).
     """
-    entries = sorted(DeltaTable(path).history(), key=lambda e: int(e["version"]))
+    entries = sorted(DeltaTable(path).history(limit), key=lambda e: int(e["version"]))
     out: list[tuple[int, int, int, dict[str, Any] | None]] = []
     current = -1
     for entry in entries:
@@ -88,8 +91,12 @@ def history(path: Path) -> list[tuple[int, int, int, dict[str, Any] | None]]:
 
 def table_version(path: Path, version: int) -> int | None:
     """The table's version at dataset version ``version``; None when it did not exist yet."""
-    if committed(path) <= version:
-        return None if not table_exists(path) else DeltaTable(path).version()
+    if not table_exists(path):
+        return None
+    table = DeltaTable(path)   # one load: its version and transactions belong together
+    held = table.transaction_version(APP_ID)
+    if held is None or held <= version:
+        return int(table.version())
     chosen = None
     for table_v, dataset_v, _, _ in history(path):
         if dataset_v <= version:

@@ -38,6 +38,7 @@ from ..frames import errors_frame
 from ..snapshot import RepoSnapshot
 from ..syntax import is_did
 from ._batch import ACTIVE, Batch
+from ._maintain import compact_tables
 from ._writer import DatasetWriter
 
 __all__ = ["BATCH_RECORDS", "BATCH_REPOS", "DatasetExport", "ExportReport", "Target"]
@@ -179,7 +180,9 @@ class DatasetExport:
             if pds is not None and pds.rstrip("/") in self.hosts and did not in seen and \
                     did not in self.exclude and self._held[did][2] == ACTIVE:
                 work.append(Target(did))
-        return work
+        # in DID order, so that each commit's files cover a narrow range of DIDs and a later
+        # refresh's replacements rewrite few of them (file statistics on did)
+        return sorted(work, key=lambda target: target.name)
 
     def is_excluded(self, did: str) -> bool:
         """Whether ``did`` must not be exported (a handle resolves to it)."""
@@ -273,6 +276,8 @@ class DatasetExport:
             version = self.writer.finish(hosts=self.hosts)
             if version is not None:
                 self.report.commits += 1
+            if self.report.commits:   # many refreshes leave many small files
+                compact_tables(self.writer.layout)
             self.report.version = self.writer.version
             self.report.errors = self.errors()
         finally:

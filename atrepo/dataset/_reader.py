@@ -46,7 +46,11 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     """
     layout = Layout(path)
     layout.check_dataset()
-    return Dataset(layout, _delta.committed(layout.repos))
+    newest = _delta.history(layout.repos, limit=1)   # the repos table commits last
+    meta = newest[-1][3] if newest else None
+    if meta is None:   # a commit atrepo did not make is the newest: look further
+        return Dataset(layout, _delta.committed(layout.repos))
+    return Dataset(layout, int(meta["version"]), {**meta, "timestamp": newest[-1][2]})
 
 
 class Dataset:
@@ -57,18 +61,22 @@ class Dataset:
         version: the dataset version read (one per committed batch, from 0).
     """
 
-    def __init__(self, layout: Layout, version: int) -> None:
+    def __init__(self, layout: Layout, version: int,
+                 meta: dict[str, Any] | None = None) -> None:
         self._layout = layout
         self.path = layout.root
         self.version = version
-        self.meta = self._versions_meta().get(version, {})
+        self.meta = meta if meta is not None else self._versions_meta().get(version, {})
+        self._table_versions: dict[Path, int | None] = {}
 
     # -- the tables -----------------------------------------------------------------------
 
     def _scan(self, path: Path) -> pl.LazyFrame | None:
-        if not table_exists(path):
-            return None
-        return _delta.scan(path, _delta.table_version(path, self.version))
+        """The table at ``path`` at this dataset version (None: no such table then)."""
+        if path not in self._table_versions:   # fixed once found: later commits don't move it
+            self._table_versions[path] = _delta.table_version(path, self.version)
+        table_version = self._table_versions[path]
+        return None if table_version is None else _delta.scan(path, table_version)
 
     @property
     def records(self) -> pl.LazyFrame:

@@ -6,10 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 import atrepo
 from atrepo.dataset import CHANGES_SCHEMA, REPOS_SCHEMA, VERSIONS_SCHEMA, Batch, \
-    DatasetWriter, open_dataset
+    DatasetWriter, compact, open_dataset, vacuum
 from atrepo.frames import EXPORT_SCHEMA
 from atrepo.testing import make_repo_car
 
@@ -274,3 +275,38 @@ def test_the_reprs_say_what_the_version_holds_and_escape(tmp_path):
     assert repr(ds) == f"<Dataset {root} version 0: 1 repos, 1 records>"
     page = ds._repr_html_()
     assert "&lt;ds&gt;" in page and "<ds>" not in page and PDS in page
+
+
+def test_compact_merges_small_files_and_changes_no_row(tmp_path):
+    with DatasetWriter(tmp_path / "ds") as writer:
+        for i in range(20):   # twenty commits: twenty small files in the post partition
+            writer.commit(batch(snap("did:plc:" + f"{i:024d}", {f"{POST}/3k{i:03d}":
+                                                                post(f"p{i}")})))
+    before = open_dataset(tmp_path / "ds")
+    rows_before = before.records.drop("fetched_at").sort("uri").collect()
+    assert len(DeltaTable(tmp_path / "ds" / "records").file_uris()) == 20
+    removed = compact(tmp_path / "ds")
+    assert removed["records"] == 20
+    after = open_dataset(tmp_path / "ds")
+    assert len(DeltaTable(tmp_path / "ds" / "records").file_uris()) == 1
+    assert after.version == before.version == 19
+    assert after.records.drop("fetched_at").sort("uri").collect().equals(rows_before)
+    assert after.as_of(3).records.collect().height == 4
+    assert after.versions.height == 20
+
+
+def test_vacuum_deletes_what_only_old_versions_read(tmp_path):
+    with first(tmp_path) as writer:
+        gone = Batch()
+        gone.add_removed(B, "deleted")
+        writer.commit(gone)
+        with pytest.raises(atrepo.AtrepoError, match="another export"):
+            vacuum(tmp_path / "ds")
+    assert vacuum(tmp_path / "ds", older_than=timedelta(0)) > 0
+    ds = open_dataset(tmp_path / "ds")
+    assert set(ds.records.collect()["did"]) == {A}
+    parquet = {p.name for p in (tmp_path / "ds").rglob("*.parquet")}
+    live = set()
+    for table in ("records", "repos", f"tables/{POST}", f"tables/{LIKE}"):
+        live |= {u.rsplit("/", 1)[1] for u in DeltaTable(tmp_path / "ds" / table).file_uris()}
+    assert parquet == live   # B's old rows are gone from disk
