@@ -200,10 +200,10 @@ def records_table(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame,
     extras = _scatter(len(texts), dict(checked.extras)).alias(EXTRA)
     table = pl.concat([rows.select(KEY_COLUMNS.names()), fields, extras.to_frame()],
                       how="horizontal")
-    problems = pl.DataFrame(
-        [(collection, rows["rkey"][i], rows["cid"][i], error) for i, error in found],
-        schema=PROBLEMS_SCHEMA, orient="row")
-    return table, problems
+    at = pl.Series([i for i, _ in found], dtype=pl.UInt32)
+    problems = rows.select(pl.lit(collection).alias("collection"), "rkey", "cid")[at]
+    problems = problems.with_columns(pl.Series("error", [e for _, e in found], dtype=pl.String))
+    return table, problems.cast(dict(PROBLEMS_SCHEMA))  # type: ignore[arg-type]
 
 
 def _texts(records: pl.DataFrame, collection: str) -> pl.Series:
