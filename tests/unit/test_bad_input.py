@@ -10,15 +10,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from _hostile import (
-    DID,
-    HEIGHT0,
-    RECORD,
-    RECORD_CID,
-    expect_error,
-    node_block,
-    read_all,
-)
+from _hostile import DID, HEIGHT0, RECORD, RECORD_CID, expect_error, node_block, read_all
 from _hostile import tag42 as _tag42
 
 from atrepo.cid import CID, cid_for

@@ -14,18 +14,8 @@ import pytest
 from atrepo import car as carmod
 from atrepo._varint import encode_varint
 from atrepo.errors import CarError, MstError
-from _hostile import (
-    Layout,
-    both,
-    expect_error,
-    expect_located,
-    flip,
-    read_all,
-    read_varint,
-    selected_blocks,
-    tag42,
-    time_limit,
-)
+from _hostile import (Layout, both, expect_error, expect_located, flip, read_all, read_varint,
+                     selected_blocks, tag42, time_limit)
 
 
 # --- truncation --------------------------------------------------------------------------------

@@ -22,14 +22,7 @@ from atrepo._varint import encode_varint
 from atrepo.cid import CID, cid_for
 from atrepo.errors import CarError, MstError
 from atrepo.testing import encode_car
-from _hostile import (
-    Layout,
-    expect_error,
-    flip,
-    read_all,
-    selected_blocks,
-    time_limit,
-)
+from _hostile import Layout, expect_error, flip, read_all, selected_blocks, time_limit
 
 
 def test_roots_get_contains_len(ref_small: Any) -> None:

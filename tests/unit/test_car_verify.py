@@ -17,16 +17,8 @@ from atrepo.car import check_block
 from atrepo.cid import cid_for
 from atrepo.errors import CarError, MstError
 from atrepo.testing import encode_car
-from _hostile import (
-    Layout,
-    expect_error,
-    expect_located,
-    flip,
-    read_all,
-    selected_blocks,
-    swap,
-    time_limit,
-)
+from _hostile import (Layout, expect_error, expect_located, flip, read_all, selected_blocks, swap,
+                     time_limit)
 
 
 @pytest.mark.parametrize("which", ["commit", "mst-root", "mst-leaf", "record", "last-block"])

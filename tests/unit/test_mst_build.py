@@ -9,9 +9,7 @@ import pytest
 import atrepo
 from atrepo import mst
 from atrepo.cid import CID, cid_for
-from _hostile import (
-    reference_blocks,
-)
+from _hostile import reference_blocks
 
 
 def test_build_gives_reference_root(ref_small: Any, ref_p256: Any) -> None:

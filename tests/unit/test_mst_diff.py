@@ -6,9 +6,7 @@ from typing import Any
 
 from atrepo import car, cbor, mst
 from atrepo.cid import CID, cid_for
-from _hostile import (
-    reference_blocks,
-)
+from _hostile import reference_blocks
 
 
 def test_diff_equals_reference_diff(ref_small: Any) -> None:

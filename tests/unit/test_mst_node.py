@@ -14,17 +14,8 @@ import pytest
 from atrepo import mst
 from atrepo.cid import cid_for
 from atrepo.mst._node import common_prefix, decode_checked, decode_node, encode_node
-from _hostile import (
-    HEIGHT0,
-    HEIGHT1,
-    RECORD_CID,
-    expect_mst_error,
-    node_block,
-    raw_node,
-    read_all,
-    repo_car,
-    tag42,
-)
+from _hostile import (HEIGHT0, HEIGHT1, RECORD_CID, expect_mst_error, node_block, raw_node,
+                     read_all, repo_car, tag42)
 
 
 def test_encode_then_decode_is_the_node() -> None:

@@ -15,22 +15,9 @@ import atrepo
 from atrepo import car, cbor, mst
 from atrepo.cid import CID, cid_for
 from atrepo.errors import CarError, MstError
-from _hostile import (
-    HEIGHT0,
-    HEIGHT1,
-    KEY,
-    RECORD_CID,
-    Layout,
-    drop,
-    expect_error,
-    expect_mst_error,
-    node_block,
-    read_all,
-    reference_blocks,
-    repo_car,
-    selected_blocks,
-    time_limit,
-)
+from _hostile import (HEIGHT0, HEIGHT1, KEY, RECORD_CID, Layout, drop, expect_error,
+                     expect_mst_error, node_block, read_all, reference_blocks, repo_car,
+                     selected_blocks, time_limit)
 
 
 def test_walk_equals_reference_listing(ref_small: Any) -> None:

@@ -15,18 +15,8 @@ import atrepo
 from atrepo import car as carmod
 from atrepo._varint import encode_varint
 from atrepo.errors import AtrepoError, CarError, MstError
-from _hostile import (
-    Block,
-    Layout,
-    both,
-    drop,
-    expect_error,
-    flip,
-    frame_layout,
-    read_all,
-    swap,
-    time_limit,
-)
+from _hostile import (Block, Layout, both, drop, expect_error, flip, frame_layout, read_all, swap,
+                     time_limit)
 
 
 @pytest.fixture(scope="module")
