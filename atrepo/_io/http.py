@@ -89,6 +89,7 @@ class _Sink:
         self.url = url
         self.deadline = deadline
         self._decoder: Decoder | None = None
+        self._strict = True
         self._full = False
 
     def start(self, response: httpx.Response) -> None:
@@ -96,42 +97,57 @@ class _Sink:
 
         Raises:
             TransportError: the response announces a body over its cap.
-            httpx.DecodingError: an encoding atrepo does not decode.
+            httpx.DecodingError: a 2xx body in an encoding atrepo does not decode.
         """
         strict, cap = self._open(response)
+        self._strict = strict
         declared = response.headers.get("content-length", "")
         if strict and declared.isascii() and declared.isdigit() and int(declared) > cap:
             raise ResponseTooLarge(self.url, max_bytes=cap)
         # an in-memory response (httpx.MockTransport) was decoded by httpx when it was made
         encoding = "" if response.is_stream_consumed else response.headers.get(
             "content-encoding", "")
-        self._decoder = Decoder(encoding, url=self.url, max_bytes=cap, strict=strict)
+        try:
+            self._decoder = Decoder(encoding, url=self.url, max_bytes=cap, strict=strict)
+        except httpx.DecodingError:
+            if strict:
+                raise
+            self._full = True  # an error body atrepo cannot decode: its status is the answer
 
     def feed(self, raw: bytes) -> bool:
         """Decode and keep ``raw``; return False once a truncated body is full.
 
+        An error body that does not decode ends where it stops decoding: flows only read
+        its status and, when they can, its XRPC error.
+
         Raises:
             TransportError: the body passes its cap, or the deadline passed.
-            httpx.DecodingError: the body is not what its encoding says.
+            httpx.DecodingError: a 2xx body is not what its encoding says.
         """
         self.deadline.check()
-        assert self._decoder is not None, "start() comes first"
+        if self._decoder is None or self._full:
+            return False
         return self._keep_all(self._decoder.feed(raw))
 
     def response(self, response: httpx.Response) -> HttpResponse:
         """Finish the body (decoders flushed unless it was cut); return the answer."""
-        assert self._decoder is not None, "start() comes first"
-        if not self._full:
+        if self._decoder is not None and not self._full:
             self._keep_all(self._decoder.flush())
         headers = {key.lower(): value for key, value in response.headers.items()}
         return HttpResponse(status=response.status_code, headers=headers, body=self._body(),
                             url=str(response.url))
 
     def _keep_all(self, pieces: Iterator[bytes]) -> bool:
-        for piece in pieces:
-            if not self._keep(piece):
-                self._full = True
-                return False
+        try:
+            for piece in pieces:
+                if not self._keep(piece):
+                    self._full = True
+                    return False
+        except httpx.DecodingError:
+            if self._strict:
+                raise
+            self._full = True
+            return False
         return True
 
     def _open(self, response: httpx.Response) -> tuple[bool, int]:
@@ -157,7 +173,6 @@ class _Body(_Sink):
         self._max_bytes = effect.max_bytes
         self._chunks: list[bytes] = []
         self._size = 0
-        self._strict = True
         self.follow_redirects = effect.follow_redirects
 
     def _open(self, response: httpx.Response) -> tuple[bool, int]:

@@ -522,3 +522,23 @@ def test_streamed_stacked_bomb_is_cut_at_max_bytes(mode):
     with pytest.raises(TransportError, match="response too large") as info:
         run(mode, _capture(HttpGet(f"{PLC}/{DID}", max_bytes=1 << 20)), handler)
     assert info.value.url == f"{PLC}/{DID}" and info.value.fields["max_bytes"] == 1 << 20
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("encoding,body", [("br", b"\x8b\x00"), ("gzip", b"not gzip")])
+def test_an_error_body_that_does_not_decode_still_gives_its_status(mode, encoding, body):
+    handler = routes({f"{PLC}/{DID}": reply(404, headers={"content-encoding": encoding},
+                                            stream=Chunks([body]))})
+    response = run(mode, _capture(HttpGet(f"{PLC}/{DID}")), handler)
+    assert (response.status, response.body) == (404, b"")
+    with pytest.raises(ResolutionError, match="DID not found"):
+        run(mode, resolve_did(DID, plc_url=PLC), handler)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_2xx_body_in_an_unknown_encoding_is_a_transport_error(mode):
+    handler = routes({f"{PLC}/{DID}": reply(200, headers={"content-encoding": "br"},
+                                            stream=Chunks([b"\x8b\x00"]))})
+    with pytest.raises(TransportError, match="request failed") as info:
+        run(mode, _capture(HttpGet(f"{PLC}/{DID}")), handler)
+    assert "unsupported content encoding" in str(info.value)
