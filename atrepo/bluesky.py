@@ -74,9 +74,9 @@ def _did_of(uri: pl.Expr) -> pl.Expr:
 def tid_time(rkey: pl.Expr) -> pl.Expr:
     """Return the time a TID record key encodes (UTC), null for keys that are not TIDs.
 
-    A TID is 13 base32-sortable characters of a 64-bit integer whose top 54 bits after the
-    zero bit are microseconds since the Unix epoch (https://atproto.com/specs/tid). Times
-    outside 1990-2100 are null.
+    A TID is 13 base32-sortable characters of a 64-bit integer: after the top (zero) bit,
+    53 bits of microseconds since the Unix epoch, then 10 bits of clock identifier
+    (https://atproto.com/specs/tid). Times outside 1990-2100 are null.
 
     Example:
         >>> import polars as pl
@@ -122,7 +122,8 @@ def problems(source: Source, collection: str = POST) -> pl.DataFrame:
     if collection != POST:
         return found
     facets = _facet_slices(table).filter(pl.col("problem").is_not_null())
-    misaligned = facets.unique(["rkey", "cid", "facet"], keep="first", maintain_order=True)
+    misaligned = facets.unique(["did", "rkey", "cid", "facet"], keep="first",
+                               maintain_order=True)
     return pl.concat([found, misaligned.select(
         pl.lit(POST).alias("collection"), "rkey", "cid", pl.col("problem").alias("error"))])
 
