@@ -1,7 +1,7 @@
-"""Hostile and broken input left to sort: malformed commits.
+"""Commits (:mod:`atrepo.models`): parse_commit directly, and malformed commits in a CAR.
 
-The CAR and MST cases moved beside the modules they attack (tests/unit/test_car_*.py,
-test_mst_*.py and test_parallel.py); their shared tools are in ``_hostile.py``.
+A malformed commit block ends in a CarError naming the block's CID, whether it is parsed on
+its own or read as the root of a repository CAR.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 from _hostile import DID, HEIGHT0, RECORD, RECORD_CID, expect_error, node_block, read_all
 from _hostile import tag42 as _tag42
 
+from atrepo import cbor
 from atrepo.cid import CID, cid_for
 from atrepo.errors import CarError
+from atrepo.models import Commit, parse_commit
 from atrepo.testing import encode_car
 
-
-# --- malformed commits ----------------------------------------------------------------------------
 
 def _commit_car(commit: Any) -> tuple[bytes, CID]:
     leaf = node_block([HEIGHT0[0]])
@@ -63,6 +63,27 @@ def test_malformed_commit(commit: Any) -> None:
     assert err.cid == str(cid)
 
 
+@pytest.mark.parametrize("commit", list(MALFORMED_COMMITS.values()), ids=list(MALFORMED_COMMITS))
+def test_parse_commit_names_the_block(commit: Any) -> None:
+    data = cbor2.dumps(commit, canonical=True) if not isinstance(commit, bytes) else commit
+    with pytest.raises(CarError) as info:
+        parse_commit(data, cid="bafy-the-block")
+    assert info.value.cid == "bafy-the-block"
+
+
 def test_commit_shape_accepted_when_well_formed() -> None:
     car, _ = _commit_car(_commit())
     assert read_all(car).records.height == 1  # unsigned-checked: no signing_key given
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_parse_commit_returns_the_commit_and_the_signed_bytes(version: int) -> None:
+    fields = _commit(version=version)
+    commit, unsigned = parse_commit(cbor2.dumps(fields, canonical=True))
+    assert isinstance(commit, Commit)
+    assert (commit.did, commit.version, commit.rev, commit.prev) == (DID, version,
+                                                                    "3kaaaaaaaaa22", None)
+    assert commit.sig == b"\x00" * 64 and commit.data.startswith("bafy")
+    assert cbor.decode(unsigned).keys() == fields.keys() - {"sig"}  # all it has, but sig
+    assert repr(commit) == (f"Commit(did={DID!r}, rev='3kaaaaaaaaa22', "
+                            f"data={commit.data!r})")
