@@ -85,9 +85,3 @@ def test_retry_after_parsing_is_strict(value):
     assert retry_after({"retry-after": value}, now=0.0) is None
     assert retry_after({"ratelimit-reset": value}, now=0.0) is None
     assert _decide(status=429, headers={"retry-after": value}).retry  # backs off instead
-
-
-def test_retry_policy_is_public():
-    import atrepo
-
-    assert atrepo.RetryPolicy is RetryPolicy
