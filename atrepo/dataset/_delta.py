@@ -98,9 +98,15 @@ def table_version(path: Path, version: int) -> int | None:
     if held is None or held <= version:
         return int(table.version())
     chosen = None
-    for table_v, dataset_v, _, _ in history(path):
+    commits = history(path)
+    for table_v, dataset_v, _, _ in commits:
         if dataset_v <= version:
             chosen = table_v
+    if chosen is None and commits and commits[0][0] > 0:
+        # the log before the oldest kept commit was cleaned up: that state is gone
+        msg = "this dataset version is no longer kept (its log was cleaned up)"
+        raise AtrepoError(msg, path=path, version=version,
+                          oldest=commits[0][1], hint="ds.versions lists those still readable")
     return chosen
 
 
