@@ -15,8 +15,9 @@ How a table is built, and why it never fails on odd records:
    a change are written out again; the raw JSON stays in ``records``.
 2. ``str.json_decode`` with the declared (JSON-side) dtype reads all records at once, and
    polars expressions turn ``{"$link"}``/``{"$bytes"}`` wrappers into strings, legacy blobs
-   into the blob struct, and datetime strings into ``Datetime("us", "UTC")``; a datetime
-   that does not parse or lies outside 1990-2100 (UTC) is null, with a ``problems`` row.
+   into the blob struct, and datetime strings into ``Datetime("us", "UTC")`` (one without
+   a timezone is read as UTC); a datetime that does not parse or lies outside 1990-2100
+   (UTC) is null, with a ``problems`` row.
 
 A collection without a lexicon gets an inferred shape: fields in sorted order (at every
 depth) and each field's type unified over all of its records (a field whose values
@@ -49,6 +50,9 @@ __all__ = ["DATETIME_RANGE", "Source", "check_collection", "diff_table", "inferr
 DATETIME_RANGE = (datetime(1990, 1, 1, tzinfo=timezone.utc),
                   datetime(2101, 1, 1, tzinfo=timezone.utc))
 _DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
+# no timezone: read as UTC, as the reference's normalizeDatetime does (real records from
+# some clients lack the offset, and the lexicon validator accepts them)
+_NAIVE_FORMAT = "%Y-%m-%dT%H:%M:%S%.f"
 
 
 Source = Any  # RepoSnapshot | pl.DataFrame | pl.LazyFrame | anything with ``.records``
@@ -247,9 +251,9 @@ def _datetime_problems(raw: pl.DataFrame, fixed: pl.DataFrame, shape: Shape
         for i in lost.arg_true().to_list():
             value = raw.get_column(name)[i]
             shown = f"{value[:40]!r}" if isinstance(value, str) else "a datetime inside"
-            problems.append((i, f"Record/{name}: {shown} is not a datetime within "
-                                f"{DATETIME_RANGE[0].year}-{DATETIME_RANGE[1].year - 1}; "
-                                "null in the table"))
+            problems.append((i, f"Record/{name}: {shown} does not parse as a datetime or "
+                                f"lies outside {DATETIME_RANGE[0].year}-"
+                                f"{DATETIME_RANGE[1].year - 1}; null in the table"))
     return problems
 
 
@@ -276,8 +280,9 @@ def _fix(expr: pl.Expr, shape: Shape) -> pl.Expr:
         return expr
     kind = shape.kind
     if kind == "datetime":
-        parsed = expr.str.to_datetime(_DATETIME_FORMAT, time_unit="us", time_zone="UTC",
-                                      strict=False)
+        parsed = pl.coalesce(*(expr.str.to_datetime(form, time_unit="us", time_zone="UTC",
+                                                    strict=False)
+                               for form in (_DATETIME_FORMAT, _NAIVE_FORMAT)))
         return (pl.when(parsed.is_between(pl.lit(DATETIME_RANGE[0]),
                                           pl.lit(DATETIME_RANGE[1]), closed="left"))
                 .then(parsed).otherwise(None))

@@ -119,6 +119,8 @@ def test_invalid_records_are_reported_but_kept() -> None:
     ("2024-02-30T00:00:00Z", False),
     ("yesterday", False),
     ("2024-05-01T12:00:00.123456789+05:30", True),
+    ("2023-07-21T01:33:51.481951", True),   # no timezone (some clients): read as UTC
+    ("2023-07-21 01:33:51Z", False),
 ])
 def test_datetimes_outside_1990_2100_or_unparseable_are_null(value: str, kept: bool) -> None:
     table, problems = records_table(records([("app.bsky.feed.like", "a", like(value))]),
@@ -128,6 +130,8 @@ def test_datetimes_outside_1990_2100_or_unparseable_are_null(value: str, kept: b
     if not kept:
         assert problems["error"][0].startswith("Record/createdAt: ")
         assert "1990-2100" in problems["error"][0]
+    else:
+        assert table["createdAt"][0].tzname() == "UTC"
 
 
 def test_undecodable_records_give_a_row_of_nulls() -> None:
