@@ -18,7 +18,6 @@ use crate::error::{CoreError, Field, Result};
 pub const MAX_BLOCK_SIZE: u64 = 1 << 23;
 const KEY_BYTES: usize = 7;
 const BLESSED_HEAD: [[u8; 4]; 2] = [[0x01, 0x71, 0x12, 0x20], [0x01, 0x55, 0x12, 0x20]];
-const NONE: u32 = u32::MAX;
 
 /// Where one block's data lies.
 #[derive(Clone, Copy, Debug)]
@@ -28,15 +27,24 @@ pub struct Block {
 }
 
 /// The block index of one CAR; the bytes themselves are held by the caller.
+///
+/// About 30 bytes per block: each block's place packed in a u64, and a table from key to
+/// the first block filed under it. Blocks sharing a key (rare, unless the CAR is hostile)
+/// are chained in file order in side tables that stay empty otherwise.
 #[derive(Default, Clone)]
 pub struct Car {
-    pub blocks: Vec<Block>,
-    /// next block with the same key, in file order (NONE at the end of a chain)
-    next: Vec<u32>,
-    /// key -> (first, last) block of its chain
-    heads: HashMap<u64, (u32, u32)>,
+    /// (data offset << LEN_BITS) | length, in file order
+    places: Vec<u64>,
+    /// key -> first block under it
+    heads: HashMap<u64, u32>,
+    /// block -> the next block under the same key; key -> the last block under it
+    next: HashMap<u32, u32>,
+    last: HashMap<u64, u32>,
     pub verify_cids: bool,
 }
+
+/// Bits of a packed place that hold the length (a block is at most 8 MiB).
+const LEN_BITS: u32 = 24;
 
 fn key_of(cid: &[u8]) -> u64 {
     let tail = &cid[cid.len().saturating_sub(KEY_BYTES)..];
@@ -96,11 +104,23 @@ impl Car {
     }
 
     /// Frame every block of `buf[pos..]` into the index (the whole rest must be blocks).
-    pub fn index(&mut self, buf: &[u8], mut pos: usize) -> Result<()> {
+    ///
+    /// `release(start, end)` is told of each stretch of `buf` framed (so a mapped file's
+    /// pages need not stay in memory).
+    pub fn index(&mut self, buf: &[u8], mut pos: usize, release: &dyn Fn(usize, usize))
+                 -> Result<()> {
+        const STRETCH: usize = 16 << 20;
         let end = buf.len();
-        // a block takes at least 2 bytes: never reserve for more than that
-        self.blocks.reserve((end - pos.min(end)) / 300);
+        // real blocks are hundreds of bytes: reserve for that, not for hostile 2-byte ones
+        let expected = (end - pos.min(end)) / 300;
+        self.places.reserve(expected);
+        self.heads.reserve(expected);
+        let mut released = pos;
         while pos < end {
+            if pos - released >= STRETCH {
+                release(released, pos);
+                released = pos;
+            }
             let start = pos;
             let (size, p) = match varint(buf, pos, end) {
                 Ok(v) => v,
@@ -126,36 +146,47 @@ impl Car {
             self.add(buf, data, pos + size - data);
             pos += size;
         }
+        release(released, end);
         Ok(())
     }
 
     fn add(&mut self, buf: &[u8], data: usize, length: usize) {
         let key = key_of(&buf[data.saturating_sub(KEY_BYTES)..data]);
-        let id = self.blocks.len() as u32;
-        self.blocks.push(Block { offset: data, length });
-        self.next.push(NONE);
-        match self.heads.get_mut(&key) {
-            Some((_, last)) => {
-                self.next[*last as usize] = id;
-                *last = id;
-            }
-            None => {
-                self.heads.insert(key, (id, id));
-            }
+        let id = self.places.len() as u32;
+        self.places.push(((data as u64) << LEN_BITS) | length as u64);
+        if let Some(&first) = self.heads.get(&key) {
+            let tail = self.last.get(&key).copied().unwrap_or(first);
+            self.next.insert(tail, id);
+            self.last.insert(key, id);
+        } else {
+            self.heads.insert(key, id);
         }
+    }
+
+    /// Blocks in the index.
+    pub fn len(&self) -> usize {
+        self.places.len()
+    }
+
+    /// Where block `id` (in file order) lies.
+    pub fn block(&self, id: usize) -> Block {
+        let place = self.places[id];
+        Block { offset: (place >> LEN_BITS) as usize, length: (place & ((1 << LEN_BITS) - 1)) as usize }
     }
 
     /// The first block whose stored CID ends with `raw`, and whether it was the only block
     /// under its key (the reference's fast path, which checks only the digest).
     pub fn locate(&self, buf: &[u8], raw: &[u8]) -> Option<(Block, bool)> {
-        let &(first, last) = self.heads.get(&key_of(raw))?;
-        let mut id = first;
-        while id != NONE {
-            let block = self.blocks[id as usize];
+        let key = key_of(raw);
+        let first = *self.heads.get(&key)?;
+        let alone = !self.last.contains_key(&key);
+        let mut id = Some(first);
+        while let Some(i) = id {
+            let block = self.block(i as usize);
             if block.offset >= raw.len() && &buf[block.offset - raw.len()..block.offset] == raw {
-                return Some((block, first == last));
+                return Some((block, alone));
             }
-            id = self.next[id as usize];
+            id = if alone { None } else { self.next.get(&i).copied() };
         }
         None
     }

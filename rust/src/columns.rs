@@ -30,7 +30,8 @@ fn json_bound(n: usize) -> usize {
     8 * n + 16
 }
 
-pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Result<Decoded> {
+pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str,
+                      release: &(dyn Fn(usize, usize) + Sync)) -> Result<Decoded> {
     let n = leaves.len();
     let raw = |i: usize| leaves.value(i);
     let mut found: Vec<(Block, bool)> = Vec::with_capacity(n);
@@ -59,9 +60,10 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Resu
         let handles: Vec<_> = order
             .chunks(chunk)
             .skip(1)
-            .map(|rows| scope.spawn(|| decode_part(car, buf, leaves, &found, rows)))
+            .map(|rows| scope.spawn(|| decode_part(car, buf, leaves, &found, rows, release)))
             .collect();
-        let first = decode_part(car, buf, leaves, &found, order.chunks(chunk).next().unwrap_or(&[]));
+        let first = decode_part(car, buf, leaves, &found, order.chunks(chunk).next().unwrap_or(&[]),
+                                release);
         let mut parts = vec![first];
         // a panic in a thread is re-raised here, and PyO3 turns it into an exception
         parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
@@ -82,6 +84,7 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str) -> Resu
     if let Some((_, error)) = failed {
         return Err(error);
     }
+    drop((found, order)); // before the key columns take their memory
     problems.sort_unstable_by_key(|p| p.0);
     let mut columns = key_columns(leaves, did);
     columns.push(record);
@@ -96,14 +99,20 @@ struct Part {
 }
 
 /// Verify and decode the records `rows` (in file order) into a column of their own.
-fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], rows: &[u32])
-               -> Part {
+fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], rows: &[u32],
+               release: &(dyn Fn(usize, usize) + Sync)) -> Part {
+    const STRETCH: usize = 8 << 20;
+    let mut released = rows.first().map_or(0, |&i| found[i as usize].0.offset);
     let mut column = ViewColumn::sparse();
     let mut problems = Vec::new();
     let mut failed: Option<(usize, CoreError)> = None;
     for &i in rows {
         let i = i as usize;
         let (block, alone) = found[i];
+        if block.offset - released >= STRETCH {
+            release(released, block.offset); // rows come in file order: these are done
+            released = block.offset;
+        }
         if car.verify_cids {
             // the CID stored before the data is the row's CID (that is how it was found),
             // and it is read in file order, unlike the row's own copy
@@ -128,6 +137,10 @@ fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], 
             }
             Err(problem) => problems.push((i, problem)),
         }
+    }
+    if let Some(&last) = rows.last() {
+        let (block, _) = found[last as usize];
+        release(released, block.offset + block.length);
     }
     Part { column, problems, failed }
 }

@@ -20,7 +20,7 @@ mod text;
 use std::fs::File;
 use std::sync::Mutex;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -89,6 +89,20 @@ impl Source {
         Ok(Source::Mapped(map, size))
     }
 
+    /// Let the pages of bytes [start, end) go from this process's memory (a mapped file's
+    /// pages come back from the page cache when read again; held bytes stay as they are).
+    fn release(&self, start: usize, end: usize) {
+        const ALIGN: usize = 1 << 16; // a multiple of every page size in use
+        let Source::Mapped(map, _) = self else { return };
+        let (start, end) = (start.next_multiple_of(ALIGN), end.min(map.len()) / ALIGN * ALIGN);
+        if end > start {
+            // SAFETY: the mapping is a read-only map of a file; MADV_DONTNEED only drops
+            // its pages from the page tables, and the next read faults the same bytes back
+            // in from the file, so no slice into the mapping ever sees other contents.
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+
     fn slice<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
         match self {
             Source::Bytes(b) => b.as_bytes(py),
@@ -111,7 +125,8 @@ impl PyCar {
         if start > buf.len() {
             return Err(PyValueError::new_err("start is beyond the end of the CAR"));
         }
-        py.detach(|| car.index(buf, start)).map_err(|f| raise(py, f))?;
+        let release = |a: usize, b: usize| source.release(a, b);
+        py.detach(|| car.index(buf, start, &release)).map_err(|f| raise(py, f))?;
         Ok(PyCar { source, car })
     }
 }
@@ -154,7 +169,7 @@ impl PyCar {
     }
 
     fn __len__(&self) -> usize {
-        self.car.blocks.len()
+        self.car.len()
     }
 
     /// (offset, length) of the data of block `cid` (binary), or None.
@@ -174,7 +189,7 @@ impl PyCar {
 
     /// Data offsets and lengths of every block, in file order (not verified).
     fn spans(&self) -> Vec<(usize, usize)> {
-        self.car.blocks.iter().map(|b| (b.offset, b.length)).collect()
+        (0..self.car.len()).map(|i| self.car.block(i)).map(|b| (b.offset, b.length)).collect()
     }
 
     /// Walk the MST at `root` (binary CID); `ranges` of byte keys [lo, hi) prune it.
@@ -182,10 +197,12 @@ impl PyCar {
     fn walk(&self, py: Python<'_>, root: &[u8], ranges: Option<Vec<(Vec<u8>, Vec<u8>)>>)
             -> PyResult<PyTree> {
         let buf = self.source.slice(py);
-        let leaves = py
-            .detach(|| mst::walk(&self.car, buf, root, ranges.as_ref()))
-            .map_err(|f| raise(py, f))?;
-        Ok(PyTree { leaves })
+        let walked = py.detach(|| {
+            let walked = mst::walk(&self.car, buf, root, ranges.as_ref());
+            self.source.release(0, buf.len()); // the nodes were read all over the file
+            walked
+        });
+        Ok(PyTree { leaves: walked.map_err(|f| raise(py, f))? })
     }
 
     /// Decode the records `values` (binary CIDs) under `keys`: (columns, [(row, failure)]).
@@ -204,8 +221,9 @@ impl PyCar {
         };
         let buf = self.source.slice(py);
         let car = &self.car;
+        let release = |a: usize, b: usize| self.source.release(a, b);
         let decoded = py
-            .detach(|| columns::decode_records(car, buf, leaves, did))
+            .detach(|| columns::decode_records(car, buf, leaves, did, &release))
             .map_err(|f| raise(py, f))?;
         let columns = RecordColumns { columns: Mutex::new(Some(decoded.columns)) };
         let problems = decoded
