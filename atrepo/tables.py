@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Protocol
 
 import polars as pl
 
@@ -42,8 +42,9 @@ from ._infer import inferred_shape
 from ._table_check import Checker
 from .lexicon._shape import Shape
 
-__all__ = ["DATETIME_RANGE", "Source", "check_collection", "diff_table", "inferred_shape",
-           "records_table", "table", "table_problems", "table_schema", "table_with_problems"]
+__all__ = ["DATETIME_RANGE", "HasRecords", "Source", "check_collection", "diff_table",
+           "inferred_shape", "records_table", "table", "table_problems", "table_schema",
+           "table_with_problems"]
 
 # datetimes outside these years (UTC) are taken as wrong clocks, not as data: research on
 # Bluesky reports createdAt values of 1970 and of year 1 (from clients' zero timestamps)
@@ -55,7 +56,15 @@ _DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _NAIVE_FORMAT = "%Y-%m-%dT%H:%M:%S%.f"
 
 
-Source = Any  # RepoSnapshot | pl.DataFrame | pl.LazyFrame | anything with ``.records``
+class HasRecords(Protocol):
+    """Anything with a ``records`` frame: a :class:`~atrepo.RepoSnapshot`, a dataset."""
+
+    @property
+    def records(self) -> pl.DataFrame | pl.LazyFrame: ...
+
+
+# where records come from: a snapshot, a records frame or lazy frame, a dataset
+Source = pl.DataFrame | pl.LazyFrame | HasRecords
 
 
 def table(source: Source, collection: str) -> pl.DataFrame:
@@ -103,12 +112,12 @@ def table_with_problems(source: Source, collection: str
     if isinstance(source, pl.LazyFrame):
         source = (source.filter(pl.col("collection") == collection)
                   .select(RECORDS_SCHEMA.names()).collect())
-    elif not isinstance(source, pl.DataFrame) and hasattr(source, "records"):
+    elif not isinstance(source, pl.DataFrame):
+        if not hasattr(source, "records"):
+            msg = (f"records come from a RepoSnapshot, a records DataFrame or LazyFrame, or "
+                   f"an object with .records, not {type(source).__name__}")
+            raise TypeError(msg)
         return table_with_problems(source.records, collection)
-    if not isinstance(source, pl.DataFrame):
-        msg = (f"records come from a RepoSnapshot, a records DataFrame or LazyFrame, or an "
-               f"object with .records, not {type(source).__name__}")
-        raise TypeError(msg)
     return records_table(source, collection)
 
 
