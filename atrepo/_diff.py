@@ -3,9 +3,13 @@
 The work is :func:`atrepo.mst.diff`'s: both trees are expanded a layer at a time and every
 subtree with the same CID on both sides is skipped unread, so the cost follows the number
 of changes, not the size of the repository. Only the records that changed are decoded.
-Both trees were walked and checked when their snapshots were opened (or, for a snapshot
-reopened from the store, when it was stored), so their nodes are decoded here without
-repeating those checks; each block is still hashed against its CID.
+When both snapshots check their blocks against their CIDs (``verify_cids=True``, and every
+stored snapshot), both trees were walked and checked when the snapshots were opened (or,
+for a snapshot reopened from the store, when it was stored), so their nodes are decoded
+here without repeating those checks: the CID says a node is the very node that was checked.
+A snapshot read with ``verify_cids=False`` gives no such promise (a block may be anything,
+under any CID; issue 13, item 8): then every block the diff reads is hashed against its CID
+here, and every node is decoded and checked as a walk would.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import polars as pl
 
 from . import mst
 from ._records import gc_paused
+from .car import check_block
 from .cid import CID, cid_str
 from .datamodel import record_json
 from .errors import AtrepoError, DecodeError
@@ -43,6 +48,8 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
     Raises:
         AtrepoError: the snapshots belong to different repositories.
         MstError: a node that must be compared is missing or malformed.
+        CarError: a block of a snapshot read with ``verify_cids=False`` does not match its
+            CID.
 
     Example:
         >>> import atrepo
@@ -55,19 +62,25 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
                           new=new.did, hint="diff two snapshots of one DID")
     old_root = bytes(CID.decode(old.data_cid)) if old is not None else bytes(_EMPTY_ROOT)
 
+    sources = [new.blocks] if old is None or old.blocks is new.blocks else \
+        [new.blocks, old.blocks]
+    checked = all(blocks.verify_cids for blocks in sources)
+
     def fetch(raw: bytes) -> bytes | None:
-        found = new.blocks.get_raw(raw)
-        if found is None and old is not None and old.blocks is not new.blocks:
-            found = old.blocks.get_raw(raw)
-        return found if found is not None else _EMPTY_BLOCKS.get(CID.from_raw(raw))
+        for blocks in sources:
+            found = blocks.get_raw(raw)
+            if found is not None:
+                if not blocks.verify_cids:
+                    check_block(raw, found)
+                return found
+        return _EMPTY_BLOCKS.get(CID.from_raw(raw))
 
     ranges = _ranges(old.collections_filter if old is not None else None,
                      new.collections_filter)
     with gc_paused():
-        # both trees were checked when opened or stored (see the module docstring)
         ops, _created, _deleted = mst.diff_raw(fetch, old_root,
                                                bytes(CID.decode(new.data_cid)), ranges,
-                                               checked=True)
+                                               checked=checked)
         rows = []
         for key, before, after in ops:
             collection, _, rkey = key.decode("ascii").partition("/")
@@ -75,15 +88,15 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
                          _ACTIONS[before is not None, after is not None],
                          None if before is None else cid_str(before),
                          None if after is None else cid_str(after),
-                         _json(new, after), _json(old, before)))
+                         _json(fetch, after), _json(fetch, before)))
     return diff_frame(rows)
 
 
-def _json(snap: RepoSnapshot | None, raw: bytes | None) -> str | None:
-    """The record ``raw`` as JSON text from ``snap``'s blocks; None if absent or undecodable."""
-    if snap is None or raw is None:
+def _json(fetch: mst.Fetch, raw: bytes | None) -> str | None:
+    """The record ``raw`` as JSON text, read by ``fetch``; None if absent or undecodable."""
+    if raw is None:
         return None
-    block = snap.blocks.get_raw(raw)
+    block = fetch(raw)
     if block is None:
         return None
     try:

@@ -10,6 +10,9 @@ import orjson
 import pytest
 
 import atrepo
+from atrepo import cbor
+from atrepo._varint import encode_varint
+from atrepo.cid import CID
 from atrepo.frames import DIFF_SCHEMA
 
 
@@ -67,3 +70,36 @@ def test_diff_from_nothing_and_of_equal_snapshots(ref_small):
 def test_diff_of_two_repositories_is_refused(ref_small, ref_p256):
     with pytest.raises(atrepo.AtrepoError, match="different repositories"):
         atrepo.diff(atrepo.read_car(ref_small.car), atrepo.read_car(ref_p256.car))
+
+
+# -- snapshots read without checking their blocks (issue 13, item 8) ---------------------------
+
+def _with_block(car_bytes: bytes, cid: str, data: bytes) -> bytes:
+    """A CAR with one more block appended: ``data`` under ``cid``, whatever they hold."""
+    raw = bytes(CID.decode(cid))
+    return car_bytes + encode_varint(len(raw) + len(data)) + raw + data
+
+
+@pytest.mark.parametrize("forged", [
+    cbor.encode({"e": [], "l": None}),   # a well-formed empty node: the old tree "vanishes"
+    cbor.encode({"e": 5, "l": None}),    # not a node's shape at all
+    b"\xff\x00",                         # not even DAG-CBOR
+], ids=["empty-node", "bad-shape", "not-cbor"])
+def test_a_forged_node_in_unchecked_blocks_is_a_car_error_naming_it(ref_small, forged):
+    """A node of the old tree only (deleted by the new commit, below the root) forged in the
+    new CAR read with verify_cids=False: the diff reads it from there first, so it must hash
+    it rather than trust it."""
+    gone = sorted(set(ref_small.diff["deleted_nodes"]) - {ref_small.truth["data_cid"]})[0]
+    new_car = _with_block(ref_small.car2.read_bytes(), gone, forged)
+    old = atrepo.read_car(ref_small.car)
+    new = atrepo.read_car(new_car, verify_cids=False)
+    with pytest.raises(atrepo.CarError, match="does not match its CID") as info:
+        atrepo.diff(old, new)
+    assert info.value.fields["cid"] == gone
+
+
+def test_unchecked_snapshots_with_honest_blocks_diff_as_checked_ones(ref_small):
+    checked = atrepo.diff(atrepo.read_car(ref_small.car), atrepo.read_car(ref_small.car2))
+    unchecked = atrepo.diff(atrepo.read_car(ref_small.car, verify_cids=False),
+                            atrepo.read_car(ref_small.car2, verify_cids=False))
+    assert checked.height > 10 and unchecked.equals(checked)
