@@ -14,9 +14,10 @@ checks and reach the record decoder and the MST walk.
 For every input a target may return or raise an :class:`atrepo.AtrepoError` subclass,
 and nothing else. Any other exception, or an input that takes longer than ``--timeout``
 seconds, is a failure: the input is saved under ``--out`` (raw bytes, or ``ascii()`` of a
-value) with its traceback, and the exit status is 1. The report prints, per target, the
-inputs run, the seconds taken and the outcomes counted by exception class ("ok" when the
-call returned); ``--json`` writes the same figures. A run is deterministic for one
+value) with its traceback, and the exit status is 1. An input that kills the process (a
+crash in C or Rust code) is left in ``<out>/<target>-crashed.bin``. The report prints, per
+target, the inputs run, the seconds taken and the outcomes counted by exception class ("ok"
+when the call returned); ``--json`` writes the same figures. A run is deterministic for one
 ``--seed`` (the rebuilt repositories are signed with RFC 6979 nonces), so the compiled core
 and the pure Python path (``ATREPO_PURE_PYTHON=1``) can be compared outcome for outcome.
 """
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import faulthandler
 import hashlib
 import json
+import mmap
 import os
 import random
 import resource
@@ -488,6 +491,35 @@ TARGETS = [
 
 # --- running ---------------------------------------------------------------------------------
 
+class _CrashSlot:
+    """The bytes input being run, kept in a shared file mapping that outlives a crash.
+
+    Writing each input to a file would cost more than most decoders take; copying it into a
+    mapping costs a memcpy, and the kernel writes the page cache out even when the process
+    dies of a segfault. The file holds an 8-byte big-endian length and then the input; it
+    is removed when the target finishes without dying.
+    """
+
+    SIZE = 4 << 20  # inputs are at most a few hundred KB; longer ones are not kept
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with open(path, "w+b") as f:
+            f.truncate(self.SIZE)
+            self.map = mmap.mmap(f.fileno(), self.SIZE)
+
+    def hold(self, value: Any) -> None:
+        data = value[0] if isinstance(value, tuple) else value  # mst.walk: (CAR, its root)
+        if isinstance(data, bytes) and len(data) <= self.SIZE - 8:
+            self.map[:8] = len(data).to_bytes(8, "big")
+            self.map[8:8 + len(data)] = data
+
+    def close(self) -> None:
+        self.map.close()
+        self.path.unlink()
+
+
 class Hang(BaseException):
     """One input ran past the time limit (a BaseException, so no ``except Exception`` eats it)."""
 
@@ -513,9 +545,11 @@ def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float
     """Run ``inputs`` inputs through ``target``; save and count every non-AtrepoError."""
     rng = random.Random(f"{seed}:{target.name}")
     result = Result(target.name)
+    slot = _CrashSlot(Path(_stem(out, target.name, "crashed") + ".bin"))
     clock = time.perf_counter()
     for number in range(inputs):
         value = target.make(rng, seeds)
+        slot.hold(value)
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             target.run(value, seeds)
@@ -534,14 +568,19 @@ def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float
         result.digest.update(outcome.encode() + b"\n")
     result.inputs = inputs
     result.seconds = time.perf_counter() - clock
+    slot.close()
     return result
+
+
+def _stem(out: Path, target: str, label: object) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    name = target.replace("(", "-").replace(")", "").replace("*", "all")
+    return str(out / f"{name}-{label}")
 
 
 def _save(out: Path, target: str, number: int, value: Any, exc: BaseException) -> str:
     """Write the failing input and its traceback; return the path they share, less suffix."""
-    out.mkdir(parents=True, exist_ok=True)
-    name = target.replace("(", "-").replace(")", "").replace("*", "all")
-    stem = str(out / f"{name}-{number}")
+    stem = _stem(out, target, number)
     if isinstance(value, bytes):
         Path(stem + ".bin").write_bytes(value)
     else:
@@ -583,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGALRM, _on_alarm)
+    faulthandler.enable()  # a crash in native code still prints the Python stack
     seeds = load_seeds()
     path = "compiled core" if _accel.accelerated else "pure Python"
     print(f"path: {path}; seeds: {seeds.counts()} (interop vectors: {INTEROP})", flush=True)

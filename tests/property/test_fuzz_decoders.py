@@ -4,7 +4,8 @@ The default run fuzzes each target with a fixed seed and 1,500 inputs (a few sec
 so the contract is checked on every run, and checks that the compiled core and the pure
 Python path give the same outcome input by input; ``-m slow`` runs the full 100,000 inputs
 per target. The script runs as a subprocess, as a user would run it; its harness (a
-non-AtrepoError and a hang are failures, with the input saved) is checked on fake targets.
+non-AtrepoError and a hang are failures, with the input saved; the input that crashes the
+process is kept) is checked on fake targets.
 """
 
 from __future__ import annotations
@@ -135,3 +136,37 @@ def test_harness_counts_a_hang_as_a_failure(script: ModuleType, tmp_path: Path) 
         signal.signal(signal.SIGALRM, old)
     assert result.outcomes == {"FAIL Hang": 2}
     assert Path(result.failures[0] + ".bin").read_bytes() == b"\x00"
+
+
+CRASHING_RUN = """
+import ctypes, sys
+from pathlib import Path
+spec = __import__("importlib.util").util.spec_from_file_location("fuzz_script", sys.argv[1])
+script = __import__("importlib.util").util.module_from_spec(spec)
+sys.modules["fuzz_script"] = script
+spec.loader.exec_module(script)
+
+def run(value, seeds):
+    if value == b"third":
+        ctypes.string_at(0)  # a segfault, as a bug in native code would cause
+
+inputs = iter([b"first", b"second", b"third", b"fourth"])
+target = script.Target("boom", lambda rng, seeds: next(inputs), run)
+script.fuzz(target, None, inputs=4, seed=0, timeout=30.0, out=Path(sys.argv[2]))
+"""
+
+
+def test_harness_keeps_the_input_that_crashed_the_process(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(SCRIPT), str(tmp_path)],
+                          capture_output=True, check=False)
+    assert proc.returncode == -signal.SIGSEGV
+    kept = (tmp_path / "boom-crashed.bin").read_bytes()
+    assert kept[8:8 + int.from_bytes(kept[:8], "big")] == b"third"
+
+
+def test_harness_removes_the_crash_slot_after_a_clean_target(script: ModuleType,
+                                                            tmp_path: Path) -> None:
+    target = script.Target("calm", lambda rng, seeds: b"x", lambda value, seeds: None)
+    assert script.fuzz(target, None, inputs=3, seed=0, timeout=30.0,
+                       out=tmp_path).outcomes == {"ok": 3}
+    assert list(tmp_path.iterdir()) == []
