@@ -25,7 +25,7 @@ from . import _flows as flows
 from ._flows.effects import Flow
 from .retry import RetryPolicy
 from .repos import RepoRef
-from ._io.store import dir_name
+from ._names import file_name
 from ._progress import Progress, progress
 from .errors import AtrepoError, RepoUnavailable
 from .frames import repos_frame
@@ -56,7 +56,7 @@ class Pager:
         self.policy = policy
         self.limit = limit
         self.resume = resume
-        self.state = state_dir / (dir_name(self.host.split("://")[-1]) + ".json")
+        self.state = state_dir / (file_name(self.host.split("://")[-1]) + ".json")
         self.cursor = self._saved_cursor() if resume else None
         self.count = 0
         self.exhausted = limit is not None and limit <= 0

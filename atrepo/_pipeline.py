@@ -39,11 +39,12 @@ import polars as pl
 from . import car
 from ._config import ClientConfig
 from ._diff import diff
+from ._names import file_name
 from ._flows import identity as identity_flows
 from . import _flows as flows
 from ._flows.effects import Flow
 from ._io.cache import IdentityCache
-from ._io.store import StoreEntry, dir_name
+from ._io.store import StoreEntry
 from ._snapshot_store import SnapshotStore
 from .errors import AtrepoError, CarError, MstError, ResolutionError, SignatureError
 from .frames import snapshots_frame
@@ -194,7 +195,7 @@ class Pipeline:
     def _new_path(self, folder: str, did: str, suffix: str) -> Path:
         where = self.config.cache_path / folder
         where.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=dir_name(did) + "-", suffix=suffix, dir=where)
+        handle, name = tempfile.mkstemp(prefix=file_name(did) + "-", suffix=suffix, dir=where)
         os.close(handle)
         return Path(name)
 

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import car as _car
+from .._names import file_name
 from .._varint import encode_varint
 from ..errors import AtrepoError, CarError
 
@@ -91,7 +92,17 @@ class StoreEntry:
 
 
 def dir_name(did: str) -> str:
-    """A DID as a directory name."""
+    """A DID as a directory name: bounded, and unique on case-insensitive file systems.
+
+    See :func:`atrepo._names.file_name`; every ``did:plc`` keeps the name earlier versions
+    gave it (:func:`_legacy_name`), and a store directory under another legacy name is
+    moved to its new name when it is first used (:meth:`PackStore._dir`).
+    """
+    return file_name(did)
+
+
+def _legacy_name(did: str) -> str:
+    """The directory name earlier versions gave ``did`` (unbounded, and not one-to-one)."""
     return did.replace(":", "_").replace("%", "_").replace("/", "_")
 
 
@@ -105,7 +116,30 @@ class PackStore:
     # -- reading --------------------------------------------------------------------------
 
     def _dir(self, did: str) -> Path:
-        return self.root / dir_name(did)
+        where = self.root / dir_name(did)
+        legacy = _legacy_name(did)
+        if legacy != where.name and not where.exists():
+            self._migrate(did, self.root / legacy, where)
+        return where
+
+    @staticmethod
+    def _migrate(did: str, legacy: Path, where: Path) -> None:
+        """Move ``did``'s directory from its legacy name, if it has one there.
+
+        Only a directory whose index names ``did`` moves: the legacy names were not one to
+        one (``did:web:a_b`` and ``did:web:a:b`` shared one). Another process may have
+        moved it first, which is as good.
+        """
+        try:
+            owner = json.loads((legacy / INDEX).read_text()).get("did")
+        except (OSError, ValueError, AttributeError):
+            return
+        if owner == did:
+            try:
+                legacy.rename(where)
+            except OSError:
+                if not where.exists():
+                    raise
 
     def _index(self, did: str) -> dict[str, Any]:
         try:

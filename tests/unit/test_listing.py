@@ -91,3 +91,20 @@ def test_a_host_must_be_a_url(host, tmp_path):
     with pytest.raises(AtrepoError, match="host must be a URL") as info:
         pager(host, ClientConfig(cache_dir=tmp_path), limit=None, resume=False)
     assert info.value.fields["host"] == host
+
+
+@pytest.mark.parametrize("host", ["https://" + "h" * 300 + ".example/xrpc",
+                                  "https://Relay.Example", "https://relay.example"])
+def test_cursor_files_of_long_and_case_differing_hosts(host, tmp_path):
+    listing = Pager(host, limit=1, resume=True, state_dir=tmp_path / "cursors",
+                    policy=RetryPolicy(), progress_bar=False)
+    listing.take((_refs(1), "c1"))                  # ENAMETOOLONG before, for the long one
+    others = [h for h in ("https://Relay.Example", "https://relay.example") if h != host]
+    for other in others:
+        Pager(other, limit=1, resume=True, state_dir=tmp_path / "cursors",
+              policy=RetryPolicy(), progress_bar=False).take((_refs(2), "c2"))
+    names = [p.name.casefold() for p in (tmp_path / "cursors").iterdir()]
+    assert len(set(names)) == len(names) == 1 + len(others)
+    again = Pager(host, limit=None, resume=True, state_dir=tmp_path / "cursors",
+                  policy=RetryPolicy(), progress_bar=False)
+    assert again.cursor == "c1"

@@ -134,3 +134,41 @@ def test_the_store_loads_no_frames_layer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def _write_as(store: PackStore, ref: Any, tmp_path: Path, did: str) -> None:
+    """Record ``ref``'s CAR under another DID (the store does not read the commit's DID)."""
+    download = tmp_path / f"download-as-{len(did)}.car"
+    shutil.copyfile(ref.car, download)
+    truth = ref.truth
+    with store.writing(did) as writer:
+        writer.append(car.read_car(download, 64), 64).close()
+        writer.commit(StoreEntry(
+            rev=truth["rev"], commit_cid=truth["commit_cid"], data_cid=truth["data_cid"],
+            fetched_at=datetime.now(timezone.utc), records=truth["record_count"],
+            source="full", bytes_downloaded=1, verified=False, pack_bytes=0),
+            handle=None, signing_key=None)
+
+
+def test_long_and_case_differing_dids_get_their_own_directories(ref_small, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    dids = ["did:web:" + "a" * 300 + ".example", "did:web:App.example", "did:web:app.example"]
+    for did in dids:
+        _write_as(store, ref_small, tmp_path, did)   # the first: ENAMETOOLONG before
+    folded = {path.name.casefold() for path in (tmp_path / "repos").iterdir()}
+    assert len(folded) == 3 and all(len(name) <= 150 for name in folded)
+    for did in dids:
+        assert [e.rev for e in store.entries(did)] == [ref_small.truth["rev"]]
+
+
+def test_a_directory_under_its_legacy_name_is_moved_and_keeps_working(ref_small, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    did, other = "did:web:localhost%3A2583", "did:web:localhost:3A2583"
+    _write_as(store, ref_small, tmp_path, did)
+    legacy = tmp_path / "repos" / "did_web_localhost_3A2583"   # what earlier versions named it
+    (tmp_path / "repos" / dir_name(did)).rename(legacy)
+    assert store.entries(other) == []                 # shares the legacy name: not moved
+    assert legacy.exists()
+    assert [e.rev for e in store.entries(did)] == [ref_small.truth["rev"]]
+    assert not legacy.exists() and (tmp_path / "repos" / dir_name(did)).is_dir()
+    assert dir_name("did:plc:ewvi7nxzyoun6zhxrhs64oiz") == "did_plc_ewvi7nxzyoun6zhxrhs64oiz"
