@@ -36,8 +36,8 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str,
     let raw = |i: usize| leaves.value(i);
     let mut found: Vec<(Block, bool)> = Vec::with_capacity(n);
     let mut failed: Option<(usize, CoreError)> = None;
-    for i in 0..n {
-        match car.locate(buf, raw(i)) {
+    for (i, hit) in car.locate_many(buf, n, raw).into_iter().enumerate() {
+        match hit {
             Some(hit) => found.push(hit),
             None => {
                 let error = CoreError::mst("record block missing from CAR")
@@ -49,8 +49,9 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str,
         }
     }
     let limit = failed.as_ref().map_or(n, |(i, _)| *i);
-    let mut order: Vec<u32> = (0..limit as u32).collect();
-    order.sort_unstable_by_key(|&i| found[i as usize].0.offset);
+    let mut by_offset: Vec<(usize, u32)> = (0..limit).map(|i| (found[i].0.offset, i as u32)).collect();
+    by_offset.sort_unstable();
+    let order: Vec<u32> = by_offset.into_iter().map(|(_, i)| i).collect();
 
     // two halves of the file, decoded side by side (the GIL is released around all this)
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
