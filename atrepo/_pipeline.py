@@ -62,7 +62,10 @@ class Pipeline:
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
-        self.identities = IdentityCache(config.cache_path / "identity")
+        # answers depend on how they were resolved (see atrepo._io.cache)
+        self.identities = IdentityCache(config.cache_path / "identity",
+                                        scope=(config.plc_url, config.handle_resolver,
+                                               config.verify))
         self.store = SnapshotStore(config.cache_path / "repos",
                                    max_bytes=config.max_cache_bytes)
 

@@ -47,3 +47,33 @@ def test_a_failure_is_kept_and_raised_again(cache):
 
 def test_failures_are_kept_for_less_time_than_successes():
     assert 0 < ERROR_TTL < HIT_TTL
+
+
+def test_a_failure_keeps_its_reason_fields_and_hint(cache):
+    cache.put_error("nobody.test", ResolutionError(
+        "handle does not resolve", identifier="nobody.test", tried="dns, well-known",
+        hint="pass handle_resolver= for a sandbox"))
+    with pytest.raises(ResolutionError) as info:
+        cache.get("nobody.test")
+    err = info.value
+    assert err.message == "handle does not resolve" and err.identifier == "nobody.test"
+    assert err.fields["tried"] == "dns, well-known"
+    assert err.hint.startswith("pass handle_resolver= for a sandbox") and "cached" in err.hint
+
+
+def test_answers_are_kept_per_resolver_configuration(tmp_path):
+    without = IdentityCache(tmp_path / "identity", scope=("https://plc.directory", None, True))
+    with_resolver = IdentityCache(tmp_path / "identity",
+                                  scope=("https://plc.directory", "http://127.0.0.1:2583", True))
+    unverified = IdentityCache(tmp_path / "identity", scope=("https://plc.directory", None, False))
+    try:
+        without.put_error("alice.test", ResolutionError("handle does not resolve",
+                                                        identifier="alice.test"))
+        assert with_resolver.get("alice.test") is None   # a configuration fix asks again
+        unverified.put("alice.test", ALICE.model_copy(update={"handle_verified": False}))
+        assert with_resolver.get(DID) is None             # not checked both ways: not served
+        with pytest.raises(ResolutionError):
+            without.get("alice.test")                     # its own scope still has it
+    finally:
+        for cache in (without, with_resolver, unverified):
+            cache.close()

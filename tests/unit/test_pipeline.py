@@ -110,3 +110,20 @@ def test_an_identity_without_a_pds_is_a_resolution_error(pipeline, ref_small):
     with pytest.raises(atrepo.ResolutionError, match="names no PDS") as info:
         drive(pipeline.fetch(bare, None, None), [])
     assert info.value.identifier == ref_small.truth["did"]
+
+
+def test_a_failure_without_a_resolver_is_not_served_to_a_client_with_one(tmp_path, ref_small):
+    cache_dir = tmp_path / "cache"
+    before = Pipeline(ClientConfig(cache_dir=cache_dir, progress=False))
+    after = Pipeline(ClientConfig(cache_dir=cache_dir, progress=False, handle_resolver=PDS))
+    try:
+        before.identities.put_error("small.test", atrepo.ResolutionError(
+            "handle does not resolve", identifier="small.test", hint="pass handle_resolver="))
+        with pytest.raises(atrepo.ResolutionError, match="pass handle_resolver="):
+            drive(before.resolve("small.test"), [])           # cached: no request made
+        assert after.identities.get("small.test") is None    # asked again, with the resolver
+        before.identities.put("small.test", _identity(ref_small))
+        assert after.identities.get("small.test") is None
+    finally:
+        before.close()
+        after.close()
