@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AtrepoError,
     CarError,
+    ClientClosed,
     DecodeError,
     MstError,
     RateLimited,
@@ -30,6 +31,7 @@ from .errors import (
     SandboxError,
     SignatureError,
     TransportError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ __all__ = [
     "CID",
     "CarError",
     "Client",
+    "ClientClosed",
     "Commit",
     "Dataset",
     "DecodeError",
@@ -69,6 +72,7 @@ __all__ = [
     "SandboxError",
     "SignatureError",
     "TransportError",
+    "UsageError",
     "accelerated",
     "car",
     "cbor",

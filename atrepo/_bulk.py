@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import polars as pl
 
+from ._args import check_out_dir, check_source
 from ._flows.effects import Flow
 from ._pipeline import Pipeline
 from .errors import AtrepoError, RepoUnavailable
@@ -40,10 +41,14 @@ R = TypeVar("R")
 
 
 def named(source: str | Iterable[str]) -> list[str] | None:
-    """The repositories a bulk call names, or None when it names a host URL to list."""
-    if isinstance(source, str):
-        return None if "://" in source else [source]
-    return list(source)
+    """The repositories a bulk call names, or None when it names a host URL to list.
+
+    Raises:
+        UsageError: see :func:`~atrepo._args.check_source` (``"localhost:2583"`` is a
+            host without its scheme, not a handle).
+    """
+    checked = check_source(source, argument="dids_or_handles_or_host")
+    return None if isinstance(checked, str) else checked
 
 
 class Run(ABC, Generic[R]):
@@ -116,7 +121,7 @@ class ExportRun(Run[ExportReport]):
         super().__init__(names)
         self._pipeline = pipeline
         self._collections = collections
-        self._exporter = Exporter(out_dir, resume=resume)
+        self._exporter = Exporter(check_out_dir(out_dir), resume=resume)
         self._report = ExportReport(self._exporter.out_dir)
 
     def flow(self, i: int) -> Flow[tuple[RepoSnapshot, str | None] | None]:

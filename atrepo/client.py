@@ -13,6 +13,7 @@ over an ``httpx.AsyncClient``. The public methods of the two differ only in
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from contextlib import AbstractContextManager
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -24,6 +25,7 @@ import httpx
 import polars as pl
 
 from . import _listing
+from ._args import check_collections, check_flag, check_host, check_limit, check_names
 from ._bulk import ExportRun, FetchRun, Run, named
 from ._config import ClientConfig
 from ._flows import identity as identity_flows
@@ -34,7 +36,7 @@ from ._io.http import run_async, run_sync
 from ._io.limits import AsyncHostLimits, HostLimits
 from ._pipeline import Pipeline
 from ._progress import Progress, progress
-from .errors import AtrepoError
+from .errors import AtrepoError, ClientClosed
 from .export import ExportReport
 from .frames import dids_frame, errors_frame
 from .identity import Identity
@@ -48,6 +50,8 @@ T = TypeVar("T")
 
 class _BaseClient:
     """Configuration, the pipeline and the work shared by Client and AsyncClient."""
+
+    _http: httpx.Client | httpx.AsyncClient
 
     def __init__(self, *, plc_url: str = "https://plc.directory",
                  handle_resolver: str | None = None,
@@ -68,23 +72,41 @@ class _BaseClient:
             retry=retry or RetryPolicy())
         self.last_errors = errors_frame([])
         self._pipeline = Pipeline(self.config)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        """Refuse every call on a closed client with :class:`ClientClosed`.
+
+        Checked before any work, so a closed client never reaches httpx (whose error is a
+        RuntimeError) or a closed cache.
+        """
+        if self._closed or self._http.is_closed:  # closed here, or by whoever passed it
+            raise ClientClosed("client is closed", client=type(self).__name__,
+                               hint="create a new client; `with atrepo.Client() as client:` "
+                                    "closes it at the end of the block")
 
     def _resolve_handle_flow(self, handle: str) -> Flow[str]:
         return identity_flows.resolve_handle(handle,
                                              xrpc_resolver=self.config.handle_resolver)
 
     def _pager(self, host: str, limit: int | None, resume: bool) -> _listing.Pager:
-        return _listing.pager(host, self.config, limit=limit, resume=resume)
+        self._check_open()
+        return _listing.pager(check_host(host), self.config, limit=check_limit(limit),
+                              resume=check_flag(resume, argument="resume"))
 
     def _by_collection_flow(self, collection: str, host: str) -> Flow[list[str]]:
-        return _listing.by_collection(collection, host, self.config)
+        self._check_open()
+        return _listing.by_collection(collection, check_host(host), self.config)
 
     def _fetch_run(self, dids_or_handles: Iterable[str],
                    collections: Sequence[str] | None) -> FetchRun:
-        return FetchRun(self._pipeline, list(dids_or_handles), collections)
+        self._check_open()
+        return FetchRun(self._pipeline, check_names(dids_or_handles, argument="dids_or_handles"),
+                        check_collections(collections))
 
     def _export_run(self, names: Sequence[str], out_dir: str | os.PathLike[str],
                     collections: Sequence[str] | None, resume: bool) -> ExportRun:
+        self._check_open()
         return ExportRun(self._pipeline, names, out_dir, resume=resume,
                          collections=collections)
 
@@ -132,6 +154,8 @@ class Client(_BaseClient):
             snap = client.get_repo("alice.bsky.social")
     """
 
+    _http: httpx.Client
+
     def __init__(self, *, http: httpx.Client | None = None, dns: DnsResolver | None = None,
                  **options: Any) -> None:
         super().__init__(**options)
@@ -140,6 +164,7 @@ class Client(_BaseClient):
         self._limits = HostLimits(self.config.max_per_host)
 
     def _run(self, flow: Flow[T]) -> T:
+        self._check_open()
         return run_sync(flow, self._http, self._dns, limits=self._limits,
                         total_timeout=self.config.body_timeout)
 
@@ -147,17 +172,22 @@ class Client(_BaseClient):
         """Run every flow of ``run``, ``max_concurrency`` at a time, in threads.
 
         Outcomes are recorded in this thread, in input order; an AtrepoError belongs to
-        its repository, any other exception propagates.
+        its repository, any other exception propagates. Each thread runs in a copy of this
+        thread's context, so the call's progress bar is the only one shown.
         """
-        def one(i: int) -> tuple[int, Any]:
+        self._check_open()
+
+        def one(i: int) -> Any:
             try:
-                return i, self._run(run.flow(i))
+                return self._run(run.flow(i))
             except AtrepoError as exc:
-                return i, exc
+                return exc
 
         with self._bar(run) as bar, ThreadPoolExecutor(self.config.max_concurrency) as pool:
-            for i, outcome in pool.map(one, range(len(run.names))):
-                run.record(i, outcome)
+            outcomes = [pool.submit(contextvars.copy_context().run, one, i)
+                        for i in range(len(run.names))]
+            for i, outcome in enumerate(outcomes):
+                run.record(i, outcome.result())
                 bar.update(1)
         return self._ended(run)
 
@@ -175,26 +205,28 @@ class Client(_BaseClient):
         The repository is stored as a snapshot in the cache. When one is stored already,
         only what changed since is downloaded (``snap.source`` says how it was obtained).
         """
-        return self._run(self._pipeline.get_repo(name, collections))
+        return self._run(self._pipeline.get_repo(name, check_collections(collections)))
 
     def diff(self, name: str, collections: Sequence[str] | None = None) -> pl.DataFrame:
         """Return what changed since the newest stored snapshot (see :func:`atrepo.diff`).
 
         The repository is fetched again (incrementally) and stored as the next snapshot.
         """
-        return self._run(self._pipeline.diff(name, collections))
+        return self._run(self._pipeline.diff(name, check_collections(collections)))
 
     def snapshots(self, name: str) -> pl.DataFrame:
         """Return the stored snapshots of a repository: rev, data_cid, fetched_at, records.
 
         No network: a handle must have been fetched before (or pass the DID).
         """
+        self._check_open()
         return self._pipeline.entries_frame(name)
 
     def snapshot(self, name: str, rev: str | None = None,
                  collections: Sequence[str] | None = None) -> RepoSnapshot:
         """Open a stored snapshot (the newest, or revision ``rev``) without the network."""
-        return self._pipeline.open_stored(name, rev, collections)
+        self._check_open()
+        return self._pipeline.open_stored(name, rev, check_collections(collections))
 
     def iter_repos(self, host: str, *, limit: int | None = None,
                    resume: bool = False) -> Iterator[RepoRef]:
@@ -250,11 +282,13 @@ class Client(_BaseClient):
         return self._each(self._export_run(names, out_dir, collections, resume))
 
     def close(self) -> None:
-        """Close the HTTP connections and the cache."""
+        """Close the HTTP connections and the cache; later calls raise ClientClosed."""
+        self._closed = True
         self._http.close()
         self._pipeline.close()
 
     def __enter__(self) -> Client:
+        self._check_open()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -268,6 +302,8 @@ class AsyncClient(_BaseClient):
     ``dns`` an asynchronous resolver.
     """
 
+    _http: httpx.AsyncClient
+
     def __init__(self, *, http: httpx.AsyncClient | None = None,
                  dns: AsyncDnsResolver | None = None, **options: Any) -> None:
         super().__init__(**options)
@@ -277,11 +313,13 @@ class AsyncClient(_BaseClient):
         self._limits = AsyncHostLimits(self.config.max_per_host)
 
     async def _run(self, flow: Flow[T]) -> T:
+        self._check_open()
         return await run_async(flow, self._http, self._dns, limits=self._limits,
                                total_timeout=self.config.body_timeout)
 
     async def _each(self, run: Run[T]) -> T:
         """Client._each with tasks under a semaphore instead of threads."""
+        self._check_open()
         limit = asyncio.Semaphore(self.config.max_concurrency)
 
         async def one(i: int) -> Any:
@@ -309,21 +347,23 @@ class AsyncClient(_BaseClient):
     async def get_repo(self, name: str, collections: Sequence[str] | None = None
                        ) -> RepoSnapshot:
         """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository."""
-        return await self._run(self._pipeline.get_repo(name, collections))
+        return await self._run(self._pipeline.get_repo(name, check_collections(collections)))
 
     async def diff(self, name: str, collections: Sequence[str] | None = None
                    ) -> pl.DataFrame:
         """Return what changed since the newest stored snapshot (see Client.diff)."""
-        return await self._run(self._pipeline.diff(name, collections))
+        return await self._run(self._pipeline.diff(name, check_collections(collections)))
 
     async def snapshots(self, name: str) -> pl.DataFrame:
         """Return the stored snapshots of a repository (see Client.snapshots)."""
+        self._check_open()
         return self._pipeline.entries_frame(name)
 
     async def snapshot(self, name: str, rev: str | None = None,
                        collections: Sequence[str] | None = None) -> RepoSnapshot:
         """Open a stored snapshot without the network (see Client.snapshot)."""
-        return self._pipeline.open_stored(name, rev, collections)
+        self._check_open()
+        return self._pipeline.open_stored(name, rev, check_collections(collections))
 
     async def iter_repos(self, host: str, *, limit: int | None = None,
                          resume: bool = False) -> AsyncIterator[RepoRef]:
@@ -362,11 +402,13 @@ class AsyncClient(_BaseClient):
         return await self._each(self._export_run(names, out_dir, collections, resume))
 
     async def aclose(self) -> None:
-        """Close the HTTP connections and the cache."""
+        """Close the HTTP connections and the cache; later calls raise ClientClosed."""
+        self._closed = True
         await self._http.aclose()
         self._pipeline.close()
 
     async def __aenter__(self) -> AsyncClient:
+        self._check_open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

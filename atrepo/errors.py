@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "AtrepoError",
     "CarError",
+    "ClientClosed",
     "DecodeError",
     "MstError",
     "RateLimited",
@@ -24,6 +25,7 @@ __all__ = [
     "SandboxError",
     "SignatureError",
     "TransportError",
+    "UsageError",
 ]
 
 
@@ -57,6 +59,29 @@ class AtrepoError(Exception):
 def _rebuild(cls: type[AtrepoError], message: str, hint: str | None,
              fields: dict[str, Any]) -> AtrepoError:
     return cls(message, hint=hint, **fields)
+
+
+class UsageError(AtrepoError, ValueError):
+    """A public call was given an argument of the wrong type or value.
+
+    Raised before any work is done. Also a :class:`ValueError`, so ``except ValueError``
+    code keeps working.
+
+    Attributes:
+        argument: the name of the argument, as the call spells it.
+    """
+
+    def __init__(self, message: str, *, argument: str, hint: str | None = None,
+                 **fields: Any) -> None:
+        self.argument = argument
+        super().__init__(message, argument=argument, hint=hint, **fields)
+
+
+class ClientClosed(AtrepoError):
+    """The client was closed (``close()``, or the end of its ``with`` block) before this call.
+
+    A closed client holds no connections or open cache; create a new one.
+    """
 
 
 class DecodeError(AtrepoError, ValueError):

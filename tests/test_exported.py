@@ -7,7 +7,7 @@ import atrepo
 EXPECTED = {
     "AtrepoError", "CID", "CarError", "Commit", "DecodeError", "MstError", "RateLimited",
     "RepoRef", "RepoSnapshot", "RepoUnavailable", "ResolutionError", "RetryPolicy",
-    "SandboxError", "SignatureError", "TransportError",
+    "SandboxError", "SignatureError", "TransportError", "ClientClosed", "UsageError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
     "diff", "lexicon", "lexicon_schema", "validate_record", "Dataset", "dataset",
@@ -27,7 +27,8 @@ def test_every_public_name_resolves():
 
 def test_every_error_is_an_atrepo_error():
     for name in ("CarError", "DecodeError", "MstError", "RateLimited", "RepoUnavailable",
-                 "ResolutionError", "SandboxError", "SignatureError", "TransportError"):
+                 "ResolutionError", "SandboxError", "SignatureError", "TransportError",
+                 "ClientClosed", "UsageError"):
         assert issubclass(getattr(atrepo, name), atrepo.AtrepoError)
 
 

@@ -1,0 +1,164 @@
+"""Checks of the arguments of the public calls, made before any work starts.
+
+Each check returns the argument in the form the call works with, or raises
+:class:`~atrepo.errors.UsageError` naming the argument. Only the types and forms a call
+takes are checked here; what the network or the cache says about a value (a handle that
+does not resolve, say) is the business of the call itself.
+
+Rules a careful user expects:
+
+* a single string where a call takes names is one name, never its characters;
+* a host is an ``http://`` or ``https://`` URL; ``"localhost:2583"`` (no scheme) is refused
+  with the URL it probably meant rather than taken for a handle;
+* a count is an ``int`` (not a ``bool``, not a numeric string).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+from ._text import preview
+from .errors import UsageError
+
+__all__ = ["check_collections", "check_flag", "check_host", "check_limit", "check_names",
+           "check_out_dir", "check_source", "is_host_url"]
+
+_SCHEMES: Final = ("http://", "https://")
+_HOST_HINT: Final = "a host is a URL, e.g. https://bsky.network or http://localhost:2583"
+
+
+def is_host_url(text: str) -> bool:
+    """Whether ``text`` is an ``http(s)://`` URL with something after the scheme."""
+    return text.startswith(_SCHEMES) and bool(text.split("://", 1)[1].strip("/"))
+
+
+def check_host(host: object, *, argument: str = "host") -> str:
+    """Return ``host``, an ``http(s)://`` URL, without a trailing slash.
+
+    Raises:
+        UsageError: not a string, or not an http(s) URL.
+    """
+    if not isinstance(host, str) or not is_host_url(host.strip()):
+        hint = _HOST_HINT
+        if isinstance(host, str) and _looks_like_host(host):
+            hint = f"did you mean http://{host.strip()}?"
+        raise UsageError("host must be a URL", argument=argument,
+                         host=preview(host) if isinstance(host, str) else type(host).__name__,
+                         hint=hint)
+    return host.strip().rstrip("/")
+
+
+def _looks_like_host(text: str) -> bool:
+    """``host:port``, the form a URL without its scheme takes (a handle has no colon)."""
+    host, sep, port = text.strip().rpartition(":")
+    return bool(sep and host and port.isascii() and port.isdigit()
+                and not text.startswith(("did:", "at://")))
+
+
+def check_names(names: object, *, argument: str) -> list[str]:
+    """Return the names a bulk call was given: a string is one name, else each item.
+
+    Raises:
+        UsageError: not a string or an iterable of strings (the first offending item is
+            named by its index).
+    """
+    return _strings(names, argument, "DIDs or handles, e.g. ['alice.bsky.social']")
+
+
+def _strings(value: object, argument: str, example: str) -> list[str]:
+    """``[value]`` for a string, else the items of an iterable of strings."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Iterable) or isinstance(value, (bytes, bytearray)):
+        raise UsageError("expected a string or an iterable of strings", argument=argument,
+                         type=type(value).__name__, hint=f"pass {example}")
+    out = list(value)
+    for i, item in enumerate(out):
+        if not isinstance(item, str):
+            raise UsageError("expected strings", argument=argument, index=i,
+                             type=type(item).__name__, hint=f"pass {example}")
+    return out
+
+
+def check_source(source: object, *, argument: str = "source") -> list[str] | str:
+    """Return what an export reads: a host URL (str) or the names it lists (list).
+
+    A string is a host when it has a scheme, and one name otherwise; a string of the form
+    ``host:port`` is a host without its scheme, and refused as such.
+
+    Raises:
+        UsageError: a ``host:port`` or non-http(s) URL, or names that are not strings.
+    """
+    if isinstance(source, str):
+        text = source.strip()
+        if "://" in text and not text.startswith("at://") or _looks_like_host(text):
+            return check_host(text, argument=argument)
+        return [source]
+    return check_names(source, argument=argument)
+
+
+def check_limit(limit: object, *, argument: str = "limit") -> int | None:
+    """Return ``limit``: None (no limit) or a whole number >= 0.
+
+    Raises:
+        UsageError: anything else (a string, a float, a bool, a negative number).
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise UsageError("must be a whole number >= 0 or None", argument=argument,
+                         value=_shown(limit))
+    return limit
+
+
+def check_flag(value: object, *, argument: str) -> bool:
+    """Return ``value``, which must be True or False.
+
+    Raises:
+        UsageError: anything else (``"no"`` would otherwise count as true).
+    """
+    if not isinstance(value, bool):
+        raise UsageError("must be True or False", argument=argument,
+                         value=_shown(value))
+    return value
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message, quoted when a string (``'10'`` is not ``10``)."""
+    return f"'{preview(value)}'" if isinstance(value, str) else preview(value)
+
+
+def check_out_dir(out_dir: object, *, argument: str = "out_dir") -> Path:
+    """Return ``out_dir`` as a Path: a directory, or a path where one can be created.
+
+    Raises:
+        UsageError: not a path, or an existing file (or a file in the way of its parents).
+    """
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise UsageError("must be a path", argument=argument, type=type(out_dir).__name__)
+    path = Path(out_dir)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError("is a file, not a directory", argument=argument,
+                                 path=str(path), file=str(part),
+                                 hint="give a directory (it is created when missing)")
+            break
+    return path
+
+
+def check_collections(collections: object, *, argument: str = "collections"
+                      ) -> Sequence[str] | None:
+    """Return ``collections``: None (all) or a list of NSIDs; a string is one collection.
+
+    The NSIDs themselves are checked where the filter is built.
+
+    Raises:
+        UsageError: not a string, None or an iterable of strings.
+    """
+    if collections is None:
+        return None
+    return _strings(collections, argument, "NSIDs, e.g. ['app.bsky.feed.post']")
