@@ -106,7 +106,9 @@ class Pipeline:
                                                                       ident.did,
                                                                       policy=self.config.retry)
             if rev == newest.rev and commit_cid == newest.commit_cid:
-                return opened or self._open(ident.did, newest, collections)
+                if opened is not None and (opened.verified or not self.config.verify):
+                    return opened
+                return (yield from self._reopen(ident, newest, collections))
             try:
                 return (yield from self._download(ident, collections, since=newest.rev))
             except (CarError, MstError) as exc:
@@ -136,6 +138,7 @@ class Pipeline:
                 raise
             whole = self.store.add(download, did=ident.did, commit_cid=str(commit_cid),
                                    signing_key=key, handle=ident.handle,
+                                   handle_verified=ident.handle_verified,
                                    source="full" if since is None else "incremental",
                                    mem_limit_mb=self.config.mem_limit_mb,
                                    progress=self.config.progress)
@@ -150,7 +153,9 @@ class Pipeline:
         if newest is None:
             warnings.warn(f"no stored snapshot of {ident.did} yet: every record shows as a "
                           "create", stacklevel=4)
-        old = None if newest is None else self._open(ident.did, newest, collections)
+        old = None if newest is None else self._open(
+            ident.did, newest, collections, handle=ident.handle,
+            signing_key=self.store.entry_key(ident.did, newest))
         new = yield from self.fetch(ident, collections, newest, old)
         return diff(old, new)
 
@@ -186,12 +191,37 @@ class Pipeline:
             raise AtrepoError("no stored snapshot", did=did, rev=rev,
                               hint="client.snapshots(...) lists the stored revisions; "
                                    "client.get_repo(...) stores a new one")
-        return self._open(did, chosen, collections)
+        handle, _key, handle_verified = self.store.identity(did)
+        return self._open(did, chosen, collections,
+                          handle=handle if handle_verified or not self.config.verify else None,
+                          signing_key=self.store.entry_key(did, chosen))
 
-    def _open(self, did: str, entry: StoreEntry, collections: Sequence[str] | None
-              ) -> RepoSnapshot:
+    def _reopen(self, ident: Identity, entry: StoreEntry, collections: Sequence[str] | None
+                ) -> Flow[RepoSnapshot]:
+        """Open an unchanged entry for a fetch: verified now if it was stored unverified.
+
+        An entry a non-verifying client stored is checked against the resolved key before a
+        verifying client is given it (re-resolving once, as for a download, in case the key
+        was rotated), so what was never checked is never served as checked.
+
+        Raises:
+            SignatureError: the stored commit fails the DID's key.
+        """
+        key = self.store.entry_key(ident.did, entry)
+        if key is None and self.config.verify:
+            try:
+                return self._open(ident.did, entry, collections, handle=ident.handle,
+                                  signing_key=self._signing_key(ident))
+            except SignatureError:
+                ident = yield from self.resolve(ident.did, fresh=True)
+                key = self._signing_key(ident)
+        return self._open(ident.did, entry, collections, handle=ident.handle, signing_key=key)
+
+    def _open(self, did: str, entry: StoreEntry, collections: Sequence[str] | None, *,
+              handle: str | None, signing_key: str | None) -> RepoSnapshot:
         return self.store.open(did, entry, collections, mem_limit_mb=self.config.mem_limit_mb,
-                               progress=self.config.progress)
+                               progress=self.config.progress, handle=handle,
+                               signing_key=signing_key)
 
     # -- small parts ----------------------------------------------------------------------
 

@@ -27,11 +27,13 @@ class SnapshotStore(PackStore):
 
     def add(self, download: _car.CarFile, *, did: str, commit_cid: str,
             signing_key: str | None, handle: str | None, source: str, mem_limit_mb: float,
-            progress: bool | None = None) -> RepoSnapshot:
+            progress: bool | None = None, handle_verified: bool = False) -> RepoSnapshot:
         """Store a download as the next entry of ``did``; return its snapshot, walked whole.
 
         The commit should have been checked (DID, signature) before. On any error nothing
-        is recorded. ``download`` belongs to the store from here on.
+        is recorded. ``download`` belongs to the store from here on. ``handle_verified``
+        says whether ``handle`` was checked both ways (recorded, so that a verifying client
+        is never shown a handle a non-verifying one stored).
 
         Raises:
             CarError: the download is not a CAR file, or a block does not match its CID.
@@ -53,21 +55,31 @@ class SnapshotStore(PackStore):
                 rev=snap.rev, commit_cid=commit_cid, data_cid=snap.data_cid,
                 fetched_at=snap.fetched_at, records=len(snap), source=source,
                 bytes_downloaded=size, verified=snap.verified, pack_bytes=pack.size,
-                collections=snap._known_counts()), handle=handle, signing_key=signing_key)
+                collections=snap._known_counts()), handle=handle, signing_key=signing_key,
+                handle_verified=handle_verified)
         return snap
 
     def open(self, did: str, entry: StoreEntry, collections: Sequence[str] | None, *,
-             mem_limit_mb: float, progress: bool | None, source: str = "cache"
-             ) -> RepoSnapshot:
+             mem_limit_mb: float, progress: bool | None, signing_key: str | None,
+             handle: str | None, source: str = "cache") -> RepoSnapshot:
         """Open ``entry`` of ``did`` from its pack (no network, no walk yet).
+
+        The commit is checked against ``signing_key`` when one is given (the snapshot is
+        ``verified`` then); the caller chooses it and ``handle`` (see
+        :meth:`~atrepo._io.store.PackStore.entry_key` and
+        :meth:`~atrepo._io.store.PackStore.identity`).
 
         Raises:
             CarError: the pack or the entry's commit block is unreadable.
+            SignatureError: the commit fails ``signing_key``.
         """
-        handle, key = self.identity(did)
         pack = self.open_pack(did, mem_limit_mb)
-        return open_snapshot(pack, did=did, signing_key=key if entry.verified else None,
-                             collections=collections, handle=handle,
-                             fetched_at=entry.fetched_at, progress_bar=progress,
-                             root=entry.commit_cid, source=source, walk_now=False,
-                             counts=entry.collections)
+        try:
+            return open_snapshot(pack, did=did, signing_key=signing_key,
+                                 collections=collections, handle=handle,
+                                 fetched_at=entry.fetched_at, progress_bar=progress,
+                                 root=entry.commit_cid, source=source, walk_now=False,
+                                 counts=entry.collections)
+        except BaseException:
+            pack.close()
+            raise

@@ -80,6 +80,8 @@ class StoreEntry:
     pack_bytes: int         # the pack's complete length once this entry was recorded
     collections: dict[str, int] | None = None  # records per collection (None: an index
                                                # written before these were recorded)
+    signing_key: str | None = None  # the key it was verified with (None: not verified, or
+                                    # an index written before; see PackStore.entry_key)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is written to the index."""
@@ -162,10 +164,22 @@ class PackStore:
         entries = self.entries(did)
         return entries[-1] if entries else None
 
-    def identity(self, did: str) -> tuple[str | None, str | None]:
-        """The (handle, signing key) recorded with ``did``'s newest entry."""
+    def identity(self, did: str) -> tuple[str | None, str | None, bool]:
+        """The (handle, signing key, handle verified) last recorded for ``did``.
+
+        The handle is only known to verify both ways when the writer checked it; an index
+        written before that was recorded says so by a signing key (only a verifying writer
+        records one).
+        """
         index = self._index(did)
-        return index.get("handle"), index.get("signing_key")
+        key = index.get("signing_key")
+        return index.get("handle"), key, bool(index.get("handle_verified", key is not None))
+
+    def entry_key(self, did: str, entry: StoreEntry) -> str | None:
+        """The key ``entry`` was verified with, or None when it was not verified."""
+        if not entry.verified:
+            return None
+        return entry.signing_key or self._index(did).get("signing_key")
 
     def did_for_handle(self, handle: str) -> str | None:
         """The DID of the stored repository last seen with ``handle``, if any."""
@@ -297,12 +311,19 @@ class PackWriter:
             os.fsync(out.fileno())
             self.length = out.tell()
 
-    def commit(self, entry: StoreEntry, *, handle: str | None,
-               signing_key: str | None) -> StoreEntry:
-        """Record ``entry`` (and the identity it was verified with) in the index."""
-        entry = replace(entry, pack_bytes=self.length)
+    def commit(self, entry: StoreEntry, *, handle: str | None, signing_key: str | None,
+               handle_verified: bool = False) -> StoreEntry:
+        """Record ``entry`` (and the identity it was verified with) in the index.
+
+        ``signing_key`` is the key the commit was verified with (None: not verified); an
+        unverified write keeps the key recorded before, which older entries were verified
+        with. ``handle_verified`` says whether ``handle`` was checked both ways.
+        """
+        entry = replace(entry, pack_bytes=self.length,
+                        signing_key=signing_key if entry.verified else None)
         others = [e for e in self.index["snapshots"] if e["rev"] != entry.rev]
-        index = {"did": self.did, "handle": handle, "signing_key": signing_key,
+        index = {"did": self.did, "handle": handle, "handle_verified": handle_verified,
+                 "signing_key": signing_key or self.index.get("signing_key"),
                  "pack_bytes": self.length, "snapshots": [*others, entry.to_json()]}
         tmp = self.where / f"{INDEX}.{os.getpid()}.{time.monotonic_ns()}.tmp"
         tmp.write_text(json.dumps(index, indent=1))

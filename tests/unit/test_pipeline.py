@@ -38,14 +38,17 @@ def _identity(ref) -> Identity:
                     signing_key=ref.truth["signing_key"], doc=DidDocument(id=did))
 
 
-def _stored(pipeline: Pipeline, ref, tmp_path: Path, which: str = "car") -> atrepo.RepoSnapshot:
-    """Store ``ref``'s first CAR (or ``since`` on top) as a download would be stored."""
+def _stored(pipeline: Pipeline, ref, tmp_path: Path, which: str = "car", *,
+            verified: bool = True, handle: str = "small.test") -> atrepo.RepoSnapshot:
+    """Store ``ref``'s first CAR (or ``since`` on top) as a download would be stored
+    (``verified=False``: as a client with ``verify=False`` stores it)."""
     download = tmp_path / f"download-{which}.car"
     shutil.copyfile(getattr(ref, which), download)
     truth = ref.truth if which == "car" else ref.truth2
     return pipeline.store.add(car.read_car(download, 64), did=truth["did"],
                               commit_cid=truth["commit_cid"],
-                              signing_key=truth["signing_key"], handle="small.test",
+                              signing_key=truth["signing_key"] if verified else None,
+                              handle=handle, handle_verified=verified,
                               source="full" if which == "car" else "incremental",
                               mem_limit_mb=64)
 
@@ -127,3 +130,57 @@ def test_a_failure_without_a_resolver_is_not_served_to_a_client_with_one(tmp_pat
     finally:
         before.close()
         after.close()
+
+
+# -- a cache shared by a verifying and a non-verifying client (issue 13, item 11) -------------
+
+def _did_document(did: str, key: str) -> HttpResponse:
+    doc = {"id": did,
+           "verificationMethod": [{"id": f"{did}#atproto", "type": "Multikey",
+                                   "controller": did,
+                                   "publicKeyMultibase": key.removeprefix("did:key:")}],
+           "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                        "serviceEndpoint": PDS}]}
+    return HttpResponse(200, {"content-type": "application/json"}, json.dumps(doc).encode())
+
+
+@pytest.fixture
+def unverifying(tmp_path: Path) -> Iterator[Pipeline]:
+    made = Pipeline(ClientConfig(cache_dir=tmp_path / "cache", progress=False, verify=False))
+    yield made
+    made.close()
+
+
+def test_an_unverified_entry_with_a_bad_signature_is_a_signature_error(
+        pipeline, unverifying, ref_small, ref_p256, tmp_path):
+    _stored(unverifying, ref_small, tmp_path, verified=False, handle="evil.test")
+    did, other_key = ref_small.truth["did"], ref_p256.truth["signing_key"]
+    wrong = _identity(ref_small).model_copy(update={"signing_key": other_key})
+    newest = pipeline.store.newest(did)
+    assert newest is not None and not newest.verified
+    latest = _latest(ref_small.truth["commit_cid"], ref_small.truth["rev"])
+    with pytest.raises(atrepo.SignatureError):   # was: verified=False, no error
+        drive(pipeline.fetch(wrong, None, newest), [latest, _did_document(did, other_key)])
+
+
+def test_an_unverified_entry_is_verified_before_a_verifying_client_gets_it(
+        pipeline, unverifying, ref_small, tmp_path):
+    _stored(unverifying, ref_small, tmp_path, verified=False, handle="evil.test")
+    did = ref_small.truth["did"]
+    newest = pipeline.store.newest(did)
+    latest = _latest(ref_small.truth["commit_cid"], ref_small.truth["rev"])
+    snap, driver = drive(pipeline.fetch(_identity(ref_small), None, newest), [latest])
+    assert snap.verified and snap.source == "cache" and len(driver.requests) == 1
+    assert snap.handle == "small.test"          # the handle this client checked, not "evil.test"
+    offline = pipeline.open_stored(did, None, None)
+    assert offline.handle is None and not offline.verified   # nothing checked to show
+    assert unverifying.open_stored(did, None, None).handle == "evil.test"
+
+
+def test_an_unverified_write_keeps_what_older_entries_were_verified_with(
+        pipeline, unverifying, ref_small, tmp_path):
+    first = _stored(pipeline, ref_small, tmp_path)
+    _stored(unverifying, ref_small, tmp_path, "since", verified=False, handle="evil.test")
+    did = ref_small.truth["did"]
+    assert pipeline.open_stored(did, first.rev, None).verified
+    assert not pipeline.open_stored(did, None, None).verified

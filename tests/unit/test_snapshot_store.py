@@ -123,7 +123,8 @@ def stored(ref_small, tmp_path) -> tuple[SnapshotStore, StoreEntry]:
 def _open(stored: tuple[SnapshotStore, StoreEntry], did: str,
           collections: list[str] | None = None) -> RepoSnapshot:
     store, entry = stored
-    return store.open(did, entry, collections, mem_limit_mb=64, progress=False)
+    return store.open(did, entry, collections, mem_limit_mb=64, progress=False,
+                      signing_key=None, handle=None)
 
 
 def test_an_opened_entry_shows_its_counts_without_walking(ref_small, stored, walks):

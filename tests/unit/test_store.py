@@ -36,7 +36,8 @@ def _write(store: PackStore, ref: Any, tmp_path: Path, *, key: str | None = None
             rev=truth["rev"], commit_cid=truth["commit_cid"], data_cid=truth["data_cid"],
             fetched_at=datetime.now(timezone.utc), records=truth["record_count"],
             source="full", bytes_downloaded=pack.size, verified=key is not None,
-            pack_bytes=0, collections=truth["collections"]), handle=handle, signing_key=key)
+            pack_bytes=0, collections=truth["collections"]), handle=handle, signing_key=key,
+            handle_verified=key is not None)
         pack.close()
     return entry
 
@@ -52,7 +53,8 @@ def test_store_index_round_trips_and_names_the_did(ref_small, tmp_path):
     assert (entry.rev, entry.records, entry.verified) == \
         (ref_small.truth["rev"], ref_small.truth["record_count"], True)
     assert entry.collections == ref_small.truth["collections"]
-    assert store.identity(did) == ("small.test", ref_small.truth["signing_key"])
+    assert store.identity(did) == ("small.test", ref_small.truth["signing_key"], True)
+    assert store.entry_key(did, entry) == ref_small.truth["signing_key"]
     assert store.did_for_handle("small.test") == did
     assert store.did_for_handle("other.test") is None
     assert StoreEntry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
@@ -79,7 +81,7 @@ def test_no_entries_for_an_unknown_did(tmp_path):
     store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
     assert store.entries("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") == []
     assert store.newest("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") is None
-    assert store.identity("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") == (None, None)
+    assert store.identity("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa") == (None, None, False)
 
 
 def test_a_pack_is_read_only_up_to_its_complete_length(ref_small, tmp_path):
