@@ -270,3 +270,19 @@ def test_module_shortcuts_use_one_default_client(sandbox, tmp_path, monkeypatch)
         assert len(atrepo.get_repo("alice.test")) == alice["records"]
         assert alice["did"] in atrepo.list_repos(sandbox.pds_url)["did"].to_list()
         assert shortcuts.default_client() is client
+
+
+def test_a_verifying_client_checks_what_a_non_verifying_one_stored(sandbox, tmp_path):
+    alice = sandbox.account("alice.test")
+    unchecked = Client(http=httpx.Client(transport=LoopbackTransport(), trust_env=False),
+                       dns=NoDns(), plc_url=sandbox.plc_url, handle_resolver=sandbox.pds_url,
+                       cache_dir=tmp_path, progress=False, verify=False)
+    with unchecked:
+        first = unchecked.get_repo("alice.test")
+        assert not first.verified and first.source == "full"
+    client, transport = _counting_client(sandbox, tmp_path)
+    with client:
+        again = client.get_repo("alice.test")
+        assert again.source == "cache" and again.verified is True   # checked now, not trusted
+        assert again.handle == "alice.test" and client.resolve(alice["did"]).handle_verified
+        assert not any("getRepo" in url for url in transport.requests)
