@@ -134,8 +134,11 @@ impl Car {
         self.places.reserve(expected);
         self.grow_to(buf, self.places.len() + expected);
         let mut released = pos;
+        let mut filed = self.places.len();
         while pos < end {
             if pos - released >= STRETCH {
+                self.file(buf, filed);
+                filed = self.places.len();
                 release(released, pos);
                 released = pos;
             }
@@ -161,45 +164,67 @@ impl Car {
             }
             let blessed = size > 36 && BLESSED_HEAD.iter().any(|h| buf[pos..pos + 4] == *h);
             let data = if blessed { pos + 36 } else { pos + cid_length(buf, pos, pos + size)? };
-            self.add(buf, data, pos + size - data);
+            self.places.push(((data as u64) << LEN_BITS) | (pos + size - data) as u64);
             pos += size;
         }
+        self.file(buf, filed);
         release(released, end);
         Ok(())
     }
 
-    fn add(&mut self, buf: &[u8], data: usize, length: usize) {
-        let key = key_of(&buf[data.saturating_sub(KEY_BYTES)..data]);
-        let id = self.places.len() as u32;
-        self.places.push(((data as u64) << LEN_BITS) | length as u64);
-        if (self.places.len() + 1) * 4 > self.slots.len() * 3 {
-            self.grow_to(buf, self.places.len() * 2);
-        }
-        let hash = self.hasher.hash_one(key);
-        match self.find(buf, key, hash) {
-            Ok(slot) => {
-                let first = (self.slots[slot] as u32) - 1;
-                let tail = self.last.get(&key).copied().unwrap_or(first);
-                self.next.insert(tail, id);
-                self.last.insert(key, id);
+    /// File blocks `from..` (framed, not yet in the table) under their keys, in file order,
+    /// each slot requested a few blocks ahead so that the cache misses overlap.
+    fn file(&mut self, buf: &[u8], from: usize) {
+        const AHEAD: usize = 16;
+        self.grow_to(buf, self.places.len());
+        let hashed: Vec<(u64, u64)> = (from..self.places.len())
+            .map(|id| {
+                let key = self.key_at(buf, id as u32);
+                (key, self.hasher.hash_one(key))
+            })
+            .collect();
+        for (k, &(key, hash)) in hashed.iter().enumerate() {
+            if let Some(&(_, ahead)) = hashed.get(k + AHEAD) {
+                prefetch(self.slots.as_ptr().wrapping_add(self.home(ahead)));
             }
-            Err(slot) => self.slots[slot] = (hash >> 32 << 32) | u64::from(id + 1),
+            let id = (from + k) as u32;
+            match self.find(buf, key, hash) {
+                Ok(slot) => {
+                    let first = (self.slots[slot] as u32) - 1;
+                    let tail = self.last.get(&key).copied().unwrap_or(first);
+                    self.next.insert(tail, id);
+                    self.last.insert(key, id);
+                }
+                Err(slot) => self.slots[slot] = (hash >> 32 << 32) | u64::from(id + 1),
+            }
         }
     }
 
     /// Make the table hold at least `blocks` keys at three quarters full, at most.
+    ///
+    /// Growing reads every filed block's key back from `buf`; the table is sized from the
+    /// CAR's length up front, so only a CAR of unusually small blocks (or a pack that grew)
+    /// gets here more than once.
     fn grow_to(&mut self, buf: &[u8], blocks: usize) {
         let size = (blocks * 4 / 3 + 1).next_power_of_two().max(16);
         if size <= self.slots.len() {
             return;
         }
         let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        let mask = size - 1;
         for slot in old.into_iter().filter(|&s| s != 0) {
             let key = self.key_at(buf, (slot as u32) - 1);
-            if let Err(free) = self.find(buf, key, self.hasher.hash_one(key)) {
-                self.slots[free] = slot;
+            let mut i = self.home(self.hasher.hash_one(key));
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
             }
+            self.slots[i] = slot;
         }
+    }
+
+    /// The first slot to try for a key of hash `hash` (its low bits; the tag is its high 32).
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & (self.slots.len() - 1)
     }
 
     /// The index key of block `id`: the 7 bytes before its data (the end of its CID).
@@ -212,7 +237,7 @@ impl Car {
     fn find(&self, buf: &[u8], key: u64, hash: u64) -> std::result::Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let tag = hash >> 32;
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         loop {
             let slot = self.slots[i];
             if slot == 0 {
@@ -271,15 +296,14 @@ impl Car {
                 (key, self.hasher.hash_one(key))
             })
             .collect();
-        let mask = self.slots.len().wrapping_sub(1);
         (0..count)
             .map(|i| {
                 if !self.slots.is_empty() {
                     if let Some(&(_, hash)) = hashes.get(i + AHEAD) {
-                        prefetch(self.slots.as_ptr().wrapping_add(hash as usize & mask));
+                        prefetch(self.slots.as_ptr().wrapping_add(self.home(hash)));
                     }
                     if let Some(&(_, hash)) = hashes.get(i + AHEAD / 2) {
-                        let slot = self.slots[hash as usize & mask];
+                        let slot = self.slots[self.home(hash)];
                         if slot != 0 {
                             let offset = self.block((slot as u32) as usize - 1).offset;
                             prefetch(buf.as_ptr().wrapping_add(offset.saturating_sub(40)));

@@ -66,7 +66,8 @@ pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     // most strings need no escape at all: one pass the compiler vectorizes, then one copy
-    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+    let plain = !bytes.iter().fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if plain {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
