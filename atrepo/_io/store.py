@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -59,6 +60,8 @@ from .._varint import encode_varint
 from ..errors import AtrepoError, CarError
 
 __all__ = ["PackStore", "PackWriter", "StoreEntry", "dir_name"]
+
+log = logging.getLogger("atrepo")
 
 PACK = "blocks.car"
 INDEX = "snapshots.json"
@@ -144,14 +147,35 @@ class PackStore:
                     raise
 
     def _index(self, did: str) -> dict[str, Any]:
+        """``did``'s index; empty when there is none, or when its pack is damaged.
+
+        A pack shorter than the index says (or gone: a kill inside eviction, a full disk)
+        can never open its entries again, and a pack only grows while it is whole; so its
+        index counts as absent, the next fetch downloads the repository in full, and that
+        write replaces both (issue 13, item 14).
+        """
+        where = self._dir(did)
+        empty = {"did": did, "pack_bytes": 0, "snapshots": []}
         try:
-            index: dict[str, Any] = json.loads((self._dir(did) / INDEX).read_text())
+            index: dict[str, Any] = json.loads((where / INDEX).read_text())
+            length = index["pack_bytes"]
+            if type(length) is not int:
+                raise ValueError(f"pack_bytes is {length!r}")
         except FileNotFoundError:
-            return {"did": did, "pack_bytes": 0, "snapshots": []}
-        except (OSError, ValueError) as exc:
+            return empty
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AtrepoError("the store's index is unreadable", did=did,
-                              path=self._dir(did) / INDEX, detail=str(exc),
+                              path=where / INDEX, detail=str(exc),
                               hint="delete that repository's directory from the cache") from exc
+        try:
+            size = (where / PACK).stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if size < length:
+            log.info("the stored pack of %s is %s; it is downloaded again", did,
+                     "missing" if size < 0 else f"shorter than its index says ({size} < "
+                                                f"{length} bytes)")
+            return empty
         return index
 
     def entries(self, did: str) -> list[StoreEntry]:

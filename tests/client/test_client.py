@@ -286,3 +286,21 @@ def test_a_verifying_client_checks_what_a_non_verifying_one_stored(sandbox, tmp_
         assert again.source == "cache" and again.verified is True   # checked now, not trusted
         assert again.handle == "alice.test" and client.resolve(alice["did"]).handle_verified
         assert not any("getRepo" in url for url in transport.requests)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_damaged_pack_is_downloaded_again(kind, damage, sandbox, tmp_path):
+    """A pack shorter than its index says, or gone (a kill inside eviction, a full disk)."""
+    first = call(kind, sandbox, tmp_path, "get_repo", "alice.test")
+    pack = next((tmp_path / kind / "repos").glob("*/blocks.car"))
+    if damage == "missing":
+        pack.unlink()
+    else:
+        with pack.open("r+b") as out:
+            out.truncate(pack.stat().st_size // 2)
+    for _ in range(2):    # every later call failed with a CarError before
+        again = call(kind, sandbox, tmp_path, "get_repo", "alice.test")
+        assert again.records.equals(first.records) and again.verified
+    assert again.source == "cache"                    # the first of the two downloaded it
+    assert len(call(kind, sandbox, tmp_path, "snapshots", "alice.test")) == 1

@@ -174,3 +174,21 @@ def test_a_directory_under_its_legacy_name_is_moved_and_keeps_working(ref_small,
     assert [e.rev for e in store.entries(did)] == [ref_small.truth["rev"]]
     assert not legacy.exists() and (tmp_path / "repos" / dir_name(did)).is_dir()
     assert dir_name("did:plc:ewvi7nxzyoun6zhxrhs64oiz") == "did_plc_ewvi7nxzyoun6zhxrhs64oiz"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_pack_shorter_than_its_index_says_counts_as_absent(damage, ref_small, tmp_path):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    did = ref_small.truth["did"]
+    _write(store, ref_small, tmp_path)
+    pack = next((tmp_path / "repos").glob(f"*/{PACK}"))
+    if damage == "missing":
+        pack.unlink()
+    else:
+        with pack.open("r+b") as out:
+            out.truncate(pack.stat().st_size - 1)
+    assert store.entries(did) == [] and store.newest(did) is None
+    entry = _write(store, ref_small, tmp_path)          # the next download replaces both
+    assert store.entries(did) == [entry] and entry.pack_bytes == ref_small.car.stat().st_size
+    again = open_snapshot(store.open_pack(did, 64), root=entry.commit_cid)
+    assert len(again) == ref_small.truth["record_count"]
