@@ -15,6 +15,12 @@ Rules followed (https://atproto.com/specs/did, https://atproto.com/specs/handle)
 * A handle resolves by DNS TXT ``_atproto.{handle}`` (``did=...``), then HTTPS
   ``/.well-known/atproto-did``, then, if configured, an XRPC ``resolveHandle`` service. One
   method failing (including TXT records naming different DIDs) falls through to the next.
+* Only the XRPC service is asked, and nothing leaves the machine for DNS or HTTPS, when the
+  service is on loopback (a local sandbox answers for its own handles) or the handle is under
+  a TLD reserved for testing and examples (``.test``, ``.example``, ``.invalid``,
+  ``.localhost``; RFC 2606 and 6761), which no nameserver or web server answers for. Without
+  a service such a handle does not resolve. The other reserved TLDs (``.local``, ``.onion``,
+  ...) never resolve.
 * A handle is only reported when it verifies both ways: it resolves to the DID, and the DID
   document claims it in ``alsoKnownAs``. Otherwise ``Identity.handle`` is None.
 
@@ -23,10 +29,11 @@ Every failure ends in :class:`atrepo.errors.ResolutionError` naming the identifi
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from .._text import preview as _preview
 from ..errors import DecodeError, ResolutionError, TransportError
@@ -61,9 +68,10 @@ _PLC_PREFIX: Final = "did:plc:"
 _WEB_PREFIX: Final = "did:web:"
 _AT_URI_PREFIX: Final = "at://"
 # https://atproto.com/specs/handle#additional-non-syntax-restrictions: never resolved.
-_RESERVED_TLDS: Final = frozenset(
-    {"alt", "arpa", "example", "internal", "invalid", "local", "localhost", "onion"}
-)
+_RESERVED_TLDS: Final = frozenset({"alt", "arpa", "internal", "local", "onion"})
+# RFC 2606 / 6761 names for testing and examples: no public DNS or web server answers for
+# them, so only a configured resolver (a sandbox's PDS) is asked.
+_TESTING_TLDS: Final = frozenset({"example", "invalid", "localhost", "test"})
 _SMALL_BODY: Final = 8 * 1024  # a well-known or resolveHandle reply carries one DID
 _MAX_PORT: Final = 65_535
 _DID_HEADERS: Final = (("accept", "application/did+ld+json, application/json"),)
@@ -214,7 +222,7 @@ def normalize_handle(handle: str) -> str:
     if not is_handle(text):
         raise ResolutionError("invalid handle syntax", identifier=_preview(handle),
                               hint="a handle is a domain name such as 'alice.bsky.social'")
-    if text.rsplit(".", 1)[1] in _RESERVED_TLDS:
+    if _tld(text) in _RESERVED_TLDS:
         raise ResolutionError("handle uses a reserved top-level domain", identifier=text,
                               hint="handles under " + ", ".join(sorted(_RESERVED_TLDS))
                               + " never resolve")
@@ -228,6 +236,8 @@ def resolve_handle(handle: str, *, xrpc_resolver: str | None = None,
     Tries DNS TXT ``_atproto.{handle}``, then ``{web_scheme}://{handle}/.well-known/atproto-did``,
     then ``com.atproto.identity.resolveHandle`` on ``xrpc_resolver`` if set; each method's
     failure falls through to the next (https://atproto.com/specs/handle#handle-resolution).
+    Only ``xrpc_resolver`` is asked when it is on loopback or the handle is under a testing
+    TLD (see the module docstring).
 
     Args:
         handle: the handle (normalised with :func:`normalize_handle`).
@@ -238,12 +248,20 @@ def resolve_handle(handle: str, *, xrpc_resolver: str | None = None,
         A flow whose value is the DID.
 
     Raises:
-        ResolutionError: invalid handle, or no method answered; the fields say why each
-            method failed.
+        ResolutionError: invalid handle, a testing-TLD handle without ``xrpc_resolver``,
+            or no method answered; the fields say why each method failed.
     """
     handle = normalize_handle(handle)
-    attempts = [("dns", _did_from_dns(handle)),
-                ("https", _did_from_well_known(handle, web_scheme))]
+    attempts: list[tuple[str, Flow[str]]] = []
+    if not _resolver_only(handle, xrpc_resolver):
+        attempts += [("dns", _did_from_dns(handle)),
+                     ("https", _did_from_well_known(handle, web_scheme))]
+    elif not xrpc_resolver:
+        raise ResolutionError("handle under a reserved top-level domain resolves only "
+                              "through handle_resolver", identifier=handle,
+                              hint="handles under ." + ", .".join(sorted(_TESTING_TLDS))
+                              + " are for local testing: set handle_resolver to the "
+                                "sandbox's PDS URL")
     if xrpc_resolver:
         attempts.append(("xrpc", _did_from_xrpc(handle, xrpc_resolver)))
     misses: dict[str, str] = {}
@@ -252,9 +270,36 @@ def resolve_handle(handle: str, *, xrpc_resolver: str | None = None,
             return (yield from attempt)
         except _Miss as miss:
             misses[method] = miss.reason
-    hint = "check the handle's _atproto TXT record and /.well-known/atproto-did"
-    raise ResolutionError("handle does not resolve", identifier=handle, **misses,
-                          hint=hint if xrpc_resolver else hint + ", or set handle_resolver")
+    if "dns" not in misses:
+        hint = "only handle_resolver was asked (see the xrpc field): is the handle on it?"
+    else:
+        hint = "check the handle's _atproto TXT record and /.well-known/atproto-did"
+        hint = hint if xrpc_resolver else hint + ", or set handle_resolver"
+    raise ResolutionError("handle does not resolve", identifier=handle, **misses, hint=hint)
+
+
+def _tld(handle: str) -> str:
+    return handle.rsplit(".", 1)[-1]
+
+
+def _resolver_only(handle: str, xrpc_resolver: str | None) -> bool:
+    """Whether only the XRPC resolver may be asked (no DNS query, no HTTPS well-known)."""
+    return _tld(handle) in _TESTING_TLDS or (xrpc_resolver is not None
+                                             and _is_loopback(xrpc_resolver))
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # a malformed URL (bad port, bad brackets) is nobody's loopback
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _did_from_dns(handle: str) -> Flow[str]:

@@ -31,8 +31,8 @@ from _servers import LoopbackServer, Reply, tls_contexts
 from atrepo.client import AsyncClient, Client
 from atrepo.testing import SigningKey
 
-HANDLE = "alice.test"
-OTHER_HANDLE = "mallory.test"
+HANDLE = "alice.example.com"  # not a testing TLD: DNS and HTTPS are asked
+OTHER_HANDLE = "mallory.example.com"
 SERVER_TLS, CLIENT_TLS = tls_contexts(["localhost", HANDLE, OTHER_HANDLE])
 KEY = SigningKey()
 ED25519_KEY = "z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"  # did:key spec example

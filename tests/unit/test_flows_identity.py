@@ -44,7 +44,7 @@ from atrepo.testing import drive
 PLC = "https://plc.test"
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 OTHER_DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
-HANDLE = "alice.test"
+HANDLE = "alice.example.com"  # not a testing TLD: every method of resolution is tried
 PDS = "https://pds.test"
 XRPC = "https://resolver.test"
 CURVES = {"p256": ec.SECP256R1(), "k256": ec.SECP256K1()}
@@ -329,7 +329,8 @@ def test_dns_ignores_unrelated_and_repeated_records():
     assert play(resolve_handle(HANDLE), [(DnsTxt(f"_atproto.{HANDLE}"), answer)]) == DID
 
 
-@pytest.mark.parametrize("given", ["Alice.TEST", "@alice.test", " alice.test\n"])
+@pytest.mark.parametrize("given", ["Alice.Example.COM", "@alice.example.com",
+                                   " alice.example.com\n"])
 def test_handle_is_normalised(given):
     assert next(resolve_handle(given)) == DnsTxt(f"_atproto.{HANDLE}")
     assert normalize_handle(given) == HANDLE
@@ -347,6 +348,48 @@ def test_invalid_handle_syntax(handle):
 def test_reserved_tlds_never_resolve(handle):
     with pytest.raises(ResolutionError, match="reserved top-level domain"):
         next(resolve_handle(handle))
+
+
+LOOPBACK_XRPC = "http://127.0.0.1:2583"
+
+
+@pytest.mark.parametrize("handle", ["alice.test", "bob.example", "carol.invalid",
+                                    "dave.localhost"])
+def test_testing_tlds_ask_only_the_resolver(handle):
+    url = f"{XRPC}/xrpc/com.atproto.identity.resolveHandle?handle={handle}"
+    script = [(url_is(url), ok({"did": DID}))]  # no DnsTxt, no HTTPS well-known
+    assert play(resolve_handle(handle, xrpc_resolver=XRPC), script) == DID
+    err = resolution_error(resolve_handle(handle, xrpc_resolver=XRPC), ok("", status=400))
+    assert err.fields == {"identifier": handle, "xrpc": "HTTP 400"}
+    assert "only handle_resolver was asked" in err.hint
+
+
+@pytest.mark.parametrize("handle", ["alice.test", "bob.example"])
+def test_testing_tlds_without_a_resolver_ask_nothing(handle):
+    with pytest.raises(ResolutionError, match="resolves only through handle_resolver") as info:
+        next(resolve_handle(handle))
+    assert info.value.identifier == handle and "handle_resolver" in info.value.hint
+
+
+@pytest.mark.parametrize("resolver", [LOOPBACK_XRPC, "http://localhost:2583/", "http://[::1]:80",
+                                      "https://127.8.9.10", "http://pds.localhost"])
+def test_a_loopback_resolver_is_the_only_one_asked(resolver):
+    url = f"{resolver.rstrip('/')}/xrpc/com.atproto.identity.resolveHandle?handle={HANDLE}"
+    assert play(resolve_handle(HANDLE, xrpc_resolver=resolver),
+                [(url_is(url), ok({"did": DID}))]) == DID
+
+
+@pytest.mark.parametrize("resolver", [XRPC, "http://10.0.0.1", "http://[bad", "http://::1"])
+def test_a_resolver_elsewhere_is_asked_last(resolver):
+    assert next(resolve_handle(HANDLE, xrpc_resolver=resolver)) == DnsTxt(f"_atproto.{HANDLE}")
+
+
+def test_resolve_did_with_a_testing_handle_checks_it_on_the_resolver():
+    doc = make_doc(handles=("alice.test",))
+    xrpc = f"{LOOPBACK_XRPC}/xrpc/com.atproto.identity.resolveHandle?handle=alice.test"
+    ident = play(resolve(DID, plc_url=PLC, xrpc_resolver=LOOPBACK_XRPC),
+                 [(plc_get(), ok(doc)), (url_is(xrpc), ok({"did": DID}))])
+    assert (ident.handle, ident.handle_verified) == ("alice.test", True)
 
 
 def test_dns_failure_falls_back_to_well_known():
@@ -459,7 +502,7 @@ def test_resolve_handle_verified_both_ways():
 
 def test_resolve_handle_not_claimed_by_document():
     doc = make_doc(handles=("mallory.test",))
-    ident = play(resolve("@Alice.Test", plc_url=PLC), [DNS_OK, (plc_get(), ok(doc))])
+    ident = play(resolve("@Alice.Example.Com", plc_url=PLC), [DNS_OK, (plc_get(), ok(doc))])
     assert (ident.did, ident.handle, ident.handle_verified) == (DID, None, False)
 
 

@@ -25,7 +25,7 @@ from atrepo._io.dns import AsyncSystemDnsResolver, SystemDnsResolver
 from atrepo._io.http import run_async, run_sync
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
-HANDLE = "alice.test"
+HANDLE = "alice.example.com"  # not a testing TLD: DNS is asked
 MODES = ["sync", "async"]
 
 

@@ -35,7 +35,7 @@ from atrepo.errors import RepoUnavailable, ResolutionError, TransportError
 
 PLC = "https://plc.test"
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
-HANDLE = "alice.test"
+HANDLE = "alice.example.com"  # not a testing TLD: DNS and HTTPS are asked
 PDS = "https://pds.test"
 XRPC = "https://resolver.test"
 WELL_KNOWN = f"https://{HANDLE}/.well-known/atproto-did"
