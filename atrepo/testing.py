@@ -175,10 +175,10 @@ def drive(flow: Flow[T], answers: Iterable[Answer]) -> tuple[T, FlowDriver]:
     Example:
         >>> from atrepo._flows.effects import DnsAnswer
         >>> from atrepo._flows.identity import resolve_handle
-        >>> did, driver = drive(resolve_handle("alice.test"),
+        >>> did, driver = drive(resolve_handle("alice.example.com"),
         ...                     [DnsAnswer(("did=did:plc:ewvi7nxzyoun6zhxrhs64oiz",))])
         >>> did, driver.effects
-        ('did:plc:ewvi7nxzyoun6zhxrhs64oiz', [DnsTxt(name='_atproto.alice.test')])
+        ('did:plc:ewvi7nxzyoun6zhxrhs64oiz', [DnsTxt(name='_atproto.alice.example.com')])
     """
     driver = FlowDriver()
     return driver.run(flow, answers), driver
