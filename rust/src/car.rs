@@ -264,11 +264,17 @@ impl Car {
     /// The first block whose stored CID ends with `raw`, and whether it was the only block
     /// under its key (the reference's fast path, which checks only the digest).
     pub fn locate(&self, buf: &[u8], raw: &[u8]) -> Option<(Block, bool)> {
+        self.locate_id(buf, raw).map(|(_, block, alone)| (block, alone))
+    }
+
+    /// [`Car::locate`], with the block's number (its place in file order).
+    pub fn locate_id(&self, buf: &[u8], raw: &[u8]) -> Option<(u32, Block, bool)> {
         let key = key_of(raw);
         self.locate_hashed(buf, raw, key, self.hasher.hash_one(key))
     }
 
-    fn locate_hashed(&self, buf: &[u8], raw: &[u8], key: u64, hash: u64) -> Option<(Block, bool)> {
+    fn locate_hashed(&self, buf: &[u8], raw: &[u8], key: u64, hash: u64)
+                     -> Option<(u32, Block, bool)> {
         if self.slots.is_empty() {
             return None;
         }
@@ -278,7 +284,7 @@ impl Car {
         while let Some(i) = id {
             let block = self.block(i as usize);
             if block.offset >= raw.len() && &buf[block.offset - raw.len()..block.offset] == raw {
-                return Some((block, alone));
+                return Some((i, block, alone));
             }
             id = if alone { None } else { self.next.get(&i).copied() };
         }
@@ -311,7 +317,7 @@ impl Car {
                     }
                 }
                 let (key, hash) = hashes[i];
-                self.locate_hashed(buf, raw(i), key, hash)
+                self.locate_hashed(buf, raw(i), key, hash).map(|(_, block, alone)| (block, alone))
             })
             .collect()
     }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
-use crate::car::Car;
+use crate::car::{verify, Car};
 use crate::cbor::{self, DecodeFailure, Tags, Value};
 use crate::error::{CoreError, Field, Result};
 
@@ -216,6 +216,13 @@ pub struct Leaves {
 }
 
 impl Leaves {
+    /// Leaves with address space reserved for about `blocks` of them (a repository has
+    /// fewer records than blocks); pages are only taken as leaves are written.
+    pub fn with_room(blocks: usize) -> Self {
+        let room = |bytes: usize| Packed { bytes: Vec::with_capacity(blocks * bytes), ends: Vec::with_capacity(blocks) };
+        Leaves { keys: room(40), values: room(36) }
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -233,7 +240,10 @@ struct Walker<'a> {
     car: &'a Car,
     buf: &'a [u8],
     ranges: Option<&'a Ranges>,
-    visited: HashSet<&'a [u8]>,
+    /// nodes met, as (block, CID length): a CID names one block, and a shorter CID that
+    /// matches the same stored CID (its suffix) is another name, as in the reference
+    visited: Vec<u64>,
+    visited_other: HashSet<(u32, usize)>,
     last: Vec<u8>,
     leaves: Leaves,
 }
@@ -245,9 +255,10 @@ pub fn walk<'a>(car: &'a Car, buf: &'a [u8], root: &'a [u8], ranges: Option<&'a 
         car,
         buf,
         ranges,
-        visited: HashSet::new(),
+        visited: vec![0; car.len().div_ceil(64)],
+        visited_other: HashSet::new(),
         last: Vec::new(),
-        leaves: Leaves::default(),
+        leaves: Leaves::with_room(car.len().min(buf.len() / 200)),
     };
     walker.subtree(root, None, None, None, 0)?;
     Ok(walker.leaves)
@@ -259,13 +270,18 @@ impl<'a> Walker<'a> {
         if depth > MAX_DEPTH {
             return Err(node_error("MST deeper than allowed", raw).int("max_depth", MAX_DEPTH as i128));
         }
-        if !self.visited.insert(raw) {
-            return Err(node_error("MST node reached twice (cycle or shared subtree)", raw));
-        }
-        let Some(data) = self.car.get_verified(self.buf, raw)? else {
+        // the reference marks a node visited before fetching it; a node that is not in the
+        // CAR fails on its first visit, so only found blocks need marks
+        let Some((id, data, alone)) = self.car.locate_id(self.buf, raw) else {
             return Err(node_error("missing MST node block", raw)
                 .hint("the CAR is incomplete; fetch the full repository"));
         };
+        if !self.mark(id, raw.len()) {
+            return Err(node_error("MST node reached twice (cycle or shared subtree)", raw));
+        }
+        if self.car.verify_cids {
+            verify(self.buf, raw, data, alone)?;
+        }
         let node = decode_node(raw, &self.buf[data.offset..data.offset + data.length])?;
         if let Some(parent) = parent_layer {
             if let Some(layer) = node.layer {
@@ -279,6 +295,17 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(node)
+    }
+
+    /// Mark node `id` met under a CID of `len` bytes; false if it was met so before.
+    fn mark(&mut self, id: u32, len: usize) -> bool {
+        if len != 36 {
+            return self.visited_other.insert((id, len));
+        }
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        let fresh = self.visited[word] & bit == 0;
+        self.visited[word] |= bit;
+        fresh
     }
 
     fn subtree(&mut self, raw: &'a [u8], lo: Option<&[u8]>, hi: Option<&[u8]>,
