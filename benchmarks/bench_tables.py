@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--size", default="1m", type=parse_size)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--collection", default="app.bsky.feed.post")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default: benchmarks/results/tables-<size>.json)")
     args = parser.parse_args()
     data = corpus_dir(args.size)
     car = data / "repo.car"
@@ -113,7 +115,7 @@ def main() -> None:
             for case, runs in results.items()}
     rows_warm = [r["records_s"] for r in results["table_warm"]]
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"tables-{size_label(args.size)}.json"
+    out = args.out or RESULTS / f"tables-{size_label(args.size)}.json"
     out.write_text(json.dumps({
         "size": args.size, "collection": args.collection, "runs": args.runs,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
