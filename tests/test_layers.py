@@ -15,7 +15,7 @@ import atrepo
 PACKAGE = Path(atrepo.__file__).parent
 PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
         "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo.models", "atrepo._records",
-        "atrepo._worker", "atrepo._text", "atrepo._names", "atrepo._args", "atrepo.car._framing", "atrepo.car._reader",
+        "atrepo._worker", "atrepo._text", "atrepo._names", "atrepo._args", "atrepo._warn", "atrepo.car._framing", "atrepo.car._reader",
         "atrepo.car._verify", "atrepo.car._index", "atrepo.mst._node", "atrepo.mst._walk",
         "atrepo.mst._diff", "atrepo.mst._build", "atrepo.mst._ranges"]
 HEAVY = {"polars", "httpx", "diskcache", "pydantic", "tqdm"}
@@ -68,7 +68,8 @@ def test_dataset_layer_loads_no_network_code(module):
 
 @pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache", "atrepo._io.dns",
                                     "atrepo._io.http", "atrepo._io.limits",
-                                    "atrepo._io.decoding", "atrepo._io.deadline"])
+                                    "atrepo._io.decoding", "atrepo._io.deadline",
+                                    "atrepo._io.downloads"])
 def test_io_never_imports_polars_or_frames(module):
     loaded = _modules_after_import(module)
     assert not {name for name in loaded if name.split(".")[0] == "polars"}

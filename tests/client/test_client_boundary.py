@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,36 @@ def test_a_bulk_call_shows_one_bar_counting_repositories(kind, sandbox, tmp_path
     assert frame.height == 2 * alice["records"]  # both copies decoded, under the one bar
     assert [bar.desc for bar in bars] == ["fetching repos"]
     assert "3/3" in bars[0].shown and "3.0" not in bars[0].shown
+
+
+_CALL_SITES = ("the warnings.warn calls in atrepo/_listing.py and atrepo/_pipeline.py are to "
+               "use atrepo._warn.warn, and Pipeline.diff to warn only once the fetch succeeded")
+
+
+@pytest.mark.xfail(strict=True, reason=_CALL_SITES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_warning_names_the_users_line(kind, sandbox, tmp_path):
+    made: Any = client(kind, sandbox, tmp_path)
+
+    async def in_a_coroutine() -> None:
+        async with made:
+            await made.list_repos_by_collection("app.bsky.feed.post", sandbox.pds_url)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if kind == "sync":
+            with made:
+                made.list_repos_by_collection("app.bsky.feed.post", sandbox.pds_url)
+        else:
+            asyncio.run(in_a_coroutine())
+    assert caught and {w.filename for w in caught} == {__file__}
+
+
+@pytest.mark.xfail(strict=True, reason=_CALL_SITES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unavailable_repository_diffs_without_a_warning(kind, sandbox, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(atrepo.RepoUnavailable):
+            call(kind, sandbox, tmp_path, "diff", sandbox.account("bob.test")["did"])
+    assert [str(w.message) for w in caught] == []
