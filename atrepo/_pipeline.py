@@ -28,18 +28,14 @@ its messages say *stored snapshot* for an entry (``client.snapshots()`` lists en
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import polars as pl
 
 from . import car
 from ._config import ClientConfig
 from ._diff import diff
-from ._names import file_name
 from ._flows import identity as identity_flows
 from . import _flows as flows
 from ._flows.effects import Flow
@@ -67,7 +63,9 @@ class Pipeline:
                                         scope=(config.plc_url, config.handle_resolver,
                                                config.verify))
         self.store = SnapshotStore(config.cache_path / "repos",
-                                   max_bytes=config.max_cache_bytes)
+                                   max_bytes=config.max_cache_bytes,
+                                   downloads=config.cache_path / "downloads")
+        self.store.clean_downloads()   # what killed processes left (atrepo._io.downloads)
 
     # -- flows ----------------------------------------------------------------------------
 
@@ -119,11 +117,10 @@ class Pipeline:
     def _download(self, ident: Identity, collections: Sequence[str] | None,
                   since: str | None) -> Flow[RepoSnapshot]:
         """Steps 3-6: download a CAR (all of it, or what is newer than ``since``), store it."""
-        part = self._new_path("downloads", ident.did, ".part")
-        try:
+        with self.store.download_file(ident.did) as part:
             yield from flows.get_repo(self._pds(ident), ident.did, path=str(part),
-                                           since=since, max_bytes=self.config.max_repo_bytes,
-                                           policy=self.config.retry)
+                                      since=since, max_bytes=self.config.max_repo_bytes,
+                                      policy=self.config.retry)
             download = car.read_car(part, self.config.mem_limit_mb)
             try:
                 key = self._signing_key(ident)
@@ -143,8 +140,6 @@ class Pipeline:
                                    mem_limit_mb=self.config.mem_limit_mb,
                                    progress=self.config.progress)
             return whole if collections is None else narrowed(whole, collections)
-        finally:
-            part.unlink(missing_ok=True)
 
     def diff(self, name: str, collections: Sequence[str] | None) -> Flow[pl.DataFrame]:
         """The newest entry against a fresh fetch (which is stored in turn)."""
@@ -224,13 +219,6 @@ class Pipeline:
                                signing_key=signing_key)
 
     # -- small parts ----------------------------------------------------------------------
-
-    def _new_path(self, folder: str, did: str, suffix: str) -> Path:
-        where = self.config.cache_path / folder
-        where.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=file_name(did) + "-", suffix=suffix, dir=where)
-        os.close(handle)
-        return Path(name)
 
     @staticmethod
     def _pds(ident: Identity) -> str:

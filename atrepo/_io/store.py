@@ -33,10 +33,19 @@ Each repository has a directory under ``<cache>/repos/`` holding:
 after the entry's whole tree was found and checked in the pack, and checks the commit's DID
 and signature before that.
 
-The whole store is bounded by ``max_bytes``: after a commit, the repositories used least
-recently are removed until it fits (never the one just written). What is open over a pack
-is not broken by this: it holds the pack open (in memory or mapped), and a deleted file
-lives on until it is closed.
+The whole store is bounded by ``max_bytes``, downloads in progress under
+``<cache>/downloads`` included: after a commit, part files killed processes left are
+deleted (:mod:`atrepo._io.downloads`) and the repositories used least recently are removed
+until it fits (never the one just written). Sizes come from an in-memory ledger refreshed
+from the directories' stats every so many commits (:meth:`PackStore._evict`), so a host
+export does not read every index after every commit. A directory is renamed aside before
+it is deleted, so a kill never leaves an index without its pack; should a pack be short or
+missing all the same, its index counts as absent (:meth:`PackStore._index`). What is open
+over a pack is not broken by eviction: it holds the pack open (in memory or mapped), and a
+deleted file lives on until it is closed.
+
+Directory names come from :func:`dir_name`: bounded, and distinct on case-insensitive
+file systems.
 """
 
 from __future__ import annotations
@@ -46,9 +55,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +66,7 @@ from typing import Any
 
 from .. import car as _car
 from .._names import file_name
+from .downloads import clean, part_file
 from .._varint import encode_varint
 from ..errors import AtrepoError, CarError
 
@@ -66,6 +77,7 @@ log = logging.getLogger("atrepo")
 PACK = "blocks.car"
 INDEX = "snapshots.json"
 LOCK = "lock"
+_TRASH = ".evicted-"   # a directory being removed (never a repository's: see file_name)
 
 
 @dataclass(frozen=True)
@@ -114,9 +126,13 @@ def _legacy_name(did: str) -> str:
 class PackStore:
     """The packs and indexes of every repository under one directory (see the module doc)."""
 
-    def __init__(self, root: Path, *, max_bytes: int) -> None:
+    def __init__(self, root: Path, *, max_bytes: int, downloads: Path | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.downloads = root.parent / "downloads" if downloads is None else downloads
+        self._ledger: dict[str, tuple[float, int]] | None = None  # see _evict
+        self._since_scan = 0
+        self._ledger_lock = threading.Lock()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -227,10 +243,14 @@ class PackStore:
 
     def _touch(self, did: str) -> None:
         """Mark ``did`` as recently used (eviction removes the least recently used)."""
+        where = self._dir(did)
         try:
-            os.utime(self._dir(did) / INDEX)
+            os.utime(where / INDEX)
         except FileNotFoundError:
-            pass
+            return
+        with self._ledger_lock:
+            if self._ledger is not None and where.name in self._ledger:
+                self._ledger[where.name] = (time.time(), self._ledger[where.name][1])
 
     # -- writing --------------------------------------------------------------------------
 
@@ -250,33 +270,98 @@ class PackStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         if writer.committed:
-            self.evict(keep=did)
+            with self._ledger_lock:
+                if self._ledger is not None:
+                    self._ledger[where.name] = (time.time(), writer.length)
+                self._evict(keep=where.name,
+                            rescan=self._since_scan >= len(self._ledger or ()))
+
+    def download_file(self, did: str) -> AbstractContextManager[Path]:
+        """A new part file under ``downloads/`` for one download of ``did`` (see
+        :mod:`atrepo._io.downloads`); it and its lock are deleted when the block ends."""
+        return part_file(self.downloads, dir_name(did))
+
+    def clean_downloads(self) -> int:
+        """Delete the part files killed processes left; return the bytes of live ones."""
+        return clean(self.downloads)
 
     def evict(self, *, keep: str | None = None) -> list[str]:
         """Remove least recently used repositories until the store fits ``max_bytes``.
 
+        Stale part files are deleted first, and live ones count against the budget too.
         Returns the DIDs removed. ``keep`` is never removed, even if it alone is too big.
         """
-        sizes = []
-        for index_path in self.root.glob(f"*/{INDEX}"):
-            pack = index_path.parent / PACK
-            try:
-                used, size = index_path.stat().st_mtime, pack.stat().st_size
-                did = json.loads(index_path.read_text()).get("did")
-            except (OSError, ValueError):
-                continue
-            sizes.append((used, size, index_path.parent, did))
-        total = sum(size for _, size, _, _ in sizes)
+        with self._ledger_lock:
+            return self._evict(keep=None if keep is None else dir_name(keep), rescan=True)
+
+    def _evict(self, *, keep: str | None, rescan: bool) -> list[str]:
+        """:meth:`evict`, from the ledger (read from disk again when ``rescan``); hold
+        ``_ledger_lock`` (the threads of a bulk call share the store).
+
+        The ledger (directory name -> (last use, pack bytes)) is what the directories'
+        stats said at the last scan, plus what this process wrote and opened since. A scan
+        stats every directory, so the store rescans after as many commits as it had
+        directories: O(1) amortized per commit over a host export, instead of reading
+        every index after every commit (issue 10); what other processes sharing the cache
+        wrote meanwhile is seen at the next scan.
+        """
+        if rescan or self._ledger is None:
+            self._ledger = self._scan()
+            self._since_scan = 0
+        self._since_scan += 1
+        total = sum(size for _, size in self._ledger.values()) + self.clean_downloads()
         removed = []
-        for _used, size, where, did in sorted(sizes, key=lambda s: s[0]):
+        for name, (_used, size) in sorted(self._ledger.items(), key=lambda kv: kv[1][0]):
             if total <= self.max_bytes:
                 break
-            if did == keep:
+            if name == keep:
                 continue
-            shutil.rmtree(where, ignore_errors=True)
+            did = self._remove(self.root / name)
+            self._ledger.pop(name, None)
             total -= size
-            removed.append(did)
+            if did is not None:
+                removed.append(did)
         return removed
+
+    def _scan(self) -> dict[str, tuple[float, int]]:
+        """(last use, pack bytes) of every repository directory, from two stats each.
+
+        Left-overs of an eviction that was killed (see :meth:`_remove`) are removed here.
+        """
+        ledger = {}
+        try:
+            folders = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return {}
+        for folder in folders:
+            if folder.name.startswith(_TRASH):
+                shutil.rmtree(folder.path, ignore_errors=True)
+                continue
+            try:
+                used = os.stat(os.path.join(folder.path, INDEX)).st_mtime
+                size = os.stat(os.path.join(folder.path, PACK)).st_size
+            except OSError:
+                continue
+            ledger[folder.name] = (used, size)
+        return ledger
+
+    def _remove(self, where: Path) -> str | None:
+        """Delete a repository's directory; return its DID (None if it was gone already).
+
+        The directory is first renamed out of the way, in one step, so that a kill during
+        the deletion cannot leave an index whose pack is gone (the next scan finishes it).
+        """
+        try:
+            did = json.loads((where / INDEX).read_text()).get("did")
+        except (OSError, ValueError, AttributeError):
+            did = None
+        trash = self.root / f"{_TRASH}{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            where.rename(trash)
+        except FileNotFoundError:
+            return None
+        shutil.rmtree(trash, ignore_errors=True)
+        return did if isinstance(did, str) else None
 
 
 class PackWriter:

@@ -7,6 +7,7 @@ fetch fills it; the network steps are run with :func:`atrepo.testing.drive`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,3 +185,15 @@ def test_an_unverified_write_keeps_what_older_entries_were_verified_with(
     did = ref_small.truth["did"]
     assert pipeline.open_stored(did, first.rev, None).verified
     assert not pipeline.open_stored(did, None, None).verified
+
+
+def test_a_new_client_cleans_the_parts_killed_downloads_left(tmp_path):
+    downloads = tmp_path / "cache" / "downloads"
+    downloads.mkdir(parents=True)
+    stale, young = downloads / "did_plc_a-x1.part", downloads / "did_plc_b-x2.part"
+    for path in (stale, young):
+        path.write_bytes(b"p" * 100)
+    os.utime(stale, (1_000_000_000, 1_000_000_000))      # long ago, and no live lock
+    made = Pipeline(ClientConfig(cache_dir=tmp_path / "cache", progress=False))
+    made.close()
+    assert not stale.exists() and young.exists()

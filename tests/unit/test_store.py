@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,41 @@ def test_a_pack_shorter_than_its_index_says_counts_as_absent(damage, ref_small, 
     assert store.entries(did) == [entry] and entry.pack_bytes == ref_small.car.stat().st_size
     again = open_snapshot(store.open_pack(did, 64), root=entry.commit_cid)
     assert len(again) == ref_small.truth["record_count"]
+
+
+def test_part_files_count_against_the_budget_and_stale_ones_go(ref_small, tmp_path):
+    one = ref_small.car.stat().st_size
+    store = PackStore(tmp_path / "repos", max_bytes=one + 100)
+    _write(store, ref_small, tmp_path)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir(exist_ok=True)
+    stale = downloads / "did_plc_gone-abc.part"          # a SIGKILLed download, an hour old
+    stale.write_bytes(b"s" * (10 * one))
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert store.evict() == [] and not stale.exists()   # deleted, not counted
+    with store.download_file("did:plc:live") as part:
+        part.write_bytes(b"l" * 200)                   # a live download: counted
+        assert store.evict() == [ref_small.truth["did"]]
+        assert part.exists()
+
+
+def test_commits_do_not_read_every_index_again(ref_small, tmp_path, monkeypatch):
+    """Eviction after a commit uses the in-memory ledger, rescanned (by stats) only after
+    as many commits as there were repositories: O(1) index reads per commit (issue 10)."""
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    reads: list[str] = []
+    read_text = Path.read_text
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path.name == "snapshots.json":
+            reads.append(path.parent.name)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    dids = [f"did:plc:{n:024d}" for n in range(16)]
+    for did in dids:
+        _write_as(store, ref_small, tmp_path, did)
+    assert len(reads) == len(dids)        # each commit reads its own index, nothing else
+    store.max_bytes = 3 * ref_small.car.stat().st_size
+    store.evict()
+    assert len(list((tmp_path / "repos").iterdir())) == 3
