@@ -91,13 +91,24 @@ def record_check(collection: str) -> Check:
     return _COMPILED[key]
 
 
+_COMPILING: set[str] = set()
+
+
 def _ref_check(ref: str) -> Check:
-    """The check of a referenced definition, compiled on first use (refs may recurse)."""
-    def check(value: Any, path: Path, problems: list[str]) -> None:
-        if ref not in _COMPILED:
-            _COMPILED[ref] = _compile(resolve(ref))
-        _COMPILED[ref](value, path, problems)
-    return check
+    """The check of a referenced definition: compiled now, or, for a reference back into a
+    definition being compiled (a recursive lexicon), looked up when first called."""
+    if ref in _COMPILED:
+        return _COMPILED[ref]
+    if ref in _COMPILING:
+        def later(value: Any, path: Path, problems: list[str]) -> None:
+            _COMPILED[ref](value, path, problems)
+        return later
+    _COMPILING.add(ref)
+    try:
+        _COMPILED[ref] = _compile(resolve(ref))
+    finally:
+        _COMPILING.discard(ref)
+    return _COMPILED[ref]
 
 
 def _compile(node: Def) -> Check:
@@ -174,6 +185,10 @@ def _union(node: Def) -> Check:
     refs = {_normalize(ref): ref for ref in node.get("refs", [])}
     closed = bool(node.get("closed"))
     members = {name: _ref_check(ref) for name, ref in refs.items()}
+    # every spelling of a member's $type, so that the usual ones need no normalizing
+    spellings = {spelling: check for name, check in members.items()
+                 for spelling in (name, name + "#main", name[4:], name[4:] + "#main")
+                 if "#" not in name or not spelling.endswith("#main")}
     listing = ", ".join(node.get("refs", []))
 
     def check(value: Any, path: Path, problems: list[str]) -> None:
@@ -181,6 +196,10 @@ def _union(node: Def) -> Check:
             problems.append(f'{render(path)} must be an object which includes the "$type" property')
             return
         member = value["$type"]
+        found = spellings.get(member)
+        if found is not None:
+            found(value, path, problems)
+            return
         if member.count("#") > 1:
             problems.append(f"{render(path)}/$type is not a lexicon reference")
             return
