@@ -42,9 +42,9 @@ from ._infer import inferred_shape
 from ._table_check import Checker
 from .lexicon._shape import Shape
 
-__all__ = ["DATETIME_RANGE", "HasRecords", "Source", "check_collection", "diff_table",
-           "inferred_shape", "records_table", "table", "table_problems", "table_schema",
-           "table_with_problems"]
+__all__ = ["DATETIME_RANGE", "HasRecords", "Source", "check_collection", "collections_for",
+           "diff_table", "inferred_shape", "records_table", "table", "table_problems",
+           "table_schema", "table_with_problems"]
 
 # datetimes outside these years (UTC) are taken as wrong clocks, not as data: research on
 # Bluesky reports createdAt values of 1970 and of year 1 (from clients' zero timestamps)
@@ -119,6 +119,12 @@ def table_with_problems(source: Source, collection: str
             raise TypeError(msg)
         return table_with_problems(source.records, collection)
     return records_table(source, collection)
+
+
+def collections_for(collections: Sequence[str] | None,
+                    table: str | None) -> Sequence[str] | None:
+    """The ``collections=`` a call with ``table=`` needs: just that collection by default."""
+    return [table] if table is not None and collections is None else collections
 
 
 def diff_table(diff: pl.DataFrame, collection: str) -> pl.DataFrame:
