@@ -42,11 +42,12 @@ from ._flows.effects import Flow
 from ._io.cache import IdentityCache
 from ._io.store import StoreEntry
 from ._snapshot_store import SnapshotStore
-from .errors import AtrepoError, CarError, MstError, ResolutionError, SignatureError
+from .errors import (AtrepoError, CarError, MstError, RepoUnavailable, ResolutionError,
+                     SignatureError)
 from .frames import snapshots_frame
 from .identity import Identity
 from .snapshot import RepoSnapshot, check_commit, narrowed
-from .syntax import is_did
+from .syntax import is_did, is_handle
 
 __all__ = ["Pipeline"]
 
@@ -80,10 +81,39 @@ class Pipeline:
                                                       xrpc_resolver=self.config.handle_resolver,
                                                       verify=self.config.verify)
         except ResolutionError as exc:
+            yield from self._raise_if_unavailable(identifier, exc)
             self.identities.put_error(identifier, exc)
             raise
         self.identities.put(identifier, ident)
         return ident
+
+    def _raise_if_unavailable(self, identifier: str, failure: ResolutionError) -> Flow[None]:
+        """Raise RepoUnavailable when the handle resolver says why ``identifier`` failed.
+
+        A PDS stops resolving the handle of an account it deactivated, took down or
+        suspended, but its ``describeRepo`` (which takes a handle) still names the state
+        (``RepoDeactivated``, ...): that is the answer a user needs, not "handle does not
+        resolve". A deleted account's handle is unknown to it, as is one never used, so
+        those stay a ResolutionError. Anything else the resolver says leaves ``failure``
+        as it is: the question is only asked to explain it.
+
+        Raises:
+            RepoUnavailable: the account is deactivated, taken down or suspended.
+        """
+        resolver = self.config.handle_resolver
+        handle = identifier.removeprefix("@").lower()
+        if resolver is None or not is_handle(handle):
+            return
+        try:
+            yield from flows.describe_repo(resolver, handle, policy=self.config.retry)
+        except RepoUnavailable as gone:
+            if gone.status != "not_found":
+                raise RepoUnavailable(f"repository {gone.status}", did=None,
+                                      status=gone.status, handle=handle, host=resolver,
+                                      hint="the host no longer resolves this handle; it "
+                                           "says the account is " + gone.status) from failure
+        except AtrepoError:
+            return  # not a PDS that knows the handle: the resolution error stands
 
     def get_repo(self, name: str, collections: Sequence[str] | None) -> Flow[RepoSnapshot]:
         """Steps 1-6 for ``name`` (see the module docstring)."""

@@ -304,3 +304,23 @@ def test_a_damaged_pack_is_downloaded_again(kind, damage, sandbox, tmp_path):
         assert again.records.equals(first.records) and again.verified
     assert again.source == "cache"                    # the first of the two downloaded it
     assert len(call(kind, sandbox, tmp_path, "snapshots", "alice.test")) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("handle", "status"), [("bob.test", "deactivated"),
+                                                ("carol.test", "takendown")])
+def test_unavailable_accounts_by_handle_say_why(kind, handle, status, sandbox, tmp_path):
+    """The PDS no longer resolves these handles, but says the account's state (docs/sandbox.md)."""
+    with pytest.raises(atrepo.RepoUnavailable) as info:   # was: ResolutionError
+        call(kind, sandbox, tmp_path, "get_repo", handle)
+    assert info.value.status == status and info.value.fields["handle"] == handle
+    assert handle in str(info.value)
+    with pytest.raises(atrepo.RepoUnavailable):           # not served from a cached failure
+        call(kind, sandbox, tmp_path, "get_repo", handle)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_deleted_accounts_handle_does_not_resolve(kind, sandbox, tmp_path):
+    """The PDS forgot dave's handle with his account: nothing tells it from one never used."""
+    with pytest.raises(atrepo.ResolutionError, match="handle does not resolve"):
+        call(kind, sandbox, tmp_path, "get_repo", "dave.test")
