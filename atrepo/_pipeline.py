@@ -3,11 +3,13 @@
 Every step is here, in order, and nowhere else:
 
 1. **resolve** the name to an identity (DID document: PDS and signing key), through the
-   identity cache;
+   identity cache (a handle the resolver no longer resolves because the account is
+   deactivated, taken down or suspended is a ``RepoUnavailable`` saying so);
 2. ask ``getLatestCommit`` when an entry is stored: an unchanged repository is reopened
-   from the store (one small request);
+   from the store (one small request), its commit checked now if the client that stored
+   it did not verify and this one does;
 3. **fetch** the CAR with ``getRepo`` (whole, or ``since`` the stored revision) into a
-   file under the cache;
+   locked part file under the cache (see :mod:`atrepo._io.downloads`);
 4. **verify** the commit (DID and signature) against the resolved key, re-resolving once
    when the signature fails (the account may have rotated its key);
 5. **store** the blocks in the pack and walk the tree over the whole pack
