@@ -13,6 +13,7 @@ mod car;
 mod cbor;
 mod columns;
 mod error;
+mod fast;
 mod mst;
 mod record;
 mod text;

@@ -10,6 +10,7 @@
 
 use crate::cbor::{self, DecodeFailure, Tags, Value};
 use crate::error::{CoreError, Field};
+use crate::fast;
 use crate::text::{push_base64, push_cid_str, push_json_str};
 
 /// The first value that the data model (or orjson) refuses.
@@ -68,6 +69,9 @@ fn type_checked(data: &[u8]) -> bool {
 /// Append the JSON text of record block `data` to `out`; on failure leave `out` as it was
 /// and return the reference's error (the record's problem).
 pub fn record_json(data: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+    if fast::write(data, out) {
+        return Ok(());
+    }
     let (value, _) = cbor::decode(data, Tags::Links).map_err(|f| failure_error(&f))?;
     let is_dict = matches!(value, Value::Map(_) | Value::Link(_));
     if !is_dict || data.starts_with(&[0xd8, 0x2a]) {
@@ -124,7 +128,7 @@ fn write_json<'a>(value: &Value<'a>, out: &mut Vec<u8>) -> Result<(), Violation<
             if v < i128::from(i64::MIN) || v > i128::from(i64::MAX) {
                 return Err(Violation::IntRange(v));
             }
-            out.extend_from_slice(v.to_string().as_bytes());
+            fast::push_int(out, v);
         }
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
