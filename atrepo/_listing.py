@@ -117,7 +117,9 @@ class Pager:
 
     def _save(self) -> None:
         self.state.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state.with_suffix(".tmp")
+        # a temporary name of this writer's own: listings of one host in two processes
+        # must not replace each other's half-written file
+        tmp = self.state.with_name(f"{self.state.name}.{os.getpid()}.{id(self)}.tmp")
         tmp.write_text(json.dumps({"host": self.host, "cursor": self.cursor}))
         os.replace(tmp, self.state)
 
