@@ -4,9 +4,11 @@
 //! text or byte strings and unique, the tags cbor2 would interpret itself rejected, nesting
 //! bounded at [`MAX_DEPTH`]. What it accepts is accepted here, what it rejects is rejected
 //! here, and the first failure in reading order is the one reported, so the two paths fail
-//! on the same block for the same reason. Canonical form (key order, shortest encodings, no
-//! trailing bytes) is checked only by [`check_canonical`], as the reference checks it only
-//! where it re-encodes (`atrepo.cbor.decode`).
+//! on the same block for the same reason. Like the reference's record and node decoding,
+//! it does not re-check canonical form (key order, shortest encodings, trailing bytes): a
+//! block's bytes are checked against its CID instead. The reference re-encodes to check
+//! canonical form only in `atrepo.cbor.decode`, for commits and CAR headers, which stay
+//! on the Python path.
 //!
 //! Every length read from the input is checked against the bytes that remain before anything
 //! is allocated for it, so a hostile length costs nothing.
@@ -294,74 +296,5 @@ fn f16_to_f64(bits: u16) -> f64 {
         31 if frac == 0.0 => sign * f64::INFINITY,
         31 => f64::NAN,
         _ => sign * (1.0 + frac / 1024.0) * 2f64.powi(i32::from(exp) - 15),
-    }
-}
-
-/// Whether `data` is exactly one item in canonical DAG-CBOR form, as the reference's
-/// re-encoding check demands: shortest heads, map keys text only and in canonical order
-/// (shorter first, then bytewise), floats absent, nothing after the item.
-///
-/// Call it on input [`decode`] accepted (with [`Tags::Links`]); it re-reads the heads.
-pub fn check_canonical(data: &[u8]) -> bool {
-    let mut pos = 0;
-    canonical_item(data, &mut pos) && pos == data.len()
-}
-
-fn canonical_head(data: &[u8], pos: &mut usize) -> Option<(u8, u64)> {
-    let head = *data.get(*pos)?;
-    *pos += 1;
-    let (major, info) = (head >> 5, head & 31);
-    let width = match info {
-        0..=23 => return Some((major, u64::from(info))),
-        24 => 1,
-        25 => 2,
-        26 => 4,
-        27 => 8,
-        _ => return None,
-    };
-    if major == 7 {
-        return None; // floats and two-byte simple values are never canonical atproto data
-    }
-    let bytes = data.get(*pos..*pos + width)?;
-    *pos += width;
-    let value = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-    let shortest = match width {
-        1 => value >= 24,
-        2 => value > 0xff,
-        4 => value > 0xffff,
-        _ => value > 0xffff_ffff,
-    };
-    shortest.then_some((major, value))
-}
-
-fn canonical_item(data: &[u8], pos: &mut usize) -> bool {
-    let Some((major, arg)) = canonical_head(data, pos) else { return false };
-    match major {
-        0 | 1 => true,
-        2 | 3 => {
-            *pos += arg as usize;
-            true
-        }
-        4 => (0..arg).all(|_| canonical_item(data, pos)),
-        5 => {
-            let mut previous: Option<&[u8]> = None;
-            for _ in 0..arg {
-                let Some((3, len)) = canonical_head(data, pos) else { return false };
-                let key = &data[*pos..*pos + len as usize];
-                *pos += len as usize;
-                if let Some(prev) = previous {
-                    if (prev.len(), prev) >= (key.len(), key) {
-                        return false;
-                    }
-                }
-                previous = Some(key);
-                if !canonical_item(data, pos) {
-                    return false;
-                }
-            }
-            true
-        }
-        6 => arg == 42 && canonical_item(data, pos),
-        _ => matches!(arg, 20..=22), // false, true, null
     }
 }

@@ -91,7 +91,21 @@ fn not_a_node(raw: &[u8], detail: String) -> CoreError {
 }
 
 /// Decode and check one node; `raw` (its CID) only names it in errors.
+///
+/// A node in the canonical shape (nearly every node) is read straight from its bytes
+/// ([`canonical_node`]); any other goes through the general decoder, with the reference's
+/// order of checks and errors. The checks on keys are the same function on both ways.
 pub fn decode_node<'a>(raw: &[u8], data: &'a [u8]) -> Result<Node<'a>> {
+    if let Some(parsed) = canonical_node(data) {
+        let mut entries: Vec<Entry<'a>> = Vec::with_capacity(parsed.entries.len());
+        let mut layer: Option<i64> = None;
+        for &(prefix, suffix, value, right) in &parsed.entries {
+            let prev = entries.last().map(|e| e.key.as_slice());
+            let key = entry_key(raw, i128::from(prefix), suffix, prev, &mut layer)?;
+            entries.push(Entry { key, value, right });
+        }
+        return Ok(Node { layer, left: parsed.left, entries });
+    }
     let value = match cbor::decode(data, Tags::Keep) {
         Ok((value, _)) => value,
         Err(DecodeFailure::Malformed(detail)) => return Err(not_a_node(raw, detail)),
@@ -136,7 +150,16 @@ fn decode_entry<'a>(raw: &[u8], item: &Value<'a>, prev: Option<&[u8]>,
     let (Value::Int(prefix), Value::Bytes(suffix), 4) = (prefix, suffix, fields.len()) else {
         return Err(node_error("malformed MST entry", raw));
     };
-    let (prefix, suffix) = (*prefix, *suffix);
+    let key = entry_key(raw, *prefix, suffix, prev, layer)?;
+    let value = link(raw, value)?;
+    let right = optional_link(raw, right)?;
+    Ok(Entry { key, value, right })
+}
+
+/// The full key of an entry, checked: prefix, canonical compression, record-path form and
+/// height (the node's `layer`, set by its first key), in the reference's order.
+fn entry_key(raw: &[u8], prefix: i128, suffix: &[u8], prev: Option<&[u8]>,
+             layer: &mut Option<i64>) -> Result<Vec<u8>> {
     if prefix < 0 {
         return Err(node_error("malformed MST entry (negative prefix)", raw).int("p", prefix));
     }
@@ -166,9 +189,101 @@ fn decode_entry<'a>(raw: &[u8], item: &Value<'a>, prev: Option<&[u8]>,
         }
         _ => *layer = Some(h),
     }
-    let value = link(raw, value)?;
-    let right = optional_link(raw, right)?;
-    Ok(Entry { key, value, right })
+    Ok(key)
+}
+
+/// An entry as read from a canonical node: (p, k, v, t).
+type RawEntry<'a> = (u64, &'a [u8], &'a [u8], Option<&'a [u8]>);
+
+struct CanonicalNode<'a> {
+    entries: Vec<RawEntry<'a>>,
+    left: Option<&'a [u8]>,
+}
+
+/// A node in exactly the canonical shape, read without a value tree: `{"e": [{"k": bytes,
+/// "p": uint, "t": link | null, "v": link}...], "l": link | null}` with its keys in canonical
+/// order, definite lengths and well-formed links (bytes with the 0x00 prefix); None for
+/// anything else, which the general decoder then reads (and may refuse). What it accepts,
+/// the general decoder would decode to the same fields.
+fn canonical_node(data: &[u8]) -> Option<CanonicalNode<'_>> {
+    let mut r = Heads { data, pos: 0 };
+    r.expect(&[0xa2, 0x61, b'e'])?;
+    let (4, count) = r.head()? else { return None };
+    if count > MAX_ENTRIES as u64 || count > (data.len() / 8) as u64 {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        r.expect(&[0xa4, 0x61, b'k'])?;
+        let (2, len) = r.head()? else { return None };
+        let suffix = r.take(len)?;
+        r.expect(&[0x61, b'p'])?;
+        let (0, prefix) = r.head()? else { return None };
+        r.expect(&[0x61, b't'])?;
+        let right = r.optional_link()?;
+        r.expect(&[0x61, b'v'])?;
+        let value = r.link()?;
+        entries.push((prefix, suffix, value, right));
+    }
+    r.expect(&[0x61, b'l'])?;
+    let left = r.optional_link()?;
+    Some(CanonicalNode { entries, left })
+}
+
+/// A reader of CBOR heads for [`canonical_node`]; None on anything unexpected.
+struct Heads<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Heads<'a> {
+    fn expect(&mut self, bytes: &[u8]) -> Option<()> {
+        let found = self.data.get(self.pos..self.pos + bytes.len())?;
+        self.pos += bytes.len();
+        (found == bytes).then_some(())
+    }
+
+    /// (major type, argument) of a head of definite length.
+    fn head(&mut self) -> Option<(u8, u64)> {
+        let byte = *self.data.get(self.pos)?;
+        self.pos += 1;
+        let width = match byte & 31 {
+            n @ 0..=23 => return Some((byte >> 5, u64::from(n))),
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            _ => return None,
+        };
+        let bytes = self.data.get(self.pos..self.pos + width)?;
+        self.pos += width;
+        let value = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        Some((byte >> 5, value))
+    }
+
+    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
+        if n > (self.data.len() - self.pos) as u64 {
+            return None;
+        }
+        let start = self.pos;
+        self.pos += n as usize;
+        Some(&self.data[start..self.pos])
+    }
+
+    fn link(&mut self) -> Option<&'a [u8]> {
+        self.expect(&[0xd8, 0x2a])?;
+        let (2, len) = self.head()? else { return None };
+        let bytes = self.take(len)?;
+        (bytes.len() > 1 && bytes[0] == 0).then(|| &bytes[1..])
+    }
+
+    fn optional_link(&mut self) -> Option<Option<&'a [u8]>> {
+        if self.data.get(self.pos) == Some(&0xf6) {
+            self.pos += 1;
+            return Some(None);
+        }
+        self.link().map(Some)
+    }
 }
 
 /// Keys `lo <= key < hi` to keep; subtrees outside every range are not visited.
