@@ -15,7 +15,8 @@ import atrepo
 PACKAGE = Path(atrepo.__file__).parent
 PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
         "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo.models", "atrepo._records",
-        "atrepo._worker", "atrepo._text", "atrepo._names", "atrepo._args", "atrepo._warn", "atrepo.car._framing", "atrepo.car._reader",
+        "atrepo._worker", "atrepo._text", "atrepo._names", "atrepo._args", "atrepo._warn",
+        "atrepo.car._framing", "atrepo.car._reader",
         "atrepo.car._verify", "atrepo.car._index", "atrepo.mst._node", "atrepo.mst._walk",
         "atrepo.mst._diff", "atrepo.mst._build", "atrepo.mst._ranges"]
 HEAVY = {"polars", "httpx", "diskcache", "pydantic", "tqdm"}
