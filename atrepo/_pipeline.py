@@ -196,7 +196,8 @@ class Pipeline:
             cached = self.identities.get(name)
         except ResolutionError:
             cached = None
-        did = cached.did if cached is not None else self.store.did_for_handle(name)
+        did = cached.did if cached is not None else \
+            self.store.did_for_handle(name, verified_only=self.config.verify)
         if did is None:
             raise ResolutionError("no stored snapshot for this handle", identifier=name,
                                   hint="get_repo it once while online, or pass its DID")

@@ -221,14 +221,21 @@ class PackStore:
             return None
         return entry.signing_key or self._index(did).get("signing_key")
 
-    def did_for_handle(self, handle: str) -> str | None:
-        """The DID of the stored repository last seen with ``handle``, if any."""
+    def did_for_handle(self, handle: str, *, verified_only: bool = False) -> str | None:
+        """The DID of the stored repository last seen with ``handle``, if any.
+
+        ``verified_only``: only where the handle was checked both ways when it was recorded
+        (see :meth:`identity`).
+        """
         for index_path in self.root.glob(f"*/{INDEX}"):
             try:
                 index = json.loads(index_path.read_text())
-            except (OSError, ValueError):
+                checked = bool(index.get("handle_verified",
+                                         index.get("signing_key") is not None))
+            except (OSError, ValueError, AttributeError):
                 continue
-            if index.get("handle") == handle and isinstance(index.get("did"), str):
+            if index.get("handle") == handle and isinstance(index.get("did"), str) \
+                    and (checked or not verified_only):
                 did: str = index["did"]
                 return did
         return None

@@ -176,6 +176,9 @@ def test_an_unverified_entry_is_verified_before_a_verifying_client_gets_it(
     offline = pipeline.open_stored(did, None, None)
     assert offline.handle is None and not offline.verified   # nothing checked to show
     assert unverifying.open_stored(did, None, None).handle == "evil.test"
+    with pytest.raises(atrepo.ResolutionError, match="no stored snapshot"):
+        pipeline.stored_did("evil.test")     # an unchecked handle names no DID for it
+    assert unverifying.stored_did("evil.test") == did
 
 
 def test_an_unverified_write_keeps_what_older_entries_were_verified_with(
