@@ -266,16 +266,26 @@ class PackStore:
         """Hold ``did``'s lock and yield a :class:`PackWriter`; evict after a commit.
 
         Nothing may wait on the network inside: the lock is held throughout.
+
+        Raises:
+            AtrepoError: the store could not be written (a full disk, ...); what was
+                recorded before stands, and bytes appended past it are cut off by the
+                next writer.
         """
         where = self._dir(did)
-        where.mkdir(parents=True, exist_ok=True)
-        with open(where / LOCK, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                writer = PackWriter(did, where, self._index(did))
-                yield writer
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            with open(where / LOCK, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    writer = PackWriter(did, where, self._index(did))
+                    yield writer
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise AtrepoError("cannot write to the cache", did=did, path=where,
+                              detail=str(exc), hint="free some disk space, or lower "
+                              "max_cache_bytes or choose another cache_dir") from exc
         if writer.committed:
             with self._ledger_lock:
                 if self._ledger is not None:

@@ -231,3 +231,25 @@ def test_commits_do_not_read_every_index_again(ref_small, tmp_path, monkeypatch)
     store.max_bytes = 3 * ref_small.car.stat().st_size
     store.evict()
     assert len(list((tmp_path / "repos").iterdir())) == 3
+
+
+def test_a_full_disk_is_an_atrepo_error_and_leaves_the_store_as_it_was(
+        ref_small, ref_p256, tmp_path, monkeypatch):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    first = _write(store, ref_small, tmp_path)
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", full)          # the append of new blocks hits ENOSPC
+        download = tmp_path / "download-full.car"
+        shutil.copyfile(ref_p256.car, download)
+        with pytest.raises(atrepo.AtrepoError, match="cannot write to the cache") as info:
+            with store.writing(ref_small.truth["did"]) as writer:
+                writer.append(car.read_car(download, 64), 64)
+    assert info.value.fields["did"] == ref_small.truth["did"]
+    assert "No space left" in str(info.value)
+    assert store.entries(ref_small.truth["did"]) == [first]      # as it was
+    again = open_snapshot(store.open_pack(ref_small.truth["did"], 64), root=first.commit_cid)
+    assert len(again) == ref_small.truth["record_count"]
