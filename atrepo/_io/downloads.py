@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import AtrepoError
+
 __all__ = ["GRACE", "clean", "part_file"]
 
 GRACE = 60.0    # seconds: far longer than creating and locking a file takes
@@ -32,9 +34,18 @@ _PART, _LOCK = ".part", ".lock"
 
 @contextmanager
 def part_file(folder: Path, name: str) -> Iterator[Path]:
-    """Yield a new, empty part file for one download, locked; delete both files after."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, lock_name = tempfile.mkstemp(prefix=name + "-", suffix=_LOCK, dir=folder)
+    """Yield a new, empty part file for one download, locked; delete both files after.
+
+    Raises:
+        AtrepoError: ``folder`` cannot hold a new file (a full disk, ...).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, lock_name = tempfile.mkstemp(prefix=name + "-", suffix=_LOCK, dir=folder)
+    except OSError as exc:
+        raise AtrepoError("cannot create a download file in the cache", path=folder,
+                          detail=str(exc), hint="free some disk space, or choose another "
+                          "cache_dir") from exc
     lock = Path(lock_name)
     part = lock.with_suffix(_PART)
     try:

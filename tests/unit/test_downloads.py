@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from atrepo import AtrepoError
 from atrepo._io.downloads import GRACE, clean, part_file
 
 KILLED = """
@@ -57,3 +60,12 @@ def test_an_old_part_without_a_lock_is_stale(tmp_path):
     _age(old, 2 * GRACE)
     _age(other, 2 * GRACE)
     assert clean(folder) == 10 and not old.exists() and young.exists() and other.exists()
+
+
+def test_a_folder_that_cannot_hold_a_file_is_an_atrepo_error(tmp_path):
+    blocked = tmp_path / "downloads"
+    blocked.write_text("a file where the folder should be")
+    with pytest.raises(AtrepoError, match="cannot create a download file") as info:
+        with part_file(blocked, "did_plc_x"):
+            pass
+    assert info.value.fields["path"] == blocked
