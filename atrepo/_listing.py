@@ -65,12 +65,20 @@ class Pager:
         self._bar: Progress | None = None
 
     def _saved_cursor(self) -> str | None:
-        try:
-            saved = json.loads(self.state.read_text())
-        except (OSError, ValueError):
-            return None
-        cursor = saved.get("cursor") if isinstance(saved, dict) else None
-        return cursor if isinstance(cursor, str) else None
+        """The saved cursor of this host; also from a file under an earlier version's name
+        (unbounded and not one to one, hence the check of its ``host``)."""
+        authority = self.host.split("://")[-1]
+        legacy = self.state.with_name(
+            authority.replace(":", "_").replace("%", "_").replace("/", "_") + ".json")
+        for path in (self.state, legacy):
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(saved, dict) and (path == self.state or saved.get("host") == self.host):
+                cursor = saved.get("cursor")
+                return cursor if isinstance(cursor, str) else None
+        return None
 
     def flow(self) -> Flow[tuple[list[RepoRef], str | None]]:
         """The request for the next page."""

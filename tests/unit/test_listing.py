@@ -108,3 +108,16 @@ def test_cursor_files_of_long_and_case_differing_hosts(host, tmp_path):
     again = Pager(host, limit=None, resume=True, state_dir=tmp_path / "cursors",
                   policy=RetryPolicy(), progress_bar=False)
     assert again.cursor == "c1"
+
+
+def test_a_cursor_saved_under_an_earlier_name_still_resumes(tmp_path):
+    host = "https://Relay.Example/xrpc"          # named "Relay.Example_xrpc.json" before
+    folder = tmp_path / "cursors"
+    folder.mkdir()
+    (folder / "Relay.Example_xrpc.json").write_text(json.dumps({"host": host, "cursor": "c7"}))
+    resumed = Pager(host, limit=None, resume=True, state_dir=folder, policy=RetryPolicy(),
+                    progress_bar=False)
+    assert resumed.cursor == "c7"
+    other = Pager("https://Relay.Example_xrpc", limit=None, resume=True, state_dir=folder,
+                  policy=RetryPolicy(), progress_bar=False)
+    assert other.cursor is None                  # the same earlier name, another host
