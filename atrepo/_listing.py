@@ -25,7 +25,7 @@ from . import _flows as flows
 from ._flows.effects import Flow
 from .retry import RetryPolicy
 from .repos import RepoRef
-from ._names import file_name
+from ._names import file_name, legacy_name
 from ._progress import Progress, progress
 from .errors import AtrepoError, RepoUnavailable
 from .frames import repos_frame
@@ -68,8 +68,7 @@ class Pager:
         """The saved cursor of this host; also from a file under an earlier version's name
         (unbounded and not one to one, hence the check of its ``host``)."""
         authority = self.host.split("://")[-1]
-        legacy = self.state.with_name(
-            authority.replace(":", "_").replace("%", "_").replace("/", "_") + ".json")
+        legacy = self.state.with_name(legacy_name(authority) + ".json")
         for path in (self.state, legacy):
             try:
                 saved = json.loads(path.read_text())

@@ -27,7 +27,7 @@ import hashlib
 import re
 from typing import Final
 
-__all__ = ["MAX_NAME", "MAX_PLAIN", "file_name"]
+__all__ = ["MAX_NAME", "MAX_PLAIN", "file_name", "legacy_name"]
 
 MAX_PLAIN: Final = 120   # the longest identifier kept readable as it is
 MAX_NAME: Final = 150    # the longest name file_name returns
@@ -50,3 +50,11 @@ def file_name(identifier: str) -> str:
     digest = hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).digest()[:20]
     head = _UNSAFE.sub("_", identifier.lower())[:_HEAD].lstrip(".")
     return f"{head}~{base64.b32encode(digest).decode('ascii').lower()}"
+
+
+def legacy_name(identifier: str) -> str:
+    """The name earlier versions gave ``identifier`` (unbounded, and not one to one).
+
+    Only for finding what they wrote: equal to :func:`file_name` for plain identifiers.
+    """
+    return identifier.replace(":", "_").replace("%", "_").replace("/", "_")

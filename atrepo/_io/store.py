@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import car as _car
-from .._names import file_name
+from .._names import file_name, legacy_name
 from .downloads import clean, part_file
 from .._varint import encode_varint
 from ..errors import AtrepoError, CarError
@@ -112,15 +112,10 @@ def dir_name(did: str) -> str:
     """A DID as a directory name: bounded, and unique on case-insensitive file systems.
 
     See :func:`atrepo._names.file_name`; every ``did:plc`` keeps the name earlier versions
-    gave it (:func:`_legacy_name`), and a store directory under another legacy name is
-    moved to its new name when it is first used (:meth:`PackStore._dir`).
+    gave it (:func:`~atrepo._names.legacy_name`), and a store directory under another
+    legacy name is moved to its new name when it is first used (:meth:`PackStore._dir`).
     """
     return file_name(did)
-
-
-def _legacy_name(did: str) -> str:
-    """The directory name earlier versions gave ``did`` (unbounded, and not one-to-one)."""
-    return did.replace(":", "_").replace("%", "_").replace("/", "_")
 
 
 class PackStore:
@@ -138,7 +133,7 @@ class PackStore:
 
     def _dir(self, did: str) -> Path:
         where = self.root / dir_name(did)
-        legacy = _legacy_name(did)
+        legacy = legacy_name(did)
         if legacy != where.name and not where.exists():
             self._migrate(did, self.root / legacy, where)
         return where
