@@ -78,9 +78,12 @@ def clean(folder: Path, *, now: float | None = None) -> int:
         except FileNotFoundError:
             continue   # finished meanwhile
         if now - stat.st_mtime > GRACE and not _held(path.with_suffix(_LOCK)):
-            path.unlink(missing_ok=True)
-        else:
-            kept += stat.st_size
+            try:
+                path.unlink(missing_ok=True)
+                continue
+            except OSError:
+                pass   # not ours to delete (another user's cache): it still takes space
+        kept += stat.st_size
     return kept
 
 
@@ -90,6 +93,8 @@ def _held(lock: Path) -> bool:
         fd = os.open(lock, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except OSError:
+        return True    # unreadable: assume its owner is alive rather than delete its part
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -69,3 +69,17 @@ def test_a_folder_that_cannot_hold_a_file_is_an_atrepo_error(tmp_path):
         with part_file(blocked, "did_plc_x"):
             pass
     assert info.value.fields["path"] == blocked
+
+
+def test_a_stale_part_that_cannot_be_deleted_is_still_counted(tmp_path, monkeypatch):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    stale = folder / "a-1.part"
+    stale.write_bytes(b"q" * 40)
+    _age(stale, 2 * GRACE)
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)   # another user's cache, say
+    assert clean(folder) == 40 and stale.exists()
