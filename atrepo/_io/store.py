@@ -328,11 +328,12 @@ class PackStore:
                 break
             if name == keep:
                 continue
-            did = self._remove(self.root / name)
-            self._ledger.pop(name, None)
-            total -= size
-            if did is not None:
-                removed.append(did)
+            gone, did = self._remove(self.root / name)
+            if gone:
+                self._ledger.pop(name, None)
+                total -= size
+                if did is not None:
+                    removed.append(did)
         return removed
 
     def _scan(self) -> dict[str, tuple[float, int]]:
@@ -357,11 +358,12 @@ class PackStore:
             ledger[folder.name] = (used, size)
         return ledger
 
-    def _remove(self, where: Path) -> str | None:
-        """Delete a repository's directory; return its DID (None if it was gone already).
+    def _remove(self, where: Path) -> tuple[bool, str | None]:
+        """Delete a repository's directory; return (whether it is gone, its DID if known).
 
         The directory is first renamed out of the way, in one step, so that a kill during
         the deletion cannot leave an index whose pack is gone (the next scan finishes it).
+        One that cannot be moved (permissions) is left as it is.
         """
         try:
             did = json.loads((where / INDEX).read_text()).get("did")
@@ -371,9 +373,11 @@ class PackStore:
         try:
             where.rename(trash)
         except FileNotFoundError:
-            return None
+            return True, None    # another process removed it first
+        except OSError:
+            return False, None
         shutil.rmtree(trash, ignore_errors=True)
-        return did if isinstance(did, str) else None
+        return True, did if isinstance(did, str) else None
 
 
 class PackWriter:

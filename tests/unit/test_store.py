@@ -253,3 +253,24 @@ def test_a_full_disk_is_an_atrepo_error_and_leaves_the_store_as_it_was(
     assert store.entries(ref_small.truth["did"]) == [first]      # as it was
     again = open_snapshot(store.open_pack(ref_small.truth["did"], 64), root=first.commit_cid)
     assert len(again) == ref_small.truth["record_count"]
+
+
+def test_a_directory_that_cannot_be_moved_is_kept_and_eviction_goes_on(
+        ref_small, ref_p256, tmp_path, monkeypatch):
+    store = PackStore(tmp_path / "repos", max_bytes=1 << 40)
+    _write(store, ref_small, tmp_path)
+    _write(store, ref_p256, tmp_path)
+    for ref, used in ((ref_small, 1_000_000_000), (ref_p256, 2_000_000_000)):  # small: older
+        os.utime(tmp_path / "repos" / dir_name(ref.truth["did"]) / "snapshots.json",
+                 (used, used))
+    rename = Path.rename
+
+    def refused(self: Path, target: Any) -> Any:
+        if self.name == dir_name(ref_small.truth["did"]):
+            raise PermissionError(13, "Permission denied", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refused)
+    store.max_bytes = 1
+    assert store.evict() == [ref_p256.truth["did"]]       # the next one instead
+    assert len(store.entries(ref_small.truth["did"])) == 1
