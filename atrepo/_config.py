@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .retry import RetryPolicy
-from .errors import AtrepoError
+from .retry import RateLimit, RetryPolicy
+from .errors import AtrepoError, UsageError
 
 __all__ = ["ClientConfig", "default_cache_dir"]
 
@@ -40,10 +40,15 @@ class ClientConfig:
     progress: bool | None = None             # None: bars when a person is watching
     max_repo_bytes: int = 4 << 30            # 4 GiB: a cap on one decoded getRepo body
     retry: RetryPolicy = RetryPolicy()       # budgets and delays for 429s and failures
+    rate_limit: RateLimit | None = RateLimit()  # requests per host: the published PDS
+                                             # limit, 3,000 per 5 minutes; None: no rate
     max_cache_bytes: int = 20 << 30          # 20 GiB of stored repositories; least recently
                                              # used repositories are evicted past it
 
     def __post_init__(self) -> None:
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise UsageError("rate_limit must be an atrepo.retry.RateLimit or None",
+                             argument="rate_limit", got=type(self.rate_limit).__name__)
         if (self.timeout <= 0 or self.body_timeout <= 0 or self.max_concurrency < 1
                 or self.max_per_host < 1 or self.mem_limit_mb < 0 or self.max_cache_bytes < 0):
             raise AtrepoError("invalid client settings", timeout=self.timeout,

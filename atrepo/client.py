@@ -30,7 +30,7 @@ from ._bulk import ExportRun, FetchRun, Run, named
 from ._config import ClientConfig
 from ._flows import identity as identity_flows
 from ._flows.effects import Flow
-from .retry import RetryPolicy
+from .retry import RateLimit, RetryPolicy
 from ._io.dns import AsyncDnsResolver, AsyncSystemDnsResolver, DnsResolver, SystemDnsResolver
 from ._io.http import run_async, run_sync
 from ._io.limits import AsyncHostLimits, HostLimits
@@ -60,7 +60,8 @@ class _BaseClient:
                  max_concurrency: int = 8, max_per_host: int = 4,
                  mem_limit_mb: float = 64, verify: bool = True, progress: bool | None = None,
                  max_repo_bytes: int = 4 << 30, max_cache_bytes: int = 20 << 30,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None,
+                 rate_limit: RateLimit | None = RateLimit()) -> None:
         self.config = ClientConfig(
             plc_url=plc_url.rstrip("/"),
             handle_resolver=handle_resolver.rstrip("/") if handle_resolver else None,
@@ -69,7 +70,7 @@ class _BaseClient:
             max_concurrency=max_concurrency, max_per_host=max_per_host,
             mem_limit_mb=mem_limit_mb, verify=verify, progress=progress,
             max_repo_bytes=max_repo_bytes, max_cache_bytes=max_cache_bytes,
-            retry=retry or RetryPolicy())
+            retry=retry or RetryPolicy(), rate_limit=rate_limit)
         self.last_errors = errors_frame([])
         self._pipeline = Pipeline(self.config)
         self._closed = False
@@ -145,6 +146,10 @@ class Client(_BaseClient):
         max_repo_bytes: cap on one downloaded repository (after decompression).
         max_cache_bytes: cap on the stored repositories; the least recently used go first.
         retry: budgets and delays for 429s and failures (:class:`RetryPolicy`).
+        rate_limit: requests per host (:class:`~atrepo.retry.RateLimit`; default the
+            published PDS limit, 3,000 per 5 minutes), shared by every thread; a 429 pauses
+            the host for all of them, and ``RateLimit-Remaining`` running low slows them
+            down before one. None: no rate, only 429s and those headers.
         http: an ``httpx.Client`` to use instead of a new one (proxies, transports, tests).
         dns: a DNS TXT resolver to use instead of the system's (dnspython).
 
@@ -161,7 +166,8 @@ class Client(_BaseClient):
         super().__init__(**options)
         self._http = http or httpx.Client(timeout=self.config.timeout, follow_redirects=True)
         self._dns = dns or SystemDnsResolver()
-        self._limits = HostLimits(self.config.max_per_host)
+        self._limits = HostLimits(self.config.max_per_host, rate=self.config.rate_limit,
+                                  policy=self.config.retry)
 
     def _run(self, flow: Flow[T]) -> T:
         self._check_open()
@@ -310,7 +316,8 @@ class AsyncClient(_BaseClient):
         self._http = http or httpx.AsyncClient(timeout=self.config.timeout,
                                                follow_redirects=True)
         self._dns = dns or AsyncSystemDnsResolver()
-        self._limits = AsyncHostLimits(self.config.max_per_host)
+        self._limits = AsyncHostLimits(self.config.max_per_host, rate=self.config.rate_limit,
+                                       policy=self.config.retry)
 
     async def _run(self, flow: Flow[T]) -> T:
         self._check_open()

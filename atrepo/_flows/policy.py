@@ -29,7 +29,7 @@ from typing import Final, Literal
 from ..retry import RetryPolicy
 
 __all__ = ["ASKED_TOO_LONG", "RETRY_STATUSES", "WAITED_TOO_LONG", "Decision", "decide",
-           "retry_after"]
+           "digits", "retry_after"]
 
 Outcome = Literal["ok", "status", "transport"]
 RETRY_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
@@ -68,14 +68,22 @@ def retry_after(headers: dict[str, str], now: float) -> float | None:
     """
     value = headers.get("retry-after")
     if value is not None:
-        seconds = _digits(value)
+        seconds = digits(value)
         return seconds if seconds is not None else _date(value, now)
-    reset = _digits(headers.get("ratelimit-reset", ""))
+    reset = digits(headers.get("ratelimit-reset", ""))
     return None if reset is None else max(0.0, reset - now)
 
 
-def _digits(value: str) -> float | None:
-    """Return ``value`` as a number when it is 1 to 15 ASCII digits, else None."""
+def digits(value: str) -> float | None:
+    """Return ``value`` as a number when it is 1 to 15 ASCII digits, else None.
+
+    The one parser of numeric rate-limit headers: ``"\u00b2"``, ``"-1"``, ``"1.5"`` and
+    40-digit numbers count as absent.
+
+    Example:
+        >>> digits(" 42 "), digits("\u00b2"), digits("1" * 16)
+        (42.0, None, None)
+    """
     value = value.strip()
     if not (value.isascii() and value.isdigit() and len(value) <= _MAX_DIGITS):
         return None

@@ -29,12 +29,12 @@ Invariants:
   ``DnsFailure``. Both are thrown into the flow, which falls back or raises an
   ``AtrepoError``.
 * With per-host limits (:mod:`atrepo._io.limits`), an HTTP effect holds its origin's slot
-  for the whole request; nothing else does.
+  for the whole request and waits for the origin's turn (rate, pauses); its response tells
+  the limits how the host wants to be paced. Nothing else holds a slot or takes a turn.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -357,8 +357,10 @@ class _Sync:
     def perform(self, effect: Effect) -> Outcome:
         """Perform one effect; return its result, or the failure to throw into the flow."""
         if isinstance(effect, (HttpGet, HttpDownload)):
-            with self.limits.slot(effect.url) if self.limits else contextlib.nullcontext():
+            def fetch() -> HttpResponse | TransportError:
                 return _fetch_sync(self.http, effect, self.total_timeout, self.clock)
+
+            return self.limits.send(effect.url, fetch) if self.limits else fetch()
         if isinstance(effect, Sleep):
             self.sleep(max(0.0, effect.seconds))
             return None
@@ -384,8 +386,10 @@ class _Async:
     async def perform(self, effect: Effect) -> Outcome:
         """Perform one effect; return its result, or the failure to throw into the flow."""
         if isinstance(effect, (HttpGet, HttpDownload)):
-            async with self.limits.slot(effect.url) if self.limits else contextlib.nullcontext():
-                return await _fetch_async(self.http, effect, self.total_timeout, self.clock)
+            def fetch() -> Awaitable[HttpResponse | TransportError]:
+                return _fetch_async(self.http, effect, self.total_timeout, self.clock)
+
+            return await (self.limits.send(effect.url, fetch) if self.limits else fetch())
         if isinstance(effect, Sleep):
             await self.sleep(max(0.0, effect.seconds))
             return None
