@@ -15,7 +15,12 @@ Frame kinds, their schemas and who returns them:
 * dids, :data:`DIDS_SCHEMA`: ``client.list_repos_by_collection``;
 * errors, :data:`ERRORS_SCHEMA`: ``client.last_errors``, ``report.errors``;
 * export rows, :data:`EXPORT_SCHEMA`: what ``client.export`` writes (records plus
-  provenance).
+  provenance);
+* hosts, :data:`HOSTS_SCHEMA`: ``client.list_hosts`` (a relay's hosts, in its order);
+* PLC states, :data:`PLC_SCHEMA`: ``client.list_plc`` (each DID's current state, by the
+  time of its latest operation);
+* fetched, :data:`FETCHED_SCHEMA`: ``client.last_fetched`` (where each repository of the
+  last bulk call was listed and where it was fetched from).
 
 ``snap.table(collection)`` is the one frame without a declared schema: its columns are the
 record fields, inferred from the records themselves.
@@ -31,10 +36,11 @@ import orjson
 import polars as pl
 
 __all__ = ["COLLECTIONS_SCHEMA", "DIDS_SCHEMA", "DIFF_SCHEMA", "ERRORS_SCHEMA",
-           "EXPORT_SCHEMA", "PROBLEMS_SCHEMA", "RECORDS_SCHEMA", "REPOS_SCHEMA",
-           "SNAPSHOTS_SCHEMA", "collections_frame", "concat_records", "dids_frame",
-           "diff_frame", "errors_frame", "export_frame", "problems_frame", "records_frame",
-           "repos_frame", "snapshots_frame", "table_frame"]
+           "EXPORT_SCHEMA", "FETCHED_SCHEMA", "HOSTS_SCHEMA", "PLC_SCHEMA", "PROBLEMS_SCHEMA",
+           "RECORDS_SCHEMA", "REPOS_SCHEMA", "SNAPSHOTS_SCHEMA", "collections_frame",
+           "concat_records", "current_plc", "dids_frame", "diff_frame", "errors_frame",
+           "export_frame", "fetched_frame", "hosts_frame", "plc_frame", "problems_frame",
+           "records_frame", "repos_frame", "snapshots_frame", "table_frame"]
 
 RECORDS_SCHEMA = pl.Schema({
     "did": pl.String, "collection": pl.String, "rkey": pl.String, "uri": pl.String,
@@ -57,6 +63,15 @@ ERRORS_SCHEMA = pl.Schema({"did": pl.String, "error": pl.String, "status": pl.St
 EXPORT_SCHEMA = pl.Schema([*RECORDS_SCHEMA.items(), ("rev", pl.String()),
                            ("commit_cid", pl.String()), ("verified", pl.Boolean()),
                            ("pds", pl.String()), ("fetched_at", pl.Datetime("us", "UTC"))])
+
+HOSTS_SCHEMA = pl.Schema({"host": pl.String(), "hostname": pl.String(), "status": pl.String(),
+                          "account_count": pl.Int64(), "seq": pl.Int64()})
+PLC_SCHEMA = pl.Schema({"did": pl.String(), "handle": pl.String(), "pds": pl.String(),
+                        "signing_key": pl.String(), "status": pl.String(),
+                        "created_at": pl.Datetime("us", "UTC"), "cid": pl.String()})
+FETCHED_SCHEMA = pl.Schema({"did": pl.String(), "listed_host": pl.String(), "pds": pl.String(),
+                            "rev": pl.String(), "records": pl.Int64(), "source": pl.String(),
+                            "error": pl.String()})
 
 
 def _from_rows(rows: Iterable[Sequence[Any]], schema: pl.Schema) -> pl.DataFrame:
@@ -123,6 +138,39 @@ def dids_frame(dids: Iterable[str]) -> pl.DataFrame:
 def errors_frame(rows: Iterable[tuple[str, str, str | None]]) -> pl.DataFrame:
     """Return the ``last_errors`` frame from (did, error, status) rows, in order."""
     return _from_rows(rows, ERRORS_SCHEMA)
+
+
+def hosts_frame(rows: Iterable[tuple[str, str, str | None, int | None, int | None]]
+                ) -> pl.DataFrame:
+    """Return the ``list_hosts`` frame from (host, hostname, status, account_count, seq) rows."""
+    return _from_rows(rows, HOSTS_SCHEMA)
+
+
+def plc_frame(rows: Iterable[tuple[str, str | None, str | None, str | None, str, datetime, str]]
+              ) -> pl.DataFrame:
+    """Return PLC operations as a :data:`PLC_SCHEMA` frame, in order (one row per operation).
+
+    Rows are (did, handle, pds, signing_key, status, created_at, cid).
+    """
+    return _from_rows(rows, PLC_SCHEMA)
+
+
+def current_plc(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Return each DID's latest row of PLC operation frames given oldest first.
+
+    The result is ordered by ``created_at`` (then DID): the order of the log, so a later
+    listing continues where this one ends.
+    """
+    if not frames:
+        return pl.DataFrame(schema=PLC_SCHEMA)
+    latest = pl.concat(frames).unique("did", keep="last", maintain_order=True)
+    return latest.sort("created_at", "did")
+
+
+def fetched_frame(rows: Iterable[tuple[str, str | None, str | None, str | None, int | None,
+                                       str | None, str | None]]) -> pl.DataFrame:
+    """Return the ``last_fetched`` frame from rows in :data:`FETCHED_SCHEMA` order, in order."""
+    return _from_rows(rows, FETCHED_SCHEMA)
 
 
 def export_frame(records: pl.DataFrame, *, rev: str, commit_cid: str, verified: bool,

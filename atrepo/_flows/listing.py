@@ -1,4 +1,5 @@
-"""Listings as sans-IO flows: pages of listRepos and listReposByCollection, and their cursors.
+"""Listings as sans-IO flows: pages of listRepos, listReposByCollection and listHosts, and
+their cursors.
 
 Each page flow asks through the one retry loop, :func:`~atrepo._flows.xrpc.request`, and
 validates the page it gets (https://atproto.com/specs/sync): an entry whose DID is not DID
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ..errors import TransportError
 from ..repos import Did, RepoRef
@@ -31,12 +32,14 @@ from .effects import Flow, HttpResponse
 from ..retry import RetryPolicy
 from .xrpc import get_json, host_of, unexpected, validate, xrpc_error, xrpc_url
 
-__all__ = ["MAX_PAGES", "MAX_ROWS", "PageCursor", "list_repos_by_collection_page",
-           "list_repos_page", "walk_cursor"]
+__all__ = ["MAX_PAGES", "MAX_ROWS", "HostRef", "PageAsked", "PageCursor", "host_url",
+           "list_hosts_page", "list_repos_by_collection_page", "list_repos_page", "next_cursor",
+           "page_asked", "walk_cursor"]
 
 _PAGE_BODY: Final = 16 << 20           # a listRepos page of 1000 entries is ~200 KB
 _MAX_LIST_LIMIT: Final = 1000          # com.atproto.sync.listRepos
 _MAX_COLLECTION_LIMIT: Final = 2000    # com.atproto.sync.listReposByCollection
+_MAX_HOSTS_LIMIT: Final = 1000         # com.atproto.sync.listHosts
 _NOT_IMPLEMENTED: Final = frozenset({"MethodNotImplemented", "XRPCNotSupported"})
 MAX_PAGES: Final = 1_000_000           # pages in one listing: a relay of 100M accounts
                                        # lists in 100,000 full pages
@@ -79,7 +82,7 @@ def _trail(host: str, cursor: str | None) -> _Trail:
 
 
 @dataclass(frozen=True, slots=True)
-class _Asked:
+class PageAsked:
     """One page asked for: its URL, the limit it was asked with, and its listing's trail."""
 
     url: str
@@ -87,18 +90,26 @@ class _Asked:
     trail: _Trail
 
 
+def page_asked(url: str, *, host: str, cursor: str | None, limit: int) -> PageAsked:
+    """Return the record of a page asked for at ``url`` with ``cursor``, for :func:`next_cursor`.
+
+    For listings that are not XRPC methods (the PLC directory's export): the same bounds hold.
+    """
+    return PageAsked(url, limit, _trail(host, cursor))
+
+
 def _ask(host: str, method: str, *, cursor: str | None, limit: int, most: int,
-         policy: RetryPolicy, **params: str) -> Flow[tuple[HttpResponse, _Asked]]:
+         policy: RetryPolicy, **params: str) -> Flow[tuple[HttpResponse, PageAsked]]:
     """GET one page of ``method`` (``limit`` clamped to 1..``most``); return the answer."""
     clamped = _clamp(limit, most)
-    asked = _Asked(xrpc_url(host, method, **params, limit=clamped, cursor=cursor), clamped,
+    asked = PageAsked(xrpc_url(host, method, **params, limit=clamped, cursor=cursor), clamped,
                    _trail(host, cursor))
     response = yield from get_json(asked.url, host=host_of(host), max_bytes=_PAGE_BODY,
                                    policy=policy)
     return response, asked
 
 
-def _next_cursor(asked: _Asked, page_cursor: str | None, rows: int, *, max_pages: int,
+def next_cursor(asked: PageAsked, page_cursor: str | None, rows: int, *, max_pages: int,
                  max_rows: int) -> PageCursor | None:
     """Count a page of ``rows`` entries on its trail; return its cursor as a PageCursor.
 
@@ -144,6 +155,78 @@ class _CollectionPage(BaseModel):
     cursor: str | None = None
 
 
+# a hostname with an optional port, as a relay lists its hosts (no scheme, no path)
+_HOSTNAME: Final = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$"
+
+
+class HostRef(BaseModel):
+    """One host a relay lists (``com.atproto.sync.listHosts``): the relay's view of it.
+
+    ``status`` is the relay's word for the host (``active``, ``idle``, ``offline``,
+    ``throttled``, ``banned``) or None when the relay gives none; ``account_count`` and ``seq``
+    (the newest event the relay has seen from it) are None when not given.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    hostname: StrictStr = Field(pattern=_HOSTNAME)
+    status: StrictStr | None = Field(default=None, max_length=64)
+    account_count: StrictInt | None = Field(default=None, alias="accountCount", ge=0)
+    seq: StrictInt | None = Field(default=None, ge=0)
+
+
+def host_url(hostname: str) -> str:
+    """Return the base URL of a host a relay lists by name: ``https://``, or ``http://`` for
+    a loopback host (a local sandbox; public hosts are served over HTTPS only).
+
+    Example:
+        >>> host_url("pds.example.com"), host_url("localhost:2583"), host_url("127.0.0.1:80")
+        ('https://pds.example.com', 'http://localhost:2583', 'http://127.0.0.1:80')
+    """
+    name = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname
+    loopback = name == "localhost" or name.endswith(".localhost") or name.startswith("127.")
+    return ("http://" if loopback else "https://") + hostname
+
+
+class _HostsPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    hosts: list[HostRef]
+    cursor: str | None = None
+
+
+def list_hosts_page(relay: str, *, cursor: str | None, limit: int = 1000,
+                    policy: RetryPolicy = RetryPolicy(), max_pages: int = MAX_PAGES,
+                    max_rows: int = MAX_ROWS) -> Flow[tuple[list[HostRef], str | None]]:
+    """Fetch one page of ``com.atproto.sync.listHosts`` from ``relay``.
+
+    Args:
+        relay: the relay's base URL.
+        cursor: the previous page's cursor (a :class:`PageCursor` continues its listing), or
+            None for the first page.
+        limit: hosts per page, clamped to 1..1000.
+        policy: the retry budgets and delays.
+        max_pages: the most pages one listing may take.
+        max_rows: the most entries one listing may hold.
+
+    Returns:
+        A flow whose value is ``(hosts, cursor)``, the cursor a :class:`PageCursor` or None.
+
+    Raises:
+        RateLimited: the relay kept answering 429.
+        TransportError: an error status, a reply that is not a valid page (a hostname that
+            is not one, a count that is not a whole number), or a listing past its bounds;
+            each names the relay.
+    """
+    response, asked = yield from _ask(relay, "com.atproto.sync.listHosts", cursor=cursor,
+                                      limit=limit, most=_MAX_HOSTS_LIMIT, policy=policy)
+    if not response.ok:
+        raise unexpected(response, asked.url)
+    page = validate(_HostsPage, response, what="listHosts", url=asked.url, host=relay)
+    return list(page.hosts), next_cursor(asked, page.cursor, len(page.hosts),
+                                         max_pages=max_pages, max_rows=max_rows)
+
+
 def list_repos_page(host: str, *, cursor: str | None, limit: int = 1000,
                     policy: RetryPolicy = RetryPolicy(), max_pages: int = MAX_PAGES,
                     max_rows: int = MAX_ROWS) -> Flow[tuple[list[RepoRef], str | None]]:
@@ -172,7 +255,7 @@ def list_repos_page(host: str, *, cursor: str | None, limit: int = 1000,
     if not response.ok:
         raise unexpected(response, asked.url)
     page = validate(_ReposPage, response, what="listRepos", url=asked.url, host=host)
-    return list(page.repos), _next_cursor(asked, page.cursor, len(page.repos),
+    return list(page.repos), next_cursor(asked, page.cursor, len(page.repos),
                                           max_pages=max_pages, max_rows=max_rows)
 
 
@@ -212,7 +295,7 @@ def list_repos_by_collection_page(
         raise unexpected(response, asked.url)
     page = validate(_CollectionPage, response, what="listReposByCollection", url=asked.url,
                     host=host)
-    return [repo.did for repo in page.repos], _next_cursor(
+    return [repo.did for repo in page.repos], next_cursor(
         asked, page.cursor, len(page.repos), max_pages=max_pages, max_rows=max_rows)
 
 

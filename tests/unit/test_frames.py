@@ -24,6 +24,10 @@ EMPTY = {
     "export": (frames.export_frame(frames.concat_records([]), rev="r", commit_cid="c",
                                    verified=False, pds=None, fetched_at=NOW),
                frames.EXPORT_SCHEMA),
+    "hosts": (frames.hosts_frame([]), frames.HOSTS_SCHEMA),
+    "plc": (frames.plc_frame([]), frames.PLC_SCHEMA),
+    "no plc": (frames.current_plc([]), frames.PLC_SCHEMA),
+    "fetched": (frames.fetched_frame([]), frames.FETCHED_SCHEMA),
 }
 
 
@@ -35,9 +39,30 @@ def test_an_empty_frame_keeps_its_schema(kind):
 
 def test_every_schema_is_exported_with_its_builder():
     schemas = [name for name in frames.__all__ if name.endswith("_SCHEMA")]
-    assert len(schemas) == 9
+    assert len(schemas) == 12
     for name in schemas:
         assert isinstance(getattr(frames, name), pl.Schema)
+
+
+def test_current_plc_keeps_each_dids_latest_row_in_log_order():
+    def at(second: int) -> datetime:
+        return NOW.replace(second=second)
+
+    first = frames.plc_frame([("did:plc:a", "a.test", "https://one", "did:key:za", "active",
+                               at(1), "bafya1"),
+                              ("did:plc:b", "b.test", "https://one", "did:key:zb", "active",
+                               at(2), "bafyb1")])
+    second = frames.plc_frame([("did:plc:a", "a.test", "https://two", "did:key:za", "active",
+                                at(3), "bafya2"),
+                               ("did:plc:c", None, None, None, "tombstoned", at(4), "bafyc1")])
+    current = frames.current_plc([first, second])
+    assert current.schema == frames.PLC_SCHEMA
+    assert current.select("did", "pds", "status", "cid").rows() == [
+        ("did:plc:b", "https://one", "active", "bafyb1"),
+        ("did:plc:a", "https://two", "active", "bafya2"),
+        ("did:plc:c", None, "tombstoned", "bafyc1")]
+    assert frames.current_plc([current, first]).equals(
+        frames.current_plc([first, second, first]))   # combining combined frames
 
 
 def test_records_frame_builds_uri_and_keeps_key_order():
