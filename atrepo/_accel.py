@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._text import preview
 from .cid import CID, cid_str
 from .errors import AtrepoError, CarError, DecodeError, MstError
+from .mst._node import name as node_name, show as show_key
 
 if TYPE_CHECKING:
     from ._corecar import CoreCarFile
 
 __all__ = ["accelerated", "byte_ranges", "call", "core", "error", "mapped_car", "memory_car",
-           "problems", "raised", "records", "walk"]
+           "problems", "raised", "records", "serves", "walk"]
 
 T = TypeVar("T")
 
@@ -50,6 +51,7 @@ def _load() -> ModuleType | None:
 
 core: ModuleType | None = _load()
 accelerated: bool = core is not None
+"""True when the compiled core is in use (``atrepo.accelerated``)."""
 
 _KINDS: dict[str, type[AtrepoError]] = {"car": CarError, "mst": MstError, "decode": DecodeError}
 
@@ -62,24 +64,14 @@ def _block_name(raw: bytes) -> str:
         return raw.hex()[:100]
 
 
-def _node_name(raw: bytes) -> str:
-    """A node's CID as the MST module names it ("?" when empty); may raise DecodeError."""
-    return str(CID.from_raw(raw)) if raw else "?"
-
-
-def _key_text(key: bytes) -> str:
-    """An MST key as the MST module shows it: escaped, at most 80 bytes."""
-    return repr(key[:80])[2:-1]
-
-
 _FIELD_TEXT: dict[str, Callable[[Any], Any]] = {
     "int": int,
     "text": str,
     "float": float,
     "cid": _block_name,
-    "node": _node_name,
+    "node": node_name,  # as the MST module names a node (any bytes, never failing)
     "cidtext": cid_str,
-    "key": _key_text,
+    "key": show_key,
     "preview": preview,
     "preview50": lambda value: preview(value, 50),
 }
@@ -149,6 +141,13 @@ def mapped_car(fd: int, path: str, size: int, *, verify_cids: bool, temp: bool) 
 
 
 # --- snapshots: the hooks of atrepo.snapshot -----------------------------------------------
+
+def serves(car: object) -> bool:
+    """Whether ``car`` is read through the core (what a snapshot's repr shows)."""
+    from ._corecar import CoreCarFile
+
+    return isinstance(car, CoreCarFile)
+
 
 def walk(car: object, root: bytes, key_ranges: Sequence[tuple[str, str]] | None
          ) -> tuple[Sequence[str], Sequence[bytes]] | None:

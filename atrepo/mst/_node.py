@@ -25,7 +25,7 @@ from libipld import decode_dag_cbor
 from .. import cbor
 from ..cbor import CBOR_ERRORS, Link
 from ..cid import CID
-from ..errors import MstError
+from ..errors import DecodeError, MstError
 
 __all__ = ["MAX_ENTRIES", "MAX_KEY_LENGTH", "Entry", "Node", "common_prefix", "decode_checked",
            "decode_node", "encode_node", "height", "key_height", "name", "show"]
@@ -181,8 +181,16 @@ def _link(node: bytes, tag: Any) -> bytes:
 
 
 def name(raw: bytes) -> str:
-    """A node's CID as a string, for errors ("?" when unknown)."""
-    return str(CID.from_raw(raw)) if raw else "?"
+    """A node's CID as a string, for errors: "?" when unknown, its hex when not a CID.
+
+    A link read from a hostile node may be any bytes; naming it must not fail.
+    """
+    if not raw:
+        return "?"
+    try:
+        return str(CID.from_raw(raw))
+    except DecodeError:
+        return raw.hex()[:100]
 
 
 def show(key: bytes) -> str:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from ..cid import CID, raw_cid
-from ..errors import MstError
+from ..cid import CID, is_blessed, raw_cid
+from ..errors import DecodeError, MstError
 from ._node import Node, decode_node, name, show
 from ._ranges import ByteRanges, KeyRange, Subtree, byte_ranges, in_order, in_ranges
 from ._source import BlockSource, Fetch, RawBlockSource, fetcher
@@ -83,6 +83,29 @@ class Walker:
                            key=show(self.last))
 
 
+class _LinkCheckingWalker(Walker):
+    """A :class:`Walker` that also checks that every link of each node is a whole CID.
+
+    :func:`walk` hands out value CIDs as :class:`~atrepo.cid.CID` objects, which a link of
+    arbitrary bytes cannot become; checking the links where the node is at hand lets the
+    error name the node that holds them. The engine (:func:`collect`) leaves this to the
+    lookups that follow, as the compiled core does.
+    """
+
+    def node(self, raw: bytes, parent_layer: int | None, depth: int) -> Node:
+        """Fetch, decode and check the node ``raw``, its links included."""
+        node = super().node(raw, parent_layer, depth)
+        for link in (node.left, *(cid for _, value, right in node.entries
+                                  for cid in (value, right))):
+            if link is not None and not is_blessed(link):
+                try:
+                    CID.from_raw(link)
+                except DecodeError as exc:
+                    raise MstError("malformed link in MST node", cid=name(raw),
+                                   link=link.hex()[:100]) from exc
+        return node
+
+
 def layer_of(node: Node, parent_layer: int | None) -> int | None:
     """A node's layer: its keys' height, else one below its parent's (None when unknown)."""
     if node.layer is not None:
@@ -117,7 +140,8 @@ def walk(blocks: BlockSource | RawBlockSource, root: CID | str | bytes,
             and subtrees outside every range are not fetched.
 
     Raises:
-        MstError: when a node is missing or the tree breaks an invariant.
+        MstError: when a node is missing, holds a link that is not a CID, or the tree
+            breaks an invariant.
 
     Example:
         >>> import atrepo
@@ -125,6 +149,7 @@ def walk(blocks: BlockSource | RawBlockSource, root: CID | str | bytes,
         >>> [key for key, _ in walk(blocks, root)]
         ['app.x/1']
     """
-    keys, values = collect(fetcher(blocks), raw_cid(root), key_ranges)
-    for key, value in zip(keys, values):
+    walker = _LinkCheckingWalker(fetcher(blocks), byte_ranges(key_ranges))
+    walker.subtree(Subtree.whole(raw_cid(root)))
+    for key, value in zip(walker.keys, walker.values):
         yield key.decode("ascii"), CID.from_raw(value)

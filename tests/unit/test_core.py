@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from atrepo import _accel, mst
+from atrepo.cbor import Link
 from atrepo.cid import CID, cid_for
 from atrepo.testing import encode_car
 
@@ -253,6 +254,11 @@ def _trees() -> list[bytes]:
                  b"\xa2\x61e\x80\x61l\xd8\x2a\x41\x00", encode({"e": [], "l": None}) + b"\xff"):
         cid = cid_for(data)
         cases.append(repo(cid, [(cid, data)]))
+    for not_a_cid in (b"\x99", b"\x01\x71\xfb\x20" + b"\x11" * 32):  # links any bytes
+        link = Link(not_a_cid)
+        for holder in (node([k0[0]], left=link), node([{"key": k0[0], "v": link}]),
+                       node([{"key": k0[0], "t": link}])):
+            cases.append(repo(holder[0], [holder]))
     self_loop_data = encode({"e": [], "l": None})
     cid = cid_for(self_loop_data)
     cycle = node([k0[0]], left=cid)
