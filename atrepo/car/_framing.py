@@ -19,7 +19,8 @@ from ..errors import CarError, DecodeError
 from ._index import KEY_BYTES, LEN_BITS, BlockIndex
 
 __all__ = ["BLESSED_HEAD", "MAX_BLOCK_SIZE", "MAX_HEADER_SIZE", "MAX_VARINT_BYTES", "Buffer",
-           "cid_length", "frame_blocks", "header_end", "parse_header", "read_varint"]
+           "block_cid", "cid_length", "frame_blocks", "header_end", "parse_header",
+           "read_varint"]
 
 MAX_HEADER_SIZE = 1 << 20   # 1 MiB: a header holds a few roots; more is hostile
 MAX_BLOCK_SIZE = 1 << 23    # 8 MiB: atproto records are capped far below this
@@ -71,6 +72,22 @@ def cid_length(buf: Buffer, pos: int, end: int) -> int:
     if p + digest_len > end:
         raise CarError("truncated CID in block", offset=pos)
     return p + digest_len - pos
+
+
+def block_cid(raw: bytes, offset: int) -> CID:
+    """Return the CID object of a block's binary CID ``raw``, which starts at ``offset``.
+
+    The framing only checks a CID's shape; a codec or hash function unknown to
+    ``multiformats`` still has no CID object.
+
+    Raises:
+        CarError: ``raw`` names an unknown codec or hash function, or is malformed.
+    """
+    try:
+        return CID.from_raw(raw)
+    except DecodeError as exc:
+        raise CarError("unsupported CID in block (unknown codec or hash function)",
+                       offset=offset, cid=raw.hex()[:100]) from exc
 
 
 def header_end(buf: Buffer, end: int) -> int | None:

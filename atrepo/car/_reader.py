@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..cid import CID
 from ..errors import CarError
-from ._framing import Buffer, frame_blocks, header_end, parse_header, read_varint
+from ._framing import Buffer, block_cid, frame_blocks, header_end, parse_header, read_varint
 from ._index import BlockIndex
 from ._verify import check_block
 
@@ -99,4 +99,4 @@ class CarReader:
     def _block(self, raw: bytes, data: bytes, offset: int) -> tuple[CID, bytes]:
         if self.verify_cids:
             check_block(raw, data, offset)
-        return CID.from_raw(raw), data
+        return block_cid(raw, offset - len(raw)), data

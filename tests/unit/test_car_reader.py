@@ -7,6 +7,7 @@ arrives), naming the offset.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -106,6 +107,23 @@ def test_bad_blocks_are_refused_unless_unchecked() -> None:
     with pytest.raises(CarError, match="does not match its CID"):
         CarReader().feed(tampered)
     assert CarReader(verify_cids=False).feed(tampered) == [(cid_for(b"\xa0"), b"\xa1")]
+
+
+@pytest.mark.parametrize("verify_cids", [True, False])
+@pytest.mark.parametrize("head", [b"\x01\x7f\x12\x20", b"\x01\xff\x7f\x12\x20"],
+                         ids=["one-byte codec", "two-byte codec"])
+def test_a_cid_of_unknown_codec_is_a_car_error_at_its_offset(head: bytes,
+                                                              verify_cids: bool) -> None:
+    # its sha2-256 digest checks out, but no CID object can name it (it was a DecodeError
+    # naming no offset)
+    raw = head + hashlib.sha256(BLOCKS[0]).digest()
+    data = encode_car([cid_for(BLOCKS[0])], [(bytes(cid_for(BLOCKS[0])), BLOCKS[0]),
+                                              (raw, BLOCKS[0])])
+    start = data.index(raw)
+    with pytest.raises(CarError) as info:
+        _feed(data, 7, CarReader(verify_cids=verify_cids))
+    assert info.value.offset == start and info.value.cid == raw.hex()
+    assert "unknown codec" in info.value.message
 
 
 def test_nothing_may_be_fed_after_close() -> None:
