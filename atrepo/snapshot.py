@@ -429,7 +429,8 @@ class RepoSnapshot:
         summary = [("did", self.did), ("handle", self.handle or "—"), ("rev", self.rev),
                    ("verified", str(self.verified)),
                    ("records", "?" if counts is None else f"{sum(counts.values()):,}"),
-                   ("collections", "?" if counts is None else str(len(counts)))]
+                   ("collections", "?" if counts is None else str(len(counts))),
+                   ("decoder", "compiled" if _accel.serves(self._car) else "python")]
         if self.source != "file":
             summary.append(("source", f"{self.source} ({self.bytes_downloaded:,} B)"))
         return summary

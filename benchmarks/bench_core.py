@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Measure the compiled core: peak memory of a read, the pruned read against one sha-256,
+and where the time of a read goes.
+
+    python benchmarks/bench_core.py --size 1m [--runs 3]
+
+Three measurements, each in fresh processes, run alternately so that all of them meet the
+same machine:
+
+* ``read``: ``atrepo.read_car(path).records`` alone (no digest): wall, CPU, peak RSS
+  (``ru_maxrss``) and the frame's ``estimated_size()``; the issue's bound is peak RSS <=
+  frame + 256 MB.
+* ``pruned``: ``read_car(path, collections=["app.bsky.actor.profile"],
+  mem_limit_mb=64).records`` against ``sha256``: a process that hashes the file once with
+  ``hashlib`` (read in 1 MiB pieces). Both are whole processes; the pruned read's own time
+  (after imports) is printed too.
+* ``phases``: in one process, the CPU and wall time of indexing, walking and decoding.
+
+Results go to ``benchmarks/results/core-<size>.json`` and a markdown summary is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_read import machine_info  # noqa: E402
+from make_corpus import corpus_dir, parse_size, size_label  # noqa: E402
+
+READ = """
+import json, sys, time
+t = time.perf_counter()
+import atrepo
+snap = atrepo.read_car(sys.argv[1])
+frame = snap.records
+inner = time.perf_counter() - t
+print(json.dumps({"frame_mb": frame.estimated_size() / 2**20, "rows": frame.height,
+                  "inner_s": inner, "accelerated": atrepo.accelerated}))
+"""
+PRUNED = """
+import json, sys, time
+t = time.perf_counter()
+import atrepo
+import atrepo.snapshot
+imported = time.perf_counter()
+snap = atrepo.read_car(sys.argv[1], collections=["app.bsky.actor.profile"], mem_limit_mb=64)
+frame = snap.records
+print(json.dumps({"rows": frame.height, "inner_s": time.perf_counter() - imported,
+                  "imports_s": imported - t}))
+"""
+SHA256 = """
+import hashlib, json, sys, time
+t = time.perf_counter()
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    while block := f.read(1 << 20):
+        h.update(block)
+print(json.dumps({"inner_s": time.perf_counter() - t, "digest": h.hexdigest()[:16]}))
+"""
+PHASES = """
+import json, sys, time
+import polars as pl
+import atrepo
+from atrepo.cid import CID
+from atrepo.snapshot import check_commit
+marks = [(time.perf_counter(), time.process_time())]
+car = atrepo.car.read_car(sys.argv[1])
+marks.append((time.perf_counter(), time.process_time()))
+_cid, commit, _ = check_commit(car)
+tree = car.core_car().walk(bytes(CID.decode(commit.data)))
+marks.append((time.perf_counter(), time.process_time()))
+columns, _problems = car.core_car().records(commit.did, *tree.views())
+frame = pl.DataFrame(columns)
+marks.append((time.perf_counter(), time.process_time()))
+names = ["index", "walk", "records"]
+print(json.dumps({name: {"wall_s": b[0] - a[0], "cpu_s": b[1] - a[1]}
+                  for name, a, b in zip(names, marks, marks[1:])}))
+"""
+
+
+def timed(python: str, code: str, path: Path) -> dict:
+    """One process: the dict it prints, with its wall, CPU and peak RSS (wait4 of it)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([python, "-c", code, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    out = proc.stdout.read() if proc.stdout else b""
+    err = proc.stderr.read() if proc.stderr else b""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark process failed: {err.decode()[-500:]}")
+    result: dict = json.loads(out.decode().strip().splitlines()[-1])
+    result.update(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
+                  maxrss_mb=usage.ru_maxrss / 1024)
+    return result
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="1m")
+    ap.add_argument("--runs", type=int, default=3)
+    default_py = ROOT / ".venv" / "bin" / "python"
+    ap.add_argument("--python", default=str(default_py) if default_py.exists() else sys.executable)
+    args = ap.parse_args()
+    label = size_label(parse_size(args.size))
+    car = corpus_dir(label) / "repo.car"
+    if not car.is_file():
+        print(f"no corpus: run benchmarks/make_corpus.py --sizes {label}", file=sys.stderr)
+        return 2
+    for code in (READ, PRUNED, SHA256):  # warm-up: page cache, __pycache__
+        timed(args.python, code, car)
+    reads, pruned, sha = [], [], []
+    for _ in range(args.runs):
+        reads.append(timed(args.python, READ, car))
+        pruned.append(timed(args.python, PRUNED, car))
+        sha.append(timed(args.python, SHA256, car))
+    phases = [timed(args.python, PHASES, car) for _ in range(args.runs)]
+    summary = {
+        "size": label, "car_bytes": car.stat().st_size, "machine": machine_info(args.python),
+        "read": {"wall_s": median(reads, "wall_s"), "cpu_s": median(reads, "cpu_s"),
+                 "maxrss_mb": median(reads, "maxrss_mb"), "frame_mb": reads[0]["frame_mb"],
+                 "accelerated": reads[0]["accelerated"]},
+        "pruned": {"wall_s": median(pruned, "wall_s"), "maxrss_mb": median(pruned, "maxrss_mb"),
+                   "inner_s": median(pruned, "inner_s"), "imports_s": median(pruned, "imports_s")},
+        "sha256": {"wall_s": median(sha, "wall_s"), "inner_s": median(sha, "inner_s")},
+        "phases": {name: {k: statistics.median(p[name][k] for p in phases)
+                          for k in ("wall_s", "cpu_s")} for name in ("index", "walk", "records")},
+        "runs": {"read": reads, "pruned": pruned, "sha256": sha, "phases": phases},
+    }
+    out = HERE / "results" / f"core-{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    r, p, s, ph = summary["read"], summary["pruned"], summary["sha256"], summary["phases"]
+    m = summary["machine"]
+    print(f"Machine: {m['cpu']}, {m['cores']} cores, {m['python']}; load average at start "
+          f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'] or [])}; median of "
+          f"{args.runs} alternating runs.\n")
+    print("| measurement | wall s | cpu s | peak RSS MB | notes |")
+    print("|---|---:|---:|---:|---|")
+    print(f"| read + records ({label}) | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+          f"{r['maxrss_mb']:.0f} | frame {r['frame_mb']:.0f} MB; bound frame + 256 = "
+          f"{r['frame_mb'] + 256:.0f} MB |")
+    print(f"| pruned read (profile, mem_limit_mb=64) | {p['wall_s']:.2f} | – | "
+          f"{p['maxrss_mb']:.0f} | {p['inner_s']:.2f} s after {p['imports_s']:.2f} s of imports |")
+    print(f"| sha-256 of the file (hashlib) | {s['wall_s']:.2f} | – | – | "
+          f"{s['inner_s']:.2f} s hashing |")
+    for name, v in ph.items():
+        print(f"| phase: {name} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} | – | in one process |")
+    print(f"\nresults written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
