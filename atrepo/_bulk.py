@@ -1,10 +1,11 @@
 """Bulk calls (``fetch_records``, ``export``): what runs for each repository, and the tally.
 
 A bulk call is a *run*: one flow per named repository (:meth:`Run.flow`), run by the client
-``max_concurrency`` at a time; every outcome is handed back in input order to
-:meth:`Run.record`, and when all are in, the client sets ``last_errors`` from
-:meth:`Run.errors` and returns :meth:`Run.result`. The clients differ only in how they run
-the flows (threads or tasks).
+``max_concurrency`` at a time (:mod:`atrepo._io.bounded`); every outcome is handed to
+:meth:`Run.record` as it comes in, one at a time, in the order the repositories finish
+(each keeps its index ``i``, so results are assembled in input order), and when all are
+in, the client sets ``last_errors`` from :meth:`Run.errors` and returns
+:meth:`Run.result`. The clients differ only in how they run the flows (threads or tasks).
 
 Words:
 

@@ -13,11 +13,9 @@ over an ``httpx.AsyncClient``. The public methods of the two differ only in
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 from contextlib import AbstractContextManager
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +30,7 @@ from ._flows import identity as identity_flows
 from ._flows.effects import Flow
 from .retry import RateLimit, RetryPolicy
 from ._io.dns import AsyncDnsResolver, AsyncSystemDnsResolver, DnsResolver, SystemDnsResolver
+from ._io.bounded import arun_bounded, run_bounded
 from ._io.http import run_async, run_sync
 from ._io.limits import AsyncHostLimits, HostLimits
 from ._pipeline import Pipeline
@@ -177,7 +176,9 @@ class Client(_BaseClient):
     def _each(self, run: Run[T]) -> T:
         """Run every flow of ``run``, ``max_concurrency`` at a time, in threads.
 
-        Outcomes are recorded in this thread, in input order; an AtrepoError belongs to
+        Outcomes are recorded in this thread as they come in (:func:`run_bounded`: at most
+        ``max_concurrency`` repositories in flight and as many finished ones waiting, so
+        memory does not grow with the number of repositories); an AtrepoError belongs to
         its repository, any other exception propagates. Each thread runs in a copy of this
         thread's context, so the call's progress bar is the only one shown.
         """
@@ -189,12 +190,12 @@ class Client(_BaseClient):
             except AtrepoError as exc:
                 return exc
 
-        with self._bar(run) as bar, ThreadPoolExecutor(self.config.max_concurrency) as pool:
-            outcomes = [pool.submit(contextvars.copy_context().run, one, i)
-                        for i in range(len(run.names))]
-            for i, outcome in enumerate(outcomes):
-                run.record(i, outcome.result())
+        with self._bar(run) as bar:
+            def done(i: int, outcome: Any) -> None:
+                run.record(i, outcome)
                 bar.update(1)
+
+            run_bounded(len(run.names), one, done, workers=self.config.max_concurrency)
         return self._ended(run)
 
     def resolve(self, identifier: str) -> Identity:
@@ -325,22 +326,25 @@ class AsyncClient(_BaseClient):
                                total_timeout=self.config.body_timeout)
 
     async def _each(self, run: Run[T]) -> T:
-        """Client._each with tasks under a semaphore instead of threads."""
+        """Client._each with tasks (:func:`arun_bounded`) instead of threads.
+
+        Outcomes are recorded one at a time as they come in, each in a worker thread
+        (recording builds frames or writes files), so the event loop keeps running.
+        """
         self._check_open()
-        limit = asyncio.Semaphore(self.config.max_concurrency)
 
         async def one(i: int) -> Any:
-            async with limit:
+            try:
                 return await self._run(run.flow(i))
+            except AtrepoError as exc:
+                return exc
 
         with self._bar(run) as bar:
-            tasks = [asyncio.ensure_future(one(i)) for i in range(len(run.names))]
-            for i, task in enumerate(tasks):
-                try:
-                    run.record(i, await task)
-                except AtrepoError as exc:  # belongs to repo i; other exceptions propagate
-                    run.record(i, exc)
+            async def done(i: int, outcome: Any) -> None:
+                await asyncio.to_thread(run.record, i, outcome)
                 bar.update(1)
+
+            await arun_bounded(len(run.names), one, done, workers=self.config.max_concurrency)
         return self._ended(run)
 
     async def resolve(self, identifier: str) -> Identity:

@@ -71,7 +71,7 @@ def test_dataset_layer_loads_no_network_code(module):
 @pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache", "atrepo._io.dns",
                                     "atrepo._io.http", "atrepo._io.limits",
                                     "atrepo._io.decoding", "atrepo._io.deadline",
-                                    "atrepo._io.downloads"])
+                                    "atrepo._io.downloads", "atrepo._io.bounded"])
 def test_io_never_imports_polars_or_frames(module):
     loaded = _modules_after_import(module)
     assert not {name for name in loaded if name.split(".")[0] == "polars"}
