@@ -8,6 +8,9 @@ does not resolve, say) is the business of the call itself.
 Rules a careful user expects:
 
 * a single string where a call takes names is one name, never its characters;
+* a polars DataFrame or LazyFrame with a ``did`` column (``list_repos``, ``list_plc``,
+  ``list_repos_by_collection``, or one of the user's own) names its DIDs, each once, in
+  order; its ``host`` column, else its ``pds`` column, says where each was listed;
 * a host is an ``http://`` or ``https://`` URL; ``"localhost:2583"`` (no scheme) is refused
   with the URL it probably meant rather than taken for a handle;
 * a count is an ``int`` (not a ``bool``, not a numeric string).
@@ -18,13 +21,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
 
 from ._text import preview
 from .errors import UsageError
 
-__all__ = ["check_collections", "check_flag", "check_host", "check_limit", "check_names",
-           "check_out_dir", "check_source", "is_host_url"]
+__all__ = ["Listed", "check_after", "check_collections", "check_flag", "check_host", "check_limit",
+           "check_names", "check_out_dir", "check_source", "framed_names", "is_host_url"]
 
 _SCHEMES: Final = ("http://", "https://")
 _HOST_HINT: Final = "a host is a URL, e.g. https://bsky.network or http://localhost:2583"
@@ -59,13 +64,69 @@ def _looks_like_host(text: str) -> bool:
 
 
 def check_names(names: object, *, argument: str) -> list[str]:
-    """Return the names a bulk call was given: a string is one name, else each item.
+    """Return the names a bulk call was given: a string is one name, a frame its DIDs (see
+    :func:`framed_names`), else each item.
 
     Raises:
-        UsageError: not a string or an iterable of strings (the first offending item is
-            named by its index).
+        UsageError: not a string, a frame with a ``did`` column or an iterable of strings
+            (the first offending item is named by its index).
     """
+    framed = framed_names(names, argument=argument)
+    if framed is not None:
+        return framed.names
     return _strings(names, argument, "DIDs or handles, e.g. ['alice.bsky.social']")
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """The repositories a frame names: DIDs, each once, and where each was listed (or None)."""
+
+    names: list[str]
+    hosts: list[str | None]
+
+
+_LISTED_BY: Final = ("host", "pds")  # the columns that say where a frame's DIDs were listed
+
+
+def framed_names(source: object, *, argument: str) -> Listed | None:
+    """Return the DIDs of a polars DataFrame or LazyFrame and their listing hosts, or None
+    when ``source`` is not a frame.
+
+    The ``did`` column is read in order, and a DID met again is dropped (a frame of several
+    hosts' listings names a moved account twice; it is one repository). The listing host
+    of each is its ``host`` column, else its ``pds`` column (``list_plc``), else None.
+    Polars is only touched when ``source`` is already one of its frames.
+
+    Raises:
+        UsageError: the frame has no ``did`` column, it is not a string column, or it holds
+            a null (named by its row).
+    """
+    if type(source).__module__.split(".")[0] != "polars" or not hasattr(source, "columns"):
+        return None
+    import polars as pl  # loaded already: source is one of its frames
+
+    if not isinstance(source, (pl.DataFrame, pl.LazyFrame)):
+        return None
+    schema = source.collect_schema()
+    if "did" not in schema:
+        raise UsageError("a frame of repositories needs a did column", argument=argument,
+                         columns=preview(list(schema.names())),
+                         hint="e.g. client.list_repos(host) or client.list_plc()")
+    if schema["did"] != pl.String:
+        raise UsageError("the did column must hold strings", argument=argument,
+                         dtype=str(schema["did"]))
+    by = next((name for name in _LISTED_BY if schema.get(name) == pl.String), None)
+    columns: Any = source.select(["did", by] if by else ["did"])
+    frame = columns.collect() if isinstance(columns, pl.LazyFrame) else columns
+    nulls = frame.get_column("did").is_null()
+    if nulls.any():
+        raise UsageError("the did column holds a null", argument=argument,
+                         row=int(nulls.arg_true()[0]))
+    frame = frame.unique("did", keep="first", maintain_order=True)
+    dids: list[str] = frame.get_column("did").to_list()
+    hosts: list[str | None] = (frame.get_column(by).to_list() if by
+                               else [None] * frame.height)
+    return Listed(dids, hosts)
 
 
 def _strings(value: object, argument: str, example: str) -> list[str]:
@@ -89,8 +150,11 @@ def check_source(source: object, *, argument: str = "source") -> list[str] | str
     A string is a host when it has a scheme, and one name otherwise; a string of the form
     ``host:port`` is a host without its scheme, and refused as such.
 
+    A polars frame is the DIDs of its ``did`` column (see :func:`framed_names`).
+
     Raises:
-        UsageError: a ``host:port`` or non-http(s) URL, or names that are not strings.
+        UsageError: a ``host:port`` or non-http(s) URL, names that are not strings, or a
+            frame without a string ``did`` column.
     """
     if isinstance(source, str):
         text = source.strip()
@@ -112,6 +176,31 @@ def check_limit(limit: object, *, argument: str = "limit") -> int | None:
         raise UsageError("must be a whole number >= 0 or None", argument=argument,
                          value=_shown(limit))
     return limit
+
+
+def check_after(after: object, *, argument: str = "after") -> str | None:
+    """Return ``after`` as the PLC export writes times (``2024-01-01T00:00:00.000Z``).
+
+    Takes None (the start of the log), an ISO 8601 string with a time zone, or an aware
+    datetime (say, the newest ``created_at`` of an earlier ``list_plc`` frame).
+
+    Raises:
+        UsageError: anything else, a naive datetime included (its zone would be a guess).
+    """
+    if after is None:
+        return None
+    moment = after
+    if isinstance(after, str):
+        try:
+            moment = datetime.fromisoformat(after.strip())
+        except ValueError:
+            moment = None
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise UsageError("must be None, or a datetime (or ISO 8601 string) with a time zone",
+                         argument=argument, value=_shown(after),
+                         hint="e.g. '2024-01-01T00:00:00Z' or frame['created_at'].max()")
+    utc = moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_flag(value: object, *, argument: str) -> bool:

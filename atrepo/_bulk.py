@@ -33,7 +33,7 @@ from ._flows.effects import Flow
 from ._pipeline import Pipeline
 from .errors import AtrepoError, RepoUnavailable
 from .export import Exporter, ExportReport
-from .frames import concat_records, errors_frame
+from .frames import concat_records, errors_frame, fetched_frame
 from .snapshot import RepoSnapshot
 
 __all__ = ["ExportRun", "FetchRun", "Run", "named"]
@@ -87,28 +87,51 @@ class Run(ABC, Generic[R]):
 
 
 class FetchRun(Run[pl.DataFrame]):
-    """``fetch_records``: every repository's records, concatenated in input order."""
+    """``fetch_records``: every repository's records, concatenated in input order.
+
+    Each repository is fetched from the PDS its DID document names, whatever listed it;
+    :meth:`fetched` says, per repository, where it was listed (``listed``, when the source
+    said: a frame's ``host`` or ``pds`` column) and where it was fetched from.
+    """
 
     desc = "fetching repos"
 
     def __init__(self, pipeline: Pipeline, names: Sequence[str],
-                 collections: Sequence[str] | None) -> None:
+                 collections: Sequence[str] | None,
+                 listed: Sequence[str | None] | None = None) -> None:
         super().__init__(names)
         self._pipeline = pipeline
         self._collections = collections
+        self._listed = list(listed) if listed is not None else [None] * len(self.names)
         self._frames: dict[int, pl.DataFrame] = {}
+        self._snaps: dict[int, tuple[str, int, str]] = {}  # rev, records, source
+        self._pds: dict[int, tuple[str, str | None]] = {}  # set by each flow as it resolves
 
     def flow(self, i: int) -> Flow[RepoSnapshot]:
-        return self._pipeline.get_repo(self.names[i], self._collections)
+        ident = yield from self._pipeline.resolve(self.names[i])
+        self._pds[i] = (ident.did, ident.pds)
+        return (yield from self._pipeline.fetch_latest(ident, self._collections))
 
     def record(self, i: int, outcome: RepoSnapshot | BaseException) -> None:
         if isinstance(outcome, RepoSnapshot):
             self._frames[i] = outcome.records
+            self._snaps[i] = (outcome.rev, self._frames[i].height, outcome.source)
         else:
             self._failed(i, outcome)
 
     def result(self) -> pl.DataFrame:
         return concat_records([self._frames[i] for i in sorted(self._frames)])
+
+    def fetched(self) -> pl.DataFrame:
+        """The ``last_fetched`` frame: one row per repository, in input order."""
+        rows = []
+        for i, name in enumerate(self.names):
+            did, pds = self._pds.get(i, (None, None))
+            rev, records, source = self._snaps.get(i, (None, None, None))
+            failed = self._errors.get(i)
+            rows.append((did or (failed[0] if failed else name), self._listed[i], pds, rev,
+                         records, source, failed[1] if failed else None))
+        return fetched_frame(rows)
 
 
 class ExportRun(Run[ExportReport]):

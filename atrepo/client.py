@@ -16,6 +16,7 @@ import asyncio
 import os
 from contextlib import AbstractContextManager
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +24,8 @@ import httpx
 import polars as pl
 
 from . import _listing
-from ._args import check_collections, check_flag, check_host, check_limit, check_names
+from ._args import (check_after, check_collections, check_flag, check_host, check_limit,
+                    check_names, framed_names)
 from ._bulk import ExportRun, FetchRun, Run, named
 from ._config import ClientConfig
 from ._flows import identity as identity_flows
@@ -37,7 +39,9 @@ from ._pipeline import Pipeline
 from ._progress import Progress, progress
 from .errors import AtrepoError, ClientClosed
 from .export import ExportReport
-from .frames import dids_frame, errors_frame
+from ._flows.listing import HostRef
+from ._flows.plc import PlcOp
+from .frames import dids_frame, errors_frame, fetched_frame
 from .identity import Identity
 from .repos import RepoRef
 from .snapshot import RepoSnapshot
@@ -71,6 +75,7 @@ class _BaseClient:
             max_repo_bytes=max_repo_bytes, max_cache_bytes=max_cache_bytes,
             retry=retry or RetryPolicy(), rate_limit=rate_limit)
         self.last_errors = errors_frame([])
+        self.last_fetched = fetched_frame([])
         self._pipeline = Pipeline(self.config)
         self._closed = False
 
@@ -89,18 +94,36 @@ class _BaseClient:
         return identity_flows.resolve_handle(handle,
                                              xrpc_resolver=self.config.handle_resolver)
 
-    def _pager(self, host: str, limit: int | None, resume: bool) -> _listing.Pager:
+    def _pager(self, host: str, limit: int | None, resume: bool) -> _listing.Pager[RepoRef]:
         self._check_open()
         return _listing.pager(check_host(host), self.config, limit=check_limit(limit),
                               resume=check_flag(resume, argument="resume"))
+
+    def _hosts_pager(self, relay_url: str, limit: int | None, resume: bool
+                     ) -> _listing.Pager[HostRef]:
+        self._check_open()
+        return _listing.hosts_pager(check_host(relay_url, argument="relay_url"), self.config,
+                                    limit=check_limit(limit),
+                                    resume=check_flag(resume, argument="resume"))
+
+    def _plc_pager(self, after: object, limit: int | None, resume: bool
+                   ) -> _listing.Pager[PlcOp]:
+        self._check_open()
+        return _listing.plc_pager(self.config, after=check_after(after),
+                                  limit=check_limit(limit),
+                                  resume=check_flag(resume, argument="resume"))
 
     def _by_collection_flow(self, collection: str, host: str) -> Flow[list[str]]:
         self._check_open()
         return _listing.by_collection(collection, check_host(host), self.config)
 
-    def _fetch_run(self, dids_or_handles: Iterable[str],
+    def _fetch_run(self, dids_or_handles: Iterable[str] | pl.DataFrame | pl.LazyFrame,
                    collections: Sequence[str] | None) -> FetchRun:
         self._check_open()
+        framed = framed_names(dids_or_handles, argument="dids_or_handles")
+        if framed is not None:
+            return FetchRun(self._pipeline, framed.names, check_collections(collections),
+                            listed=framed.hosts)
         return FetchRun(self._pipeline, check_names(dids_or_handles, argument="dids_or_handles"),
                         check_collections(collections))
 
@@ -257,18 +280,110 @@ class Client(_BaseClient):
                 pager.take(self._run(pager.flow()))
         return pager.frame()
 
-    def fetch_records(self, dids_or_handles: Iterable[str],
+    def fetch_records(self, dids_or_handles: Iterable[str] | pl.DataFrame | pl.LazyFrame,
                       collections: Sequence[str] | None = None) -> pl.DataFrame:
         """Return the records of many repositories as one frame (columns as ``records``).
 
-        Repositories are fetched ``max_concurrency`` at a time. One that fails does not stop
-        the call: it is listed in :attr:`last_errors` (did, error, status).
+        Repositories are fetched ``max_concurrency`` at a time, each from the PDS its DID
+        document names (never from a host that lists it but no longer holds it). One that
+        fails does not stop the call: it is listed in :attr:`last_errors` (did, error,
+        status). :attr:`last_fetched` says, per repository, where it was listed and where it
+        was fetched from (see :data:`~atrepo.frames.FETCHED_SCHEMA`).
+
+        Args:
+            dids_or_handles: DIDs or handles (a string is one name), or a polars DataFrame
+                or LazyFrame with a ``did`` column (``list_repos``, ``list_plc``, ...), each
+                DID fetched once; its ``host`` column, else its ``pds`` column, is where
+                each was listed (``last_fetched.listed_host``).
+            collections: only these collections (NSIDs, or prefixes ending in ``.*``).
+
+        Returns:
+            The records of every repository fetched, in input order.
+
+        Raises:
+            UsageError: not names, or a frame without a string ``did`` column.
+            ClientClosed: the client is closed.
         """
-        return self._each(self._fetch_run(dids_or_handles, collections))
+        run = self._fetch_run(dids_or_handles, collections)
+        records = self._each(run)
+        self.last_fetched = run.fetched()
+        return records
 
     def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
         """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
         return dids_frame(self._run(self._by_collection_flow(collection, host)))
+
+    def list_hosts(self, relay_url: str, *, limit: int | None = None,
+                   resume: bool = False) -> pl.DataFrame:
+        """Return the hosts a relay lists (``com.atproto.sync.listHosts``), in its order.
+
+        Columns (:data:`~atrepo.frames.HOSTS_SCHEMA`): ``host`` (the base URL to list or
+        crawl: https, or http for a loopback host), ``hostname`` (as the relay lists it),
+        ``status`` (the relay's word: active, idle, offline, throttled, banned), and
+        ``account_count`` and ``seq`` (the newest event the relay saw from it), as the relay
+        reports them (null when it does not).
+
+        Args:
+            relay_url: the relay's base URL, e.g. ``https://bsky.network``.
+            limit: stop after this many hosts.
+            resume: continue from the cursor saved by an earlier interrupted listing of
+                this relay (saved after every page under the cache directory).
+
+        Returns:
+            One row per host.
+
+        Raises:
+            UsageError: ``relay_url`` is not an http(s) URL, or ``limit``/``resume`` of the
+                wrong type.
+            RateLimited: the relay kept answering 429.
+            TransportError: an error status, a malformed page (a hostname that is none, a
+                count that is not a whole number), or a listing that repeats its cursor.
+        """
+        pager = self._hosts_pager(relay_url, limit, resume)
+        with pager.collecting():
+            while not pager.exhausted:
+                pager.take(self._run(pager.flow()))
+        return pager.frame()
+
+    def list_plc(self, after: datetime | str | None = None, limit: int | None = None, *,
+                 resume: bool = False) -> pl.DataFrame:
+        """Return each DID's current state from the PLC directory's operation log (``/export``).
+
+        The log is read from ``after`` (or the start) in pages of 1000 operations; a DID's
+        row is its latest operation that was not nullified. Columns
+        (:data:`~atrepo.frames.PLC_SCHEMA`): ``did``; ``handle`` (the first ``at://`` name
+        it claims: not verified, ``resolve`` verifies); ``pds`` (its PDS endpoint);
+        ``signing_key`` (the ``did:key`` its commits are signed with); ``status``
+        (``active``, or ``tombstoned`` when the DID was deactivated for good: handle, pds
+        and key are then null); ``created_at`` (when that operation was accepted); ``cid``
+        (that operation's CID). Rows are in log order (by ``created_at``).
+
+        A later call with ``after=frame["created_at"].max()`` returns only DIDs that changed
+        since; ``pl.concat([old, new]).unique("did", keep="last")`` is then the current
+        state of all of them.
+
+        Args:
+            after: start after this time (an aware datetime or ISO 8601 string); None: the
+                start of the log.
+            limit: stop after this many operations (the frame has at most that many rows).
+            resume: continue from the cursor saved by an earlier interrupted listing of
+                this directory (saved after every page); ``after`` applies when none is saved.
+
+        Returns:
+            One row per DID whose operations were read.
+
+        Raises:
+            UsageError: ``after`` is not a time with a zone, or ``limit``/``resume`` of the
+                wrong type.
+            RateLimited: the directory kept answering 429.
+            TransportError: an error status, a page or line past its bound, or a line that
+                is not an operation (naming the URL and the line).
+        """
+        pager = self._plc_pager(after, limit, resume)
+        with pager.collecting():
+            while not pager.exhausted:
+                pager.take(self._run(pager.flow()))
+        return pager.frame()
 
     def export(self, dids_or_handles_or_host: str | Iterable[str],
                out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
@@ -393,14 +508,36 @@ class AsyncClient(_BaseClient):
                 pager.take(await self._run(pager.flow()))
         return pager.frame()
 
-    async def fetch_records(self, dids_or_handles: Iterable[str],
+    async def fetch_records(self, dids_or_handles: Iterable[str] | pl.DataFrame | pl.LazyFrame,
                             collections: Sequence[str] | None = None) -> pl.DataFrame:
-        """Return the records of many repositories as one frame; failures go to last_errors."""
-        return await self._each(self._fetch_run(dids_or_handles, collections))
+        """Return the records of many repositories as one frame (see Client.fetch_records);
+        failures go to last_errors, where each was listed and fetched from to last_fetched."""
+        run = self._fetch_run(dids_or_handles, collections)
+        records = await self._each(run)
+        self.last_fetched = run.fetched()
+        return records
 
     async def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
         """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
         return dids_frame(await self._run(self._by_collection_flow(collection, host)))
+
+    async def list_hosts(self, relay_url: str, *, limit: int | None = None,
+                         resume: bool = False) -> pl.DataFrame:
+        """Return the hosts a relay lists (see Client.list_hosts)."""
+        pager = self._hosts_pager(relay_url, limit, resume)
+        with pager.collecting():
+            while not pager.exhausted:
+                pager.take(await self._run(pager.flow()))
+        return pager.frame()
+
+    async def list_plc(self, after: datetime | str | None = None, limit: int | None = None, *,
+                       resume: bool = False) -> pl.DataFrame:
+        """Return each DID's current state from the PLC directory's log (see Client.list_plc)."""
+        pager = self._plc_pager(after, limit, resume)
+        with pager.collecting():
+            while not pager.exhausted:
+                pager.take(await self._run(pager.flow()))
+        return pager.frame()
 
     async def export(self, dids_or_handles_or_host: str | Iterable[str],
                      out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
