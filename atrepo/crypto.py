@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ._varint import encode_varint
+from ._varint import VarintError, encode_varint, read_varint
 from ._text import preview
 from .errors import SignatureError
 
@@ -125,16 +125,6 @@ def _b58encode(data: bytes) -> str:
     return "1" * zeros + "".join(reversed(chars))
 
 
-def _read_varint(data: bytes) -> tuple[int, int] | None:
-    """Returns ``(value, length)`` of the unsigned varint at the start of ``data``, or None."""
-    value = 0
-    for i, byte in enumerate(data[:9]):
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, i + 1
-    return None
-
-
 _CURVES: Final[dict[Curve, ec.EllipticCurve]] = {"p256": ec.SECP256R1(), "k256": ec.SECP256K1()}
 _PREFIX_BY_CURVE: Final[dict[Curve, bytes]] = {
     curve: encode_varint(code) for curve, code in _CODEC_BY_CURVE.items()
@@ -214,10 +204,11 @@ def _parse_prefixed(multibase: str, key: str) -> PublicKey:
         SignatureError: malformed multibase, unknown multicodec, or a bad point.
     """
     data = _decode_multibase(multibase, key)
-    varint = _read_varint(data)
-    if varint is None:
-        raise SignatureError("did:key multicodec prefix is truncated", key=key)
-    code, used = varint
+    try:
+        code, used = read_varint(data, 0, len(data))
+    except VarintError as exc:
+        raise SignatureError("did:key multicodec prefix is malformed", key=key,
+                             reason=exc.message) from exc
     curve = _CURVE_BY_CODEC.get(code)
     if curve is None or data[:used] != _PREFIX_BY_CURVE[curve]:
         raise SignatureError("unsupported did:key multicodec", key=key, codec=hex(code),

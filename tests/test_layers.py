@@ -16,6 +16,7 @@ PACKAGE = Path(atrepo.__file__).parent
 PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
         "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo.models", "atrepo._records",
         "atrepo._worker", "atrepo._text", "atrepo._names", "atrepo._args", "atrepo._warn",
+        "atrepo._varint", "atrepo._accel", "atrepo._corecar",
         "atrepo.car._framing", "atrepo.car._reader",
         "atrepo.car._verify", "atrepo.car._index", "atrepo.mst._node", "atrepo.mst._walk",
         "atrepo.mst._diff", "atrepo.mst._build", "atrepo.mst._ranges"]
@@ -85,7 +86,8 @@ def test_import_atrepo_is_lazy():
 PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "crypto.py",
               "models.py", "errors.py", "identity.py", "repos.py", "retry.py", "_flows/__init__.py",
               "_flows/effects.py", "_flows/policy.py", "_flows/xrpc.py", "_flows/repo.py",
-              "_flows/listing.py", "_flows/identity.py", "_flows/pacing.py", "_text.py", "_names.py",
+              "_flows/listing.py", "_flows/identity.py", "_flows/pacing.py", "_text.py",
+              "_names.py", "_varint.py",
               # the CAR reader and its pure parts; _files, _store and _pack read files
               "car/_framing.py", "car/_reader.py", "car/_verify.py", "car/_index.py",
               "mst/__init__.py", "mst/_node.py", "mst/_source.py", "mst/_ranges.py",

@@ -13,6 +13,8 @@ a whole CID; every error is a :class:`~atrepo.CarError` naming the CAR offset.
 
 from __future__ import annotations
 
+from .. import _varint
+from .._varint import MAX_VARINT_BYTES, Buffer, VarintError
 from ..cbor import decode
 from ..cid import CID
 from ..errors import CarError, DecodeError
@@ -24,10 +26,8 @@ __all__ = ["BLESSED_HEAD", "MAX_BLOCK_SIZE", "MAX_HEADER_SIZE", "MAX_VARINT_BYTE
 
 MAX_HEADER_SIZE = 1 << 20   # 1 MiB: a header holds a few roots; more is hostile
 MAX_BLOCK_SIZE = 1 << 23    # 8 MiB: atproto records are capped far below this
-MAX_VARINT_BYTES = 9        # 63 bits: every length and CID field of a real CAR fits
 # the 4-byte head of a 36-byte sha2-256 CIDv1 (dag-cbor or raw): almost every block has one
 BLESSED_HEAD = (b"\x01\x71\x12\x20", b"\x01\x55\x12\x20")
-Buffer = bytes | bytearray | memoryview
 
 
 def read_varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
@@ -36,21 +36,10 @@ def read_varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
     Raises:
         CarError: the varint is cut off by ``end``, not minimal, or longer than 9 bytes.
     """
-    value = shift = 0
-    start = pos
-    while True:
-        if pos >= end:
-            raise CarError("truncated varint", offset=start)
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if byte == 0 and pos - start > 1:
-                raise CarError("non-minimal varint", offset=start)
-            return value, pos
-        shift += 7
-        if shift >= 7 * MAX_VARINT_BYTES:
-            raise CarError("varint longer than 9 bytes", offset=start)
+    try:
+        return _varint.read_varint(buf, pos, end)
+    except VarintError as exc:
+        raise CarError(exc.message, offset=exc.offset) from exc
 
 
 def cid_length(buf: Buffer, pos: int, end: int) -> int:

@@ -280,8 +280,9 @@ def _malformed_did_keys() -> list[tuple[str, str, str]]:
         ("p384", "did:key:" + b58(b"\x81\x24" + good_x + bytes(16)),
          "unsupported did:key multicodec"),
         ("non-minimal-varint", "did:key:" + b58(b"\xe7\x81\x00" + good_x),
-         "unsupported did:key multicodec"),
-        ("truncated-varint", "did:key:" + b58(b"\xe7"), "truncated"),
+         "prefix is malformed"),
+        ("truncated-varint", "did:key:" + b58(b"\xe7"), "prefix is malformed"),
+        ("overlong-varint", "did:key:" + b58(b"\xff" * 10 + good_x), "prefix is malformed"),
         ("prefix-only", "did:key:" + b58(b"\xe7\x01"), "33-byte compressed"),
         ("short-point", "did:key:" + b58(b"\xe7\x01" + good_x[:32]), "33-byte compressed"),
         ("long-point", "did:key:" + b58(b"\xe7\x01" + good_x + b"\x00"), "33-byte compressed"),
@@ -311,6 +312,18 @@ def _malformed_did_keys() -> list[tuple[str, str, str]]:
 
 
 MALFORMED = _malformed_did_keys()
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"\xe7\x81\x00" + bytes(33), "non-minimal varint"),
+    (b"\xe7", "truncated varint"),
+    (b"\xff" * 10 + bytes(33), "varint longer than 9 bytes"),
+])
+def test_malformed_multicodec_prefix_says_why(data: bytes, reason: str) -> None:
+    # the prefix is read by atrepo's one varint reader, as strict as the CAR framing's
+    with pytest.raises(SignatureError) as info:
+        parse_did_key("did:key:" + b58(data))
+    assert info.value.fields["reason"] == reason
 
 
 @pytest.mark.parametrize(("bad", "fragment"), [(k, f) for _, k, f in MALFORMED],
