@@ -3,15 +3,13 @@
 Every entry of ``crypto/signature-fixtures.json``, ``crypto/w3c_didkey_K256.json`` and
 ``crypto/w3c_didkey_P256.json`` of the public atproto interop tests
 (bluesky-social/atproto-interop-tests) is a test case; none is skipped. They are read from
-:data:`INTEROP_DIR`, as in ``test_syntax_vectors.py``.
+:data:`INTEROP_DIR` (``tests/_interop.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,11 +27,8 @@ from atrepo.crypto import (
     parse_multikey,
     verify_signature,
 )
+from _interop import INTEROP_DIR
 
-INTEROP_DIR = Path(
-    os.environ.get("ATREPO_INTEROP_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "interop"
-)
 CRYPTO_DIR = INTEROP_DIR / "crypto"
 
 ORDER = {

@@ -1,8 +1,8 @@
 """Run the atproto data-model interop vectors against atrepo.cbor and atrepo.datamodel.
 
 The vectors are ``data-model/data-model-fixtures.json`` of the public atproto interop tests
-(bluesky-social/atproto-interop-tests), read from :data:`INTEROP_DIR` as in
-``test_syntax_vectors.py``. Each entry holds a JSON data-model value, its DAG-CBOR
+(bluesky-social/atproto-interop-tests), read from :data:`INTEROP_DIR`
+(``tests/_interop.py``). Each entry holds a JSON data-model value, its DAG-CBOR
 encoding (base64, unpadded) and the CID of those bytes. Every entry is checked four ways:
 
 * strict decode of the bytes, converted to JSON, equals the JSON;
@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atrepo import cbor, datamodel
 from atrepo.cid import CID, cid_for
+from _interop import INTEROP_DIR
 
-INTEROP_DIR = Path(
-    os.environ.get("ATREPO_INTEROP_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "interop"
-)
 FIXTURES = INTEROP_DIR / "data-model" / "data-model-fixtures.json"
 
 

@@ -1,7 +1,7 @@
 """Run the atproto MST interop vectors against :mod:`atrepo.mst`.
 
-Vectors live in ``<interop>/mst/`` (``<interop>`` as in
-``test_syntax_vectors.py``):
+Vectors live in ``<interop>/mst/`` (``<interop>`` is
+:data:`INTEROP_DIR` of ``tests/_interop.py``):
 
 * ``key_heights.json``: ``[{"key", "height"}]`` for :func:`atrepo.mst.key_height`;
 * ``common_prefix.json``: ``[{"left", "right", "len"}]`` for the prefix-compression helper;
@@ -13,7 +13,6 @@ Vectors live in ``<interop>/mst/`` (``<interop>`` as in
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,11 +23,8 @@ import pytest
 from atrepo import cbor, mst
 from atrepo.cid import CID, cid_for
 from atrepo.mst._node import common_prefix
+from _interop import INTEROP_DIR
 
-INTEROP_DIR = Path(
-    os.environ.get("ATREPO_INTEROP_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "interop"
-)
 MST_DIR = INTEROP_DIR / "mst"
 REFERENCE = Path(__file__).resolve().parents[2] / "atrepo" / "_reference"
 

@@ -1,7 +1,8 @@
 """Run every atproto syntax interop vector against :mod:`atrepo.syntax`.
 
 The vectors are the ``syntax/`` files of the public atproto interop tests
-(bluesky-social/atproto-interop-tests), read from :data:`INTEROP_DIR`. Files are named
+(bluesky-social/atproto-interop-tests), read from :data:`INTEROP_DIR`
+(``tests/_interop.py``). Files are named
 ``<kind>_syntax_valid.txt``, ``<kind>_syntax_invalid.txt`` or ``<kind>_parse_invalid.txt``;
 each non-blank line not starting with ``#`` is one vector and one test. Only the newline is
 stripped: leading and trailing spaces are part of several vectors.
@@ -9,7 +10,6 @@ stripped: leading and trailing spaces are part of several vectors.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -17,13 +17,8 @@ from typing import NamedTuple
 import pytest
 
 from atrepo import syntax
+from _interop import INTEROP_DIR
 
-# the interop files are not copied into the repository: $ATREPO_INTEROP_DIR names their
-# folder, by default one beside the checkout
-INTEROP_DIR = Path(
-    os.environ.get("ATREPO_INTEROP_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "interop"
-)
 SYNTAX_DIR = INTEROP_DIR / "syntax"
 
 VALIDATORS: dict[str, Callable[[object], bool]] = {

@@ -24,13 +24,14 @@ from atrepo.cid import CID, cid_for
 from atrepo.testing import encode_car
 
 from _core_diff import car_outcome, encode, record_outcome, records_outcome, walk_outcome
+from _interop import INTEROP_DIR
 
 pytestmark = pytest.mark.skipif(not _accel.accelerated, reason="the compiled core is not built")
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "data" / "sample.car"
 GENERATED = sorted((ROOT / "tests" / "fixtures" / "generated").glob("*/repo.car"))
-INTEROP = ROOT.parent / "shared" / "interop" / "data-model" / "data-model-fixtures.json"
+INTEROP = INTEROP_DIR / "data-model" / "data-model-fixtures.json"
 DID = "did:plc:testtesttesttesttesttest"
 
 
