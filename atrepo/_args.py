@@ -101,7 +101,7 @@ def framed_names(source: object, *, argument: str) -> Listed | None:
         UsageError: the frame has no ``did`` column, it is not a string column, or it holds
             a null (named by its row).
     """
-    if type(source).__module__.split(".")[0] != "polars" or not hasattr(source, "columns"):
+    if type(source).__module__.split(".")[0] != "polars":
         return None
     import polars as pl  # loaded already: source is one of its frames
 

@@ -66,7 +66,7 @@ def hosts_pager(relay: str, config: ClientConfig, *, limit: int | None, resume: 
 
     return Pager(relay, limit=limit, resume=resume, state_dir=config.cache_path / "cursors",
                  policy=config.retry, progress_bar=config.progress, method="listHosts",
-                 ask=ask, page_frame=_hosts_page, unit="host")
+                 prefix="hosts-", ask=ask, page_frame=_hosts_page, unit="host")
 
 
 def plc_pager(config: ClientConfig, *, after: str | None, limit: int | None, resume: bool
@@ -83,7 +83,7 @@ def plc_pager(config: ClientConfig, *, after: str | None, limit: int | None, res
 
     return Pager(plc, limit=limit, resume=resume, state_dir=config.cache_path / "cursors",
                  policy=config.retry, progress_bar=config.progress, method="the PLC export",
-                 ask=ask, page_frame=_plc_page, combine=current_plc, start=after,
+                 prefix="plc-", ask=ask, page_frame=_plc_page, combine=current_plc, start=after,
                  page_limit=EXPORT_COUNT, unit="op")
 
 
@@ -115,8 +115,9 @@ class Pager(Generic[T]):
         state_dir: the directory of cursor files.
         policy: the retry budgets and delays of ``listRepos`` pages.
         progress_bar: the client's ``progress`` option.
-        method: what is listed, for warnings; any other than ``listRepos`` prefixes the
-            cursor file's name with it.
+        method: what is listed, for warnings.
+        prefix: the start of the cursor file's name (listings other than listRepos have
+            one, so that each listing of one host has its own cursor).
         ask: ``(cursor, count) -> flow of (items, next cursor)``: one page (default: a page
             of ``host``'s listRepos).
         page_frame: one page's items as a frame (default: the ``list_repos`` frame).
@@ -129,7 +130,7 @@ class Pager(Generic[T]):
 
     def __init__(self, host: str, *, limit: int | None, resume: bool, state_dir: Path,
                  policy: RetryPolicy, progress_bar: bool | None = None,
-                 method: str = "listRepos", ask: Ask[T] | None = None,
+                 method: str = "listRepos", prefix: str = "", ask: Ask[T] | None = None,
                  page_frame: Callable[[list[T]], pl.DataFrame] | None = None,
                  combine: Callable[[list[pl.DataFrame]], pl.DataFrame] = _concat,
                  start: str | None = None, page_limit: int = PAGE_LIMIT,
@@ -138,9 +139,9 @@ class Pager(Generic[T]):
         self.policy = policy
         self.limit = limit
         self.resume = resume
-        prefix = "" if method == "listRepos" else file_name(method) + "-"
         self.state = state_dir / (prefix + file_name(self.host.split("://")[-1]) + ".json")
         self.method = method
+        self.prefix = prefix
         self.cursor = (self._saved_cursor() if resume else None) or start
         self.count = 0
         self.exhausted = limit is not None and limit <= 0
@@ -158,8 +159,8 @@ class Pager(Generic[T]):
         (unbounded and not one to one, hence the check of its ``host``)."""
         authority = self.host.split("://")[-1]
         legacy = self.state.with_name(legacy_name(authority) + ".json")
-        # earlier versions saved listRepos cursors only
-        for path in (self.state, legacy) if self.method == "listRepos" else (self.state,):
+        # earlier versions saved listRepos cursors only, without a prefix
+        for path in (self.state, legacy) if not self.prefix else (self.state,):
             try:
                 saved = json.loads(path.read_text())
             except (OSError, ValueError):
