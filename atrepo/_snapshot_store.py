@@ -30,23 +30,26 @@ class SnapshotStore(PackStore):
             progress: bool | None = None, handle_verified: bool = False) -> RepoSnapshot:
         """Store a download as the next entry of ``did``; return its snapshot, walked whole.
 
-        The commit should have been checked (DID, signature) before. On any error nothing
-        is recorded. ``download`` belongs to the store from here on. ``handle_verified``
-        says whether ``handle`` was checked both ways (recorded, so that a verifying client
-        is never shown a handle a non-verifying one stored).
+        The caller has checked the commit (DID, and signature against ``signing_key`` when
+        one is given): it is not checked again here, once per fetch being enough (the pack
+        holds the very blocks checked), and the snapshot is ``verified`` when a
+        ``signing_key`` is given. On any error nothing is recorded. ``download`` belongs to
+        the store from here on. ``handle_verified`` says whether ``handle`` was checked both
+        ways (recorded, so that a verifying client is never shown a handle a non-verifying
+        one stored).
 
         Raises:
             CarError: the download is not a CAR file, or a block does not match its CID.
             MstError: the tree over the pack is incomplete or malformed.
-            SignatureError: the commit fails ``signing_key``.
+            SignatureError: the commit belongs to another DID.
         """
         size = download.size
         with self.writing(did) as writer:
             pack = writer.append(download, mem_limit_mb)
             try:
-                snap = open_snapshot(pack, did=did, signing_key=signing_key, handle=handle,
-                                     progress_bar=progress, root=commit_cid, source=source,
-                                     bytes_downloaded=size)
+                snap = open_snapshot(pack, did=did, handle=handle, progress_bar=progress,
+                                     root=commit_cid, source=source, bytes_downloaded=size)
+                snap.verified = signing_key is not None  # checked by the caller
                 check_complete(snap)
             except BaseException:
                 pack.close()

@@ -22,6 +22,8 @@ Invariants:
 * ``total_timeout`` bounds each whole response, connect and headers included
   (:mod:`atrepo._io.deadline`): past it the request ends in
   ``TransportError("response too slow")``.
+* :func:`run_async` steps the flow in worker threads and performs only its effects on the
+  event loop: what a flow does between effects (disk and CPU work) never blocks the loop.
 * A :class:`Sleep` is ``time.sleep`` / ``asyncio.sleep`` (or the ``sleep`` given, in tests);
   the flow gets None back.
 * Every httpx failure becomes a :class:`~atrepo.errors.TransportError` naming the URL and
@@ -35,6 +37,8 @@ Invariants:
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -488,13 +492,40 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
 
     Raises:
         AtrepoError: whatever the flow raises, including a TransportError it did not catch.
+
+    The flow itself is stepped in worker threads (see :func:`_off_loop`): only the
+    effects run on the event loop.
     """
     driver = _Async(http, dns, total_timeout, limits, sleep, clock)
     stepper = _Stepper(flow)
+    context = contextvars.copy_context()  # one for the whole flow, as on a thread
     try:
-        effect = stepper.start()
+        effect = await _off_loop(context, stepper.start)
         while effect is not None:
-            effect = stepper.advance(await driver.perform(effect))
+            outcome = await driver.perform(effect)
+            effect = await _off_loop(context, functools.partial(stepper.advance, outcome))
         return stepper.value
     finally:
         flow.close()
+
+
+async def _off_loop(context: contextvars.Context, step: Callable[[], T]) -> T:
+    """Return ``step()``, run in ``context`` in a worker thread of the running loop.
+
+    A flow's local work between two effects (reading and checking a CAR, appending to the
+    pack, walking the tree, file locks and fsyncs) runs there, so the event loop keeps
+    serving other tasks. Cancelled, it still waits for the step to end, so the flow is
+    never closed while it runs.
+    """
+    import asyncio  # keeps asyncio off sync paths
+
+    running = asyncio.get_running_loop().run_in_executor(None, context.run, step)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        while not running.done():
+            try:
+                await asyncio.wait([running])
+            except asyncio.CancelledError:
+                continue  # cancelled again: the step still has to end first
+        raise

@@ -1,0 +1,128 @@
+"""What one fetch does locally, and where: the commit checked once, the event loop left free.
+
+A loopback server (tests/client/_servers.py) plays PLC and PDS for one reference repository.
+Counting calls of ``crypto.verify_commit`` shows a fresh ``get_repo`` checks the signature
+once (not again when the store opens the new commit). For ``AsyncClient``, a ticker task
+counts turns of the event loop while the store appends and walks a 30,000-record
+repository: that work waits, in its thread, for the ticker to move on; on the loop the
+ticker could not tick, and the wait would end unmet. Counts and events, no time limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from _loopback import KINDS, client
+from _servers import LoopbackServer, Reply
+from atrepo import crypto
+from atrepo._snapshot_store import SnapshotStore
+from atrepo.client import Client
+
+WAIT = 20.0  # seconds before a missing event counts as a blocked loop
+
+
+def _serve(ref: Any) -> LoopbackServer:
+    """A loopback PLC + PDS for the reference repository ``ref``."""
+    did, key = ref.truth["did"], ref.truth["signing_key"]
+    car = ref.car.read_bytes()
+
+    def route(path: str) -> Reply:
+        if urlsplit(path).path == "/xrpc/com.atproto.sync.getRepo":
+            return 200, {"content-type": "application/vnd.ipld.car"}, car
+        doc = {"id": did, "alsoKnownAs": [],
+               "verificationMethod": [{"id": f"{did}#atproto", "type": "Multikey",
+                                       "controller": did,
+                                       "publicKeyMultibase": key.removeprefix("did:key:")}],
+               "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                            "serviceEndpoint": server.url}]}
+        return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+
+    server = LoopbackServer(route)
+    return server
+
+
+def _get_repo(kind: str, server: LoopbackServer, tmp_path: Any, did: str) -> Any:
+    hosts = SimpleNamespace(plc_url=server.url, pds_url=server.url)
+    made = client(kind, hosts, tmp_path / kind, rate_limit=None)
+    if isinstance(made, Client):
+        with made:
+            return made.get_repo(did)
+
+    async def go() -> Any:
+        async with made:
+            return await made.get_repo(did)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fetch_checks_the_commit_signature_once(kind, ref_small, tmp_path, monkeypatch):
+    checks: list[str] = []
+    real = crypto.verify_commit
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        checks.append(kwargs.get("did", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crypto, "verify_commit", counted)
+    with _serve(ref_small) as server:
+        snap = _get_repo(kind, server, tmp_path, ref_small.truth["did"])
+        assert snap.verified and len(snap) == ref_small.truth["record_count"]
+    assert checks == [ref_small.truth["did"]]
+
+
+def test_async_client_does_disk_and_cpu_work_off_the_event_loop(ref_medium, tmp_path,
+                                                                 monkeypatch):
+    did = ref_medium.truth["did"]
+    seen: dict[str, Any] = {}
+    turns = threading.Condition()
+    ticks = 0
+    real_add = SnapshotStore.add
+
+    def watched_add(self: SnapshotStore, *args: Any, **kwargs: Any) -> Any:
+        """The store's append, walk and record: then wait for the loop to turn 3 times."""
+        seen["on_loop_thread"] = threading.get_ident() == seen["loop_thread"]
+        with turns:
+            before = ticks
+        snap = real_add(self, *args, **kwargs)
+        with turns:
+            seen["loop_turned"] = turns.wait_for(lambda: ticks >= before + 3, WAIT)
+        return snap
+
+    monkeypatch.setattr(SnapshotStore, "add", watched_add)
+
+    async def go(server: LoopbackServer) -> Any:
+        nonlocal ticks
+        seen["loop_thread"] = threading.get_ident()
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                with turns:
+                    ticks += 1
+                    turns.notify_all()
+                await asyncio.sleep(0.001)
+
+        hosts = SimpleNamespace(plc_url=server.url, pds_url=server.url)
+        made = client("async", hosts, tmp_path / "async", rate_limit=None)
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            async with made:
+                return await made.get_repo(did)
+        finally:
+            done.set()
+            await ticking
+
+    with _serve(ref_medium) as server:
+        snap = asyncio.run(go(server))
+    assert len(snap) == ref_medium.truth["record_count"] and snap.verified
+    assert seen["on_loop_thread"] is False
+    assert seen["loop_turned"] is True
