@@ -54,6 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ._flows.xrpc import xrpc_url
 from .errors import SandboxError
 
 if TYPE_CHECKING:  # imported where used: `atrepo sandbox --help` needs neither
@@ -305,7 +306,7 @@ class Sandbox:
             self._http = httpx.Client(timeout=30, trust_env=False)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            return self._http.post(f"{pds}/xrpc/{method}", json=body, headers=headers)
+            return self._http.post(xrpc_url(pds, method), json=body, headers=headers)
         except httpx.HTTPError as exc:
             msg = f"sandbox PDS unreachable: {exc}"
             raise SandboxError(msg, method=method, url=pds) from exc

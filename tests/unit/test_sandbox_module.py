@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from atrepo import sandbox
@@ -166,6 +167,28 @@ def test_unknown_handle_is_a_sandbox_error_listing_the_accounts() -> None:
         assert "bulk000.test, bulk001.test" in message and "bulk011.test" in message
         assert "bulk012.test" not in message and "(20 in all)" in message
     assert sb._http is None  # refused before any request
+    sb.stop()
+
+
+def test_procedures_go_to_the_xrpc_url_of_the_accounts_pds() -> None:
+    # the URL comes from the one XRPC URL builder: a PDS URL written with a trailing
+    # slash still gives /xrpc/<method>
+    account = {"handle": "alice.test", "did": "did:plc:alice", "password": "pw",
+               "status": "active", "records": 0, "pds": "http://localhost:2/"}
+    sb = _stopped_sandbox([account])
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        if request.url.path.endswith("createSession"):
+            return httpx.Response(200, json={"accessJwt": "token"})
+        return httpx.Response(200, json={"uri": "at://did:plc:alice/app.bsky.feed.post/3k",
+                                         "cid": "bafy"})
+
+    sb._http = httpx.Client(transport=httpx.MockTransport(answer))
+    assert sb.post("alice.test", "hi") == "at://did:plc:alice/app.bsky.feed.post/3k"
+    assert asked == ["http://localhost:2/xrpc/com.atproto.server.createSession",
+                     "http://localhost:2/xrpc/com.atproto.repo.createRecord"]
     sb.stop()
 
 
