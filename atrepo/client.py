@@ -483,13 +483,14 @@ class AsyncClient(_BaseClient):
     async def snapshots(self, name: str) -> pl.DataFrame:
         """Return the stored snapshots of a repository (see Client.snapshots)."""
         self._check_open()
-        return self._pipeline.entries_frame(name)
+        return await asyncio.to_thread(self._pipeline.entries_frame, name)  # disk reads
 
     async def snapshot(self, name: str, rev: str | None = None,
                        collections: Sequence[str] | None = None) -> RepoSnapshot:
         """Open a stored snapshot without the network (see Client.snapshot)."""
         self._check_open()
-        return self._pipeline.open_stored(name, rev, check_collections(collections))
+        return await asyncio.to_thread(self._pipeline.open_stored, name, rev,  # disk, CPU
+                                       check_collections(collections))
 
     async def iter_repos(self, host: str, *, limit: int | None = None,
                          resume: bool = False) -> AsyncIterator[RepoRef]:
