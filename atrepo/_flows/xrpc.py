@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import RateLimited, ResponseTooLarge, TransportError
 from .effects import Flow, HttpDownload, HttpGet, HttpResponse, Sleep, expect
 from ..retry import RetryPolicy
+from .pacing import response_time
 from .policy import ASKED_TOO_LONG, RETRY_STATUSES, WAITED_TOO_LONG, Decision, decide, retry_after
 
 __all__ = [
@@ -126,7 +126,7 @@ def request(effect_factory: Callable[[], _Request], *, host: str,
                                  waited) from exc
         else:
             headers = dict(response.headers)
-            now = _now(headers)
+            now = response_time(headers, fallback=0.0)
             decision = decide(policy, outcome="status" if response.status >= 400 else "ok",
                               status=response.status, headers=headers, attempt=attempt,
                               rate_limited_so_far=limited, now=now, jitter=jitter,
@@ -189,15 +189,6 @@ def _jitter(url: str, attempt: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _now(headers: dict[str, str]) -> float:
-    """Return the response's ``Date`` as a Unix time, or 0.0 when absent or malformed."""
-    value = headers.get("date")
-    if not value:
-        return 0.0
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, OverflowError):
-        return 0.0
 
 
 def get_json(url: str, *, host: str, max_bytes: int,

@@ -128,10 +128,6 @@ class _Limits(Generic[S]):
                                                  _Pace(self.rate, self._policy, self._clock()))
             return found
 
-    def slot(self, url: str) -> S:
-        """Return the semaphore of ``url``'s origin (one per origin ever asked)."""
-        return self._for(url)[0]
-
     def _turn(self, pace: _Pace) -> float:
         with self._lock:
             return pace.turn(self._clock())

@@ -161,9 +161,9 @@ def test_each_origin_has_its_own_slots(mode):
 
 def test_origins_spell_out_default_ports():
     limits = HostLimits(1)
-    assert limits.slot("https://pds.test/xrpc/a") is limits.slot("https://PDS.test:443/b")
-    assert limits.slot("https://pds.test/") is not limits.slot("http://pds.test/")
-    assert limits.slot("http://pds.test:8080/") is not limits.slot("http://pds.test/")
+    assert limits._for("https://pds.test/xrpc/a") is limits._for("https://PDS.test:443/b")
+    assert limits._for("https://pds.test/") is not limits._for("http://pds.test/")
+    assert limits._for("http://pds.test:8080/") is not limits._for("http://pds.test/")
 
 
 @pytest.mark.parametrize("mode", MODES)
