@@ -72,35 +72,18 @@ def test_export_a_whole_host(sandbox, tmp_path):
     assert set(_dataset(tmp_path / "out")["collection"]) == {"app.bsky.feed.post"}
 
 
-KILLED_EXPORT = """
-import importlib.util, sys, polars as pl
-spec = importlib.util.spec_from_file_location("loopback", "tests/client/_loopback.py")
-loopback = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(loopback)
-write = pl.DataFrame.write_parquet
-concurrency, plc, pds, cache, out, *names = sys.argv[1:]
-def reported_write(self, *a, **kw):   # after each file: say so, and wait for the parent's go
-    write(self, *a, **kw)
-    print("wrote", flush=True)
-    if sys.stdin.readline() != "go\\n":
-        sys.exit(3)
-pl.DataFrame.write_parquet = reported_write
-class Sandbox:
-    plc_url, pds_url = plc, pds
-with loopback.client("sync", Sandbox, cache, max_concurrency=int(concurrency)) as made:
-    made.export(names, out)
-print("finished", flush=True)
-"""
+CHILD = Path(__file__).with_name("_killed_export.py")
 
 
 def _export_killed_when(sandbox: Any, cache: Path, out: Path, names: list[str],
                         ready: Callable[[], bool], *, concurrency: int = 8) -> None:
-    """Run KILLED_EXPORT in a child process; SIGKILL it at the first write when ``ready()``.
+    """Run ``_killed_export.py`` in a child process; SIGKILL it at the first write when
+    ``ready()``.
 
     The child stops after every Parquet file it writes until told to go on, so the state
     ``ready`` looks at cannot change under it, and the kill lands exactly there.
     """
-    child = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(concurrency),
+    child = subprocess.Popen([sys.executable, str(CHILD), str(concurrency),
                               sandbox.plc_url, sandbox.pds_url, str(cache), str(out), *names],
                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
