@@ -1,0 +1,285 @@
+"""Discovery against the multi-host sandbox: a relay's hosts, the PLC log, frames as sources.
+
+The sandbox's PLC directory (the reference server on dev-env's in-memory database) answers
+``/export`` with nothing: that database does not keep the global log. Its ``/{did}/log/audit``
+does hold each DID's indexed operations, exactly as ``/export`` lists them (did, operation,
+cid, nullified, createdAt), so :class:`ExportMirror` serves the export of the sandbox's DIDs
+from the real PLC's own audit logs, paged as the directory pages it (``after`` strict,
+``count`` at most 1000), and passes every other request on to the real PLC. The relay is
+the sandbox's. Every repository comes from a real PDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import polars as pl
+import pytest
+from _loopback import KINDS, client
+from _servers import LoopbackServer, Reply
+
+import atrepo
+from atrepo.crypto import parse_legacy_key
+from atrepo.frames import FETCHED_SCHEMA, HOSTS_SCHEMA, PLC_SCHEMA
+from atrepo.sandbox import Sandbox
+
+
+class ExportMirror:
+    """The real PLC, plus an ``/export`` of the sandbox's DIDs built from its audit logs."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.plc = sb.plc_url
+        self._http = httpx.Client(timeout=10, trust_env=False)
+        ops: list[dict[str, Any]] = []
+        for did in sorted({a["did"] for a in sb.accounts}):
+            res = self._http.get(f"{self.plc}/{did}/log/audit")
+            assert res.status_code == 200, res.text
+            ops.extend(res.json())
+        self.ops = sorted(ops, key=lambda op: op["createdAt"])   # stable: log order per DID
+        self.server = LoopbackServer(self.route)
+        self.asked: list[dict[str, list[str]]] = []
+
+    def route(self, path: str) -> Reply:
+        split = urlsplit(path)
+        if split.path != "/export":
+            res = self._http.get(f"{self.plc}{path}")
+            return res.status_code, {"content-type": res.headers["content-type"]}, res.content
+        query = parse_qs(split.query)
+        self.asked.append(query)
+        count = min(int(query.get("count", ["1000"])[0]), 1000)
+        after = query.get("after", [""])[0]
+        page = [op for op in self.ops if op["createdAt"] > after][:count]
+        body = "\n".join(json.dumps(op) for op in page).encode()
+        return 200, {"content-type": "application/jsonlines"}, body
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def __enter__(self) -> ExportMirror:
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+        self._http.close()
+
+
+@pytest.fixture(scope="module")
+def sb(multihost_sandbox: Sandbox) -> Sandbox:
+    return multihost_sandbox
+
+
+@pytest.fixture(scope="module")
+def mirror(sb: Sandbox) -> Iterator[ExportMirror]:
+    with ExportMirror(sb) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def moved(sb: Sandbox) -> dict[str, Any]:
+    (account,) = sb.moved
+    return account
+
+
+def calls(kind: str, sb: Sandbox, cache: Path, steps: list[tuple[str, tuple[Any, ...],
+                                                             dict[str, Any]]],
+          **options: Any) -> tuple[list[Any], atrepo.Client | atrepo.AsyncClient]:
+    """Run ``client.method(*args, **kwargs)`` for each step on one new client; return the
+    results and the (closed) client, whose ``last_*`` attributes stay readable."""
+    made = client(kind, sb, cache, handle_resolver=sb.handle_resolver, **options)
+    if isinstance(made, atrepo.Client):
+        with made:
+            return [getattr(made, m)(*a, **k) for m, a, k in steps], made
+
+    async def go() -> list[Any]:
+        async with made:
+            return [await getattr(made, m)(*a, **k) for m, a, k in steps]
+
+    return asyncio.run(go()), made
+
+
+def one(kind: str, sb: Sandbox, cache: Path, method: str, *args: Any,
+        options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """``client.method(*args, **kwargs)`` on a new client with ``options``."""
+    return calls(kind, sb, cache, [(method, args, kwargs)], **(options or {}))[0][0]
+
+
+# -- the PLC log ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_plc_finds_every_account_once_with_its_current_pds(
+        sb: Sandbox, mirror: ExportMirror, moved: dict[str, Any], tmp_path: Path,
+        kind: str) -> None:
+    frame = one(kind, sb, tmp_path, "list_plc",
+                options={"plc_url": mirror.url})
+    assert frame.schema == PLC_SCHEMA
+    assert frame["did"].n_unique() == frame.height == len({a["did"] for a in sb.accounts})
+    assert frame["created_at"].is_sorted()
+    rows = {row["did"]: row for row in frame.iter_rows(named=True)}
+    http = httpx.Client(timeout=10, trust_env=False)
+    for account in sb.accounts:
+        row = rows[account["did"]]
+        assert (row["handle"], row["pds"], row["status"]) == (account["handle"],
+                                                              account["pds"], "active")
+        log = http.get(f"{sb.plc_url}/{account['did']}/log/audit").json()
+        assert row["cid"] == log[-1]["cid"]     # the latest operation
+        doc = http.get(f"{sb.plc_url}/{account['did']}").json()
+        (method,) = [m for m in doc["verificationMethod"] if m["id"].endswith("#atproto")]
+        assert row["signing_key"] == parse_legacy_key(method["type"],
+                                                      method["publicKeyMultibase"]).did_key
+    http.close()
+    # the moved account has two operations in the log; its row is the second, on PDS 2
+    assert rows[moved["did"]]["pds"] == moved["pds"] == sb.pds_urls[1]
+    assert len([op for op in mirror.ops if op["did"] == moved["did"]]) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_plc_resumes_where_an_interrupted_listing_stopped(
+        sb: Sandbox, mirror: ExportMirror, tmp_path: Path, kind: str) -> None:
+    (whole, first, rest, after), _ = calls(kind, sb, tmp_path, [
+        ("list_plc", (), {}),
+        ("list_plc", (), {"limit": 5, "resume": True}),
+        ("list_plc", (), {"resume": True}),
+        ("list_plc", (), {"after": mirror.ops[-2]["createdAt"]}),
+    ], plc_url=mirror.url)
+    assert first.height <= 5
+    joined = pl.concat([first, rest]).unique("did", keep="last").sort("created_at", "did")
+    assert joined.equals(whole)
+    later = {op["did"] for op in mirror.ops if op["createdAt"] > mirror.ops[-2]["createdAt"]}
+    assert set(after["did"]) == later
+
+
+# -- a relay's hosts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_hosts_names_every_pds_with_what_the_relay_reports(
+        sb: Sandbox, tmp_path: Path, kind: str) -> None:
+    hosts = one(kind, sb, tmp_path, "list_hosts", sb.relay_url)
+    assert hosts.schema == HOSTS_SCHEMA
+    assert hosts["host"].to_list() == sb.pds_urls
+    assert hosts["hostname"].to_list() == [urlsplit(u).netloc for u in sb.pds_urls]
+    assert set(hosts["status"]) == {"active"}
+    http = httpx.Client(timeout=10, trust_env=False)
+    for row in hosts.iter_rows(named=True):
+        reported = http.get(f"{sb.relay_url}/xrpc/com.atproto.sync.getHostStatus",
+                            params={"hostname": row["hostname"]}).json()
+        assert (row["account_count"], row["seq"]) == (reported["accountCount"],
+                                                      reported["seq"])
+    http.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_hosts_pages_and_resumes(sb: Sandbox, tmp_path: Path, kind: str) -> None:
+    (first, rest, again), _ = calls(kind, sb, tmp_path, [
+        ("list_hosts", (sb.relay_url,), {"limit": 1, "resume": True}),
+        ("list_hosts", (sb.relay_url,), {"resume": True}),
+        ("list_hosts", (sb.relay_url,), {"limit": 2}),
+    ])
+    assert first["host"].to_list() == sb.pds_urls[:1]
+    assert rest["host"].to_list() == sb.pds_urls[1:]      # from the saved cursor
+    assert again["host"].to_list() == sb.pds_urls[:2]     # without resume: from the start
+
+
+# -- moved accounts: fetched where the DID document points, and said so -----------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_frame_from_the_old_pds_fetches_the_moved_repo_from_the_new_one(
+        sb: Sandbox, moved: dict[str, Any], tmp_path: Path, kind: str) -> None:
+    old = sb.pds_urls[0]
+    listing = one(kind, sb, tmp_path / "list", "list_repos", old)
+    assert moved["did"] in listing["did"].to_list()      # the stale host still lists it
+    active = listing.filter(pl.col("active")).with_columns(host=pl.lit(old))
+    (records,), made = calls(kind, sb, tmp_path / "fetch", [("fetch_records", (active,), {})])
+    fetched = made.last_fetched
+    assert fetched.schema == FETCHED_SCHEMA
+    assert made.last_errors.height == 0
+    assert fetched["did"].to_list() == listing.filter(pl.col("active"))["did"].to_list()
+    row = fetched.filter(pl.col("did") == moved["did"]).row(0, named=True)
+    assert (row["listed_host"], row["pds"]) == (old, moved["pds"])
+    assert (row["records"], row["source"], row["error"]) == (moved["records"], "full", None)
+    assert records.filter(pl.col("did") == moved["did"]).height == moved["records"]
+    stayed = fetched.filter(pl.col("did") != moved["did"])
+    assert set(stayed["pds"]) == {old} and set(stayed["listed_host"]) == {old}
+    assert fetched["records"].sum() == records.height
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fetch_records_over_list_plc_fetches_every_active_account(
+        sb: Sandbox, mirror: ExportMirror, tmp_path: Path, kind: str) -> None:
+    plc = one(kind, sb, tmp_path / "plc", "list_plc",
+                options={"plc_url": mirror.url})
+    (records,), made = calls(kind, sb, tmp_path / "fetch", [("fetch_records", (plc,), {})])
+    fetched = made.last_fetched
+    assert fetched["did"].to_list() == plc["did"].to_list()
+    assert fetched["listed_host"].to_list() == plc["pds"].to_list()
+    assert (fetched["pds"] == fetched["listed_host"]).all()   # the PLC names where they are
+    by_did = {a["did"]: a for a in sb.accounts}
+    ok = fetched.filter(pl.col("error").is_null())
+    assert {by_did[d]["status"] for d in ok["did"]} == {"active"}
+    assert ok.height == len([a for a in sb.accounts if a["status"] == "active"])
+    failed = set(made.last_errors["did"])
+    assert failed == {a["did"] for a in sb.accounts if a["status"] != "active"}
+    assert records.height == sum(by_did[d]["records"] for d in ok["did"])
+
+
+# -- hostile answers -----------------------------------------------------------------------------
+
+
+def _jsonl(*lines: bytes) -> Reply:
+    return 200, {"content-type": "application/jsonlines"}, b"\n".join(lines)
+
+
+GOOD = json.dumps({"did": "did:plc:" + "a" * 24, "cid": "bafyrei" + "a" * 52,
+                   "nullified": False, "createdAt": "2024-01-01T00:00:00.000Z",
+                   "operation": {"type": "plc_tombstone", "prev": None, "sig": "x"}}).encode()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("reply", "line", "message"), [
+    (_jsonl(GOOD, GOOD, b"<html>oops</html>"), 3, "not JSON"),
+    (_jsonl(GOOD, b'{"did": "did:plc:' + b"a" * 24 + b'", "cid": 5}'), 2, "cid"),
+    (_jsonl(b"[" * 10), 1, "not JSON"),
+    (_jsonl(GOOD, b'"' + b"x" * (200 << 10) + b'"'), 2, "line too long"),
+])
+def test_a_hostile_plc_export_ends_in_an_error_naming_the_url_and_line(
+        sb: Sandbox, tmp_path: Path, kind: str, reply: Reply, line: int,
+        message: str) -> None:
+    with LoopbackServer(lambda path: reply) as plc:
+        with pytest.raises(atrepo.TransportError, match=message) as info:
+            one(kind, sb, tmp_path, "list_plc", options={"plc_url": plc.url})
+    assert info.value.url is not None and info.value.url.startswith(f"{plc.url}/export?")
+    assert info.value.fields["line"] == line
+
+
+def _hosts(body: Any, cursor: str | None = None) -> Reply:
+    page = {"hosts": body} | ({"cursor": cursor} if cursor else {})
+    return 200, {"content-type": "application/json"}, json.dumps(page).encode()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("route", "message"), [
+    (lambda path: _hosts([{"hostname": "https://pds.example"}]), "malformed listHosts"),
+    (lambda path: _hosts([{"hostname": "pds.example", "accountCount": "many"}]),
+     "malformed listHosts"),
+    (lambda path: _hosts({"hostname": "pds.example"}), "malformed listHosts"),
+    (lambda path: _hosts([{"hostname": "pds.example"}],
+                         "B" if "cursor=A" in path else "A"), "cursor repeated"),
+    (lambda path: (200, {"content-type": "text/html"}, b"<html></html>"),
+     "malformed listHosts"),
+])
+def test_a_hostile_relay_ends_in_an_error_naming_it(sb: Sandbox, tmp_path: Path, kind: str,
+                                                    route: Any, message: str) -> None:
+    with LoopbackServer(route) as relay:
+        with pytest.raises(atrepo.TransportError, match=message) as info:
+            one(kind, sb, tmp_path, "list_hosts", relay.url)
+    assert relay.url.split("://")[1] in str(info.value)
