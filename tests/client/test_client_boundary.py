@@ -36,6 +36,7 @@ def _calls(tmp_path: Path) -> dict[str, tuple[Any, ...]]:
             "snapshot": (DID,), "iter_repos": (HOST,), "list_repos": (HOST,),
             "fetch_records": (["alice.test"],),
             "list_repos_by_collection": ("app.bsky.feed.post", HOST),
+            "list_hosts": (HOST,), "list_plc": (),
             "export": (["alice.test"], tmp_path / "out")}
 
 
