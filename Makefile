@@ -59,6 +59,18 @@ bench-diff: $(PY_OK) $(NODE_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 1m --changes 1000
 	$(BIN)/python benchmarks/bench_diff.py --size 1m
 
+# the compiled core: peak RSS, the pruned read against one sha-256 and the phases of a 1M read,
+# then a million fuzzed inputs through it (atheris, differential against the pure path)
+.PHONY: bench-core fuzz-core
+bench-core: $(PY_OK) $(CORE_OK) $(NODE_OK)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/make_corpus.py --sizes 1m
+	$(BIN)/python benchmarks/bench_core.py --size 1m
+
+fuzz-core: $(PY_OK) $(CORE_OK)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/fuzz_core.py --runs 1000000
+
 clean:
 	rm -rf $(VENV) atrepo/_reference/node_modules tests/fixtures/generated rust/target atrepo/_core*.so
 
