@@ -283,3 +283,16 @@ def test_a_hostile_relay_ends_in_an_error_naming_it(sb: Sandbox, tmp_path: Path,
         with pytest.raises(atrepo.TransportError, match=message) as info:
             one(kind, sb, tmp_path, "list_hosts", relay.url)
     assert relay.url.split("://")[1] in str(info.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_takes_a_frame_and_writes_the_moved_repo_from_its_new_pds(
+        sb: Sandbox, moved: dict[str, Any], tmp_path: Path, kind: str) -> None:
+    old = sb.pds_urls[0]
+    listing = one(kind, sb, tmp_path / "list", "list_repos", old).filter(pl.col("active"))
+    report = one(kind, sb, tmp_path / "export", "export", listing, tmp_path / "out")
+    assert report.errors.height == 0 and report.written == listing.height
+    # the moved repository's rows are its current ones (PDS 2), not the old PDS's stale copy
+    by_did = {a["did"]: a for a in sb.accounts}
+    assert moved["records"] != moved["records_at_moved_from"]
+    assert report.records == sum(by_did[d]["records"] for d in listing["did"])
