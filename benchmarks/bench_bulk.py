@@ -1,12 +1,14 @@
 """Bulk calls at growing sizes: peak RSS and open files must not grow with the repositories.
 
     .venv/bin/python benchmarks/bench_bulk.py [--sizes 250,2000] [--records 20]
-                                              [--modes tally,export] [--concurrency 8]
+                                              [--modes tally,export] [--kinds sync,async]
+                                              [--concurrency 8]
 
 A loopback server process plays PLC and PDS for ``max(sizes)`` DIDs: a DID document each,
 and a signed repository of ``--records`` posts each (made on request, not kept, so the
 server's memory is its own). For every size and mode a fresh client process with a fresh
-cache runs one bulk call over the first ``size`` DIDs and reports:
+cache runs one bulk call over the first ``size`` DIDs, with ``Client`` (sync) or
+``AsyncClient`` (async), and reports:
 
 * peak RSS (``ru_maxrss``), and the growth over the RSS before the call;
 * peak open file descriptors (``/proc/self/fd``, sampled every 2 ms by a thread);
@@ -120,17 +122,23 @@ class _FdPeak:
         self._thread.join()
 
 
-def measure(url: str, size: int, mode: str, concurrency: int) -> dict[str, Any]:
-    """Run one bulk call of ``mode`` over ``size`` DIDs; return its numbers."""
+def measure(url: str, size: int, mode: str, kind: str, concurrency: int) -> dict[str, Any]:
+    """Run one bulk call of ``mode`` over ``size`` DIDs with a ``kind`` client; its numbers."""
+    import asyncio
+
     import httpx
 
     from atrepo._bulk import FetchRun
     from atrepo._flows.effects import DnsFailure
-    from atrepo.client import Client
+    from atrepo.client import AsyncClient, Client
     from atrepo.snapshot import RepoSnapshot
 
     class NoDns:
         def txt(self, name: str) -> Sequence[str]:
+            raise DnsFailure(name, "the benchmark uses no DNS")
+
+    class AsyncNoDns:
+        async def txt(self, name: str) -> Sequence[str]:
             raise DnsFailure(name, "the benchmark uses no DNS")
 
     class TallyRun(FetchRun):
@@ -145,28 +153,46 @@ def measure(url: str, size: int, mode: str, concurrency: int) -> dict[str, Any]:
         def result(self) -> Any:
             return self.records
 
+    def call(client: Client | AsyncClient, out: Path) -> Any:
+        """The bulk call of ``mode`` (awaitable for an AsyncClient); its record count."""
+        if mode == "tally":
+            run = TallyRun(client._pipeline, dids, None)
+            run.records = 0
+            return client._each(run)
+        if mode == "export":
+            return client.export(dids, out)
+        return client.fetch_records(dids)
+
+    def count(result: Any) -> int:
+        """Records of a tally (int), a fetch_records frame or an ExportReport."""
+        if isinstance(result, int):
+            return result
+        return int(result.height if hasattr(result, "height") else result.records)
+
     dids = [did_of(i) for i in range(size)]
+    options: dict[str, Any] = {"plc_url": url, "progress": False, "rate_limit": None,
+                               "max_concurrency": concurrency, "max_per_host": concurrency}
     with tempfile.TemporaryDirectory() as tmp:
-        http = httpx.Client(trust_env=False, timeout=120)
-        client = Client(http=http, dns=NoDns(), plc_url=url, cache_dir=Path(tmp) / "cache",
-                        progress=False, max_concurrency=concurrency,
-                        max_per_host=concurrency, rate_limit=None)
-        with client:
-            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            started = time.perf_counter()
-            with _FdPeak() as fds:
-                if mode == "tally":
-                    run = TallyRun(client._pipeline, dids, None)
-                    run.records = 0
-                    records = client._each(run)
-                elif mode == "export":
-                    records = client.export(dids, Path(tmp) / "out").records
-                else:
-                    records = client.fetch_records(dids).height
-            seconds = time.perf_counter() - started
-            errors = client.last_errors.height
+        options["cache_dir"] = Path(tmp) / "cache"
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        with _FdPeak() as fds:
+            if kind == "sync":
+                with Client(http=httpx.Client(trust_env=False, timeout=120), dns=NoDns(),
+                            **options) as client:
+                    records = count(call(client, Path(tmp) / "out"))
+                    errors = client.last_errors.height
+            else:
+                async def go() -> tuple[int, int]:
+                    async with AsyncClient(http=httpx.AsyncClient(trust_env=False, timeout=120),
+                                           dns=AsyncNoDns(), **options) as aclient:
+                        return (count(await call(aclient, Path(tmp) / "out")),
+                                aclient.last_errors.height)
+
+                records, errors = asyncio.run(go())
+        seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mode": mode, "repos": size, "records": records, "errors": errors,
+    return {"kind": kind, "mode": mode, "repos": size, "records": records, "errors": errors,
             "seconds": round(seconds, 2), "repos_per_s": round(size / seconds, 1),
             "peak_rss_mb": round(rss / 1024, 1),
             "rss_growth_mb": round((rss - rss_before) / 1024, 1), "peak_fds": fds.peak}
@@ -176,18 +202,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="250,2000")
     parser.add_argument("--modes", default="tally,export")
+    parser.add_argument("--kinds", default="sync,async")
     parser.add_argument("--records", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--child", nargs=3, metavar=("URL", "SIZE", "MODE"),
+    parser.add_argument("--child", nargs=4, metavar=("URL", "SIZE", "MODE", "KIND"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.records)
         return
     if args.child:
-        url, size, mode = args.child
-        print(json.dumps(measure(url, int(size), mode, args.concurrency)))
+        url, size, mode, kind = args.child
+        print(json.dumps(measure(url, int(size), mode, kind, args.concurrency)))
         return
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--records",
                                str(args.records)], stdout=subprocess.PIPE, text=True)
@@ -195,18 +222,19 @@ def main() -> None:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
         rows = []
-        for mode in args.modes.split(","):
-            for size in (int(s) for s in args.sizes.split(",")):
-                out = subprocess.run([sys.executable, __file__, "--child", url, str(size),
-                                      mode, "--concurrency", str(args.concurrency)],
-                                     capture_output=True, text=True, check=True).stdout
-                rows.append(json.loads(out.strip().splitlines()[-1]))
-                print(json.dumps(rows[-1]), file=sys.stderr)
+        for kind in args.kinds.split(","):
+            for mode in args.modes.split(","):
+                for size in (int(s) for s in args.sizes.split(",")):
+                    out = subprocess.run([sys.executable, __file__, "--child", url, str(size),
+                                          mode, kind, "--concurrency", str(args.concurrency)],
+                                         capture_output=True, text=True, check=True).stdout
+                    rows.append(json.loads(out.strip().splitlines()[-1]))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
     finally:
         server.terminate()
         server.wait()
-    columns = ["mode", "repos", "records", "errors", "seconds", "repos_per_s", "peak_rss_mb",
-               "rss_growth_mb", "peak_fds"]
+    columns = ["kind", "mode", "repos", "records", "errors", "seconds", "repos_per_s",
+               "peak_rss_mb", "rss_growth_mb", "peak_fds"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
