@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from . import car, cbor, crypto, datamodel, dataset, lexicon, mst, syntax
     from ._diff import diff
     from ._read import read_car
-    from ._shortcuts import get_repo, list_repos, resolve
+    from ._shortcuts import configure, get_repo, list_repos, resolve
     from .cid import CID, cid_for
     from .client import AsyncClient, Client
     from .dataset import Dataset, open_dataset
@@ -77,6 +77,7 @@ __all__ = [
     "car",
     "cbor",
     "cid_for",
+    "configure",
     "crypto",
     "datamodel",
     "dataset",
@@ -113,6 +114,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "DidDocument": (".identity", "DidDocument"),
     "Identity": (".identity", "Identity"),
     "resolve": ("._shortcuts", "resolve"),
+    "configure": ("._shortcuts", "configure"),
     "get_repo": ("._shortcuts", "get_repo"),
     "list_repos": ("._shortcuts", "list_repos"),
     "lexicon_schema": (".lexicon", "lexicon_schema"),

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from ._config import env_progress
+
 __all__ = ["Progress", "progress", "wants_progress"]
 
 # True while a bar is showing in this context: bars asked for inside it stay silent
@@ -46,9 +48,9 @@ def wants_progress(enabled: bool | None) -> bool:
     """Resolve a ``progress=`` option (None = decide from the environment)."""
     if enabled is not None:
         return enabled
-    setting = os.environ.get("ATREPO_PROGRESS")
+    setting = env_progress()
     if setting is not None:
-        return setting.strip().lower() not in ("0", "false", "no", "off", "")
+        return setting
     if os.environ.get("CI"):
         return False
     return _in_notebook() or sys.stderr.isatty()

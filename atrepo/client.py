@@ -13,12 +13,12 @@ over an ``httpx.AsyncClient``. The public methods of the two differ only in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from contextlib import AbstractContextManager
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import polars as pl
@@ -27,7 +27,7 @@ from . import _listing
 from ._args import (check_after, check_collections, check_flag, check_host, check_limit,
                     check_names, framed_names)
 from ._bulk import ExportRun, FetchRun, Run, named
-from ._config import ClientConfig
+from ._config import DEFAULTS, client_config
 from ._flows import identity as identity_flows
 from ._flows.effects import Flow
 from .retry import RateLimit, RetryPolicy
@@ -37,7 +37,7 @@ from ._io.http import run_async, run_sync
 from ._io.limits import AsyncHostLimits, HostLimits
 from ._pipeline import Pipeline
 from ._progress import Progress, progress
-from .errors import AtrepoError, ClientClosed
+from .errors import AtrepoError, ClientClosed, UsageError
 from .export import ExportReport
 from ._flows.listing import HostRef
 from ._flows.plc import PlcOp
@@ -56,28 +56,35 @@ class _BaseClient:
 
     _http: httpx.Client | httpx.AsyncClient
 
-    def __init__(self, *, plc_url: str = "https://plc.directory",
-                 handle_resolver: str | None = None,
+    def __init__(self, *, plc_url: str | None = None, handle_resolver: str | None = None,
                  cache_dir: str | os.PathLike[str] | None = None,
-                 timeout: float = 30.0, body_timeout: float = 900.0,
-                 max_concurrency: int = 8, max_per_host: int = 4,
-                 mem_limit_mb: float = 64, verify: bool = True, progress: bool | None = None,
-                 max_repo_bytes: int = 4 << 30, max_cache_bytes: int = 20 << 30,
-                 retry: RetryPolicy | None = None,
-                 rate_limit: RateLimit | None = RateLimit()) -> None:
-        self.config = ClientConfig(
-            plc_url=plc_url.rstrip("/"),
-            handle_resolver=handle_resolver.rstrip("/") if handle_resolver else None,
-            cache_dir=None if cache_dir is None else Path(cache_dir), timeout=timeout,
-            body_timeout=body_timeout,
-            max_concurrency=max_concurrency, max_per_host=max_per_host,
-            mem_limit_mb=mem_limit_mb, verify=verify, progress=progress,
-            max_repo_bytes=max_repo_bytes, max_cache_bytes=max_cache_bytes,
-            retry=retry or RetryPolicy(), rate_limit=rate_limit)
+                 timeout: float = DEFAULTS.timeout, body_timeout: float = DEFAULTS.body_timeout,
+                 max_concurrency: int = DEFAULTS.max_concurrency,
+                 max_per_host: int = DEFAULTS.max_per_host,
+                 mem_limit_mb: float = DEFAULTS.mem_limit_mb, verify: bool = DEFAULTS.verify,
+                 progress: bool | None = DEFAULTS.progress,
+                 max_repo_bytes: int = DEFAULTS.max_repo_bytes,
+                 max_cache_bytes: int = DEFAULTS.max_cache_bytes,
+                 retry: RetryPolicy = DEFAULTS.retry,
+                 rate_limit: RateLimit | None = DEFAULTS.rate_limit,
+                 http: httpx.Client | httpx.AsyncClient | None = None,
+                 dns: DnsResolver | AsyncDnsResolver | None = None) -> None:
+        self.config = client_config(
+            plc_url=plc_url, handle_resolver=handle_resolver, cache_dir=cache_dir,
+            timeout=timeout, body_timeout=body_timeout, max_concurrency=max_concurrency,
+            max_per_host=max_per_host, mem_limit_mb=mem_limit_mb, verify=verify,
+            progress=progress, max_repo_bytes=max_repo_bytes, max_cache_bytes=max_cache_bytes,
+            retry=retry, rate_limit=rate_limit)
+        self._connect(http, dns)  # before the cache opens: a wrong http= leaves nothing open
         self.last_errors = errors_frame([])
         self.last_fetched = fetched_frame([])
         self._pipeline = Pipeline(self.config)
         self._closed = False
+
+    def _connect(self, http: httpx.Client | httpx.AsyncClient | None,
+                 dns: DnsResolver | AsyncDnsResolver | None) -> None:
+        """Set up the driver's HTTP client, DNS resolver and host limits."""
+        raise NotImplementedError
 
     def _check_open(self) -> None:
         """Refuse every call on a closed client with :class:`ClientClosed`.
@@ -146,15 +153,36 @@ class _BaseClient:
         return f"<{type(self).__name__} plc={self.config.plc_url} cache={self.config.cache_path}>"
 
 
+def _check_driver(client: _BaseClient, http: object, dns: object, http_type: type,
+                  *, asynchronous: bool) -> None:
+    """Refuse an ``http=`` or ``dns=`` of the other client's kind (sync versus async)."""
+    name = type(client).__name__
+    if http is not None and not isinstance(http, http_type):
+        raise UsageError(f"{name} takes an httpx.{http_type.__name__}", argument="http",
+                         type=type(http).__name__)
+    txt = getattr(dns, "txt", None)
+    if dns is not None and (not callable(txt)
+                            or inspect.iscoroutinefunction(txt) != asynchronous):
+        kind = "an async" if asynchronous else "a plain (not async)"
+        raise UsageError(f"{name} takes a resolver with {kind} txt(name) method",
+                         argument="dns", type=type(dns).__name__)
+
+
 class Client(_BaseClient):
     """The synchronous client. Safe to use inside a running event loop (Jupyter).
 
-    Every option is a keyword argument:
+    Every option is a keyword argument, and ``inspect.signature(Client)`` shows each default.
+    Four of them default to an environment variable when it is set (for the module
+    shortcuts too): ``ATREPO_PLC_URL``, ``ATREPO_HANDLE_RESOLVER``, ``ATREPO_CACHE_DIR``,
+    ``ATREPO_PROGRESS``.
 
     Options:
-        plc_url: the PLC directory that resolves ``did:plc`` DIDs.
+        plc_url: the PLC directory that resolves ``did:plc`` DIDs; None:
+            ``$ATREPO_PLC_URL``, else ``https://plc.directory``.
         handle_resolver: an XRPC service asked (``com.atproto.identity.resolveHandle``)
-            when DNS TXT and HTTPS well-known give no answer; None: not asked.
+            when DNS TXT and HTTPS well-known give no answer, and the only one asked for
+            ``.test`` handles or when it is on loopback; None: ``$ATREPO_HANDLE_RESOLVER``,
+            else not asked; ``""``: not asked.
         cache_dir: where identities and repository snapshots are stored; None:
             ``$ATREPO_CACHE_DIR``, else the user's cache directory (``~/.cache/atrepo``).
         timeout: seconds per connect or read.
@@ -164,7 +192,8 @@ class Client(_BaseClient):
         max_per_host: requests in flight to any one host at once.
         mem_limit_mb: CAR bytes held in memory before reading from disk instead.
         verify: check commit signatures and handles (``snap.verified``).
-        progress: progress bars; None: when a person is watching.
+        progress: progress bars; None: ``$ATREPO_PROGRESS`` (0/false/no/off: none), else
+            when a person is watching.
         max_repo_bytes: cap on one downloaded repository (after decompression).
         max_cache_bytes: cap on the stored repositories; the least recently used go first.
         retry: budgets and delays for 429s and failures (:class:`RetryPolicy`).
@@ -183,11 +212,12 @@ class Client(_BaseClient):
 
     _http: httpx.Client
 
-    def __init__(self, *, http: httpx.Client | None = None, dns: DnsResolver | None = None,
-                 **options: Any) -> None:
-        super().__init__(**options)
-        self._http = http or httpx.Client(timeout=self.config.timeout, follow_redirects=True)
-        self._dns = dns or SystemDnsResolver()
+    def _connect(self, http: httpx.Client | httpx.AsyncClient | None,
+                 dns: DnsResolver | AsyncDnsResolver | None) -> None:
+        _check_driver(self, http, dns, httpx.Client, asynchronous=False)
+        self._http = cast(httpx.Client, http) or httpx.Client(timeout=self.config.timeout,
+                                                               follow_redirects=True)
+        self._dns = cast(DnsResolver, dns) or SystemDnsResolver()
         self._limits = HostLimits(self.config.max_per_host, rate=self.config.rate_limit,
                                   policy=self.config.retry)
 
@@ -426,12 +456,12 @@ class AsyncClient(_BaseClient):
 
     _http: httpx.AsyncClient
 
-    def __init__(self, *, http: httpx.AsyncClient | None = None,
-                 dns: AsyncDnsResolver | None = None, **options: Any) -> None:
-        super().__init__(**options)
-        self._http = http or httpx.AsyncClient(timeout=self.config.timeout,
-                                               follow_redirects=True)
-        self._dns = dns or AsyncSystemDnsResolver()
+    def _connect(self, http: httpx.Client | httpx.AsyncClient | None,
+                 dns: DnsResolver | AsyncDnsResolver | None) -> None:
+        _check_driver(self, http, dns, httpx.AsyncClient, asynchronous=True)
+        self._http = cast(httpx.AsyncClient, http) or httpx.AsyncClient(
+            timeout=self.config.timeout, follow_redirects=True)
+        self._dns = cast(AsyncDnsResolver, dns) or AsyncSystemDnsResolver()
         self._limits = AsyncHostLimits(self.config.max_per_host, rate=self.config.rate_limit,
                                        policy=self.config.retry)
 

@@ -10,6 +10,7 @@ EXPECTED = {
     "SandboxError", "SignatureError", "TransportError", "ClientClosed", "UsageError",
     "car", "cbor", "cid_for", "crypto", "datamodel", "mst", "read_car", "syntax",
     "AsyncClient", "Client", "DidDocument", "Identity", "get_repo", "list_repos", "resolve",
+    "configure",
     "diff", "lexicon", "lexicon_schema", "validate_record", "Dataset", "dataset",
     "open_dataset", "accelerated",
 }
