@@ -22,7 +22,7 @@ from atrepo._varint import encode_varint
 from atrepo.cid import CID, cid_for
 from atrepo.errors import CarError, MstError
 from atrepo.testing import encode_car
-from _hostile import Layout, expect_error, flip, read_all, selected_blocks, time_limit
+from _hostile import Layout, expect_error, flip, read_all, selected_blocks, work_limit
 
 
 def test_roots_get_contains_len(ref_small: Any) -> None:
@@ -207,5 +207,5 @@ def test_path_with_zero_memory_limit_detects_corruption(ref: Layout, tmp_path: P
         assert err.cid == str(block.cid), which
         # flipped stored CIDs are caught on this path (the CID bytes are compared)
         path.write_bytes(flip(ref.data, block.cid_start + 10))
-        with time_limit(20), pytest.raises((CarError, MstError)):
+        with work_limit(20), pytest.raises((CarError, MstError)):
             read_all(path, mem_limit_mb=0)

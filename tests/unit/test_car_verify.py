@@ -18,7 +18,7 @@ from atrepo.cid import cid_for
 from atrepo.errors import CarError, MstError
 from atrepo.testing import encode_car
 from _hostile import (Layout, expect_error, expect_located, flip, read_all, selected_blocks, swap,
-                     time_limit)
+                     work_limit)
 
 
 @pytest.mark.parametrize("which", ["commit", "mst-root", "mst-leaf", "record", "last-block"])
@@ -41,7 +41,7 @@ def test_flip_in_stored_cid_is_detected(ref: Layout, which: str) -> None:
     for offset in range(block.cid_start, block.data_start):
         corrupt = flip(ref.data, offset)
         try:
-            with time_limit(20):
+            with work_limit(20):
                 read_all(corrupt)
         except (CarError, MstError) as exc:
             expect_located(exc)
@@ -60,7 +60,7 @@ def test_flip_sweep_across_the_file(ref: Layout) -> None:
     offsets = [o for o in range(step // 2, len(ref.data), step) if o not in cid_bytes]
     assert len(offsets) > 250
     for offset in offsets:
-        with time_limit(20):
+        with work_limit(20):
             with pytest.raises((CarError, MstError)) as info:
                 read_all(flip(ref.data, offset, 0x04))
         expect_located(info.value)
