@@ -12,14 +12,15 @@ some with mutated record blocks, so that hostile records and MST nodes get past 
 checks and reach the record decoder and the MST walk.
 
 For every input a target may return or raise an :class:`atrepo.AtrepoError` subclass,
-and nothing else. Any other exception, or an input that takes longer than ``--timeout``
-seconds, is a failure: the input is saved under ``--out`` (raw bytes, or ``ascii()`` of a
-value) with its traceback, and the exit status is 1. An input that kills the process (a
-crash in C or Rust code) is left in ``<out>/<target>-crashed.bin``. The report prints, per
-target, the inputs run, the seconds taken and the outcomes counted by exception class ("ok"
-when the call returned); ``--json`` writes the same figures. A run is deterministic for one
-``--seed`` (the rebuilt repositories are signed with RFC 6979 nonces), so the compiled core
-and the pure Python path (``ATREPO_PURE_PYTHON=1``) can be compared outcome for outcome.
+and nothing else. Any other exception, or an input that spends more than ``--timeout``
+seconds of CPU time, is a failure: the input is saved under ``--out`` (raw bytes, or
+``ascii()`` of a value) with its traceback, and the exit status is 1. An input that kills
+the process (a crash in C or Rust code) is left in ``<out>/<target>-crashed.bin``. The
+report prints, per target, the inputs run, the seconds taken and the outcomes counted by
+exception class ("ok" when the call returned); ``--json`` writes the same figures. A run is
+deterministic for one ``--seed`` (the rebuilt repositories are signed with RFC 6979
+nonces), so the compiled core and the pure Python path (``ATREPO_PURE_PYTHON=1``) can be
+compared outcome for outcome.
 """
 
 from __future__ import annotations
@@ -521,7 +522,8 @@ class _CrashSlot:
 
 
 class Hang(BaseException):
-    """One input ran past the time limit (a BaseException, so no ``except Exception`` eats it)."""
+    """One input spent more than the CPU time limit (a BaseException, so no ``except
+    Exception`` eats it)."""
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -550,7 +552,7 @@ def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float
     for number in range(inputs):
         value = target.make(rng, seeds)
         slot.hold(value)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        signal.setitimer(signal.ITIMER_PROF, timeout)
         try:
             target.run(value, seeds)
             outcome = "ok"
@@ -563,7 +565,7 @@ def fuzz(target: Target, seeds: Seeds, *, inputs: int, seed: int, timeout: float
             outcome = f"FAIL {type(exc).__name__}"
             result.failures.append(_save(out, target.name, number, value, exc))
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
         result.outcomes[outcome] += 1
         result.digest.update(outcome.encode() + b"\n")
     result.inputs = inputs
@@ -616,12 +618,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="comma-separated target names")
     parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds one input may take before it counts as a hang")
+                        help="seconds of CPU time one input may take before it counts as "
+                             "a hang (CPU time: a busy machine does not make inputs hang)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz",
                         help="where failing inputs are saved")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGPROF, _on_alarm)
     faulthandler.enable()  # a crash in native code still prints the Python stack
     seeds = load_seeds()
     path = "compiled core" if _accel.accelerated else "pure Python"

@@ -128,12 +128,12 @@ def test_harness_counts_atrepo_errors_and_saves_other_exceptions(script: ModuleT
 
 
 def test_harness_counts_a_hang_as_a_failure(script: ModuleType, tmp_path: Path) -> None:
-    old = signal.signal(signal.SIGALRM, script._on_alarm)
+    old = signal.signal(signal.SIGPROF, script._on_alarm)
     try:
         target = script.Target("hang", lambda rng, seeds: b"\x00", _hang)
         result = script.fuzz(target, None, inputs=2, seed=0, timeout=0.2, out=tmp_path)
     finally:
-        signal.signal(signal.SIGALRM, old)
+        signal.signal(signal.SIGPROF, old)
     assert result.outcomes == {"FAIL Hang": 2}
     assert Path(result.failures[0] + ".bin").read_bytes() == b"\x00"
 
