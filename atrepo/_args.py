@@ -27,9 +27,11 @@ from typing import Any, Final
 
 from ._text import preview
 from .errors import UsageError
+from .syntax import is_nsid
 
-__all__ = ["Listed", "check_after", "check_collections", "check_flag", "check_host", "check_limit",
-           "check_names", "check_out_dir", "check_source", "framed_names", "is_host_url"]
+__all__ = ["Listed", "check_after", "check_collection", "check_collections", "check_flag",
+           "check_host", "check_limit", "check_names", "check_out_dir", "check_source",
+           "framed_names", "is_host_url"]
 
 _SCHEMES: Final = ("http://", "https://")
 _HOST_HINT: Final = "a host is a URL, e.g. https://bsky.network or http://localhost:2583"
@@ -251,3 +253,15 @@ def check_collections(collections: object, *, argument: str = "collections"
     if collections is None:
         return None
     return _strings(collections, argument, "NSIDs, e.g. ['app.bsky.feed.post']")
+
+
+def check_collection(collection: object, *, argument: str = "collection") -> str:
+    """Return ``collection``, one NSID (``app.bsky.feed.post``).
+
+    Raises:
+        UsageError: not a string, or not an NSID.
+    """
+    if not isinstance(collection, str) or not is_nsid(collection):
+        raise UsageError("expected a collection NSID", argument=argument,
+                         value=_shown(collection), hint="e.g. 'app.bsky.feed.post'")
+    return collection

@@ -24,8 +24,8 @@ import httpx
 import polars as pl
 
 from . import _listing
-from ._args import (check_after, check_collections, check_flag, check_host, check_limit,
-                    check_names, framed_names)
+from ._args import (check_after, check_collection, check_collections, check_flag, check_host,
+                    check_limit, check_names, framed_names)
 from ._bulk import ExportRun, FetchRun, Run, named
 from ._config import DEFAULTS, client_config
 from ._flows import identity as identity_flows
@@ -122,7 +122,8 @@ class _BaseClient:
 
     def _by_collection_flow(self, collection: str, host: str) -> Flow[list[str]]:
         self._check_open()
-        return _listing.by_collection(collection, check_host(host), self.config)
+        return _listing.by_collection(check_collection(collection), check_host(host),
+                                      self.config)
 
     def _fetch_run(self, dids_or_handles: Iterable[str] | pl.DataFrame | pl.LazyFrame,
                    collections: Sequence[str] | None) -> FetchRun:

@@ -99,6 +99,7 @@ def test_a_client_whose_httpx_client_was_closed_says_so(tmp_path):
     ("list_repos", (HOST,), {"resume": "yes"}, "resume"),
     ("list_repos", ("localhost:2583",), {}, "host"),
     ("list_repos_by_collection", ("app.bsky.feed.post", "localhost:2583"), {}, "host"),
+    ("list_repos_by_collection", (["app.bsky.feed.post"], HOST), {}, "collection"),
     ("fetch_records", (42,), {}, "dids_or_handles"),
     ("fetch_records", (["alice.test"],), {"collections": 3}, "collections"),
     ("get_repo", ("alice.test",), {"collections": [None]}, "collections"),
@@ -112,10 +113,10 @@ def test_bad_arguments_are_usage_errors_naming_them(kind, sandbox, tmp_path, met
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_string_given_to_fetch_records_is_one_name(kind, sandbox, tmp_path):
-    made = client(kind, sandbox, tmp_path)
+    made: Any = client(kind, sandbox, tmp_path)
 
     async def fetch() -> Any:
-        async with made:  # type: ignore[union-attr]
+        async with made:
             return await made.fetch_records("alice.test"), made.last_errors
 
     if isinstance(made, Client):
@@ -151,10 +152,10 @@ def bars(monkeypatch):
 def test_a_bulk_call_shows_one_bar_counting_repositories(kind, sandbox, tmp_path, bars):
     alice = sandbox.account("alice.test")
     names = ["alice.test", alice["did"], sandbox.account("bob.test")["did"]]
-    made = client(kind, sandbox, tmp_path, progress=True)
+    made: Any = client(kind, sandbox, tmp_path, progress=True)
 
     async def fetch() -> Any:
-        async with made:  # type: ignore[union-attr]
+        async with made:
             return await made.fetch_records(names)
 
     if isinstance(made, Client):

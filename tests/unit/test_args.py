@@ -6,6 +6,7 @@ import pytest
 
 from atrepo import AtrepoError, UsageError
 from atrepo._args import (
+    check_collection,
     check_collections,
     check_flag,
     check_host,
@@ -90,3 +91,11 @@ def test_out_dir_may_be_missing_or_a_directory_but_not_a_file(tmp_path):
         assert info.value.argument == "out_dir" and str(tmp_path / "file") in str(info.value)
     with pytest.raises(UsageError, match="must be a path"):
         check_out_dir(3)
+
+
+def test_a_collection_is_one_nsid():
+    assert check_collection("app.bsky.feed.post") == "app.bsky.feed.post"
+    for bad in (["app.bsky.feed.post"], "not an nsid", None):
+        with pytest.raises(UsageError, match="expected a collection NSID") as info:
+            check_collection(bad)
+        assert info.value.argument == "collection"
