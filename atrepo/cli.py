@@ -4,9 +4,9 @@ One small function per command, each a thin call into :class:`atrepo.Client` (or
 :func:`atrepo.read_car`, :mod:`atrepo.sandbox`). Output conventions, the same everywhere:
 
 * stdout carries the result: readable tables by default, JSON with ``--json``. Row results
-  (``repo``, ``ls``, ``diff``) are JSON lines, one object per row, with ``record`` and
-  ``old_record`` embedded as JSON objects; summaries (``resolve``, ``export``, ``inspect``,
-  ``sandbox``) are one JSON document.
+  (``repo``, ``ls``, ``hosts``, ``plc``, ``diff``) are JSON lines, one object per row, with
+  ``record`` and ``old_record`` embedded as JSON objects; summaries (``resolve``,
+  ``export``, ``inspect``, ``sandbox``) are one JSON document.
 * ``--parquet FILE`` also writes the rows to a Parquet file (records as JSON strings, the
   frame's own schema).
 * progress bars, notes and errors go to stderr, so stdout can be piped; a reader that
@@ -155,16 +155,36 @@ def _repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_rows(frame: pl.DataFrame, args: argparse.Namespace) -> int:
+    """``--parquet``, then the rows as JSON lines (``--json``) or a table."""
+    _save_parquet(frame, args.parquet)
+    if args.json:
+        _print_json_lines(frame)
+    else:
+        _print_table(frame)
+    return 0
+
+
 def _ls(args: argparse.Namespace) -> int:
     """List the repositories a PDS or relay hosts: did, head, rev, active, status."""
     with _client(args) as client:
         repos = client.list_repos(args.host, limit=args.limit)
-    _save_parquet(repos, args.parquet)
-    if args.json:
-        _print_json_lines(repos)
-    else:
-        _print_table(repos)
-    return 0
+    return _print_rows(repos, args)
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    """List the hosts a relay crawls: host, hostname, status, account_count, seq."""
+    with _client(args) as client:
+        hosts = client.list_hosts(args.relay_url, limit=args.limit, resume=args.resume)
+    return _print_rows(hosts, args)
+
+
+def _plc(args: argparse.Namespace) -> int:
+    """Each DID's current state from the PLC directory's log: did, handle, pds, signing_key,
+    status, created_at, cid."""
+    with _client(args) as client:
+        dids = client.list_plc(after=args.after, limit=args.limit, resume=args.resume)
+    return _print_rows(dids, args)
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -344,6 +364,18 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def _instant(text: str) -> str:
+    """An argparse type: an ISO 8601 time with a zone, as the PLC directory writes times."""
+    from ._args import check_after
+    from .errors import UsageError
+
+    try:
+        return str(check_after(text, argument="--after"))
+    except UsageError:
+        raise argparse.ArgumentTypeError(
+            f"not a time with a zone (e.g. 2024-06-01T00:00:00Z): {text!r}") from None
+
+
 def _seconds(text: str) -> float:
     """An argparse type: a positive number of seconds."""
     try:
@@ -479,6 +511,30 @@ def _parser() -> argparse.ArgumentParser:
                    client)
     cmd.add_argument("host", type=_url, help="the host's base URL")
     cmd.add_argument("--limit", type=_int_in(1), metavar="N", help="stop after N repositories")
+    _rows_options(cmd, collections=False)
+
+    cmd = _command(commands, "hosts", _hosts, "list the hosts a relay crawls",
+                   "  atrepo hosts https://bsky.network\n"
+                   "  atrepo hosts https://bsky.network --json | jq -r 'select(.status==\"active\")"
+                   " | .host'", client)
+    cmd.add_argument("relay_url", metavar="RELAY_URL", type=_url, help="the relay's base URL")
+    cmd.add_argument("--limit", type=_int_in(1), metavar="N", help="stop after N hosts")
+    cmd.add_argument("--resume", action="store_true",
+                     help="continue an interrupted listing from its saved cursor")
+    _rows_options(cmd, collections=False)
+
+    cmd = _command(commands, "plc", _plc,
+                   "each DID's current PDS, handle and key from the PLC directory's log",
+                   "  atrepo plc --limit 10000 --parquet plc.parquet\n"
+                   "  atrepo plc --after 2024-06-01T00:00:00Z --json\n"
+                   "  atrepo plc --plc-url http://localhost:2582   # the sandbox's directory",
+                   client)
+    cmd.add_argument("--after", metavar="TIME", type=_instant,
+                     help="only operations after TIME (ISO 8601 with a zone, e.g. "
+                          "2024-06-01T00:00:00Z)")
+    cmd.add_argument("--limit", type=_int_in(1), metavar="N", help="stop after N operations")
+    cmd.add_argument("--resume", action="store_true",
+                     help="continue an interrupted listing from its saved cursor")
     _rows_options(cmd, collections=False)
 
     cmd = _command(commands, "diff", _diff, "what changed since the newest stored snapshot",

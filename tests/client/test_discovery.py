@@ -21,10 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import polars as pl
 import pytest
-from _loopback import KINDS, client
+from _loopback import KINDS, LoopbackTransport, NoDns, client
 from _servers import LoopbackServer, Reply
 
 import atrepo
+from atrepo import client as client_module
+from atrepo.cli import main
 from atrepo.crypto import parse_legacy_key
 from atrepo.frames import FETCHED_SCHEMA, HOSTS_SCHEMA, PLC_SCHEMA
 from atrepo.sandbox import Sandbox
@@ -296,3 +298,30 @@ def test_export_takes_a_frame_and_writes_the_moved_repo_from_its_new_pds(
     by_did = {a["did"]: a for a in sb.accounts}
     assert moved["records"] != moved["records_at_moved_from"]
     assert report.records == sum(by_did[d]["records"] for d in listing["did"])
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+class _LoopbackClient(atrepo.Client):
+    def __init__(self, **options: Any) -> None:
+        http = httpx.Client(transport=LoopbackTransport(), trust_env=False, timeout=20)
+        super().__init__(http=http, dns=NoDns(), **options)
+
+
+def test_the_hosts_and_plc_commands_print_the_frames_rows(
+        sb: Sandbox, mirror: ExportMirror, moved: dict[str, Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(client_module, "Client", _LoopbackClient)
+    common = ["--cache-dir", str(tmp_path), "--no-progress", "--json"]
+    assert main(["hosts", sb.relay_url, *common]) == 0
+    hosts = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [h["host"] for h in hosts] == sb.pds_urls
+    assert main(["plc", "--plc-url", mirror.url, "--parquet", str(tmp_path / "plc.parquet"),
+                 *common]) == 0
+    rows = {r["did"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows[moved["did"]]["pds"] == moved["pds"]
+    assert pl.read_parquet(tmp_path / "plc.parquet").schema == PLC_SCHEMA
+    with pytest.raises(SystemExit) as exited:
+        main(["plc", "--after", "yesterday", *common])
+    assert exited.value.code == 2 and "--after" in capsys.readouterr().err
