@@ -145,7 +145,7 @@ class Pager(Generic[T]):
         self.cursor = (self._saved_cursor() if resume else None) or start
         self.count = 0
         self.exhausted = limit is not None and limit <= 0
-        self._ask: Ask[Any] = ask or self._repos_page
+        self._ask: Ask[Any] = ask or self._list_repos_page
         self._page_frame: Callable[[list[Any]], pl.DataFrame] = page_frame or _repos_page
         self._combine = combine
         self._page_limit = page_limit
@@ -170,7 +170,7 @@ class Pager(Generic[T]):
                 return cursor if isinstance(cursor, str) else None
         return None
 
-    def _repos_page(self, cursor: str | None, count: int
+    def _list_repos_page(self, cursor: str | None, count: int
                     ) -> Flow[tuple[list[RepoRef], str | None]]:
         return flows.list_repos_page(self.host, cursor=cursor, limit=count,
                                      policy=self.policy)
