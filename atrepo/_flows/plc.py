@@ -120,7 +120,7 @@ def export_page(plc_url: str, *, after: str | None, limit: int = EXPORT_COUNT,
         RateLimited: the directory kept answering 429.
         TransportError: an error status, a body or line past its bound, a line that is not
             an operation (naming the URL and the line), more lines than the directory's page
-            size, or a listing past its bounds.
+            size, operations out of log order, or a listing past its bounds.
     """
     count = max(1, min(int(limit), EXPORT_COUNT))
     url = export_url(plc_url, after=after, count=count)
@@ -130,6 +130,7 @@ def export_page(plc_url: str, *, after: str | None, limit: int = EXPORT_COUNT,
     if not response.ok:
         raise unexpected(response, url)
     ops = parse_export(response.body, url=url)
+    _check_order(ops, after, url)
     cursor = next_cursor(asked, _after(ops, count), len(ops), max_pages=max_pages,
                          max_rows=max_rows)
     repeated = after.overlap if isinstance(after, ExportCursor) else frozenset()
@@ -139,6 +140,21 @@ def export_page(plc_url: str, *, after: str | None, limit: int = EXPORT_COUNT,
     following = ExportCursor(cursor, cursor.trail)
     following.overlap = frozenset(op.cid for op in taken if op.created_at > cursor)
     return [op for op in taken if op.cid not in repeated], following
+
+
+def _check_order(ops: list[PlcOp], after: str | None, url: str) -> None:
+    """Refuse a page that is not in log order: each operation after ``after``, none older than
+    the one before it (a page out of order would send the cursor back).
+
+    Raises:
+        TransportError: naming the URL and the operation's place in the page (1-based).
+    """
+    floor = _instant(after) if after else None
+    for number, op in enumerate(ops, start=1):
+        if floor is not None and (op.created < floor or (number == 1 and op.created == floor)):
+            raise TransportError("PLC export page out of order", url=url, operation=number,
+                                 created_at=op.created_at, after=after)
+        floor = op.created
 
 
 def _after(ops: list[PlcOp], count: int) -> str | None:

@@ -182,21 +182,25 @@ def test_a_server_that_ignores_count_is_cut_to_what_was_asked():
     assert cursor == at(1)            # the page after the third, its millisecond again
 
 
-def test_a_repeated_cursor_ends_the_listing():
-    page = body(entry(1, 1), entry(2, 2))
-    (_, cursor), _ = drive(export_page(PLC, after=None, limit=2), [ok(page)])
-    (_, again), _ = drive(export_page(PLC, after=cursor, limit=2), [ok(body(entry(3, 2),
-                                                                             entry(4, 3)))])
-    with pytest.raises(TransportError, match="cursor repeated"):
-        drive(export_page(PLC, after=again, limit=2), [ok(page)])
-
-
 @pytest.mark.parametrize(("status", "data"), [(404, b"not found"), (400, b'{"message": "x"}')])
 def test_an_error_status_names_the_url(status, data):
     with pytest.raises(TransportError, match="unexpected response") as info:
         drive(export_page(PLC, after=None), [HttpResponse(status, body=data)])
     assert info.value.url == f"{URL}?count=1000"
     assert info.value.fields["http_status"] == status
+
+
+@pytest.mark.parametrize(("after", "times", "place"), [
+    (None, [1, 3, 2], 3),                      # older than the one before it
+    (at(5), [5, 6], 1),                        # not after `after` (the directory's is strict)
+    (at(5), [4], 1),
+])
+def test_a_page_out_of_log_order_is_refused(after, times, place):
+    # in order, every cursor is later than the one before; out of order, it could go back
+    page = body(*(entry(n, ms) for n, ms in enumerate(times)))
+    with pytest.raises(TransportError, match="out of order") as info:
+        drive(export_page(PLC, after=after), [ok(page)])
+    assert info.value.fields["operation"] == place
 
 
 def test_a_listing_past_max_rows_is_refused():
