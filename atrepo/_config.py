@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ._args import check_host
+from ._args import check_flag, check_host, check_out_dir
 from .retry import RateLimit, RetryPolicy
 from .errors import UsageError
 
@@ -86,6 +86,12 @@ class ClientConfig:
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise UsageError("rate_limit must be an atrepo.retry.RateLimit or None",
                              argument="rate_limit", got=type(self.rate_limit).__name__)
+        check_flag(self.verify, argument="verify")
+        if self.progress is not None:
+            check_flag(self.progress, argument="progress")
+        if not isinstance(self.retry, RetryPolicy):
+            raise UsageError("retry must be an atrepo.RetryPolicy", argument="retry",
+                             got=type(self.retry).__name__)
         for name, low, above, whole in _BOUNDS:
             value = getattr(self, name)
             number = isinstance(value, int if whole else (int, float)) \
@@ -119,7 +125,8 @@ def client_config(*, plc_url: str | None = None, handle_resolver: str | None = N
 
     Raises:
         UsageError: a URL that is not http(s) (naming the option, or the variable it came
-            from), or a setting out of bounds.
+            from), a ``cache_dir`` that is a file, or a setting of the wrong type or out of
+            bounds.
     """
     if plc_url is None:
         plc_url, plc_argument = _env(ENV_PLC_URL) or DEFAULT_PLC_URL, ENV_PLC_URL
@@ -133,5 +140,5 @@ def client_config(*, plc_url: str | None = None, handle_resolver: str | None = N
         plc_url=check_host(plc_url, argument=plc_argument),
         handle_resolver=check_host(handle_resolver, argument=resolver_argument)
         if handle_resolver else None,
-        cache_dir=None if cache_dir is None else Path(cache_dir),
+        cache_dir=None if cache_dir is None else check_out_dir(cache_dir, argument="cache_dir"),
         retry=RetryPolicy() if retry is None else retry, **options)

@@ -123,3 +123,21 @@ def test_a_driver_of_the_other_kind_is_refused(tmp_path):
     with pytest.raises(UsageError, match="async") as info:
         AsyncClient(dns=SyncDns(), cache_dir=tmp_path)  # type: ignore[arg-type]
     assert info.value.argument == "dns"
+
+
+@pytest.mark.parametrize(("option", "argument"), [({"verify": "no"}, "verify"),
+                                                  ({"progress": 1}, "progress"),
+                                                  ({"retry": 3}, "retry")])
+def test_flags_and_policies_of_the_wrong_type_are_refused(option, argument):
+    with pytest.raises(UsageError) as info:
+        ClientConfig(**option)
+    assert info.value.argument == argument
+
+
+def test_a_cache_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is a file") as info:
+        client_config(cache_dir=tmp_path / "file")
+    assert info.value.argument == "cache_dir"
+    with pytest.raises(UsageError, match="must be a path"):
+        client_config(cache_dir=5)  # type: ignore[arg-type]
