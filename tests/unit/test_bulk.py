@@ -37,6 +37,21 @@ def test_named_takes_a_string_as_one_name_and_a_url_as_a_host():
     assert named("http://127.0.0.1:2583") is None
 
 
+def test_named_refuses_a_host_without_its_scheme():
+    with pytest.raises(atrepo.UsageError, match="host must be a URL") as info:
+        named("localhost:45315")
+    assert info.value.argument == "dids_or_handles_or_host"
+    assert "http://localhost:45315" in str(info.value)
+
+
+def test_an_export_run_refuses_an_out_dir_that_is_a_file(pipeline, tmp_path):
+    (tmp_path / "taken").write_text("not a dataset")
+    with pytest.raises(atrepo.UsageError, match="is a file") as info:
+        ExportRun(pipeline, [ALICE], tmp_path / "taken", resume=True, collections=None)
+    assert info.value.argument == "out_dir"
+    assert (tmp_path / "taken").read_text() == "not a dataset"
+
+
 def test_fetch_run_keeps_input_order_whatever_order_outcomes_come_in(pipeline):
     run = FetchRun(pipeline, [ALICE, "nobody.test", BOB], None)
     run.record(2, _snap(BOB, 2))
