@@ -349,6 +349,14 @@ impl Leaves {
     pub fn value(&self, i: usize) -> &[u8] {
         self.values.get(i)
     }
+
+    /// Append all of `other`'s leaves.
+    pub fn extend(&mut self, other: &Leaves) {
+        for i in 0..other.len() {
+            self.keys.push(other.key(i));
+            self.values.push(other.value(i));
+        }
+    }
 }
 
 struct Walker<'a> {
@@ -364,19 +372,179 @@ struct Walker<'a> {
 }
 
 /// Walk the tree at `root` (a binary CID); keys in order, pruned to `ranges` when given.
+///
+/// A big tree is walked on two threads ([`walk_in_pieces`]); if that meets any problem, the
+/// tree is walked again on one, so that the error is the one the reference reports first.
 pub fn walk<'a>(car: &'a Car, buf: &'a [u8], root: &'a [u8], ranges: Option<&'a Ranges>)
                 -> Result<Leaves> {
-    let mut walker = Walker {
-        car,
-        buf,
-        ranges,
-        visited: vec![0; car.len().div_ceil(64)],
-        visited_other: HashSet::new(),
-        last: Vec::new(),
-        leaves: Leaves::with_room(car.len().min(buf.len() / 200)),
-    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    if ranges.is_none() && threads > 1 && car.len() >= PARALLEL_BLOCKS {
+        if let Some(leaves) = walk_in_pieces(car, buf, root, threads) {
+            return Ok(leaves);
+        }
+    }
+    let mut walker = Walker::new(car, buf, ranges, car.len().min(buf.len() / 200));
     walker.subtree(root, None, None, None, 0)?;
     Ok(walker.leaves)
+}
+
+/// Trees of CARs with fewer blocks than this are walked on one thread.
+const PARALLEL_BLOCKS: usize = 20_000;
+/// Subtrees a walk on several threads is cut into.
+const PIECES: usize = 48;
+
+/// A subtree to walk on its own: its root, key interval, parent's layer and depth.
+struct Piece<'a> {
+    raw: &'a [u8],
+    lo: Option<Vec<u8>>,
+    hi: Option<Vec<u8>>,
+    parent_layer: Option<i64>,
+    depth: usize,
+}
+
+enum Item<'a> {
+    Piece(Piece<'a>),
+    Leaf(Vec<u8>, &'a [u8]),
+}
+
+/// The walk of the reference cut into subtrees shared by `threads` threads; None when it
+/// meets any problem (then the caller walks on one thread and reports the first one).
+///
+/// Top nodes are opened breadth-first (with the checks of any walk) until there are
+/// [`PIECES`] subtrees; their keys must ascend, each subtree's keys must lie inside the
+/// interval its parent gives it (as in one walk), and no node may be met twice anywhere,
+/// which the union of the threads' marks tells. With no problem, the leaves are exactly
+/// those of one walk, in the same order.
+fn walk_in_pieces<'a>(car: &'a Car, buf: &'a [u8], root: &'a [u8], threads: usize)
+                      -> Option<Leaves> {
+    let mut planner = Walker::new(car, buf, None, 0);
+    let mut items = vec![Item::Piece(Piece { raw: root, lo: None, hi: None, parent_layer: None, depth: 0 })];
+    while items.iter().filter(|i| matches!(i, Item::Piece(_))).count() < PIECES {
+        let mut opened = Vec::with_capacity(items.len() * 4);
+        let mut progressed = false;
+        for item in items {
+            let Item::Piece(piece) = item else {
+                opened.push(item);
+                continue;
+            };
+            let node = planner.node(piece.raw, piece.parent_layer, piece.depth).ok()?;
+            let layer = node.layer.or(piece.parent_layer.map(|p| p - 1));
+            let mut bound = piece.lo.clone();
+            let mut child = node.left;
+            for entry in node.entries {
+                if let Some(c) = child {
+                    opened.push(Item::Piece(Piece { raw: c, lo: bound.clone(), hi: Some(entry.key.clone()),
+                                                    parent_layer: layer, depth: piece.depth + 1 }));
+                }
+                bound = Some(entry.key.clone());
+                child = entry.right;
+                opened.push(Item::Leaf(entry.key, entry.value));
+            }
+            if let Some(c) = child {
+                opened.push(Item::Piece(Piece { raw: c, lo: bound, hi: piece.hi.clone(),
+                                                parent_layer: layer, depth: piece.depth + 1 }));
+            }
+            progressed = true;
+        }
+        items = opened;
+        if !progressed {
+            break;
+        }
+    }
+    let mut previous: Option<&[u8]> = None;
+    for item in &items {
+        if let Item::Leaf(key, _) = item {
+            if previous.is_some_and(|p| p >= key.as_slice()) {
+                return None;
+            }
+            previous = Some(key);
+        }
+    }
+    let pieces: Vec<&Piece<'a>> = items.iter().filter_map(|i| match i {
+        Item::Piece(p) => Some(p),
+        Item::Leaf(..) => None,
+    }).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = || {
+        let mut walker = Walker::new(car, buf, None, 0);
+        let mut done: Vec<(usize, Leaves)> = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= pieces.len() || failed.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let piece = pieces[i];
+            walker.leaves = Leaves::default();
+            walker.last = piece.lo.clone().unwrap_or_default();
+            let walked = walker.subtree(piece.raw, piece.lo.as_deref(), piece.hi.as_deref(),
+                                        piece.parent_layer, piece.depth);
+            if walked.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+            done.push((i, std::mem::take(&mut walker.leaves)));
+        }
+        (walker.visited, walker.visited_other, done)
+    };
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = vec![work()];
+        all.extend(helpers.into_iter().filter_map(|h| h.join().ok()));
+        all
+    });
+    if failed.load(std::sync::atomic::Ordering::Relaxed) || results.len() < threads {
+        return None;
+    }
+    // a node met by two threads (or by the planner and a thread) is a node met twice
+    let mut seen = planner.visited;
+    let mut seen_other = planner.visited_other;
+    let mut walked: Vec<Option<Leaves>> = (0..pieces.len()).map(|_| None).collect();
+    for (visited, other, done) in results {
+        for (word, marks) in seen.iter_mut().zip(visited) {
+            if *word & marks != 0 {
+                return None;
+            }
+            *word |= marks;
+        }
+        for mark in other {
+            if !seen_other.insert(mark) {
+                return None;
+            }
+        }
+        for (i, leaves) in done {
+            walked[i] = Some(leaves);
+        }
+    }
+    let mut out = Leaves::with_room(car.len().min(buf.len() / 200));
+    let mut walked = walked.into_iter();
+    for item in &items {
+        match item {
+            Item::Leaf(key, value) => {
+                out.keys.push(key);
+                out.values.push(value);
+            }
+            Item::Piece(_) => {
+                let leaves = walked.next()??;
+                out.extend(&leaves);
+            }
+        }
+    }
+    Some(out)
+}
+
+impl<'a> Walker<'a> {
+    fn new(car: &'a Car, buf: &'a [u8], ranges: Option<&'a Ranges>, room: usize) -> Self {
+        Walker {
+            car,
+            buf,
+            ranges,
+            visited: vec![0; car.len().div_ceil(64)],
+            visited_other: HashSet::new(),
+            last: Vec::new(),
+            leaves: Leaves::with_room(room),
+        }
+    }
 }
 
 impl<'a> Walker<'a> {

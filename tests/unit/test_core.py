@@ -312,3 +312,27 @@ def test_bad_records_in_a_repo_are_the_same_problems() -> None:
     reference, core = records_outcome(data)
     assert reference[0] == "ok" and reference[3], "expected some problems"
     assert core == reference
+
+
+# --- a tree big enough to be walked on two threads -------------------------------------------
+
+BIG = next((p for p in GENERATED if p.stat().st_size > 4 << 20), None)
+
+
+@pytest.mark.skipif(BIG is None, reason="no generated repository of 20,000+ blocks")
+def test_big_tree_agrees_and_its_defects_are_the_reference_errors() -> None:
+    # the core walks trees of 20,000+ blocks in pieces on two threads, and walks again on
+    # one when a piece fails, so that the error is the reference's first one
+    assert BIG is not None
+    data = BIG.read_bytes()
+    _agree(walk_outcome(data))
+    blocks = _blocks(data)
+    nodes = [b for b in blocks if data[b[1]:b[1] + 3] == b"\xa2\x61e"]  # {"e": ...}
+    assert len(nodes) > 1000
+    rng = random.Random(3)
+    for start, body, end in rng.sample(nodes, 3):
+        flipped = bytearray(data)
+        flipped[rng.randrange(body, end)] ^= 0x10
+        _agree(walk_outcome(bytes(flipped)))
+    start, body, end = rng.choice(nodes)
+    _agree(walk_outcome(data[:start] + data[end:]))
