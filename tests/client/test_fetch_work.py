@@ -22,6 +22,7 @@ import pytest
 from _loopback import KINDS, client
 from _servers import LoopbackServer, Reply
 from atrepo import crypto
+from atrepo._bulk import FetchRun
 from atrepo._snapshot_store import SnapshotStore
 from atrepo.client import Client
 
@@ -126,3 +127,29 @@ def test_async_client_does_disk_and_cpu_work_off_the_event_loop(ref_medium, tmp_
     assert len(snap) == ref_medium.truth["record_count"] and snap.verified
     assert seen["on_loop_thread"] is False
     assert seen["loop_turned"] is True
+
+
+def test_async_bulk_calls_record_off_the_event_loop(ref_small, tmp_path, monkeypatch):
+    """Recording an outcome builds its frames: in a worker thread, one at a time."""
+    threads: list[bool] = []
+    real_record = FetchRun.record
+
+    def watched(self: FetchRun, i: int, outcome: Any) -> None:
+        threads.append(threading.get_ident() == loop_thread)
+        real_record(self, i, outcome)
+
+    monkeypatch.setattr(FetchRun, "record", watched)
+    did = ref_small.truth["did"]
+
+    async def go(server: LoopbackServer) -> Any:
+        nonlocal loop_thread
+        loop_thread = threading.get_ident()
+        hosts = SimpleNamespace(plc_url=server.url, pds_url=server.url)
+        async with client("async", hosts, tmp_path / "async", rate_limit=None) as made:
+            return await made.fetch_records([did, did])
+
+    loop_thread = 0
+    with _serve(ref_small) as server:
+        records = asyncio.run(go(server))
+    assert records.height == 2 * ref_small.truth["record_count"]
+    assert threads == [False, False]
