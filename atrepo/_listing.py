@@ -74,7 +74,9 @@ def plc_pager(config: ClientConfig, *, after: str | None, limit: int | None, res
     """A :class:`Pager` over the client's PLC directory's export, from ``after``.
 
     Its frame is each DID's current state (:func:`~atrepo.frames.current_plc`); nullified
-    operations are read (and counted against ``limit``) but are never a DID's state.
+    operations are read (and counted against ``limit``) but are never a DID's state. The log
+    only grows, so a finished listing saves the time of its last operation: resuming it
+    reads what was added since.
     """
     plc = config.plc_url
 
@@ -84,7 +86,7 @@ def plc_pager(config: ClientConfig, *, after: str | None, limit: int | None, res
     return Pager(plc, limit=limit, resume=resume, state_dir=config.cache_path / "cursors",
                  policy=config.retry, progress_bar=config.progress, method="the PLC export",
                  prefix="plc-", ask=ask, page_frame=_plc_page, combine=current_plc, start=after,
-                 page_limit=EXPORT_COUNT, unit="op")
+                 page_limit=EXPORT_COUNT, unit="op", end=_plc_end)
 
 
 def _repos_page(repos: list[RepoRef]) -> pl.DataFrame:
@@ -99,6 +101,10 @@ def _hosts_page(hosts: list[HostRef]) -> pl.DataFrame:
 def _plc_page(ops: list[PlcOp]) -> pl.DataFrame:
     return plc_frame((op.did, op.handle, op.pds, op.signing_key, op.status, op.created, op.cid)
                      for op in ops if not op.nullified)
+
+
+def _plc_end(ops: list[PlcOp]) -> str | None:
+    return ops[-1].created_at if ops else None
 
 
 def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -126,6 +132,10 @@ class Pager(Generic[T]):
         start: the cursor to start from when no saved one is resumed.
         page_limit: the most items one page is asked for.
         unit: the progress bar's unit.
+        end: for a log that only grows: the cursor after the last page's items (None when
+            it had none: the cursor it was asked with), saved when the listing ends, so that
+            resuming a finished listing reads only what was added since. Without it, a
+            finished listing saves no cursor, and resuming it starts from the beginning.
     """
 
     def __init__(self, host: str, *, limit: int | None, resume: bool, state_dir: Path,
@@ -134,7 +144,8 @@ class Pager(Generic[T]):
                  page_frame: Callable[[list[T]], pl.DataFrame] | None = None,
                  combine: Callable[[list[pl.DataFrame]], pl.DataFrame] = _concat,
                  start: str | None = None, page_limit: int = PAGE_LIMIT,
-                 unit: str = "repo") -> None:
+                 unit: str = "repo",
+                 end: Callable[[list[T]], str | None] | None = None) -> None:
         self.host = host.rstrip("/")
         self.policy = policy
         self.limit = limit
@@ -150,6 +161,7 @@ class Pager(Generic[T]):
         self._combine = combine
         self._page_limit = page_limit
         self._unit = unit
+        self._end: Callable[[list[Any]], str | None] | None = end
         self._progress = progress_bar
         self._kept: list[pl.DataFrame] | None = None
         self._bar: Progress | None = None
@@ -190,11 +202,13 @@ class Pager(Generic[T]):
         next_cursor, warning = flows.walk_cursor(self.cursor, page_cursor, len(repos))
         if warning:
             warnings.warn(f"{self.method} on {self.host}: {warning}", stacklevel=3)
-        self.cursor = next_cursor
+        previous, self.cursor = self.cursor, next_cursor
         self.exhausted = next_cursor is None or (self.limit is not None
                                                  and self.count >= self.limit)
         if self.resume:
-            self._save()
+            end = None if next_cursor is not None or self._end is None else \
+                self._end(repos) or previous
+            self._save(next_cursor or end)
         if self._kept is not None:
             self._kept.append(self._page_frame(repos))
             if len(self._kept) >= COMPACT_PAGES:
@@ -219,12 +233,12 @@ class Pager(Generic[T]):
         """The frame of what was taken while :meth:`collecting` (its schema when empty)."""
         return self._combine(self._kept or [self._page_frame([])])
 
-    def _save(self) -> None:
+    def _save(self, cursor: str | None) -> None:
         self.state.parent.mkdir(parents=True, exist_ok=True)
         # a temporary name of this writer's own: listings of one host in two processes
         # must not replace each other's half-written file
         tmp = self.state.with_name(f"{self.state.name}.{os.getpid()}.{id(self)}.tmp")
-        tmp.write_text(json.dumps({"host": self.host, "cursor": self.cursor}))
+        tmp.write_text(json.dumps({"host": self.host, "cursor": cursor}))
         os.replace(tmp, self.state)
 
 

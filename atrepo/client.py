@@ -397,8 +397,10 @@ class Client(_BaseClient):
             after: start after this time (an aware datetime or ISO 8601 string); None: the
                 start of the log.
             limit: stop after this many operations (the frame has at most that many rows).
-            resume: continue from the cursor saved by an earlier interrupted listing of
-                this directory (saved after every page); ``after`` applies when none is saved.
+            resume: continue from the cursor saved by an earlier listing of this directory
+                (saved after every page): an interrupted one from its last page, a finished
+                one from its last operation (only what was added since); ``after`` applies
+                when none is saved.
 
         Returns:
             One row per DID whose operations were read.

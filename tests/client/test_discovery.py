@@ -146,13 +146,15 @@ def test_list_plc_finds_every_account_once_with_its_current_pds(
 @pytest.mark.parametrize("kind", KINDS)
 def test_list_plc_resumes_where_an_interrupted_listing_stopped(
         sb: Sandbox, mirror: ExportMirror, tmp_path: Path, kind: str) -> None:
-    (whole, first, rest, after), _ = calls(kind, sb, tmp_path, [
+    (whole, first, rest, nothing_new, after), _ = calls(kind, sb, tmp_path, [
         ("list_plc", (), {}),
         ("list_plc", (), {"limit": 5, "resume": True}),
         ("list_plc", (), {"resume": True}),
+        ("list_plc", (), {"resume": True}),   # the log was read to its end: nothing new
         ("list_plc", (), {"after": mirror.ops[-2]["createdAt"]}),
     ], plc_url=mirror.url)
     assert first.height <= 5
+    assert nothing_new.height == 0 and nothing_new.schema == PLC_SCHEMA
     joined = pl.concat([first, rest]).unique("did", keep="last").sort("created_at", "did")
     assert joined.equals(whole)
     later = {op["did"] for op in mirror.ops if op["createdAt"] > mirror.ops[-2]["createdAt"]}

@@ -123,7 +123,12 @@ def test_the_plc_pager_gives_each_dids_latest_state(tmp_path: Path):
         (A, "https://two", "active"),        # moved
         (C, None, "tombstoned")]
     saved = json.loads((tmp_path / "cursors" / "plc-plc.test.json").read_text())
-    assert saved == {"host": PLC, "cursor": None}      # the log was read to its end
+    # the log was read to its end: resuming reads only what comes after its last operation
+    assert saved == {"host": PLC, "cursor": "2024-01-01T00:00:00.006Z"}
+    assert plc_pager(config, after=None, limit=None, resume=True).cursor == saved["cursor"]
+    nothing_new = plc_pager(config, after=None, limit=None, resume=True)
+    nothing_new.take(([], None))                         # an empty page: the cursor stays
+    assert plc_pager(config, after=None, limit=None, resume=True).cursor == saved["cursor"]
 
 
 def test_the_plc_pager_starts_after_and_resumes_a_saved_cursor(tmp_path: Path):
