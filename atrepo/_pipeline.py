@@ -9,7 +9,9 @@ Every step is here, in order, and nowhere else:
    from the store (one small request), its commit checked now if the client that stored
    it did not verify and this one does;
 3. **fetch** the CAR with ``getRepo`` (whole, or ``since`` the stored revision) into a
-   locked part file under the cache (see :mod:`atrepo._io.downloads`);
+   locked part file under the cache (see :mod:`atrepo._io.downloads`), or, for a *sparse*
+   fetch of ``collections=``, the commit and only the MST nodes and records of their key
+   ranges (:mod:`atrepo._flows.sparse`), written as a CAR;
 4. **verify** the commit (DID and signature) against the resolved key, re-resolving once
    when the signature fails (the account may have rotated its key);
 5. **store** the blocks in the pack and walk the tree over the whole pack
@@ -18,7 +20,16 @@ Every step is here, in order, and nowhere else:
 6. return the **snapshot** (cut to ``collections=`` from the walk already done).
 
 An incremental fetch that does not give a whole, verified tree falls back to a full one;
-a partial tree is never returned. The network steps are generator flows (see
+a partial tree is never returned.
+
+Sparse fetches (``sparse=``: None decides, True, False never; only with ``collections=``):
+``None`` fetches sparse unless the root node says the repository is small (a whole CAR is
+then cheaper than the rounds). A host that lacks ``getRecord`` or ``getBlocks`` is fetched in
+full instead. A sparse entry records the collections it holds (``StoreEntry.held``); it is
+reopened only for collections inside them, is never the base of an incremental fetch (its
+pack lacks the rest of the tree, so a full fetch follows it), and a diff against it covers
+only the collections it holds, with a warning saying so (:func:`atrepo.diff` compares the key
+ranges both snapshots were opened with). The network steps are generator flows (see
 :mod:`atrepo._flows`), run by either client's driver; the local steps run in between.
 
 Words (as in :mod:`atrepo._io.store` and :mod:`atrepo.snapshot`): an *entry* is one kept
@@ -30,25 +41,32 @@ its messages say *stored snapshot* for an entry (``client.snapshots()`` lists en
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 
-from . import car
+from . import car, cbor
+from ._args import check_flag
 from ._config import ClientConfig
 from ._diff import diff
 from ._flows import identity as identity_flows
 from . import _flows as flows
 from ._flows.effects import Flow
+from ._flows.repo import MethodMissing
+from ._flows.sparse import fetch_sparse
 from ._io.cache import IdentityCache
 from ._io.store import StoreEntry
 from ._snapshot_store import SnapshotStore
+from ._varint import encode_varint
+from .cid import CID
 from .errors import (AtrepoError, CarError, MstError, RepoUnavailable, ResolutionError,
-                     SignatureError)
+                     SignatureError, UsageError)
 from .frames import snapshots_frame
 from .identity import Identity
-from .snapshot import RepoSnapshot, check_commit, narrowed
+from .snapshot import RepoSnapshot, check_commit, collection_ranges, covers, narrowed
 from .syntax import is_did, is_handle
 
 __all__ = ["Pipeline"]
@@ -117,33 +135,56 @@ class Pipeline:
         except AtrepoError:
             return  # not a PDS that knows the handle: the resolution error stands
 
-    def get_repo(self, name: str, collections: Sequence[str] | None) -> Flow[RepoSnapshot]:
-        """Steps 1-6 for ``name`` (see the module docstring)."""
-        ident = yield from self.resolve(name)
-        return (yield from self.fetch_latest(ident, collections))
+    def get_repo(self, name: str, collections: Sequence[str] | None,
+                 sparse: bool | None = None) -> Flow[RepoSnapshot]:
+        """Steps 1-6 for ``name`` (see the module docstring).
 
-    def fetch_latest(self, ident: Identity, collections: Sequence[str] | None
-                     ) -> Flow[RepoSnapshot]:
+        Raises:
+            UsageError: ``sparse`` is not True, False or None, or True without collections.
+        """
+        if sparse is not None:
+            check_flag(sparse, argument="sparse")
+            if sparse and collections is None:
+                raise UsageError("a sparse fetch needs collections=", argument="sparse",
+                                 hint="name the collections to fetch, or leave sparse=None")
+        ident = yield from self.resolve(name)
+        return (yield from self.fetch_latest(ident, collections, sparse))
+
+    def fetch_latest(self, ident: Identity, collections: Sequence[str] | None,
+                     sparse: bool | None = False) -> Flow[RepoSnapshot]:
         """Steps 2-6 for a resolved identity, against its newest entry if there is one."""
-        return (yield from self.fetch(ident, collections, self.store.newest(ident.did)))
+        return (yield from self.fetch(ident, collections, self.store.newest(ident.did),
+                                      sparse=sparse))
 
     def fetch(self, ident: Identity, collections: Sequence[str] | None,
-              newest: StoreEntry | None, opened: RepoSnapshot | None = None
-              ) -> Flow[RepoSnapshot]:
+              newest: StoreEntry | None, opened: RepoSnapshot | None = None, *,
+              sparse: bool | None = False) -> Flow[RepoSnapshot]:
         """Steps 2-6 for a resolved identity; ``opened``, if given, is ``newest`` opened."""
         if newest is not None:
             commit_cid, rev = yield from flows.get_latest_commit(self._pds(ident),
                                                                       ident.did,
                                                                       policy=self.config.retry)
-            if rev == newest.rev and commit_cid == newest.commit_cid:
+            current = rev == newest.rev and commit_cid == newest.commit_cid
+            if current and covers(newest.held, collections):
                 if opened is not None and (opened.verified or not self.config.verify):
                     return opened
                 return (yield from self._reopen(ident, newest, collections))
+            if not current and newest.held is None and sparse is not True:
+                try:
+                    return (yield from self._download(ident, collections, since=newest.rev))
+                except (CarError, MstError) as exc:
+                    log.info("incremental fetch of %s did not give a whole tree (%s); "
+                             "fetching it in full", ident.did, exc)
+        if collections is not None and sparse is not False:
             try:
-                return (yield from self._download(ident, collections, since=newest.rev))
-            except (CarError, MstError) as exc:
-                log.info("incremental fetch of %s did not give a whole tree (%s); "
-                         "fetching it in full", ident.did, exc)
+                snap = yield from self._sparse(ident, collections, newest,
+                                               decide=sparse is None)
+            except MethodMissing as exc:
+                log.info("%s cannot be fetched sparse (%s); fetching it in full",
+                         ident.did, exc)
+            else:
+                if snap is not None:
+                    return snap
         return (yield from self._download(ident, collections, since=None))
 
     def _download(self, ident: Identity, collections: Sequence[str] | None,
@@ -154,24 +195,67 @@ class Pipeline:
                                       since=since, max_bytes=self.config.max_repo_bytes,
                                       policy=self.config.retry)
             download = car.read_car(part, self.config.mem_limit_mb)
+            return (yield from self._store(ident, download, collections,
+                                           source="full" if since is None else "incremental"))
+
+    def _sparse(self, ident: Identity, collections: Sequence[str],
+                newest: StoreEntry | None, *, decide: bool) -> Flow[RepoSnapshot | None]:
+        """Steps 3-6 of a sparse fetch of ``collections``; None when ``decide`` found the
+        repository too small to be worth it.
+
+        The blocks are written as they arrive, then framed as a CAR rooted at the commit,
+        which is verified and stored as any download is. When the newest entry is a sparse
+        one of the same commit, the new entry holds both entries' collections.
+        """
+        ranges = collection_ranges(collections) or []
+        did = ident.did
+        with self.store.download_file(did) as blocks, self.store.download_file(did) as part:
+            with open(blocks, "wb") as out:
+                def sink(raw: bytes, data: bytes) -> None:
+                    out.write(encode_varint(len(raw) + len(data)) + raw + data)
+
+                got = yield from fetch_sparse(self._pds(ident), did, ranges, sink=sink,
+                                              decide=decide,
+                                              max_bytes=self.config.max_repo_bytes,
+                                              policy=self.config.retry)
+            if got is None:
+                return None
+            _frame_car(part, got.commit_cid, blocks)
+            held = list(collections)
+            if newest is not None and newest.held is not None and \
+                    newest.commit_cid == str(CID.from_raw(got.commit_cid)):
+                held = sorted({*newest.held, *collections})
+            download = car.read_car(part, self.config.mem_limit_mb)
+            return (yield from self._store(ident, download, collections, source="sparse",
+                                           held=held, size=got.size))
+
+    def _store(self, ident: Identity, download: car.CarFile,
+               collections: Sequence[str] | None, *, source: str,
+               held: list[str] | None = None, size: int | None = None) -> Flow[RepoSnapshot]:
+        """Steps 4-6: verify the commit of ``download``, store it, return the snapshot.
+
+        ``held`` and ``size`` are a sparse download's (see
+        :meth:`~atrepo._snapshot_store.SnapshotStore.add`).
+        """
+        try:
+            key = self._signing_key(ident)
             try:
+                commit_cid = check_commit(download, did=ident.did, signing_key=key)[0]
+            except SignatureError:
+                ident = yield from self.resolve(ident.did, fresh=True)
                 key = self._signing_key(ident)
-                try:
-                    commit_cid = check_commit(download, did=ident.did, signing_key=key)[0]
-                except SignatureError:
-                    ident = yield from self.resolve(ident.did, fresh=True)
-                    key = self._signing_key(ident)
-                    commit_cid = check_commit(download, did=ident.did, signing_key=key)[0]
-            except BaseException:
-                download.close()
-                raise
-            whole = self.store.add(download, did=ident.did, commit_cid=str(commit_cid),
-                                   signing_key=key, handle=ident.handle,
-                                   handle_verified=ident.handle_verified,
-                                   source="full" if since is None else "incremental",
-                                   mem_limit_mb=self.config.mem_limit_mb,
-                                   progress=self.config.progress)
-            return whole if collections is None else narrowed(whole, collections)
+                commit_cid = check_commit(download, did=ident.did, signing_key=key)[0]
+        except BaseException:
+            download.close()
+            raise
+        whole = self.store.add(download, did=ident.did, commit_cid=str(commit_cid),
+                               signing_key=key, handle=ident.handle,
+                               handle_verified=ident.handle_verified, source=source,
+                               mem_limit_mb=self.config.mem_limit_mb,
+                               progress=self.config.progress, held=held,
+                               bytes_downloaded=size)
+        return whole if collections is None or list(collections) == held else \
+            narrowed(whole, collections)
 
     def diff(self, name: str, collections: Sequence[str] | None) -> Flow[pl.DataFrame]:
         """The newest entry against a fresh fetch (which is stored in turn)."""
@@ -180,10 +264,16 @@ class Pipeline:
         if newest is None:
             warnings.warn(f"no stored snapshot of {ident.did} yet: every record shows as a "
                           "create", stacklevel=4)
+        view = collections
+        if newest is not None and not covers(newest.held, collections):
+            view = newest.held
+            warnings.warn(f"the stored snapshot of {ident.did} holds only "
+                          f"{', '.join(newest.held or ())} (it was fetched sparse): the diff "
+                          "covers only what both snapshots hold", stacklevel=4)
         old = None if newest is None else self._open(
-            ident.did, newest, collections, handle=ident.handle,
+            ident.did, newest, view, handle=ident.handle,
             signing_key=self.store.entry_key(ident.did, newest))
-        new = yield from self.fetch(ident, collections, newest, old)
+        new = yield from self.fetch(ident, collections, newest, old, sparse=None)
         return diff(old, new)
 
     # -- the store, offline ---------------------------------------------------------------
@@ -271,3 +361,11 @@ class Pipeline:
     def close(self) -> None:
         """Close the identity cache."""
         self.identities.close()
+
+
+def _frame_car(path: Path, root: bytes, blocks: Path) -> None:
+    """Write a CARv1 at ``path``: a header naming ``root``, then the frames in ``blocks``."""
+    header = cbor.encode({"roots": [CID.from_raw(root)], "version": 1})
+    with open(path, "wb") as out, open(blocks, "rb") as frames:
+        out.write(encode_varint(len(header)) + header)
+        shutil.copyfileobj(frames, out)

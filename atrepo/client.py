@@ -260,13 +260,18 @@ class Client(_BaseClient):
         """Return the DID a handle points to (DNS TXT, HTTPS well-known, then XRPC)."""
         return self._run(self._resolve_handle_flow(handle))
 
-    def get_repo(self, name: str, collections: Sequence[str] | None = None) -> RepoSnapshot:
+    def get_repo(self, name: str, collections: Sequence[str] | None = None, *,
+                 sparse: bool | None = None) -> RepoSnapshot:
         """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository.
 
         The repository is stored as a snapshot in the cache. When one is stored already,
         only what changed since is downloaded (``snap.source`` says how it was obtained).
+        With ``collections=``, ``sparse`` chooses a sparse fetch of only their part of the
+        tree (``getRecord`` + ``getBlocks``): None when the repository is not tiny, True
+        always, False never; a host without those methods is fetched in full.
         """
-        return self._run(self._pipeline.get_repo(name, check_collections(collections)))
+        return self._run(self._pipeline.get_repo(name, check_collections(collections),
+                                                 sparse))
 
     def diff(self, name: str, collections: Sequence[str] | None = None) -> pl.DataFrame:
         """Return what changed since the newest stored snapshot (see :func:`atrepo.diff`).
@@ -503,10 +508,11 @@ class AsyncClient(_BaseClient):
         """Return the DID a handle points to (DNS TXT, HTTPS well-known, then XRPC)."""
         return await self._run(self._resolve_handle_flow(handle))
 
-    async def get_repo(self, name: str, collections: Sequence[str] | None = None
-                       ) -> RepoSnapshot:
+    async def get_repo(self, name: str, collections: Sequence[str] | None = None, *,
+                       sparse: bool | None = None) -> RepoSnapshot:
         """Return a verified :class:`~atrepo.RepoSnapshot` of an account's repository."""
-        return await self._run(self._pipeline.get_repo(name, check_collections(collections)))
+        return await self._run(self._pipeline.get_repo(name, check_collections(collections),
+                                                       sparse))
 
     async def diff(self, name: str, collections: Sequence[str] | None = None
                    ) -> pl.DataFrame:

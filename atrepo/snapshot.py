@@ -46,7 +46,7 @@ from .frames import collections_frame, problems_frame, records_frame, table_fram
 from .models import Commit, parse_commit
 
 __all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
-           "count_collections", "narrowed", "open_snapshot"]
+           "count_collections", "covers", "narrowed", "open_snapshot"]
 
 BATCH_SIZE = 20_000        # records per unit of parallel decoding
 PARALLEL_MIN = 40_000      # fewer records than this are decoded in this process alone
@@ -89,6 +89,37 @@ def collection_ranges(collections: Sequence[str] | None) -> list[tuple[str, str]
                               hint="use NSIDs like 'app.bsky.feed.post' or prefixes like "
                                    "'app.bsky.*'")
     return sorted(ranges)
+
+
+def covers(held: Sequence[str] | None, wanted: Sequence[str] | None) -> bool:
+    """Whether blocks holding the collections ``held`` hold all of ``wanted``.
+
+    None stands for every collection (a whole tree); patterns are those of
+    :func:`collection_ranges`.
+
+    Example:
+        >>> covers(["app.bsky.*"], ["app.bsky.feed.post"]), covers(["app.bsky.feed.post"], None)
+        (True, False)
+    """
+    held_ranges, wanted_ranges = collection_ranges(held), collection_ranges(wanted)
+    if held_ranges is None:
+        return True
+    if wanted_ranges is None:
+        return False
+    merged = _merged(held_ranges)
+    return all(any(m_lo <= lo and hi <= m_hi for m_lo, m_hi in merged)
+               for lo, hi in wanted_ranges)
+
+
+def _merged(ranges: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """Sorted ``ranges`` with the overlapping and adjacent ones joined."""
+    merged: list[list[str]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
 
 
 def count_collections(keys: Sequence[str]) -> dict[str, int]:
@@ -169,12 +200,7 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
 
 def narrowed(snap: RepoSnapshot, collections: Sequence[str]) -> RepoSnapshot:
     """``snap`` limited to ``collections``, cut from its walked keys (no second walk)."""
-    merged: list[list[str]] = []
-    for lo, hi in collection_ranges(collections) or []:
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
+    merged = _merged(collection_ranges(collections) or [])
 
     def walk() -> tuple[list[str], list[bytes]]:
         keys, values = snap._walk()
@@ -274,8 +300,10 @@ class RepoSnapshot:
         fetched_at: when the repository was read or downloaded (UTC).
         collections_filter: the ``collections=`` the snapshot was opened with, or None.
         source: how its blocks were obtained: ``"file"`` (read locally), ``"full"`` (a whole
-            getRepo download), ``"incremental"`` (``getRepo?since=`` plus stored blocks) or
-            ``"cache"`` (a stored snapshot, nothing downloaded).
+            getRepo download), ``"incremental"`` (``getRepo?since=`` plus stored blocks),
+            ``"sparse"`` (the commit and only the ``collections=`` part of the tree, by
+            ``getRecord`` and ``getBlocks``) or ``"cache"`` (a stored snapshot, nothing
+            downloaded).
         bytes_downloaded: the bytes downloaded to obtain it (0 for "file" and "cache").
     """
 

@@ -41,7 +41,7 @@ def test_pure_modules_load_no_heavy_dependencies(module):
 
 FLOWS = ["atrepo._flows", "atrepo._flows.effects", "atrepo._flows.policy", "atrepo._flows.xrpc",
          "atrepo._flows.repo", "atrepo._flows.listing", "atrepo._flows.identity",
-         "atrepo._flows.pacing", "atrepo._flows.plc"]
+         "atrepo._flows.pacing", "atrepo._flows.plc", "atrepo._flows.sparse"]
 
 
 @pytest.mark.parametrize("module", [*FLOWS, "atrepo.identity", "atrepo.repos", "atrepo.retry"])
@@ -86,7 +86,8 @@ def test_import_atrepo_is_lazy():
 PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "crypto.py",
               "models.py", "errors.py", "identity.py", "repos.py", "retry.py", "_flows/__init__.py",
               "_flows/effects.py", "_flows/policy.py", "_flows/xrpc.py", "_flows/repo.py",
-              "_flows/listing.py", "_flows/identity.py", "_flows/plc.py", "_flows/pacing.py", "_text.py",
+              "_flows/listing.py", "_flows/identity.py", "_flows/plc.py", "_flows/pacing.py",
+              "_flows/sparse.py", "_text.py",
               "_names.py", "_varint.py",
               # the CAR reader and its pure parts; _files, _store and _pack read files
               "car/_framing.py", "car/_reader.py", "car/_verify.py", "car/_index.py",

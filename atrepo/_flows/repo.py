@@ -1,4 +1,5 @@
-"""One repository's endpoints as sans-IO flows: getRepo, getLatestCommit, describeRepo.
+"""One repository's endpoints as sans-IO flows: getRepo, getLatestCommit, describeRepo,
+and the two a sparse fetch needs, getRecord (a record's proof) and getBlocks.
 
 Each flow builds its URL with :func:`~atrepo._flows.xrpc.xrpc_url` and asks through the one
 retry loop, :func:`~atrepo._flows.xrpc.request` (https://atproto.com/specs/sync).
@@ -7,30 +8,47 @@ A repository the host will not serve ends in :class:`RepoUnavailable` with ``.st
 ``not_found`` (404, 410 or ``RepoNotFound``), ``deactivated``, ``takendown`` or
 ``suspended`` (XRPC errors ``RepoDeactivated``, ``RepoTakendown``, ``RepoSuspended``).
 Every other unexpected answer is a :class:`TransportError` naming the URL, the status and the
-XRPC error.
+XRPC error; a host that does not implement a method (501, a 404 that names no repository
+error, or the XRPC error ``MethodNotImplemented``) is a :class:`MethodMissing`, so that a
+caller can fall back to ``getRepo``. Block answers are CARs whose every block is hashed
+against its CID (a bad one is a :class:`CarError`); their bodies are capped like the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlencode
 
-from ..errors import RepoUnavailable
-from .effects import DEFAULT_DOWNLOAD_MAX_BYTES, ERROR_BODY_MAX, Flow, HttpDownload, HttpResponse
+from ..car import CarReader
+from ..errors import CarError, MstError, RepoUnavailable, TransportError
+from .effects import (DEFAULT_DOWNLOAD_MAX_BYTES, ERROR_BODY_MAX, Flow, HttpDownload, HttpGet,
+                      HttpResponse)
 from ..retry import RetryPolicy
 from .xrpc import get_json, host_of, json_body, malformed, request, unexpected, xrpc_error, xrpc_url
 
-__all__ = ["describe_repo", "get_latest_commit", "get_repo"]
+__all__ = ["BLOCKS_MAX_BYTES", "BlockMissing", "Blocks", "MAX_CIDS_PER_REQUEST", "MethodMissing",
+           "NoProof", "describe_repo", "get_blocks", "get_latest_commit", "get_record_proof",
+           "get_repo"]
 
 _CAR_HEADERS: Final = (("accept", "application/vnd.ipld.car"),)
 _SMALL_BODY: Final = ERROR_BODY_MAX     # getLatestCommit: a CID and a TID
 _DESCRIBE_BODY: Final = 4 << 20        # describeRepo also carries the DID document
 _NOT_FOUND_STATUSES: Final = frozenset({404, 410})
+# getBlocks takes its CIDs in the query string: 100 CIDs of 59 characters keep the URL under
+# 8 KB, which every server and proxy in front of a PDS accepts
+MAX_CIDS_PER_REQUEST: Final = 100
+BLOCKS_MAX_BYTES: Final = 64 << 20  # one getBlocks/getRecord answer (100 blocks, each record
+                                    # at most 1 MiB by the repository spec, in practice ~1 KB)
 _UNAVAILABLE: Final = {
     "RepoNotFound": "not_found",
     "RepoDeactivated": "deactivated",
     "RepoTakendown": "takendown",
     "RepoSuspended": "suspended",
 }
+# a 404 with one of these errors comes from the method; any other 404 means it is missing
+_KNOWN_404: Final = frozenset({*_UNAVAILABLE, "RecordNotFound", "BlockNotFound"})
 
 
 def get_repo(pds: str, did: str, *, path: str, since: str | None = None,
@@ -131,3 +149,128 @@ def _check_repo_response(response: HttpResponse, *, did: str, url: str) -> None:
         raise RepoUnavailable(f"repository {status.replace('_', ' ')}", did=did,
                               status=status, url=url, error=error, reason=message)
     raise unexpected(response, url)
+
+
+class BlockMissing(MstError):
+    """A host does not send a block of the repository that was asked for (named by ``cid``)."""
+
+
+class MethodMissing(TransportError):
+    """The host does not implement an XRPC method (501, 404, ``MethodNotImplemented``)."""
+
+
+class NoProof(TransportError):
+    """The host answers ``getRecord`` for an absent record with ``RecordNotFound`` instead
+    of a proof of its absence (the reference sends the proof)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """Blocks a host sent, each checked against its CID.
+
+    Attributes:
+        blocks: binary CID -> bytes, in the order the CAR held them.
+        roots: the CAR header's roots (binary CIDs).
+        size: the body's length: what the answer cost.
+    """
+
+    blocks: dict[bytes, bytes]
+    roots: list[bytes]
+    size: int
+
+
+def get_blocks(pds: str, did: str, cids: Sequence[str], *, max_bytes: int = BLOCKS_MAX_BYTES,
+               policy: RetryPolicy = RetryPolicy()) -> Flow[Blocks]:
+    """Ask for blocks of ``did``'s repository by CID (``com.atproto.sync.getBlocks``).
+
+    Args:
+        pds: the PDS base URL.
+        did: the repository's DID.
+        cids: at most :data:`MAX_CIDS_PER_REQUEST` CIDs (strings).
+        max_bytes: cap on the answer's body.
+        policy: the retry budgets and delays.
+
+    Returns:
+        A flow whose value is the :class:`Blocks` the host sent. Whether every CID asked for
+        is among them is the caller's to check (a host may leave some out).
+
+    Raises:
+        MstError: the host says it does not hold some of the blocks (naming the first).
+        MethodMissing: the host does not implement getBlocks.
+        RepoUnavailable: the host does not serve the repository.
+        CarError: the answer is not a CAR, or a block does not match its CID.
+        RateLimited, TransportError: as for :func:`get_repo`.
+    """
+    if not 0 < len(cids) <= MAX_CIDS_PER_REQUEST:
+        raise ValueError(f"getBlocks takes 1 to {MAX_CIDS_PER_REQUEST} CIDs, not {len(cids)}")
+    url = xrpc_url(pds, "com.atproto.sync.getBlocks", did=did) + "&" + urlencode(
+        [("cids", cid) for cid in cids])
+    response = yield from _get_car(pds, url, max_bytes, policy)
+    if response.status == 400:
+        error, message = xrpc_error(response)
+        if error == "BlockNotFound" or (error == "InvalidRequest" and message is not None
+                                        and message.startswith("Could not find")):
+            named = next((cid for cid in cids if message and cid in message), None)
+            raise BlockMissing("the host does not hold a block of the repository",
+                           cid=named or cids[0], did=did, url=url, reason=message,
+                           hint="the repository may have changed meanwhile; fetch it again")
+    _check_repo_response(response, did=did, url=url)
+    return _car_blocks(response.body, url)
+
+
+def get_record_proof(pds: str, did: str, collection: str, rkey: str, *,
+                     max_bytes: int = BLOCKS_MAX_BYTES,
+                     policy: RetryPolicy = RetryPolicy()) -> Flow[Blocks]:
+    """Ask for the proof of one record (``com.atproto.sync.getRecord``): a CAR whose root is
+    the current commit, holding the commit, the MST nodes from the root to the record's key
+    and the record itself when it exists (the nodes alone prove its absence).
+
+    Returns:
+        A flow whose value is the :class:`Blocks` of the proof, with exactly one root.
+
+    Raises:
+        NoProof: the record does not exist and the host sends no proof of its absence.
+        MethodMissing: the host does not implement getRecord.
+        RepoUnavailable: the host does not serve the repository.
+        CarError: the answer is not a CAR with one root, or a block does not match its CID.
+        RateLimited, TransportError: as for :func:`get_repo`.
+    """
+    url = xrpc_url(pds, "com.atproto.sync.getRecord", did=did, collection=collection,
+                   rkey=rkey)
+    response = yield from _get_car(pds, url, max_bytes, policy)
+    if 400 <= response.status < 500 and xrpc_error(response)[0] == "RecordNotFound":
+        raise NoProof("the host sends no proof for an absent record", url=url)
+    _check_repo_response(response, did=did, url=url)
+    proof = _car_blocks(response.body, url)
+    if len(proof.roots) != 1:
+        raise CarError("a record proof needs exactly one root (the commit)", url=url,
+                       roots=len(proof.roots))
+    return proof
+
+
+def _get_car(pds: str, url: str, max_bytes: int, policy: RetryPolicy) -> Flow[HttpResponse]:
+    """GET a CAR answer through the retry loop; MethodMissing when the host lacks it."""
+    effect = HttpGet(url, headers=_CAR_HEADERS, max_bytes=max_bytes)
+    response = yield from request(lambda: effect, host=host_of(pds), policy=policy)
+    error, message = xrpc_error(response)
+    if response.status == 501 or error == "MethodNotImplemented" or (
+            response.status == 404 and error not in _KNOWN_404):
+        raise MethodMissing("the host does not implement this method", url=url,
+                            http_status=response.status, error=error, reason=message)
+    return response
+
+
+def _car_blocks(body: bytes, url: str) -> Blocks:
+    """The blocks of a CAR answer, each checked against its CID.
+
+    Raises:
+        CarError: the body is not a whole CAR, or a block does not match its CID.
+    """
+    reader = CarReader()
+    try:
+        blocks = {bytes(cid): data for cid, data in reader.feed(body)}
+        reader.close()
+    except CarError as exc:
+        raise CarError(f"malformed CAR answer ({exc.message})", offset=exc.offset,
+                       cid=exc.cid, url=url) from exc
+    return Blocks(blocks, [bytes(root) for root in reader.roots or []], len(body))

@@ -31,7 +31,9 @@ Each repository has a directory under ``<cache>/repos/`` holding:
 
 :meth:`PackWriter.commit` records an entry; its caller (``SnapshotStore.add``) does so only
 after the entry's whole tree was found and checked in the pack, and checks the commit's DID
-and signature before that.
+and signature before that. A sparse entry (``held``) names the collections whose part of the
+tree was found and checked; the rest of its tree may be absent from the pack, and is never
+read as empty.
 
 The whole store is bounded by ``max_bytes``, downloads in progress under
 ``<cache>/downloads`` included: after a commit, part files killed processes left are
@@ -89,7 +91,7 @@ class StoreEntry:
     data_cid: str
     fetched_at: datetime
     records: int
-    source: str             # "full" or "incremental": how its blocks were downloaded
+    source: str             # "full", "incremental" or "sparse": how its blocks were downloaded
     bytes_downloaded: int   # the body bytes of that download
     verified: bool
     pack_bytes: int         # the pack's complete length once this entry was recorded
@@ -97,6 +99,9 @@ class StoreEntry:
                                                # written before these were recorded)
     signing_key: str | None = None  # the key it was verified with (None: not verified, or
                                     # an index written before; see PackStore.entry_key)
+    held: list[str] | None = None   # a sparse entry's collections= patterns: the only key
+                                    # ranges whose nodes and records the pack is known to hold
+                                    # (None: the whole tree)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is written to the index."""

@@ -42,10 +42,10 @@ from ._walk import MAX_DEPTH, walk
 # the engine, for the rest of atrepo: binary CIDs in and out, no CID objects
 from ._diff import diff_raw as diff_raw
 from ._node import Node as Node, decode_node as decode_node
-from ._plan import collect_subtree as collect_subtree, plan as plan
-from ._ranges import KeyRange as KeyRange, Subtree as Subtree
+from ._plan import collect_subtree as collect_subtree, expand as expand, plan as plan
+from ._ranges import KeyRange as KeyRange, Subtree as Subtree, byte_ranges as byte_ranges
 from ._source import Fetch as Fetch
-from ._walk import collect as collect
+from ._walk import Walker as Walker, collect as collect
 
 __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "MAX_KEY_LENGTH", "BlockSource", "MstDiff",
            "RawBlockSource", "build", "diff", "key_height", "walk"]

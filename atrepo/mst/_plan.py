@@ -1,5 +1,9 @@
 """Splitting a walk into subtrees that can be walked apart (in other processes) and joined.
 
+:func:`expand` opens one node of a walk done a layer at a time (a sparse fetch asks a host for
+each layer's nodes together): the subtrees below it that the key ranges need, and its leaves
+inside them.
+
 A plan opens the top nodes of a tree until it has enough subtrees, and keeps the leaves of
 the opened nodes between them, so concatenating the pieces in order gives the whole walk.
 Each subtree is walked with its key interval, so the pieces together are checked as strictly
@@ -10,11 +14,11 @@ from __future__ import annotations
 
 from ..errors import MstError
 from ._node import name, show
-from ._ranges import Subtree, in_order
+from ._ranges import ByteRanges, Subtree, in_order, in_ranges
 from ._source import Fetch
 from ._walk import Walker, layer_of
 
-__all__ = ["Piece", "collect_subtree", "plan"]
+__all__ = ["Piece", "collect_subtree", "expand", "plan"]
 
 Piece = Subtree | tuple[bytes, bytes]  # a subtree to walk, or a leaf (key, value CID)
 
@@ -63,3 +67,29 @@ def collect_subtree(fetch: Fetch, piece: Subtree) -> tuple[list[bytes], list[byt
     walker = Walker(fetch, last=piece.lo or b"")
     walker.subtree(piece)
     return walker.keys, walker.values
+
+
+def expand(walker: Walker, here: Subtree, ranges: ByteRanges
+           ) -> tuple[list[Subtree], list[tuple[bytes, bytes]]]:
+    """Open the node at ``here``: its subtrees that overlap ``ranges``, and its leaves in them.
+
+    The node is fetched and checked by ``walker`` (its shape, its layer against its parent's,
+    depth, no node reached twice), so a layer-by-layer walk shares the whole walk's checks;
+    the order of keys across nodes is left to the walk over the finished tree.
+
+    Returns:
+        (subtrees to open next, in key order; (key, value CID) of the leaves in ``ranges``).
+
+    Raises:
+        MstError: the node is missing or malformed.
+    """
+    node = walker.node(here.cid, here.parent_layer, here.depth)
+    subtrees: list[Subtree] = []
+    leaves: list[tuple[bytes, bytes]] = []
+    for piece in in_order(node.left, node.entries, here, layer_of(node, here.parent_layer),
+                          ranges):
+        if isinstance(piece, Subtree):
+            subtrees.append(piece)
+        elif in_ranges(piece[0], ranges):
+            leaves.append((piece[0], piece[1]))
+    return subtrees, leaves
