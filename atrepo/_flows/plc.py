@@ -131,15 +131,16 @@ def export_page(plc_url: str, *, after: str | None, limit: int = EXPORT_COUNT,
         raise unexpected(response, url)
     ops = parse_export(response.body, url=url)
     _check_order(ops, after, url)
-    cursor = next_cursor(asked, _after(ops, count), len(ops), max_pages=max_pages,
+    taken = ops[:count]
+    cursor = next_cursor(asked, _after(taken, count), len(taken), max_pages=max_pages,
                          max_rows=max_rows)
     repeated = after.overlap if isinstance(after, ExportCursor) else frozenset()
-    taken = ops[:count]
+    kept = [op for op in taken if op.cid not in repeated]
     if cursor is None:
-        return [op for op in taken if op.cid not in repeated], None
+        return kept, None
     following = ExportCursor(cursor, cursor.trail)
     following.overlap = frozenset(op.cid for op in taken if op.created_at > cursor)
-    return [op for op in taken if op.cid not in repeated], following
+    return kept, following
 
 
 def _check_order(ops: list[PlcOp], after: str | None, url: str) -> None:
@@ -157,15 +158,15 @@ def _check_order(ops: list[PlcOp], after: str | None, url: str) -> None:
         floor = op.created
 
 
-def _after(ops: list[PlcOp], count: int) -> str | None:
-    """The ``after`` of the page following ``ops[:count]``, or None when it was the last.
+def _after(taken: list[PlcOp], count: int) -> str | None:
+    """The ``after`` of the page following ``taken`` (``count`` asked), or None when it was
+    the last.
 
     The last timestamp before the final one, so that the final millisecond is asked again
     (see the module docstring); the final one itself when the whole page shares it.
     """
-    if len(ops) < count:
+    if len(taken) < count:
         return None
-    taken = ops[:count]
     final = taken[-1].created_at
     earlier = [op.created_at for op in taken if op.created_at != final]
     return earlier[-1] if earlier else final
