@@ -26,12 +26,12 @@ and what each outcome changes.
 from __future__ import annotations
 
 from ._batch import Batch
-from ._export import DatasetExport, ExportReport, Target
+from ._export import BATCH_RECORDS, BATCH_REPOS, DatasetExport, ExportReport, Target
 from ._layout import REPOS_SCHEMA
 from ._maintain import compact, vacuum
 from ._reader import CHANGES_SCHEMA, VERSIONS_SCHEMA, Dataset, open_dataset
 from ._writer import DatasetWriter
 
-__all__ = ["CHANGES_SCHEMA", "REPOS_SCHEMA", "VERSIONS_SCHEMA", "Batch", "Dataset",
+__all__ = ["BATCH_RECORDS", "BATCH_REPOS", "CHANGES_SCHEMA", "REPOS_SCHEMA", "VERSIONS_SCHEMA", "Batch", "Dataset",
            "DatasetExport", "DatasetWriter", "ExportReport", "Target", "compact",
            "open_dataset", "vacuum"]

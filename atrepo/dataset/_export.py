@@ -131,7 +131,7 @@ class DatasetExport:
                  collections: Sequence[str] | None = None, resume: bool = True,
                  exclude: Iterable[str] | None = None, hosts: Sequence[str] = (),
                  batch_repos: int = BATCH_REPOS, batch_records: int = BATCH_RECORDS) -> None:
-        self.exclude = set(exclude or ())
+        self.exclude = {exclude} if isinstance(exclude, str) else set(exclude or ())
         for did in self.exclude:
             if not is_did(did):
                 raise AtrepoError("exclude= takes DIDs", value=did,
