@@ -32,6 +32,6 @@ from ._maintain import compact, vacuum
 from ._reader import CHANGES_SCHEMA, VERSIONS_SCHEMA, Dataset, open_dataset
 from ._writer import DatasetWriter
 
-__all__ = ["BATCH_RECORDS", "BATCH_REPOS", "CHANGES_SCHEMA", "REPOS_SCHEMA", "VERSIONS_SCHEMA", "Batch", "Dataset",
-           "DatasetExport", "DatasetWriter", "ExportReport", "Target", "compact",
-           "open_dataset", "vacuum"]
+__all__ = ["BATCH_RECORDS", "BATCH_REPOS", "CHANGES_SCHEMA", "REPOS_SCHEMA",
+           "VERSIONS_SCHEMA", "Batch", "Dataset", "DatasetExport", "DatasetWriter",
+           "ExportReport", "Target", "compact", "open_dataset", "vacuum"]
