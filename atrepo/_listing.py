@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ from .retry import RetryPolicy
 from .repos import RepoRef
 from ._names import file_name, legacy_name
 from ._progress import Progress, progress
+from ._warn import warn
 from .errors import AtrepoError, RepoUnavailable
 from .frames import current_plc, hosts_frame, plc_frame, repos_frame
 
@@ -201,7 +201,7 @@ class Pager(Generic[T]):
         self.count += len(repos)
         next_cursor, warning = flows.walk_cursor(self.cursor, page_cursor, len(repos))
         if warning:
-            warnings.warn(f"{self.method} on {self.host}: {warning}", stacklevel=3)
+            warn(f"{self.method} on {self.host}: {warning}")
         previous, self.cursor = self.cursor, next_cursor
         self.exhausted = next_cursor is None or (self.limit is not None
                                                  and self.count >= self.limit)
@@ -260,15 +260,14 @@ def by_collection(collection: str, host: str, config: ClientConfig) -> Flow[list
         dids.extend(page[0])
         cursor, warning = flows.walk_cursor(cursor, page[1], len(page[0]))
         if warning:
-            warnings.warn(f"listReposByCollection on {host}: {warning}", stacklevel=3)
+            warn(f"listReposByCollection on {host}: {warning}")
         if cursor is None:
             return dids
 
 
 def _by_describing(collection: str, host: str, config: ClientConfig) -> Flow[list[str]]:
-    warnings.warn(f"{host} does not serve com.atproto.sync.listReposByCollection; "
-                  "asking describeRepo for every repository it lists instead",
-                  stacklevel=4)
+    warn(f"{host} does not serve com.atproto.sync.listReposByCollection; "
+         "asking describeRepo for every repository it lists instead")
     listing = pager(host, config, limit=None, resume=False)
     dids = []
     while not listing.exhausted:

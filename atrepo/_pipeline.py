@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,6 +61,7 @@ from ._io.store import StoreEntry
 from ._snapshot_store import SnapshotStore
 from ._varint import encode_varint
 from .cid import CID
+from ._warn import warn
 from .errors import (AtrepoError, CarError, MstError, RepoUnavailable, ResolutionError,
                      SignatureError, UsageError)
 from .frames import snapshots_frame
@@ -261,19 +261,19 @@ class Pipeline:
         """The newest entry against a fresh fetch (which is stored in turn)."""
         ident = yield from self.resolve(name)
         newest = self.store.newest(ident.did)
-        if newest is None:
-            warnings.warn(f"no stored snapshot of {ident.did} yet: every record shows as a "
-                          "create", stacklevel=4)
-        view = collections
-        if newest is not None and not covers(newest.held, collections):
-            view = newest.held
-            warnings.warn(f"the stored snapshot of {ident.did} holds only "
-                          f"{', '.join(newest.held or ())} (it was fetched sparse): the diff "
-                          "covers only what both snapshots hold", stacklevel=4)
+        partial = newest is not None and not covers(newest.held, collections)
+        view = newest.held if newest is not None and partial else collections
         old = None if newest is None else self._open(
             ident.did, newest, view, handle=ident.handle,
             signing_key=self.store.entry_key(ident.did, newest))
         new = yield from self.fetch(ident, collections, newest, old, sparse=None)
+        # warned only once the fetch succeeded: an unavailable repository raises alone
+        if newest is None:
+            warn(f"no stored snapshot of {ident.did} yet: every record shows as a create")
+        elif partial:
+            warn(f"the stored snapshot of {ident.did} holds only "
+                 f"{', '.join(newest.held or ())} (it was fetched sparse): the diff "
+                 "covers only what both snapshots hold")
         return diff(old, new)
 
     # -- the store, offline ---------------------------------------------------------------

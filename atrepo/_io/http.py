@@ -60,6 +60,7 @@ from .._flows.effects import (
     Result,
     Sleep,
 )
+from .._warn import remember_caller
 from ..errors import ResponseTooLarge, TransportError
 from .deadline import Clock, Deadline, guard, within
 from .decoding import ACCEPT_ENCODING, Decoder
@@ -499,6 +500,7 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
     driver = _Async(http, dns, total_timeout, limits, sleep, clock)
     stepper = _Stepper(flow)
     context = contextvars.copy_context()  # one for the whole flow, as on a thread
+    context.run(remember_caller)  # the flow's warnings name the awaiting user code
     try:
         effect = await _off_loop(context, stepper.start)
         while effect is not None:

@@ -168,11 +168,6 @@ def test_a_bulk_call_shows_one_bar_counting_repositories(kind, sandbox, tmp_path
     assert "3/3" in bars[0].shown and "3.0" not in bars[0].shown
 
 
-_CALL_SITES = ("the warnings.warn calls in atrepo/_listing.py and atrepo/_pipeline.py are to "
-               "use atrepo._warn.warn, and Pipeline.diff to warn only once the fetch succeeded")
-
-
-@pytest.mark.xfail(strict=True, reason=_CALL_SITES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_warning_names_the_users_line(kind, sandbox, tmp_path):
     made: Any = client(kind, sandbox, tmp_path)
@@ -191,7 +186,6 @@ def test_a_warning_names_the_users_line(kind, sandbox, tmp_path):
     assert caught and {w.filename for w in caught} == {__file__}
 
 
-@pytest.mark.xfail(strict=True, reason=_CALL_SITES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_unavailable_repository_diffs_without_a_warning(kind, sandbox, tmp_path):
     with warnings.catch_warnings(record=True) as caught:

@@ -71,3 +71,31 @@ def test_a_warning_issued_outside_atrepo_names_its_own_caller():
     # the line in helper: it is outside atrepo, so it is where the warning comes from
     assert [(w.filename, w.lineno) for w in caught] == \
         [(__file__, helper.__code__.co_firstlineno + 1)]
+
+
+def test_a_worker_threads_warning_names_the_remembered_caller():
+    # an AsyncClient steps its flows in worker threads: their stacks hold no user frame, so
+    # the line remembered on the event loop (run_async calls remember_caller) is named
+    import concurrent.futures
+    import contextvars
+
+    from atrepo._warn import remember_caller
+
+    context = contextvars.copy_context()
+    context.run(remember_caller)
+    line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(context.run, _inside()["deep"], warn).result()
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
+
+
+def test_without_a_remembered_caller_a_worker_thread_warns_as_before():
+    import concurrent.futures
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(_inside()["deep"], warn).result()
+    assert len(caught) == 1 and caught[0].filename != __file__
