@@ -58,7 +58,7 @@ class Sparse:
     Attributes:
         commit_cid: the commit's binary CID (the blocks were handed to the sink).
         size: the body bytes of every answer, the failed attempt's included.
-        requests: how many requests it took.
+        requests: how many requests it took (each counted once, whatever its retries).
     """
 
     commit_cid: bytes
@@ -113,7 +113,6 @@ class _Fetch:
     def paid(self, answer: Blocks) -> Blocks:
         """Count ``answer``'s bytes against the cap."""
         self.size += answer.size
-        self.requests += 1
         if self.size > self.max_bytes:
             raise ResponseTooLarge(f"{self.pds} (sparse fetch of {self.did})",
                                    max_bytes=self.max_bytes)
@@ -129,6 +128,7 @@ class _Fetch:
         wanted = [raw for raw in dict.fromkeys(cids) if raw not in found]
         for start in range(0, len(wanted), MAX_CIDS_PER_REQUEST):
             batch = wanted[start:start + MAX_CIDS_PER_REQUEST]
+            self.requests += 1
             answer = self.paid((yield from get_blocks(
                 self.pds, self.did, [str(CID.from_raw(raw)) for raw in batch],
                 policy=self.policy)))
@@ -143,10 +143,12 @@ class _Fetch:
 
     def start(self, probe: tuple[str, str]) -> Flow[bytes]:
         """Get the proof (or the commit alone); return the commit's binary CID."""
+        self.requests += 1
         try:
             proof = self.paid((yield from get_record_proof(self.pds, self.did, *probe,
                                                            policy=self.policy)))
         except NoProof:
+            self.requests += 1
             commit_cid, _rev = yield from get_latest_commit(self.pds, self.did,
                                                             policy=self.policy)
             raw = bytes(CID.decode(commit_cid))

@@ -1,7 +1,8 @@
 """atrepo._pipeline: one repository's steps, driven by hand (no transport), and the store offline.
 
 The store is filled from ``ref_small`` (two commits written by the reference), the way a
-fetch fills it; the network steps are run with :func:`atrepo.testing.drive`.
+fetch fills it; the network steps are run with :func:`atrepo.testing.drive`, or, for sparse
+fetches, against a PDS in miniature serving ``ref_small`` (``_sparse_host``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from atrepo._flows.effects import HttpGet, HttpResponse
 from atrepo._pipeline import Pipeline
 from atrepo.frames import SNAPSHOTS_SCHEMA
 from atrepo.identity import DidDocument, Identity
-from atrepo.testing import drive
+from atrepo.testing import drive, make_repo_car
+
+from _sparse_host import SparseHost, repo_of, run
 
 PDS = "http://127.0.0.1:2583"
 
@@ -200,3 +203,113 @@ def test_a_new_client_cleans_the_parts_killed_downloads_left(tmp_path):
     made = Pipeline(ClientConfig(cache_dir=tmp_path / "cache", progress=False))
     made.close()
     assert not stale.exists() and young.exists()
+
+
+# -- sparse fetches (against a PDS in miniature, tests/unit/_sparse_host.py) ------------------
+
+FOLLOW, PROFILE = "app.bsky.graph.follow", "app.bsky.actor.profile"
+
+
+def _host(ref) -> SparseHost:
+    return SparseHost(repo_of(ref.car.read_bytes()))
+
+
+def _rows(ref, collections: list[str]):
+    return atrepo.read_car(ref.car, collections=collections).records
+
+
+def test_a_sparse_fetch_is_stored_with_the_collections_it_holds(pipeline, ref_small):
+    host = _host(ref_small)
+    snap = run(pipeline.fetch(_identity(ref_small), [FOLLOW], None, sparse=True), host)
+    assert snap.source == "sparse" and snap.verified and snap.collections_filter == [FOLLOW]
+    assert snap.records.equals(_rows(ref_small, [FOLLOW]))
+    assert snap.bytes_downloaded == host.sent < ref_small.car.stat().st_size / 2
+    assert host.calls("com.atproto.sync.getRepo") == 0
+    (entry,) = pipeline.store.entries(ref_small.truth["did"])
+    assert (entry.source, entry.held, entry.records) == ("sparse", [FOLLOW], 426)
+    assert entry.collections == {FOLLOW: 426}
+
+
+def test_a_sparse_entry_is_reopened_only_for_what_it_holds(pipeline, ref_small):
+    ident = _identity(ref_small)
+    run(pipeline.fetch(ident, [FOLLOW], None, sparse=True), _host(ref_small))
+    did = ref_small.truth["did"]
+    offline = pipeline.open_stored(did, None, None)
+    assert offline.collections_filter == [FOLLOW] and len(offline) == 426
+    assert offline.records.equals(_rows(ref_small, [FOLLOW]))
+    with pytest.raises(atrepo.AtrepoError, match="holds only some collections") as info:
+        pipeline.open_stored(did, None, [PROFILE])
+    assert info.value.fields["held"] == FOLLOW
+    host = _host(ref_small)
+    again = run(pipeline.fetch(ident, [FOLLOW], pipeline.store.newest(did)), host)
+    assert again.source == "cache" and host.calls("com.atproto.sync.getBlocks") == 0
+
+
+def test_another_collection_of_the_same_commit_joins_the_entry(pipeline, ref_small):
+    ident = _identity(ref_small)
+    did = ref_small.truth["did"]
+    run(pipeline.fetch(ident, [FOLLOW], None, sparse=True), _host(ref_small))
+    snap = run(pipeline.fetch(ident, [PROFILE], pipeline.store.newest(did), sparse=True),
+               _host(ref_small))
+    assert snap.source == "sparse" and snap.records.equals(_rows(ref_small, [PROFILE]))
+    (entry,) = pipeline.store.entries(did)
+    assert entry.held == [PROFILE, FOLLOW] and entry.records == 427
+    both = pipeline.open_stored(did, None, [FOLLOW, PROFILE])
+    assert both.records.equals(_rows(ref_small, [FOLLOW, PROFILE]))
+
+
+def test_a_whole_fetch_after_a_sparse_one_is_full_not_incremental(pipeline, ref_small):
+    ident = _identity(ref_small)
+    did = ref_small.truth["did"]
+    run(pipeline.fetch(ident, [FOLLOW], None, sparse=True), _host(ref_small))
+    host = _host(ref_small)
+    whole = run(pipeline.fetch(ident, None, pipeline.store.newest(did)), host)
+    assert whole.source == "full" and len(whole) == ref_small.truth["record_count"]
+    (download,) = [url for url in host.requests if "getRepo" in url]
+    assert "since=" not in download
+    (entry,) = pipeline.store.entries(did)  # the same revision: the whole entry replaces it
+    assert entry.held is None and entry.records == ref_small.truth["record_count"]
+
+
+def test_sparse_none_fetches_a_tiny_repository_in_full(pipeline):
+    records = {f"{FOLLOW}/f{i:03d}": {"$type": FOLLOW, "n": i} for i in range(20)}
+    car_bytes, key = make_repo_car(records, did="did:plc:tinytinytinytinytinytiny")
+    host = SparseHost(repo_of(car_bytes))
+    ident = Identity(did="did:plc:tinytinytinytinytinytiny", handle=None,
+                     handle_verified=False, pds=PDS, signing_key=key,
+                     doc=DidDocument(id="did:plc:tinytinytinytinytinytiny"))
+    snap = run(pipeline.fetch(ident, [FOLLOW], None, sparse=None), host)
+    assert snap.source == "full" and len(snap) == 20
+    assert host.calls("com.atproto.sync.getRecord") == 1
+    assert host.calls("com.atproto.sync.getBlocks") == 0
+
+
+def test_sparse_none_fetches_a_big_one_sparse(pipeline, ref_small):
+    snap = run(pipeline.fetch(_identity(ref_small), [FOLLOW], None, sparse=None),
+               _host(ref_small))
+    assert snap.source == "sparse"
+
+
+def test_a_host_without_get_blocks_is_fetched_in_full(pipeline, ref_small):
+    host = _host(ref_small)
+    host.answer_for = lambda method: HttpResponse(501) if "getBlocks" in method else None
+    snap = run(pipeline.fetch(_identity(ref_small), [FOLLOW], None, sparse=True), host)
+    assert snap.source == "full" and snap.records.equals(_rows(ref_small, [FOLLOW]))
+    (entry,) = pipeline.store.entries(ref_small.truth["did"])
+    assert entry.held is None
+
+
+def test_a_sparse_fetch_that_fails_stores_nothing(pipeline, ref_small):
+    host = _host(ref_small)
+    follows = [cid for collection, _rkey, cid in ref_small.records if collection == FOLLOW]
+    host.omit = {bytes(atrepo.CID.decode(follows[200]))}
+    with pytest.raises(atrepo.MstError, match="left a block out"):
+        run(pipeline.fetch(_identity(ref_small), [FOLLOW], None, sparse=True), host)
+    assert pipeline.store.entries(ref_small.truth["did"]) == []
+
+
+def test_sparse_true_needs_collections(pipeline):
+    with pytest.raises(atrepo.UsageError, match="needs collections"):
+        next(pipeline.get_repo("did:plc:x", None, sparse=True))
+    with pytest.raises(atrepo.UsageError):
+        next(pipeline.get_repo("did:plc:x", [FOLLOW], sparse="yes"))  # type: ignore[arg-type]
