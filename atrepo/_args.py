@@ -81,10 +81,23 @@ def check_names(names: object, *, argument: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """The repositories a frame names: DIDs, each once, and where each was listed (or None)."""
+    """The repositories a frame names, each once, with what its listing says of each.
+
+    Attributes:
+        names: the DIDs, in the frame's order.
+        hosts: where each was listed: the ``host`` column, else ``pds`` (``list_plc``).
+        heads: the commit CID its host lists (``list_repos``' ``head``), when the frame has it.
+        revs: the revision its host lists (``rev``), when the frame has it.
+        inactive: why its host lists it as inactive (``list_repos``' ``status`` where
+            ``active`` is false, ``"inactive"`` when it gives none), None when active or
+            when the frame has no ``active`` column.
+    """
 
     names: list[str]
     hosts: list[str | None]
+    heads: list[str | None]
+    revs: list[str | None]
+    inactive: list[str | None]
 
 
 _LISTED_BY: Final = ("host", "pds")  # the columns that say where a frame's DIDs were listed
@@ -118,17 +131,21 @@ def framed_names(source: object, *, argument: str) -> Listed | None:
         raise UsageError("the did column must hold strings", argument=argument,
                          dtype=str(schema["did"]))
     by = next((name for name in _LISTED_BY if schema.get(name) == pl.String), None)
-    columns: Any = source.select(["did", by] if by else ["did"])
+    status = pl.col("status") if schema.get("status") == pl.String else pl.lit(None, pl.String)
+    columns: Any = source.select(
+        "did", (pl.col(by) if by else pl.lit(None, pl.String)).alias("host"),
+        *(pl.col(name) if schema.get(name) == pl.String else pl.lit(None, pl.String).alias(name)
+          for name in ("head", "rev")),
+        (pl.when(~pl.col("active")).then(status.fill_null("inactive"))
+         if schema.get("active") == pl.Boolean else pl.lit(None, pl.String)).alias("inactive"))
     frame = columns.collect() if isinstance(columns, pl.LazyFrame) else columns
     nulls = frame.get_column("did").is_null()
     if nulls.any():
         raise UsageError("the did column holds a null", argument=argument,
                          row=int(nulls.arg_true()[0]))
     frame = frame.unique("did", keep="first", maintain_order=True)
-    dids: list[str] = frame.get_column("did").to_list()
-    hosts: list[str | None] = (frame.get_column(by).to_list() if by
-                               else [None] * frame.height)
-    return Listed(dids, hosts)
+    return Listed(*(frame.get_column(name).to_list()
+                    for name in ("did", "host", "head", "rev", "inactive")))
 
 
 def _strings(value: object, argument: str, example: str) -> list[str]:

@@ -81,3 +81,18 @@ def test_after_without_a_zone_or_of_another_type_is_refused(after):
     with pytest.raises(UsageError, match="time zone") as info:
         check_after(after)
     assert info.value.fields["argument"] == "after"
+
+
+def test_a_list_repos_frame_carries_what_its_host_lists_of_each():
+    from atrepo.frames import repos_frame
+
+    frame = repos_frame([(A, "bafyhead", "3rev", True, None),
+                         (B, None, None, False, "takendown"),
+                         (C, None, None, False, None)])
+    listed = framed_names(frame, argument="x")
+    assert listed is not None
+    assert (listed.heads, listed.revs) == (["bafyhead", None, None], ["3rev", None, None])
+    assert listed.inactive == [None, "takendown", "inactive"]
+    plain = framed_names(pl.DataFrame({"did": [A], "status": ["tombstoned"]}), argument="x")
+    assert plain is not None
+    assert (plain.heads, plain.revs, plain.inactive) == ([None], [None], [None])
