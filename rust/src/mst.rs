@@ -320,6 +320,13 @@ impl Packed {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
     }
+
+    /// Append all of `other`'s strings (two copies, not one per string).
+    pub fn append(&mut self, other: &Packed) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends.extend(other.ends.iter().map(|end| end + base));
+    }
 }
 
 /// The leaves of a walk, in key order: keys and value (record) CIDs, copied out of the
@@ -352,10 +359,8 @@ impl Leaves {
 
     /// Append all of `other`'s leaves.
     pub fn extend(&mut self, other: &Leaves) {
-        for i in 0..other.len() {
-            self.keys.push(other.key(i));
-            self.values.push(other.value(i));
-        }
+        self.keys.append(&other.keys);
+        self.values.append(&other.values);
     }
 }
 
