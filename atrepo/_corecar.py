@@ -54,9 +54,7 @@ class CoreCarFile(CarFile):
 
     def iter_raw(self) -> Iterator[tuple[bytes, bytes, int]]:
         """Yield (binary CID, data, offset) for every block, in file order, NOT verified."""
-        for offset, length in self.core_car().spans():
-            cid_len = self._cid_len_before(offset)
-            yield self._read(offset - cid_len, cid_len), self._read(offset, length), offset
+        return self._with_cids(self.core_car().spans())
 
     def extend(self, size: int) -> None:
         """Index the blocks appended to this CAR's file since it was read, up to ``size``.

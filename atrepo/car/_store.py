@@ -20,14 +20,14 @@ import io
 import mmap
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from .. import _accel
 from ..cid import CID, raw_cid
 from ..errors import CarError
 from ._files import CHUNK, index_fd, open_file, read_range
-from ._framing import BLESSED_HEAD, frame_blocks, parse_header
+from ._framing import frame_blocks, parse_header, read_varint
 from ._index import KEY_BYTES, LEN_BITS, LEN_MASK, BlockIndex
 from ._pack import extend_index
 from ._verify import SHA256_HEADS, check_block
@@ -166,18 +166,36 @@ class CarFile:
 
         For callers that verify only the blocks they keep (with :func:`check_block`).
         """
-        for offset, length in self._index.in_file_order():
-            cid_len = self._cid_len_before(offset)
-            yield self._read(offset - cid_len, cid_len), self._read(offset, length), offset
+        return self._with_cids(self._index.in_file_order())
 
-    def _cid_len_before(self, offset: int) -> int:
-        for length in (36, 34):
-            head = self._read(offset - length, 4)
-            if length == 36 and head in BLESSED_HEAD:
-                return 36
-            if length == 34 and head[:2] == b"\x12\x20":
-                return 34
-        raise CarError("cannot iterate a CAR with non-sha256 CIDs", offset=offset)
+    def _with_cids(self, spans: Iterable[tuple[int, int]]) -> Iterator[tuple[bytes, bytes, int]]:
+        """(binary CID, data, offset) of the blocks at ``spans`` (data offset, length), which
+        are in file order.
+
+        Each block's CID is read forward from its section start, as the framing read it: a
+        CID's length cannot be told backwards from its data (a 36-byte CIDv1 of another
+        codec ends like a 34-byte CIDv0). Sections the index does not hold (a repeated
+        block) are stepped over.
+        """
+        pos = self._blocks_start()
+        for offset, length in spans:
+            while True:
+                head = self._read(pos, 10)
+                section, cid_start = read_varint(head, 0, len(head))
+                end = pos + cid_start + section
+                if end == offset + length:
+                    break
+                if end > offset:
+                    raise CarError("block is not where the index says", offset=offset)
+                pos = end
+            yield self._read(pos + cid_start, offset - pos - cid_start), \
+                self._read(offset, length), offset
+            pos = offset + length
+
+    def _blocks_start(self) -> int:
+        head = self._read(0, 10)
+        header, start = read_varint(head, 0, len(head))
+        return start + header
 
     def close(self) -> None:
         """Release the file behind this CAR, if any (a temporary spill file is deleted)."""

@@ -106,7 +106,8 @@ def test_corrupt_block_in_car_iteration(ref: Layout) -> None:
 
 
 def test_file_backed_iteration_with_short_cids(tmp_path: Path) -> None:
-    """A block whose data starts in the first 36 bytes of a file must not crash iteration."""
+    """A block whose data starts in the first 36 bytes of a file must not crash iteration:
+    checked, its CID does not match; unchecked, it comes back as written."""
     header = cbor.encode({"roots": [], "version": 1})
     block = b"\x01\x71\x12\x00" + b"x"  # CIDv1, sha2-256 code, 0-byte digest
     car = encode_varint(len(header)) + header + encode_varint(len(block)) + block
@@ -117,7 +118,10 @@ def test_file_backed_iteration_with_short_cids(tmp_path: Path) -> None:
         carfile = carmod.read_car(path, mem_limit_mb=0, verify_cids=verify)
         assert not carfile.in_memory
         try:
-            expect_error(CarError, lambda: list(carfile))
+            if verify:
+                expect_error(CarError, lambda: list(carfile))
+            else:
+                assert [(bytes(cid), data) for cid, data in carfile] == [(block[:4], b"x")]
         finally:
             carfile.close()
 
@@ -209,3 +213,25 @@ def test_path_with_zero_memory_limit_detects_corruption(ref: Layout, tmp_path: P
         path.write_bytes(flip(ref.data, block.cid_start + 10))
         with work_limit(20), pytest.raises((CarError, MstError)):
             read_all(path, mem_limit_mb=0)
+
+
+@pytest.mark.parametrize("head", [b"\x01\x70\x12\x20", b"\x01\xa9\x02\x12\x20"],
+                         ids=["dag-pb, 36 bytes", "dag-json, 37 bytes"])
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "file"])
+def test_iteration_reads_each_cid_forward(head: bytes, on_disk: bool, tmp_path: Path) -> None:
+    # a 36-byte CIDv1 of another codec ends like a 34-byte CIDv0 ("12 20" + digest) and a
+    # 37-byte one has no fixed length at all: iteration must give back the CID as written
+    data = cbor.encode({"x": 1})
+    raw = head + hashlib.sha256(data).digest()
+    other = cid_for(b"\x00")
+    blob = encode_car([other], [(bytes(other), b"\x00"), (raw, data)])
+    source: Any = blob
+    if on_disk:
+        source = tmp_path / "codecs.car"
+        source.write_bytes(blob)
+    carfile = carmod.read_car(source, mem_limit_mb=0 if on_disk else 64)
+    try:
+        assert [bytes(cid) for cid, _ in carfile] == [bytes(other), raw]
+        assert [block for _, block in carfile] == [b"\x00", data]
+    finally:
+        carfile.close()
