@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..cid import CID
-from ..errors import ResponseTooLarge
+from ..errors import DecodeError, MstError, ResponseTooLarge
 from ..models import parse_commit
 from .. import mst
 from ..mst import KeyRange, Subtree
@@ -130,8 +130,7 @@ class _Fetch:
             batch = wanted[start:start + MAX_CIDS_PER_REQUEST]
             self.requests += 1
             answer = self.paid((yield from get_blocks(
-                self.pds, self.did, [str(CID.from_raw(raw)) for raw in batch],
-                policy=self.policy)))
+                self.pds, self.did, [_cid_text(raw) for raw in batch], policy=self.policy)))
             for raw in batch:
                 data = answer.blocks.get(raw)
                 if data is None:
@@ -236,6 +235,18 @@ def _ranges(attempt: _Fetch, commit_raw: bytes, ranges: Sequence[tuple[bytes, by
     for start in range(0, len(wanted), MAX_CIDS_PER_REQUEST):
         yield from attempt.ask(wanted[start:start + MAX_CIDS_PER_REQUEST])
     return Sparse(commit_raw, attempt.size, attempt.requests)
+
+
+def _cid_text(raw: bytes) -> str:
+    """A link to ask for, as a string; a link that is no CID is the node's fault.
+
+    Raises:
+        MstError: ``raw`` is not a CID.
+    """
+    try:
+        return str(CID.from_raw(raw))
+    except DecodeError as exc:
+        raise MstError("malformed link in MST node", link=raw.hex()[:100]) from exc
 
 
 def _batches(frontier: list[Subtree]) -> Iterator[list[Subtree]]:

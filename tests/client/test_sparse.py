@@ -126,7 +126,7 @@ def full(big: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> atrepo.RepoS
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("collection, most", [(PROFILE, 0.05), (FOLLOW, 0.4)])
+@pytest.mark.parametrize("collection, most", [(PROFILE, 0.01), (FOLLOW, 0.2)])
 def test_sparse_fetch_equals_the_full_rows_for_fewer_bytes(big: Sandbox, full: Any,
                                                             tmp_path: Path, kind: str,
                                                             collection: str,
@@ -137,7 +137,8 @@ def test_sparse_fetch_equals_the_full_rows_for_fewer_bytes(big: Sandbox, full: A
     assert snap.records.height == (1 if collection == PROFILE else
                                    full.collections.filter(
                                        pl.col("collection") == FOLLOW)["count"][0])
-    # measured: profile 0.2% and follows 22% of the full CAR's 0.84 MB
+    # measured (benchmarks/bench_sparse.py --records 3000): profile 0.3% and follows (445 of
+    # the 3,001 records) 12.8% of the full CAR's 0.84 MB
     assert 0 < snap.bytes_downloaded < most * full.bytes_downloaded
     assert full.source == "full" and full.bytes_downloaded > 500_000
 

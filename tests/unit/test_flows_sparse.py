@@ -13,13 +13,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from atrepo import mst
+from atrepo import cbor, mst
+from atrepo._flows.effects import HttpResponse
 from atrepo._flows.repo import MAX_CIDS_PER_REQUEST, BlockMissing
 from atrepo._flows.sparse import SPARSE_MIN_RECORDS, estimated_records, fetch_sparse
-from atrepo.cid import CID
+from atrepo.cid import CID, cid_for
+from atrepo.mst._node import encode_node
 from atrepo.errors import MstError, ResponseTooLarge
 from atrepo.snapshot import collection_ranges
-from atrepo.testing import make_repo_car
+from atrepo.testing import encode_car, make_repo_car
 
 from _sparse_host import Repo, SparseHost, repo_of, run
 
@@ -167,3 +169,20 @@ def test_a_host_without_absence_proofs_is_asked_for_the_commit(big):
 def test_the_bytes_of_all_answers_are_capped(big):
     with pytest.raises(ResponseTooLarge):
         _fetch(SparseHost(big), [FOLLOW], max_bytes=20_000)
+
+
+def test_a_link_that_is_no_cid_is_an_error_about_the_tree():
+    root_data = encode_node(b"\xff\xfe", [])  # an empty root whose left link is junk
+    root = bytes(cid_for(root_data))
+    unsigned = {"data": CID.from_raw(root), "did": DID, "prev": None, "rev": "3kaaaaaaaaa22",
+                "version": 3}
+    commit_data = cbor.encode(dict(unsigned, sig=b"\x00" * 64))
+    commit = bytes(cid_for(commit_data))
+    proof = HttpResponse(200, {"content-type": "application/vnd.ipld.car"},
+                         encode_car([CID.from_raw(commit)],
+                                    [(commit, commit_data), (root, root_data)]))
+    host = SparseHost(Repo(commit, {commit: commit_data, root: root_data}),
+                      answer_for=lambda method: proof if method.endswith("getRecord") else None)
+    with pytest.raises(MstError, match="malformed link") as caught:
+        _fetch(host, [FOLLOW])
+    assert caught.value.fields["link"] == "fffe"

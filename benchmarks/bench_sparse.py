@@ -1,0 +1,113 @@
+"""Sparse against full fetches of one collection from a big repository: bytes, requests, time.
+
+    .venv/bin/python benchmarks/bench_sparse.py [--records 20000] [--runs 3]
+
+Against a local sandbox (the reference PLC + PDS, ``atrepo.sandbox``) whose one bulk account
+holds ``--records`` records (~45 % posts, ~30 % likes, ~10 % reposts, ~15 % follows) plus a
+profile written here, ``get_repo`` of that account into an empty cache:
+
+* in full (``sparse=False``), the whole CAR;
+* sparse (``sparse=True``) for ``app.bsky.actor.profile`` (one record),
+  ``app.bsky.graph.follow`` and ``app.bsky.feed.post``.
+
+Each row is the median of ``--runs`` (by time; a fresh cache every run): seconds, HTTP
+requests, ``snap.bytes_downloaded`` (the decoded bodies) and the bytes off the wire (the
+PDS gzips its answers), and the sparse bytes as a share of the full fetch's. The requests
+include resolving the DID (PLC) and the handle check. Prints a Markdown table and writes
+``benchmarks/results/sparse.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from atrepo.client import Client
+from atrepo.sandbox import Sandbox
+from bench_fetch import NoDns, Traffic, seeding_seconds
+from bench_read import machine_info
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "sparse.json"
+HANDLE = "bulk000.test"
+PROFILE = "app.bsky.actor.profile"
+CASES = [(None, False), ([PROFILE], True), (["app.bsky.graph.follow"], True),
+         (["app.bsky.feed.post"], True)]
+
+
+@dataclass
+class Row:
+    collection: str
+    sparse: bool
+    source: str
+    records: int
+    seconds: float
+    requests: int
+    bytes_downloaded: int
+    wire_bytes: int
+
+
+def fetch(sb: Sandbox, collections: list[str] | None, sparse: bool) -> Row:
+    """One get_repo into an empty cache, with its traffic counted."""
+    traffic = Traffic()
+    with tempfile.TemporaryDirectory() as cache, \
+            Client(http=traffic.client(), dns=NoDns(), plc_url=sb.plc_url,
+                   handle_resolver=sb.pds_url, cache_dir=cache, progress=False) as client:
+        start = time.perf_counter()
+        snap = client.get_repo(HANDLE, collections, sparse=sparse)
+        records = snap.records.height
+        seconds = time.perf_counter() - start
+    return Row(collections[0] if collections else "(all)", sparse, snap.source, records,
+               seconds, traffic.requests, snap.bytes_downloaded, traffic.bytes)
+
+
+def median(rows: list[Row]) -> Row:
+    middle = sorted(rows, key=lambda row: row.seconds)[len(rows) // 2]
+    return Row(**{**asdict(middle), "seconds": statistics.median(r.seconds for r in rows)})
+
+
+def table(rows: list[Row]) -> str:
+    full = rows[0]
+    lines = ["| collections | fetch | records | seconds | HTTP requests | bytes_downloaded "
+             "| share of full | bytes off the wire |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row.collection} | {row.source} | {row.records:,} | "
+                     f"{row.seconds:.3f} | {row.requests} | {row.bytes_downloaded:,} | "
+                     f"{row.bytes_downloaded / full.bytes_downloaded:.2%} | "
+                     f"{row.wire_bytes:,} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    with Sandbox.start(bulk_accounts=1, bulk_records=args.records, timeout=3600) as sb:
+        print(f"sandbox up in {time.perf_counter() - started:.1f} s (seeding "
+              f"{seeding_seconds(sb)} s)", file=sys.stderr)
+        sb.put_record(HANDLE, PROFILE, "self", {"$type": PROFILE, "displayName": "Bench"})
+        rows = [median([fetch(sb, collections, sparse) for _ in range(args.runs)])
+                for collections, sparse in CASES]
+    print(f"### get_repo of one repository of {args.records:,} records (+ a profile), "
+          f"median of {args.runs}\n")
+    print(table(rows))
+    RESULTS.parent.mkdir(exist_ok=True)
+    result: dict[str, Any] = {"records": args.records, "runs": args.runs,
+                              "machine": machine_info(sys.executable),
+                              "rows": [asdict(row) for row in rows]}
+    RESULTS.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
