@@ -35,9 +35,11 @@ impl ViewColumn {
         }
     }
 
-    /// A part of a column: strings of some rows, placed with [`ViewColumn::adopt`].
-    pub fn sparse() -> Self {
-        Self::new(0)
+    /// A part of a column: strings of `rows` rows, placed with [`ViewColumn::adopt`].
+    pub fn sparse(rows: usize) -> Self {
+        let mut part = Self::new(0);
+        part.placed.reserve_exact(rows);
+        part
     }
 
     /// Record row `row` as the string written at `(buffer, offset)` (for [`sparse`] parts).

@@ -20,6 +20,22 @@ pub const MAX_BLOCK_SIZE: u64 = 1 << 23;
 const KEY_BYTES: usize = 7;
 const BLESSED_HEAD: [[u8; 4]; 2] = [[0x01, 0x71, 0x12, 0x20], [0x01, 0x55, 0x12, 0x20]];
 
+/// The result of one lookup of [`Car::locate_many`]: 0 when not found, else (block number
+/// << 1 | alone) + 1.
+#[derive(Clone, Copy)]
+pub struct Found(u64);
+
+impl Found {
+    fn of(hit: Option<(u32, Block, bool)>) -> Self {
+        Found(hit.map_or(0, |(id, _, alone)| ((u64::from(id) << 1) | u64::from(alone)) + 1))
+    }
+
+    /// (block number, alone under its key), or None when the CID was not found.
+    pub fn get(self) -> Option<(usize, bool)> {
+        (self.0 != 0).then(|| (((self.0 - 1) >> 1) as usize, (self.0 - 1) & 1 == 1))
+    }
+}
+
 /// Where one block's data lies.
 #[derive(Clone, Copy, Debug)]
 pub struct Block {
@@ -127,7 +143,7 @@ impl Car {
     /// pages need not stay in memory).
     pub fn index(&mut self, buf: &[u8], mut pos: usize, release: &dyn Fn(usize, usize))
                  -> Result<()> {
-        const STRETCH: usize = 16 << 20;
+        const STRETCH: usize = 4 << 20;
         let end = buf.len();
         // real blocks are hundreds of bytes: reserve for that, not for hostile 2-byte ones
         let expected = (end - pos.min(end)) / 300;
@@ -293,31 +309,39 @@ impl Car {
 
     /// [`Car::locate`] of `count` CIDs (`raw(i)`), with each lookup's memory requested a few
     /// lookups ahead, so that the cache misses of many lookups overlap instead of queueing.
+    ///
+    /// Each result is packed in 8 bytes ([`Found`]), as there may be millions of them.
     pub fn locate_many<'r>(&self, buf: &[u8], count: usize, raw: impl Fn(usize) -> &'r [u8])
-                           -> Vec<Option<(Block, bool)>> {
+                           -> Vec<Found> {
         const AHEAD: usize = 16;
-        let hashes: Vec<(u64, u64)> = (0..count)
-            .map(|i| {
-                let key = key_of(raw(i));
-                (key, self.hasher.hash_one(key))
-            })
-            .collect();
+        let hashed = |i: usize| {
+            let key = key_of(raw(i));
+            (key, self.hasher.hash_one(key))
+        };
+        // the (key, hash) of the next AHEAD lookups, in a ring
+        let mut ring: [(u64, u64); AHEAD] = [(0, 0); AHEAD];
+        for (i, slot) in ring.iter_mut().enumerate().take(count) {
+            *slot = hashed(i);
+        }
         (0..count)
             .map(|i| {
-                if !self.slots.is_empty() {
-                    if let Some(&(_, hash)) = hashes.get(i + AHEAD) {
-                        prefetch(self.slots.as_ptr().wrapping_add(self.home(hash)));
-                    }
-                    if let Some(&(_, hash)) = hashes.get(i + AHEAD / 2) {
-                        let slot = self.slots[self.home(hash)];
-                        if slot != 0 {
-                            let offset = self.block((slot as u32) as usize - 1).offset;
-                            prefetch(buf.as_ptr().wrapping_add(offset.saturating_sub(40)));
-                        }
+                let (key, hash) = ring[i % AHEAD];
+                if i + AHEAD < count {
+                    let ahead = hashed(i + AHEAD);
+                    ring[i % AHEAD] = ahead;
+                    if !self.slots.is_empty() {
+                        prefetch(self.slots.as_ptr().wrapping_add(self.home(ahead.1)));
                     }
                 }
-                let (key, hash) = hashes[i];
-                self.locate_hashed(buf, raw(i), key, hash).map(|(_, block, alone)| (block, alone))
+                if !self.slots.is_empty() {
+                    let (_, near) = ring[(i + AHEAD / 2) % AHEAD];
+                    let slot = self.slots[self.home(near)];
+                    if i + AHEAD / 2 < count && slot != 0 {
+                        let offset = self.block((slot as u32) as usize - 1).offset;
+                        prefetch(buf.as_ptr().wrapping_add(offset.saturating_sub(40)));
+                    }
+                }
+                Found::of(self.locate_hashed(buf, raw(i), key, hash))
             })
             .collect()
     }

@@ -7,7 +7,7 @@
 //! key order; a block that does not decode is a problem of its row (a null `record`).
 
 use crate::arrow::ViewColumn;
-use crate::car::{verify, Block, Car};
+use crate::car::{verify, Car, Found};
 use crate::error::{CoreError, Field, Result};
 use crate::mst::Leaves;
 use crate::record::record_json;
@@ -34,24 +34,21 @@ pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str,
                       release: &(dyn Fn(usize, usize) + Sync)) -> Result<Decoded> {
     let n = leaves.len();
     let raw = |i: usize| leaves.value(i);
-    let mut found: Vec<(Block, bool)> = Vec::with_capacity(n);
+    let found: Vec<Found> = car.locate_many(buf, n, raw);
     let mut failed: Option<(usize, CoreError)> = None;
-    for (i, hit) in car.locate_many(buf, n, raw).into_iter().enumerate() {
-        match hit {
-            Some(hit) => found.push(hit),
-            None => {
-                let error = CoreError::mst("record block missing from CAR")
-                    .with("cid", Field::CidText(raw(i).to_vec()))
-                    .hint("the CAR is incomplete");
-                failed = Some((i, error));
-                break; // no later record can fail first
-            }
-        }
+    if let Some(i) = found.iter().position(|f| f.get().is_none()) {
+        let error = CoreError::mst("record block missing from CAR")
+            .with("cid", Field::CidText(raw(i).to_vec()))
+            .hint("the CAR is incomplete");
+        failed = Some((i, error)); // no later record can fail first
     }
     let limit = failed.as_ref().map_or(n, |(i, _)| *i);
-    let mut by_offset: Vec<(usize, u32)> = (0..limit).map(|i| (found[i].0.offset, i as u32)).collect();
-    by_offset.sort_unstable();
-    let order: Vec<u32> = by_offset.into_iter().map(|(_, i)| i).collect();
+    // blocks are numbered in file order: sorting rows by block number reads the file in order
+    let mut by_block: Vec<(u32, u32)> = (0..limit)
+        .map(|i| (found[i].get().map_or(0, |(id, _)| id as u32), i as u32))
+        .collect();
+    by_block.sort_unstable();
+    let order: Vec<u32> = by_block.into_iter().map(|(_, i)| i).collect();
 
     // two halves of the file, decoded side by side (the GIL is released around all this)
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -100,16 +97,21 @@ struct Part {
 }
 
 /// Verify and decode the records `rows` (in file order) into a column of their own.
-fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], rows: &[u32],
+fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[Found], rows: &[u32],
                release: &(dyn Fn(usize, usize) + Sync)) -> Part {
-    const STRETCH: usize = 8 << 20;
-    let mut released = rows.first().map_or(0, |&i| found[i as usize].0.offset);
-    let mut column = ViewColumn::sparse();
+    const STRETCH: usize = 2 << 20;
+    // every row given here was found (rows stop before the first missing one)
+    let place = |i: u32| {
+        let (id, alone) = found[i as usize].get().unwrap_or((0, false));
+        (car.block(id), alone)
+    };
+    let mut released = rows.first().map_or(0, |&i| place(i).0.offset);
+    let mut column = ViewColumn::sparse(rows.len());
     let mut problems = Vec::new();
     let mut failed: Option<(usize, CoreError)> = None;
     for &i in rows {
         let i = i as usize;
-        let (block, alone) = found[i];
+        let (block, alone) = place(i as u32);
         if block.offset - released >= STRETCH {
             release(released, block.offset); // rows come in file order: these are done
             released = block.offset;
@@ -140,7 +142,7 @@ fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[(Block, bool)], 
         }
     }
     if let Some(&last) = rows.last() {
-        let (block, _) = found[last as usize];
+        let (block, _) = place(last);
         release(released, block.offset + block.length);
     }
     Part { column, problems, failed }
