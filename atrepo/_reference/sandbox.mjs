@@ -3,8 +3,9 @@
 //   node sandbox.mjs [--plc-port N] [--pds-port N] [--bulk-accounts N --bulk-records M]
 //                    [--pds-count N] [--relay-port N]     (cwd: atrepo/_reference)
 //
-// Starts @atproto/dev-env's TestNetworkNoAppView (in-memory PLC; PDS on SQLite in a temp dir),
-// seeds four accounts in different states, prints ONE line of JSON to stdout:
+// Starts @atproto/dev-env's TestNetworkNoAppView (in-memory PLC, given a working /export; PDS
+// on SQLite in a temp dir), seeds four accounts in different states, prints ONE line of JSON to
+// stdout:
 //
 //   {"plc_url", "pds_url", "pds_urls", "relay_url", "admin_password", "accounts": [{"handle",
 //    "did", "password", "status": "active"|"deactivated"|"takendown"|"deleted", "records": N,
@@ -310,6 +311,39 @@ async function seedMovedAccount(from, to) {
   }
 }
 
+// ---------------------------------------------------------------- the PLC's export
+// dev-env's PLC runs on @did-plc/server's in-memory MockDatabase, which keeps every DID's
+// indexed operations (`contents[did]`, oldest first, as `/{did}/log/audit` shows them) but
+// whose `exportOps` returns [], so `/export` is always empty. Give the instance the Postgres
+// Database's answer: every operation, nullified ones included, created strictly after `after`
+// (a Date, or undefined for the start of the log), ordered by createdAt, at most `count`, as
+// {did, operation, cid, nullified, createdAt} with the CID and the time as strings. Operations
+// of one millisecond keep a fixed order (DIDs in the order they were first seen, each DID's in
+// its log's order), as the log the Postgres table keeps on disk would.
+function serveExport(db) {
+  if (typeof db?.contents !== 'object' || typeof db.exportOps !== 'function') {
+    throw new Error('the PLC database is not the in-memory one whose export sandbox.mjs serves')
+  }
+  db.exportOps = async (count, after) => {
+    if (after !== undefined && Number.isNaN(after.getTime())) {
+      // Postgres refuses such a timestamp (a 500); an empty page would read as the log's end
+      throw new Error(`invalid export cursor: after=${after}`)
+    }
+    return Object.values(db.contents)
+      .flat()
+      .filter((op) => after === undefined || op.createdAt > after)
+      .sort((a, b) => a.createdAt - b.createdAt) // stable: ties keep the order above
+      .slice(0, count)
+      .map((op) => ({
+        did: op.did,
+        operation: op.operation,
+        cid: op.cid.toString(),
+        nullified: op.nullified,
+        createdAt: op.createdAt.toISOString(),
+      }))
+  }
+}
+
 // ---------------------------------------------------------------- the relay
 const RELAY_DEFAULT_LIMIT = 200 // com.atproto.sync.listHosts: limit 1..1000, default 200
 const RELAY_MAX_LIMIT = 1000
@@ -447,6 +481,7 @@ async function main() {
       },
     })
     servers.push(net)
+    serveExport(net.plc.ctx.db)
     const pdses = [net.pds]
     while (pdses.length < PDS_COUNT && !closing) {
       const pds = await TestPds.create({ didPlcUrl: net.plc.url, hostname: 'localhost' })

@@ -1,22 +1,19 @@
 """Discovery against the multi-host sandbox: a relay's hosts, the PLC log, frames as sources.
 
-The sandbox's PLC directory (the reference server on dev-env's in-memory database) answers
-``/export`` with nothing: that database does not keep the global log. Its ``/{did}/log/audit``
-does hold each DID's indexed operations, exactly as ``/export`` lists them (did, operation,
-cid, nullified, createdAt), so :class:`ExportMirror` serves the export of the sandbox's DIDs
-from the real PLC's own audit logs, paged as the directory pages it (``after`` strict,
-``count`` at most 1000), and passes every other request on to the real PLC. The relay is
-the sandbox's. Every repository comes from a real PDS.
+The PLC directory, its ``/export`` included, and the relay are the sandbox's; every repository
+comes from a real PDS. What the export should hold is read from another of the PLC's
+endpoints: each DID's ``/{did}/log/audit`` lists its indexed operations with the fields an
+export line has. Pages that end inside one millisecond, which the sandbox cannot be made to
+produce on demand, are driven by hand in ``tests/unit/test_flows_plc.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import polars as pl
@@ -32,56 +29,22 @@ from atrepo.frames import FETCHED_SCHEMA, HOSTS_SCHEMA, PLC_SCHEMA
 from atrepo.sandbox import Sandbox
 
 
-class ExportMirror:
-    """The real PLC, plus an ``/export`` of the sandbox's DIDs built from its audit logs."""
-
-    def __init__(self, sb: Sandbox) -> None:
-        self.plc = sb.plc_url
-        self._http = httpx.Client(timeout=10, trust_env=False)
-        ops: list[dict[str, Any]] = []
-        for did in sorted({a["did"] for a in sb.accounts}):
-            res = self._http.get(f"{self.plc}/{did}/log/audit")
-            assert res.status_code == 200, res.text
-            ops.extend(res.json())
-        self.ops = sorted(ops, key=lambda op: op["createdAt"])   # stable: log order per DID
-        self.server = LoopbackServer(self.route)
-        self.asked: list[dict[str, list[str]]] = []
-
-    def route(self, path: str) -> Reply:
-        split = urlsplit(path)
-        if split.path != "/export":
-            res = self._http.get(f"{self.plc}{path}")
-            return res.status_code, {"content-type": res.headers["content-type"]}, res.content
-        query = parse_qs(split.query)
-        self.asked.append(query)
-        count = min(int(query.get("count", ["1000"])[0]), 1000)
-        after = query.get("after", [""])[0]
-        page = [op for op in self.ops if op["createdAt"] > after][:count]
-        body = "\n".join(json.dumps(op) for op in page).encode()
-        return 200, {"content-type": "application/jsonlines"}, body
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def __enter__(self) -> ExportMirror:
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.__exit__(*exc)
-        self._http.close()
-
-
 @pytest.fixture(scope="module")
 def sb(multihost_sandbox: Sandbox) -> Sandbox:
     return multihost_sandbox
 
 
 @pytest.fixture(scope="module")
-def mirror(sb: Sandbox) -> Iterator[ExportMirror]:
-    with ExportMirror(sb) as served:
-        yield served
+def audit(sb: Sandbox) -> list[dict[str, Any]]:
+    """Every operation of the sandbox's DIDs from their audit logs, oldest first (a stable
+    sort: one DID's operations keep their log's order)."""
+    ops: list[dict[str, Any]] = []
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        for did in sorted({a["did"] for a in sb.accounts}):
+            res = http.get(f"{sb.plc_url}/{did}/log/audit")
+            assert res.status_code == 200, res.text
+            ops.extend(res.json())
+    return sorted(ops, key=lambda op: op["createdAt"])
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +79,37 @@ def one(kind: str, sb: Sandbox, cache: Path, method: str, *args: Any,
 # -- the PLC log ---------------------------------------------------------------------------------
 
 
+def _export(plc_url: str, **params: str) -> list[dict[str, Any]]:
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        res = http.get(f"{plc_url}/export", params=params)
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"].startswith("application/jsonlines")
+    return [json.loads(line) for line in res.text.splitlines()]
+
+
+def _key(op: dict[str, Any]) -> str:
+    return json.dumps(op, sort_keys=True)
+
+
+def test_the_sandbox_plc_exports_every_audited_operation_in_log_order(
+        sb: Sandbox, audit: list[dict[str, Any]]) -> None:
+    exported = _export(sb.plc_url)
+    assert sorted(map(_key, exported)) == sorted(map(_key, audit))
+    assert [list(op) for op in exported] == [["did", "operation", "cid", "nullified",
+                                              "createdAt"]] * len(audit)
+    times = [op["createdAt"] for op in exported]
+    assert times == sorted(times)
+    after = audit[len(audit) // 2]["createdAt"]           # strictly after it
+    assert sorted(map(_key, _export(sb.plc_url, after=after))) == sorted(
+        _key(op) for op in audit if op["createdAt"] > after)
+    assert _export(sb.plc_url, after=audit[-1]["createdAt"]) == []
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_list_plc_finds_every_account_once_with_its_current_pds(
-        sb: Sandbox, mirror: ExportMirror, moved: dict[str, Any], tmp_path: Path,
+        sb: Sandbox, audit: list[dict[str, Any]], moved: dict[str, Any], tmp_path: Path,
         kind: str) -> None:
-    frame = one(kind, sb, tmp_path, "list_plc",
-                options={"plc_url": mirror.url})
+    frame = one(kind, sb, tmp_path, "list_plc")
     assert frame.schema == PLC_SCHEMA
     assert frame["did"].n_unique() == frame.height == len({a["did"] for a in sb.accounts})
     assert frame["created_at"].is_sorted()
@@ -140,24 +128,24 @@ def test_list_plc_finds_every_account_once_with_its_current_pds(
     http.close()
     # the moved account has two operations in the log; its row is the second, on PDS 2
     assert rows[moved["did"]]["pds"] == moved["pds"] == sb.pds_urls[1]
-    assert len([op for op in mirror.ops if op["did"] == moved["did"]]) == 2
+    assert len([op for op in audit if op["did"] == moved["did"]]) == 2
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_list_plc_resumes_where_an_interrupted_listing_stopped(
-        sb: Sandbox, mirror: ExportMirror, tmp_path: Path, kind: str) -> None:
+        sb: Sandbox, audit: list[dict[str, Any]], tmp_path: Path, kind: str) -> None:
     (whole, first, rest, nothing_new, after), _ = calls(kind, sb, tmp_path, [
         ("list_plc", (), {}),
         ("list_plc", (), {"limit": 5, "resume": True}),
         ("list_plc", (), {"resume": True}),
         ("list_plc", (), {"resume": True}),   # the log was read to its end: nothing new
-        ("list_plc", (), {"after": mirror.ops[-2]["createdAt"]}),
-    ], plc_url=mirror.url)
+        ("list_plc", (), {"after": audit[-2]["createdAt"]}),
+    ])
     assert first.height <= 5
     assert nothing_new.height == 0 and nothing_new.schema == PLC_SCHEMA
     joined = pl.concat([first, rest]).unique("did", keep="last").sort("created_at", "did")
     assert joined.equals(whole)
-    later = {op["did"] for op in mirror.ops if op["createdAt"] > mirror.ops[-2]["createdAt"]}
+    later = {op["did"] for op in audit if op["createdAt"] > audit[-2]["createdAt"]}
     assert set(after["did"]) == later
 
 
@@ -219,9 +207,8 @@ def test_a_frame_from_the_old_pds_fetches_the_moved_repo_from_the_new_one(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_fetch_records_over_list_plc_fetches_every_active_account(
-        sb: Sandbox, mirror: ExportMirror, tmp_path: Path, kind: str) -> None:
-    plc = one(kind, sb, tmp_path / "plc", "list_plc",
-                options={"plc_url": mirror.url})
+        sb: Sandbox, tmp_path: Path, kind: str) -> None:
+    plc = one(kind, sb, tmp_path / "plc", "list_plc")
     (records,), made = calls(kind, sb, tmp_path / "fetch", [("fetch_records", (plc,), {})])
     fetched = made.last_fetched
     assert fetched["did"].to_list() == plc["did"].to_list()
@@ -312,14 +299,14 @@ class _LoopbackClient(atrepo.Client):
 
 
 def test_the_hosts_and_plc_commands_print_the_frames_rows(
-        sb: Sandbox, mirror: ExportMirror, moved: dict[str, Any], tmp_path: Path,
+        sb: Sandbox, moved: dict[str, Any], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(client_module, "Client", _LoopbackClient)
     common = ["--cache-dir", str(tmp_path), "--no-progress", "--json"]
     assert main(["hosts", sb.relay_url, *common]) == 0
     hosts = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [h["host"] for h in hosts] == sb.pds_urls
-    assert main(["plc", "--plc-url", mirror.url, "--parquet", str(tmp_path / "plc.parquet"),
+    assert main(["plc", "--plc-url", sb.plc_url, "--parquet", str(tmp_path / "plc.parquet"),
                  *common]) == 0
     rows = {r["did"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows[moved["did"]]["pds"] == moved["pds"]
