@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -153,21 +153,30 @@ def test_oversized_body_is_cut(kind, sandbox, tmp_path):
 
 
 class _Trickle:
-    """A loopback server that serves the sandbox's real getRepo bodies in ``chunks`` pieces,
-    ``gap`` seconds apart; the fault sends getRepo requests to it. ``sent`` counts the
-    pieces written per request, so a test can tell a body cut short from one sent whole."""
+    """A loopback server that serves alice's real getRepo body in ``chunks`` pieces, ``gap``
+    seconds apart; the fault sends getRepo requests to it. ``sent`` counts the pieces written
+    per request, so a test can tell a body cut short from one sent whole.
+
+    The body is fetched from the sandbox once, before the client starts: fetched per request,
+    it would count against the client's timeout, which the server's headers must not wait on.
+    """
 
     def __init__(self, sandbox: Any, *, chunks: int, gap: float) -> None:
-        self.pds_url = sandbox.pds_url
+        self.did = sandbox.account("alice.test")["did"]
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            self.body = http.get(f"{sandbox.pds_url}/xrpc/com.atproto.sync.getRepo",
+                                 params={"did": self.did}).raise_for_status().content
         self.chunks = chunks
         self.gap = gap
         self.sent: list[int] = []
         self.server = LoopbackServer(self._route)
 
     def _route(self, path: str) -> Reply:
-        with httpx.Client(trust_env=False) as http:
-            body = http.get(self.pds_url + path).raise_for_status().content
-        return 200, {"content-type": "application/vnd.ipld.car"}, self._pieces(body)
+        split = urlsplit(path)
+        if (split.path != "/xrpc/com.atproto.sync.getRepo"
+                or parse_qs(split.query).get("did") != [self.did]):
+            return 404, {"content-type": "text/plain"}, f"not alice's getRepo: {path}".encode()
+        return 200, {"content-type": "application/vnd.ipld.car"}, self._pieces(self.body)
 
     def _pieces(self, body: bytes) -> Iterator[bytes]:
         size = -(-len(body) // self.chunks)
