@@ -211,7 +211,7 @@ impl PyCar {
     /// `keys` and `values` are a walk's views (used as they are) or any sequences.
     fn records<'py>(&self, py: Python<'py>, did: &str, keys: &Bound<'py, PyAny>,
                     values: &Bound<'py, PyAny>)
-                    -> PyResult<(RecordColumns, Vec<(usize, Bound<'py, PyTuple>)>)> {
+                    -> PyResult<(RecordColumns, Problems<'py>)> {
         let owned;
         let leaves = match (keys.cast::<PyKeys>(), values.cast::<PyValues>()) {
             (Ok(k), Ok(v)) if k.get().tree.is(&v.get().tree) => &k.get().tree.get().leaves,
@@ -235,6 +235,9 @@ impl PyCar {
         Ok((columns, problems))
     }
 }
+
+/// Record problems as (row, failure as CoreError args), in key order.
+type Problems<'py> = Vec<(usize, Bound<'py, PyTuple>)>;
 
 /// The leaves of one walk: keys and value CIDs, in key order.
 #[pyclass(module = "atrepo._core", name = "Tree", frozen)]
