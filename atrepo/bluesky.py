@@ -43,7 +43,7 @@ from typing import Any
 
 import polars as pl
 
-from .tables import DATETIME_RANGE, Source, table_with_problems
+from .tables import DATETIME_RANGE, Source, table, table_with_problems
 
 __all__ = ["blocks", "follows", "likes", "list_items", "lists", "post_facets", "postgates",
            "posts", "problems", "profiles", "reposts", "slice_utf8", "starter_packs",
@@ -103,8 +103,7 @@ def _short_type(expr: pl.Expr, prefix: str) -> pl.Expr:
 
 def _select(source: Source, collection: str, columns: list[pl.Expr]) -> pl.DataFrame:
     """The keys and ``columns`` of ``collection``'s declared table in ``source``."""
-    table, _ = table_with_problems(source, collection)
-    return table.select(pl.col(_KEYS), *columns)
+    return table(source, collection).select(pl.col(_KEYS), *columns)
 
 
 def problems(source: Source, collection: str = POST) -> pl.DataFrame:
@@ -118,10 +117,10 @@ def problems(source: Source, collection: str = POST) -> pl.DataFrame:
         source: a snapshot, a records frame or lazy frame, or an object with ``.records``.
         collection: the NSID whose problems to return.
     """
-    table, found = table_with_problems(source, collection)
+    typed, found = table_with_problems(source, collection)
     if collection != POST:
         return found
-    facets = _facet_slices(table).filter(pl.col("problem").is_not_null())
+    facets = _facet_slices(typed).filter(pl.col("problem").is_not_null())
     misaligned = facets.unique(["did", "rkey", "cid", "facet"], keep="first",
                                maintain_order=True)
     return pl.concat([found, misaligned.select(
@@ -281,8 +280,7 @@ def post_facets(source: Source) -> pl.DataFrame:
         >>> facets.filter(feature="tag").select("text", "value").row(0)
         ('#art', 'art')
     """
-    table, _ = table_with_problems(source, POST)
-    return _facet_slices(table)
+    return _facet_slices(table(source, POST))
 
 
 # -- the other record kinds ---------------------------------------------------------------

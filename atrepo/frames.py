@@ -22,8 +22,8 @@ Frame kinds, their schemas and who returns them:
 * fetched, :data:`FETCHED_SCHEMA`: ``client.last_fetched`` (where each repository of the
   last bulk call was listed and where it was fetched from).
 
-``snap.table(collection)`` is the one frame without a declared schema: its columns are the
-record fields, inferred from the records themselves.
+``snap.table(collection)`` has the schema its collection's lexicon declares
+(:func:`atrepo.lexicon_schema`); :mod:`atrepo.tables` builds it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 import polars as pl
 
 __all__ = ["COLLECTIONS_SCHEMA", "DIDS_SCHEMA", "DIFF_SCHEMA", "ERRORS_SCHEMA",
@@ -40,7 +39,7 @@ __all__ = ["COLLECTIONS_SCHEMA", "DIDS_SCHEMA", "DIFF_SCHEMA", "ERRORS_SCHEMA",
            "RECORDS_SCHEMA", "REPOS_SCHEMA", "SNAPSHOTS_SCHEMA", "collections_frame",
            "concat_records", "current_plc", "dids_frame", "diff_frame", "errors_frame",
            "export_frame", "fetched_frame", "hosts_frame", "plc_frame", "problems_frame",
-           "records_frame", "repos_frame", "snapshots_frame", "table_frame"]
+           "records_frame", "repos_frame", "snapshots_frame"]
 
 RECORDS_SCHEMA = pl.Schema({
     "did": pl.String, "collection": pl.String, "rkey": pl.String, "uri": pl.String,
@@ -182,42 +181,3 @@ def export_frame(records: pl.DataFrame, *, rev: str, commit_cid: str, verified: 
         pl.lit(verified, dtype=pl.Boolean).alias("verified"),
         pl.lit(pds, dtype=pl.String).alias("pds"),
         pl.lit(fetched_at, dtype=EXPORT_SCHEMA["fetched_at"]).alias("fetched_at"))
-
-
-def table_frame(records: pl.DataFrame) -> pl.DataFrame:
-    """Return one collection's records with their fields as typed columns.
-
-    Columns ``uri``, ``rkey``, ``cid`` come first, then the record fields (nested objects
-    as structs, arrays as lists). Polars infers types over all rows; where one field's
-    values cannot share a type (a string here, a number there), that field falls back to
-    a column of JSON text, so heterogeneous records never fail. Undecodable records give
-    a row of nulls.
-    """
-    keys = records.select("uri", "rkey", "cid")
-    texts = records.get_column("record")
-    if texts.is_null().all():
-        return keys
-    try:
-        fields = texts.str.json_decode(infer_schema_length=None).struct.unnest()
-    except (pl.exceptions.PolarsError, ValueError, TypeError):
-        fields = _fields_one_by_one(texts)
-    clash = [name for name in fields.columns if name in keys.columns]
-    fields = fields.rename({name: f"record.{name}" for name in clash})
-    return pl.concat([keys, fields], how="horizontal")
-
-
-def _fields_one_by_one(texts: pl.Series) -> pl.DataFrame:
-    """Build the field columns separately, keeping JSON text where types conflict."""
-    rows: list[dict[str, Any]] = [orjson.loads(t) if t is not None else {} for t in texts]
-    names: dict[str, None] = {}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    columns = []
-    for name in names:
-        values = [row.get(name) for row in rows]
-        try:
-            columns.append(pl.Series(name, values, strict=True))
-        except (pl.exceptions.PolarsError, ValueError, TypeError, OverflowError):
-            columns.append(pl.Series(name, [None if v is None else orjson.dumps(v).decode()
-                                             for v in values], dtype=pl.String))
-    return pl.DataFrame(columns)

@@ -42,8 +42,9 @@ from .car import CarFile
 from .cid import CID, cid_str
 from .datamodel import record_json
 from .errors import AtrepoError, CarError, MstError, SignatureError
-from .frames import collections_frame, problems_frame, records_frame, table_frame
+from .frames import collections_frame, problems_frame, records_frame
 from .models import Commit, parse_commit
+from .tables import check_collection, records_table
 
 __all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
            "count_collections", "covers", "narrowed", "open_snapshot"]
@@ -330,6 +331,7 @@ class RepoSnapshot:
         self._counts = None if counts is None else dict(counts)
         self._progress = progress_bar
         self._workers = workers
+        self._tables: dict[str, tuple[pl.DataFrame, pl.DataFrame]] = {}  # table, problems
 
     def _walk(self) -> tuple[Sequence[str], Sequence[bytes]]:
         """Return (MST keys, binary record CIDs) in key order, walking the tree on first use.
@@ -366,8 +368,12 @@ class RepoSnapshot:
 
     @cached_property
     def _decoded(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return self._decode(*self._walk())
+
+    def _decode(self, keys: Sequence[str], values: Sequence[bytes]
+                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The ``records`` and ``problems`` frames of these MST keys and record CIDs."""
         car = self._car
-        keys, values = self._walk()
         decoded = _accel.records(car, self.did, keys, values)
         if decoded is not None:
             columns, found = decoded
@@ -407,17 +413,43 @@ class RepoSnapshot:
 
     @property
     def problems(self) -> pl.DataFrame:
-        """Records that could not be decoded: collection, rkey, cid, error (empty if none)."""
-        return self._decoded[1]
+        """Problems: collection, rkey, cid, error (empty if none).
+
+        Records that could not be decoded, then what each :meth:`table` built so far found
+        (invalid records, values that do not fit their declared column).
+        """
+        found = [problems for _, problems in self._tables.values()]
+        return pl.concat([self._decoded[1], *found])
 
     def table(self, collection: str) -> pl.DataFrame:
-        """Return one collection's records with their fields as typed columns.
+        """Return one collection's records as a typed table declared by its lexicon.
 
-        Columns ``uri``, ``rkey``, ``cid`` come first; nested objects become structs.
-        Fields whose values disagree in type across records are kept as JSON text.
+        Columns ``did, rkey, uri, cid``, the lexicon's fields in lexicon order (see
+        :func:`atrepo.lexicon_schema`), then ``extra`` (JSON text of undeclared fields):
+        the same columns for every repository and call, also when there are no records.
+        A collection without a lexicon gets a deterministic inferred schema. Values that
+        do not fit become null with a row in :attr:`problems`; :mod:`atrepo.tables` says
+        how. Built once per collection; before :attr:`records` exists, only this
+        collection's records are decoded.
+
+        Raises:
+            AtrepoError: a pattern, or a collection the repository does not hold and no
+                lexicon defines (the message lists the collections there are).
         """
-        subset = self.records.filter(pl.col("collection") == collection)
-        return table_frame(subset)
+        if collection not in self._tables:
+            check_collection(collection, list(self._collection_counts()), did=self.did)
+            self._tables[collection] = records_table(self._collection_records(collection),
+                                                     collection)
+        return self._tables[collection][0]
+
+    def _collection_records(self, collection: str) -> pl.DataFrame:
+        """One collection's rows of :attr:`records`, decoding only those when not built."""
+        if "_decoded" in self.__dict__:
+            return self.records.filter(pl.col("collection") == collection)
+        keys, values = self._walk()
+        start = bisect.bisect_left(keys, collection + "/")
+        end = bisect.bisect_left(keys, collection + "0", start)  # "0" sorts after "/"
+        return self._decode(keys[start:end], values[start:end])[0]
 
     @cached_property
     def collections(self) -> pl.DataFrame:

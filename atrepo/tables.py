@@ -85,6 +85,10 @@ def table(source: Source, collection: str) -> pl.DataFrame:
         >>> likes.height, likes.schema == atrepo.lexicon_schema("app.bsky.feed.like")
         (154, True)
     """
+    from .snapshot import RepoSnapshot
+
+    if isinstance(source, RepoSnapshot):
+        return source.table(collection)  # built once, and its problems kept, by the snapshot
     return table_with_problems(source, collection)[0]
 
 
@@ -108,7 +112,8 @@ def table_with_problems(source: Source, collection: str
     from .snapshot import RepoSnapshot
 
     if isinstance(source, RepoSnapshot):
-        source = source.records
+        frame = source.table(collection)
+        return frame, source.problems.filter(pl.col("collection") == collection)
     if isinstance(source, pl.LazyFrame):
         source = (source.filter(pl.col("collection") == collection)
                   .select(RECORDS_SCHEMA.names()).collect())

@@ -109,9 +109,3 @@ def test_export_frame_adds_provenance_to_records():
         "did": "did:plc:x", "collection": "a.b", "rkey": "1", "uri": "at://did:plc:x/a.b/1",
         "cid": "bafy1", "record": "{}", "rev": "3kaa", "commit_cid": "bafyc",
         "verified": True, "pds": "http://127.0.0.1:1", "fetched_at": NOW}
-
-
-def test_table_frame_starts_with_its_keys():
-    records = frames.records_frame("did:plc:x", ["a.b/1"], ["bafy1"], ['{"text": "hi"}'])
-    table = frames.table_frame(records)
-    assert table.columns == ["uri", "rkey", "cid", "text"]

@@ -105,11 +105,12 @@ def test_invalid_collection_filter(ref_small):
 def test_table_has_typed_columns(ref_small):
     snap = atrepo.read_car(ref_small.car)
     posts = snap.table("app.bsky.feed.post")
-    assert posts.columns[:3] == ["uri", "rkey", "cid"]
+    assert posts.columns[:4] == ["did", "rkey", "uri", "cid"]
     assert posts["text"].dtype == pl.String
     assert isinstance(posts.schema["langs"], pl.List)
     assert posts.height == sum(1 for r in ref_small.records if r[0] == "app.bsky.feed.post")
-    assert snap.table("app.bsky.nothing.here").height == 0
+    with pytest.raises(atrepo.AtrepoError, match="no such collection"):
+        snap.table("app.bsky.nothing.here")
 
 
 def test_table_survives_heterogeneous_records():
