@@ -26,6 +26,7 @@ from .datamodel import record_json
 from .errors import AtrepoError, DecodeError
 from .frames import diff_frame
 from .snapshot import RepoSnapshot, collection_ranges
+from .tables import diff_table
 
 __all__ = ["diff"]
 
@@ -33,7 +34,8 @@ _EMPTY_ROOT, _EMPTY_BLOCKS = mst.build([])
 _ACTIONS = {(False, True): "create", (True, True): "update", (True, False): "delete"}
 
 
-def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
+def diff(old: RepoSnapshot | None, new: RepoSnapshot, *,
+         table: str | None = None) -> pl.DataFrame:
     """Return the record changes from ``old`` to ``new``, one row per changed record.
 
     Columns: ``collection``, ``rkey``, ``uri``, ``action`` ("create", "update" or
@@ -44,6 +46,9 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
 
     ``old=None`` stands for an empty repository: every record is a create. When either
     snapshot was opened with ``collections=``, only those key ranges are compared.
+
+    ``table="app.bsky.feed.post"`` returns that collection's changed records as its typed
+    table instead, with ``action`` and ``old_cid`` first (:func:`atrepo.tables.diff_table`).
 
     Raises:
         AtrepoError: the snapshots belong to different repositories.
@@ -89,7 +94,8 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot) -> pl.DataFrame:
                          None if before is None else cid_str(before),
                          None if after is None else cid_str(after),
                          _json(fetch, after), _json(fetch, before)))
-    return diff_frame(rows)
+    frame = diff_frame(rows)
+    return frame if table is None else diff_table(frame, table)
 
 
 def _json(fetch: mst.Fetch, raw: bytes | None) -> str | None:

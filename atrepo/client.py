@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 import httpx
 import polars as pl
 
-from . import _listing
+from . import _listing, tables
 from ._args import (check_after, check_collection, check_collections, check_flag, check_host,
                     check_limit, check_names, framed_names)
 from ._bulk import ExportRun, FetchRun, Run, named
@@ -45,6 +45,7 @@ from .frames import dids_frame, errors_frame, fetched_frame
 from .identity import Identity
 from .repos import RepoRef
 from .snapshot import RepoSnapshot
+from .tables import collections_for, diff_table
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -273,12 +274,17 @@ class Client(_BaseClient):
         return self._run(self._pipeline.get_repo(name, check_collections(collections),
                                                  sparse))
 
-    def diff(self, name: str, collections: Sequence[str] | None = None) -> pl.DataFrame:
+    def diff(self, name: str, collections: Sequence[str] | None = None, *,
+             table: str | None = None) -> pl.DataFrame:
         """Return what changed since the newest stored snapshot (see :func:`atrepo.diff`).
 
         The repository is fetched again (incrementally) and stored as the next snapshot.
+        ``table=`` gives that collection's changed records as its typed table
+        (:func:`atrepo.tables.diff_table`).
         """
-        return self._run(self._pipeline.diff(name, check_collections(collections)))
+        wanted = check_collections(collections_for(collections, table))
+        frame = self._run(self._pipeline.diff(name, wanted))
+        return frame if table is None else diff_table(frame, table)
 
     def snapshots(self, name: str) -> pl.DataFrame:
         """Return the stored snapshots of a repository: rev, data_cid, fetched_at, records.
@@ -317,7 +323,8 @@ class Client(_BaseClient):
         return pager.frame()
 
     def fetch_records(self, dids_or_handles: Iterable[str] | pl.DataFrame | pl.LazyFrame,
-                      collections: Sequence[str] | None = None) -> pl.DataFrame:
+                      collections: Sequence[str] | None = None, *,
+                      table: str | None = None) -> pl.DataFrame:
         """Return the records of many repositories as one frame (columns as ``records``).
 
         Repositories are fetched ``max_concurrency`` at a time, each from the PDS its DID
@@ -332,6 +339,9 @@ class Client(_BaseClient):
                 DID fetched once; its ``host`` column, else its ``pds`` column, is where
                 each was listed (``last_fetched.listed_host``).
             collections: only these collections (NSIDs, or prefixes ending in ``.*``).
+            table: return this collection's typed table of every repository fetched
+                instead of the records (:func:`atrepo.tables.table`); only that
+                collection is fetched unless ``collections`` says otherwise.
 
         Returns:
             The records of every repository fetched, in input order.
@@ -340,10 +350,10 @@ class Client(_BaseClient):
             UsageError: not names, or a frame without a string ``did`` column.
             ClientClosed: the client is closed.
         """
-        run = self._fetch_run(dids_or_handles, collections)
+        run = self._fetch_run(dids_or_handles, collections_for(collections, table))
         records = self._each(run)
         self.last_fetched = run.fetched()
-        return records
+        return records if table is None else tables.table(records, table)
 
     def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
         """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
@@ -514,10 +524,12 @@ class AsyncClient(_BaseClient):
         return await self._run(self._pipeline.get_repo(name, check_collections(collections),
                                                        sparse))
 
-    async def diff(self, name: str, collections: Sequence[str] | None = None
-                   ) -> pl.DataFrame:
+    async def diff(self, name: str, collections: Sequence[str] | None = None, *,
+                   table: str | None = None) -> pl.DataFrame:
         """Return what changed since the newest stored snapshot (see Client.diff)."""
-        return await self._run(self._pipeline.diff(name, check_collections(collections)))
+        wanted = check_collections(collections_for(collections, table))
+        frame = await self._run(self._pipeline.diff(name, wanted))
+        return frame if table is None else diff_table(frame, table)
 
     async def snapshots(self, name: str) -> pl.DataFrame:
         """Return the stored snapshots of a repository (see Client.snapshots)."""
@@ -549,13 +561,14 @@ class AsyncClient(_BaseClient):
         return pager.frame()
 
     async def fetch_records(self, dids_or_handles: Iterable[str] | pl.DataFrame | pl.LazyFrame,
-                            collections: Sequence[str] | None = None) -> pl.DataFrame:
+                            collections: Sequence[str] | None = None, *,
+                            table: str | None = None) -> pl.DataFrame:
         """Return the records of many repositories as one frame (see Client.fetch_records);
         failures go to last_errors, where each was listed and fetched from to last_fetched."""
-        run = self._fetch_run(dids_or_handles, collections)
+        run = self._fetch_run(dids_or_handles, collections_for(collections, table))
         records = await self._each(run)
         self.last_fetched = run.fetched()
-        return records
+        return records if table is None else tables.table(records, table)
 
     async def list_repos_by_collection(self, collection: str, host: str) -> pl.DataFrame:
         """Return [did] of the repositories on ``host`` that hold records of ``collection``."""
