@@ -104,12 +104,13 @@ def test_block_larger_than_max_block_size(ref: Layout, tmp_path: Path) -> None:
     err = expect_error(CarError, lambda: list(carmod.read_car(path, mem_limit_mb=1)))
     assert err.offset is not None
     err = expect_error(CarError, lambda: read_all(path, mem_limit_mb=1))
-    # only the claim, without the bytes: must not allocate or wait for them
+    # only the claim, without the bytes: must not allocate or wait for them (the memory
+    # peak is the assertion; the time limit only ends a hang, slow under tracemalloc)
     tracemalloc.start()
     try:
         claim = head + encode_varint(1 << 40) + bytes(ref.commit)
         for func in both(claim):
-            expect_error(CarError, func, seconds=5)
+            expect_error(CarError, func, seconds=120)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
