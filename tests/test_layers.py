@@ -1,9 +1,15 @@
-"""The import rules of the layers: pure decoders stay pure and light, imports go downward."""
+"""The layers of docs/architecture.md, enforced: every module is listed there once, imports go
+only to the layers its layer may use, and light layers stay light.
+
+The module table of docs/architecture.md is the single source: a new module fails
+:func:`test_every_module_is_on_the_map` until it has a row there.
+"""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +19,100 @@ import pytest
 import atrepo
 
 PACKAGE = Path(atrepo.__file__).parent
-PURE = ["atrepo.errors", "atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
-        "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo.models", "atrepo._records",
-        "atrepo._worker", "atrepo._text", "atrepo._names", "atrepo._args", "atrepo._warn",
-        "atrepo._varint", "atrepo._accel", "atrepo._corecar",
-        "atrepo.car._framing", "atrepo.car._reader",
-        "atrepo.car._verify", "atrepo.car._index", "atrepo.mst._node", "atrepo.mst._walk",
-        "atrepo.mst._diff", "atrepo.mst._build", "atrepo.mst._ranges"]
-HEAVY = {"polars", "httpx", "diskcache", "pydantic", "tqdm"}
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+# layer -> the layers its modules may import from (atrepo modules only)
+MAY_IMPORT = {
+    "decoders": {"decoders"},
+    "files": {"decoders", "files"},
+    "protocol": {"decoders", "protocol"},
+    "local": {"decoders", "files", "local"},
+    "io": {"decoders", "files", "protocol", "local", "io"},
+    "frames": {"decoders", "files", "local", "frames"},
+    "client": {"decoders", "files", "protocol", "local", "io", "frames", "client"},
+}
+# layer -> third-party packages that importing any of its modules must not load
+NEVER_LOADS = {
+    "decoders": {"polars", "httpx", "diskcache", "tqdm"},
+    "files": {"polars", "httpx", "diskcache", "tqdm"},
+    "protocol": {"polars", "httpx", "diskcache", "tqdm"},
+    "local": {"httpx"},
+    "io": {"polars"},
+    "frames": {"httpx", "diskcache"},
+}
+# the decoders that do not even need pydantic (a worker process or a CAR read loads only these)
+PYDANTIC_FREE = ["atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
+                 "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo._records",
+                 "atrepo._worker"]
+# standard modules that mean I/O, a clock or threads: pure layers import none of them
+IO_MODULES = {"asyncio", "threading", "socket", "time", "subprocess", "httpx", "os", "mmap",
+              "tempfile", "shutil", "fcntl"}
+
+
+def _map() -> dict[str, str]:
+    """module -> layer, from the module table of docs/architecture.md."""
+    rows = re.findall(r"^\| `(atrepo[\w.]*)` \| (\w+) \|", ARCHITECTURE.read_text(), re.M)
+    layers: dict[str, str] = {}
+    for module, layer in rows:
+        assert module not in layers, f"{module} is on the map twice"
+        assert layer in MAY_IMPORT, f"{module}: unknown layer {layer}"
+        layers[module] = layer
+    return layers
+
+
+LAYERS = _map()
+
+
+def _source(module: str) -> Path:
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _package_modules() -> set[str]:
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        if "node_modules" in path.parts:
+            continue
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found.add(".".join(parts))
+    return found
+
+
+def _atrepo_imports(module: str) -> set[str]:
+    """The atrepo modules ``module`` imports, as they would resolve (modules, not names)."""
+    path = _source(module)
+    base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = ".".join(base[:len(base) - node.level + 1] + [node.module or ""])
+            else:
+                target = node.module or ""
+            names = [f"{target.rstrip('.')}.{alias.name}" for alias in node.names]
+            for name in [target.rstrip("."), *names]:
+                if name in LAYERS:
+                    found.add(name)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in LAYERS)
+    found.discard(module)
+    return found
+
+
+def test_every_module_is_on_the_map():
+    modules = _package_modules()
+    assert sorted(modules - LAYERS.keys()) == [], "add these to docs/architecture.md"
+    assert sorted(LAYERS.keys() - modules) == [], "these are on the map but not in the package"
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_imports_go_only_to_allowed_layers(module):
+    layer = LAYERS[module]
+    wrong = {name: LAYERS[name] for name in _atrepo_imports(module)
+             if LAYERS[name] not in MAY_IMPORT[layer] and name != "atrepo"}
+    assert wrong == {}, f"{module} ({layer}) imports from layers it may not use"
 
 
 def _modules_after_import(module: str) -> set[str]:
@@ -34,68 +126,28 @@ def _loaded_after_import(module: str) -> set[str]:
     return {name.split(".")[0] for name in _modules_after_import(module)}
 
 
-@pytest.mark.parametrize("module", PURE)
-def test_pure_modules_load_no_heavy_dependencies(module):
-    assert not (_loaded_after_import(module) & HEAVY)
+@pytest.mark.parametrize("module", sorted(m for m, layer in LAYERS.items() if layer in NEVER_LOADS))
+def test_light_layers_stay_light(module):
+    assert not _loaded_after_import(module) & NEVER_LOADS[LAYERS[module]]
 
 
-FLOWS = ["atrepo._flows", "atrepo._flows.effects", "atrepo._flows.policy", "atrepo._flows.xrpc",
-         "atrepo._flows.repo", "atrepo._flows.listing", "atrepo._flows.identity",
-         "atrepo._flows.pacing", "atrepo._flows.plc", "atrepo._flows.sparse"]
+@pytest.mark.parametrize("module", sorted(m for m, layer in LAYERS.items() if layer == "io"))
+def test_io_never_loads_frames(module):
+    frames = {m for m, layer in LAYERS.items() if layer in {"frames", "client"}} - {"atrepo"}
+    assert not _modules_after_import(module) & frames
 
 
-@pytest.mark.parametrize("module", [*FLOWS, "atrepo.identity", "atrepo.repos", "atrepo.retry"])
-def test_protocol_layer_loads_no_io_or_frames(module):
-    # L1 flows plan requests and read responses; pydantic boundary models are allowed
-    assert not _loaded_after_import(module) & {"polars", "httpx", "diskcache", "tqdm"}
-
-
-FRAMES_LAYER = ["atrepo.snapshot", "atrepo.frames", "atrepo._diff", "atrepo._read"]
-
-
-@pytest.mark.parametrize("module", FRAMES_LAYER)
-def test_frames_layer_loads_no_network_code(module):
-    loaded = _loaded_after_import(module)
-    assert "polars" in loaded
-    assert not loaded & {"httpx", "diskcache"}
-
-
-DATASET_LAYER = ["atrepo.dataset", "atrepo.dataset._export", "atrepo.dataset._share"]
-
-
-@pytest.mark.parametrize("module", DATASET_LAYER)
-def test_dataset_layer_loads_no_network_code(module):
-    # datasets are written and read from frames; fetching is the client's
-    assert not _loaded_after_import(module) & {"httpx", "diskcache"}
-
-
-@pytest.mark.parametrize("module", ["atrepo._io.store", "atrepo._io.cache", "atrepo._io.dns",
-                                    "atrepo._io.http", "atrepo._io.limits",
-                                    "atrepo._io.decoding", "atrepo._io.deadline",
-                                    "atrepo._io.downloads", "atrepo._io.bounded"])
-def test_io_never_imports_polars_or_frames(module):
-    loaded = _modules_after_import(module)
-    assert not {name for name in loaded if name.split(".")[0] == "polars"}
-    assert not loaded & {*FRAMES_LAYER, "atrepo.export", "atrepo._snapshot_store"}
+@pytest.mark.parametrize("module", PYDANTIC_FREE)
+def test_core_decoders_load_no_pydantic(module):
+    assert "pydantic" not in _loaded_after_import(module)
 
 
 def test_import_atrepo_is_lazy():
-    assert not _loaded_after_import("atrepo") & HEAVY
+    assert not _loaded_after_import("atrepo") & {"polars", "httpx", "diskcache", "pydantic",
+                                                 "tqdm"}
 
 
-PURE_FILES = ["syntax.py", "cid.py", "cbor.py", "datamodel.py", "crypto.py",
-              "models.py", "errors.py", "identity.py", "repos.py", "retry.py", "_flows/__init__.py",
-              "_flows/effects.py", "_flows/policy.py", "_flows/xrpc.py", "_flows/repo.py",
-              "_flows/listing.py", "_flows/identity.py", "_flows/plc.py", "_flows/pacing.py",
-              "_flows/sparse.py", "_text.py",
-              "_names.py", "_varint.py",
-              # the CAR reader and its pure parts; _files, _store and _pack read files
-              "car/_framing.py", "car/_reader.py", "car/_verify.py", "car/_index.py",
-              "mst/__init__.py", "mst/_node.py", "mst/_source.py", "mst/_ranges.py",
-              "mst/_walk.py", "mst/_plan.py", "mst/_build.py", "mst/_diff.py"]
-
-
-def _imported_modules(tree: ast.AST) -> set[str]:
+def _imported_roots(tree: ast.AST) -> set[str]:
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -105,11 +157,11 @@ def _imported_modules(tree: ast.AST) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", PURE_FILES)
-def test_pure_sources_do_no_io(name):
-    tree = ast.parse((PACKAGE / name).read_text())
-    assert not _imported_modules(tree) & {"asyncio", "threading", "socket", "time",
-                                          "subprocess", "httpx", "os"}
+@pytest.mark.parametrize("module", sorted(m for m, layer in LAYERS.items()
+                                          if layer in {"decoders", "protocol"}))
+def test_pure_sources_do_no_io(module):
+    tree = ast.parse(_source(module).read_text())
+    assert not _imported_roots(tree) & IO_MODULES
     calls = {node.func.id for node in ast.walk(tree)
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert "open" not in calls

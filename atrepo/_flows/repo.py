@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from ..car import CarReader
+from ..car._reader import CarReader
 from ..errors import CarError, MstError, RepoUnavailable, TransportError
 from .effects import (DEFAULT_DOWNLOAD_MAX_BYTES, ERROR_BODY_MAX, Flow, HttpDownload, HttpGet,
                       HttpResponse)
