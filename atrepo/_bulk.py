@@ -10,46 +10,36 @@ in, the client sets ``last_errors`` from :meth:`Run.errors` and returns
 Words:
 
 *recorded*
-    An outcome the run has taken into its tally: a snapshot (or, in an export, a written
-    repository or a skipped one) or an :class:`~atrepo.AtrepoError`. Any other exception is
-    a bug and propagates.
-*written*, *skipped*, *failed*
-    In an export: a repository whose files are in place and recorded in the manifest by
-    this run; one the manifest already held (not fetched again); one whose fetch ended in
-    an AtrepoError (a row of ``errors``).
+    An outcome the run has taken into its tally: a snapshot (or, in an export, a fetched,
+    unchanged or excluded repository) or an :class:`~atrepo.AtrepoError`. Any other
+    exception is a bug and propagates.
+*written*, *skipped*, *removed*, *failed*
+    In an export (see :class:`~atrepo.dataset.DatasetExport`): a repository fetched and
+    committed by this run; one at the commit the dataset holds (nothing downloaded); one
+    whose rows this run removed; one whose fetch ended in an AtrepoError (a row of
+    ``errors``).
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import polars as pl
 
-from ._args import check_out_dir, check_source
+from . import _flows as flows
 from ._flows.effects import Flow
 from ._pipeline import Pipeline
+from .dataset import DatasetExport, ExportReport, Target
 from .errors import AtrepoError, RepoUnavailable
-from .export import Exporter, ExportReport
 from .frames import concat_records, errors_frame, fetched_frame
 from .snapshot import RepoSnapshot
 
-__all__ = ["ExportRun", "FetchRun", "Run", "named"]
+__all__ = ["Excluded", "ExportRun", "FetchRun", "Fetched", "Run", "Unchanged"]
 
 R = TypeVar("R")
-
-
-def named(source: str | Iterable[str]) -> list[str] | None:
-    """The repositories a bulk call names, or None when it names a host URL to list.
-
-    Raises:
-        UsageError: see :func:`~atrepo._args.check_source` (``"localhost:2583"`` is a
-            host without its scheme, not a handle).
-    """
-    checked = check_source(source, argument="dids_or_handles_or_host")
-    return None if isinstance(checked, str) else checked
 
 
 class Run(ABC, Generic[R]):
@@ -134,41 +124,76 @@ class FetchRun(Run[pl.DataFrame]):
         return fetched_frame(rows)
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An export's repository, fetched: its snapshot and where it came from."""
+
+    snap: RepoSnapshot
+    pds: str | None
+    handle: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """An export's repository, at the commit the dataset holds: nothing downloaded."""
+
+    did: str
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """An export's repository whose name resolved to an excluded DID: not fetched."""
+
+    did: str
+
+
 class ExportRun(Run[ExportReport]):
-    """``export``: fetch and write every repository the manifest does not hold yet."""
+    """``export``: visit each target the dataset cannot decide alone, and hand it the outcome.
+
+    The dataset side (:class:`~atrepo.dataset.DatasetExport`) plans the targets (the
+    listing decides unchanged, inactive and excluded repositories without a request),
+    turns each recorded outcome into its batch and commits batch by batch.
+    """
 
     desc = "exporting"
 
-    def __init__(self, pipeline: Pipeline, names: Sequence[str],
-                 out_dir: str | os.PathLike[str], *, resume: bool,
+    def __init__(self, pipeline: Pipeline, dataset: DatasetExport, targets: Sequence[Target],
                  collections: Sequence[str] | None) -> None:
-        super().__init__(names)
+        self._targets = dataset.plan(targets)
+        super().__init__([target.name for target in self._targets])
         self._pipeline = pipeline
+        self._dataset = dataset
         self._collections = collections
-        self._exporter = Exporter(check_out_dir(out_dir), resume=resume)
-        self._report = ExportReport(self._exporter.out_dir)
 
-    def flow(self, i: int) -> Flow[tuple[RepoSnapshot, str | None] | None]:
-        """Resolve; fetch unless the manifest has the repository (then None)."""
-        if self._exporter.has(self.names[i]):
-            return None
-        ident = yield from self._pipeline.resolve(self.names[i])
-        if self._exporter.has(ident.did):
-            return None
+    def flow(self, i: int) -> Flow[Fetched | Unchanged | Excluded]:
+        """Resolve; ask getLatestCommit unless the host listed the rev; fetch if changed."""
+        target = self._targets[i]
+        ident = yield from self._pipeline.resolve(target.name)
+        if self._dataset.is_excluded(ident.did):
+            return Excluded(ident.did)
+        if target.rev is None:   # not listed: one small request says whether it changed
+            commit_cid, rev = yield from flows.get_latest_commit(
+                Pipeline._pds(ident), ident.did, policy=self._pipeline.config.retry)
+            if self._dataset.holds(ident.did, rev, commit_cid):
+                return Unchanged(ident.did)
         snap = yield from self._pipeline.fetch_latest(ident, self._collections)
-        return snap, ident.pds
+        return Fetched(snap, ident.pds, ident.handle)
 
-    def record(self, i: int, outcome: tuple[RepoSnapshot, str | None] | None | BaseException
-               ) -> None:
-        """Record repository ``i``: written (snapshot, pds), skipped (None) or failed."""
-        if outcome is None:
-            self._report.skipped += 1
-        elif isinstance(outcome, tuple):
-            self._report.records += self._exporter.write(*outcome)
-            self._report.written += 1
+    def record(self, i: int, outcome: Fetched | Unchanged | Excluded | BaseException) -> None:
+        """Hand repository ``i``'s outcome to the dataset (which may commit a batch)."""
+        if isinstance(outcome, Fetched):
+            self._dataset.fetched(outcome.snap, pds=outcome.pds, handle=outcome.handle)
+        elif isinstance(outcome, Unchanged):
+            self._dataset.unchanged(outcome.did)
+        elif isinstance(outcome, Excluded):
+            self._dataset.excluded(outcome.did)
+        elif isinstance(outcome, AtrepoError):
+            self._dataset.failed(self.names[i], outcome)
         else:
-            self._failed(i, outcome)
+            raise outcome
+
+    def errors(self) -> pl.DataFrame:
+        return self._dataset.errors()
 
     def result(self) -> ExportReport:
-        self._report.errors = self.errors()
-        return self._report
+        return self._dataset.finish()

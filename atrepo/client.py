@@ -25,8 +25,8 @@ import polars as pl
 
 from . import _listing, tables
 from ._args import (check_after, check_collection, check_collections, check_flag, check_host,
-                    check_limit, check_names, framed_names)
-from ._bulk import ExportRun, FetchRun, Run, named
+                    check_limit, check_names, check_out_dir, framed_names)
+from ._bulk import ExportRun, FetchRun, Run
 from ._config import DEFAULTS, client_config
 from ._flows import identity as identity_flows
 from ._flows.effects import Flow
@@ -38,7 +38,8 @@ from ._io.limits import AsyncHostLimits, HostLimits
 from ._pipeline import Pipeline
 from ._progress import Progress, progress
 from .errors import AtrepoError, ClientClosed, UsageError
-from .export import ExportReport
+from .export import (BATCH_RECORDS, BATCH_REPOS, DatasetExport, ExportReport, Target,
+                     listed_target, source_targets)
 from ._flows.listing import HostRef
 from ._flows.plc import PlcOp
 from .frames import dids_frame, errors_frame, fetched_frame
@@ -136,11 +137,23 @@ class _BaseClient:
         return FetchRun(self._pipeline, check_names(dids_or_handles, argument="dids_or_handles"),
                         check_collections(collections))
 
-    def _export_run(self, names: Sequence[str], out_dir: str | os.PathLike[str],
-                    collections: Sequence[str] | None, resume: bool) -> ExportRun:
+    def _dataset_export(self, source: object, out_dir: str | os.PathLike[str],
+                        collections: Sequence[str] | None, resume: bool,
+                        exclude: Iterable[str] | None, batch_repos: int, batch_records: int
+                        ) -> tuple[DatasetExport, str | list[Target]]:
+        """An export's dataset, opened (and locked), and its source: a host URL to list, or
+        the targets it names."""
         self._check_open()
-        return ExportRun(self._pipeline, names, out_dir, resume=resume,
-                         collections=collections)
+        targets = source_targets(source)
+        dataset = DatasetExport(check_out_dir(out_dir), collections=check_collections(collections),
+                                resume=check_flag(resume, argument="resume"), exclude=exclude,
+                                hosts=[targets] if isinstance(targets, str) else [],
+                                batch_repos=batch_repos, batch_records=batch_records)
+        return dataset, targets
+
+    def _export_run(self, dataset: DatasetExport, targets: Sequence[Target],
+                    collections: Sequence[str] | None) -> ExportRun:
+        return ExportRun(self._pipeline, dataset, targets, check_collections(collections))
 
     def _bar(self, run: Run[Any]) -> AbstractContextManager[Progress]:
         """The one progress bar of a bulk call."""
@@ -433,23 +446,51 @@ class Client(_BaseClient):
                 pager.take(self._run(pager.flow()))
         return pager.frame()
 
-    def export(self, dids_or_handles_or_host: str | Iterable[str],
-               out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
-               resume: bool = True) -> ExportReport:
-        """Write repositories to a Parquet dataset under ``out_dir``, partitioned by collection.
+    def export(self, source: str | Iterable[str] | pl.DataFrame | pl.LazyFrame,
+               out_dir: str | os.PathLike[str], *, collections: Sequence[str] | None = None,
+               resume: bool = True, exclude: Iterable[str] | None = None,
+               batch_repos: int = BATCH_REPOS, batch_records: int = BATCH_RECORDS
+               ) -> ExportReport:
+        """Commit repositories to the dataset under ``out_dir``, or bring it up to date.
+
+        The dataset (see docs/datasets.md, read it with :func:`atrepo.open_dataset`) holds
+        every record with provenance, one row per repository with its status, and a typed
+        table per collection with a lexicon; each batch of repositories is one atomic
+        commit. On an existing dataset, repositories at the commit it holds cost no
+        download, changed ones are fetched (incrementally) and replaced, and ones their
+        host no longer serves (deleted, deactivated, taken down, suspended) are removed
+        with their status recorded. An interrupted export run again continues.
 
         Args:
-            dids_or_handles_or_host: names of repositories, or a host URL (every active
-                repository it lists).
-            out_dir: the dataset directory (see :mod:`atrepo.export` for the layout).
-            collections: only these collections.
-            resume: skip repositories a previous (possibly interrupted) run wrote;
-                False starts the dataset afresh.
+            source: a host URL (every repository it lists), a polars frame with a ``did``
+                column (``list_repos``: its revs and statuses are used), or DIDs or
+                handles (a string is one name).
+            out_dir: the dataset directory (created when missing).
+            collections: only these collections (NSIDs, or prefixes ending in ``.*``); a
+                dataset keeps the collections it was made with.
+            resume: False starts the dataset afresh (one version replacing everything;
+                older versions stay readable with ``as_of``).
+            exclude: DIDs never to export; removed from the dataset if present.
+            batch_repos: commit after this many repositories.
+            batch_records: commit after this many record rows.
+
+        Returns:
+            What the export did (:class:`~atrepo.dataset.ExportReport`); failures are also
+            in :attr:`last_errors`.
+
+        Raises:
+            AtrepoError: another export is writing the dataset, or ``collections`` differs
+                from the dataset's (unless ``resume=False``).
+            UsageError: a malformed source, out_dir or option.
         """
-        names = named(dids_or_handles_or_host)
-        if names is None:  # a host: its active repositories
-            names = [r.did for r in self.iter_repos(str(dids_or_handles_or_host)) if r.active]
-        return self._each(self._export_run(names, out_dir, collections, resume))
+        dataset, targets = self._dataset_export(source, out_dir, collections, resume,
+                                                exclude, batch_repos, batch_records)
+        try:
+            if isinstance(targets, str):   # a host: what it lists, with revs and statuses
+                targets = [listed_target(ref) for ref in self.iter_repos(targets)]
+            return self._each(self._export_run(dataset, targets, collections))
+        finally:
+            dataset.close()   # released also when the run ends in an exception
 
     def close(self) -> None:
         """Close the HTTP connections and the cache; later calls raise ClientClosed."""
@@ -592,15 +633,22 @@ class AsyncClient(_BaseClient):
                 pager.take(await self._run(pager.flow()))
         return pager.frame()
 
-    async def export(self, dids_or_handles_or_host: str | Iterable[str],
-                     out_dir: str | os.PathLike[str], collections: Sequence[str] | None = None,
-                     resume: bool = True) -> ExportReport:
-        """Write repositories to a Parquet dataset under ``out_dir`` (see Client.export)."""
-        names = named(dids_or_handles_or_host)
-        if names is None:  # a host: its active repositories
-            names = [r.did async for r in self.iter_repos(str(dids_or_handles_or_host))
-                     if r.active]
-        return await self._each(self._export_run(names, out_dir, collections, resume))
+    async def export(self, source: str | Iterable[str] | pl.DataFrame | pl.LazyFrame,
+                     out_dir: str | os.PathLike[str], *,
+                     collections: Sequence[str] | None = None, resume: bool = True,
+                     exclude: Iterable[str] | None = None, batch_repos: int = BATCH_REPOS,
+                     batch_records: int = BATCH_RECORDS) -> ExportReport:
+        """Commit repositories to the dataset under ``out_dir``, or bring it up to date
+        (see Client.export)."""
+        dataset, targets = await asyncio.to_thread(
+            self._dataset_export, source, out_dir, collections, resume, exclude, batch_repos,
+            batch_records)
+        try:
+            if isinstance(targets, str):   # a host: what it lists, with revs and statuses
+                targets = [listed_target(ref) async for ref in self.iter_repos(targets)]
+            return await self._each(self._export_run(dataset, targets, collections))
+        finally:
+            dataset.close()   # released also when the run ends in an exception
 
     async def aclose(self) -> None:
         """Close the HTTP connections and the cache; later calls raise ClientClosed."""

@@ -174,8 +174,7 @@ class DatasetExport:
             else:
                 work.append(target)
         for did in sorted(self.exclude & set(self._held)):
-            self.batch.add_excluded(did)
-            self._after_add()
+            self._excluded(did)
         for did, pds in sorted(self._pds.items()):
             if pds is not None and pds.rstrip("/") in self.hosts and did not in seen and \
                     did not in self.exclude and self._held[did][2] == ACTIVE:
@@ -229,6 +228,8 @@ class DatasetExport:
 
     def _excluded(self, did: str) -> None:
         if did in self._held:
+            if self._held[did][2] == ACTIVE:
+                self.report.removed += 1
             self.batch.add_excluded(did)
             self._after_add()
 

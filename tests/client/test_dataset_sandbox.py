@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from _loopback import LoopbackTransport, client, paged
+from _loopback import AsyncLoopbackTransport, LoopbackTransport, client, paged
 
 import atrepo
 from atrepo.client import Client
@@ -41,6 +41,11 @@ def http() -> Any:
         yield made
 
 
+def _tally(calls: dict[str, int], request: httpx.Request) -> None:
+    method = request.url.path.rsplit("/", 1)[-1]
+    calls[method] = calls.get(method, 0) + 1
+
+
 class Counting(LoopbackTransport):
     """The loopback transport, counting requests by XRPC method."""
 
@@ -49,13 +54,25 @@ class Counting(LoopbackTransport):
         self.calls: dict[str, int] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        method = request.url.path.rsplit("/", 1)[-1]
-        self.calls[method] = self.calls.get(method, 0) + 1
+        _tally(self.calls, request)
         return super().handle_request(request)
 
 
+class AsyncCounting(AsyncLoopbackTransport):
+    """:class:`Counting` for the async client."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _tally(self.calls, request)
+        return await super().handle_async_request(request)
+
+
 def export(sb: Any, cache: Path, source: Any, out: Path, kind: str = "sync",
-           transport: httpx.BaseTransport | None = None, **kw: Any) -> Any:
+           transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+           **kw: Any) -> Any:
     made = client(kind, sb, cache, transport=transport)
     if isinstance(made, Client):
         with made:
@@ -103,12 +120,14 @@ def admin(http: httpx.Client, sb: Any, method: str, body: dict[str, Any]) -> Non
     assert res.status_code == 200, res.text
 
 
-def as_user(http: httpx.Client, sb: Any, handle: str, method: str) -> None:
+def as_user(http: httpx.Client, sb: Any, handle: str, method: str,
+            body: dict[str, Any] | None = None) -> None:
+    """Call ``method`` as ``handle`` (``body``: its JSON input; None: a procedure without)."""
     account = sb.account(handle)
     session = http.post(f"{sb.pds_url}/xrpc/com.atproto.server.createSession",
                         json={"identifier": handle, "password": account["password"]})
     assert session.status_code == 200, session.text
-    res = http.post(f"{sb.pds_url}/xrpc/{method}", json={},
+    res = http.post(f"{sb.pds_url}/xrpc/{method}", json=body,
                     headers={"Authorization": f"Bearer {session.json()['accessJwt']}"})
     assert res.status_code == 200, res.text
 
@@ -133,12 +152,12 @@ def test_a_dataset_follows_its_host_through_record_and_account_changes(sb, http,
 
     # 2. records created, updated, deleted; accounts deactivated, taken down, deleted
     uri = sb.post("bulk000.test", "a new post")
-    sb.put_record("bulk000.test", "app.bsky.actor.profile", "self",
-                  {"$type": "app.bsky.actor.profile", "displayName": "renamed"})
-    victim = held(out).filter(pl.col("did") == did(sb, "bulk000.test"),
-                              pl.col("collection") == POST).row(0, named=True)
+    edited, victim = held(out).filter(pl.col("did") == did(sb, "bulk000.test"),
+                                      pl.col("collection") == POST).head(2).rows(named=True)
+    sb.put_record("bulk000.test", POST, edited["rkey"],
+                  {"$type": POST, "text": "edited", "createdAt": "2025-01-01T00:00:00.000Z"})
     sb.delete_record("bulk000.test", POST, victim["rkey"])
-    as_user(http, sb, "bulk001.test", "com.atproto.server.deactivateAccount")
+    as_user(http, sb, "bulk001.test", "com.atproto.server.deactivateAccount", {})
     admin(http, sb, "com.atproto.admin.updateSubjectStatus",
           {"subject": {"$type": "com.atproto.admin.defs#repoRef",
                        "did": did(sb, "bulk002.test")},
@@ -161,8 +180,8 @@ def test_a_dataset_follows_its_host_through_record_and_account_changes(sb, http,
     changes = ds.changes(v1).collect()
     mine = changes.filter(pl.col("did") == did(sb, "bulk000.test"))
     assert sorted(mine.select("collection", "rkey", "action").rows()) == sorted([
-        ("app.bsky.actor.profile", "self", "update"),
-        (POST, uri.rsplit("/", 1)[1], "create"), (POST, victim["rkey"], "delete")])
+        (POST, edited["rkey"], "update"), (POST, uri.rsplit("/", 1)[1], "create"),
+        (POST, victim["rkey"], "delete")])
     assert set(changes.filter(pl.col("did").is_in(list(gone)))["action"]) == {"delete"}
     for typed in ds.table(POST).collect(), ds.table("app.bsky.feed.like").collect():
         assert not gone & set(typed["did"])
@@ -188,7 +207,7 @@ def test_named_repositories_cost_one_small_request_when_unchanged(sb, http, tmp_
     names = [did(sb, "alice.test"), did(sb, "bulk005.test")]
     out = tmp_path / "ds"
     assert export(sb, tmp_path / "cache", names, out, kind=kind).written == 2
-    counting = Counting()
+    counting = Counting() if kind == "sync" else AsyncCounting()
     again = export(sb, tmp_path / "other-cache", names, out, kind=kind, transport=counting)
     assert (again.written, again.skipped) == (0, 2)
     assert counting.calls.get("com.atproto.sync.getRepo", 0) == 0

@@ -1,21 +1,12 @@
-"""export(): a Parquet dataset that survives being killed at any moment (both clients).
+"""export(): repositories into a dataset with provenance, for both clients.
 
-The kill tests run the export in a child process and SIGKILL it at a chosen write (the child
-waits for the test after each file, so the moment is exact, not timed): once with the
-session sandbox's one active repository, once across many repositories of a sandbox of its
-own (``bulk_accounts``), where the resumed dataset must hold exactly the rows of a clean
-export — no duplicates, no gaps — partition by partition.
+Crash safety (SIGKILL at random moments) is tested in test_export_crash.py; a dataset kept
+current through account and record changes in test_dataset_sandbox.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +14,8 @@ import polars as pl
 import pytest
 from _loopback import client
 
+import atrepo
 from atrepo.client import Client
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _export(kind: str, sandbox: Any, cache: Path, *args: Any, **kw: Any) -> Any:
@@ -42,135 +32,61 @@ def _export(kind: str, sandbox: Any, cache: Path, *args: Any, **kw: Any) -> Any:
     return asyncio.run(go())
 
 
-def _dataset(out: Path) -> pl.DataFrame:
-    frame = pl.read_parquet(out / "**" / "*.parquet", hive_partitioning=True)
-    return frame.sort("collection", "rkey")
-
-
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_export_writes_a_partitioned_dataset_with_provenance(kind, sandbox, tmp_path):
+def test_export_writes_a_dataset_with_provenance(kind, sandbox, tmp_path):
     alice, bob = sandbox.account("alice.test"), sandbox.account("bob.test")
     out = tmp_path / "out"
     report = _export(kind, sandbox, tmp_path / "cache", [alice["did"], bob["did"]], out)
     assert (report.written, report.skipped, report.records) == (1, 0, alice["records"])
+    assert (report.version, report.commits) == (0, 1)
     assert report.errors["status"].to_list() == ["deactivated"]
-    frame = _dataset(out)
+    ds = atrepo.open_dataset(out)
+    frame = ds.records.collect()
     assert frame.height == alice["records"]
-    assert {"did", "collection", "rkey", "uri", "cid", "record", "rev", "commit_cid",
-            "verified", "pds", "fetched_at"} <= set(frame.columns)
+    assert frame.columns == ["did", "collection", "rkey", "uri", "cid", "record", "rev",
+                             "commit_cid", "verified", "pds", "fetched_at"]
     assert frame["verified"].all() and frame["pds"].unique().to_list() == [sandbox.pds_url]
-    assert (out / "_manifest.jsonl").read_text().count("\n") == 1
+    repos = dict(ds.repos.select("did", "status").collect().rows())
+    assert repos == {alice["did"]: "active", bob["did"]: "deactivated"}
+    posts = ds.table("app.bsky.feed.post").collect()
+    assert posts.schema == atrepo.lexicon_schema("app.bsky.feed.post")
+    assert posts.height == frame.filter(pl.col("collection") == "app.bsky.feed.post").height
+
     again = _export(kind, sandbox, tmp_path / "cache", [alice["did"], bob["did"]], out)
-    assert (again.written, again.skipped) == (0, 1)
-    assert _dataset(out).equals(frame)
+    assert (again.written, again.skipped, again.version, again.commits) == (0, 2, 0, 0)
+    assert atrepo.open_dataset(out).records.collect().drop("fetched_at").sort("uri").equals(
+        frame.drop("fetched_at").sort("uri"))
 
 
 def test_export_a_whole_host(sandbox, tmp_path):
     report = _export("sync", sandbox, tmp_path / "cache", sandbox.pds_url, tmp_path / "out",
                      collections=["app.bsky.feed.post"])
-    assert report.written == 1 and report.errors.height == 0   # inactive repos are not listed
-    assert set(_dataset(tmp_path / "out")["collection"]) == {"app.bsky.feed.post"}
+    assert report.written == 1 and report.errors.height == 0   # inactive ones: no request
+    ds = atrepo.open_dataset(tmp_path / "out")
+    assert set(ds.records.collect()["collection"]) == {"app.bsky.feed.post"}
+    statuses = dict(ds.repos.select("did", "status").collect().rows())
+    assert statuses[sandbox.account("carol.test")["did"]] == "takendown"
+    assert ds.versions["operation"].to_list() == ["export"]
+    assert ds.meta["hosts"] == [sandbox.pds_url]
 
 
-CHILD = Path(__file__).with_name("_killed_export.py")
+def test_a_list_repos_frame_is_a_source_with_its_revs(sandbox, tmp_path):
+    with client("sync", sandbox, tmp_path / "cache") as made:
+        listing = made.list_repos(sandbox.pds_url)
+        first = made.export(listing, tmp_path / "out")
+        again = made.export(listing, tmp_path / "out")
+    assert first.written == 1 and first.errors.height == 0
+    assert (again.written, again.skipped) == (0, listing.height)
 
 
-def _export_killed_when(sandbox: Any, cache: Path, out: Path, names: list[str],
-                        ready: Callable[[], bool], *, concurrency: int = 8) -> None:
-    """Run ``_killed_export.py`` in a child process; SIGKILL it at the first write when
-    ``ready()``.
-
-    The child stops after every Parquet file it writes until told to go on, so the state
-    ``ready`` looks at cannot change under it, and the kill lands exactly there.
-    """
-    child = subprocess.Popen([sys.executable, str(CHILD), str(concurrency),
-                              sandbox.plc_url, sandbox.pds_url, str(cache), str(out), *names],
-                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        for line in child.stdout:
-            assert line == "wrote\n", f"the export ended before the moment came: {line!r}"
-            if ready():
-                os.kill(child.pid, signal.SIGKILL)
-                break
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        else:
-            raise AssertionError("the export ended before the moment came")
-    finally:
-        child.kill()
-        child.wait()
-        child.stdin.close()
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
-
-
-def test_export_killed_midway_resumes_to_the_same_rows(sandbox, tmp_path):
-    alice, bob = sandbox.account("alice.test"), sandbox.account("bob.test")
-    names = [alice["did"], bob["did"]]
-    clean = _export("sync", sandbox, tmp_path / "cache", names, tmp_path / "clean")
-    out = tmp_path / "killed"
-    _export_killed_when(sandbox, tmp_path / "cache2", out, names,
-                        lambda: len(list(out.glob("collection=*/*.parquet"))) == 2)
-    # two files of alice's written, no manifest line yet
-    assert not (out / "_manifest.jsonl").exists() or \
-        (out / "_manifest.jsonl").read_text() == ""
-    resumed = _export("sync", sandbox, tmp_path / "cache3", names, out)
-    assert not list(out.glob("collection=*/.*.tmp"))   # leftovers of the kill are gone
-    assert resumed.written == 1 and resumed.records == clean.records
-    drop = ["fetched_at"]
-    assert _dataset(out).drop(drop).equals(_dataset(tmp_path / "clean").drop(drop))
-
-
-def _keys_by_partition(out: Path) -> dict[str, list[tuple[str, str, str, str]]]:
-    """collection -> every (did, collection, rkey, cid) row of its partition, duplicates kept."""
-    frame = pl.read_parquet(out / "**" / "*.parquet", hive_partitioning=True)
-    rows: dict[str, list[tuple[str, str, str, str]]] = {}
-    for did, collection, rkey, cid in frame.select("did", "collection", "rkey", "cid").rows():
-        rows.setdefault(collection, []).append((did, collection, rkey, cid))
-    return rows
-
-
-def _manifest_dids(out: Path) -> list[str]:
-    manifest = out / "_manifest.jsonl"
-    if not manifest.exists():
-        return []
-    return [json.loads(line)["did"] for line in manifest.read_text().splitlines()
-            if line.endswith("}")]
-
-
-def _half_written(out: Path) -> set[str]:
-    """File stems of repositories with files in place but no manifest line yet."""
-    stems = {path.stem for path in out.glob("collection=*/*.parquet")}  # before the manifest:
-    return stems - {did.replace(":", "_") for did in _manifest_dids(out)}  # no false positive
-
-
-def test_export_killed_across_many_repos_resumes_without_duplicates_or_gaps(bulk_sandbox,
-                                                                            tmp_path):
-    sb = bulk_sandbox
-    names = [a["did"] for a in sb.accounts if a["status"] == "active"]
-    assert len(names) > 10   # alice and the bulk accounts
-    clean = _export("sync", sb, tmp_path / "cache", names, tmp_path / "clean")
-    assert clean.written == len(names) and clean.errors.height == 0
-    expected = _keys_by_partition(tmp_path / "clean")
-    assert {"app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.feed.repost",
-            "app.bsky.graph.follow"} <= set(expected)
-
-    out = tmp_path / "killed"
-    # mid-run, and inside a repository's writes
-    _export_killed_when(sb, tmp_path / "cache2", out, names,
-                        lambda: len(_manifest_dids(out)) >= 3 and bool(_half_written(out)),
-                        concurrency=2)
-    finished = _manifest_dids(out)
-    assert 3 <= len(finished) < len(names) and _half_written(out)
-
-    resumed = _export("async", sb, tmp_path / "cache3", names, out)
-    assert (resumed.skipped, resumed.written) == (len(finished), len(names) - len(finished))
-    assert sorted(_manifest_dids(out)) == sorted(names)   # each repository once
-    assert not list(out.glob("collection=*/.*.tmp"))
-    got = _keys_by_partition(out)
-    assert set(got) == set(expected)
-    for collection, rows in got.items():
-        assert len(rows) == len(set(rows)), f"duplicate rows in {collection}"
-        assert set(rows) == set(expected[collection]), f"rows differ in {collection}"
-    assert sum(map(len, got.values())) == clean.records
+def test_bad_sources_and_options_are_usage_errors(sandbox, tmp_path):
+    with client("sync", sandbox, tmp_path / "cache") as made:
+        with pytest.raises(atrepo.UsageError, match="host must be a URL"):
+            made.export("localhost:45315", tmp_path / "out")
+        (tmp_path / "taken").write_text("not a dataset")
+        with pytest.raises(atrepo.UsageError, match="is a file"):
+            made.export([sandbox.account("alice.test")["did"]], tmp_path / "taken")
+        with pytest.raises(atrepo.AtrepoError, match="exclude= takes DIDs"):
+            made.export(sandbox.pds_url, tmp_path / "out", exclude=["alice.test"])
+    assert (tmp_path / "taken").read_text() == "not a dataset"
+    assert not (tmp_path / "out").exists()

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 import atrepo
-from atrepo._bulk import ExportRun, FetchRun, named
+from atrepo._bulk import Excluded, ExportRun, FetchRun, Fetched, Unchanged
 from atrepo._config import ClientConfig
 from atrepo._pipeline import Pipeline
+from atrepo.dataset import DatasetExport, Target, open_dataset
 from atrepo.frames import ERRORS_SCHEMA, RECORDS_SCHEMA
 from atrepo.testing import make_repo_car
 
@@ -28,28 +29,6 @@ def _snap(did: str, n: int) -> atrepo.RepoSnapshot:
     car, _ = make_repo_car({f"app.x.thing/{i}": {"$type": "app.x.thing", "i": i}
                             for i in range(n)}, did=did)
     return atrepo.read_car(car)
-
-
-def test_named_takes_a_string_as_one_name_and_a_url_as_a_host():
-    assert named("alice.test") == ["alice.test"]
-    assert named(["alice.test", BOB]) == ["alice.test", BOB]
-    assert named(iter([BOB])) == [BOB]
-    assert named("http://127.0.0.1:2583") is None
-
-
-def test_named_refuses_a_host_without_its_scheme():
-    with pytest.raises(atrepo.UsageError, match="host must be a URL") as info:
-        named("localhost:45315")
-    assert info.value.argument == "dids_or_handles_or_host"
-    assert "http://localhost:45315" in str(info.value)
-
-
-def test_an_export_run_refuses_an_out_dir_that_is_a_file(pipeline, tmp_path):
-    (tmp_path / "taken").write_text("not a dataset")
-    with pytest.raises(atrepo.UsageError, match="is a file") as info:
-        ExportRun(pipeline, [ALICE], tmp_path / "taken", resume=True, collections=None)
-    assert info.value.argument == "out_dir"
-    assert (tmp_path / "taken").read_text() == "not a dataset"
 
 
 def test_fetch_run_keeps_input_order_whatever_order_outcomes_come_in(pipeline):
@@ -82,23 +61,27 @@ def test_anything_but_an_atrepo_error_is_a_bug_and_propagates(pipeline):
     assert run.errors().height == 0
 
 
-def test_export_run_writes_skips_and_counts(pipeline, tmp_path):
+def test_export_run_hands_each_outcome_to_the_dataset(pipeline, tmp_path):
     out = tmp_path / "out"
-    run = ExportRun(pipeline, [ALICE, BOB], out, resume=True, collections=None)
-    run.record(0, (_snap(ALICE, 3), "http://127.0.0.1:1"))
+    carol = "did:plc:" + "c" * 24
+    run = ExportRun(pipeline, DatasetExport(out), [Target(ALICE), Target(BOB), Target(carol)],
+                    None)
+    run.record(2, Excluded(carol))
+    run.record(0, Fetched(_snap(ALICE, 3), "http://127.0.0.1:1", "alice.test"))
     run.record(1, atrepo.RepoUnavailable("gone", did=BOB, status="takendown"))
     report = run.result()
-    assert (report.written, report.skipped, report.records) == (1, 0, 3)
+    assert (report.written, report.skipped, report.removed, report.records) == (1, 0, 0, 3)
     assert report.errors.rows() == [(BOB, report.errors["error"][0], "takendown")]
-    again = ExportRun(pipeline, [ALICE, BOB], out, resume=True, collections=None)
-    with pytest.raises(StopIteration) as stop:        # written: skipped without a request
-        next(again.flow(0))
-    assert stop.value.value is None
-    again.record(0, None)
+    assert dict(open_dataset(out).repos.select("did", "status").collect().rows()) == {
+        ALICE: "active", BOB: "takendown"}
+    again = ExportRun(pipeline, DatasetExport(out), [Target(ALICE)], None)
+    again.record(0, Unchanged(ALICE))
     assert (again.result().written, again.result().skipped) == (0, 1)
+    with pytest.raises(KeyError):   # anything but an AtrepoError is a bug
+        ExportRun(pipeline, DatasetExport(out), [Target(ALICE)], None).record(0, KeyError())
 
 
 def test_an_export_report_without_failures_has_the_errors_schema(pipeline, tmp_path):
-    report = ExportRun(pipeline, [], tmp_path / "out", resume=True, collections=None).result()
+    report = ExportRun(pipeline, DatasetExport(tmp_path / "out"), [], None).result()
     assert report.errors.schema == ERRORS_SCHEMA and report.errors.height == 0
     assert repr(report).endswith("0 failed>")
