@@ -4,7 +4,7 @@ Starts the sandbox (the atproto reference PLC directory + PDS on loopback, seede
 sample accounts), and walks through what a researcher does with atrepo:
 
     resolve -> list_repos -> get_repo -> a table of posts -> new activity, then a diff
-    -> a Parquet export of the whole host -> read back lazily with Polars
+    -> an export of the whole host into a dataset -> read back lazily with Polars
 
 and finally reads the bundled sample CAR offline. The sandbox is stopped at the end, also
 when something fails. Against the live network the only change is the client:
@@ -61,12 +61,12 @@ def demo(sb: sandbox.Sandbox, work: Path) -> None:
         print(changes.select("collection", "rkey", "action", "record"))
         print(client.snapshots("alice.test"))
 
-        step("6. export every active repository of the PDS to Parquet")
+        step("6. export every repository of the PDS into a dataset (Delta Lake tables)")
         report = client.export(sb.pds_url, work / "dataset")
         print(report)
 
     step("7. read the dataset back, lazily, with Polars")
-    dataset = pl.scan_parquet(work / "dataset" / "**" / "*.parquet", hive_partitioning=True)
+    dataset = atrepo.open_dataset(work / "dataset").records
     print(dataset.group_by("collection")
           .agg(pl.len().alias("records"), pl.col("did").n_unique().alias("repos"))
           .sort("records", descending=True).collect())

@@ -1,10 +1,11 @@
-"""Export every active repository of a host (a PDS) to a Parquet dataset, then query it.
+"""Export every repository of a host (a PDS) into a dataset, then query it; re-run to refresh.
 
     python examples/export_host.py https://morel.us-east.host.bsky.network bsky-dataset --limit 50
     python examples/export_host.py http://localhost:PDS_PORT dataset \\
         --plc-url http://localhost:PORT                      # a sandbox (`atrepo sandbox`)
 
-Re-running resumes: repositories already written are skipped.
+Re-running brings the dataset up to date: unchanged repositories cost no download, changed
+ones are replaced, and ones the host stopped serving are removed.
 """
 
 import argparse
@@ -26,17 +27,19 @@ args = parser.parse_args()
 
 with atrepo.Client(plc_url=args.plc_url, cache_dir=args.cache_dir) as client:
     repos = client.list_repos(args.host, limit=args.limit)
-    active = repos.filter(pl.col("active"))["did"].to_list()
-    print(f"{args.host} lists {repos.height} repositories, {len(active)} active")
-    report = client.export(active, args.out_dir, collections=args.collection)
+    print(f"{args.host} lists {repos.height} repositories, "
+          f"{repos.filter(pl.col('active')).height} active")
+    # the listing frame is the source: its revs tell which repositories changed since
+    report = client.export(repos, args.out_dir, collections=args.collection)
     print(report)
     if not report.errors.is_empty():
         print(report.errors)
 
-dataset = pl.scan_parquet(args.out_dir / "**" / "*.parquet", hive_partitioning=True)
-summary = (dataset.group_by("collection")
+ds = atrepo.open_dataset(args.out_dir)
+summary = (ds.records.group_by("collection")
            .agg(pl.len().alias("records"), pl.col("did").n_unique().alias("repos"))
            .sort("records", descending=True)
            .collect())
 print(summary)
+print(ds.versions.tail(3))
 print(f"{summary['records'].sum():,} records in {args.out_dir}")
