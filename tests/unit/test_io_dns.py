@@ -27,6 +27,10 @@ from atrepo._io.http import run_async, run_sync
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 HANDLE = "alice.example.com"  # not a testing TLD: DNS is asked
 MODES = ["sync", "async"]
+# the resolvers' timeout: generous where the server answers (a busy machine must not turn an
+# answer into a timeout), tight where it stays silent and the timeout is what is tested
+ANSWERED = 10.0
+SILENT = 0.3
 
 
 class LoopbackDns:
@@ -80,11 +84,12 @@ def loopback_dns() -> Iterator[LoopbackDns]:
 
 
 def _lookup(mode: str, server: LoopbackDns, name: str) -> list[str]:
+    timeout = ANSWERED if name in server.zone else SILENT
     if mode == "sync":
         resolver = server.configure(dns.resolver.Resolver(configure=False))
-        return SystemDnsResolver(timeout=0.3, resolver=resolver).txt(name)
+        return SystemDnsResolver(timeout=timeout, resolver=resolver).txt(name)
     aresolver = server.configure(dns.asyncresolver.Resolver(configure=False))
-    return asyncio.run(AsyncSystemDnsResolver(timeout=0.3, resolver=aresolver).txt(name))
+    return asyncio.run(AsyncSystemDnsResolver(timeout=timeout, resolver=aresolver).txt(name))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -108,14 +113,14 @@ def test_handle_resolution_through_dnspython(mode, loopback_dns):
     transport = httpx.MockTransport(lambda request: httpx.Response(599))
     if mode == "sync":
         resolver = SystemDnsResolver(resolver=loopback_dns.configure(
-            dns.resolver.Resolver(configure=False)), timeout=0.3)
+            dns.resolver.Resolver(configure=False)), timeout=ANSWERED)
         with httpx.Client(transport=transport) as http:
             assert run_sync(resolve_handle(HANDLE), http, resolver) == DID
         return
 
     async def main() -> str:
         resolver = AsyncSystemDnsResolver(resolver=loopback_dns.configure(
-            dns.asyncresolver.Resolver(configure=False)), timeout=0.3)
+            dns.asyncresolver.Resolver(configure=False)), timeout=ANSWERED)
         async with httpx.AsyncClient(transport=transport) as http:
             return await run_async(resolve_handle(HANDLE), http, resolver)
 
