@@ -10,6 +10,7 @@ import pytest
 import atrepo
 from atrepo import car, mst
 from atrepo.frames import COLLECTIONS_SCHEMA, PROBLEMS_SCHEMA, RECORDS_SCHEMA
+from atrepo.snapshot import covers
 from atrepo.testing import make_repo_car
 
 
@@ -262,3 +263,19 @@ def test_a_deferred_walk_happens_once_on_first_use(ref_small):
     assert len(snap) == len(ref_small.records) and snap.records.height == len(snap)
     assert calls == [1]
     assert f"records={len(ref_small.records):,}" in repr(snap)
+
+
+@pytest.mark.parametrize(("held", "wanted", "expected"), [
+    (None, None, True),                                   # a whole tree holds everything
+    (None, ["app.bsky.feed.post"], True),
+    (["app.bsky.feed.post"], None, False),                # a sparse one never holds "all"
+    (["app.bsky.feed.post"], ["app.bsky.feed.post"], True),
+    (["app.bsky.feed.post"], ["app.bsky.feed.like"], False),
+    (["app.bsky.feed.*"], ["app.bsky.feed.post", "app.bsky.feed.like"], True),
+    (["app.bsky.feed.post"], ["app.bsky.feed.*"], False),
+    (["app.bsky.feed.post", "app.bsky.graph.follow"], ["app.bsky.graph.follow"], True),
+    (["app.bsky.feed.post", "app.bsky.graph.follow"], ["app.bsky.*"], False),
+    (["app.bsky.feed.*", "app.bsky.*"], ["app.bsky.graph.follow"], True),
+])
+def test_covers_says_whether_held_collections_hold_the_wanted_ones(held, wanted, expected):
+    assert covers(held, wanted) is expected
