@@ -23,7 +23,9 @@ Every case runs in a fresh process, ``--runs`` times (medians), after one untime
 * warm -- ``records`` already decoded (timed on its own, not counted): the table step alone;
   ``check_pass_warm`` times only the part of ``table()`` that checks every record in Python.
 
-peak RSS is ``ru_maxrss`` of that process (for cold, the process holds nothing else).
+cpu s is the process's user + system CPU time over the same span (less disturbed than wall
+time by other work on a shared machine; polars may use more than one core); peak RSS is
+``ru_maxrss`` of that process (for cold, the process holds nothing else).
 Results go to ``benchmarks/results/tables-<size>.json``; a markdown table is printed.
 """
 from __future__ import annotations
@@ -77,18 +79,24 @@ def check_pass(snap):
     return texts.to_frame()
 
 build = {"table": ours, "json": alternative, "check": check_pass}[case.split("_")[0]]
-start = time.perf_counter()
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+start, cpu_start = time.perf_counter(), cpu()
 snap = atrepo.read_car(path)
 records_s = None
 if case.endswith("warm"):
     snap.records
     records_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu()
 frame = build(snap)
-seconds = time.perf_counter() - start
+seconds, cpu_s = time.perf_counter() - start, cpu() - cpu_start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "records_s": records_s, "rows": frame.height,
+print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "records_s": records_s,
+                  "rows": frame.height,
                   "columns": frame.width, "peak_mb": peak, "worker_peak_mb": children}))
 """
 
@@ -125,7 +133,7 @@ def main() -> None:
         results[case] = [run_case(case, car, args.collection) for _ in range(args.runs)]
         print(f"{case}: {[round(r['seconds'], 2) for r in results[case]]}", file=sys.stderr)
     rows = {case: {key: statistics.median(r[key] for r in runs)
-                   for key in ("seconds", "peak_mb", "worker_peak_mb", "rows")}
+                   for key in ("seconds", "cpu_s", "peak_mb", "worker_peak_mb", "rows")}
             for case, runs in results.items()}
     warm = [r["records_s"] for case in results if case.endswith("warm")
             for r in results[case]]
@@ -141,12 +149,12 @@ def main() -> None:
           f"({int(next(iter(rows.values()))['rows']):,} rows), median of {args.runs} runs"
           + (f"; decoding `records` first (warm cases) took {statistics.median(warm):.1f} s"
              if warm else "") + "\n")
-    print("| case | what | wall s | peak RSS MB | workers' peak RSS MB |")
-    print("|---|---|---:|---:|---:|")
+    print("| case | what | wall s | cpu s | peak RSS MB | workers' peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|")
     for case in cases:
         row = rows[case]
-        print(f"| {case} | {CASES[case]} | {row['seconds']:.2f} | {row['peak_mb']:,.0f} | "
-              f"{row['worker_peak_mb']:,.0f} |")
+        print(f"| {case} | {CASES[case]} | {row['seconds']:.2f} | {row['cpu_s']:.2f} | "
+              f"{row['peak_mb']:,.0f} | {row['worker_peak_mb']:,.0f} |")
     for kind in ("cold", "warm"):
         if f"json_decode_{kind}" in rows and f"table_{kind}" in rows:
             ratio = rows[f"json_decode_{kind}"]["seconds"] / rows[f"table_{kind}"]["seconds"]
