@@ -35,6 +35,7 @@ BATCH = 4   # repositories per commit: a host of ~23 listed repositories is ~6 v
 
 CHILD = r"""
 import importlib.util, json, sys
+import atrepo
 spec = importlib.util.spec_from_file_location("loopback", "tests/client/_loopback.py")
 loopback = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(loopback)
@@ -77,10 +78,11 @@ print("finished", report.version, flush=True)
 class Child:
     """The export in a child process, stepped event by event (see the module docstring)."""
 
-    def __init__(self, sandbox: Any, cache: Path, out: Path, *, exclude: list[str]) -> None:
+    def __init__(self, sandbox: Any, cache: Path, out: Path, *, exclude: list[str],
+                 batch: int = BATCH) -> None:
         cfg = {"plc": sandbox.plc_url, "pds": sandbox.pds_url, "cache": str(cache),
                "out": str(out), "source": sandbox.pds_url, "exclude": exclude,
-               "batch": BATCH}
+               "batch": batch}
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg)],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
@@ -128,9 +130,9 @@ class Child:
                 stream.close()
 
 
-def _export(sandbox: Any, cache: Path, out: Path, **kw: Any) -> Any:
+def _export(sandbox: Any, cache: Path, out: Path, *, batch: int = BATCH, **kw: Any) -> Any:
     with client("sync", sandbox, cache, max_concurrency=2) as made:
-        return made.export(sandbox.pds_url, out, batch_repos=BATCH, **kw)
+        return made.export(sandbox.pds_url, out, batch_repos=batch, **kw)
 
 
 def _tables(out: Path) -> dict[str, pl.DataFrame]:
@@ -169,11 +171,12 @@ def assert_versions_consistent(out: Path) -> None:
 
 
 def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | None,
-            expected: dict[str, pl.DataFrame], *, exclude: list[str], seed: int) -> int:
+            expected: dict[str, pl.DataFrame], *, exclude: list[str], seed: int,
+            batch: int = BATCH) -> int:
     """Kill a run at TRIALS random events, re-run each; return how many events a run has.
 
     Each run starts from ``base`` (a dataset and the cache it was exported with) or, when
-    None, from nothing.
+    None, from nothing; ``batch`` repositories per commit.
     """
     def fresh(name: str) -> tuple[Path, Path]:
         out, cache = tmp_path / name, tmp_path / f"{name}-cache"
@@ -182,18 +185,18 @@ def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | 
             shutil.copytree(base_cache, cache)
         return out, cache
 
-    counting = Child(sandbox, *reversed(fresh("count")), exclude=exclude)
+    counting = Child(sandbox, *reversed(fresh("count")), exclude=exclude, batch=batch)
     try:
         assert counting.run_to(None).startswith("finished")
     finally:
         counting.close()
     events = counting.events
-    assert events > 2 * TRIALS
+    assert events >= TRIALS   # room for as many different moments as trials
     rng = random.Random(seed)
     for trial in range(TRIALS):
         out, cache = fresh(f"t{trial}")
         at, race = rng.randrange(events), rng.random() < 0.5
-        child = Child(sandbox, cache, out, exclude=exclude)
+        child = Child(sandbox, cache, out, exclude=exclude, batch=batch)
         try:
             line = child.run_to(at, race=race)
         finally:
@@ -201,7 +204,7 @@ def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | 
         assert line and not line.startswith("finished"), f"trial {trial}: no kill at {at}"
         if (out / "repos" / "_delta_log").is_dir():
             assert_versions_consistent(out)   # what the kill left reads as whole versions
-        _export(sandbox, cache, out, exclude=exclude)
+        _export(sandbox, cache, out, exclude=exclude, batch=batch)
         assert_same(out, expected)
         assert_versions_consistent(out)
         assert not (out / "_atrepo" / "pending").exists()
@@ -244,8 +247,9 @@ def test_export_and_refresh_killed_at_random_moments_end_as_uninterrupted(bulk_s
         assert (report.written, report.removed) == (3, 1)
         refreshed = _tables(tmp_path / "refreshed")
         assert excluded[0] not in set(refreshed["repos"]["did"])
+        # one repository per commit, so that a small refresh has many moments to die at
         _trials(sb, tmp_path / "refresh", base, base_cache, refreshed, exclude=excluded,
-                seed=11)
+                seed=11, batch=1)
     finally:
         for handle, (collection, rkey) in made.items():
             sb.delete_record(handle, collection, rkey)
