@@ -204,20 +204,27 @@ class Pipeline:
         repository too small to be worth it.
 
         The blocks are written as they arrive, then framed as a CAR rooted at the commit,
-        which is verified and stored as any download is. When the newest entry is a sparse
-        one of the same commit, the new entry holds both entries' collections.
+        which is verified and stored as any download is. Blocks the store holds for the
+        repository are not asked for again, so a stored repository costs what changed. When
+        the newest entry is a sparse one of the same commit, the new entry holds both
+        entries' collections.
         """
         ranges = collection_ranges(collections) or []
         did = ident.did
+        pack = None if newest is None else self.store.open_pack(did, self.config.mem_limit_mb)
         with self.store.download_file(did) as blocks, self.store.download_file(did) as part:
-            with open(blocks, "wb") as out:
-                def sink(raw: bytes, data: bytes) -> None:
-                    out.write(encode_varint(len(raw) + len(data)) + raw + data)
+            try:
+                with open(blocks, "wb") as out:
+                    def sink(raw: bytes, data: bytes) -> None:
+                        out.write(encode_varint(len(raw) + len(data)) + raw + data)
 
-                got = yield from fetch_sparse(self._pds(ident), did, ranges, sink=sink,
-                                              decide=decide,
-                                              max_bytes=self.config.max_repo_bytes,
-                                              policy=self.config.retry)
+                    got = yield from fetch_sparse(
+                        self._pds(ident), did, ranges, sink=sink, decide=decide,
+                        max_bytes=self.config.max_repo_bytes, policy=self.config.retry,
+                        have=None if pack is None else pack.get_raw)
+            finally:
+                if pack is not None:
+                    pack.close()
             if got is None:
                 return None
             _frame_car(part, got.commit_cid, blocks)

@@ -103,8 +103,8 @@ class _Fetch:
     """One attempt: the blocks known, the answers' bytes, and asking for what is missing."""
 
     def __init__(self, pds: str, did: str, sink: Sink, max_bytes: int,
-                 policy: RetryPolicy) -> None:
-        self.pds, self.did, self.sink = pds, did, sink
+                 policy: RetryPolicy, have: mst.Fetch | None) -> None:
+        self.pds, self.did, self.sink, self.have = pds, did, sink, have
         self.max_bytes, self.policy = max_bytes, policy
         self.size = 0
         self.requests = 0
@@ -119,13 +119,21 @@ class _Fetch:
         return answer
 
     def ask(self, cids: Sequence[bytes]) -> Flow[dict[bytes, bytes]]:
-        """The blocks ``cids`` (binary), from the proof or the host, each handed to the sink.
+        """The blocks ``cids`` (binary), from the proof, the blocks held already or the host;
+        each handed to the sink (but those of the proof, which were when it came).
 
         Raises:
             BlockMissing: the host left one out, or says it does not hold it.
         """
         found = {raw: self.known[raw] for raw in cids if raw in self.known}
-        wanted = [raw for raw in dict.fromkeys(cids) if raw not in found]
+        wanted = []
+        for raw in dict.fromkeys(cids):
+            held = None if raw in found or self.have is None else self.have(raw)
+            if held is not None:
+                self.sink(raw, held)
+                found[raw] = held
+            elif raw not in found:
+                wanted.append(raw)
         for start in range(0, len(wanted), MAX_CIDS_PER_REQUEST):
             batch = wanted[start:start + MAX_CIDS_PER_REQUEST]
             self.requests += 1
@@ -160,8 +168,8 @@ class _Fetch:
 
 
 def fetch_sparse(pds: str, did: str, key_ranges: Sequence[KeyRange], *, sink: Sink,
-                 decide: bool = False, max_bytes: int, policy: RetryPolicy = RetryPolicy()
-                 ) -> Flow[Sparse | None]:
+                 decide: bool = False, max_bytes: int, policy: RetryPolicy = RetryPolicy(),
+                 have: mst.Fetch | None = None) -> Flow[Sparse | None]:
     """Fetch the commit of ``did`` and the nodes and records of ``key_ranges`` (see above).
 
     Args:
@@ -174,6 +182,9 @@ def fetch_sparse(pds: str, did: str, key_ranges: Sequence[KeyRange], *, sink: Si
             the repository is small (:data:`SPARSE_MIN_RECORDS`): a full fetch is cheaper.
         max_bytes: cap on the bytes of all answers together.
         policy: the retry budgets and delays.
+        have: blocks held already (checked against their CIDs before), by binary CID:
+            those are not asked for, so fetching a stored repository again costs what
+            changed (the nodes and records of the ranges that differ).
 
     Returns:
         A flow whose value is the :class:`Sparse` outcome, or None when ``decide`` chose a
@@ -189,13 +200,13 @@ def fetch_sparse(pds: str, did: str, key_ranges: Sequence[KeyRange], *, sink: Si
     """
     ranges = mst.byte_ranges(key_ranges) or []
     probe = probe_key(min(key_ranges))
-    attempt = _Fetch(pds, did, sink, max_bytes, policy)
+    attempt = _Fetch(pds, did, sink, max_bytes, policy, have)
     commit = b""
     try:
         commit = yield from attempt.start(probe)
         return (yield from _ranges(attempt, commit, ranges, decide))
     except BlockMissing:
-        again = _Fetch(pds, did, sink, max_bytes - attempt.size, policy)
+        again = _Fetch(pds, did, sink, max_bytes - attempt.size, policy, have)
         moved = yield from again.start(probe)
         if moved == commit:
             raise

@@ -186,3 +186,11 @@ def test_a_link_that_is_no_cid_is_an_error_about_the_tree():
     with pytest.raises(MstError, match="malformed link") as caught:
         _fetch(host, [FOLLOW])
     assert caught.value.fields["link"] == "fffe"
+
+
+def test_blocks_held_already_are_not_asked_for(big):
+    host = SparseHost(big)
+    got, sunk = _fetch(host, [FOLLOW], have=big.blocks.get)
+    assert host.calls("com.atproto.sync.getBlocks") == 0 and got.requests == 1
+    nodes, records = _wanted(big, [FOLLOW])
+    assert set(sunk) == {big.commit} | nodes | set(records)
