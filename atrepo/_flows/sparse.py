@@ -13,6 +13,9 @@ The steps (the sparse backfill crawlers use; https://atproto.com/specs/sync):
    the rounds are bounded by the tree's depth (itself bounded by ``MAX_DEPTH``).
 3. **the records** of the leaves inside the ranges, the same way.
 
+Blocks the caller holds already (``have``: a stored repository's pack) are not asked for, so
+fetching a stored repository again costs the nodes and records that changed.
+
 Invariants: every block is hashed against its CID (the CAR reader does it) and handed to
 the caller's ``sink`` as it arrives, so a flow holds at most one answer and the keys of the
 next layer; every CID asked for must come back, else a :class:`BlockMissing` names it (a
