@@ -1,12 +1,13 @@
 """export() killed (SIGKILL) at random moments, then re-run: the dataset of a clean run.
 
-The export runs in a child process that reports *events* — each repository handed to the
-dataset, and before and after each Delta table commit — and waits after each one for the
-parent's go. The parent picks an event with a seeded RNG and either kills the child there
-(paused, so the state at the kill is exact) or says go and kills at once (the kill then
-lands somewhere in the work that follows, also inside a Parquet write). A re-run with the
-same arguments must end with the dataset an uninterrupted run gives, row for row, and every
-version in between must read as a consistent table. Moments are events, never sleeps.
+The export runs in a child process (``_killed_export.py``) that reports *events* — each
+repository handed to the dataset, and before and after each Delta table commit — and waits
+after each one for the parent's go. The parent picks an event with a seeded RNG and either
+kills the child there (paused, so the state at the kill is exact) or says go and kills at
+once (the kill then lands somewhere in the work that follows, also inside a Parquet write).
+A re-run with the same arguments must end with the dataset an uninterrupted run gives, row
+for row, and every version in between must read as a consistent table. Moments are events,
+never sleeps.
 
 Two processes exporting into one dataset: the second one fails with a clear AtrepoError
 while the first holds it, and the first one's dataset is whole.
@@ -33,46 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TRIALS = 20
 BATCH = 4   # repositories per commit: a host of ~23 listed repositories is ~6 versions
 
-CHILD = r"""
-import importlib.util, json, sys
-import atrepo
-spec = importlib.util.spec_from_file_location("loopback", "tests/client/_loopback.py")
-loopback = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(loopback)
-from atrepo.dataset import _delta, _export
-
-cfg = json.loads(sys.argv[1])
-
-def event(name):   # say what just happened, then wait for the parent's go
-    print(name, flush=True)
-    if sys.stdin.readline() != "go\n":
-        sys.exit(3)
-
-commit = _delta.commit
-def reported_commit(path, *args, **kw):
-    event(f"before {path.name}")
-    commit(path, *args, **kw)
-    event(f"after {path.name}")
-_delta.commit = reported_commit
-
-fetched = _export.DatasetExport.fetched
-def reported_fetched(self, *args, **kw):
-    fetched(self, *args, **kw)
-    event("fetched")
-_export.DatasetExport.fetched = reported_fetched
-
-class Sandbox:
-    plc_url, pds_url = cfg["plc"], cfg["pds"]
-
-with loopback.client("sync", Sandbox, cfg["cache"], max_concurrency=2) as made:
-    try:
-        report = made.export(cfg["source"], cfg["out"], exclude=cfg["exclude"],
-                             batch_repos=cfg["batch"])
-    except atrepo.AtrepoError as exc:
-        print("refused", exc, flush=True)
-        sys.exit(4)
-print("finished", report.version, flush=True)
-"""
+CHILD = Path(__file__).with_name("_killed_export.py")  # the export, stepped by events
 
 
 class Child:
@@ -83,7 +45,7 @@ class Child:
         cfg = {"plc": sandbox.plc_url, "pds": sandbox.pds_url, "cache": str(cache),
                "out": str(out), "source": sandbox.pds_url, "exclude": exclude,
                "batch": batch}
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg)],
+        self.proc = subprocess.Popen([sys.executable, str(CHILD), json.dumps(cfg)],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
         self.events = 0
