@@ -22,8 +22,12 @@ $(PY_OK): pyproject.toml | $(BIN)/python
 # the compiled core (atrepo._core, built from rust/ by setuptools-rust in the install above),
 # rebuilt when its sources change; without a Rust toolchain the build is skipped with a
 # warning and atrepo runs pure Python (ATREPO_PURE_PYTHON=1 forces that anyway)
+# (the old library is renamed aside first, not overwritten: a process that has it loaded
+# keeps its copy, where writing over the mapped file would crash it)
 $(CORE_OK): $(RUST_SRC) | $(PY_OK)
+	for lib in atrepo/_core*.so; do [ ! -e "$$lib" ] || mv -f "$$lib" "$$lib.old"; done
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	rm -f atrepo/_core*.so.old
 	touch $@
 
 # the reference implementation (@atproto/repo, @atproto/pds, dev-env), pinned by package-lock.json
