@@ -69,6 +69,9 @@ def test_fetch_records_gives_the_same_rows_as_the_snapshots(
     dids = [s.did for s in snapshots]
     with client("sync", many, tmp_path / "cache") as c:
         records = c.fetch_records(dids)
+        likes = c.fetch_records(dids, table="app.bsky.feed.like")
+    assert likes.schema == atrepo.lexicon_schema("app.bsky.feed.like")
+    assert likes.sort("uri").equals(records_table(records, "app.bsky.feed.like")[0].sort("uri"))
     for collection in ("app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.graph.follow"):
         table, problems = records_table(records, collection)
         assert problems.is_empty()

@@ -228,6 +228,7 @@ def test_diff_table_types_the_changed_records(ref_small: Any) -> None:
     diff = atrepo.diff(old, new)
     collection = "app.bsky.feed.post"
     changed = diff_table(diff, collection)
+    assert atrepo.diff(old, new, table=collection).equals(changed)
     expected = diff.filter(collection=collection)
     assert changed.columns[:2] == ["action", "old_cid"]
     assert pl.Schema(list(changed.schema.items())[2:]) == atrepo.lexicon_schema(collection)
