@@ -30,13 +30,17 @@ pytestmark = pytest.mark.skipif(not _accel.accelerated, reason="the compiled cor
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "data" / "sample.car"
-GENERATED = sorted((ROOT / "tests" / "fixtures" / "generated").glob("*/repo.car"))
 INTEROP = INTEROP_DIR / "data-model" / "data-model-fixtures.json"
 DID = "did:plc:testtesttesttesttesttest"
 
 
-def _fixtures() -> list[Path]:
-    return [SAMPLE, *GENERATED]
+@pytest.fixture(params=["sample", "ref_small", "ref_p256", "ref_medium"])
+def fixture_car(request: pytest.FixtureRequest) -> Path:
+    """The shipped sample and the reference-generated repositories (made on first use)."""
+    if request.param == "sample":
+        return SAMPLE
+    car: Path = request.getfixturevalue(request.param).car
+    return car
 
 
 def _blocks(data: bytes) -> list[tuple[int, int, int]]:
@@ -67,17 +71,15 @@ def _agree(outcomes: tuple[Any, Any]) -> None:
 
 # --- the fixtures -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", _fixtures(), ids=lambda p: p.parent.name)
-def test_fixture_records_agree(path: Path) -> None:
-    data = path.read_bytes()
+def test_fixture_records_agree(fixture_car: Path) -> None:
+    data = fixture_car.read_bytes()
     reference, core = records_outcome(data)
     assert reference[0] == "ok" and len(reference[1]) > 0
     assert core == reference
 
 
-@pytest.mark.parametrize("path", _fixtures(), ids=lambda p: p.parent.name)
-def test_fixture_blocks_agree(path: Path) -> None:
-    data = path.read_bytes()
+def test_fixture_blocks_agree(fixture_car: Path) -> None:
+    data = fixture_car.read_bytes()
     absent = [bytes(cid_for(b"not in any CAR")), b"\x01\x71\x12\x20" + b"\x00" * 32, b"\x99"]
     _agree(car_outcome(data, probe=absent))
 
@@ -85,8 +87,8 @@ def test_fixture_blocks_agree(path: Path) -> None:
 @pytest.mark.parametrize("collections", [["app.bsky.actor.profile"], ["app.bsky.feed.*"],
                                          ["app.bsky.feed.like", "app.bsky.graph.follow"],
                                          ["com.example.none"]])
-def test_pruned_walks_agree(collections: list[str]) -> None:
-    data = GENERATED[0].read_bytes() if GENERATED else SAMPLE.read_bytes()
+def test_pruned_walks_agree(collections: list[str], ref_small: Any) -> None:
+    data = ref_small.car.read_bytes()
     _agree(walk_outcome(data, collections))
     _agree(records_outcome(data, collections))
 
@@ -316,15 +318,11 @@ def test_bad_records_in_a_repo_are_the_same_problems() -> None:
 
 # --- a tree big enough to be walked on two threads -------------------------------------------
 
-BIG = next((p for p in GENERATED if p.stat().st_size > 4 << 20), None)
-
-
-@pytest.mark.skipif(BIG is None, reason="no generated repository of 20,000+ blocks")
-def test_big_tree_agrees_and_its_defects_are_the_reference_errors() -> None:
+def test_big_tree_agrees_and_its_defects_are_the_reference_errors(ref_medium: Any) -> None:
     # the core walks trees of 20,000+ blocks in pieces on two threads, and walks again on
     # one when a piece fails, so that the error is the reference's first one
-    assert BIG is not None
-    data = BIG.read_bytes()
+    data = ref_medium.car.read_bytes()
+    assert len(_blocks(data)) > 20_000
     _agree(walk_outcome(data))
     blocks = _blocks(data)
     nodes = [b for b in blocks if data[b[1]:b[1] + 3] == b"\xa2\x61e"]  # {"e": ...}
