@@ -6,8 +6,9 @@
 Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bulk accounts of
 ``--records`` records each, every run with a fresh cache and dataset:
 
-1. ``Client.export(host, out)`` at each ``--concurrency`` (``max_per_host`` the same):
-   seconds, repos/s, records/s, Parquet files written, dataset MB;
+1. ``Client.export(host, out)`` at each ``--concurrency`` (``max_per_host`` the same, and
+   no request-rate limit: the sandbox is on loopback): seconds, repos/s, records/s, Parquet
+   files written, dataset MB;
 2. peak RSS of an export of the first N repositories for each N of ``--rss``, each in a
    process of its own (``ru_maxrss``);
 3. ``count`` and ``group_by(collection).len()`` over the dataset (``pl.scan_delta``) and
