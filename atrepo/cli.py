@@ -202,7 +202,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    """Write repositories (or every active one of a host) to a Parquet dataset; resumable."""
+    """Write repositories (or every active one of a host) to a dataset, or bring it up to date."""
     names: str | list[str] = args.names[0] if len(args.names) == 1 else args.names
     with _client(args) as client:
         report = client.export(names, args.out_dir, collections=args.collection,
@@ -546,7 +546,7 @@ def _parser() -> argparse.ArgumentParser:
     _rows_options(cmd, collections=True)
 
     cmd = _command(commands, "export", _export,
-                   "write repositories to a Parquet dataset, partitioned by collection",
+                   "write repositories to a Delta Lake dataset, or bring one up to date",
                    "  atrepo export alice.bsky.social bob.bsky.social out/\n"
                    "  atrepo export https://pds.example out/ --collection app.bsky.feed.post\n"
                    "  # read it: pl.scan_parquet('out/**/*.parquet', hive_partitioning=True)",
