@@ -146,12 +146,11 @@ def _repo(args: argparse.Namespace) -> int:
     """Fetch and verify one repository: its summary and records per collection, or its rows."""
     with _client(args) as client:
         snap = client.get_repo(args.name, collections=args.collection)
-        _save_parquet(snap.records, args.parquet)
         if args.json:
-            _print_json_lines(snap.records)
-        else:
-            print(snap)
-            _print_table(snap.collections)
+            return _print_rows(snap.records, args)
+        _save_parquet(snap.records, args.parquet)
+        print(snap)
+        _print_table(snap.collections)
     return 0
 
 

@@ -13,6 +13,8 @@ Both hold the dataset's lock, so neither runs beside an export.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,13 +66,8 @@ def compact(path: str | os.PathLike[str], *, only_if_needed: bool = False) -> di
     Raises:
         AtrepoError: no dataset at ``path``, or an export is writing it.
     """
-    layout = Layout(path)
-    layout.check_dataset()
-    lock = DatasetLock(layout.lock)
-    try:
+    with _held(path) as layout:
         return compact_tables(layout, only_if_needed=only_if_needed)
-    finally:
-        lock.release()
 
 
 def vacuum(path: str | os.PathLike[str], *,
@@ -83,16 +80,20 @@ def vacuum(path: str | os.PathLike[str], *,
     Raises:
         AtrepoError: no dataset at ``path``, or an export is writing it.
     """
+    hours = int(older_than.total_seconds() // 3600)
+    with _held(path) as layout:
+        return sum(len(DeltaTable(table).vacuum(retention_hours=hours, dry_run=False,
+                                                enforce_retention_duration=False))
+                   for table in _tables(layout) if table.exists())
+
+
+@contextmanager
+def _held(path: str | os.PathLike[str]) -> Iterator[Layout]:
+    """The dataset at ``path``, its lock held for the block (AtrepoError if it is not one)."""
     layout = Layout(path)
     layout.check_dataset()
     lock = DatasetLock(layout.lock)
     try:
-        hours = int(older_than.total_seconds() // 3600)
-        deleted = 0
-        for table in _tables(layout):
-            if table.exists():
-                deleted += len(DeltaTable(table).vacuum(
-                    retention_hours=hours, dry_run=False, enforce_retention_duration=False))
-        return deleted
+        yield layout
     finally:
         lock.release()
