@@ -26,6 +26,24 @@ pub fn write(data: &[u8], out: &mut Vec<u8>) -> bool {
     done
 }
 
+/// (major type, argument) of the CBOR head of definite length at `*pos`, which moves past it;
+/// None when the data ends or the head is indefinite or reserved.
+pub(crate) fn read_head(data: &[u8], pos: &mut usize) -> Option<(u8, u64)> {
+    let byte = *data.get(*pos)?;
+    *pos += 1;
+    let width = match byte & 31 {
+        n @ 0..=23 => return Some((byte >> 5, u64::from(n))),
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        27 => 8,
+        _ => return None,
+    };
+    let bytes = data.get(*pos..*pos + width)?;
+    *pos += width;
+    Some((byte >> 5, bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))))
+}
+
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -33,19 +51,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn head(&mut self) -> Option<(u8, u64)> {
-        let byte = *self.data.get(self.pos)?;
-        self.pos += 1;
-        let width = match byte & 31 {
-            n @ 0..=23 => return Some((byte >> 5, u64::from(n))),
-            24 => 1,
-            25 => 2,
-            26 => 4,
-            27 => 8,
-            _ => return None,
-        };
-        let bytes = self.data.get(self.pos..self.pos + width)?;
-        self.pos += width;
-        Some((byte >> 5, bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))))
+        read_head(self.data, &mut self.pos)
     }
 
     fn take(&mut self, n: u64) -> Option<&'a [u8]> {

@@ -245,20 +245,7 @@ impl<'a> Heads<'a> {
 
     /// (major type, argument) of a head of definite length.
     fn head(&mut self) -> Option<(u8, u64)> {
-        let byte = *self.data.get(self.pos)?;
-        self.pos += 1;
-        let width = match byte & 31 {
-            n @ 0..=23 => return Some((byte >> 5, u64::from(n))),
-            24 => 1,
-            25 => 2,
-            26 => 4,
-            27 => 8,
-            _ => return None,
-        };
-        let bytes = self.data.get(self.pos..self.pos + width)?;
-        self.pos += width;
-        let value = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-        Some((byte >> 5, value))
+        crate::fast::read_head(self.data, &mut self.pos)
     }
 
     fn take(&mut self, n: u64) -> Option<&'a [u8]> {
