@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 import httpx
 import polars as pl
 
-from . import _listing, tables
+from . import _dask, _listing, tables
 from ._args import (check_after, check_collection, check_collections, check_flag, check_host,
                     check_limit, check_names, check_out_dir, framed_names)
 from ._bulk import ExportRun, FetchRun, Run
@@ -139,11 +139,13 @@ class _BaseClient:
 
     def _dataset_export(self, source: object, out_dir: str | os.PathLike[str],
                         collections: Sequence[str] | None, resume: bool,
-                        exclude: Iterable[str] | None, batch_repos: int, batch_records: int
-                        ) -> tuple[DatasetExport, str | list[Target]]:
+                        exclude: Iterable[str] | None, batch_repos: int, batch_records: int,
+                        dask: object) -> tuple[DatasetExport, str | list[Target]]:
         """An export's dataset, opened (and locked), and its source: a host URL to list, or
         the targets it names."""
         self._check_open()
+        if dask is not None:   # before the dataset is made
+            _dask.check_dask(dask)
         targets = source_targets(source)
         dataset = DatasetExport(check_out_dir(out_dir), collections=check_collections(collections),
                                 resume=check_flag(resume, argument="resume"), exclude=exclude,
@@ -154,6 +156,15 @@ class _BaseClient:
     def _export_run(self, dataset: DatasetExport, targets: Sequence[Target],
                     collections: Sequence[str] | None) -> ExportRun:
         return ExportRun(self._pipeline, dataset, targets, check_collections(collections))
+
+    def _on_dask(self, dask: object, dataset: DatasetExport, targets: Sequence[Target],
+                 collections: Sequence[str] | None, shard_repos: int) -> ExportReport:
+        """An export's visits on the cluster of ``dask`` (see :mod:`atrepo._dask`)."""
+        report = _dask.export_on_dask(dask, dataset, targets, config=self.config,
+                                      collections=check_collections(collections),
+                                      shard_repos=shard_repos)
+        self.last_errors = report.errors
+        return report
 
     def _bar(self, run: Run[Any]) -> AbstractContextManager[Progress]:
         """The one progress bar of a bulk call."""
@@ -449,7 +460,8 @@ class Client(_BaseClient):
     def export(self, source: str | Iterable[str] | pl.DataFrame | pl.LazyFrame,
                out_dir: str | os.PathLike[str], *, collections: Sequence[str] | None = None,
                resume: bool = True, exclude: Iterable[str] | None = None,
-               batch_repos: int = BATCH_REPOS, batch_records: int = BATCH_RECORDS
+               dask: Any = None, batch_repos: int = BATCH_REPOS,
+               batch_records: int = BATCH_RECORDS, shard_repos: int = _dask.SHARD_REPOS
                ) -> ExportReport:
         """Commit repositories to the dataset under ``out_dir``, or bring it up to date.
 
@@ -461,6 +473,11 @@ class Client(_BaseClient):
         host no longer serves (deleted, deactivated, taken down, suspended) are removed
         with their status recorded. An interrupted export run again continues.
 
+        With ``dask=``, the repositories are fetched on that cluster (see "On a Dask
+        cluster" in docs/datasets.md): this process lists and plans, workers fetch shards of
+        repositories by host (each host's limits held across the cluster), and this process
+        commits their results, to the same dataset a local export makes.
+
         Args:
             source: a host URL (every repository it lists), a polars frame with a ``did``
                 column (``list_repos``: its revs and statuses are used), or DIDs or
@@ -471,8 +488,12 @@ class Client(_BaseClient):
             resume: False starts the dataset afresh (one version replacing everything;
                 older versions stay readable with ``as_of``).
             exclude: DIDs never to export; removed from the dataset if present.
+            dask: a ``distributed.Client`` (synchronous) whose cluster fetches the
+                repositories; ``out_dir`` is written by this process only. None: here.
             batch_repos: commit after this many repositories.
             batch_records: commit after this many record rows.
+            shard_repos: with ``dask=``, repositories per task (a host's listing is cut
+                into ranges of this many).
 
         Returns:
             What the export did (:class:`~atrepo.dataset.ExportReport`); failures are also
@@ -481,13 +502,17 @@ class Client(_BaseClient):
         Raises:
             AtrepoError: another export is writing the dataset, or ``collections`` differs
                 from the dataset's (unless ``resume=False``).
-            UsageError: a malformed source, out_dir or option.
+            UsageError: a malformed source, out_dir or option; a ``dask=`` that is not a
+                synchronous distributed.Client (or distributed is not installed).
         """
         dataset, targets = self._dataset_export(source, out_dir, collections, resume,
-                                                exclude, batch_repos, batch_records)
+                                                exclude, batch_repos, batch_records, dask)
         try:
             if isinstance(targets, str):   # a host: what it lists, with revs and statuses
-                targets = [listed_target(ref) for ref in self.iter_repos(targets)]
+                host = targets
+                targets = [listed_target(ref, host) for ref in self.iter_repos(host)]
+            if dask is not None:
+                return self._on_dask(dask, dataset, targets, collections, shard_repos)
             return self._each(self._export_run(dataset, targets, collections))
         finally:
             dataset.close()   # released also when the run ends in an exception
@@ -533,7 +558,8 @@ class AsyncClient(_BaseClient):
         """Client._each with tasks (:func:`arun_bounded`) instead of threads.
 
         Outcomes are recorded one at a time as they come in, each in a worker thread
-        (recording builds frames or writes files), so the event loop keeps running.
+        (recording builds frames or writes files), and so is the end (an export's last
+        commit, a fetch's concatenated frame), so the event loop keeps running.
         """
         self._check_open()
 
@@ -549,7 +575,7 @@ class AsyncClient(_BaseClient):
                 bar.update(1)
 
             await arun_bounded(len(run.names), one, done, workers=self.config.max_concurrency)
-        return self._ended(run)
+        return await asyncio.to_thread(self._ended, run)
 
     async def resolve(self, identifier: str) -> Identity:
         """Return the :class:`~atrepo.identity.Identity` of a handle, DID or AT-URI."""
@@ -636,16 +662,27 @@ class AsyncClient(_BaseClient):
     async def export(self, source: str | Iterable[str] | pl.DataFrame | pl.LazyFrame,
                      out_dir: str | os.PathLike[str], *,
                      collections: Sequence[str] | None = None, resume: bool = True,
-                     exclude: Iterable[str] | None = None, batch_repos: int = BATCH_REPOS,
-                     batch_records: int = BATCH_RECORDS) -> ExportReport:
+                     exclude: Iterable[str] | None = None, dask: Any = None,
+                     batch_repos: int = BATCH_REPOS, batch_records: int = BATCH_RECORDS,
+                     shard_repos: int = _dask.SHARD_REPOS) -> ExportReport:
         """Commit repositories to the dataset under ``out_dir``, or bring it up to date
-        (see Client.export)."""
+        (see Client.export).
+
+        Its disk work (opening the dataset, each commit, the last one and the compaction)
+        runs in worker threads, off the event loop. With ``dask=`` (a synchronous
+        ``distributed.Client``), the listing is awaited here and the driver, which waits
+        on the cluster's results, runs in a thread.
+        """
         dataset, targets = await asyncio.to_thread(
             self._dataset_export, source, out_dir, collections, resume, exclude, batch_repos,
-            batch_records)
+            batch_records, dask)
         try:
             if isinstance(targets, str):   # a host: what it lists, with revs and statuses
-                targets = [listed_target(ref) async for ref in self.iter_repos(targets)]
+                host = targets
+                targets = [listed_target(ref, host) async for ref in self.iter_repos(host)]
+            if dask is not None:
+                return await asyncio.to_thread(self._on_dask, dask, dataset, targets,
+                                               collections, shard_repos)
             return await self._each(self._export_run(dataset, targets, collections))
         finally:
             dataset.close()   # released also when the run ends in an exception

@@ -11,7 +11,8 @@ docs/datasets.md). This module turns what an export reads — its *source* — i
   recorded with the dataset's versions, and repositories the dataset holds from that host
   but the listing no longer names are visited too;
 * a polars frame with a ``did`` column (``list_repos``, ``list_plc``, ...): each DID once,
-  with the ``rev``, ``head``, ``active`` and ``status`` columns where it has them;
+  with the ``rev``, ``head``, ``active`` and ``status`` columns where it has them, and its
+  ``host`` (or ``pds``) column as the host that listed it;
 * DIDs or handles (a string is one name): each visited with one ``getLatestCommit``.
 """
 
@@ -27,10 +28,10 @@ __all__ = ["BATCH_RECORDS", "BATCH_REPOS", "DatasetExport", "ExportReport", "Tar
 _ARGUMENT = "source"
 
 
-def listed_target(ref: RepoRef) -> Target:
-    """The target of one ``listRepos`` entry (inactive ones carry their status)."""
+def listed_target(ref: RepoRef, host: str | None = None) -> Target:
+    """The target of one ``listRepos`` entry of ``host`` (inactive ones carry their status)."""
     return Target(ref.did, rev=ref.rev, head=ref.head,
-                  status=None if ref.active else ref.status or "inactive")
+                  status=None if ref.active else ref.status or "inactive", host=host)
 
 
 def source_targets(source: object) -> str | list[Target]:
@@ -42,8 +43,9 @@ def source_targets(source: object) -> str | list[Target]:
     """
     framed = framed_names(source, argument=_ARGUMENT)
     if framed is not None:
-        return [Target(did, rev=rev, head=head, status=inactive) for did, head, rev, inactive
-                in zip(framed.names, framed.heads, framed.revs, framed.inactive)]
+        return [Target(did, rev=rev, head=head, status=inactive, host=host)
+                for did, host, head, rev, inactive
+                in zip(framed.names, framed.hosts, framed.heads, framed.revs, framed.inactive)]
     checked = check_source(source, argument=_ARGUMENT)
     if isinstance(checked, str):
         return checked

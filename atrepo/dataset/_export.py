@@ -21,6 +21,12 @@ What an export does with each repository (the dataset is the reference):
 
 Because the dataset itself records every commit, a re-run after an interruption finds
 what was committed unchanged and continues with the rest.
+
+An export can also run in parts elsewhere (on a Dask cluster, see :mod:`atrepo._dask`):
+:meth:`DatasetExport.shard` packs some planned targets with what the dataset holds of them
+into a :class:`Shard` (plain data), a :class:`ShardExport` on the worker makes the same
+decisions over it and ships its batches back as a :class:`ShardResult`, and
+:meth:`DatasetExport.merge` applies each result once, committing by the same batch bounds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import html
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 from pathlib import Path
 
 import polars as pl
@@ -41,7 +48,8 @@ from ._batch import ACTIVE, Batch
 from ._maintain import compact_tables
 from ._writer import DatasetWriter
 
-__all__ = ["BATCH_RECORDS", "BATCH_REPOS", "DatasetExport", "ExportReport", "Target"]
+__all__ = ["BATCH_RECORDS", "BATCH_REPOS", "DatasetExport", "ExportReport", "Shard",
+           "ShardExport", "ShardResult", "Target"]
 
 # a commit (one dataset version, one Parquet file per collection touched) is made when a
 # batch reaches either bound: files of ~10-100 MB, and at most this much held in memory
@@ -59,12 +67,52 @@ class Target:
         head: the commit CID its host lists, when known.
         status: why its host lists it as inactive (``deactivated``, ...); None when active
             or not listed.
+        host: the host that listed it (a listing's host, a frame's ``host`` or ``pds``),
+            when known; a distributed export splits its work by it.
     """
 
     name: str
     rev: str | None = None
     head: str | None = None
     status: str | None = None
+    host: str | None = None
+
+
+# what the dataset holds of a DID: rev, commit_cid, status, error (its repos row)
+Held: TypeAlias = tuple[str | None, str | None, str | None, str | None]
+Error: TypeAlias = tuple[str, str, str | None]   # did, error, status (a row of errors)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A part of an export to run elsewhere: plain data, so it pickles (no settings, no
+    secrets: those travel apart).
+
+    Attributes:
+        id: names the shard; a result is applied once per id.
+        targets: the targets to visit (planned already).
+        held: what the dataset holds of the DIDs the targets name (or whose handle they
+            are), by DID.
+        pds: the ``pds`` the dataset records for those DIDs.
+    """
+
+    id: str
+    targets: tuple[Target, ...]
+    held: dict[str, Held]
+    pds: dict[str, str | None]
+
+
+@dataclass
+class ShardResult:
+    """What a shard did: its batches (each within the export's bounds), counts and errors."""
+
+    id: str
+    batches: list[Batch]
+    written: int
+    skipped: int
+    removed: int
+    records: int
+    errors: list[Error]
 
 
 @dataclass
@@ -131,8 +179,8 @@ class DatasetExport:
                  collections: Sequence[str] | None = None, resume: bool = True,
                  exclude: Iterable[str] | None = None, hosts: Sequence[str] = (),
                  batch_repos: int = BATCH_REPOS, batch_records: int = BATCH_RECORDS) -> None:
-        self.exclude = {exclude} if isinstance(exclude, str) else set(exclude or ())
-        for did in self.exclude:
+        exclude = {exclude} if isinstance(exclude, str) else set(exclude or ())
+        for did in exclude:
             if not is_did(did):
                 raise AtrepoError("exclude= takes DIDs", value=did,
                                   hint="resolve handles first: client.resolve(h).did")
@@ -140,15 +188,28 @@ class DatasetExport:
             raise AtrepoError("batch sizes must be at least 1", batch_repos=batch_repos,
                               batch_records=batch_records)
         self.writer = DatasetWriter(out_dir, collections=collections, resume=resume)
-        self.hosts = [h.rstrip("/") for h in hosts]
-        self._limits = (batch_repos, batch_records)
-        self._held = {did: (rev, cid, status, error) for did, rev, cid, status, error in
-                      self.writer.known().select("did", "rev", "commit_cid", "status",
-                                                 "error").rows()}
-        self._pds = dict(self.writer.known().select("did", "pds").rows())
-        self._errors: list[tuple[str, str, str | None]] = []
+        known = self.writer.known()
+        self._start(self.writer.layout.root, exclude, (batch_repos, batch_records),
+                    held={did: (rev, cid, status, error) for did, rev, cid, status, error in
+                          known.select("did", "rev", "commit_cid", "status", "error").rows()},
+                    pds=dict(known.select("did", "pds").rows()),
+                    hosts=[h.rstrip("/") for h in hosts])
+        self._handles = {handle: did for did, handle in known.select("did", "handle").rows()
+                         if handle is not None}
+        self._applied: set[str] = set()
+
+    def _start(self, root: Path, exclude: set[str], limits: tuple[int, int], *,
+               held: dict[str, Held], pds: dict[str, str | None],
+               hosts: list[str] | None = None) -> None:
+        """Set up what every export side keeps: the held rows, the batch, the tally."""
+        self.exclude = exclude
+        self.hosts = hosts or []
+        self._limits = limits
+        self._held = held
+        self._pds = pds
+        self._errors: list[Error] = []
         self.batch = Batch()
-        self.report = ExportReport(self.writer.layout.root)
+        self.report = ExportReport(root)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -178,7 +239,7 @@ class DatasetExport:
         for did, pds in sorted(self._pds.items()):
             if pds is not None and pds.rstrip("/") in self.hosts and did not in seen and \
                     did not in self.exclude and self._held[did][2] == ACTIVE:
-                work.append(Target(did))
+                work.append(Target(did, host=pds))
         # in DID order, so that each commit's files cover a narrow range of DIDs and a later
         # refresh's replacements rewrite few of them (file statistics on did)
         return sorted(work, key=lambda target: target.name)
@@ -288,3 +349,89 @@ class DatasetExport:
     def close(self) -> None:
         """Release the dataset without committing (the run ended in an exception)."""
         self.writer.close()
+
+    # -- parts run elsewhere --------------------------------------------------------------
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The batch bounds: (``batch_repos``, ``batch_records``)."""
+        return self._limits
+
+    def shard(self, id: str, targets: Sequence[Target]) -> Shard:
+        """Pack planned ``targets`` with what the dataset holds of them into a :class:`Shard`.
+
+        A target named by handle carries the row of the DID the dataset last saw with that
+        handle; the worker uses it only if the handle still resolves to that DID.
+        """
+        dids = {self._handles.get(t.name, t.name) for t in targets}
+        return Shard(id, tuple(targets),
+                     held={did: self._held[did] for did in dids if did in self._held},
+                     pds={did: self._pds[did] for did in dids if did in self._pds})
+
+    def merge(self, result: ShardResult) -> bool:
+        """Apply a shard's result once (False: a result of that shard was applied already).
+
+        Its batches join the current batch and are committed by the same bounds as local
+        outcomes: the batch is committed first when one would take it past a bound.
+        """
+        if result.id in self._applied:
+            return False
+        self._applied.add(result.id)
+        repos, records = self._limits
+        for part in result.batches:
+            if self.batch.repos and (self.batch.repos + part.repos > repos
+                                     or self.batch.rows + part.rows > records):
+                self.commit()
+            self.batch.extend(part)
+            self._after_add()
+        self.report.written += result.written
+        self.report.skipped += result.skipped
+        self.report.removed += result.removed
+        self.report.records += result.records
+        self._errors.extend(result.errors)
+        return True
+
+
+class ShardExport(DatasetExport):
+    """A shard's export side on a worker: the decisions of :class:`DatasetExport` over the
+    rows the shard carries, with each full batch kept to ship back instead of committed.
+
+    Args:
+        shard: the part to run.
+        exclude: the export's ``exclude`` DIDs (a name may resolve to one).
+        batch_repos: cut a batch at this many repositories (the export's bound).
+        batch_records: cut a batch at this many record rows.
+    """
+
+    def __init__(self, shard: Shard, *, exclude: frozenset[str], batch_repos: int,
+                 batch_records: int) -> None:
+        self._start(Path(shard.id), set(exclude), (batch_repos, batch_records),
+                    held=dict(shard.held), pds=dict(shard.pds))
+        self.id = shard.id
+        self.shipped: list[Batch] = []
+
+    def plan(self, targets: Iterable[Target]) -> list[Target]:
+        """The shard's targets as they are: the dataset's side planned them."""
+        return list(targets)
+
+    def commit(self) -> None:
+        """Keep the batch so far for the result (nothing is written here)."""
+        if self.batch.repos:
+            self.shipped.append(self.batch)
+        self.batch = Batch()
+
+    def finish(self) -> ExportReport:
+        """Keep what is left; return the shard's tally (its errors included)."""
+        self.commit()
+        self.report.errors = self.errors()
+        return self.report
+
+    def result(self) -> ShardResult:
+        """The shard's result, once :meth:`finish` ran."""
+        report = self.report
+        return ShardResult(self.id, self.shipped, written=report.written,
+                           skipped=report.skipped, removed=report.removed,
+                           records=report.records, errors=list(self._errors))
+
+    def close(self) -> None:
+        """Nothing to release: a shard holds no dataset."""

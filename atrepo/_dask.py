@@ -1,0 +1,273 @@
+"""``client.export(..., dask=distributed_client)``: the same export, its fetching on a cluster.
+
+What runs where:
+
+* **The caller's process (the driver)** owns the dataset: it lists a host source, plans
+  with :meth:`~atrepo.dataset.DatasetExport.plan` (unchanged, inactive and excluded
+  repositories are decided there, with no task), splits the rest into *shards* and submits
+  them, takes each result as it completes (``distributed.as_completed``), merges it into
+  the dataset (:meth:`~atrepo.dataset.DatasetExport.merge`: once per shard, committed by
+  the export's batch bounds) and shows the one progress bar.
+* **Workers** run a shard each: a :class:`~atrepo.Client` built once per worker process
+  from the caller's settings runs the export's per-repository flows
+  (:class:`~atrepo._bulk.ExportRun` over a :class:`~atrepo.dataset._export.ShardExport`)
+  and returns the shard's batches, counts and errors. Workers never write the dataset.
+
+Shards go by host: a target's host is the ``host`` or ``pds`` column of a frame source or
+the listed host (names, which only resolve on the worker, form one group, ``names``). The
+work of one host is cut, in the listing's DID order, into contiguous ranges of
+``shard_repos`` repositories (a large host's ``listRepos`` cursor ranges). Task keys are
+``atrepo-export-<host>-<n>-<run>``, so the dashboard shows which host a task serves.
+
+Politeness across the cluster (:func:`host_share`): the driver keeps at most ``L`` shards
+of one host in flight, and each worker client gets ``1/L`` of the client's ``max_per_host``
+and of its ``rate_limit`` (requests per window and burst), so ``L`` shards together stay
+within the host's limits; ``L`` is at most :data:`MAX_HOST_SHARDS`, ``max_per_host``, and
+half the rate's requests. A shared limiter (a distributed Semaphore, or an actor holding the
+token buckets) would cost a scheduler round trip per request; a share per shard costs
+nothing per request. Requests a shard sends to other hosts (the PLC directory, a moved
+account's new PDS) are paced by that shard's share too.
+
+Bounded: at most ``2 x`` the cluster's threads shards are in flight (and ``L`` per host),
+shards are made only when submitted, and each result is released once merged, so the
+driver's memory does not grow with the number of shards.
+
+Worker loss: shards are submitted with ``retries=`` :data:`SHARD_RETRIES`, so those of a
+lost worker run again elsewhere; a shard's result is applied once (by its id) and each
+result's batches replace the rows of their DIDs, so nothing is lost or doubled.
+
+Secrets: the caller's ``http=`` client (its headers, auth, transport) and ``dns=`` never
+travel; workers make their own. The settings that do (:class:`~atrepo._config.ClientConfig`,
+whose URLs may hold userinfo, and the ``exclude`` DIDs) are scattered once to every worker as
+data, so task keys and specs hold only a reference to them, host names without userinfo,
+and DIDs.
+
+Worker cache directories: the shipped settings leave ``cache_dir`` unset, so each worker
+uses its own default: ``$ATREPO_CACHE_DIR`` in the worker's environment, else the worker
+user's ``~/.cache/atrepo``, which must be a local disk (the store locks files with flock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from ._bulk import ExportRun
+from ._config import ClientConfig
+from ._progress import progress
+from .dataset import DatasetExport, ExportReport, Target
+from .dataset._export import Shard, ShardExport, ShardResult
+from .errors import UsageError
+from .retry import RateLimit
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["MAX_HOST_SHARDS", "SHARD_REPOS", "SHARD_RETRIES", "export_on_dask", "host_share",
+           "shard_label"]
+
+SHARD_REPOS: Final = 250      # repositories per task: seconds to minutes of work, results of
+                              # a few MB, few enough tasks for the scheduler at network scale
+MAX_HOST_SHARDS: Final = 4    # shards of one host in flight at once (each with 1/L its limits)
+SHARD_RETRIES: Final = 3      # times a shard runs again after its worker was lost or it failed
+NAMES: Final = "names"        # the group of targets whose host is unknown until resolved
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shared:
+    """What every shard of one run needs, scattered once to the workers (never in a task)."""
+
+    config: ClientConfig
+    exclude: frozenset[str]
+    collections: tuple[str, ...] | None
+    batch_repos: int
+    batch_records: int
+
+
+def host_share(config: ClientConfig) -> tuple[int, ClientConfig]:
+    """Return ``L``, the shards of one host in flight at once, and a worker's settings.
+
+    The worker settings are the caller's with ``1/L`` of ``max_per_host`` and of
+    ``rate_limit`` (so ``L`` shards of one host together stay within its limits), no
+    ``cache_dir`` (each worker's own default) and no progress bars.
+    """
+    shards = min(MAX_HOST_SHARDS, config.max_per_host)
+    rate = config.rate_limit
+    if rate is not None:
+        shards = max(1, min(shards, rate.requests // 2))   # a RateLimit needs 2 requests
+        requests = rate.requests // shards
+        rate = RateLimit(requests=requests, per=rate.per,
+                         burst=max(1, min(rate.capacity // shards, requests - 1)))
+    worker = dataclasses.replace(config, max_per_host=config.max_per_host // shards,
+                                 rate_limit=rate, cache_dir=None, progress=False)
+    return shards, worker
+
+
+def shard_label(host: str | None) -> str:
+    """The host part of a task key: ``hostname[:port]`` (never userinfo), or ``names``."""
+    if host is None:
+        return NAMES
+    parts = urlsplit(host)
+    if not parts.hostname:
+        return NAMES
+    return parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+
+
+def _groups(work: Sequence[Target]) -> dict[str, list[Target]]:
+    """The planned targets by host label, each group in the plan's (DID) order."""
+    groups: dict[str, list[Target]] = {}
+    for target in work:
+        groups.setdefault(shard_label(target.host), []).append(target)
+    return groups
+
+
+def _shards(dataset: DatasetExport, label: str, targets: list[Target], size: int,
+            run: str) -> Iterator[Shard]:
+    """One host's shards: contiguous ranges of ``size`` targets, made as they are asked for."""
+    for n, start in enumerate(range(0, len(targets), size)):
+        yield dataset.shard(f"atrepo-export-{label}-{n}-{run}", targets[start:start + size])
+
+
+def _distributed() -> Any:
+    """The ``distributed`` package (only imported for an export given ``dask=``)."""
+    try:
+        import distributed
+    except ImportError as exc:
+        msg = "dask= needs the distributed package"
+        raise UsageError(msg, argument="dask",
+                         hint="pip install 'atrepo[dask]'") from exc
+    return distributed
+
+
+def check_dask(dask: object) -> None:
+    """Refuse a ``dask=`` that is not a synchronous ``distributed.Client``.
+
+    Raises:
+        UsageError: something else, or a client made with ``asynchronous=True`` (the
+            driver waits on results in a thread of its own).
+    """
+    distributed = _distributed()
+    if not isinstance(dask, distributed.Client):
+        raise UsageError("dask= takes a distributed.Client", argument="dask",
+                         type=type(dask).__name__,
+                         hint="e.g. distributed.Client(cluster) or distributed.Client(address)")
+    if dask.asynchronous:
+        raise UsageError("dask= takes a synchronous distributed.Client", argument="dask",
+                         hint="make it without asynchronous=True; AsyncClient.export runs "
+                              "the driver in a thread")
+
+
+def export_on_dask(dask: Any, dataset: DatasetExport, targets: Sequence[Target], *,
+                   config: ClientConfig, collections: Sequence[str] | None,
+                   shard_repos: int = SHARD_REPOS) -> ExportReport:
+    """Run an export's visits on the cluster of ``dask`` (see the module docstring).
+
+    Args:
+        dask: a synchronous ``distributed.Client``.
+        dataset: the export's dataset side (opened and locked by the caller, who closes it).
+        targets: what the source names.
+        config: the caller's client settings (they travel as data, shared per host).
+        collections: the export's collections filter.
+        shard_repos: repositories per task.
+
+    Returns:
+        The export's report, after the last commit.
+
+    Raises:
+        UsageError: ``dask`` is not a synchronous distributed.Client, or ``shard_repos`` is
+            not a positive whole number.
+        Exception: whatever a shard raised past its retries (a bug, not a repository's
+            failure: those are in the report's errors); shards in flight are cancelled.
+    """
+    check_dask(dask)
+    if isinstance(shard_repos, bool) or not isinstance(shard_repos, int) or shard_repos < 1:
+        raise UsageError("shard_repos must be a whole number of at least 1",
+                         argument="shard_repos", value=repr(shard_repos)[:40])
+    distributed = _distributed()
+    per_host, worker_config = host_share(config)
+    repos, records = dataset.bounds
+    shared = dask.scatter(_Shared(worker_config, frozenset(dataset.exclude),
+                                  None if collections is None else tuple(collections),
+                                  repos, records), broadcast=True, hash=False)
+    work = dataset.plan(targets)
+    run = uuid.uuid4().hex[:8]
+    pending = {label: _shards(dataset, label, group, shard_repos, run)
+               for label, group in _groups(work).items()}
+    window = max(1, 2 * sum(dask.nthreads().values()))
+    busy = dict.fromkeys(pending, 0)
+    running: dict[str, tuple[Any, str, int]] = {}   # key -> (future, label, repositories)
+    done = distributed.as_completed()
+
+    def fill() -> None:
+        """Submit shards, taking hosts in turn, up to the window and ``per_host`` each."""
+        moved = True
+        while moved and len(running) < window:
+            moved = False
+            for label in list(pending):
+                if len(running) >= window:
+                    break
+                if busy[label] >= per_host:
+                    continue
+                shard = next(pending[label], None)
+                if shard is None:
+                    del pending[label]
+                    continue
+                future = dask.submit(_run_shard, shared, shard, key=shard.id,
+                                     retries=SHARD_RETRIES, pure=False)
+                done.add(future)
+                running[shard.id] = (future, label, len(shard.targets))
+                busy[label] += 1
+                moved = True
+
+    try:
+        with progress(len(work), "exporting", config.progress, unit="repo") as bar:
+            fill()
+            for future in done:
+                _, label, count = running.pop(future.key)
+                busy[label] -= 1
+                result = future.result()
+                future.release()
+                dataset.merge(result)
+                bar.update(count)
+                fill()
+    finally:
+        if running:   # an exception: nothing more will be merged
+            dask.cancel([future for future, _, _ in running.values()])
+        shared.release()
+    return dataset.finish()
+
+
+# -- on a worker ------------------------------------------------------------------------------
+
+_CLIENTS: dict[ClientConfig, Client] = {}   # one client per settings per worker process
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _worker_client(config: ClientConfig) -> Client:
+    """The worker process's client for ``config``, made on first use and kept.
+
+    Kept for the life of the worker process: its connections, identity cache and store
+    serve every later shard of the same settings.
+    """
+    from .client import Client
+
+    with _CLIENTS_LOCK:
+        made = _CLIENTS.get(config)
+        if made is None:
+            options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            options["handle_resolver"] = config.handle_resolver or ""  # none: not $ATREPO_...
+            made = _CLIENTS[config] = Client(**options)
+        return made
+
+
+def _run_shard(shared: _Shared, shard: Shard) -> ShardResult:
+    """A task: visit the shard's targets with the worker's client; return its result."""
+    client = _worker_client(shared.config)
+    export = ShardExport(shard, exclude=shared.exclude, batch_repos=shared.batch_repos,
+                         batch_records=shared.batch_records)
+    client._each(ExportRun(client._pipeline, export, shard.targets, shared.collections))
+    return export.result()
