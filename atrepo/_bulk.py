@@ -171,12 +171,14 @@ class ExportRun(Run[ExportReport]):
         ident = yield from self._pipeline.resolve(target.name)
         if self._dataset.is_excluded(ident.did):
             return Excluded(ident.did)
+        head = None
         if target.rev is None:   # not listed: one small request says whether it changed
-            commit_cid, rev = yield from flows.get_latest_commit(
+            head = yield from flows.get_latest_commit(
                 Pipeline._pds(ident), ident.did, policy=self._pipeline.config.retry)
-            if self._dataset.holds(ident.did, rev, commit_cid):
+            if self._dataset.holds(ident.did, head[1], head[0]):
                 return Unchanged(ident.did)
-        snap = yield from self._pipeline.fetch_latest(ident, self._collections)
+        # the pipeline takes that answer instead of asking again
+        snap = yield from self._pipeline.fetch_latest(ident, self._collections, head=head)
         return Fetched(snap, ident.pds, ident.handle)
 
     def record(self, i: int, outcome: Fetched | Unchanged | Excluded | BaseException) -> None:

@@ -5,9 +5,10 @@ Every step is here, in order, and nowhere else:
 1. **resolve** the name to an identity (DID document: PDS and signing key), through the
    identity cache (a handle the resolver no longer resolves because the account is
    deactivated, taken down or suspended is a ``RepoUnavailable`` saying so);
-2. ask ``getLatestCommit`` when an entry is stored: an unchanged repository is reopened
-   from the store (one small request), its commit checked now if the client that stored
-   it did not verify and this one does;
+2. ask ``getLatestCommit`` when an entry is stored (unless the caller asked already and
+   hands the answer on, as an export does to decide whether to fetch at all): an unchanged
+   repository is reopened from the store (one small request), its commit checked now if the
+   client that stored it did not verify and this one does;
 3. **fetch** the CAR with ``getRepo`` (whole, or ``since`` the stored revision) into a
    locked part file under the cache (see :mod:`atrepo._io.downloads`), or, for a *sparse*
    fetch of ``collections=``, the commit and only the MST nodes and records of their key
@@ -24,12 +25,15 @@ a partial tree is never returned.
 
 Sparse fetches (``sparse=``: None decides, True, False never; only with ``collections=``):
 ``None`` fetches sparse unless the root node says the repository is small (a whole CAR is
-then cheaper than the rounds). A host that lacks ``getRecord`` or ``getBlocks`` is fetched in
-full instead. A sparse entry records the collections it holds (``StoreEntry.held``); it is
-reopened only for collections inside them, is never the base of an incremental fetch (its
-pack lacks the rest of the tree, so a full fetch follows it), and a diff against it covers
-only the collections it holds, with a warning saying so (:func:`atrepo.diff` compares the key
-ranges both snapshots were opened with). The network steps are generator flows (see
+then cheaper than the rounds); bulk calls (``fetch_records``, ``export``) decide the same way
+for their ``collections=``. The ``getBlocks`` requests of a round go ``max_per_host`` at a
+time. A host that lacks ``getRecord`` or ``getBlocks`` is fetched in full instead. A sparse
+entry records the collections it holds (``StoreEntry.held``, the ``collections`` column of
+``client.snapshots()``); it is reopened only for collections inside them, is never the base
+of an incremental fetch (its pack lacks the rest of the tree: a full fetch follows it, or a
+sparse one asking only for the blocks its pack lacks), and a diff against it covers only the
+collections it holds, with a warning saying so (:func:`atrepo.diff` compares the key ranges
+both snapshots were opened with). The network steps are generator flows (see
 :mod:`atrepo._flows`), run by either client's driver; the local steps run in between.
 
 Words (as in :mod:`atrepo._io.store` and :mod:`atrepo.snapshot`): an *entry* is one kept
@@ -151,19 +155,26 @@ class Pipeline:
         return (yield from self.fetch_latest(ident, collections, sparse))
 
     def fetch_latest(self, ident: Identity, collections: Sequence[str] | None,
-                     sparse: bool | None = False) -> Flow[RepoSnapshot]:
-        """Steps 2-6 for a resolved identity, against its newest entry if there is one."""
+                     sparse: bool | None = None, *,
+                     head: tuple[str, str] | None = None) -> Flow[RepoSnapshot]:
+        """Steps 2-6 for a resolved identity, against its newest entry if there is one.
+
+        ``head``: the (commit CID, rev) ``getLatestCommit`` just answered, when the caller
+        asked it already (step 2 then asks nothing).
+        """
         return (yield from self.fetch(ident, collections, self.store.newest(ident.did),
-                                      sparse=sparse))
+                                      sparse=sparse, head=head))
 
     def fetch(self, ident: Identity, collections: Sequence[str] | None,
               newest: StoreEntry | None, opened: RepoSnapshot | None = None, *,
-              sparse: bool | None = False) -> Flow[RepoSnapshot]:
-        """Steps 2-6 for a resolved identity; ``opened``, if given, is ``newest`` opened."""
+              sparse: bool | None = None,
+              head: tuple[str, str] | None = None) -> Flow[RepoSnapshot]:
+        """Steps 2-6 for a resolved identity; ``opened``, if given, is ``newest`` opened;
+        ``head``, if given, is the repository's (commit CID, rev) just asked."""
         if newest is not None:
-            commit_cid, rev = yield from flows.get_latest_commit(self._pds(ident),
-                                                                      ident.did,
-                                                                      policy=self.config.retry)
+            commit_cid, rev = head if head is not None else (
+                yield from flows.get_latest_commit(self._pds(ident), ident.did,
+                                                   policy=self.config.retry))
             current = rev == newest.rev and commit_cid == newest.commit_cid
             if current and covers(newest.held, collections):
                 if opened is not None and (opened.verified or not self.config.verify):
@@ -221,7 +232,8 @@ class Pipeline:
                     got = yield from fetch_sparse(
                         self._pds(ident), did, ranges, sink=sink, decide=decide,
                         max_bytes=self.config.max_repo_bytes, policy=self.config.retry,
-                        have=None if pack is None else pack.get_raw)
+                        have=None if pack is None else pack.get_raw,
+                        width=self.config.max_per_host)
             finally:
                 if pack is not None:
                     pack.close()
@@ -302,7 +314,7 @@ class Pipeline:
 
     def entries_frame(self, name: str) -> pl.DataFrame:
         """The ``snapshots`` frame: one row per entry of ``name``, oldest first."""
-        return snapshots_frame((e.rev, e.data_cid, e.fetched_at, e.records)
+        return snapshots_frame((e.rev, e.data_cid, e.fetched_at, e.records, e.held)
                                for e in self.store.entries(self.stored_did(name)))
 
     def open_stored(self, name: str, rev: str | None,

@@ -1,11 +1,12 @@
 """The effects flows yield, the values drivers send back, and the ``Flow`` type.
 
 A flow is a generator in the style of httpx's ``auth_flow``: it yields an effect
-(:class:`HttpGet`, :class:`HttpDownload`, :class:`DnsTxt` or :class:`Sleep`), and the driver
-in :mod:`atrepo._io.http` performs it and sends the result back (:class:`HttpResponse`,
-:class:`DnsAnswer`, or None after a :class:`Sleep`). The flow's return value is the result
-of the whole protocol step. Flows yield through :func:`expect`, which checks that the answer
-has the type the effect calls for.
+(:class:`HttpGet`, :class:`HttpDownload`, :class:`DnsTxt`, :class:`Sleep` or
+:class:`Gather`), and the driver in :mod:`atrepo._io.http` performs it and sends the result
+back (:class:`HttpResponse`, :class:`DnsAnswer`, None after a :class:`Sleep`, the flows'
+values after a :class:`Gather`). The flow's return value is the result of the whole
+protocol step. Flows yield through :func:`expect` (or :func:`gather`), which checks that the
+answer has the type the effect calls for.
 
 Invariants:
 
@@ -17,13 +18,17 @@ Invariants:
   so it never reaches users.
 * Non-2xx HTTP statuses are *not* failures: they arrive as an :class:`HttpResponse` and the
   flow decides what they mean.
+* A :class:`Gather` is the only concurrency: independent flows (each request with its own
+  retry loop) run side by side under the same driver, so the per-host limits bound them
+  as they bound any request; a failure of one of them is thrown into the flow that
+  yielded it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 __all__ = [
     "DEFAULT_DOWNLOAD_MAX_BYTES",
@@ -34,12 +39,14 @@ __all__ = [
     "ERROR_BODY_MAX",
     "Effect",
     "Flow",
+    "Gather",
     "HttpDownload",
     "HttpGet",
     "HttpResponse",
     "Result",
     "Sleep",
     "expect",
+    "gather",
 ]
 
 DEFAULT_MAX_BYTES: Final = 1 << 20  # 1 MiB: far above any real DID document or JSON reply
@@ -162,8 +169,27 @@ class DnsFailure(Exception):
         super().__init__(f"DNS lookup failed; name={name}; reason={reason}")
 
 
-Effect: TypeAlias = HttpGet | HttpDownload | DnsTxt | Sleep
-Result: TypeAlias = HttpResponse | DnsAnswer | None  # None answers a Sleep
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Run independent flows side by side; the driver sends back their values, in order.
+
+    At most ``width`` of them run at once (each request still waits for its host's slot
+    and turn). When one fails, those not yet started are not started, the running ones
+    are let finish, and the first failure, in the flows' order, is thrown into the flow
+    that yielded the Gather. The driver closes every flow before it answers.
+
+    Attributes:
+        flows: the flows, not yet started.
+        width: how many may run at once (at least 1).
+    """
+
+    flows: tuple[Generator[Any, Any, Any], ...]
+    width: int
+
+
+Effect: TypeAlias = HttpGet | HttpDownload | DnsTxt | Sleep | Gather
+# None answers a Sleep, a tuple (the flows' values) a Gather
+Result: TypeAlias = HttpResponse | DnsAnswer | tuple[Any, ...] | None
 Flow: TypeAlias = Generator[Effect, Result, T]
 A = TypeVar("A", HttpResponse, DnsAnswer)
 
@@ -189,3 +215,38 @@ def expect(effect: Effect, answer: type[A]) -> Flow[A]:
         raise TypeError(f"driver answered a {type(effect).__name__} with "
                         f"{type(result).__name__}")
     return result
+
+
+def gather(flows: Sequence[Flow[T]], width: int) -> Flow[list[T]]:
+    """Run ``flows`` at most ``width`` at a time (see :class:`Gather`); return their values.
+
+    With one flow, or ``width`` 1, they simply run one after another, no Gather yielded.
+
+    Raises:
+        Exception: the first failure of a flow, in order.
+        TypeError: the driver answered the Gather with something else (a driver bug).
+
+    Example:
+        >>> def one(n):
+        ...     yield Sleep(0)
+        ...     return n
+        >>> flow = gather([one(1), one(2)], width=2)
+        >>> effect = next(flow)
+        >>> type(effect).__name__, len(effect.flows), effect.width
+        ('Gather', 2, 2)
+        >>> try:
+        ...     flow.send((1, 2))
+        ... except StopIteration as done:
+        ...     print(done.value)
+        [1, 2]
+    """
+    if width <= 1 or len(flows) <= 1:
+        values = []
+        for flow in flows:
+            values.append((yield from flow))
+        return values
+    result = yield Gather(tuple(flows), width)
+    if not isinstance(result, tuple) or len(result) != len(flows):
+        raise TypeError(f"driver answered a Gather of {len(flows)} flows with "
+                        f"{type(result).__name__}")
+    return list(result)

@@ -13,15 +13,19 @@ The steps (the sparse backfill crawlers use; https://atproto.com/specs/sync):
    the rounds are bounded by the tree's depth (itself bounded by ``MAX_DEPTH``).
 3. **the records** of the leaves inside the ranges, the same way.
 
+The requests of a round do not depend on each other: up to ``width`` of them are asked at
+once (a :class:`~atrepo._flows.effects.Gather`; the client passes its ``max_per_host``), and
+the driver's per-host limits (slots, request rate, pauses) hold for them as for any request.
+
 Blocks the caller holds already (``have``: a stored repository's pack) are not asked for, so
 fetching a stored repository again costs the nodes and records that changed.
 
 Invariants: every block is hashed against its CID (the CAR reader does it) and handed to
-the caller's ``sink`` as it arrives, so a flow holds at most one answer and the keys of the
-next layer; every CID asked for must come back, else a :class:`BlockMissing` names it (a
-short table is never the result). The order of keys across nodes is not checked here: the
-walk over the finished tree does that when it is stored. The bytes of all answers together
-are capped by ``max_bytes``.
+the caller's ``sink`` as it arrives, so a flow holds at most ``width`` answers (the blocks
+of ``width`` requests) and the keys of the next layer; every CID asked for must come back,
+else a :class:`BlockMissing` names it (a short table is never the result). The order of
+keys across nodes is not checked here: the walk over the finished tree does that when it is
+stored. The bytes of all answers together are capped by ``max_bytes``.
 
 A host drops blocks no commit references any more, so a write between two rounds can make a
 block of the older commit disappear: the fetch then starts over, once, from a new proof when
@@ -40,7 +44,7 @@ from ..models import parse_commit
 from .. import mst
 from ..mst import KeyRange, Subtree
 from ..retry import RetryPolicy
-from .effects import Flow
+from .effects import Flow, gather
 from .repo import (MAX_CIDS_PER_REQUEST, Blocks, BlockMissing, NoProof, get_blocks,
                    get_latest_commit, get_record_proof)
 
@@ -106,9 +110,9 @@ class _Fetch:
     """One attempt: the blocks known, the answers' bytes, and asking for what is missing."""
 
     def __init__(self, pds: str, did: str, sink: Sink, max_bytes: int,
-                 policy: RetryPolicy, have: mst.Fetch | None) -> None:
+                 policy: RetryPolicy, have: mst.Fetch | None, width: int) -> None:
         self.pds, self.did, self.sink, self.have = pds, did, sink, have
-        self.max_bytes, self.policy = max_bytes, policy
+        self.max_bytes, self.policy, self.width = max_bytes, policy, width
         self.size = 0
         self.requests = 0
         self.known: dict[bytes, bytes] = {}  # the proof's blocks (a few nodes)
@@ -123,7 +127,9 @@ class _Fetch:
 
     def ask(self, cids: Sequence[bytes]) -> Flow[dict[bytes, bytes]]:
         """The blocks ``cids`` (binary), from the proof, the blocks held already or the host;
-        each handed to the sink (but those of the proof, which were when it came).
+        each handed to the sink (but those of the proof, which were when it came). The
+        requests go ``width`` at a time; ask for at most ``width`` requests' worth of
+        blocks at once to hold no more than that many answers.
 
         Raises:
             BlockMissing: the host left one out, or says it does not hold it.
@@ -137,19 +143,30 @@ class _Fetch:
                 found[raw] = held
             elif raw not in found:
                 wanted.append(raw)
-        for start in range(0, len(wanted), MAX_CIDS_PER_REQUEST):
-            batch = wanted[start:start + MAX_CIDS_PER_REQUEST]
-            self.requests += 1
-            answer = self.paid((yield from get_blocks(
-                self.pds, self.did, [_cid_text(raw) for raw in batch], policy=self.policy)))
-            for raw in batch:
-                data = answer.blocks.get(raw)
-                if data is None:
-                    raise BlockMissing("the host left a block out of its getBlocks answer",
-                                       cid=CID.from_raw(raw), did=self.did, host=self.pds)
-                self.sink(raw, data)
-                found[raw] = data
+        batches = [wanted[start:start + MAX_CIDS_PER_REQUEST]
+                   for start in range(0, len(wanted), MAX_CIDS_PER_REQUEST)]
+        for start in range(0, len(batches), self.width):
+            group = batches[start:start + self.width]
+            self.requests += len(group)
+            answers = yield from gather(
+                [get_blocks(self.pds, self.did, [_cid_text(raw) for raw in batch],
+                            policy=self.policy) for batch in group], self.width)
+            for batch, answer in zip(group, answers):
+                self.paid(answer)
+                for raw in batch:
+                    data = answer.blocks.get(raw)
+                    if data is None:
+                        raise BlockMissing("the host left a block out of its getBlocks "
+                                           "answer", cid=CID.from_raw(raw), did=self.did,
+                                           host=self.pds)
+                    self.sink(raw, data)
+                    found[raw] = data
         return found
+
+    @property
+    def round_size(self) -> int:
+        """How many blocks to ask for at once: ``width`` full requests."""
+        return MAX_CIDS_PER_REQUEST * self.width
 
     def start(self, probe: tuple[str, str]) -> Flow[bytes]:
         """Get the proof (or the commit alone); return the commit's binary CID."""
@@ -172,7 +189,7 @@ class _Fetch:
 
 def fetch_sparse(pds: str, did: str, key_ranges: Sequence[KeyRange], *, sink: Sink,
                  decide: bool = False, max_bytes: int, policy: RetryPolicy = RetryPolicy(),
-                 have: mst.Fetch | None = None) -> Flow[Sparse | None]:
+                 have: mst.Fetch | None = None, width: int = 1) -> Flow[Sparse | None]:
     """Fetch the commit of ``did`` and the nodes and records of ``key_ranges`` (see above).
 
     Args:
@@ -188,6 +205,8 @@ def fetch_sparse(pds: str, did: str, key_ranges: Sequence[KeyRange], *, sink: Si
         have: blocks held already (checked against their CIDs before), by binary CID:
             those are not asked for, so fetching a stored repository again costs what
             changed (the nodes and records of the ranges that differ).
+        width: how many ``getBlocks`` requests of a round may be in flight at once (1:
+            one after another).
 
     Returns:
         A flow whose value is the :class:`Sparse` outcome, or None when ``decide`` chose a
@@ -203,13 +222,15 @@ def fetch_sparse(pds: str, did: str, key_ranges: Sequence[KeyRange], *, sink: Si
     """
     ranges = mst.byte_ranges(key_ranges) or []
     probe = probe_key(min(key_ranges))
-    attempt = _Fetch(pds, did, sink, max_bytes, policy, have)
+    if width < 1:
+        raise ValueError(f"width must be at least 1, not {width}")
+    attempt = _Fetch(pds, did, sink, max_bytes, policy, have, width)
     commit = b""
     try:
         commit = yield from attempt.start(probe)
         return (yield from _ranges(attempt, commit, ranges, decide))
     except BlockMissing:
-        again = _Fetch(pds, did, sink, max_bytes - attempt.size, policy, have)
+        again = _Fetch(pds, did, sink, max_bytes - attempt.size, policy, have, width)
         moved = yield from again.start(probe)
         if moved == commit:
             raise
@@ -230,7 +251,7 @@ def _ranges(attempt: _Fetch, commit_raw: bytes, ranges: Sequence[tuple[bytes, by
     records: dict[bytes, None] = {}  # value CIDs in key order, each once
     while frontier:
         below: list[Subtree] = []
-        for batch in _batches(frontier):
+        for batch in _batches(frontier, attempt.round_size):
             needed = [here.cid for here in batch]
             if decide and any(raw not in attempt.known for raw in needed):
                 root_node = (yield from attempt.ask([root]))[root]
@@ -246,8 +267,8 @@ def _ranges(attempt: _Fetch, commit_raw: bytes, ranges: Sequence[tuple[bytes, by
                 records.update(dict.fromkeys(value for _key, value in leaves))
         frontier = below
     wanted = list(records)
-    for start in range(0, len(wanted), MAX_CIDS_PER_REQUEST):
-        yield from attempt.ask(wanted[start:start + MAX_CIDS_PER_REQUEST])
+    for start in range(0, len(wanted), attempt.round_size):
+        yield from attempt.ask(wanted[start:start + attempt.round_size])
     return Sparse(commit_raw, attempt.size, attempt.requests)
 
 
@@ -263,7 +284,7 @@ def _cid_text(raw: bytes) -> str:
         raise MstError("malformed link in MST node", link=raw.hex()[:100]) from exc
 
 
-def _batches(frontier: list[Subtree]) -> Iterator[list[Subtree]]:
-    """The frontier in getBlocks-sized pieces: a layer's nodes are held a batch at a time."""
-    for start in range(0, len(frontier), MAX_CIDS_PER_REQUEST):
-        yield frontier[start:start + MAX_CIDS_PER_REQUEST]
+def _batches(frontier: list[Subtree], size: int) -> Iterator[list[Subtree]]:
+    """The frontier in pieces of ``size``: a layer's nodes are held a piece at a time."""
+    for start in range(0, len(frontier), size):
+        yield frontier[start:start + size]

@@ -26,6 +26,10 @@ Invariants:
   event loop: what a flow does between effects (disk and CPU work) never blocks the loop.
 * A :class:`Sleep` is ``time.sleep`` / ``asyncio.sleep`` (or the ``sleep`` given, in tests);
   the flow gets None back.
+* A :class:`Gather` runs its flows with the same driver, at most its ``width`` at once:
+  in a thread pool of that size (sync) or as tasks behind a semaphore (async, each flow
+  still stepped off the loop); its flows share the client's per-host limits like any
+  other. The flow that yielded it gets their values back, or the first failure thrown.
 * Every httpx failure becomes a :class:`~atrepo.errors.TransportError` naming the URL and
   chaining the httpx exception; every DNS failure (:mod:`atrepo._io.dns`) becomes a
   ``DnsFailure``. Both are thrown into the flow, which falls back or raises an
@@ -40,10 +44,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Generic, TypeAlias, TypeVar
+from typing import Any, BinaryIO, Final, Generic, TypeAlias, TypeVar
 
 import httpx
 
@@ -54,6 +59,7 @@ from .._flows.effects import (
     DnsTxt,
     Effect,
     Flow,
+    Gather,
     HttpDownload,
     HttpGet,
     HttpResponse,
@@ -70,7 +76,7 @@ from .limits import AsyncHostLimits, HostLimits
 __all__ = ["run_async", "run_sync"]
 
 T = TypeVar("T")
-Outcome: TypeAlias = Result | TransportError | DnsFailure
+Outcome: TypeAlias = Result | Exception  # a failure is thrown into the flow
 
 _REASON_MAX: Final = 200
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
@@ -374,7 +380,37 @@ class _Sync:
                 return DnsAnswer(tuple(self.dns.txt(effect.name)))
             except DnsFailure as exc:
                 return exc
+        if isinstance(effect, Gather):
+            return self.gather(effect)
         raise TypeError(f"unknown effect {effect!r}")
+
+    def run(self, flow: Flow[T]) -> T:
+        """Run ``flow`` to its end (see :func:`run_sync`)."""
+        stepper = _Stepper(flow)
+        try:
+            effect = stepper.start()
+            while effect is not None:
+                effect = stepper.advance(self.perform(effect))
+            return stepper.value
+        finally:
+            flow.close()
+
+    def gather(self, effect: Gather) -> tuple[Any, ...] | Exception:
+        """Run the flows of ``effect`` in threads, ``width`` at a time, each in a copy of
+        this thread's context; their values, or the first failure."""
+        flows = effect.flows
+        pool = ThreadPoolExecutor(max_workers=max(1, min(effect.width, len(flows))),
+                                  thread_name_prefix="atrepo-gather")
+        futures = []
+        try:
+            futures = [pool.submit(contextvars.copy_context().run, self.run, flow)
+                       for flow in flows]
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)   # the running ones end first
+            _close_all(flows)
+        return _gathered([None if f.cancelled() else f.exception() for f in futures],
+                         lambda: tuple(f.result() for f in futures))
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +439,70 @@ class _Async:
                 return DnsAnswer(tuple(await self.dns.txt(effect.name)))
             except DnsFailure as exc:
                 return exc
-        raise TypeError(f"unknown effect {effect!r}")
+        raise TypeError(f"unknown effect {effect!r}")  # a Gather is run's (its context)
+
+    async def run(self, flow: Flow[T], context: contextvars.Context) -> T:
+        """Run ``flow`` to its end, stepped in ``context`` off the loop (see
+        :func:`run_async`)."""
+        stepper = _Stepper(flow)
+        try:
+            effect = await _off_loop(context, stepper.start)
+            while effect is not None:
+                outcome = await (self.gather(effect, context) if isinstance(effect, Gather)
+                                 else self.perform(effect))
+                effect = await _off_loop(context, functools.partial(stepper.advance, outcome))
+            return stepper.value
+        finally:
+            flow.close()
+
+    async def gather(self, effect: Gather, context: contextvars.Context
+                     ) -> tuple[Any, ...] | Exception:
+        """Run the flows of ``effect`` as tasks, ``width`` at a time, each stepped in a copy
+        of ``context``; their values, or the first failure. Cancelled, it cancels them and
+        waits for them to end."""
+        import asyncio  # keeps asyncio off sync paths
+
+        gate = asyncio.Semaphore(max(1, effect.width))
+
+        async def one(flow: Flow[Any]) -> Any:
+            async with gate:
+                return await self.run(flow, context.copy())
+
+        tasks = [asyncio.ensure_future(one(flow)) for flow in effect.flows]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()       # a no-op for those done
+            while not all(task.done() for task in tasks):
+                try:
+                    await asyncio.wait(tasks)
+                except asyncio.CancelledError:
+                    continue        # cancelled again: the running flows still have to end
+            _close_all(effect.flows)
+        return _gathered([None if t.cancelled() else t.exception() for t in tasks],
+                         lambda: tuple(t.result() for t in tasks))
+
+
+def _close_all(flows: Sequence[Flow[Any]]) -> None:
+    """Close every flow of a Gather (a no-op for those that ran to their end)."""
+    for flow in flows:
+        flow.close()
+
+
+def _gathered(failures: Sequence[BaseException | None],
+              values: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...] | Exception:
+    """A Gather's answer: the first failure in order (to be thrown), else the values.
+
+    Raises:
+        BaseException: a flow ended in something that is not an ``Exception``
+            (``KeyboardInterrupt``, ...): it goes on up, not into the flow.
+    """
+    for failure in failures:
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure
+    first = next((failure for failure in failures if failure is not None), None)
+    return first if isinstance(first, Exception) else values()
 
 
 async def _asyncio_sleep(seconds: float) -> None:
@@ -460,15 +559,7 @@ def run_sync(flow: Flow[T], http: httpx.Client, dns: DnsResolver, *,
     Raises:
         AtrepoError: whatever the flow raises, including a TransportError it did not catch.
     """
-    driver = _Sync(http, dns, total_timeout, limits, sleep, clock)
-    stepper = _Stepper(flow)
-    try:
-        effect = stepper.start()
-        while effect is not None:
-            effect = stepper.advance(driver.perform(effect))
-        return stepper.value
-    finally:
-        flow.close()
+    return _Sync(http, dns, total_timeout, limits, sleep, clock).run(flow)
 
 
 async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolver, *,
@@ -497,18 +588,9 @@ async def run_async(flow: Flow[T], http: httpx.AsyncClient, dns: AsyncDnsResolve
     The flow itself is stepped in worker threads (see :func:`_off_loop`): only the
     effects run on the event loop.
     """
-    driver = _Async(http, dns, total_timeout, limits, sleep, clock)
-    stepper = _Stepper(flow)
     context = contextvars.copy_context()  # one for the whole flow, as on a thread
     context.run(remember_caller)  # the flow's warnings name the awaiting user code
-    try:
-        effect = await _off_loop(context, stepper.start)
-        while effect is not None:
-            outcome = await driver.perform(effect)
-            effect = await _off_loop(context, functools.partial(stepper.advance, outcome))
-        return stepper.value
-    finally:
-        flow.close()
+    return await _Async(http, dns, total_timeout, limits, sleep, clock).run(flow, context)
 
 
 async def _off_loop(context: contextvars.Context, step: Callable[[], T]) -> T:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import atrepo
 from _loopback import KINDS, client
 from _servers import LoopbackServer, Reply
 from atrepo import crypto
@@ -153,3 +154,69 @@ def test_async_bulk_calls_record_off_the_event_loop(ref_small, tmp_path, monkeyp
         records = asyncio.run(go(server))
     assert records.height == 2 * ref_small.truth["record_count"]
     assert threads == [False, False]
+
+
+def _serve_heads(ref: Any, head: dict[str, int]) -> LoopbackServer:
+    """A loopback PLC + PDS for ``ref`` at commit ``head["n"]`` (1 or 2): getLatestCommit
+    names that commit, getRepo sends the first CAR whole or, ``since`` it, the second
+    commit's blocks; everything else is the DID document."""
+    did, key = ref.truth["did"], ref.truth["signing_key"]
+    truths = {1: ref.truth, 2: ref.truth2}
+    cars = {"whole": ref.car.read_bytes(), "since": ref.since.read_bytes()}
+    car_headers = {"content-type": "application/vnd.ipld.car"}
+
+    def route(path: str) -> Reply:
+        parts = urlsplit(path)
+        if parts.path == "/xrpc/com.atproto.sync.getLatestCommit":
+            truth = truths[head["n"]]
+            body = {"cid": truth["commit_cid"], "rev": truth["rev"]}
+            return 200, {"content-type": "application/json"}, json.dumps(body).encode()
+        if parts.path == "/xrpc/com.atproto.sync.getRepo":
+            return 200, car_headers, cars["since" if "since=" in parts.query else "whole"]
+        doc = {"id": did, "alsoKnownAs": [],
+               "verificationMethod": [{"id": f"{did}#atproto", "type": "Multikey",
+                                       "controller": did,
+                                       "publicKeyMultibase": key.removeprefix("did:key:")}],
+               "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                            "serviceEndpoint": server.url}]}
+        return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+
+    server = LoopbackServer(route)
+    return server
+
+
+def _export(kind: str, server: LoopbackServer, cache: Any, names: list[str], out: Any) -> Any:
+    hosts = SimpleNamespace(plc_url=server.url, pds_url=server.url)
+    made = client(kind, hosts, cache, rate_limit=None)
+    if isinstance(made, Client):
+        with made:
+            return made.export(names, out)
+
+    async def go() -> Any:
+        async with made:
+            return await made.export(names, out)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exporting_a_changed_repository_by_did_asks_get_latest_commit_once(kind, ref_small,
+                                                                           tmp_path):
+    """The export's answer (changed: fetch it) is the pipeline's too, not asked again."""
+    did = ref_small.truth["did"]
+    head = {"n": 1}
+    latest = "/xrpc/com.atproto.sync.getLatestCommit"
+    with _serve_heads(ref_small, head) as server:
+        first = _export(kind, server, tmp_path / "cache", [did], tmp_path / "ds")
+        assert first.written == 1
+        asked = len(server.paths)
+        head["n"] = 2          # the repository moves on: the store and the dataset hold rev 1
+        second = _export(kind, server, tmp_path / "cache", [did], tmp_path / "ds")
+        paths = [urlsplit(p) for p in server.paths[asked:]]
+    assert second.written == 1
+    assert [p.path for p in paths].count(latest) == 1
+    (download,) = [p for p in paths if p.path == "/xrpc/com.atproto.sync.getRepo"]
+    assert f"since={ref_small.truth['rev']}" in download.query   # incremental, as before
+    ds = atrepo.open_dataset(tmp_path / "ds")
+    assert ds.repos.collect()["rev"].to_list() == [ref_small.truth2["rev"]]
+    assert ds.records.collect().height == ref_small.truth2["record_count"]

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from atrepo import mst
 from atrepo.car import read_car
 from atrepo.cid import CID
-from atrepo._flows.effects import Flow, HttpDownload, HttpGet, HttpResponse, Sleep
+from atrepo._flows.effects import Flow, Gather, HttpDownload, HttpGet, HttpResponse, Sleep
 from atrepo.models import parse_commit
 from atrepo.testing import encode_car
 
@@ -126,10 +126,19 @@ def _error(status: int, name: str, message: str) -> HttpResponse:
 
 
 def run(flow: Flow[T], host: SparseHost) -> T:
-    """Drive ``flow`` against ``host`` to its end (sleeps are not waited for)."""
+    """Drive ``flow`` against ``host`` to its end (sleeps are not waited for; the flows of
+    a Gather run one after another, the first failure thrown in as a driver throws it)."""
     try:
         effect = next(flow)
         while True:
+            if isinstance(effect, Gather):
+                try:
+                    values = tuple(run(each, host) for each in effect.flows)
+                except Exception as failed:
+                    effect = flow.throw(failed)
+                    continue
+                effect = flow.send(values)
+                continue
             effect = flow.send(None if isinstance(effect, Sleep) else host.answer(effect))
     except StopIteration as done:
         value: T = done.value
