@@ -311,7 +311,8 @@ class Client(_BaseClient):
         return frame if table is None else diff_table(frame, table)
 
     def snapshots(self, name: str) -> pl.DataFrame:
-        """Return the stored snapshots of a repository: rev, data_cid, fetched_at, records.
+        """Return the stored snapshots of a repository: rev, data_cid, fetched_at, records,
+        collections (what a sparse snapshot holds; null for a whole one).
 
         No network: a handle must have been fetched before (or pass the DID).
         """

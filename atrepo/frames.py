@@ -53,8 +53,11 @@ DIFF_SCHEMA = pl.Schema({
     "collection": pl.String, "rkey": pl.String, "uri": pl.String, "action": pl.String,
     "old_cid": pl.String, "new_cid": pl.String, "record": pl.String, "old_record": pl.String,
 })
+# collections: the collections a sparse snapshot holds (its ``collections=``); null for a
+# snapshot of the whole repository
 SNAPSHOTS_SCHEMA = pl.Schema({"rev": pl.String(), "data_cid": pl.String(),
-                              "fetched_at": pl.Datetime("us", "UTC"), "records": pl.Int64()})
+                              "fetched_at": pl.Datetime("us", "UTC"), "records": pl.Int64(),
+                              "collections": pl.List(pl.String())})
 REPOS_SCHEMA = pl.Schema({"did": pl.String, "head": pl.String, "rev": pl.String,
                           "active": pl.Boolean, "status": pl.String})
 DIDS_SCHEMA = pl.Schema({"did": pl.String})
@@ -118,8 +121,10 @@ def diff_frame(rows: Iterable[tuple[str, str, str, str, str | None, str | None, 
     return _from_rows(rows, DIFF_SCHEMA).sort("collection", "rkey")
 
 
-def snapshots_frame(rows: Iterable[tuple[str, str, datetime, int]]) -> pl.DataFrame:
-    """Return the ``snapshots`` frame from (rev, data_cid, fetched_at, records) rows."""
+def snapshots_frame(rows: Iterable[tuple[str, str, datetime, int, Sequence[str] | None]]
+                    ) -> pl.DataFrame:
+    """Return the ``snapshots`` frame from (rev, data_cid, fetched_at, records, collections)
+    rows (collections: what a sparse snapshot holds, None for a whole one)."""
     return _from_rows(rows, SNAPSHOTS_SCHEMA)
 
 

@@ -491,6 +491,8 @@ class RepoSnapshot:
                    ("records", "?" if counts is None else f"{sum(counts.values()):,}"),
                    ("collections", "?" if counts is None else str(len(counts))),
                    ("decoder", "compiled" if _accel.serves(self._car) else "python")]
+        if self.collections_filter is not None:   # opened with collections= (a sparse one is)
+            summary.append(("holds", ",".join(self.collections_filter)))
         if self.source != "file":
             summary.append(("source", f"{self.source} ({self.bytes_downloaded:,} B)"))
         return summary

@@ -96,8 +96,10 @@ def test_repos_errors_and_snapshots_keep_row_order_and_types():
     assert repos.schema == frames.REPOS_SCHEMA
     errors = frames.errors_frame([("did:plc:a", "RepoUnavailable: gone", "takendown")])
     assert errors.schema == frames.ERRORS_SCHEMA and errors.height == 1
-    snaps = frames.snapshots_frame([("3kaa", "bafy", NOW, 7)])
-    assert snaps.schema == frames.SNAPSHOTS_SCHEMA and snaps["records"].to_list() == [7]
+    snaps = frames.snapshots_frame([("3kaa", "bafy", NOW, 7, None),
+                                    ("3kab", "bafz", NOW, 1, ["app.bsky.actor.profile"])])
+    assert snaps.schema == frames.SNAPSHOTS_SCHEMA and snaps["records"].to_list() == [7, 1]
+    assert snaps["collections"].to_list() == [None, ["app.bsky.actor.profile"]]
 
 
 def test_export_frame_adds_provenance_to_records():
