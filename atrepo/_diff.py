@@ -3,13 +3,20 @@
 The work is :func:`atrepo.mst.diff`'s: both trees are expanded a layer at a time and every
 subtree with the same CID on both sides is skipped unread, so the cost follows the number
 of changes, not the size of the repository. Only the records that changed are decoded.
+
+When the compiled core serves both snapshots' blocks, it does all of that (nodes, record
+JSON) in one call with the GIL released, following the pure Python path (kept as the
+reference, and used otherwise) step for step: the same nodes read in the same order, the
+same rows, the same first error. The core hashes every block it reads against its CID and
+decodes every node with the walk's strict decoder.
+
 When both snapshots check their blocks against their CIDs (``verify_cids=True``, and every
 stored snapshot), both trees were walked and checked when the snapshots were opened (or,
-for a snapshot reopened from the store, when it was stored), so their nodes are decoded
-here without repeating those checks: the CID says a node is the very node that was checked.
-A snapshot read with ``verify_cids=False`` gives no such promise (a block may be anything,
-under any CID; issue 13, item 8): then every block the diff reads is hashed against its CID
-here, and every node is decoded and checked as a walk would.
+for a snapshot reopened from the store, when it was stored), so the checks across nodes
+(depth, cycles, layers) are not repeated: the CID says a node is the very node that was
+checked. A snapshot read with ``verify_cids=False`` gives no such promise (a block may be
+anything, under any CID; issue 13, item 8): then every block the diff reads is hashed
+against its CID here, and every node is decoded and checked as a walk would.
 """
 
 from __future__ import annotations
@@ -18,13 +25,15 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from . import mst
+from . import _accel, mst
+from ._corecar import CoreCarFile
 from ._records import gc_paused
 from .car import check_block
 from .cid import CID, cid_str
 from .datamodel import record_json
 from .errors import AtrepoError, DecodeError
 from .frames import diff_frame
+from .car import CarFile
 from .snapshot import RepoSnapshot, collection_ranges
 from .tables import diff_table
 
@@ -32,6 +41,7 @@ __all__ = ["diff"]
 
 _EMPTY_ROOT, _EMPTY_BLOCKS = mst.build([])
 _ACTIONS = {(False, True): "create", (True, True): "update", (True, False): "delete"}
+Row = tuple[str, str, str, str, "str | None", "str | None", "str | None", "str | None"]
 
 
 def diff(old: RepoSnapshot | None, new: RepoSnapshot, *,
@@ -66,10 +76,36 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot, *,
         raise AtrepoError("cannot diff snapshots of different repositories", old=old.did,
                           new=new.did, hint="diff two snapshots of one DID")
     old_root = bytes(CID.decode(old.data_cid)) if old is not None else bytes(_EMPTY_ROOT)
-
+    new_root = bytes(CID.decode(new.data_cid))
     sources = [new.blocks] if old is None or old.blocks is new.blocks else \
         [new.blocks, old.blocks]
     checked = all(blocks.verify_cids for blocks in sources)
+    ranges = _ranges(old.collections_filter if old is not None else None,
+                     new.collections_filter)
+    rows = _core_rows(sources, old_root, new_root, ranges, checked, new.did)
+    if rows is None:
+        rows = _rows(sources, old_root, new_root, ranges, checked, new.did)
+    frame = diff_frame(rows)
+    return frame if table is None else diff_table(frame, table)
+
+
+def _core_rows(sources: list[CarFile], old_root: bytes, new_root: bytes,
+               ranges: list[tuple[str, str]] | None, checked: bool, did: str
+               ) -> list[Row] | None:
+    """The frame's rows from the compiled core; None when it does not serve the blocks."""
+    core = _accel.core
+    cars = [blocks for blocks in sources if isinstance(blocks, CoreCarFile)]
+    if core is None or len(cars) != len(sources):
+        return None
+    found = _accel.call(core.diff, [car.core_car() for car in cars], old_root, new_root,
+                        ranges=_accel.byte_ranges(ranges), checked=checked)
+    rows: list[Row] = _accel.call(found.rows, did)
+    return rows
+
+
+def _rows(sources: list[CarFile], old_root: bytes, new_root: bytes,
+          ranges: list[tuple[str, str]] | None, checked: bool, did: str) -> list[Row]:
+    """The frame's rows by the pure Python path (the reference of :func:`_core_rows`)."""
 
     def fetch(raw: bytes) -> bytes | None:
         for blocks in sources:
@@ -80,22 +116,18 @@ def diff(old: RepoSnapshot | None, new: RepoSnapshot, *,
                 return found
         return _EMPTY_BLOCKS.get(CID.from_raw(raw))
 
-    ranges = _ranges(old.collections_filter if old is not None else None,
-                     new.collections_filter)
     with gc_paused():
-        ops, _created, _deleted = mst.diff_raw(fetch, old_root,
-                                               bytes(CID.decode(new.data_cid)), ranges,
+        ops, _created, _deleted = mst.diff_raw(fetch, old_root, new_root, ranges,
                                                checked=checked)
-        rows = []
+        rows: list[Row] = []
         for key, before, after in ops:
             collection, _, rkey = key.decode("ascii").partition("/")
-            rows.append((collection, rkey, f"at://{new.did}/{collection}/{rkey}",
+            rows.append((collection, rkey, f"at://{did}/{collection}/{rkey}",
                          _ACTIONS[before is not None, after is not None],
                          None if before is None else cid_str(before),
                          None if after is None else cid_str(after),
                          _json(fetch, after), _json(fetch, before)))
-    frame = diff_frame(rows)
-    return frame if table is None else diff_table(frame, table)
+    return rows
 
 
 def _json(fetch: mst.Fetch, raw: bytes | None) -> str | None:
