@@ -80,3 +80,19 @@ class Diff:
 
 def diff(cars: Sequence[Car], old_root: bytes, new_root: bytes, *,
          ranges: Sequence[tuple[bytes, bytes]] | None = None, checked: bool = False) -> Diff: ...
+
+class TableChecker:
+    """A collection's compiled table checks, from its descriptor (``_table_check.descriptor``)."""
+
+    def __init__(self, descriptor: str) -> None: ...
+
+class TableColumns:
+    """A table's did, rkey, uri, cid, fitted and extra columns, taken once through the Arrow
+    PyCapsule interface."""
+
+    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
+
+def check_table(checker: TableChecker, car: Car, did: str, keys: Sequence[str],
+                values: Sequence[bytes], *, start: int = 0, end: int | None = None,
+                verify_cids: bool = True
+                ) -> tuple[TableColumns, list[tuple[int, int, str]], list[int]]: ...

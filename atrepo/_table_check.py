@@ -1,24 +1,38 @@
 """The checking pass of a table: validity, values that do not fit, ``extra``.
 
 Each record is checked against its lexicon (:mod:`atrepo.lexicon`'s validator), in Python,
-one record at a time. A valid record already has the declared types and is read as it is;
-an invalid one is fitted to the table's shape: a value of the wrong type (or an integer
-outside Int64) is replaced by null and noted, so that ``str.json_decode`` with the declared
-dtype reads every record. Top-level fields the lexicon does not declare become ``extra``.
+one record at a time, and fitted to the table's shape: a value of the wrong type (or an
+integer outside Int64) is replaced by null and noted, so that ``str.json_decode`` with the
+declared dtype reads every record and reads nothing it should not (an integer beyond Int64
+would otherwise become null unnoticed). Only records the fitting changed are written out
+again. Top-level fields the lexicon does not declare become ``extra``.
+
+:class:`Checker` is the reference, and the path for records that come as JSON text only.
+:func:`core_check` is the same pass in the compiled core (``rust/src/table.rs``), from each
+record's CBOR block: :func:`descriptor` compiles the lexicon and the shape once into the
+data the core checks with, and a record the core leaves undecided (a string format or CID
+outside the common shapes it knows) is checked here, by :class:`Checker`, so the two paths
+give the same problems, in the same order, and the same table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
 import polars as pl
 
+from . import _accel
+from .datamodel import record_json
+from .lexicon._documents import Def, record_definition, resolve
 from .lexicon._shape import Shape
-from .lexicon._validate import record_check
+from .lexicon._validate import FORMATS, normalize, record_check
 
-__all__ = ["Checked", "Checker", "INT64", "blob_fits"]
+__all__ = ["Checked", "Checker", "CoreChecked", "INT64", "blob_fits", "core_check",
+           "descriptor"]
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 _CHUNK = 10_000  # records turned into Python strings at a time
@@ -33,21 +47,17 @@ class Checker:
         self.check = record_check(collection) if collection is not None else None
         self.declared = {name for name, _ in shape.fields} | {"$type"}
 
-    def run(self, texts: pl.Series, *, fit_all: bool = False) -> Checked:
-        """Check every record of ``texts``: what to decode instead, ``extra``, problems.
-
-        A record that is valid against its lexicon has the declared types already and is
-        decoded as it is, unless the shape keeps some value as JSON text, or ``fit_all``.
-        """
-        fit_valid = fit_all or self.check is None or self.shape.has("json")
+    def run(self, texts: pl.Series) -> Checked:
+        """Check every record of ``texts``: what to decode instead, ``extra``, problems."""
         checked = Checked({}, {}, [])
         for start in range(0, len(texts), _CHUNK):
             for i, text in enumerate(texts.slice(start, _CHUNK).to_list(), start):
                 if text is not None:
-                    self._one(i, orjson.loads(text), fit_valid, checked)
+                    self.one(i, orjson.loads(text), checked)
         return checked
 
-    def _one(self, i: int, record: Any, fit_valid: bool, checked: Checked) -> None:
+    def one(self, i: int, record: Any, checked: Checked) -> None:
+        """Check and fit ``record`` (row ``i``, parsed JSON), adding to ``checked``."""
         if not isinstance(record, dict):
             checked.replaced[i] = None
             checked.problems.append((i, "invalid record: Record must be an object"))
@@ -59,8 +69,7 @@ class Checker:
                              f"collection {self.collection}")
             self.check(record, "Record", found)
         nulled: list[str] = []
-        cleaned = (_clean_object(record, self.shape, "Record", nulled)
-                   if found or fit_valid else record)
+        cleaned = _clean_object(record, self.shape, "Record", nulled)
         if cleaned is not record:
             checked.replaced[i] = orjson.dumps(cleaned).decode()
         if not record.keys() <= self.declared:
@@ -106,7 +115,7 @@ def _clean(value: Any, shape: Shape, path: str, nulled: list[str]) -> Any:
     elif kind == "bytes":
         ok = isinstance(value, dict) and isinstance(value.get("$bytes"), str)
     elif kind == "blob":
-        ok = blob_fits(value)
+        return _clean_blob(value, path, nulled)
     elif kind == "json":
         return orjson.dumps(value).decode()
     elif kind == "array":
@@ -148,6 +157,28 @@ def _clean_object(value: dict[str, Any], shape: Shape, path: str, nulled: list[s
     return value if changed is None else changed
 
 
+# the parts of a blob the table reads: typed (ref, mimeType, size) or legacy (cid, mimeType)
+_BLOB_KEYS = frozenset({"$type", "ref", "mimeType", "size"})
+_LEGACY_BLOB_KEYS = frozenset({"cid", "mimeType"})
+
+
+def _clean_blob(value: Any, path: str, nulled: list[str]) -> Any:
+    """A blob that fits, trimmed to the parts the table reads (as they are when only those
+    are there), or None (noted)."""
+    if not blob_fits(value):
+        nulled.append(f"{path}: a {_json_type(value)} where the table has blob; "
+                      "null in the table")
+        return None
+    ref = value.get("ref")
+    if isinstance(ref, dict) and isinstance(ref.get("$link"), str):
+        if value.keys() <= _BLOB_KEYS and isinstance(value.get("$type", ""), str):
+            return value
+        return {k: value[k] for k in ("ref", "mimeType", "size") if k in value}
+    if value.keys() <= _LEGACY_BLOB_KEYS:
+        return value
+    return {"mimeType": value["mimeType"], "cid": value["cid"]}
+
+
 def _known_member(member: str, refs: tuple[str, ...]) -> bool:
     ref = member if member.startswith("lex:") else f"lex:{member}"
     return ref in refs or ref.removesuffix("#main") in refs or f"{ref}#main" in refs
@@ -176,3 +207,174 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+# -- the compiled pass ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CoreChecked:
+    """What the core's pass found: the key columns (did, rkey, uri, cid), the fitted JSON
+    of every record and its ``extra`` (String series), and the problems by row."""
+
+    keys: pl.DataFrame
+    fitted: pl.Series
+    extras: pl.Series
+    problems: list[tuple[int, str]]
+
+
+def core_check(car: Any, did: str, keys: Sequence[str], values: Sequence[bytes],
+               rows: tuple[int, int | None], shape: Shape, collection: str, *,
+               verify_cids: bool) -> CoreChecked:
+    """Check rows ``rows`` (start, end) of a walk's ``keys``/``values`` in the core.
+
+    Args:
+        car: the snapshot's blocks, served by the core (:func:`atrepo._accel.serves`).
+        did: the repository's DID (the ``did`` and ``uri`` columns).
+        keys: the walk's keys, as :func:`atrepo._accel.walk` gives them.
+        values: the walk's record CIDs (binary), likewise.
+        rows: the collection's rows of the walk, [start, end).
+        shape: the collection's declared shape.
+        collection: the collection's NSID.
+        verify_cids: check each block against its CID (off when they were checked already).
+
+    Raises:
+        CarError, MstError: a record block does not match its CID, or is missing.
+    """
+    assert _accel.core is not None
+    start, end = rows
+    columns, found, deferred = _accel.call(
+        _accel.core.check_table, _core_checker(collection), car.core_car(), did, keys, values,
+        start=start, end=end, verify_cids=verify_cids)
+    frame = pl.DataFrame(columns)
+    problems = [(i, _worded(kind, text, collection)) for i, kind, text in found]
+    fitted, extras = frame.get_column("fitted"), frame.get_column("extra")
+    if deferred:
+        checked = Checked({}, {}, [])
+        reference = Checker(shape, collection)
+        texts: dict[int, str | None] = {}
+        for i in deferred:
+            block = car.get_raw(values[start + i])
+            text = record_json(block)
+            reference.one(i, orjson.loads(text), checked)
+            texts[i] = checked.replaced.get(i, text)
+        fitted = fitted.scatter(list(texts), pl.Series(list(texts.values()), dtype=pl.String))
+        if checked.extras:
+            extras = extras.scatter(list(checked.extras),
+                                    pl.Series(list(checked.extras.values()), dtype=pl.String))
+        problems = sorted(problems + checked.problems, key=lambda p: p[0])  # stable
+    return CoreChecked(frame.select("did", "rkey", "uri", "cid"), fitted, extras, problems)
+
+
+_VALIDATOR, _FITTED = 0, 1
+
+
+def _worded(kind: int, text: str, collection: str) -> str:
+    """A core problem in the reference's words (kind: see ``rust/src/table.rs``)."""
+    if kind == _VALIDATOR:
+        return f"invalid record: {text}"
+    if kind == _FITTED:
+        return text
+    value = orjson.loads(text) if text else None
+    return f"invalid record: Record/$type is {value!r}, not the collection {collection}"
+
+
+@cache
+def _core_checker(collection: str) -> Any:
+    assert _accel.core is not None
+    return _accel.call(_accel.core.TableChecker, descriptor(collection))
+
+
+@cache
+def descriptor(collection: str) -> str:
+    """Return the core's descriptor of a collection (it must have a lexicon), JSON text.
+
+    ``defs`` are the lexicon's definitions as the validator compiles them (one entry per
+    referenced definition, so recursive lexicons stay finite), ``root`` the record
+    object's, ``shape`` the table's shape (:class:`~atrepo.lexicon._shape.Shape`).
+    """
+    from .lexicon._schema import collection_shape
+
+    shape = collection_shape(collection)
+    definition = record_definition(collection)
+    assert shape is not None and definition is not None
+    defs = _Defs()
+    root = defs.add(definition)
+    return orjson.dumps({"collection": collection, "root": root, "defs": defs.nodes,
+                         "shape": _shape_node(shape)}).decode()
+
+
+def _shape_node(shape: Shape) -> dict[str, Any]:
+    node: dict[str, Any] = {"k": shape.kind}
+    if shape.fields:
+        node["f"] = [[name, _shape_node(field)] for name, field in shape.fields]
+    if shape.item is not None:
+        node["i"] = _shape_node(shape.item)
+    if shape.refs:
+        node["refs"] = list(shape.refs)
+    return node
+
+
+class _Defs:
+    """Lexicon definitions as the core's nodes, mirroring ``_validate._compile``."""
+
+    def __init__(self) -> None:
+        self.nodes: list[dict[str, Any]] = []
+        self.refs: dict[str, int] = {}
+
+    def ref(self, ref: str) -> int:
+        target = resolve(ref)
+        if target.get("type") == "ref":  # a reference to a reference: the same check
+            return self.ref(target["ref"])
+        if ref not in self.refs:
+            self.refs[ref] = len(self.nodes)
+            self.nodes.append({})
+            self.nodes[self.refs[ref]] = self.body(target)
+        return self.refs[ref]
+
+    def add(self, node: Def) -> int:
+        if node.get("type") == "ref":
+            return self.ref(node["ref"])
+        at = len(self.nodes)
+        self.nodes.append({})
+        self.nodes[at] = self.body(node)
+        return at
+
+    def body(self, node: Def) -> dict[str, Any]:
+        kind = node.get("type")
+        if kind == "object":
+            properties = node.get("properties") or {}
+            required = set(node.get("required") or ())
+            nullable = set(node.get("nullable") or ())
+            must = [name for name, prop in properties.items() if name in required and not (
+                prop.get("type") in ("integer", "boolean", "string") and "default" in prop)]
+            props = [[name, self.add(prop), name in nullable] for name, prop in properties.items()]
+            return {"t": "object", "props": props, "must": must}
+        if kind == "array":
+            return {"t": "array", "item": self.add(node["items"]),
+                    "max": node.get("maxLength"), "min": node.get("minLength")}
+        if kind == "union":
+            refs = {normalize(ref): ref for ref in node.get("refs", [])}
+            members = {name: self.ref(ref) for name, ref in refs.items()}
+            spell = {spelling: at for name, at in members.items()
+                     for spelling in (name, name + "#main", name[4:], name[4:] + "#main")
+                     if "#" not in name or not spelling.endswith("#main")}
+            return {"t": "union", "spell": spell, "members": members,
+                    "closed": bool(node.get("closed")),
+                    "listing": ", ".join(node.get("refs", []))}
+        if kind == "boolean":
+            const = node.get("const")
+            return {"t": "boolean", "const": const if isinstance(const, bool) else None}
+        if kind == "integer":
+            return {"t": "integer", "const": node.get("const"), "enum": node.get("enum"),
+                    "max": node.get("maximum"), "min": node.get("minimum")}
+        if kind == "string":
+            form = node.get("format")
+            return {"t": "string", "const": node.get("const"), "enum": node.get("enum"),
+                    **{key: node.get(key) for key in ("maxLength", "minLength",
+                                                      "maxGraphemes", "minGraphemes")},
+                    "format": form if str(form) in FORMATS else None}
+        if kind == "bytes":
+            return {"t": "bytes", "max": node.get("maxLength"), "min": node.get("minLength")}
+        if kind in ("cid-link", "blob", "unknown"):
+            return {"t": kind}
+        return {"t": "unexpected", "message": f"Unexpected lexicon type: {kind}"}

@@ -44,7 +44,7 @@ from .datamodel import record_json
 from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame
 from .models import Commit, parse_commit
-from .tables import check_collection, records_table
+from .tables import check_collection, snapshot_table
 
 __all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
            "count_collections", "covers", "narrowed", "open_snapshot"]
@@ -438,8 +438,7 @@ class RepoSnapshot:
         """
         if collection not in self._tables:
             check_collection(collection, list(self._collection_counts()), did=self.did)
-            self._tables[collection] = records_table(self._collection_records(collection),
-                                                     collection)
+            self._tables[collection] = snapshot_table(self, collection)
         return self._tables[collection][0]
 
     def _collection_records(self, collection: str) -> pl.DataFrame:

@@ -26,25 +26,30 @@ disagree is kept as JSON text), so the same records always give the same schema.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
+from . import _accel
 from .errors import AtrepoError
 from .frames import PROBLEMS_SCHEMA, RECORDS_SCHEMA
 from .lexicon._schema import (EXTRA, KEY_COLUMNS, collection_shape, column_name,
                               lexicon_schema)
 from .lexicon._schema import table_schema as shape_schema
 from ._infer import inferred_shape
-from ._table_check import Checker
+from ._table_check import Checker, core_check
 from .lexicon._shape import Shape
 
+if TYPE_CHECKING:
+    from .snapshot import RepoSnapshot
+
 __all__ = ["DATETIME_RANGE", "HasRecords", "Source", "check_collection", "collections_for",
-           "diff_table", "inferred_shape", "records_table", "table", "table_problems",
-           "table_schema", "table_with_problems"]
+           "diff_table", "inferred_shape", "records_table", "snapshot_table", "table",
+           "table_problems", "table_schema", "table_with_problems"]
 
 # datetimes outside these years (UTC) are taken as wrong clocks, not as data: research on
 # Bluesky reports createdAt values of 1970 and of year 1 (from clients' zero timestamps)
@@ -205,27 +210,57 @@ def records_table(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame,
     declared = shape is not None
     if shape is None:
         shape = inferred_shape(texts)
-    checker = Checker(shape, collection if declared else None)
-    checked = checker.run(texts)
-    try:
-        fields, late = _decode(_scatter(len(texts), checked.replaced, texts), shape)
-    except pl.exceptions.ComputeError:
-        # a valid record the fast path passed through still did not read (an open
-        # union's other member reusing a field name with another type): fit every record
-        checked = checker.run(texts, fit_all=True)
-        fields, late = _decode(_scatter(len(texts), checked.replaced, texts), shape)
-    found = checked.problems
+    checked = Checker(shape, collection if declared else None).run(texts)
+    fitted = _scatter(len(texts), checked.replaced, texts)
+    extras = _scatter(len(texts), dict(checked.extras))
+    return _assemble(rows.select(KEY_COLUMNS.names()), fitted, extras, checked.problems, shape,
+                     collection)
+
+
+def snapshot_table(snap: RepoSnapshot, collection: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return (table, problems) of ``collection`` in a snapshot.
+
+    A collection with a lexicon, in a snapshot whose blocks the compiled core serves, is
+    checked by the core from each record's CBOR block (:func:`~atrepo._table_check.core_check`);
+    otherwise from the records' JSON text, by :func:`records_table`. Both give the same.
+    """
+    shape = collection_shape(collection)
+    if shape is None or not _accel.serves(snap.blocks):
+        return records_table(snap._collection_records(collection), collection)
+    keys, values = snap._walk()
+    start = bisect.bisect_left(keys, collection + "/")
+    end = bisect.bisect_left(keys, collection + "0", start)  # "0" sorts after "/"
+    # decoding records checked every block against its CID already
+    verify_cids = "_decoded" not in snap.__dict__
+    checked = core_check(snap.blocks, snap.did, keys, values, (start, end), shape, collection,
+                         verify_cids=verify_cids)
+    return _assemble(checked.keys, checked.fitted, checked.extras, checked.problems, shape,
+                     collection)
+
+
+def _assemble(keys: pl.DataFrame, fitted: pl.Series, extras: pl.Series,
+              found: list[tuple[int, str]], shape: Shape, collection: str
+              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The table and problems frame of checked records.
+
+    Args:
+        keys: the key columns (did, rkey, uri, cid), one row per record.
+        fitted: each record's JSON as the shape's dtype reads it (null: no record).
+        extras: each record's ``extra`` JSON.
+        found: the checking pass's (row, error) problems, in row order.
+        shape: the table's shape.
+        collection: the collection's NSID.
+    """
+    fields, late = _decode(fitted, shape)
     if late:
         # the table's datetime message replaces the validator's for the same field
         replaced = {(i, message.split(":", 1)[0]) for i, message in late}
         found = [(i, m) for i, m in found
                  if (i, m.removeprefix("invalid record: ").split(" ", 1)[0]) not in replaced]
         found.extend(late)
-    extras = _scatter(len(texts), dict(checked.extras)).alias(EXTRA)
-    table = pl.concat([rows.select(KEY_COLUMNS.names()), fields, extras.to_frame()],
-                      how="horizontal")
+    table = pl.concat([keys, fields, extras.alias(EXTRA).to_frame()], how="horizontal")
     at = pl.Series([i for i, _ in found], dtype=pl.UInt32)
-    problems = rows.select(pl.lit(collection).alias("collection"), "rkey", "cid")[at]
+    problems = keys.select(pl.lit(collection).alias("collection"), "rkey", "cid")[at]
     problems = problems.with_columns(pl.Series("error", [e for _, e in found], dtype=pl.String))
     return table, problems.cast(dict(PROBLEMS_SCHEMA))  # type: ignore[arg-type]
 

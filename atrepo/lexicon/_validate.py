@@ -176,13 +176,13 @@ def _array(node: Def) -> Check:
     return check
 
 
-def _normalize(ref: str) -> str:
+def normalize(ref: str) -> str:
     ref = ref if ref.startswith("lex:") else f"lex:{ref}"
     return ref.removesuffix("#main")
 
 
 def _union(node: Def) -> Check:
-    refs = {_normalize(ref): ref for ref in node.get("refs", [])}
+    refs = {normalize(ref): ref for ref in node.get("refs", [])}
     closed = bool(node.get("closed"))
     members = {name: _ref_check(ref) for name, ref in refs.items()}
     # every spelling of a member's $type, so that the usual ones need no normalizing
@@ -203,7 +203,7 @@ def _union(node: Def) -> Check:
         if member.count("#") > 1:
             problems.append(f"{render(path)}/$type is not a lexicon reference")
             return
-        found = members.get(_normalize(member))
+        found = members.get(normalize(member))
         if found is None:
             if closed:
                 problems.append(f"{render(path)} $type must be one of {listing}")
@@ -261,7 +261,7 @@ def _is_cid_string(value: str) -> bool:
     return True
 
 
-_FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
+FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
     "datetime": (is_iso_datetime,
                  "must be an valid atproto datetime (both RFC-3339 and ISO-8601)"),
     "uri": (is_lexicon_uri, "must be a uri"),
@@ -298,7 +298,7 @@ def _string_tests(node: Def) -> list[Callable[[str], str | None]]:
     const, enum = node.get("const"), node.get("enum")
     max_length, min_length = node.get("maxLength"), node.get("minLength")
     max_graphemes, min_graphemes = node.get("maxGraphemes"), node.get("minGraphemes")
-    form = _FORMATS.get(str(node.get("format")))
+    form = FORMATS.get(str(node.get("format")))
     if const is not None:
         tests.append(lambda v: None if v == const else f"must be {const}")
     if enum is not None:

@@ -17,6 +17,7 @@ mod error;
 mod fast;
 mod mst;
 mod record;
+mod table;
 mod text;
 
 use std::fs::File;
@@ -396,6 +397,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyValues>()?;
     m.add_class::<RecordColumns>()?;
     m.add_function(wrap_pyfunction!(record_json, m)?)?;
+    m.add_class::<table::PyTableChecker>()?;
+    m.add_class::<table::TableColumns>()?;
+    m.add_function(wrap_pyfunction!(table::check_table, m)?)?;
     diff::register(m)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("MAX_BLOCK_SIZE", car::MAX_BLOCK_SIZE)?;
