@@ -1,11 +1,17 @@
-"""What one fetch does locally, and where: the commit checked once, the event loop left free.
+"""What one fetch does locally, and where: the commit checked once, the event loop left free,
+one getLatestCommit for an export's changed repository, a Gather's requests side by side.
 
 A loopback server (tests/client/_servers.py) plays PLC and PDS for one reference repository.
 Counting calls of ``crypto.verify_commit`` shows a fresh ``get_repo`` checks the signature
 once (not again when the store opens the new commit). For ``AsyncClient``, a ticker task
 counts turns of the event loop while the store appends and walks a 30,000-record
 repository: that work waits, in its thread, for the ticker to move on; on the loop the
-ticker could not tick, and the wait would end unmet. Counts and events, no time limits.
+ticker could not tick, and the wait would end unmet. An export run twice over a loopback
+PDS whose head moves between the runs asks ``getLatestCommit`` once in the second run. Both
+drivers run a :class:`~atrepo._flows.effects.Gather` of requests to a loopback server that
+holds each until two are in flight (``gather=2``): the host's two slots are all taken, never
+more, and a failure of one flow reaches the flow that gathered them. Counts and events, no
+time limits.
 """
 
 from __future__ import annotations
@@ -17,13 +23,18 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 import atrepo
-from _loopback import KINDS, client
+from _loopback import (KINDS, AsyncLoopbackTransport, AsyncNoDns, LoopbackTransport, NoDns,
+                       client)
 from _servers import LoopbackServer, Reply
 from atrepo import crypto
 from atrepo._bulk import FetchRun
+from atrepo._flows.effects import Flow, HttpGet, HttpResponse, expect, gather
+from atrepo._io.http import run_async, run_sync
+from atrepo._io.limits import AsyncHostLimits, HostLimits
 from atrepo._snapshot_store import SnapshotStore
 from atrepo.client import Client
 
@@ -220,3 +231,66 @@ def test_exporting_a_changed_repository_by_did_asks_get_latest_commit_once(kind,
     ds = atrepo.open_dataset(tmp_path / "ds")
     assert ds.repos.collect()["rev"].to_list() == [ref_small.truth2["rev"]]
     assert ds.records.collect().height == ref_small.truth2["record_count"]
+
+
+# -- a Gather, by both drivers ------------------------------------------------------------------
+
+
+def _ask(url: str, ended: list[str]) -> Flow[str]:
+    """GET ``url``; its body, or an AtrepoError for a non-200 answer."""
+    try:
+        response = yield from expect(HttpGet(url), HttpResponse)
+        if response.status != 200:
+            raise atrepo.AtrepoError("refused", url=url)
+        return response.body.decode()
+    finally:
+        ended.append(url)
+
+
+def _gathered(base: str, names: list[str], ended: list[str]) -> Flow[object]:
+    """Gather one request per name, 4 at a time; the values, or the failure caught."""
+    try:
+        return (yield from gather([_ask(f"{base}/{name}", ended) for name in names], 4))
+    except atrepo.AtrepoError as failed:
+        return failed
+
+
+def _drive(kind: str, flow: Flow[object]) -> object:
+    """``flow`` by ``kind``'s driver, two requests per host at most, no request rate."""
+    if kind == "sync":
+        with httpx.Client(transport=LoopbackTransport(), trust_env=False) as http:
+            return run_sync(flow, http, NoDns(), limits=HostLimits(2))
+
+    async def go() -> object:
+        async with httpx.AsyncClient(transport=AsyncLoopbackTransport(),
+                                     trust_env=False) as http:
+            return await run_async(flow, http, AsyncNoDns(), limits=AsyncHostLimits(2))
+
+    return asyncio.run(go())
+
+
+def _answer(path: str) -> Reply:
+    return (500 if "bad" in path else 200), {}, path.encode()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_gather_runs_its_requests_side_by_side_within_the_host_slots(kind):
+    names = [f"n{i}" for i in range(6)]
+    ended: list[str] = []
+    with LoopbackServer(_answer, gather=2) as server:
+        values = _drive(kind, _gathered(server.url, names, ended))
+    assert values == [f"/{name}" for name in names]          # in the flows' order
+    assert server.max_in_flight == 2 and len(server.paths) == 6   # width 4, two slots
+    assert sorted(ended) == sorted(f"{server.url}/{name}" for name in names)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failed_flow_of_a_gather_is_thrown_into_the_flow_that_gathered(kind):
+    names = ["n0", "bad1", "n2", "bad3"]
+    ended: list[str] = []
+    with LoopbackServer(_answer, gather=2) as server:
+        failed = _drive(kind, _gathered(server.url, names, ended))
+    assert isinstance(failed, atrepo.AtrepoError)
+    assert failed.fields["url"] == f"{server.url}/bad1"     # the first failure, in order
+    assert set(ended) <= {f"{server.url}/{name}" for name in names}
+    assert f"{server.url}/bad1" in ended and server.max_in_flight <= 2
