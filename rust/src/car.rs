@@ -85,6 +85,40 @@ fn key_of(cid: &[u8]) -> u64 {
     tail.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
+/// The index key of the block whose data starts at `offset`: the 7 bytes before it (the
+/// end of its CID), as [`key_of`] reads them.
+#[inline]
+fn key_before(buf: &[u8], offset: usize) -> u64 {
+    if offset >= 8 {
+        let word: [u8; 8] = buf[offset - 8..offset].try_into().expect("8 bytes");
+        u64::from_be_bytes(word) & ((1 << (8 * KEY_BYTES)) - 1)
+    } else {
+        key_of(&buf[..offset])
+    }
+}
+
+fn is_blessed_head(head: &[u8]) -> bool {
+    head == BLESSED_HEAD[0] || head == BLESSED_HEAD[1]
+}
+
+/// A block's length varint at `pos`, read as [`varint`] reads it; the one- and two-byte
+/// lengths of almost every block are read inline.
+#[inline]
+fn block_length(buf: &[u8], pos: usize, end: usize) -> Result<(u64, usize)> {
+    if end - pos >= 2 {
+        let (b0, b1) = (buf[pos], buf[pos + 1]);
+        if b0 < 0x80 {
+            return Ok((u64::from(b0), pos + 1));
+        }
+        if b1 < 0x80 && b1 != 0 {
+            return Ok((u64::from(b0 & 0x7f) | u64::from(b1) << 7, pos + 2));
+        }
+    }
+    varint(buf, pos, end).map_err(|_| {
+        CoreError::car("truncated or malformed block length").int("offset", pos as i128)
+    })
+}
+
 /// (value, next position) of the unsigned varint at `pos`; strict and bounded.
 pub fn varint(buf: &[u8], pos: usize, end: usize) -> Result<(u64, usize)> {
     let (start, mut pos) = (pos, pos);
@@ -111,7 +145,7 @@ pub fn varint(buf: &[u8], pos: usize, end: usize) -> Result<(u64, usize)> {
 
 /// Byte length of the binary CID at `pos` (CIDv1 or a bare sha2-256 CIDv0).
 fn cid_length(buf: &[u8], pos: usize, end: usize) -> Result<usize> {
-    if end - pos >= 36 && BLESSED_HEAD.iter().any(|h| buf[pos..pos + 4] == *h) {
+    if end - pos >= 36 && is_blessed_head(&buf[pos..pos + 4]) {
         return Ok(36);
     }
     if end - pos >= 34 && buf[pos] == 0x12 && buf[pos + 1] == 0x20 {
@@ -141,31 +175,39 @@ impl Car {
     ///
     /// `release(start, end)` is told of each stretch of `buf` framed (so a mapped file's
     /// pages need not stay in memory).
+    ///
+    /// One pass over the bytes: each block's key and its hash are taken while its CID is in
+    /// the cache, and the stretch's blocks are filed in the table before its pages go.
     pub fn index(&mut self, buf: &[u8], mut pos: usize, release: &dyn Fn(usize, usize))
                  -> Result<()> {
         const STRETCH: usize = 4 << 20;
+        const AHEAD_BYTES: usize = 4096;
         let end = buf.len();
-        // real blocks are hundreds of bytes: reserve for that, not for hostile 2-byte ones
-        let expected = (end - pos.min(end)) / 300;
-        self.places.reserve(expected);
-        self.grow_to(buf, self.places.len() + expected);
+        let rest = end - pos.min(end);
+        // Real blocks are hundreds of bytes. The places are reserved for blocks of half that
+        // (address space only: pages never written are never backed, and it spares copying
+        // the vector when it grows); the table is sized for the real average, and grows
+        // only for a CAR of unusually small (or hostile 40-byte) blocks.
+        self.places.reserve(rest / 128);
+        self.grow_to(buf, self.places.len() + rest / 300);
+        let mut stretch: Vec<(u64, u64)> = Vec::with_capacity(STRETCH / 128);
         let mut released = pos;
-        let mut filed = self.places.len();
+        let mut fetched = pos;
         while pos < end {
+            // ask for the lines ahead: the blocks' heads are a few lines apart, too sparse
+            // for the hardware's own stream prefetcher to follow
+            while fetched < pos + AHEAD_BYTES && fetched < end {
+                prefetch(buf.as_ptr().wrapping_add(fetched));
+                fetched += 64;
+            }
             if pos - released >= STRETCH {
-                self.file(buf, filed);
-                filed = self.places.len();
+                self.file(buf, &stretch);
+                stretch.clear();
                 release(released, pos);
                 released = pos;
             }
             let start = pos;
-            let (size, p) = match varint(buf, pos, end) {
-                Ok(v) => v,
-                Err(_) => {
-                    return Err(CoreError::car("truncated or malformed block length")
-                        .int("offset", start as i128))
-                }
-            };
+            let (size, p) = block_length(buf, pos, end)?;
             pos = p;
             if size > MAX_BLOCK_SIZE || size == 0 {
                 return Err(CoreError::car("block length out of range")
@@ -178,27 +220,27 @@ impl Car {
                     .int("offset", start as i128)
                     .hint("the download or file was cut short"));
             }
-            let blessed = size > 36 && BLESSED_HEAD.iter().any(|h| buf[pos..pos + 4] == *h);
-            let data = if blessed { pos + 36 } else { pos + cid_length(buf, pos, pos + size)? };
+            let data = if size > 36 && is_blessed_head(&buf[pos..pos + 4]) {
+                pos + 36
+            } else {
+                pos + cid_length(buf, pos, pos + size)?
+            };
+            let key = key_before(buf, data);
+            stretch.push((key, self.hasher.hash_one(key)));
             self.places.push(((data as u64) << LEN_BITS) | (pos + size - data) as u64);
             pos += size;
         }
-        self.file(buf, filed);
+        self.file(buf, &stretch);
         release(released, end);
         Ok(())
     }
 
-    /// File blocks `from..` (framed, not yet in the table) under their keys, in file order,
-    /// each slot requested a few blocks ahead so that the cache misses overlap.
-    fn file(&mut self, buf: &[u8], from: usize) {
+    /// File the last `hashed.len()` blocks framed, given their (key, hash), under their
+    /// keys in file order, each slot requested a few blocks ahead so the cache misses overlap.
+    fn file(&mut self, buf: &[u8], hashed: &[(u64, u64)]) {
         const AHEAD: usize = 16;
+        let from = self.places.len() - hashed.len();
         self.grow_to(buf, self.places.len());
-        let hashed: Vec<(u64, u64)> = (from..self.places.len())
-            .map(|id| {
-                let key = self.key_at(buf, id as u32);
-                (key, self.hasher.hash_one(key))
-            })
-            .collect();
         for (k, &(key, hash)) in hashed.iter().enumerate() {
             if let Some(&(_, ahead)) = hashed.get(k + AHEAD) {
                 prefetch(self.slots.as_ptr().wrapping_add(self.home(ahead)));
@@ -245,8 +287,7 @@ impl Car {
 
     /// The index key of block `id`: the 7 bytes before its data (the end of its CID).
     fn key_at(&self, buf: &[u8], id: u32) -> u64 {
-        let offset = self.block(id as usize).offset;
-        key_of(&buf[offset.saturating_sub(KEY_BYTES)..offset])
+        key_before(buf, self.block(id as usize).offset)
     }
 
     /// The slot holding `key` (Ok), or the free slot where it would go (Err).
