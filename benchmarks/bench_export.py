@@ -10,10 +10,12 @@ Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bul
    no request-rate limit: the sandbox is on loopback): seconds, repos/s, records/s, Parquet
    files written, dataset MB;
 2. peak RSS of an export of the first N repositories for each N of ``--rss``, each in a
-   process of its own (``ru_maxrss``);
-3. ``count`` and ``group_by(collection).len()`` over the dataset (``pl.scan_delta``) and
-   over the same rows laid out one file per repository and collection (the layout exports
-   had before datasets), median of 5;
+   process of its own: the peak reset after the imports (``/proc/self/clear_refs``), so
+   it is the export's own (``VmHWM``, Linux), beside the RSS the export started from;
+3. ``count`` and ``group_by(collection).len()`` over the dataset (``pl.scan_delta``, and
+   ``atrepo.open_dataset(out).records`` with the opening included) and over the same rows
+   laid out one file per repository and collection (the layout exports had before
+   datasets), median of 5;
 4. a refresh after 1% of the repositories changed (one new post each) against the full
    export: seconds and bytes read off the wire.
 
@@ -21,13 +23,20 @@ Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bul
 ``--records`` each) and compares the files against the one-file-per-repository layout:
 how many, and their median size.
 
+Every step records the load average at its start and end (the machine may be shared).
+``--keep DIR`` works in DIR and leaves the datasets there; ``--rescan DIR`` then measures
+the scans again on them (added to the results as ``rescan``).
+
 Prints Markdown tables and writes ``benchmarks/results/export.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,18 +59,26 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "export.json"
 
 RSS_CHILD = """
-import json, resource, sys
+import json, re, sys
 sys.path.insert(0, sys.argv[1])
 from bench_fetch import NoDns, LoopbackOnly
 import httpx
+import polars, deltalake, atrepo.dataset
 from atrepo.client import Client
 plc, pds, cache, out, names = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+def status(key):
+    with open("/proc/self/status") as f:
+        return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1)) / 1024
 http = httpx.Client(transport=LoopbackOnly(), trust_env=False, timeout=120)
 with Client(http=http, dns=NoDns(), plc_url=plc, handle_resolver=pds, cache_dir=cache,
             progress=False, max_concurrency=8, max_per_host=8, rate_limit=None) as client:
+    import_peak = status("VmHWM")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")   # resets the peak (VmHWM) to the current RSS: the export's own peak
+    before = status("VmRSS")
     report = client.export(names, out)
-print(json.dumps({"repos": report.written,
-                  "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"repos": report.written, "import_peak_mb": import_peak,
+                  "rss_before_export_mb": before, "max_rss_mb": status("VmHWM")}))
 """
 
 
@@ -81,8 +98,14 @@ def data_files(out: Path) -> list[Path]:
     return files
 
 
+def load() -> list[float]:
+    """The 1, 5 and 15 minute load averages now (the machine is shared)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def export_host(sb: Sandbox, out: Path, cache: str, concurrency: int) -> dict[str, Any]:
     traffic = Traffic()
+    load_start = load()
     with _client(sb, cache, traffic, concurrency) as client:
         start = time.perf_counter()
         report = client.export(sb.pds_url, out)
@@ -93,7 +116,9 @@ def export_host(sb: Sandbox, out: Path, cache: str, concurrency: int) -> dict[st
     return {"concurrency": concurrency, "seconds": seconds, "repos": report.written,
             "records": report.records, "files": len(files), "commits": report.commits,
             "dataset_mb": sum(p.stat().st_size for p in files) / 1e6,
-            "bytes_read": traffic.bytes, "requests": traffic.requests}
+            "bytes_read": traffic.bytes, "requests": traffic.requests,
+            "requests_per_s": traffic.requests / seconds,
+            "load_start": load_start, "load_end": load()}
 
 
 def per_repo_layout(out: Path, target: Path) -> list[Path]:
@@ -118,22 +143,43 @@ def _median_seconds(call: Callable[[], Any], repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def scans(out: Path, flat: Path) -> dict[str, float]:
-    """count and group_by(collection) over the dataset and over one file per repository."""
-    def dataset() -> pl.LazyFrame:
+def scans(out: Path, flat: Path) -> dict[str, Any]:
+    """count and group_by(collection) over the dataset and over one file per repository.
+
+    The dataset is read three ways: ``pl.scan_delta`` on its records table,
+    ``atrepo.open_dataset(out).records`` (opening included, as a fresh notebook cell would),
+    and ``ds.records`` of a Dataset opened once before (its first query untimed). Every
+    result is checked against the per-repository layout's.
+    """
+    def delta() -> pl.LazyFrame:
         return pl.scan_delta(str(out / "records"))
+
+    def opened() -> pl.LazyFrame:
+        return atrepo.open_dataset(out).records
+
+    held = atrepo.open_dataset(out)
 
     def per_repo() -> pl.LazyFrame:
         return pl.scan_parquet(flat / "**" / "*.parquet", hive_partitioning=True)
 
-    return {
-        "count_dataset_s": _median_seconds(lambda: dataset().select(pl.len()).collect()),
-        "count_per_repo_s": _median_seconds(lambda: per_repo().select(pl.len()).collect()),
-        "group_by_dataset_s": _median_seconds(
-            lambda: dataset().group_by("collection").len().collect()),
-        "group_by_per_repo_s": _median_seconds(
-            lambda: per_repo().group_by("collection").len().collect()),
-    }
+    def count(frame: Callable[[], pl.LazyFrame]) -> int:
+        return int(frame().select(pl.len()).collect().item())
+
+    def groups(frame: Callable[[], pl.LazyFrame]) -> pl.DataFrame:
+        return frame().group_by("collection").len().sort("collection").collect()
+
+    readers = (("dataset", delta), ("open_dataset", opened),
+               ("held_dataset", lambda: held.records), ("per_repo", per_repo))
+    if len({count(frame) for _, frame in readers}) != 1:
+        raise SystemExit("the layouts disagree on the row count")
+    if any(not groups(frame).equals(groups(per_repo)) for _, frame in readers):
+        raise SystemExit("the layouts disagree on the rows per collection")
+    load_start = load()
+    result: dict[str, Any] = {"rows": count(per_repo)}
+    for name, frame in readers:
+        result[f"count_{name}_s"] = _median_seconds(lambda f=frame: count(f))
+        result[f"group_by_{name}_s"] = _median_seconds(lambda f=frame: groups(f))
+    return {**result, "load_start": load_start, "load_end": load()}
 
 
 def peak_rss(sb: Sandbox, names: list[str]) -> dict[str, Any]:
@@ -151,6 +197,7 @@ def refresh(sb: Sandbox, out: Path, cache: str, bulk: list[dict[str, Any]],
     for account in changed:
         sb.post(account["handle"], "a change for the refresh")
     traffic = Traffic()
+    load_start = load()
     with _client(sb, cache, traffic, full["concurrency"]) as client:
         start = time.perf_counter()
         report = client.export(sb.pds_url, out)
@@ -158,7 +205,8 @@ def refresh(sb: Sandbox, out: Path, cache: str, bulk: list[dict[str, Any]],
     return {"changed": len(changed), "written": report.written, "seconds": seconds,
             "bytes_read": traffic.bytes, "requests": traffic.requests,
             "time_vs_full": seconds / full["seconds"],
-            "bytes_vs_full": traffic.bytes / full["bytes_read"]}
+            "bytes_vs_full": traffic.bytes / full["bytes_read"],
+            "load_start": load_start, "load_end": load()}
 
 
 def file_sizes(paths: list[Path]) -> dict[str, Any]:
@@ -179,9 +227,18 @@ def compare(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[s
                 "per_repository": old, "machine": machine_info(sys.executable)}
 
 
+def workdir(keep: Path | None) -> Any:
+    """A temporary directory, or ``keep`` (emptied first, and left behind for ``--rescan``)."""
+    if keep is None:
+        return tempfile.TemporaryDirectory()
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    return contextlib.nullcontext(str(keep))
+
+
 def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
     with Sandbox.start(bulk_accounts=args.accounts, bulk_records=args.records,
-                       timeout=3600) as sb, tempfile.TemporaryDirectory() as tmp:
+                       timeout=3600) as sb, workdir(args.keep) as tmp:
         root = Path(tmp)
         bulk = [a for a in sb.accounts if a["handle"].startswith("bulk")]
         progress(f"sandbox: {len(bulk)} bulk accounts x {args.records} records")
@@ -197,11 +254,37 @@ def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[s
         flat = per_repo_layout(out, root / "flat")
         scan = {**scans(out, root / "flat"), "per_repo_files": len(flat)}
         progress(str(scan))
+        if args.keep is not None:   # the exported state, for --rescan
+            shutil.copytree(out, root / "scanned")
         again = refresh(sb, out, str(root / f"cache{last['concurrency']}"), bulk, last)
         progress(str(again))
     return {"accounts": len(bulk), "records_per_account": args.records, "exports": exports,
             "rss": rss, "scans": scan, "refresh": again,
             "machine": machine_info(sys.executable)}
+
+
+def rescan(keep: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The scans again, on the dataset and per-repository copy a ``--keep`` run left."""
+    flat = keep / "flat"
+    scan = {**scans(keep / "scanned", flat),
+            "per_repo_files": sum(1 for _ in flat.rglob("*.parquet"))}
+    progress(str(scan))
+    return scan
+
+
+def scan_table(s: dict[str, Any]) -> list[str]:
+    readers = [("dataset", "`pl.scan_delta`"), ("open_dataset", "`open_dataset(...).records`"),
+               ("held_dataset", "`ds.records`, ds held")]
+    readers = [(key, name) for key, name in readers if f"count_{key}_s" in s]
+    lines = [f"| query | one file per repository ({s['per_repo_files']:,} files) ms | "
+             + " | ".join(f"{name} ms | speed-up" for _, name in readers) + " |",
+             "|---|---:|" + "---:|---:|" * len(readers)]
+    for query in ("count", "group_by"):
+        p = s[f"{query}_per_repo_s"]
+        cells = [f"{s[f'{query}_{key}_s'] * 1e3:.1f} | {p / s[f'{query}_{key}_s']:.0f}x"
+                 for key, _ in readers]
+        lines.append(f"| {query} | {p * 1e3:.1f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report(result: dict[str, Any]) -> str:
@@ -221,14 +304,11 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"| {e['concurrency']} | {e['seconds']:.1f} | "
                      f"{e['repos'] / e['seconds']:.1f} | {e['records'] / e['seconds']:,.0f} | "
                      f"{e['files']} | {e['commits']} | {e['dataset_mb']:.2f} |")
-    lines += ["", "| repositories exported | peak RSS MB |", "|---:|---:|",
-              *(f"| {r['names']} | {r['max_rss_mb']:.0f} |" for r in result["rss"])]
-    s = result["scans"]
-    lines += ["", f"| query | dataset s | one file per repository ({s['per_repo_files']:,} "
-                  "files) s | speed-up |", "|---|---:|---:|---:|"]
-    for name in ("count", "group_by"):
-        d, p = s[f"{name}_dataset_s"], s[f"{name}_per_repo_s"]
-        lines.append(f"| {name} | {d:.4f} | {p:.4f} | {p / d:.0f}x |")
+    lines += ["", "| repositories exported | peak RSS of the imports MB | RSS before the "
+                  "export MB | peak RSS during the export MB |", "|---:|---:|---:|---:|",
+              *(f"| {r['names']} | {r['import_peak_mb']:.0f} | {r['rss_before_export_mb']:.0f} "
+                f"| {r['max_rss_mb']:.0f} |" for r in result["rss"])]
+    lines += ["", *scan_table(result["scans"])]
     r = result["refresh"]
     lines += ["", f"Refresh after {r['changed']} repositories changed: {r['written']} "
                   f"fetched in {r['seconds']:.2f} s ({r['time_vs_full']:.1%} of the full "
@@ -247,11 +327,22 @@ def main() -> None:
                         type=lambda text: [int(part) for part in text.split(",")])
     parser.add_argument("--compare", type=int, choices=[101],
                         help="the 101-repository file comparison instead")
+    parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
+    parser.add_argument("--rescan", type=Path,
+                        help="only the scans, on what a --keep run left there; they are "
+                             "added to the results as `rescan`")
     args = parser.parse_args()
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.rescan:
+        result = json.loads(RESULTS.read_text())
+        result["rescan"] = {**rescan(args.rescan, progress),
+                            "machine": machine_info(sys.executable)}
+        print("\n".join(scan_table(result["rescan"])))
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        return
     result = compare(args, progress) if args.compare else measure(args, progress)
     print(report(result))
     RESULTS.parent.mkdir(exist_ok=True)

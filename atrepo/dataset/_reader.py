@@ -67,16 +67,24 @@ class Dataset:
         self.path = layout.root
         self.version = version
         self.meta = meta if meta is not None else self._versions_meta().get(version, {})
-        self._table_versions: dict[Path, int | None] = {}
+        self._scans: dict[Path, pl.LazyFrame | None] = {}
 
     # -- the tables -----------------------------------------------------------------------
 
     def _scan(self, path: Path) -> pl.LazyFrame | None:
-        """The table at ``path`` at this dataset version (None: no such table then)."""
-        if path not in self._table_versions:   # fixed once found: later commits don't move it
-            self._table_versions[path] = _delta.table_version(path, self.version)
-        table_version = self._table_versions[path]
-        return None if table_version is None else _delta.scan(path, table_version)
+        """The table at ``path`` at this dataset version (None: no such table then).
+
+        One scan per table and Dataset, its version fixed once found (later commits don't
+        move it). Every frame of the table is built on that scan, which loads the table's
+        Delta log on its first query and keeps it: later queries go straight to the data
+        files, so a count (``ds.records.select(pl.len())``) reads a few Parquet footers
+        instead of the log again, whatever the number of repositories.
+        """
+        if path not in self._scans:
+            table_version = _delta.table_version(path, self.version)
+            self._scans[path] = None if table_version is None else \
+                _delta.scan(path, table_version)
+        return self._scans[path]
 
     @property
     def records(self) -> pl.LazyFrame:
