@@ -10,6 +10,7 @@ bounds only. A worker is killed from inside the driver's merge of the first shar
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ipaddress
 import os
@@ -349,3 +350,39 @@ def test_dask_takes_a_distributed_client(sb, tmp_path):
         with pytest.raises(atrepo.UsageError, match="dask= takes a distributed.Client"):
             made.export(sb.pds_url, tmp_path / "ds", dask="tcp://127.0.0.1:8786")
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_async_client_runs_the_same_export_from_names(sb, source, local, dask,
+                                                          tmp_path, monkeypatch):
+    """Names (DIDs here) form the one ``names`` group; the driver runs in a thread."""
+    reference_report, reference = local
+    merged = _on_merge(monkeypatch, lambda result: None)
+    made = client("async", sb, tmp_path / "cache", handle_resolver=sb.handle_resolver)
+
+    async def go() -> Any:
+        async with made:
+            return await made.export(source["did"].to_list(), tmp_path / "ds", dask=dask,
+                                     shard_repos=6)
+
+    report = asyncio.run(go())
+    assert _counts(report) == _counts(reference_report)
+    assert sorted(key.rsplit("-", 1)[0] for key in merged) == [
+        f"atrepo-export-names-{n}" for n in range(-(-source.height // 6))]
+    _same(tmp_path / "ds", reference)
+
+
+def test_a_host_source_is_sharded_in_ranges_of_its_listing(sb, dask, tmp_path, monkeypatch):
+    host = sb.pds_urls[0]
+    with _client(sb, tmp_path / "local-cache") as made:
+        expected = made.export(host, tmp_path / "local")
+        listed = made.list_repos(host)
+    merged = _on_merge(monkeypatch, lambda result: None)
+    with _client(sb, tmp_path / "cache") as made:
+        report = made.export(host, tmp_path / "ds", dask=dask, shard_repos=2)
+    assert _counts(report) == _counts(expected)
+    label = f"{urlsplit(host).hostname}:{urlsplit(host).port}"
+    active = listed.filter(pl.col("active")).height
+    assert sorted(key.rsplit("-", 1)[0] for key in merged) == sorted(
+        f"atrepo-export-{label}-{n}" for n in range(-(-active // 2)))
+    _same(tmp_path / "ds", tmp_path / "local")
+    assert atrepo.open_dataset(tmp_path / "ds").meta["hosts"] == [host]
