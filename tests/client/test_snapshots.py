@@ -69,7 +69,8 @@ def test_diff_shows_exactly_the_changes_made_through_the_pds(kind, sb, tmp_path)
     second = call(kind, sb, tmp_path, "snapshot", handle)
     assert second.source == "cache" and second.rev > first.rev
     listed = call(kind, sb, tmp_path, "snapshots", handle)
-    assert listed.columns == ["rev", "data_cid", "fetched_at", "records"]
+    assert listed.columns == ["rev", "data_cid", "fetched_at", "records", "collections"]
+    assert listed["collections"].to_list() == [None, None]   # both whole, neither sparse
     assert listed["rev"].to_list() == [first.rev, second.rev]
     assert listed["records"].to_list() == [len(first), len(first)]  # +1 post, -1 like
     assert atrepo.diff(call(kind, sb, tmp_path, "snapshot", handle, first.rev), second) \
