@@ -8,7 +8,10 @@ profile written here, ``get_repo`` of that account into an empty cache:
 
 * in full (``sparse=False``), the whole CAR;
 * sparse (``sparse=True``) for ``app.bsky.actor.profile`` (one record),
-  ``app.bsky.graph.follow`` and ``app.bsky.feed.post``.
+  ``app.bsky.graph.follow`` and ``app.bsky.feed.post``; the two big collections with
+  ``max_per_host=1`` (the getBlocks requests of a round one after another, as before they
+  went side by side) and the default 4, without a request rate, and with the default rate
+  (the published PDS limit, 3,000 requests per 5 minutes: a burst of 30, then 9 a second).
 
 Each row is the median of ``--runs`` (by time; a fresh cache every run): seconds, HTTP
 requests, ``snap.bytes_downloaded`` (the decoded bodies) and the bytes off the wire (the
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from atrepo.client import Client
+from atrepo.retry import RateLimit
 from atrepo.sandbox import Sandbox
 from bench_fetch import NoDns, Traffic, seeding_seconds
 from bench_read import machine_info
@@ -38,14 +42,19 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "sparse.json"
 HANDLE = "bulk000.test"
 PROFILE = "app.bsky.actor.profile"
-CASES = [(None, False), ([PROFILE], True), (["app.bsky.graph.follow"], True),
-         (["app.bsky.feed.post"], True)]
+FOLLOW, POST = "app.bsky.graph.follow", "app.bsky.feed.post"
+# (collections, sparse, max_per_host, default rate limit)
+CASES = [(None, False, 4, True), ([PROFILE], True, 4, True),
+         *[([big], True, width, rated) for big in (FOLLOW, POST)
+           for width, rated in ((1, False), (4, False), (4, True))]]
 
 
 @dataclass
 class Row:
     collection: str
     sparse: bool
+    max_per_host: int
+    rate_limited: bool
     source: str
     records: int
     seconds: float
@@ -54,18 +63,22 @@ class Row:
     wire_bytes: int
 
 
-def fetch(sb: Sandbox, collections: list[str] | None, sparse: bool) -> Row:
+def fetch(sb: Sandbox, collections: list[str] | None, sparse: bool, max_per_host: int,
+          rated: bool) -> Row:
     """One get_repo into an empty cache, with its traffic counted."""
     traffic = Traffic()
     with tempfile.TemporaryDirectory() as cache, \
             Client(http=traffic.client(), dns=NoDns(), plc_url=sb.plc_url,
-                   handle_resolver=sb.pds_url, cache_dir=cache, progress=False) as client:
+                   handle_resolver=sb.pds_url, cache_dir=cache, progress=False,
+                   max_per_host=max_per_host,
+                   rate_limit=RateLimit() if rated else None) as client:
         start = time.perf_counter()
         snap = client.get_repo(HANDLE, collections, sparse=sparse)
         records = snap.records.height
         seconds = time.perf_counter() - start
-    return Row(collections[0] if collections else "(all)", sparse, snap.source, records,
-               seconds, traffic.requests, snap.bytes_downloaded, traffic.bytes)
+    return Row(collections[0] if collections else "(all)", sparse, max_per_host, rated,
+               snap.source, records, seconds, traffic.requests, snap.bytes_downloaded,
+               traffic.bytes)
 
 
 def median(rows: list[Row]) -> Row:
@@ -75,11 +88,13 @@ def median(rows: list[Row]) -> Row:
 
 def table(rows: list[Row]) -> str:
     full = rows[0]
-    lines = ["| collections | fetch | records | seconds | HTTP requests | bytes_downloaded "
-             "| share of full | bytes off the wire |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| collections | fetch | max_per_host | rate limit | records | seconds "
+             "| HTTP requests | bytes_downloaded | share of full | bytes off the wire |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row.collection} | {row.source} | {row.records:,} | "
+        rate = "default" if row.rate_limited else "none"
+        lines.append(f"| {row.collection} | {row.source} | {row.max_per_host} | {rate} | "
+                     f"{row.records:,} | "
                      f"{row.seconds:.3f} | {row.requests} | {row.bytes_downloaded:,} | "
                      f"{row.bytes_downloaded / full.bytes_downloaded:.2%} | "
                      f"{row.wire_bytes:,} |")
@@ -96,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sandbox up in {time.perf_counter() - started:.1f} s (seeding "
               f"{seeding_seconds(sb)} s)", file=sys.stderr)
         sb.put_record(HANDLE, PROFILE, "self", {"$type": PROFILE, "displayName": "Bench"})
-        rows = [median([fetch(sb, collections, sparse) for _ in range(args.runs)])
-                for collections, sparse in CASES]
+        rows = [median([fetch(sb, *case) for _ in range(args.runs)]) for case in CASES]
     print(f"### get_repo of one repository of {args.records:,} records (+ a profile), "
           f"median of {args.runs}\n")
     print(table(rows))
