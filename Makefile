@@ -14,19 +14,26 @@ RUST_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml rust/Cargo.lock
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# editable installs in "compat" mode: a .pth path entry to this directory, where the default
+# mode installs an import finder that every interpreter start loads (with pathlib behind it)
+EDITABLE := --config-settings editable_mode=compat -e
+
 $(PY_OK): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet $(EDITABLE) ".[test]"
 	touch $@ $(CORE_OK)
 
 # the compiled core (atrepo._core, built from rust/ by setuptools-rust in the install above),
 # rebuilt when its sources change; without a Rust toolchain the build is skipped with a
 # warning and atrepo runs pure Python (ATREPO_PURE_PYTHON=1 forces that anyway)
 # (the old library is renamed aside first, not overwritten: a process that has it loaded
-# keeps its copy, where writing over the mapped file would crash it)
+# keeps its copy, where writing over the mapped file would crash it; a failed build puts it
+# back, so a broken source never leaves the tree without its core)
 $(CORE_OK): $(RUST_SRC) | $(PY_OK)
 	for lib in atrepo/_core*.so; do [ ! -e "$$lib" ] || mv -f "$$lib" "$$lib.old"; done
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(EDITABLE) . || { \
+	  for old in atrepo/_core*.so.old; do [ ! -e "$$old" ] || mv -f "$$old" "$${old%.old}"; done; \
+	  exit 1; }
 	rm -f atrepo/_core*.so.old
 	touch $@
 
@@ -47,11 +54,21 @@ test: $(PY_OK) $(CORE_OK) $(NODE_OK)
 	  'the compiled core (rust/) did not build: see the pip output above')"
 	$(BIN)/python -m pytest
 
-bench: $(PY_OK) $(CORE_OK) $(NODE_OK)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+# the bench extra's packages (the peers, psutil, atheris), without reinstalling atrepo itself
+# (which would rebuild the core under any process using it)
+BENCH_OK := $(VENV)/.bench-installed
+$(BENCH_OK): pyproject.toml | $(PY_OK)
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))\
+	  ['project']['optional-dependencies']['bench'], sep='\n')" > $(VENV)/bench-requirements.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/bench-requirements.txt
+	touch $@
+
+# the read tables of docs/performance.md: 1M (atrepo and libipld_walk alternating), 100k, 10k
+bench: $(PY_OK) $(CORE_OK) $(NODE_OK) $(BENCH_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 10k,100k,1m
 	$(BIN)/python benchmarks/bench_read.py --size 1m
 	$(BIN)/python benchmarks/bench_read.py --size 100k
+	$(BIN)/python benchmarks/bench_read.py --size 10k
 
 # fetch_records throughput at max_concurrency 1/4/16 and a cached get_repo, against a local
 # sandbox PDS seeded with 50 accounts x 2,000 records (~3 min of seeding); see docs/performance.md
@@ -70,8 +87,7 @@ bench-diff: $(PY_OK) $(NODE_OK)
 # the compiled core: peak RSS, the pruned read against one sha-256 and the phases of a 1M read,
 # then a million fuzzed inputs through it (atheris, differential against the pure path)
 .PHONY: bench-core fuzz-core
-bench-core: $(PY_OK) $(CORE_OK) $(NODE_OK)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+bench-core: $(PY_OK) $(CORE_OK) $(NODE_OK) $(BENCH_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 1m
 	$(BIN)/python benchmarks/bench_core.py --size 1m
 

@@ -7,24 +7,23 @@ SHA-256 of the signed bytes, and only the "low-S" variant is valid (DER and high
 are rejected). See https://atproto.com/specs/cryptography.
 
 This module is pure: no I/O, no network. Parsed keys are cached, since one key verifies every
-commit of a repository.
+commit of a repository. The curve arithmetic is ``cryptography``'s, in :mod:`atrepo._ecdsa`,
+imported when the first key is parsed (:func:`_ecdsa`).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from types import ModuleType
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from ._varint import VarintError, encode_varint, read_varint
 from ._text import preview
 from .errors import SignatureError
+
+if TYPE_CHECKING:
+    from ._ecdsa import PublicPoint
 
 __all__ = [
     "BytesLike",
@@ -68,7 +67,6 @@ _HALF_ORDER: Final[dict[Curve, int]] = {curve: n // 2 for curve, n in _ORDER.ite
 _COMPRESSED_LEN: Final = 33
 _UNCOMPRESSED_LEN: Final = 65
 _SIGNATURE_LEN: Final = 64
-_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
 _CACHE_SIZE: Final = 16_384
 
 # Longest key text parsed: base58 decoding is quadratic in the length (300,000 characters
@@ -89,12 +87,12 @@ class PublicKey:
 
     Attributes:
         curve: ``"p256"`` or ``"k256"``.
-        key: the key as a ``cryptography`` object, ready to verify with.
+        key: the key as a ``cryptography`` public key object, ready to verify with.
         did_key: the key as a ``did:key`` string, always of the compressed point.
     """
 
     curve: Curve
-    key: ec.EllipticCurvePublicKey = field(compare=False, repr=False)
+    key: PublicPoint = field(compare=False, repr=False)
     did_key: str
 
 
@@ -125,10 +123,17 @@ def _b58encode(data: bytes) -> str:
     return "1" * zeros + "".join(reversed(chars))
 
 
-_CURVES: Final[dict[Curve, ec.EllipticCurve]] = {"p256": ec.SECP256R1(), "k256": ec.SECP256K1()}
 _PREFIX_BY_CURVE: Final[dict[Curve, bytes]] = {
     curve: encode_varint(code) for curve, code in _CODEC_BY_CURVE.items()
 }
+
+
+def _ecdsa() -> ModuleType:
+    """:mod:`atrepo._ecdsa`, imported on first use: it loads ``cryptography``, which only a
+    key parsed (to check a signature) needs."""
+    from . import _ecdsa
+
+    return _ecdsa
 
 
 def format_did_key(curve: Curve, compressed_point: bytes) -> str:
@@ -170,11 +175,10 @@ def _load_point(curve: Curve, point: bytes, key: str) -> PublicKey:
                              "point", key=key, curve=curve, length=len(point),
                              tag=None if tag is None else hex(tag))
     try:
-        public = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[curve], point)
+        public, compressed = _ecdsa().load_point(curve, point)
     except ValueError as exc:
         raise SignatureError("public key point is not on the curve", key=key,
                              curve=curve) from exc
-    compressed = public.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
     return PublicKey(curve=curve, key=public, did_key=format_did_key(curve, compressed))
 
 
@@ -337,9 +341,7 @@ def _signature_problem(key: PublicKey, message: BytesLike, signature: BytesLike)
         return "signature r or s is out of range"
     if s > _HALF_ORDER[key.curve]:
         return "signature is high-S"
-    try:
-        key.key.verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
-    except InvalidSignature:
+    if not _ecdsa().verifies(key.key, r, s, data):
         return "signature does not verify"
     return None
 

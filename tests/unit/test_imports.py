@@ -1,0 +1,74 @@
+"""Reading a CAR loads what it needs and no more: polars and the decoders, not the network
+stack, the cryptography library or the progress bars.
+
+Each case runs in a fresh interpreter and lists the top-level packages in ``sys.modules``
+after the call, so an import added at the top of a module on the read path fails here. The
+counter-cases show that the same packages do load once their feature is used, so the list
+is not empty by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = "examples/data/sample.car"
+SIGNING_KEY = json.loads((ROOT / "examples" / "data" / "sample.json").read_text())["signing_key"]
+
+# loaded on first use only: signatures, progress bars, the clients and their I/O, datasets
+NOT_FOR_A_READ = {"cryptography", "tqdm", "pydantic", "httpx", "diskcache", "dns", "deltalake",
+                  "asyncio"}
+# atrepo's own network and dataset layers
+NOT_FOR_A_READ_ATREPO = {"atrepo.client", "atrepo._io", "atrepo._flows", "atrepo.dataset",
+                         "atrepo.identity"}
+
+
+def _loaded_after(call: str, *, pure: bool) -> set[str]:
+    """Top-level packages and atrepo packages in sys.modules after ``call`` ran."""
+    code = ("import json, sys, atrepo; " + call + "; "
+            "print(json.dumps([atrepo.accelerated, sorted(sys.modules)]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("ATREPO_PURE_PYTHON", "CI")}
+    env["ATREPO_PURE_PYTHON"] = "1" if pure else "0"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    accelerated, modules = json.loads(out)
+    if not pure and not accelerated:
+        pytest.fail("the compiled core did not load")
+    return {name.split(".")[0] for name in modules} | {
+        ".".join(name.split(".")[:2]) for name in modules if name.startswith("atrepo.")}
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["core", "python"])
+def test_read_car_records_loads_only_what_it_needs(pure: bool) -> None:
+    loaded = _loaded_after(f"atrepo.read_car({SAMPLE!r}).records", pure=pure)
+    assert "polars" in loaded
+    assert loaded & NOT_FOR_A_READ == set()
+    assert loaded & NOT_FOR_A_READ_ATREPO == set()
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["core", "python"])
+def test_pruned_read_loads_only_what_it_needs(pure: bool) -> None:
+    call = (f"atrepo.read_car({SAMPLE!r}, collections=['app.bsky.actor.profile'], "
+            "mem_limit_mb=64).records")
+    loaded = _loaded_after(call, pure=pure)
+    assert loaded & (NOT_FOR_A_READ | NOT_FOR_A_READ_ATREPO) == set()
+
+
+def test_a_checked_signature_loads_cryptography() -> None:
+    call = f"assert atrepo.read_car({SAMPLE!r}, signing_key={SIGNING_KEY!r}).verified"
+    loaded = _loaded_after(call, pure=False)
+    assert "cryptography" in loaded
+    assert "tqdm" not in loaded
+
+
+def test_a_progress_bar_loads_tqdm() -> None:
+    # the pure path decodes in batches behind a bar (the core decodes in one call, unshown)
+    loaded = _loaded_after(f"atrepo.read_car({SAMPLE!r}, progress=True).records", pure=True)
+    assert "tqdm" in loaded
+    assert "cryptography" not in loaded
