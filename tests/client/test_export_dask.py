@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import distributed
 import httpx
 import polars as pl
 import pytest
@@ -35,8 +36,6 @@ from atrepo.client import Client
 from atrepo.dataset import DatasetExport
 from atrepo.retry import RateLimit
 from atrepo.sandbox import Sandbox
-
-distributed = pytest.importorskip("distributed")
 
 SECRET = "s3cret-header-value"
 USERINFO = "s3cret-userinfo"
@@ -300,7 +299,7 @@ def _busiest(stamps: Sequence[float], window: float) -> int:
                default=0)
 
 
-def test_each_hosts_limits_hold_across_the_cluster(sb, source, dask, proxy, tmp_path):
+def test_each_hosts_rate_holds_across_the_cluster(sb, source, dask, proxy, tmp_path):
     rate = RateLimit(requests=4, per=1.0, burst=1)
     proxy.reset()
     with _client(sb, tmp_path / "cache", max_per_host=2, rate_limit=rate) as made:
@@ -314,6 +313,16 @@ def test_each_hosts_limits_hold_across_the_cluster(sb, source, dask, proxy, tmp_
         assert _busiest(stamps, rate.per - 0.05) <= rate.requests, origin
     # the bounds were worth checking: the busiest host sent more than a window's worth
     assert max(len(proxy.stamps(o)) for o in _pds_origins(sb)) > rate.requests
+
+
+def test_each_hosts_concurrency_holds_across_the_cluster(sb, source, dask, proxy, tmp_path):
+    """Shards of 4 repositories fetched 8 at a time: only the shares keep a host at 2."""
+    proxy.reset()
+    with _client(sb, tmp_path / "cache", max_per_host=2, rate_limit=None) as made:
+        report = made.export(source, tmp_path / "ds", dask=dask, shard_repos=4)
+    assert report.written > 0
+    for origin in _pds_origins(sb):
+        assert 1 <= proxy.most[origin] <= 2, origin
 
 
 def test_secrets_stay_with_the_caller(sb, source, dask, proxy, tmp_path, monkeypatch):
