@@ -127,9 +127,14 @@ def _groups(work: Sequence[Target]) -> dict[str, list[Target]]:
 
 def _shards(dataset: DatasetExport, label: str, targets: list[Target], size: int,
             run: str) -> Iterator[Shard]:
-    """One host's shards: contiguous ranges of ``size`` targets, made as they are asked for."""
+    """One host's shards: contiguous ranges of ``size`` targets, made as they are asked for.
+
+    The targets travel without their host: the worker resolves each repository's PDS, and
+    a host URL from a source frame may hold userinfo.
+    """
     for n, start in enumerate(range(0, len(targets), size)):
-        yield dataset.shard(f"atrepo-export-{label}-{n}-{run}", targets[start:start + size])
+        part = [dataclasses.replace(t, host=None) for t in targets[start:start + size]]
+        yield dataset.shard(f"atrepo-export-{label}-{n}-{run}", part)
 
 
 def _distributed() -> Any:
