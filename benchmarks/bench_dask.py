@@ -206,6 +206,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    # workers (spawned processes) start from this sys.path: with the checkout on it, they
+    # import atrepo even while a rebuild of the compiled core reinstalls the package
+    sys.path.insert(0, str(HERE.parent))
     runs: list[dict[str, Any]] = []
     with Sandbox.start(pds_count=3, bulk_accounts=args.accounts, bulk_records=args.records,
                        timeout=3600) as sb, tempfile.TemporaryDirectory() as tmp:

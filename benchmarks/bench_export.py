@@ -23,6 +23,11 @@ Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bul
 ``--records`` each) and compares the files against the one-file-per-repository layout:
 how many, and their median size.
 
+``--corpus benchmarks/data/100k/repo.car`` measures only the dataset bytes per record of
+that corpus repository, whose records follow Bluesky's mix (added as ``corpus``).
+``--rss-batch 250`` measures only the peak RSS, with the default batch and with batches of
+250 repositories (added as ``rss_batches``).
+
 Every step records the load average at its start and end (the machine may be shared).
 ``--keep DIR`` works in DIR and leaves the datasets there; ``--rescan DIR`` then measures
 the scans again on them (added to the results as ``rescan``).
@@ -51,6 +56,8 @@ from deltalake import DeltaTable
 
 import atrepo
 from atrepo.client import Client
+from atrepo.dataset import Batch, DatasetWriter
+from atrepo.export import BATCH_REPOS
 from atrepo.sandbox import Sandbox
 from bench_fetch import NoDns, Traffic
 from bench_read import machine_info
@@ -65,7 +72,7 @@ from bench_fetch import NoDns, LoopbackOnly
 import httpx
 import polars, deltalake, atrepo.dataset
 from atrepo.client import Client
-plc, pds, cache, out, names = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+plc, pds, cache, out, batch, names = (*sys.argv[2:6], int(sys.argv[6]), sys.argv[7:])
 def status(key):
     with open("/proc/self/status") as f:
         return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1)) / 1024
@@ -76,8 +83,8 @@ with Client(http=http, dns=NoDns(), plc_url=plc, handle_resolver=pds, cache_dir=
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")   # resets the peak (VmHWM) to the current RSS: the export's own peak
     before = status("VmRSS")
-    report = client.export(names, out)
-print(json.dumps({"repos": report.written, "import_peak_mb": import_peak,
+    report = client.export(names, out, batch_repos=batch)
+print(json.dumps({"repos": report.written, "batch_repos": batch, "import_peak_mb": import_peak,
                   "rss_before_export_mb": before, "max_rss_mb": status("VmHWM")}))
 """
 
@@ -90,11 +97,16 @@ def _client(sb: Sandbox, cache: str, traffic: Traffic, concurrency: int) -> Clie
                   max_concurrency=concurrency, max_per_host=concurrency, rate_limit=None)
 
 
+def data_files_of(table: Path) -> list[Path]:
+    """The Parquet files of one Delta table's newest version."""
+    return [Path(uri.removeprefix("file://")) for uri in DeltaTable(table).file_uris()]
+
+
 def data_files(out: Path) -> list[Path]:
     """The Parquet files of the dataset's newest version (what its readers open)."""
     files = []
     for table in [out / "records", out / "repos", *sorted((out / "tables").iterdir())]:
-        files.extend(Path(uri.removeprefix("file://")) for uri in DeltaTable(table).file_uris())
+        files.extend(data_files_of(table))
     return files
 
 
@@ -182,10 +194,11 @@ def scans(out: Path, flat: Path) -> dict[str, Any]:
     return {**result, "load_start": load_start, "load_end": load()}
 
 
-def peak_rss(sb: Sandbox, names: list[str]) -> dict[str, Any]:
+def peak_rss(sb: Sandbox, names: list[str], batch_repos: int = BATCH_REPOS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-c", RSS_CHILD, str(HERE), sb.plc_url,
-                               sb.pds_url, f"{tmp}/cache", f"{tmp}/out", *names],
+                               sb.pds_url, f"{tmp}/cache", f"{tmp}/out", str(batch_repos),
+                               *names],
                               capture_output=True, text=True, check=True)
     return {"names": len(names), **json.loads(done.stdout.splitlines()[-1])}
 
@@ -263,6 +276,50 @@ def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[s
             "machine": machine_info(sys.executable)}
 
 
+def corpus_bytes(car: Path) -> dict[str, Any]:
+    """Dataset bytes and CPU per record of one corpus repository (``make_corpus.py``).
+
+    CPU seconds (all threads) of the two halves of an export's work on a repository once
+    its CAR is in: reading it into a batch (what a Dask worker does: ``read_car``, the
+    records, ``Batch.add_snapshot`` with the typed tables) and committing the batch (what
+    the process owning the dataset does).
+    """
+    start = time.process_time()
+    snap = atrepo.read_car(car)
+    batch = Batch()
+    batch.add_snapshot(snap, pds="https://pds.example")
+    read_cpu = time.process_time() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ds"
+        start = time.process_time()
+        with DatasetWriter(out) as writer:
+            writer.commit(batch)
+        commit_cpu = time.process_time() - start
+        tables = {table.name: sum(p.stat().st_size for p in data_files_of(table))
+                  for table in [out / "records", out / "repos", *(out / "tables").iterdir()]}
+    records = snap.records.height
+    return {"car": str(car), "records": records, "car_bytes": car.stat().st_size,
+            "dataset_bytes": sum(tables.values()), "tables": tables,
+            "car_bytes_per_record": car.stat().st_size / records,
+            "dataset_bytes_per_record": sum(tables.values()) / records,
+            "read_cpu_s": read_cpu, "commit_cpu_s": commit_cpu,
+            "read_cpu_us_per_record": read_cpu / records * 1e6,
+            "commit_cpu_us_per_record": commit_cpu / records * 1e6, "load": load()}
+
+
+def rss_batches(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Peak RSS for each N of ``--rss``, with the default batch and with ``--rss-batch``."""
+    with Sandbox.start(bulk_accounts=args.accounts, bulk_records=args.records,
+                       timeout=3600) as sb:
+        bulk = [a["did"] for a in sb.accounts if a["handle"].startswith("bulk")]
+        runs = []
+        for batch in (BATCH_REPOS, args.rss_batch):
+            for n in args.rss:
+                runs.append(peak_rss(sb, bulk[:n], batch))
+                progress(str(runs[-1]))
+    return {"runs": runs, "records_per_account": args.records}
+
+
 def rescan(keep: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """The scans again, on the dataset and per-repository copy a ``--keep`` run left."""
     flat = keep / "flat"
@@ -331,11 +388,31 @@ def main() -> None:
     parser.add_argument("--rescan", type=Path,
                         help="only the scans, on what a --keep run left there; they are "
                              "added to the results as `rescan`")
+    parser.add_argument("--rss-batch", type=int, metavar="REPOS",
+                        help="only the peak RSS, with the default batch and with batches of "
+                             "REPOS repositories; added to the results as `rss_batches`")
+    parser.add_argument("--corpus", type=Path, metavar="CAR",
+                        help="only the dataset bytes per record of one corpus repository "
+                             "(benchmarks/data/100k/repo.car); added as `corpus`")
     args = parser.parse_args()
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.corpus:
+        result = json.loads(RESULTS.read_text())
+        result["corpus"] = corpus_bytes(args.corpus)
+        print(json.dumps(result["corpus"], indent=2))
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    if args.rss_batch:
+        result = json.loads(RESULTS.read_text())
+        result["rss_batches"] = {**rss_batches(args, progress),
+                                 "machine": machine_info(sys.executable)}
+        print("\n".join(f"| {r['repos']} | {r['batch_repos']} | {r['max_rss_mb']:.0f} |"
+                        for r in result["rss_batches"]["runs"]))
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        return
     if args.rescan:
         result = json.loads(RESULTS.read_text())
         result["rescan"] = {**rescan(args.rescan, progress),
