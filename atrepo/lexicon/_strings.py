@@ -195,6 +195,8 @@ def is_iso_datetime(value: str) -> bool:
         return pattern.search(time.replace("Z", "", 1)) is not None
     plus = "+" in time
     pieces = re.split(r"[+-]", time)
+    if len(pieces) < 2:
+        return False  # a "Z" not at the end and no offset: JavaScript tests `undefined`
     local, offset = pieces[0], pieces[1]
     return (pattern.search(local) is not None
             and _offset(plus, _first_non_digit(offset)).search(offset)

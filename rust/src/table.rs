@@ -21,7 +21,7 @@ use serde_json::Value as Json;
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::arrow::ViewColumn;
-use crate::car::{verify, Car};
+use crate::car::{verify, Car, Found};
 use crate::cbor::{self, Tags, Value};
 use crate::error::{CoreError, Field, Result};
 use crate::fast::push_int;
@@ -45,7 +45,7 @@ type Checked<T> = std::result::Result<T, Defer>;
 
 /// One lexicon definition, compiled (`_validate._compile`'s checks, as data).
 enum Def {
-    Object { props: HashMap<String, (usize, bool)>, must: Vec<String> },
+    Object { props: Vec<(String, usize, bool)>, must: Vec<String> },
     Array { item: usize, max: Option<i64>, min: Option<i64> },
     Union { spell: HashMap<String, usize>, members: HashMap<String, usize>, closed: bool,
             listing: String },
@@ -117,7 +117,7 @@ pub struct Checker {
     defs: Vec<Def>,
     root: usize,
     shape: Shape,
-    declared: HashSet<String>,
+    declared: Vec<String>,
 }
 
 fn bad(what: &str) -> CoreError {
@@ -143,12 +143,12 @@ fn parse_def(node: &Json) -> Result<Def> {
     let kind = node.get("t").and_then(Json::as_str).ok_or_else(|| bad("t"))?;
     Ok(match kind {
         "object" => {
-            let mut props = HashMap::new();
+            let mut props = Vec::new();
             for prop in node.get("props").and_then(Json::as_array).ok_or_else(|| bad("props"))? {
                 let name = prop.get(0).and_then(Json::as_str).ok_or_else(|| bad("prop"))?;
                 let at = prop.get(1).and_then(Json::as_u64).ok_or_else(|| bad("prop"))?;
                 let nullable = prop.get(2).and_then(Json::as_bool).unwrap_or(false);
-                props.insert(name.to_string(), (at as usize, nullable));
+                props.push((name.to_string(), at as usize, nullable));
             }
             let must = node.get("must").and_then(Json::as_array).ok_or_else(|| bad("must"))?
                 .iter().filter_map(|m| m.as_str().map(str::to_string)).collect();
@@ -381,23 +381,38 @@ fn digits(b: &[u8]) -> bool {
     b.iter().all(u8::is_ascii_digit)
 }
 
-/// `_strings._PLAIN_DATETIME`; a datetime in any other shape is left to the reference.
-fn plain_datetime(t: &str) -> bool {
+/// `_strings.is_iso_datetime` for a datetime in the usual shape (`2024-05-01T12:00:00.123Z`,
+/// a day of the calendar by the reference's rules): accepted, else undecided.
+fn datetime_ok(t: &str) -> Checked<bool> {
     let b = t.as_bytes();
     if b.len() < 20 || b[b.len() - 1] != b'Z' {
-        return false;
+        return Err(Defer);
     }
-    let two = |i: usize| (b[i] - b'0') * 10 + (b[i + 1] - b'0');
     let shape = digits(&b[0..4]) && b[4] == b'-' && digits(&b[5..7]) && b[7] == b'-'
         && digits(&b[8..10]) && b[10] == b'T' && digits(&b[11..13]) && b[13] == b':'
         && digits(&b[14..16]) && b[16] == b':' && digits(&b[17..19]);
-    if !shape || !(1..=12).contains(&two(5)) || !(1..=28).contains(&two(8)) || two(11) > 23
-        || two(14) > 59 || two(17) > 59 {
-        return false;
-    }
     let fraction = &b[19..b.len() - 1];
-    fraction.is_empty() || (fraction[0] == b'.' && (2..=10).contains(&fraction.len())
-                            && digits(&fraction[1..]))
+    let fraction_ok = fraction.is_empty() || (fraction[0] == b'.' && (2..=10).contains(&fraction.len())
+                                              && digits(&fraction[1..]));
+    if !shape || !fraction_ok {
+        return Err(Defer);
+    }
+    let two = |i: usize| u32::from(b[i] - b'0') * 10 + u32::from(b[i + 1] - b'0');
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    if two(11) > 23 || two(14) > 59 || two(17) > 59 {
+        return Err(Defer); // 24:00 and leap seconds have rules of their own
+    }
+    // the reference's leap years are the Gregorian ones, but for the year 0000
+    let leap = (year % 4 == 0 && year % 100 != 0) || (year % 400 == 0 && year != 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year == 0 => return Err(Defer),
+        2 => if leap { 29 } else { 28 },
+        _ => return Err(Defer),
+    };
+    // a datetime the reference refuses is rare: it is left to the reference to word
+    if (1..=days).contains(&day) { Ok(true) } else { Err(Defer) }
 }
 
 /// `syntax.is_did`.
@@ -473,7 +488,7 @@ fn common_language(t: &str) -> bool {
 /// The verdict of a string format: accepted, rejected, or left to the reference.
 fn format_ok(format: &str, t: &str) -> Checked<bool> {
     match format {
-        "datetime" => if plain_datetime(t) { Ok(true) } else { Err(Defer) },
+        "datetime" => datetime_ok(t),
         "uri" => lexicon_uri(t),
         "at-uri" => if common_at_uri(t) { Ok(true) } else { Err(Defer) },
         "did" => Ok(is_did(t)),
@@ -527,7 +542,7 @@ impl Checker {
         let shape = parse_shape(doc.get("shape").ok_or_else(|| bad("shape"))?)?;
         let indices_ok = |i: usize| i < defs.len();
         let linked = defs.iter().all(|d| match d {
-            Def::Object { props, .. } => props.values().all(|(i, _)| indices_ok(*i)),
+            Def::Object { props, .. } => props.iter().all(|(_, i, _)| indices_ok(*i)),
             Def::Array { item, .. } => indices_ok(*item),
             Def::Union { spell, members, .. } => spell.values().chain(members.values()).all(|i| indices_ok(*i)),
             _ => true,
@@ -535,8 +550,8 @@ impl Checker {
         if !linked || !indices_ok(root) {
             return Err(bad("a definition index is out of range"));
         }
-        let mut declared: HashSet<String> = shape.fields.iter().map(|(n, _)| n.clone()).collect();
-        declared.insert("$type".to_string());
+        let mut declared: Vec<String> = shape.fields.iter().map(|(n, _)| n.clone()).collect();
+        declared.push("$type".to_string());
         Ok(Checker { collection, defs, root, shape, declared })
     }
 
@@ -585,7 +600,7 @@ impl Checker {
         let mut any = false;
         for (key, item) in pairs {
             let Value::Text(name) = key else { continue };
-            if self.declared.contains(*name) {
+            if self.declared.iter().any(|d| d == name) {
                 continue;
             }
             out.push(if any { b',' } else { b'{' });
@@ -719,7 +734,7 @@ impl Checker {
         Ok(())
     }
 
-    fn check_object<'v>(&self, props: &HashMap<String, (usize, bool)>, must: &[String],
+    fn check_object<'v>(&self, props: &[(String, usize, bool)], must: &[String],
                         value: &'v Value<'v>, path: &mut Vec<Seg<'v>>, out: &mut Vec<String>)
                         -> Checked<()> {
         let pairs: &[(Value<'_>, Value<'_>)] = match value {
@@ -727,7 +742,7 @@ impl Checker {
             Value::Array(_) => &[], // an object without properties, as in JavaScript
             Value::Link(_) | Value::Bytes(_) => {
                 let key = if matches!(value, Value::Link(_)) { "$link" } else { "$bytes" };
-                if props.contains_key(key) {
+                if props.iter().any(|(name, ..)| name == key) {
                     return Err(Defer);
                 }
                 &[]
@@ -739,7 +754,7 @@ impl Checker {
         };
         for (key, item) in pairs {
             let Value::Text(name) = key else { continue };
-            if let Some(&(at, nullable)) = props.get(*name) {
+            if let Some(&(_, at, nullable)) = props.iter().find(|(p, ..)| p == name) {
                 if matches!(item, Value::Null) && nullable {
                     continue;
                 }
@@ -977,20 +992,64 @@ pub struct Table {
     pub deferred: Vec<usize>,
 }
 
+/// Fewer records than this are checked on the calling thread alone (a thread costs more).
+const PARALLEL_MIN: usize = 20_000;
+
 /// Check the records under `leaves` (one collection's keys and record CIDs).
 ///
 /// A record block that is missing, or does not match its CID when `verify_cids`, fails the
 /// call with the error of the first such record in key order, as decoding `records` does.
+/// A big collection is checked in two halves side by side (the GIL is released).
 pub fn check_records(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves, did: &str,
                      verify_cids: bool) -> Result<Table> {
     let n = leaves.len();
     let found = car.locate_many(buf, n, |i| leaves.value(i));
-    let mut fitted = ViewColumn::sparse(n);
-    let mut extra = ViewColumn::sparse(n);
-    let mut problems = Vec::new();
-    let mut deferred = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = if n < PARALLEL_MIN { 1 } else { cores.clamp(1, 2) };
+    let chunk = n.div_ceil(threads).max(1);
+    let parts: Vec<Result<Part>> = std::thread::scope(|scope| {
+        let work = |from: usize| {
+            let rows = from..(from + chunk).min(n);
+            check_part(checker, car, buf, leaves, &found[rows.clone()], rows, verify_cids)
+        };
+        let handles: Vec<_> = (chunk..n).step_by(chunk).map(|from| scope.spawn(move || work(from))).collect();
+        let mut parts = vec![work(0)];
+        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
+        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
+        parts
+    });
+    let mut fitted = ViewColumn::new(n);
+    let mut extra = ViewColumn::new(n);
+    fitted.all_null();
+    extra.all_null();
+    let (mut problems, mut deferred) = (Vec::new(), Vec::new());
+    for part in parts {
+        let part = part?; // parts are in key order: the first failure is the first in order
+        fitted.adopt(part.fitted);
+        extra.adopt(part.extra);
+        problems.extend(part.problems);
+        deferred.extend(part.deferred);
+    }
+    let mut columns = key_columns(leaves, did);
+    columns.extend([fitted, extra]);
+    Ok(Table { columns, problems, deferred })
+}
+
+/// What one thread checked: its rows' fitted and extra texts, problems and deferred rows.
+struct Part {
+    fitted: ViewColumn,
+    extra: ViewColumn,
+    problems: Vec<(usize, u8, String)>,
+    deferred: Vec<usize>,
+}
+
+/// Check rows `rows` (their blocks `found`), in key order.
+fn check_part(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves, found: &[Found],
+              rows: std::ops::Range<usize>, verify_cids: bool) -> Result<Part> {
+    let mut part = Part { fitted: ViewColumn::sparse(rows.len()), extra: ViewColumn::sparse(0),
+                          problems: Vec::new(), deferred: Vec::new() };
     let mut extra_text = Vec::new();
-    for (i, place) in found.iter().enumerate() {
+    for (i, place) in rows.zip(found) {
         let Some((id, alone)) = place.get() else {
             return Err(CoreError::mst("record block missing from CAR")
                 .with("cid", Field::CidText(leaves.value(i).to_vec()))
@@ -1004,7 +1063,7 @@ pub fn check_records(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves, 
         extra_text.clear();
         // the fitted JSON is at most the record's JSON (8 bytes a byte), twice for JSON
         // kept as text inside a string
-        let out = fitted.reserve(16 * data.len() + 64);
+        let out = part.fitted.reserve(16 * data.len() + 64);
         let start = out.len();
         let Some(outcome) = checker.record(data, out, &mut extra_text) else {
             out.truncate(start);
@@ -1012,28 +1071,21 @@ pub fn check_records(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves, 
         };
         if outcome.deferred {
             out.truncate(start);
-            deferred.push(i);
+            part.deferred.push(i);
             continue;
         }
-        let (b, end) = fitted.cursor();
-        fitted.push_written(i, b, start, end - start);
+        let (b, end) = part.fitted.cursor();
+        part.fitted.push_written(i, b, start, end - start);
         if outcome.extra {
-            let buffer = extra.reserve(extra_text.len());
+            let buffer = part.extra.reserve(extra_text.len());
             let at = buffer.len();
             buffer.extend_from_slice(&extra_text);
-            let (b, _) = extra.cursor();
-            extra.push_written(i, b, at, extra_text.len());
+            let (b, _) = part.extra.cursor();
+            part.extra.push_written(i, b, at, extra_text.len());
         }
-        problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
+        part.problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
     }
-    let mut columns = key_columns(leaves, did);
-    for part in [fitted, extra] {
-        let mut column = ViewColumn::new(n);
-        column.all_null();
-        column.adopt(part);
-        columns.push(column);
-    }
-    Ok(Table { columns, problems, deferred })
+    Ok(part)
 }
 
 /// did, rkey, uri and cid of the table, in key order.

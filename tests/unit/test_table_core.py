@@ -1,0 +1,272 @@
+"""The compiled checking pass of ``table()`` against its Python reference.
+
+``snapshot_table`` of a snapshot the core serves checks every record from its CBOR block in
+the core (``rust/src/table.rs``); ``records_table`` of the same snapshot's ``records`` is the
+reference (``atrepo._table_check.Checker`` over the JSON text). Every case below builds both
+and requires the same table (``assert_frame_equal``) and the same problems, in the same order:
+the reference-generated repositories and the real ones, the syntax interop vectors as field
+values, and hypothesis-generated invalid records.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+import atrepo
+from atrepo import _accel
+from atrepo.cid import CID
+from atrepo.lexicon._strings import grapheme_len
+from atrepo.tables import records_table, snapshot_table
+from atrepo.testing import make_repo_car
+from _interop import INTEROP_DIR
+
+pytestmark = pytest.mark.skipif(not _accel.accelerated, reason="the compiled core is not built")
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = sorted(p for p in (ROOT / "tests" / "fixtures" / "real").glob("*.car")
+              if p.name != "repo_slice.car")  # a slice: its tree is incomplete
+SYNTAX = INTEROP_DIR / "syntax"
+DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+CID_TEXT = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+LINK = CID.decode(CID_TEXT)
+BLOB_LINK = CID.decode("bafkreigo4p2o4ctnpg3updicbzu7rcwj4lrlji5p3ymtdxrhk3zaf5p6ny")
+URI = f"at://{DID}/app.bsky.feed.post/3jzfcijpj2z2a"
+
+
+def both(snap: atrepo.RepoSnapshot, collection: str) -> pl.DataFrame:
+    """Check ``collection`` both ways; assert they agree; return the problems."""
+    assert _accel.serves(snap.blocks)
+    table, problems = snapshot_table(snap, collection)
+    ref_table, ref_problems = records_table(snap.records, collection)
+    assert_frame_equal(table, ref_table)
+    assert_frame_equal(problems, ref_problems)
+    assert table.schema == atrepo.lexicon_schema(collection)
+    return problems
+
+
+def repo(records: dict[str, Any]) -> atrepo.RepoSnapshot:
+    car, _ = make_repo_car(records, did=DID)
+    return atrepo.read_car(car)
+
+
+def declared(snap: atrepo.RepoSnapshot) -> list[str]:
+    return [c for c in snap.collections["collection"] if atrepo.lexicon_schema(c) is not None]
+
+
+@pytest.fixture(params=["ref_small", "ref_p256", "ref_medium"])
+def generated(request: pytest.FixtureRequest) -> Path:
+    car: Path = request.getfixturevalue(request.param).car
+    return car
+
+
+def test_every_collection_of_the_generated_repositories_agrees(generated: Path) -> None:
+    snap = atrepo.read_car(generated)
+    collections = declared(snap)
+    assert "app.bsky.feed.post" in collections
+    for collection in collections:
+        both(snap, collection)
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
+def test_every_collection_of_real_repositories_agrees(path: Path) -> None:
+    snap = atrepo.read_car(path)
+    for collection in declared(snap):
+        both(snap, collection)
+
+
+def test_a_cold_table_verifies_blocks_as_records_does() -> None:
+    good = {"$type": "app.bsky.feed.like", "subject": {"uri": URI, "cid": LINK},
+            "createdAt": "2024-05-01T12:00:00Z"}
+    car, _ = make_repo_car({"app.bsky.feed.like/3kaaaaaaaaaa2": good}, did=DID)
+    data = bytearray(car)
+    at = data.index(b"2024-05-01T12:00:00Z")
+    data[at] = ord("1")  # the block no longer matches its CID
+    snap = atrepo.read_car(bytes(data))
+    with pytest.raises(atrepo.CarError) as core:
+        snap.table("app.bsky.feed.like")
+    with pytest.raises(atrepo.CarError) as reference:
+        snap.records  # noqa: B018
+    assert str(core.value) == str(reference.value)
+
+
+# -- the syntax interop vectors, as the values of formatted fields ---------------------------
+
+def _vectors(name: str) -> list[str]:
+    path = SYNTAX / name
+    if not path.is_file():
+        pytest.skip(f"interop vectors not found at {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+# (vector files, collection, the record with the value put in)
+_PLACES: dict[str, tuple[str, Any]] = {
+    "datetime": ("app.bsky.feed.like", lambda v: {
+        "$type": "app.bsky.feed.like", "subject": {"uri": URI, "cid": CID_TEXT},
+        "createdAt": v}),
+    "aturi": ("app.bsky.feed.threadgate", lambda v: {
+        "$type": "app.bsky.feed.threadgate", "post": v, "createdAt": "2024-05-01T12:00:00Z"}),
+    "cid": ("app.bsky.feed.like", lambda v: {
+        "$type": "app.bsky.feed.like", "subject": {"uri": URI, "cid": v},
+        "createdAt": "2024-05-01T12:00:00Z"}),
+    "did": ("app.bsky.graph.follow", lambda v: {
+        "$type": "app.bsky.graph.follow", "subject": v, "createdAt": "2024-05-01T12:00:00Z"}),
+    "handle": ("app.bsky.graph.verification", lambda v: {
+        "$type": "app.bsky.graph.verification", "subject": DID, "handle": v,
+        "displayName": "x", "createdAt": "2024-05-01T12:00:00Z"}),
+    "language": ("app.bsky.feed.post", lambda v: {
+        "$type": "app.bsky.feed.post", "text": "hi", "langs": [v],
+        "createdAt": "2024-05-01T12:00:00Z"}),
+    "uri": ("app.bsky.actor.profile", lambda v: {"$type": "app.bsky.actor.profile",
+                                                  "website": v}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_PLACES))
+def test_format_vectors_give_the_same_verdicts(kind: str) -> None:
+    values = [*_vectors(f"{kind}_syntax_valid.txt"), *_vectors(f"{kind}_syntax_invalid.txt")]
+    collection, record = _PLACES[kind]
+    snap = repo({f"{collection}/3kaaaaaaa{i:04d}": record(v) for i, v in enumerate(values)})
+    problems = both(snap, collection)
+    assert problems.height > 0  # some invalid vectors are invalid records too
+
+
+# -- hypothesis: records of every kind of wrong --------------------------------------------
+
+def _post(**fields: Any) -> dict[str, Any]:
+    return {"$type": "app.bsky.feed.post", "text": "hi", "createdAt": "2024-05-01T12:00:00Z",
+            **fields}
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_LONG = st.sampled_from(["a", "\u00e9", "\U0001f600", "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+                         "\U0001f1e7\U0001f1f7", "\u0915\u094d\u0937", "e\u0301", "\r\n",
+                         "\u1100\u1161\u11a8", "\U0001f44d\U0001f3fd"]).flatmap(
+    lambda unit: st.integers(0, 700).map(lambda n: unit * n))
+_SCALAR = (st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) | _TEXT
+           | st.just(LINK) | st.binary(max_size=6)
+           | st.sampled_from(["2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z",
+                              "2024-04-31T10:00:00.1234567891Z", "2024-05-01T12:00:00+01:00",
+                              "2024-05-01T24:00:00Z", "1970-01-01T00:00:00Z", "2024-05-01",
+                              "0000-02-29T00:00:00Z", "2101-01-01T00:00:00Z",
+                              "did:plc:abc", "did:web:", URI, CID_TEXT, "bafkqaaa", "en",
+                              "pt-BR", "i-klingon", "x", "https://example.com/a b",
+                              "https://example.com", "blob", "image/png"]))
+_KEYS = st.sampled_from(["text", "createdAt", "embed", "images", "image", "alt", "record",
+                         "uri", "cid", "$type", "facets", "index", "byteStart", "byteEnd",
+                         "features", "did", "tag", "langs", "reply", "root", "parent",
+                         "labels", "values", "val", "tags", "ref", "size", "mimeType",
+                         "aspectRatio", "width", "height", "external", "title",
+                         "description", "thumb", "video", "captions", "lang", "file",
+                         "$link", "other"])
+_TYPES = st.sampled_from(["app.bsky.embed.images", "app.bsky.embed.external",
+                          "app.bsky.embed.record", "app.bsky.embed.recordWithMedia",
+                          "app.bsky.embed.video", "lex:app.bsky.embed.images#main",
+                          "app.bsky.embed.images#image", "com.example.other",
+                          "app.bsky.richtext.facet#mention", "app.bsky.richtext.facet#link",
+                          "app.bsky.richtext.facet#tag", "com.atproto.label.defs#selfLabels",
+                          "a#b#c", "blob"])
+_VALUE = st.recursive(
+    _SCALAR | _TYPES,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(_KEYS, inner, max_size=5)
+    | st.fixed_dictionaries({"$type": _TYPES}, optional={"images": st.lists(inner, max_size=2),
+                                                         "record": inner, "external": inner,
+                                                         "media": inner, "uri": inner,
+                                                         "did": inner, "tag": inner}),
+    max_leaves=16)
+_IMAGE = st.fixed_dictionaries(
+    {"alt": _TEXT | _LONG, "image": st.sampled_from([
+        {"$type": "blob", "ref": BLOB_LINK, "mimeType": "image/png", "size": 10},
+        {"$type": "blob", "ref": BLOB_LINK, "mimeType": "image/png", "size": True},
+        {"$type": "blob", "ref": BLOB_LINK, "mimeType": "image/png"},
+        {"cid": CID_TEXT, "mimeType": "image/jpeg"},
+        {"cid": CID_TEXT, "mimeType": "image/jpeg", "ref": "x"},
+        {"$type": "blob", "ref": {"$link": CID_TEXT}, "mimeType": "image/png", "size": 1},
+        {"$type": 5, "ref": BLOB_LINK, "mimeType": "image/png", "size": 1},
+        {"$type": "blob", "ref": CID.decode("bafkqaaa"), "mimeType": "a", "size": 1},
+        "not a blob"])},
+    optional={"aspectRatio": _VALUE})
+_POST = st.builds(
+    _post,
+    **{"text": _TEXT | _LONG | _VALUE, "createdAt": _SCALAR,
+       "langs": st.lists(_SCALAR, max_size=4),
+       "tags": st.lists(_TEXT | _LONG, max_size=9),
+       "embed": (st.fixed_dictionaries({"$type": st.just("app.bsky.embed.images"),
+                                        "images": st.lists(_IMAGE, max_size=5)}) | _VALUE),
+       "facets": st.lists(st.fixed_dictionaries(
+           {"index": st.fixed_dictionaries({"byteStart": _SCALAR, "byteEnd": _SCALAR}),
+            "features": st.lists(_VALUE, max_size=2)}), max_size=2),
+       "reply": _VALUE, "labels": _VALUE, "other": _VALUE})
+_RECORDS = {
+    "app.bsky.feed.post": _POST,
+    "app.bsky.feed.like": st.builds(lambda s, c, x: {"$type": "app.bsky.feed.like",
+                                                     "subject": s, "createdAt": c, "via": x},
+                                    _VALUE, _SCALAR, _VALUE),
+    "app.bsky.actor.profile": st.builds(
+        lambda d, a, w, p: {"$type": "app.bsky.actor.profile", "displayName": d,
+                            "avatar": a, "website": w, "pinnedPost": p},
+        _TEXT | _LONG, _IMAGE.map(lambda i: i["image"]) | _VALUE, _SCALAR, _VALUE),
+    "app.bsky.graph.follow": st.builds(lambda s, c: {"$type": "app.bsky.graph.follow",
+                                                     "subject": s, "createdAt": c},
+                                       _SCALAR, _SCALAR),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), collection=st.sampled_from(sorted(_RECORDS)))
+def test_generated_invalid_records_agree(data: st.DataObject, collection: str) -> None:
+    bodies = data.draw(st.lists(_RECORDS[collection], min_size=1, max_size=4))
+    if data.draw(st.booleans()):
+        bodies[0] = {**bodies[0], "$type": data.draw(_VALUE)}  # not the collection's
+    snap = repo({f"{collection}/3kaaaaaaa{i:04d}": body for i, body in enumerate(bodies)})
+    both(snap, collection)
+
+
+def test_the_core_decides_common_records_itself() -> None:
+    """Posts of the usual shapes are not left to the reference (that is the speed)."""
+    from atrepo._table_check import _core_checker
+
+    days = [date.fromordinal(date(2024, 1, 1).toordinal() + i) for i in range(0, 400, 2)]
+    records = {f"app.bsky.feed.post/3kaaaaaaa{i:04d}": _post(
+        createdAt=f"{day.isoformat()}T12:00:{i % 60:02d}.{i:03d}Z", langs=["en", "pt-BR"],
+        reply={"root": {"uri": URI, "cid": CID_TEXT}, "parent": {"uri": URI, "cid": CID_TEXT}},
+        facets=[{"index": {"byteStart": 0, "byteEnd": 2}, "features": [
+            {"$type": "app.bsky.richtext.facet#mention", "did": DID},
+            {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.com/x"}]}])
+        for i, day in enumerate(days)}
+    snap = repo(records)
+    keys, values = snap._walk()
+    _, found, deferred = _accel.core.check_table(
+        _core_checker("app.bsky.feed.post"), snap.blocks.core_car(), snap.did, keys, values)
+    assert (found, deferred) == ([], [])
+    assert both(snap, "app.bsky.feed.post").is_empty()
+
+
+# -- graphemes: unicode-segmentation against the Python count ------------------------------
+
+_CLUSTERS = ["a", "\u00e9", "e\u0301", "\U0001f600", "\U0001f44d\U0001f3fd", "\u2764\ufe0f",
+             "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f1e7\U0001f1f7",
+             "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+             "\u0915\u094d\u0937", "\u0e01\u0e33", "\u1100\u1161\u11a8", "\uac01", "\r\n",
+             "\u0600\u0661", "\u3042", "\u0627\u064e"]
+
+
+@pytest.mark.parametrize("cluster", _CLUSTERS)
+def test_grapheme_counts_agree_at_the_limit(cluster: str) -> None:
+    """Posts of 299-301 graphemes of one cluster kind: both counts, the same verdicts."""
+    assert grapheme_len(cluster * 7) == 7
+    records = {f"app.bsky.feed.post/3kaaaaaaa{n:04d}": _post(text=cluster * n)
+               for n in (299, 300, 301, 1000)}
+    problems = both(repo(records), "app.bsky.feed.post")
+    over = {"3kaaaaaaa0301", "3kaaaaaaa1000"}
+    grapheme_rows = problems.filter(pl.col("error").str.contains("graphemes"))
+    assert set(grapheme_rows["rkey"]) == over
