@@ -103,3 +103,18 @@ def test_a_result_is_merged_once_and_committed_by_the_bounds(tmp_path):
     assert records.sort("did").select("did", "rkey").rows() == [
         (A, "3k00a2"), (B, "3k00b2"), (C, "3k00c")]
     assert records.filter(pl.col("did") == A).height == 1
+
+
+def test_a_name_that_resolves_to_an_excluded_did_leaves_the_dataset(tmp_path):
+    _held(tmp_path)
+    export = DatasetExport(tmp_path / "ds", exclude=[A])
+    assert export.plan([]) == [] and export.report.removed == 1   # A, by DID, here
+    shard = export.shard("s-0", [Target("a.test")])
+    worker = ShardExport(shard, exclude=frozenset(export.exclude), batch_repos=10,
+                         batch_records=100)
+    assert worker.is_excluded(A)
+    worker.excluded(A)     # what the worker's flow does once a.test resolved to A
+    worker.finish()
+    assert export.merge(worker.result())
+    export.finish()
+    assert A not in set(open_dataset(tmp_path / "ds").repos.collect()["did"])
