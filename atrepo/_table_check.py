@@ -104,8 +104,10 @@ def _clean(value: Any, shape: Shape, path: str, nulled: list[str]) -> Any:
     if kind == "string":
         ok = isinstance(value, str)
     elif kind == "integer":
-        ok = (isinstance(value, int) and not isinstance(value, bool)
-              and INT64[0] <= value <= INT64[1])
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not INT64[0] <= value <= INT64[1]:
+            nulled.append(f"{path}: an integer outside Int64; null in the table")
+            return None
     elif kind == "boolean":
         ok = isinstance(value, bool)
     elif kind == "datetime":

@@ -314,3 +314,16 @@ def test_any_json_records_give_a_table_and_never_raise(bodies: list[dict[str, An
     if collection != "com.example.thing":
         assert table.schema == atrepo.lexicon_schema(collection)
     assert set(problems["rkey"]) <= set(table["rkey"])
+
+
+def test_an_integer_beyond_int64_is_null_with_a_problem_row() -> None:
+    """A valid record (the lexicon sets no upper bound) whose integer Int64 cannot hold
+    (JSON parsers read up to 2**64 - 1 as an integer)."""
+    post = {"$type": "app.bsky.feed.post", "text": "hi", "createdAt": "2024-05-01T12:00:00Z",
+            "facets": [{"index": {"byteStart": 2 ** 63, "byteEnd": 3}, "features": []}]}
+    assert atrepo.validate_record(post) == []
+    frame = records([("app.bsky.feed.post", "3k2a", post)])
+    table, problems = records_table(frame, "app.bsky.feed.post")
+    assert table["facets"][0][0]["index"] == {"byteStart": None, "byteEnd": 3}
+    assert problems["error"].to_list() == [
+        "Record/facets/0/index/byteStart: an integer outside Int64; null in the table"]
