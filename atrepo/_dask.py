@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -67,8 +67,8 @@ from .retry import RateLimit
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["MAX_HOST_SHARDS", "SHARD_REPOS", "SHARD_RETRIES", "export_on_dask", "host_share",
-           "shard_label"]
+__all__ = ["MAX_HOST_SHARDS", "SHARD_REPOS", "SHARD_RETRIES", "check_dask", "export_on_dask",
+           "host_share", "shard_label"]
 
 SHARD_REPOS: Final = 250      # repositories per task: seconds to minutes of work, results of
                               # a few MB, few enough tasks for the scheduler at network scale
@@ -200,50 +200,78 @@ def export_on_dask(dask: Any, dataset: DatasetExport, targets: Sequence[Target],
                                   repos, records), broadcast=True, hash=False)
     work = dataset.plan(targets)
     run = uuid.uuid4().hex[:8]
-    pending = {label: _shards(dataset, label, group, shard_repos, run)
-               for label, group in _groups(work).items()}
-    window = max(1, 2 * sum(dask.nthreads().values()))
-    busy = dict.fromkeys(pending, 0)
-    running: dict[str, tuple[Any, str, int]] = {}   # key -> (future, label, repositories)
+    flight = _Flight(dask, shared, {label: _shards(dataset, label, group, shard_repos, run)
+                                    for label, group in _groups(work).items()},
+                     per_host=per_host, window=max(1, 2 * sum(dask.nthreads().values())))
     done = distributed.as_completed()
-
-    def fill() -> None:
-        """Submit shards, taking hosts in turn, up to the window and ``per_host`` each."""
-        moved = True
-        while moved and len(running) < window:
-            moved = False
-            for label in list(pending):
-                if len(running) >= window:
-                    break
-                if busy[label] >= per_host:
-                    continue
-                shard = next(pending[label], None)
-                if shard is None:
-                    del pending[label]
-                    continue
-                future = dask.submit(_run_shard, shared, shard, key=shard.id,
-                                     retries=SHARD_RETRIES, pure=False)
-                done.add(future)
-                running[shard.id] = (future, label, len(shard.targets))
-                busy[label] += 1
-                moved = True
-
     try:
         with progress(len(work), "exporting", config.progress, unit="repo") as bar:
-            fill()
+            flight.fill(done.add)
             for future in done:
-                _, label, count = running.pop(future.key)
-                busy[label] -= 1
+                count = flight.landed(future.key)
                 result = future.result()
                 future.release()
                 dataset.merge(result)
                 bar.update(count)
-                fill()
+                flight.fill(done.add)
     finally:
-        if running:   # an exception: nothing more will be merged
-            dask.cancel([future for future, _, _ in running.values()])
+        flight.cancel()   # after an exception: nothing more will be merged
         shared.release()
     return dataset.finish()
+
+
+class _Flight:
+    """The shards of one run, waiting (per host, made when submitted) and in flight.
+
+    Hosts are taken in turn, at most ``per_host`` shards of one host and ``window`` in all
+    in flight.
+    """
+
+    def __init__(self, dask: Any, shared: Any, waiting: dict[str, Iterator[Shard]], *,
+                 per_host: int, window: int) -> None:
+        self._dask = dask
+        self._shared = shared
+        self._waiting = waiting
+        self._per_host = per_host
+        self._window = window
+        self._busy = dict.fromkeys(waiting, 0)
+        self._running: dict[str, tuple[Any, str, int]] = {}  # key -> future, host, repos
+
+    def fill(self, track: Callable[[Any], None]) -> None:
+        """Submit shards up to the bounds, handing each future to ``track``."""
+        moved = True
+        while moved and len(self._running) < self._window:
+            moved = False
+            for label in list(self._waiting):
+                if len(self._running) >= self._window:
+                    break
+                if self._busy[label] < self._per_host:
+                    moved = self._submit(label, track) or moved
+
+    def _submit(self, label: str, track: Callable[[Any], None]) -> bool:
+        """Submit ``label``'s next shard; False when it has none left."""
+        shard = next(self._waiting[label], None)
+        if shard is None:
+            del self._waiting[label]
+            return False
+        future = self._dask.submit(_run_shard, self._shared, shard, key=shard.id,
+                                   retries=SHARD_RETRIES, pure=False)
+        track(future)
+        self._running[shard.id] = (future, label, len(shard.targets))
+        self._busy[label] += 1
+        return True
+
+    def landed(self, key: str) -> int:
+        """Free the slot of the shard ``key`` (its result is in); return its repositories."""
+        _, label, count = self._running.pop(key)
+        self._busy[label] -= 1
+        return count
+
+    def cancel(self) -> None:
+        """Cancel the shards still in flight."""
+        if self._running:
+            self._dask.cancel([future for future, _, _ in self._running.values()])
+            self._running.clear()
 
 
 # -- on a worker ------------------------------------------------------------------------------
