@@ -20,7 +20,8 @@ medians.
 * correct?    -- ``records`` and ``digest`` equal the truth from ``records.tsv`` (the profile
                  contender is checked against the ``app.bsky.actor.profile`` lines only), and
                  every record was decoded.
-* vs atrepo   -- contender wall time / ``atrepo_records`` wall time (> 1: atrepo is faster).
+* vs atrepo   -- contender wall time / ``atrepo_records`` wall time (> 1: atrepo is faster);
+                 *cpu vs atrepo* the same for CPU time.
 
 Results go to ``benchmarks/results/read-<size>.json``; a markdown table for
 docs/performance.md is printed at the end.
@@ -60,6 +61,8 @@ CONTENDERS: dict[str, tuple[list[str], str | None, str]] = {
     "atrepo_profile": (["--collection", PROFILE], PROFILE,
                        "atrepo.read_car(path, collections=[profile], mem_limit_mb=64).records"),
     "libipld_walk": ([], None, "libipld.decode_car + hand-written MST walk"),
+    "libipld_frame": ([], None, "libipld_walk, then the same polars frame as atrepo's records "
+                                "(atproto JSON text per record, via orjson)"),
     "atproto_sdk": ([], None, "atproto CAR.from_bytes + hand-written MST walk"),
     "atmst_walk": ([], None, "atmst ReadOnlyCARBlockStore/NodeWalker + cbrrr.decode_dag_cbor"),
 }
@@ -229,7 +232,7 @@ def machine_info(python: str) -> dict:
 
 def fmt_table(rows: list[dict], markdown: bool) -> str:
     head = ["contender", "wall s", "records/s", "peak RSS MB", "tree RSS MB", "cpu s",
-            "correct?", "vs atrepo"]
+            "correct?", "vs atrepo", "cpu vs atrepo"]
     body = []
     for r in rows:
         body.append([
@@ -241,10 +244,11 @@ def fmt_table(rows: list[dict], markdown: bool) -> str:
             f"{r['cpu_s']:.2f}" if r["cpu_s"] is not None else "–",
             ("yes" if r["correct"] else "NO") if markdown else ("✓" if r["correct"] else "✗"),
             f"{r['ratio']:.2f}×" if r["ratio"] is not None else "–",
+            f"{r['cpu_ratio']:.2f}×" if r["cpu_ratio"] is not None else "–",
         ])
     if markdown:
         lines = ["| " + " | ".join(head) + " |",
-                 "|---|" + "|".join(["---:"] * 5 + [":---:", "---:"]) + "|"]
+                 "|---|" + "|".join(["---:"] * 5 + [":---:", "---:", "---:"]) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
@@ -390,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     base = next((r for r in results if r["name"] == BASELINE and r["wall_s"]), None)
     for r in results:
         r["ratio"] = (r["wall_s"] / base["wall_s"]) if base and r["wall_s"] else None
+        r["cpu_ratio"] = (r["cpu_s"] / base["cpu_s"]) if base and r["cpu_s"] else None
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.out:
