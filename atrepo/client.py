@@ -669,8 +669,8 @@ class AsyncClient(_BaseClient):
         """Commit repositories to the dataset under ``out_dir``, or bring it up to date
         (see Client.export).
 
-        Its disk work (opening the dataset, each commit, the last one and the compaction)
-        runs in worker threads, off the event loop. With ``dask=`` (a synchronous
+        Its disk work (opening the dataset, planning, each commit, the last one and the
+        compaction) runs in worker threads, off the event loop. With ``dask=`` (a synchronous
         ``distributed.Client``), the listing is awaited here and the driver, which waits
         on the cluster's results, runs in a thread.
         """
@@ -684,7 +684,9 @@ class AsyncClient(_BaseClient):
             if dask is not None:
                 return await asyncio.to_thread(self._on_dask, dask, dataset, targets,
                                                collections, shard_repos)
-            return await self._each(self._export_run(dataset, targets, collections))
+            # planning may commit (a listing of many inactive repositories fills batches)
+            run = await asyncio.to_thread(self._export_run, dataset, targets, collections)
+            return await self._each(run)
         finally:
             dataset.close()   # released also when the run ends in an exception
 

@@ -1,9 +1,10 @@
-"""AsyncClient.export keeps the event loop running while it writes the dataset.
+"""AsyncClient.export keeps the event loop running while it works on the dataset.
 
-The dataset's last commit (``DatasetExport.finish``: the final Delta commit and the
-compaction) is held until a task on the loop has run: a task that can only run while the
-loop is free. Were the commit on the loop, that task could not run and the wait would end
-unmet (after ``WAIT`` seconds, a deadlock's bound, not a measure of speed).
+The planning (``DatasetExport.plan``, which commits when a listing fills batches) and the
+dataset's last commit (``DatasetExport.finish``: the final Delta commit and the compaction)
+are each held until a task on the loop has run: a task that can only run while the loop is
+free. Were either on the loop, that task could not run and the wait would end unmet (after
+``WAIT`` seconds, a deadlock's bound, not a measure of speed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from _loopback import client
 
 import atrepo
@@ -21,19 +23,20 @@ from atrepo.dataset import DatasetExport
 WAIT = 10.0  # seconds before a missing event counts as a deadlock
 
 
-def test_the_async_export_commits_off_the_event_loop(sandbox, tmp_path, monkeypatch):
+@pytest.mark.parametrize("step", ["plan", "finish"])
+def test_the_async_export_works_off_the_event_loop(step, sandbox, tmp_path, monkeypatch):
     alice = sandbox.account("alice.test")
-    finish = DatasetExport.finish
+    original = getattr(DatasetExport, step)
     entered, ticked = threading.Event(), threading.Event()
     seen: dict[str, Any] = {}
 
-    def held_finish(self: DatasetExport) -> Any:
+    def held(self: DatasetExport, *args: Any) -> Any:
         seen["thread"] = threading.current_thread()
         entered.set()
         seen["loop ran"] = ticked.wait(WAIT)
-        return finish(self)
+        return original(self, *args)
 
-    monkeypatch.setattr(DatasetExport, "finish", held_finish)
+    monkeypatch.setattr(DatasetExport, step, held)
 
     async def go() -> Any:
         made = client("async", sandbox, tmp_path / "cache")
