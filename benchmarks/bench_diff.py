@@ -6,13 +6,17 @@ Needs the corpus with a second commit (``make_corpus.py --sizes 1m --changes 100
 ``repo.car`` (first commit), ``repo2.car`` (second commit, complete), ``since.car`` (what
 ``getRepo?since=`` returns) and ``diff.json`` (the reference implementation's DataDiff).
 
-In one run it measures (times are the median of ``--repeat`` runs over the same opened
-snapshots; opening is timed once):
+In one run it measures (wall and CPU times are the medians of ``--repeat`` runs over the
+same opened snapshots; opening is timed once):
 
 * atrepo: the two commits stored as the client stores them (repo.car, then since.car
   appended to the same block pack), both snapshots opened (walked and checked, as after a
   fetch; and as ``client.snapshot`` reopens them, walk deferred); then ``atrepo.mst.diff``
-  over the pack and ``atrepo.diff`` of the two snapshots (the frame, both records' JSON).
+  over the pack (the pure Python building block), the compiled core's diff alone (ops and
+  created/deleted nodes, as ``mst.diff`` returns them) and ``atrepo.diff`` of the two
+  snapshots (the frame, both records' JSON).
+* atrepo's pure Python path (``ATREPO_PURE_PYTHON=1``, a child process over the same
+  store): ``atrepo.diff`` of the two stored snapshots.
 * atmst 0.0.x: ``mst_diff`` + ``record_diff`` over an OverlayBlockStore of the two CARs
   (ReadOnlyCARBlockStore each), the same question answered by the only Python peer that has
   a diff.
@@ -27,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,72 +44,132 @@ from typing import Any
 
 from bench_read import machine_info
 
+SnapshotsStored = tuple[Any, dict[str, Any], dict[str, Any], list[int], int]
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 RESULTS = HERE / "results"
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, result = [], None
+    wall, _cpu, result = median_times(fn, repeat)
+    return wall, result
+
+
+def median_times(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    """(median wall s, median CPU s of this process, last result) of ``repeat`` calls."""
+    wall, cpu, result = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start)
+    return statistics.median(wall), statistics.median(cpu), result
 
 
 def expected_ops(corpus: Path) -> list[tuple[str, str | None, str | None]]:
     return [tuple(op) for op in json.loads((corpus / "diff.json").read_text())["ops"]]
 
 
-def atrepo_side(corpus: Path, work: Path, repeat: int,
-                expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
-    from atrepo import car, diff, mst
+def store_both(corpus: Path, work: Path) -> SnapshotsStored:
+    """Store both commits as the client does; (store, truths, blocks after each, pack bytes)."""
+    from atrepo import car
     from atrepo._snapshot_store import SnapshotStore
-    from atrepo.snapshot import open_snapshot
 
     truth, truth2 = (json.loads((corpus / n).read_text()) for n in ("truth.json", "truth2.json"))
     store = SnapshotStore(work / "repos", max_bytes=1 << 42)
-    did, key = truth["did"], truth["signing_key"]
     blocks = []
     for name, commit in (("repo.car", truth), ("since.car", truth2)):
         download = work / f"download-{name}"
         shutil.copyfile(corpus / name, download)
-        stored = store.add(car.read_car(download, 64), did=did, commit_cid=commit["commit_cid"],
-                           signing_key=key, handle=None, mem_limit_mb=64,
+        stored = store.add(car.read_car(download, 64), did=truth["did"],
+                           commit_cid=commit["commit_cid"], signing_key=truth["signing_key"],
+                           handle=None, mem_limit_mb=64,
                            source="full" if name == "repo.car" else "incremental")
         blocks.append(len(stored.blocks))
     pack_bytes = next((work / "repos").glob("*/blocks.car")).stat().st_size
+    return store, truth, truth2, blocks, pack_bytes
 
-    def open_both(walk_now: bool) -> tuple[Any, Any]:
-        pack = store.open_pack(did, 64)
-        return (open_snapshot(pack, root=truth["commit_cid"], signing_key=key,
-                              walk_now=walk_now),
-                open_snapshot(pack, root=truth2["commit_cid"], signing_key=key,
-                              walk_now=walk_now))
 
-    def frame_ops(frame: Any) -> list[tuple[str, str | None, str | None]]:
-        rows = frame.select("collection", "rkey", "old_cid", "new_cid").iter_rows()
-        return sorted((f"{c}/{r}", o, n) for c, r, o, n in rows)
+def open_both(store: Any, truth: dict[str, Any], truth2: dict[str, Any],
+              walk_now: bool) -> tuple[Any, Any]:
+    """Both snapshots from the store's pack (walked now, or as ``client.snapshot`` does)."""
+    from atrepo.snapshot import open_snapshot
 
+    pack = store.open_pack(truth["did"], 64)
+    return tuple(open_snapshot(pack, root=commit["commit_cid"], signing_key=truth["signing_key"],
+                               walk_now=walk_now) for commit in (truth, truth2))
+
+
+def frame_ops(frame: Any) -> list[tuple[str, str | None, str | None]]:
+    rows = frame.select("collection", "rkey", "old_cid", "new_cid").iter_rows()
+    return sorted((f"{c}/{r}", o, n) for c, r, o, n in rows)
+
+
+def check_frame(frame: Any, expected: list[tuple[str, str | None, str | None]]) -> None:
+    assert frame_ops(frame) == sorted(expected), "atrepo.diff disagrees with the reference"
+    assert frame["record"].null_count() == sum(1 for _, _, n in expected if n is None)
+
+
+def atrepo_side(corpus: Path, work: Path, repeat: int,
+                expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+    from atrepo import _accel, diff, mst
+    from atrepo.cid import CID
+
+    store, truth, truth2, blocks, pack_bytes = store_both(corpus, work)
     # as client.snapshot(did, rev) reopens stored snapshots: the walk deferred
-    reopen_s, (old, new) = median_time(lambda: open_both(False), 1)
-    mst_s, result = median_time(
+    reopen_s, (old, new) = median_time(lambda: open_both(store, truth, truth2, False), 1)
+    mst_s, mst_cpu, result = median_times(
         lambda: mst.diff(new.blocks, old.data_cid, new.data_cid), repeat)
     got = [(k, o and str(o), n and str(n)) for k, o, n in result.record_ops]
     assert got == expected, "atrepo.mst.diff disagrees with the reference"
-    frame_s, frame = median_time(lambda: diff(old, new), repeat)
-    assert frame_ops(frame) == sorted(expected), "atrepo.diff disagrees with the reference"
-    assert frame["record"].null_count() == sum(1 for _, _, n in expected if n is None)
+    core_s = core_cpu = None
+    if _accel.core is not None:
+        roots = [bytes(CID.decode(snap.data_cid)) for snap in (old, new)]
+        cars = [new.blocks.core_car()]
+        core_s, core_cpu, found = median_times(
+            lambda: _accel.core.diff(cars, *roots, checked=True), repeat)
+        assert found.ops() == [(k.encode(), o and bytes(o), n and bytes(n))
+                               for k, o, n in result.record_ops]
+        assert {CID.from_raw(c) for c in found.created()} == result.created_nodes
+        assert {CID.from_raw(c) for c in found.deleted()} == result.deleted_nodes
+    frame_s, frame_cpu, frame = median_times(lambda: diff(old, new), repeat)
+    check_frame(frame, expected)
     # as after two fetches: both trees walked (and checked) in this process
-    open_s, (old, new) = median_time(lambda: open_both(True), 1)
+    open_s, (old, new) = median_time(lambda: open_both(store, truth, truth2, True), 1)
     walked_s, walked = median_time(lambda: diff(old, new), repeat)
     assert walked.equals(frame), "diffs of walked and of stored snapshots differ"
-    return {"open_s": open_s, "reopen_s": reopen_s, "mst_diff_s": mst_s, "diff_frame_s": frame_s,
+    return {"accelerated": _accel.accelerated, "open_s": open_s, "reopen_s": reopen_s,
+            "mst_diff_s": mst_s, "mst_diff_cpu_s": mst_cpu, "core_diff_s": core_s,
+            "core_diff_cpu_s": core_cpu, "diff_frame_s": frame_s, "diff_frame_cpu_s": frame_cpu,
             "diff_walked_s": walked_s, "nodes_created": len(result.created_nodes),
             "nodes_deleted": len(result.deleted_nodes), "blocks_first": blocks[0],
             "blocks_added": blocks[1] - blocks[0],
             "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size}
+
+
+def pure_side(corpus: Path, work: Path, repeat: int,
+              expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+    """``atrepo.diff`` of the stored snapshots on the pure Python path (a child process)."""
+    env = {**os.environ, "ATREPO_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, __file__, "--pure-child", str(corpus), str(work),
+                          str(repeat)], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"the pure Python side failed:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def pure_child(corpus: Path, work: Path, repeat: int) -> None:
+    from atrepo import _accel, diff
+
+    assert not _accel.accelerated
+    store, truth, truth2, _blocks, _pack = store_both(corpus, work)
+    reopen_s, (old, new) = median_time(lambda: open_both(store, truth, truth2, False), 1)
+    frame_s, frame_cpu, frame = median_times(lambda: diff(old, new), repeat)
+    check_frame(frame, expected_ops(corpus))
+    print(json.dumps({"reopen_s": reopen_s, "diff_frame_s": frame_s,
+                      "diff_frame_cpu_s": frame_cpu}))
 
 
 def atmst_side(corpus: Path, repeat: int,
@@ -135,11 +201,11 @@ def atmst_side(corpus: Path, repeat: int,
                     decode_dag_cbor(store.get_block(bytes(CID.decode(cid))))
         return sorted(ops)
 
-    diff_s, ops = median_time(run, repeat)
+    diff_s, diff_cpu, ops = median_times(run, repeat)
     assert ops == expected, "atmst disagrees with the reference"
     old_file.close()
     new_file.close()
-    return {"open_s": open_s, "diff_s": diff_s}
+    return {"open_s": open_s, "diff_s": diff_s, "diff_cpu_s": diff_cpu}
 
 
 def incremental_bytes(records: int) -> dict[str, Any]:
@@ -162,41 +228,61 @@ def incremental_bytes(records: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--pure-child"]:
+        corpus, work, repeat = sys.argv[2:5]
+        pure_child(Path(corpus), Path(work), int(repeat))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1m")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--sandbox-records", type=int, default=3000)
+    parser.add_argument("--sandbox-records", type=int, default=3000,
+                        help="records of the sandbox account for the incremental fetch (0: skip)")
     args = parser.parse_args()
     corpus = DATA / args.size
     if not (corpus / "diff.json").exists():
         sys.exit(f"no {corpus}/diff.json: run benchmarks/make_corpus.py --sizes {args.size} "
                  "--changes 1000")
     expected = expected_ops(corpus)
+    machine = machine_info(sys.executable)
     with tempfile.TemporaryDirectory(dir=DATA) as work:
         ours = atrepo_side(corpus, Path(work), args.repeat, expected)
     theirs = atmst_side(corpus, args.repeat, expected)
-    online = incremental_bytes(args.sandbox_records)
+    with tempfile.TemporaryDirectory(dir=DATA) as work:
+        pure = pure_side(corpus, Path(work), args.repeat, expected)
+    online = incremental_bytes(args.sandbox_records) if args.sandbox_records else None
+    ms = 1000
     print(f"corpus {args.size}: {len(expected)} record changes; {ours['nodes_created']:,} MST "
           f"nodes created, {ours['nodes_deleted']:,} deleted: the nodes that differ")
     print(f"atrepo  open both snapshots {ours['open_s']:.2f} s (walked), "
-          f"{ours['reopen_s']:.2f} s (from the store, walk deferred) | mst.diff "
-          f"{ours['mst_diff_s'] * 1000:.1f} ms | atrepo.diff frame {ours['diff_frame_s'] * 1000:.1f} ms"
-          f" ({ours['diff_walked_s'] * 1000:.1f} ms on walked snapshots)")
+          f"{ours['reopen_s']:.2f} s (from the store, walk deferred)")
+    print(f"atrepo  atrepo.diff frame {ours['diff_frame_s'] * ms:.1f} ms wall, "
+          f"{ours['diff_frame_cpu_s'] * ms:.1f} ms cpu ({ours['diff_walked_s'] * ms:.1f} ms on "
+          f"walked snapshots; core={ours['accelerated']})")
+    if ours["core_diff_s"] is not None:
+        print(f"atrepo  core diff alone (ops + nodes) {ours['core_diff_s'] * ms:.1f} ms wall, "
+              f"{ours['core_diff_cpu_s'] * ms:.1f} ms cpu")
+    print(f"atrepo  mst.diff (pure Python building block) {ours['mst_diff_s'] * ms:.1f} ms wall, "
+          f"{ours['mst_diff_cpu_s'] * ms:.1f} ms cpu")
+    print(f"pure    ATREPO_PURE_PYTHON=1 atrepo.diff frame {pure['diff_frame_s'] * ms:.1f} ms wall,"
+          f" {pure['diff_frame_cpu_s'] * ms:.1f} ms cpu (reopen {pure['reopen_s']:.2f} s)")
     print(f"atmst   open CARs {theirs['open_s']:.2f} s | mst_diff+record_diff+decode "
-          f"{theirs['diff_s'] * 1000:.1f} ms")
-    print(f"ratio   atmst / atrepo.mst.diff = {theirs['diff_s'] / ours['mst_diff_s']:.1f}x, "
-          f"atmst / atrepo.diff = {theirs['diff_s'] / ours['diff_frame_s']:.1f}x (walked: "
-          f"{theirs['diff_s'] / ours['diff_walked_s']:.1f}x)")
+          f"{theirs['diff_s'] * ms:.1f} ms wall, {theirs['diff_cpu_s'] * ms:.1f} ms cpu")
+    print(f"ratio   atmst / atrepo.diff = {theirs['diff_s'] / ours['diff_frame_s']:.1f}x wall, "
+          f"{theirs['diff_cpu_s'] / ours['diff_frame_cpu_s']:.1f}x cpu (walked: "
+          f"{theirs['diff_s'] / ours['diff_walked_s']:.1f}x); atmst / atrepo.mst.diff = "
+          f"{theirs['diff_s'] / ours['mst_diff_s']:.1f}x; atmst / pure atrepo.diff = "
+          f"{theirs['diff_s'] / pure['diff_frame_s']:.1f}x")
     print(f"disk    pack of both snapshots {ours['pack_bytes']:,} B vs one CAR "
           f"{ours['car_bytes']:,} B = {ours['pack_bytes'] / ours['car_bytes']:.3f}x "
           f"({ours['blocks_added']:,} blocks added to {ours['blocks_first']:,})")
-    print(f"fetch   {online['records']} records, {online['changes']} new: full "
-          f"{online['full_bytes']:,} B, incremental {online['incremental_bytes']:,} B "
-          f"({online['incremental_bytes'] / online['full_bytes']:.2%})")
+    if online is not None:
+        print(f"fetch   {online['records']} records, {online['changes']} new: full "
+              f"{online['full_bytes']:,} B, incremental {online['incremental_bytes']:,} B "
+              f"({online['incremental_bytes'] / online['full_bytes']:.2%})")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"diff-{args.size}.json"
-    out.write_text(json.dumps({"machine": machine_info(sys.executable), "repeat": args.repeat,
-                               "atrepo": ours, "atmst": theirs, "incremental": online},
+    out.write_text(json.dumps({"machine": machine, "repeat": args.repeat, "atrepo": ours,
+                               "atrepo_pure": pure, "atmst": theirs, "incremental": online},
                               indent=1))
     print(f"results: {out}")
 

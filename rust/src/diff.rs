@@ -13,6 +13,13 @@
 //! is decoded with the strict decoder of the walk. Trees that were not walked before
 //! (`checked = false`) also get the walk's checks across nodes, as in the reference: depth,
 //! no node twice on one side, every node present, each subtree one layer below its parent.
+//!
+//! Where this differs from the reference is only in how, not in what: a key sits in the
+//! layer of its height on both sides (the decoder checks that all keys of a node share a
+//! height, and the node's layer is checked against its place, or was checked by the walk
+//! that made the tree `checked`), so the leaves are compared layer by layer, as two lists
+//! that arrive in key order, instead of as two dictionaries at the end; and the blocks of a
+//! layer are looked up together, so that their cache misses overlap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -21,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use sha2::{Digest, Sha256};
 
-use crate::car::{check_block, verify, Car};
+use crate::car::{check_block, verify, Block, Car};
 use crate::error::{CoreError, Field, Result};
 use crate::mst::{decode_node, Entry, Node, Ranges, MAX_DEPTH};
 use crate::text::push_cid_str;
@@ -42,29 +49,54 @@ pub struct Blocks<'a> {
     pub buf: &'a [u8],
 }
 
+/// Where a block was found: which CAR, where, and whether it is alone under its index key.
+type Place = Option<(usize, Block, bool)>;
+
 /// The CARs of both snapshots, asked in order (the new snapshot's first).
 pub struct Sources<'a>(pub Vec<Blocks<'a>>);
 
 impl<'a> Sources<'a> {
-    /// The data of block `raw` from the first CAR that holds it, checked against its CID;
-    /// then the empty tree's node; else None.
-    pub fn fetch(&self, raw: &[u8]) -> Result<Option<&'a [u8]>> {
-        for blocks in &self.0 {
-            let Some((block, alone)) = blocks.car.locate(blocks.buf, raw) else { continue };
-            let data = &blocks.buf[block.offset..block.offset + block.length];
-            if blocks.car.verify_cids {
-                verify(blocks.buf, raw, block, alone)?;
-            } else {
-                // the reference checks a block of an unverified CAR as bytes alone, so its
-                // error names no offset
-                check_block(raw, data, 0).map_err(|mut failure| {
-                    failure.fields.retain(|(name, _)| *name != "offset");
-                    failure
-                })?;
-            }
-            return Ok(Some(data));
+    /// Where block `raw` is: in the first CAR that holds it.
+    fn locate(&self, raw: &[u8]) -> Place {
+        self.0.iter().enumerate().find_map(|(i, blocks)| {
+            blocks.car.locate(blocks.buf, raw).map(|(block, alone)| (i, block, alone))
+        })
+    }
+
+    /// [`Sources::locate`] of many blocks, looked up together in the first CAR.
+    fn locate_all(&self, raws: &[&[u8]]) -> Vec<Place> {
+        let Some(first) = self.0.first() else { return vec![None; raws.len()] };
+        let found = first.car.locate_many(first.buf, raws.len(), |i| raws[i]);
+        found.into_iter().zip(raws).map(|(hit, raw)| match hit.get() {
+            Some((id, alone)) => Some((0, first.car.block(id), alone)),
+            None => self.locate(raw),
+        }).collect()
+    }
+
+    /// The data of block `raw` found at `place`, checked against its CID; the empty
+    /// tree's node when it was found nowhere; else None.
+    fn read(&self, raw: &[u8], place: Place) -> Result<Option<&'a [u8]>> {
+        let Some((i, block, alone)) = place else {
+            return Ok((raw == empty_cid()).then_some(EMPTY_NODE));
+        };
+        let blocks = &self.0[i];
+        let data = &blocks.buf[block.offset..block.offset + block.length];
+        if blocks.car.verify_cids {
+            verify(blocks.buf, raw, block, alone)?;
+        } else {
+            // the reference checks a block of an unverified CAR as bytes alone, so its
+            // error names no offset
+            check_block(raw, data, 0).map_err(|mut failure| {
+                failure.fields.retain(|(name, _)| *name != "offset");
+                failure
+            })?;
         }
-        Ok((raw == empty_cid()).then_some(EMPTY_NODE))
+        Ok(Some(data))
+    }
+
+    /// The data of block `raw`, checked against its CID, or None.
+    pub fn fetch(&self, raw: &[u8]) -> Result<Option<&'a [u8]>> {
+        self.read(raw, self.locate(raw))
     }
 }
 
@@ -111,21 +143,25 @@ impl<'a> Layer<'a> {
     }
 }
 
-/// One tree in a diff: its unexpanded subtrees by layer, expanded nodes and leaves.
+/// A leaf: its key and value CID.
+type Leaf<'a> = (Vec<u8>, &'a [u8]);
+
+/// One tree in a diff: its unexpanded subtrees by layer, the nodes expanded, and the
+/// leaves of the layer being expanded.
 struct Side<'a, 's> {
     sources: &'s Sources<'a>,
     checked: bool,
     visited: HashSet<&'a [u8]>,
     frontier: HashMap<i64, Layer<'a>>,
-    leaves: HashMap<Vec<u8>, &'a [u8]>,
-    expanded: HashSet<&'a [u8]>,
+    leaves: Vec<Leaf<'a>>,
+    expanded: Vec<&'a [u8]>,
 }
 
 impl<'a, 's> Side<'a, 's> {
     fn new(sources: &'s Sources<'a>, root: &'a [u8], checked: bool) -> Result<Self> {
         let mut side = Side { sources, checked, visited: HashSet::new(), frontier: HashMap::new(),
-                              leaves: HashMap::new(), expanded: HashSet::new() };
-        let node = side.node(root, None, 0)?;
+                              leaves: Vec::new(), expanded: Vec::new() };
+        let node = side.node(root, sources.locate(root), None, 0)?;
         side.visited.remove(root);
         let layer = side.root_layer(node)?;
         side.frontier.entry(layer).or_default()
@@ -140,22 +176,23 @@ impl<'a, 's> Side<'a, 's> {
         while current.layer.is_none() {
             let Some(left) = current.left else { break };
             depth += 1;
-            current = self.node(left, None, depth as usize)?;
+            current = self.node(left, self.sources.locate(left), None, depth as usize)?;
             self.visited.remove(left); // expanded (and checked in place) later
         }
         Ok(current.layer.unwrap_or(0) + depth)
     }
 
-    /// Fetch, decode and check the node `raw` found at `depth` below a parent of
-    /// `parent_layer`, as the walk does.
-    fn node(&mut self, raw: &'a [u8], parent_layer: Option<i64>, depth: usize) -> Result<Node<'a>> {
+    /// Read (from `place`), decode and check the node `raw` found at `depth` below a
+    /// parent of `parent_layer`, as the walk does.
+    fn node(&mut self, raw: &'a [u8], place: Place, parent_layer: Option<i64>, depth: usize)
+            -> Result<Node<'a>> {
         if depth > MAX_DEPTH {
             return Err(node_error("MST deeper than allowed", raw).int("max_depth", MAX_DEPTH as i128));
         }
         if !self.visited.insert(raw) {
             return Err(node_error("MST node reached twice (cycle or shared subtree)", raw));
         }
-        let Some(data) = self.sources.fetch(raw)? else {
+        let Some(data) = self.sources.read(raw, place)? else {
             return Err(node_error("missing MST node block", raw)
                 .hint("the CAR is incomplete; fetch the full repository"));
         };
@@ -176,14 +213,15 @@ impl<'a, 's> Side<'a, 's> {
         Ok(node)
     }
 
-    /// The left link and entries of the subtree `here`, at `layer`.
-    fn entries(&mut self, here: &Subtree<'a>, layer: i64) -> Result<(Option<&'a [u8]>, Vec<Entry<'a>>)> {
+    /// The left link and entries of the subtree `here` (its block at `place`), at `layer`.
+    fn entries(&mut self, here: &Subtree<'a>, place: Place, layer: i64)
+               -> Result<(Option<&'a [u8]>, Vec<Entry<'a>>)> {
         if !self.checked {
             let parent = if here.depth == 0 { None } else { Some(layer + 1) };
-            let node = self.node(here.cid, parent, here.depth)?;
+            let node = self.node(here.cid, place, parent, here.depth)?;
             return Ok((node.left, node.entries));
         }
-        let Some(data) = self.sources.fetch(here.cid)? else {
+        let Some(data) = self.sources.read(here.cid, place)? else {
             return Err(node_error("missing MST node block", here.cid)
                 .hint("the snapshot's blocks are incomplete"));
         };
@@ -209,28 +247,35 @@ impl<'a, 's> Side<'a, 's> {
 
     fn expand_into(&mut self, below: &mut Layer<'a>, subtrees: Vec<Subtree<'a>>, layer: i64,
                    ranges: Option<&Ranges>) -> Result<()> {
-        let interval = |key: &Option<Vec<u8>>| if ranges.is_some() { key.clone() } else { None };
-        for here in subtrees {
-            let (left, entries) = self.entries(&here, layer)?;
-            self.expanded.insert(here.cid);
+        let raws: Vec<&[u8]> = subtrees.iter().map(|here| here.cid).collect();
+        let places = self.sources.locate_all(&raws);
+        for (here, place) in subtrees.into_iter().zip(places) {
+            let (left, entries) = self.entries(&here, place, layer)?;
+            self.expanded.push(here.cid);
             let depth = here.depth + 1;
+            // intervals are kept only when ranges prune: then `bound` is the previous key
             let (mut bound, mut child) = (here.lo, left);
             for entry in entries {
                 if let Some(cid) = child {
                     if ranges.is_none_or(|r| overlaps(bound.as_deref(), Some(&entry.key), r)) {
-                        let hi = interval(&Some(entry.key.clone()));
-                        below.insert(Subtree { cid, lo: interval(&bound), hi, depth });
+                        let hi = ranges.map(|_| entry.key.clone());
+                        below.insert(Subtree { cid, lo: bound.clone(), hi, depth });
                     }
                 }
-                if ranges.is_none_or(|r| in_ranges(&entry.key, r)) {
-                    self.leaves.insert(entry.key.clone(), entry.value);
-                }
-                bound = Some(entry.key);
                 child = entry.right;
+                match ranges {
+                    None => self.leaves.push((entry.key, entry.value)),
+                    Some(r) => {
+                        if in_ranges(&entry.key, r) {
+                            self.leaves.push((entry.key.clone(), entry.value));
+                        }
+                        bound = Some(entry.key);
+                    }
+                }
             }
             if let Some(cid) = child {
                 if ranges.is_none_or(|r| overlaps(bound.as_deref(), here.hi.as_deref(), r)) {
-                    below.insert(Subtree { cid, lo: interval(&bound), hi: here.hi, depth });
+                    below.insert(Subtree { cid, lo: bound, hi: here.hi, depth });
                 }
             }
         }
@@ -249,6 +294,59 @@ pub struct Changes {
     pub deleted: Vec<Vec<u8>>,
 }
 
+/// Leaves in key order, each key once with the last value met for it (the reference's
+/// dictionary). A valid tree's leaves already arrive in key order.
+fn settle(leaves: &mut Vec<Leaf<'_>>) {
+    if leaves.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        return;
+    }
+    leaves.reverse(); // a stable sort then puts the last value met first among equals
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    leaves.dedup_by(|later, first| later.0 == first.0);
+}
+
+/// Append the ops of one layer's leaves (both sides), emptying both lists.
+fn compare(old: &mut Vec<Leaf<'_>>, new: &mut Vec<Leaf<'_>>, ops: &mut Vec<Op>) {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    settle(old);
+    settle(new);
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = if j == new.len() {
+            Less
+        } else if i == old.len() {
+            Greater
+        } else {
+            old[i].0.cmp(&new[j].0)
+        };
+        match order {
+            Less => {
+                ops.push((std::mem::take(&mut old[i].0), Some(old[i].1.to_vec()), None));
+                i += 1;
+            }
+            Greater => {
+                ops.push((std::mem::take(&mut new[j].0), None, Some(new[j].1.to_vec())));
+                j += 1;
+            }
+            Equal => {
+                if old[i].1 != new[j].1 {
+                    let key = std::mem::take(&mut old[i].0);
+                    ops.push((key, Some(old[i].1.to_vec()), Some(new[j].1.to_vec())));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    old.clear();
+    new.clear();
+}
+
+/// The CIDs in `a` and not in `b` (both sorted), sorted.
+fn only_in(a: &[&[u8]], b: &[&[u8]]) -> Vec<Vec<u8>> {
+    a.iter().filter(|cid| b.binary_search(cid).is_err()).map(|cid| cid.to_vec()).collect()
+}
+
 /// The diff from the tree at `old_root` to the one at `new_root` (binary CIDs), reading
 /// blocks from `sources`; `ranges` limit the keys compared, and `checked` says both trees
 /// were walked and checked before (their nodes then get no checks across nodes).
@@ -257,6 +355,7 @@ pub fn diff<'a>(sources: &Sources<'a>, old_root: &'a [u8], new_root: &'a [u8],
     let old = Side::new(sources, old_root, checked)?;
     let new = Side::new(sources, new_root, checked)?;
     let mut sides = [old, new];
+    let mut ops = Vec::new();
     let mut layer = sides[0].top_layer().max(sides[1].top_layer());
     while sides.iter().any(Side::pending) && layer >= -1 {
         let [old_here, new_here] = [0, 1].map(|i| sides[i].frontier.remove(&layer).unwrap_or_default());
@@ -267,26 +366,17 @@ pub fn diff<'a>(sources: &Sources<'a>, old_root: &'a [u8], new_root: &'a [u8],
         let new_todo = new_order.into_iter().filter(|s| !old_at.contains_key(s.cid)).collect();
         sides[0].expand(old_todo, layer, ranges)?;
         sides[1].expand(new_todo, layer, ranges)?;
+        let [old, new] = &mut sides;
+        compare(&mut old.leaves, &mut new.leaves, &mut ops);
         layer -= 1;
     }
-    let [old, new] = sides;
-    let mut changed: Vec<&Vec<u8>> = old.leaves.iter()
-        .filter(|(key, value)| new.leaves.get(*key) != Some(value))
-        .map(|(key, _)| key)
-        .chain(new.leaves.keys().filter(|key| !old.leaves.contains_key(*key)))
-        .collect();
-    changed.sort_unstable();
-    let ops = changed.into_iter()
-        .map(|key| (key.clone(), old.leaves.get(key).map(|v| v.to_vec()),
-                    new.leaves.get(key).map(|v| v.to_vec())))
-        .collect();
-    let only_in = |a: &HashSet<&[u8]>, b: &HashSet<&[u8]>| {
-        let mut nodes: Vec<Vec<u8>> = a.difference(b).map(|cid| cid.to_vec()).collect();
-        nodes.sort_unstable();
-        nodes
-    };
-    Ok(Changes { ops, created: only_in(&new.expanded, &old.expanded),
-                 deleted: only_in(&old.expanded, &new.expanded) })
+    ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let [old, new] = sides.map(|mut side| {
+        side.expanded.sort_unstable();
+        side.expanded.dedup();
+        side.expanded
+    });
+    Ok(Changes { created: only_in(&new, &old), deleted: only_in(&old, &new), ops })
 }
 
 /// The JSON text of the record `raw` read from `sources`; None if absent or undecodable.
