@@ -35,8 +35,8 @@ import html
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
 from pathlib import Path
+from typing import TypeAlias
 
 import polars as pl
 
