@@ -7,16 +7,17 @@ of changes, not the size of the repository. Only the records that changed are de
 When the compiled core serves both snapshots' blocks, it does all of that (nodes, record
 JSON) in one call with the GIL released, following the pure Python path (kept as the
 reference, and used otherwise) step for step: the same nodes read in the same order, the
-same rows, the same first error. The core hashes every block it reads against its CID and
-decodes every node with the walk's strict decoder.
+same rows, the same first error (``tests/unit/test_diff_core.py``). The core hashes every
+block it reads against its CID and decodes every node with the walk's strict decoder.
 
 When both snapshots check their blocks against their CIDs (``verify_cids=True``, and every
 stored snapshot), both trees were walked and checked when the snapshots were opened (or,
 for a snapshot reopened from the store, when it was stored), so the checks across nodes
-(depth, cycles, layers) are not repeated: the CID says a node is the very node that was
-checked. A snapshot read with ``verify_cids=False`` gives no such promise (a block may be
-anything, under any CID; issue 13, item 8): then every block the diff reads is hashed
-against its CID here, and every node is decoded and checked as a walk would.
+(depth, cycles, layers) are not repeated, and the pure path decodes the nodes without any
+checks at all: the CID says a node is the very node that was checked. A snapshot read with
+``verify_cids=False`` gives no such promise (a block may be anything, under any CID; issue
+13, item 8): then every block the diff reads is hashed against its CID here, and every node
+is decoded and checked as a walk would.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ same opened snapshots; opening is timed once):
   over the pack (the pure Python building block), the compiled core's diff alone (ops and
   created/deleted nodes, as ``mst.diff`` returns them) and ``atrepo.diff`` of the two
   snapshots (the frame, both records' JSON).
-* atrepo's pure Python path (``ATREPO_PURE_PYTHON=1``, a child process over the same
+* atrepo's pure Python path (``ATREPO_PURE_PYTHON=1``, a child process reopening the same
   store): ``atrepo.diff`` of the two stored snapshots.
 * atmst 0.0.x: ``mst_diff`` + ``record_diff`` over an OverlayBlockStore of the two CARs
   (ReadOnlyCARBlockStore each), the same question answered by the only Python peer that has
@@ -148,9 +148,9 @@ def atrepo_side(corpus: Path, work: Path, repeat: int,
             "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size}
 
 
-def pure_side(corpus: Path, work: Path, repeat: int,
-              expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
-    """``atrepo.diff`` of the stored snapshots on the pure Python path (a child process)."""
+def pure_side(corpus: Path, work: Path, repeat: int) -> dict[str, Any]:
+    """``atrepo.diff`` of the snapshots stored under ``work`` on the pure Python path (a
+    child process)."""
     env = {**os.environ, "ATREPO_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, __file__, "--pure-child", str(corpus), str(work),
                           str(repeat)], env=env, capture_output=True, text=True)
@@ -162,9 +162,11 @@ def pure_side(corpus: Path, work: Path, repeat: int,
 
 def pure_child(corpus: Path, work: Path, repeat: int) -> None:
     from atrepo import _accel, diff
+    from atrepo._snapshot_store import SnapshotStore
 
     assert not _accel.accelerated
-    store, truth, truth2, _blocks, _pack = store_both(corpus, work)
+    truth, truth2 = (json.loads((corpus / n).read_text()) for n in ("truth.json", "truth2.json"))
+    store = SnapshotStore(work / "repos", max_bytes=1 << 42)
     reopen_s, (old, new) = median_time(lambda: open_both(store, truth, truth2, False), 1)
     frame_s, frame_cpu, frame = median_times(lambda: diff(old, new), repeat)
     check_frame(frame, expected_ops(corpus))
@@ -246,9 +248,8 @@ def main() -> None:
     machine = machine_info(sys.executable)
     with tempfile.TemporaryDirectory(dir=DATA) as work:
         ours = atrepo_side(corpus, Path(work), args.repeat, expected)
+        pure = pure_side(corpus, Path(work), args.repeat)
     theirs = atmst_side(corpus, args.repeat, expected)
-    with tempfile.TemporaryDirectory(dir=DATA) as work:
-        pure = pure_side(corpus, Path(work), args.repeat, expected)
     online = incremental_bytes(args.sandbox_records) if args.sandbox_records else None
     ms = 1000
     print(f"corpus {args.size}: {len(expected)} record changes; {ours['nodes_created']:,} MST "
