@@ -5,12 +5,14 @@
 * :func:`mst_walk` -- a small hand-written MST walk over already-decoded nodes, as a user of a
   plain DAG-CBOR/CAR library (libipld, atproto) would write it.
 * :func:`report` -- print the one-line JSON result.
+* :func:`require_path` -- fail the run unless atrepo ran on the path it was meant to.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import sys
 from typing import Any, Callable, Iterable
 
@@ -31,6 +33,16 @@ def digest(lines: Iterable[str]) -> str:
 def report(records: int, dig: str, decoded: int) -> None:
     sys.stdout.write(json.dumps({"records": records, "digest": dig, "decoded": decoded}) + "\n")
     sys.stdout.flush()
+
+
+def require_path(accelerated: bool) -> None:
+    """Exit with an error when atrepo ran pure Python without ``ATREPO_PURE_PYTHON`` asking.
+
+    The compiled core is missing while it is being rebuilt (its old library is moved aside);
+    a run then would time the pure path under the core's name.
+    """
+    if not accelerated and os.environ.get("ATREPO_PURE_PYTHON", "") in ("", "0"):
+        sys.exit("atrepo ran without its compiled core (being rebuilt?): run discarded")
 
 
 def mst_walk(get_node: Callable[[Any], dict], root: Any, out: list) -> list:

@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import atrepo  # noqa: E402
 
-from _common import parse_args  # noqa: E402
+from _common import parse_args, require_path  # noqa: E402
 from _frame import report_frame  # noqa: E402
 
 PROFILE = "app.bsky.actor.profile"
@@ -20,6 +20,7 @@ def main() -> None:
     args = parse_args(default_collection=PROFILE)
     snap = atrepo.read_car(args.car, collections=[args.collection], mem_limit_mb=64)
     df = snap.records
+    require_path(atrepo.accelerated)
     report_frame(df)
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import atrepo  # noqa: E402
 
-from _common import parse_args  # noqa: E402
+from _common import parse_args, require_path  # noqa: E402
 from _frame import report_frame  # noqa: E402
 
 
@@ -18,6 +18,7 @@ def main() -> None:
     kwargs = {} if args.collection is None else {"collections": [args.collection]}
     snap = atrepo.read_car(args.car, **kwargs)
     df = snap.records
+    require_path(atrepo.accelerated)
     report_frame(df)
 
 
