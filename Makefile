@@ -83,7 +83,7 @@ bench-fetch: $(PY_OK) $(NODE_OK)
 # the store's disk, and incremental vs full getRepo bytes (sandbox); see docs/performance.md
 .PHONY: bench-diff
 bench-diff: $(PY_OK) $(NODE_OK)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(MAKE) $(BENCH_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 1m --changes 1000
 	$(BIN)/python benchmarks/bench_diff.py --size 1m
 
@@ -91,11 +91,11 @@ bench-diff: $(PY_OK) $(NODE_OK)
 # then a million fuzzed inputs through it (atheris, differential against the pure path)
 .PHONY: bench-core fuzz-core
 bench-core: $(PY_OK) $(CORE_OK) $(NODE_OK) $(BENCH_OK)
-	$(BIN)/python benchmarks/make_corpus.py --sizes 1m
+	$(BIN)/python benchmarks/make_corpus.py --sizes 10k,1m
 	$(BIN)/python benchmarks/bench_core.py --size 1m
 
 fuzz-core: $(PY_OK) $(CORE_OK)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(MAKE) $(BENCH_OK)
 	$(BIN)/python benchmarks/fuzz_core.py --runs 1000000
 
 clean:

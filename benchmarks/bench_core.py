@@ -15,6 +15,10 @@ same machine:
   ``hashlib`` (read in 1 MiB pieces). Both are whole processes; the pruned read's own time
   (after imports) is printed too.
 * ``phases``: in one process, the CPU and wall time of indexing, walking and decoding.
+* ``imports``: what the read's imports cost, from ``python -X importtime`` of ``import
+  atrepo; atrepo.read_car(path).records`` on the 10k corpus (best of the runs, per package:
+  its cumulative time where it was first imported), and which of the packages that a read
+  should not need were loaded.
 
 Results go to ``benchmarks/results/core-<size>.json`` and a markdown summary is printed.
 """
@@ -87,6 +91,39 @@ print(json.dumps({name: {"wall_s": b[0] - a[0], "cpu_s": b[1] - a[1]}
 """
 
 
+IMPORTED = """
+import sys, atrepo
+atrepo.read_car(sys.argv[1]).records
+print(__import__("json").dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+# the packages whose import time is reported, and those a read should never load
+IMPORT_COSTS = ["polars", "multiformats", "atrepo.tables", "atrepo.mst", "cbor2", "orjson",
+                "libipld", "atrepo._parallel", "cryptography"]
+NOT_LOADED = ["cryptography", "tqdm", "pydantic", "httpx", "diskcache", "dns", "deltalake"]
+
+
+def import_times(python: str, car: Path, runs: int) -> dict:
+    """Best-of-``runs`` import times (s) of a read, per package of :data:`IMPORT_COSTS` and
+    in all (the sum over the top-level imports), and the :data:`NOT_LOADED` packages seen."""
+    best: dict[str, float] = {}
+    loaded: set[str] = set()
+    for _ in range(runs):
+        proc = subprocess.run([python, "-X", "importtime", "-c", IMPORTED, str(car)],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        loaded |= set(json.loads(proc.stdout.strip().splitlines()[-1]))
+        seen: dict[str, float] = {"all": 0.0}
+        for line in proc.stderr.splitlines():
+            if not line.startswith("import time:") or "[us]" in line:
+                continue
+            _self, cumulative, name = line[len("import time:"):].split("|")
+            if not name.startswith("  "):  # a top-level import (no indent past the one space)
+                seen["all"] += int(cumulative) / 1e6
+            seen.setdefault(name.strip(), int(cumulative) / 1e6)
+        for name in [*IMPORT_COSTS, "all"]:
+            best[name] = min(best.get(name, float("inf")), seen.get(name, 0.0))
+    return {"seconds": best, "unwanted_loaded": sorted(loaded & set(NOT_LOADED))}
+
+
 def timed(python: str, code: str, path: Path) -> dict:
     """One process: the dict it prints, with its wall, CPU and peak RSS (wait4 of it)."""
     t0 = time.perf_counter()
@@ -129,6 +166,7 @@ def main() -> int:
         pruned.append(timed(args.python, PRUNED, car))
         sha.append(timed(args.python, SHA256, car))
     phases = [timed(args.python, PHASES, car) for _ in range(args.runs)]
+    imports = import_times(args.python, corpus_dir("10k") / "repo.car", max(args.runs, 5))
     summary = {
         "size": label, "car_bytes": car.stat().st_size, "machine": machine_info(args.python),
         "read": {"wall_s": median(reads, "wall_s"), "cpu_s": median(reads, "cpu_s"),
@@ -139,6 +177,7 @@ def main() -> int:
         "sha256": {"wall_s": median(sha, "wall_s"), "inner_s": median(sha, "inner_s")},
         "phases": {name: {k: statistics.median(p[name][k] for p in phases)
                           for k in ("wall_s", "cpu_s")} for name in ("index", "walk", "records")},
+        "imports": imports,
         "runs": {"read": reads, "pruned": pruned, "sha256": sha, "phases": phases},
     }
     out = HERE / "results" / f"core-{label}.json"
@@ -160,6 +199,11 @@ def main() -> int:
           f"{s['inner_s']:.2f} s hashing |")
     for name, v in ph.items():
         print(f"| phase: {name} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} | – | in one process |")
+    costs = ", ".join(f"{name} {seconds * 1000:.0f} ms"
+                      for name, seconds in imports["seconds"].items() if name != "all")
+    print(f"\nimports of a 10k read (best of {max(args.runs, 5)}): "
+          f"{imports['seconds']['all'] * 1000:.0f} ms in all; {costs}; loaded of "
+          f"{', '.join(NOT_LOADED)}: {', '.join(imports['unwanted_loaded']) or 'none'}")
     print(f"\nresults written to {out}")
     return 0
 
