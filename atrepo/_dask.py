@@ -49,6 +49,7 @@ user's ``~/.cache/atrepo``, which must be a local disk (the store locks files wi
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import threading
 import uuid
@@ -283,8 +284,8 @@ _CLIENTS_LOCK = threading.Lock()
 def _worker_client(config: ClientConfig) -> Client:
     """The worker process's client for ``config``, made on first use and kept.
 
-    Kept for the life of the worker process: its connections, identity cache and store
-    serve every later shard of the same settings.
+    Kept for the life of the worker process, and closed when it exits: its connections,
+    identity cache and store serve every later shard of the same settings.
     """
     from .client import Client
 
@@ -294,6 +295,7 @@ def _worker_client(config: ClientConfig) -> Client:
             options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
             options["handle_resolver"] = config.handle_resolver or ""  # none: not $ATREPO_...
             made = _CLIENTS[config] = Client(**options)
+            atexit.register(made.close)
         return made
 
 
