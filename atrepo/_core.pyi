@@ -92,7 +92,7 @@ class TableColumns:
 
     def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
 
-def check_table(checker: TableChecker, car: Car, did: str, keys: Sequence[str],
+def check_table(checker: TableChecker, car: Car, did: str | None, keys: Sequence[str],
                 values: Sequence[bytes], *, start: int = 0, end: int | None = None,
                 verify_cids: bool = True
                 ) -> tuple[TableColumns, list[tuple[int, int, str]], list[int]]: ...

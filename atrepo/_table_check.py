@@ -215,23 +215,25 @@ def _json_type(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CoreChecked:
-    """What the core's pass found: the key columns (did, rkey, uri, cid), the fitted JSON
-    of every record and its ``extra`` (String series), and the problems by row."""
+    """What the core's pass found: the key columns (did, rkey, uri, cid; None when not
+    asked for), the fitted JSON of every record and its ``extra`` (String series), and the
+    problems by row."""
 
-    keys: pl.DataFrame
+    keys: pl.DataFrame | None
     fitted: pl.Series
     extras: pl.Series
     problems: list[tuple[int, str]]
 
 
-def core_check(car: Any, did: str, keys: Sequence[str], values: Sequence[bytes],
+def core_check(car: Any, did: str | None, keys: Sequence[str], values: Sequence[bytes],
                rows: tuple[int, int | None], shape: Shape, collection: str, *,
                verify_cids: bool) -> CoreChecked:
     """Check rows ``rows`` (start, end) of a walk's ``keys``/``values`` in the core.
 
     Args:
         car: the snapshot's blocks, served by the core (:func:`atrepo._accel.serves`).
-        did: the repository's DID (the ``did`` and ``uri`` columns).
+        did: the repository's DID, to build the key columns (``did`` and ``uri`` name it);
+            None when the caller has them (from ``records``).
         keys: the walk's keys, as :func:`atrepo._accel.walk` gives them.
         values: the walk's record CIDs (binary), likewise.
         rows: the collection's rows of the walk, [start, end).
@@ -264,7 +266,8 @@ def core_check(car: Any, did: str, keys: Sequence[str], values: Sequence[bytes],
             extras = extras.scatter(list(checked.extras),
                                     pl.Series(list(checked.extras.values()), dtype=pl.String))
         problems = sorted(problems + checked.problems, key=lambda p: p[0])  # stable
-    return CoreChecked(frame.select("did", "rkey", "uri", "cid"), fitted, extras, problems)
+    key_frame = frame.select("did", "rkey", "uri", "cid") if did is not None else None
+    return CoreChecked(key_frame, fitted, extras, problems)
 
 
 _VALIDATOR, _FITTED = 0, 1

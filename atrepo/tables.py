@@ -230,12 +230,18 @@ def snapshot_table(snap: RepoSnapshot, collection: str) -> tuple[pl.DataFrame, p
     keys, values = snap._walk()
     start = bisect.bisect_left(keys, collection + "/")
     end = bisect.bisect_left(keys, collection + "0", start)  # "0" sorts after "/"
-    # decoding records checked every block against its CID already
-    verify_cids = "_decoded" not in snap.__dict__
-    checked = core_check(snap.blocks, snap.did, keys, values, (start, end), shape, collection,
-                         verify_cids=verify_cids)
-    return _assemble(checked.keys, checked.fitted, checked.extras, checked.problems, shape,
-                     collection)
+    if "_decoded" in snap.__dict__:
+        # records are decoded: their key columns are at hand, and every block was checked
+        # against its CID when they were
+        rows = snap.records.slice(start, end - start).select(KEY_COLUMNS.names())
+        checked = core_check(snap.blocks, None, keys, values, (start, end), shape, collection,
+                             verify_cids=False)
+    else:
+        checked = core_check(snap.blocks, snap.did, keys, values, (start, end), shape,
+                             collection, verify_cids=True)
+        assert checked.keys is not None
+        rows = checked.keys
+    return _assemble(rows, checked.fitted, checked.extras, checked.problems, shape, collection)
 
 
 def _assemble(keys: pl.DataFrame, fitted: pl.Series, extras: pl.Series,

@@ -15,9 +15,11 @@ mod columns;
 mod diff;
 mod error;
 mod fast;
+mod lexcheck;
 mod mst;
 mod record;
 mod table;
+mod tablefit;
 mod text;
 
 use std::fs::File;
