@@ -20,6 +20,8 @@ same opened snapshots; opening is timed once):
 * atmst 0.0.x: ``mst_diff`` + ``record_diff`` over an OverlayBlockStore of the two CARs
   (ReadOnlyCARBlockStore each), the same question answered by the only Python peer that has
   a diff.
+* then ``atrepo.diff`` of the stored snapshots and atmst's diff again, alternating, one of
+  each per round (``--repeat`` rounds): the ratio under the same load.
 
 Both answers are checked against the reference's ops before any time is reported. Then the
 disk used by the pack holding both snapshots vs. the first CAR alone; and, against a local
@@ -112,7 +114,10 @@ def check_frame(frame: Any, expected: list[tuple[str, str | None, str | None]]) 
 
 
 def atrepo_side(corpus: Path, work: Path, repeat: int,
-                expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+                expected: list[tuple[str, str | None, str | None]]
+                ) -> tuple[dict[str, Any], Callable[[], Any]]:
+    """atrepo's measurements, and the diff of the two stored snapshots (to time it again,
+    alternating with atmst's)."""
     from atrepo import _accel, diff, mst
     from atrepo.cid import CID
 
@@ -133,11 +138,12 @@ def atrepo_side(corpus: Path, work: Path, repeat: int,
                                for k, o, n in result.record_ops]
         assert {CID.from_raw(c) for c in found.created()} == result.created_nodes
         assert {CID.from_raw(c) for c in found.deleted()} == result.deleted_nodes
-    frame_s, frame_cpu, frame = median_times(lambda: diff(old, new), repeat)
+    stored = (old, new)
+    frame_s, frame_cpu, frame = median_times(lambda: diff(*stored), repeat)
     check_frame(frame, expected)
     # as after two fetches: both trees walked (and checked) in this process
-    open_s, (old, new) = median_time(lambda: open_both(store, truth, truth2, True), 1)
-    walked_s, walked = median_time(lambda: diff(old, new), repeat)
+    open_s, walked_pair = median_time(lambda: open_both(store, truth, truth2, True), 1)
+    walked_s, walked = median_time(lambda: diff(*walked_pair), repeat)
     assert walked.equals(frame), "diffs of walked and of stored snapshots differ"
     return {"accelerated": _accel.accelerated, "open_s": open_s, "reopen_s": reopen_s,
             "mst_diff_s": mst_s, "mst_diff_cpu_s": mst_cpu, "core_diff_s": core_s,
@@ -145,7 +151,8 @@ def atrepo_side(corpus: Path, work: Path, repeat: int,
             "diff_walked_s": walked_s, "nodes_created": len(result.created_nodes),
             "nodes_deleted": len(result.deleted_nodes), "blocks_first": blocks[0],
             "blocks_added": blocks[1] - blocks[0],
-            "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size}
+            "pack_bytes": pack_bytes, "car_bytes": (corpus / "repo.car").stat().st_size
+            }, lambda: diff(*stored)
 
 
 def pure_side(corpus: Path, work: Path, repeat: int) -> dict[str, Any]:
@@ -174,8 +181,9 @@ def pure_child(corpus: Path, work: Path, repeat: int) -> None:
                       "diff_frame_cpu_s": frame_cpu}))
 
 
-def atmst_side(corpus: Path, repeat: int,
-               expected: list[tuple[str, str | None, str | None]]) -> dict[str, Any]:
+def atmst_side(corpus: Path, repeat: int, expected: list[tuple[str, str | None, str | None]]
+               ) -> tuple[dict[str, Any], Callable[[], Any], Callable[[], None]]:
+    """atmst's measurements, its diff (to time it again) and what closes its CARs."""
     from atmst.blockstore import OverlayBlockStore
     from atmst.blockstore.car_file import ReadOnlyCARBlockStore
     from atmst.mst.diff import mst_diff, record_diff
@@ -205,9 +213,25 @@ def atmst_side(corpus: Path, repeat: int,
 
     diff_s, diff_cpu, ops = median_times(run, repeat)
     assert ops == expected, "atmst disagrees with the reference"
-    old_file.close()
-    new_file.close()
-    return {"open_s": open_s, "diff_s": diff_s, "diff_cpu_s": diff_cpu}
+
+    def close() -> None:
+        old_file.close()
+        new_file.close()
+    return {"open_s": open_s, "diff_s": diff_s, "diff_cpu_s": diff_cpu}, run, close
+
+
+def alternating(ours: Callable[[], Any], theirs: Callable[[], Any],
+                repeat: int) -> dict[str, float]:
+    """Medians of ``repeat`` rounds, each timing ``ours`` then ``theirs``: both under the
+    same load, which on a shared machine moves more between phases than within a round."""
+    times: dict[str, list[float]] = {"atrepo_s": [], "atrepo_cpu_s": [], "atmst_s": [],
+                                     "atmst_cpu_s": []}
+    for _ in range(repeat):
+        for name, fn in (("atrepo", ours), ("atmst", theirs)):
+            wall, cpu, _result = median_times(fn, 1)
+            times[f"{name}_s"].append(wall)
+            times[f"{name}_cpu_s"].append(cpu)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def incremental_bytes(records: int) -> dict[str, Any]:
@@ -236,7 +260,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1m")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--sandbox-records", type=int, default=3000,
                         help="records of the sandbox account for the incremental fetch (0: skip)")
     args = parser.parse_args()
@@ -247,9 +271,11 @@ def main() -> None:
     expected = expected_ops(corpus)
     machine = machine_info(sys.executable)
     with tempfile.TemporaryDirectory(dir=DATA) as work:
-        ours = atrepo_side(corpus, Path(work), args.repeat, expected)
+        ours, our_diff = atrepo_side(corpus, Path(work), args.repeat, expected)
         pure = pure_side(corpus, Path(work), args.repeat)
-    theirs = atmst_side(corpus, args.repeat, expected)
+        theirs, their_diff, close = atmst_side(corpus, args.repeat, expected)
+        paired = alternating(our_diff, their_diff, args.repeat)
+        close()
     online = incremental_bytes(args.sandbox_records) if args.sandbox_records else None
     ms = 1000
     print(f"corpus {args.size}: {len(expected)} record changes; {ours['nodes_created']:,} MST "
@@ -268,7 +294,13 @@ def main() -> None:
           f" {pure['diff_frame_cpu_s'] * ms:.1f} ms cpu (reopen {pure['reopen_s']:.2f} s)")
     print(f"atmst   open CARs {theirs['open_s']:.2f} s | mst_diff+record_diff+decode "
           f"{theirs['diff_s'] * ms:.1f} ms wall, {theirs['diff_cpu_s'] * ms:.1f} ms cpu")
-    print(f"ratio   atmst / atrepo.diff = {theirs['diff_s'] / ours['diff_frame_s']:.1f}x wall, "
+    print(f"paired  alternating rounds: atrepo.diff {paired['atrepo_s'] * ms:.1f} ms wall, "
+          f"{paired['atrepo_cpu_s'] * ms:.1f} ms cpu; atmst {paired['atmst_s'] * ms:.1f} ms wall, "
+          f"{paired['atmst_cpu_s'] * ms:.1f} ms cpu")
+    print(f"ratio   atmst / atrepo.diff, alternating = "
+          f"{paired['atmst_s'] / paired['atrepo_s']:.1f}x wall, "
+          f"{paired['atmst_cpu_s'] / paired['atrepo_cpu_s']:.1f}x cpu; by phase: "
+          f"{theirs['diff_s'] / ours['diff_frame_s']:.1f}x wall, "
           f"{theirs['diff_cpu_s'] / ours['diff_frame_cpu_s']:.1f}x cpu (walked: "
           f"{theirs['diff_s'] / ours['diff_walked_s']:.1f}x); atmst / atrepo.mst.diff = "
           f"{theirs['diff_s'] / ours['mst_diff_s']:.1f}x; atmst / pure atrepo.diff = "
@@ -283,8 +315,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"diff-{args.size}.json"
     out.write_text(json.dumps({"machine": machine, "repeat": args.repeat, "atrepo": ours,
-                               "atrepo_pure": pure, "atmst": theirs, "incremental": online},
-                              indent=1))
+                               "atrepo_pure": pure, "atmst": theirs, "alternating": paired,
+                               "incremental": online}, indent=1))
     print(f"results: {out}")
 
 
