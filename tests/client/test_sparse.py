@@ -410,3 +410,26 @@ def test_a_sparse_snapshot_shows_what_it_holds(big: Sandbox, tmp_path: Path) -> 
     assert f"holds={PROFILE}" in repr(snap) and "source=sparse" in repr(snap)
     whole = _get("sync", big, tmp_path / "whole", HANDLE, sparse=False)
     assert "holds=" not in repr(whole)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_refreshed_export_of_the_profiles_changes_only_the_profile(
+        big: Sandbox, full: Any, tmp_path: Path, kind: str) -> None:
+    """The stored sparse snapshots hold only the profiles: the refresh fetches the changed
+    one sparse again (no getRepo) and its absent collections never read as deletions."""
+    out = tmp_path / "ds"
+    first = _export(kind, big, tmp_path / "cache", out, _Rewriting(lambda q, r: None),
+                    collections=[PROFILE])
+    big.put_record(HANDLE, PROFILE, "self", {"$type": PROFILE, "displayName": "Refreshed"})
+    try:
+        refresh = _Rewriting(lambda q, r: None)
+        second = _export(kind, big, tmp_path / "cache", out, refresh, collections=[PROFILE])
+    finally:
+        big.put_record(HANDLE, PROFILE, "self", {"$type": PROFILE, "displayName": "Bulk Zero"})
+    assert (second.written, second.skipped) == (1, 1)
+    assert "/xrpc/com.atproto.sync.getRepo" not in refresh.paths
+    changes = atrepo.open_dataset(out).changes(first.version).collect()
+    assert changes.select("did", "collection", "rkey", "action").rows() == [
+        (full.did, PROFILE, "self", "update")]
+    stored = _run(kind, big, tmp_path / "cache", lambda c: c.snapshots(HANDLE))
+    assert stored["collections"].to_list() == [[PROFILE], [PROFILE]]
