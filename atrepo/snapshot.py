@@ -44,7 +44,6 @@ from .datamodel import record_json
 from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame
 from .models import Commit, parse_commit
-from .tables import check_collection, snapshot_table
 
 __all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
            "count_collections", "covers", "narrowed", "open_snapshot"]
@@ -437,6 +436,10 @@ class RepoSnapshot:
                 lexicon defines (the message lists the collections there are).
         """
         if collection not in self._tables:
+            # imported here, not with the module: the lexicons and the checking pass
+            # (about 20 ms of imports) load with the first table, not with every read
+            from .tables import check_collection, snapshot_table
+
             check_collection(collection, list(self._collection_counts()), did=self.did)
             self._tables[collection] = snapshot_table(self, collection)
         return self._tables[collection][0]

@@ -1,5 +1,5 @@
 """Reading a CAR loads what it needs and no more: polars and the decoders, not the network
-stack, the cryptography library or the progress bars.
+stack, the cryptography library, the progress bars or the lexicons of the typed tables.
 
 Each case runs in a fresh interpreter and lists the top-level packages in ``sys.modules``
 after the call, so an import added at the top of a module on the read path fails here. The
@@ -9,6 +9,7 @@ is not empty by accident.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,14 +20,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = "examples/data/sample.car"
+CORE = pytest.mark.skipif(importlib.util.find_spec("atrepo._core") is None,
+                          reason="the compiled core is not built")
+PATHS = [pytest.param(False, id="core", marks=CORE), pytest.param(True, id="python")]
 SIGNING_KEY = json.loads((ROOT / "examples" / "data" / "sample.json").read_text())["signing_key"]
 
 # loaded on first use only: signatures, progress bars, the clients and their I/O, datasets
 NOT_FOR_A_READ = {"cryptography", "tqdm", "pydantic", "httpx", "diskcache", "dns", "deltalake",
                   "asyncio"}
-# atrepo's own network and dataset layers
+# atrepo's own network and dataset layers, and the typed tables with their lexicons
 NOT_FOR_A_READ_ATREPO = {"atrepo.client", "atrepo._io", "atrepo._flows", "atrepo.dataset",
-                         "atrepo.identity"}
+                         "atrepo.identity", "atrepo.tables", "atrepo.lexicon"}
 
 
 def _loaded_after(call: str, *, pure: bool) -> set[str]:
@@ -44,7 +48,7 @@ def _loaded_after(call: str, *, pure: bool) -> set[str]:
         ".".join(name.split(".")[:2]) for name in modules if name.startswith("atrepo.")}
 
 
-@pytest.mark.parametrize("pure", [False, True], ids=["core", "python"])
+@pytest.mark.parametrize("pure", PATHS)
 def test_read_car_records_loads_only_what_it_needs(pure: bool) -> None:
     loaded = _loaded_after(f"atrepo.read_car({SAMPLE!r}).records", pure=pure)
     assert "polars" in loaded
@@ -52,7 +56,7 @@ def test_read_car_records_loads_only_what_it_needs(pure: bool) -> None:
     assert loaded & NOT_FOR_A_READ_ATREPO == set()
 
 
-@pytest.mark.parametrize("pure", [False, True], ids=["core", "python"])
+@pytest.mark.parametrize("pure", PATHS)
 def test_pruned_read_loads_only_what_it_needs(pure: bool) -> None:
     call = (f"atrepo.read_car({SAMPLE!r}, collections=['app.bsky.actor.profile'], "
             "mem_limit_mb=64).records")
@@ -60,6 +64,7 @@ def test_pruned_read_loads_only_what_it_needs(pure: bool) -> None:
     assert loaded & (NOT_FOR_A_READ | NOT_FOR_A_READ_ATREPO) == set()
 
 
+@CORE
 def test_a_checked_signature_loads_cryptography() -> None:
     call = f"assert atrepo.read_car({SAMPLE!r}, signing_key={SIGNING_KEY!r}).verified"
     loaded = _loaded_after(call, pure=False)
@@ -72,3 +77,10 @@ def test_a_progress_bar_loads_tqdm() -> None:
     loaded = _loaded_after(f"atrepo.read_car({SAMPLE!r}, progress=True).records", pure=True)
     assert "tqdm" in loaded
     assert "cryptography" not in loaded
+
+
+@CORE
+def test_a_table_loads_the_lexicons() -> None:
+    loaded = _loaded_after(f"atrepo.read_car({SAMPLE!r}).table('app.bsky.feed.post')",
+                           pure=False)
+    assert {"atrepo.tables", "atrepo.lexicon"} <= loaded
