@@ -96,3 +96,6 @@ def check_table(checker: TableChecker, car: Car, did: str | None, keys: Sequence
                 values: Sequence[bytes], *, start: int = 0, end: int | None = None,
                 verify_cids: bool = True
                 ) -> tuple[TableColumns, list[tuple[int, int, str]], list[int]]: ...
+
+def check_texts_table(checker: TableChecker, texts: Sequence[str | None]
+                      ) -> tuple[TableColumns, list[tuple[int, int, str]], list[int]]: ...

@@ -7,17 +7,18 @@ declared dtype reads every record and reads nothing it should not (an integer be
 would otherwise become null unnoticed). Only records the fitting changed are written out
 again. Top-level fields the lexicon does not declare become ``extra``.
 
-:class:`Checker` is the reference, and the path for records that come as JSON text only.
-:func:`core_check` is the same pass in the compiled core (``rust/src/table.rs``), from each
-record's CBOR block: :func:`descriptor` compiles the lexicon and the shape once into the
-data the core checks with, and a record the core leaves undecided (a string format or CID
-outside the common shapes it knows) is checked here, by :class:`Checker`, so the two paths
-give the same problems, in the same order, and the same table.
+:class:`Checker` is the reference, and the path without the compiled core.
+:func:`core_check` is the same pass in the core (``rust/src/table.rs``), from each record's
+CBOR block; :func:`core_check_texts` from records' JSON text (a ``records`` frame).
+:func:`descriptor` compiles the lexicon and the shape once into the data the core checks
+with, and a record the core leaves undecided (a string format or CID outside the common
+shapes it knows; in JSON text, a float or an integer beyond Int64) is checked here, by
+:class:`Checker`, so the paths give the same problems, in the same order, and the same table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -32,7 +33,7 @@ from .lexicon._shape import Shape
 from .lexicon._validate import FORMATS, normalize, record_check
 
 __all__ = ["Checked", "Checker", "CoreChecked", "INT64", "blob_fits", "core_check",
-           "descriptor"]
+           "core_check_texts", "descriptor"]
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 _CHUNK = 10_000  # records turned into Python strings at a time
@@ -250,6 +251,35 @@ def core_check(car: Any, did: str | None, keys: Sequence[str], values: Sequence[
         _accel.core.check_table, _core_checker(collection), car.core_car(), did, keys, values,
         start=start, end=end, verify_cids=verify_cids)
     frame = pl.DataFrame(columns)
+
+    def text_of(i: int) -> str:
+        return record_json(car.get_raw(values[start + i]))
+
+    fitted, extras, problems = _finish(frame, found, deferred, text_of, shape, collection)
+    key_frame = frame.select("did", "rkey", "uri", "cid") if did is not None else None
+    return CoreChecked(key_frame, fitted, extras, problems)
+
+
+def core_check_texts(texts: pl.Series, shape: Shape, collection: str
+                     ) -> tuple[pl.Series, pl.Series, list[tuple[int, str]]]:
+    """Check record JSON texts (a ``records`` frame's ``record`` column) in the core.
+
+    Returns:
+        The fitted JSON and ``extra`` of every row, and the problems by row, as
+        :func:`core_check` (and :class:`Checker`) give them.
+    """
+    assert _accel.core is not None
+    columns, found, deferred = _accel.core.check_texts_table(_core_checker(collection),
+                                                             texts.to_list())
+    frame = pl.DataFrame(columns)
+    return _finish(frame, found, deferred, lambda i: str(texts[i]), shape, collection)
+
+
+def _finish(frame: pl.DataFrame, found: list[tuple[int, int, str]], deferred: list[int],
+            text_of: Callable[[int], str], shape: Shape, collection: str
+            ) -> tuple[pl.Series, pl.Series, list[tuple[int, str]]]:
+    """The core's fitted and extra columns and problems, with the rows it left to the
+    reference checked here (``text_of``: a row's record JSON)."""
     problems = [(i, _worded(kind, text, collection)) for i, kind, text in found]
     fitted, extras = frame.get_column("fitted"), frame.get_column("extra")
     if deferred:
@@ -257,8 +287,7 @@ def core_check(car: Any, did: str | None, keys: Sequence[str], values: Sequence[
         reference = Checker(shape, collection)
         texts: dict[int, str | None] = {}
         for i in deferred:
-            block = car.get_raw(values[start + i])
-            text = record_json(block)
+            text = text_of(i)
             reference.one(i, orjson.loads(text), checked)
             texts[i] = checked.replaced.get(i, text)
         fitted = fitted.scatter(list(texts), pl.Series(list(texts.values()), dtype=pl.String))
@@ -266,8 +295,7 @@ def core_check(car: Any, did: str | None, keys: Sequence[str], values: Sequence[
             extras = extras.scatter(list(checked.extras),
                                     pl.Series(list(checked.extras.values()), dtype=pl.String))
         problems = sorted(problems + checked.problems, key=lambda p: p[0])  # stable
-    key_frame = frame.select("did", "rkey", "uri", "cid") if did is not None else None
-    return CoreChecked(key_frame, fitted, extras, problems)
+    return fitted, extras, problems
 
 
 _VALIDATOR, _FITTED = 0, 1

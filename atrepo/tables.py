@@ -9,10 +9,12 @@ collection from any number of repositories therefore stack with a plain ``pl.con
 How a table is built, and why it never fails on odd records:
 
 1. One pass over the records checks each against its lexicon (:mod:`atrepo.lexicon`'s
-   validator; every problem becomes a row of ``problems``). An invalid record is also
+   validator; every problem becomes a row of ``problems``); in the compiled core when it is
+   in use (from the CBOR blocks for a snapshot, from the JSON texts for a ``records``
+   frame), else in Python (:mod:`atrepo._table_check`). An invalid record is also
    fitted to the table's shape: a value of the wrong type, or an integer outside Int64,
-   becomes null, with a ``problems`` row naming the field. Only records that needed such
-   a change are written out again; the raw JSON stays in ``records``.
+   becomes null, with a ``problems`` row naming the field; the raw JSON stays in
+   ``records``.
 2. ``str.json_decode`` with the declared (JSON-side) dtype reads all records at once, and
    polars expressions turn ``{"$link"}``/``{"$bytes"}`` wrappers into strings, legacy blobs
    into the blob struct, and datetime strings into ``Datetime("us", "UTC")`` (one without
@@ -41,7 +43,7 @@ from .lexicon._schema import (EXTRA, KEY_COLUMNS, collection_shape, column_name,
                               lexicon_schema)
 from .lexicon._schema import table_schema as shape_schema
 from ._infer import inferred_shape
-from ._table_check import Checker, core_check
+from ._table_check import Checker, core_check, core_check_texts
 from .lexicon._shape import Shape
 
 if TYPE_CHECKING:
@@ -210,11 +212,14 @@ def records_table(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame,
     declared = shape is not None
     if shape is None:
         shape = inferred_shape(texts)
-    checked = Checker(shape, collection if declared else None).run(texts)
-    fitted = _scatter(len(texts), checked.replaced, texts)
-    extras = _scatter(len(texts), dict(checked.extras))
-    return _assemble(rows.select(KEY_COLUMNS.names()), fitted, extras, checked.problems, shape,
-                     collection)
+    if declared and _accel.core is not None:
+        fitted, extras, found = core_check_texts(texts, shape, collection)
+    else:
+        checked = Checker(shape, collection if declared else None).run(texts)
+        fitted = _scatter(len(texts), checked.replaced, texts)
+        extras = _scatter(len(texts), dict(checked.extras))
+        found = checked.problems
+    return _assemble(rows.select(KEY_COLUMNS.names()), fitted, extras, found, shape, collection)
 
 
 def snapshot_table(snap: RepoSnapshot, collection: str) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -402,6 +402,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<table::PyTableChecker>()?;
     m.add_class::<table::TableColumns>()?;
     m.add_function(wrap_pyfunction!(table::check_table, m)?)?;
+    m.add_function(wrap_pyfunction!(table::check_texts_table, m)?)?;
     diff::register(m)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("MAX_BLOCK_SIZE", car::MAX_BLOCK_SIZE)?;

@@ -70,8 +70,25 @@ impl Checker {
         if !matches!(value, Value::Map(_)) || !representable(&value) {
             return None;
         }
+        Some(self.value(&value, fitted, extra))
+    }
+
+    /// Check the record JSON text `text`, as [`Checker::record`] checks a block. A text the
+    /// reference would read differently from here (a float, an integer outside Int64, a
+    /// top level that is not an object, JSON that does not parse) is left to it.
+    pub fn record_text(&self, text: &str, fitted: &mut Vec<u8>, extra: &mut Vec<u8>) -> Outcome {
+        let deferred = Outcome { problems: Vec::new(), deferred: true, extra: false };
+        let Ok(json) = serde_json::from_str::<Json>(text) else { return deferred };
+        match from_json(&json) {
+            Some(value @ Value::Map(_)) => self.value(&value, fitted, extra),
+            _ => deferred,
+        }
+    }
+
+    /// Check and fit one decoded record (a map).
+    fn value(&self, value: &Value<'_>, fitted: &mut Vec<u8>, extra: &mut Vec<u8>) -> Outcome {
         let mut found: Vec<(u8, String)> = Vec::new();
-        match get(&value, "$type") {
+        match get(value, "$type") {
             Some(Value::Text(t)) if *t == self.collection => {}
             other => {
                 let mut shown = Vec::new();
@@ -84,13 +101,13 @@ impl Checker {
         let mut path = Vec::new();
         let mut messages = Vec::new();
         let deferred = Outcome { problems: Vec::new(), deferred: true, extra: false };
-        if self.lexicon.check_record(&value, &mut path, &mut messages).is_err() {
-            return Some(deferred);
+        if self.lexicon.check_record(value, &mut path, &mut messages).is_err() {
+            return deferred;
         }
         found.extend(messages.into_iter().map(|m| (VALIDATOR, m)));
         let mut nulled = Vec::new();
-        fit_object(&self.shape, &value, &mut path, &mut nulled, fitted);
-        let has_extra = self.push_extra(&value, extra);
+        fit_object(&self.shape, value, &mut path, &mut nulled, fitted);
+        let has_extra = self.push_extra(value, extra);
         if !nulled.is_empty() {
             // the table's own message replaces the validator's for a nulled field
             let paths: Vec<String> = nulled.iter().map(|(p, _)| format!("{p} ")).collect();
@@ -100,7 +117,7 @@ impl Checker {
             });
             found.extend(nulled.into_iter().map(|(_, m)| (FITTED, m)));
         }
-        Some(Outcome { problems: found, deferred: false, extra: has_extra })
+        Outcome { problems: found, deferred: false, extra: has_extra }
     }
 
     fn push_extra(&self, value: &Value<'_>, out: &mut Vec<u8>) -> bool {
@@ -122,6 +139,20 @@ impl Checker {
         }
         any
     }
+}
+
+/// A parsed JSON value as the checks read values, its strings borrowed; None for a number
+/// that is not an integer in Int64's range (the reference reads those otherwise).
+fn from_json(json: &Json) -> Option<Value<'_>> {
+    Some(match json {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => Value::Int(i128::from(n.as_i64()?)),
+        Json::String(t) => Value::Text(t),
+        Json::Array(items) => Value::Array(items.iter().map(from_json).collect::<Option<_>>()?),
+        Json::Object(map) => Value::Map(
+            map.iter().map(|(k, v)| Some((Value::Text(k), from_json(v)?))).collect::<Option<_>>()?),
+    })
 }
 
 /// What a table's checking pass hands back: its columns ([`NAMES`]), the problems
@@ -249,27 +280,76 @@ fn check_part(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves, found: 
             out.truncate(start);
             continue;
         };
-        if outcome.deferred {
-            out.truncate(start);
-            part.deferred.push(i);
-            continue;
-        }
-        let (b, end) = part.fitted.cursor();
-        part.fitted.push_written(i, b, start, end - start);
-        if outcome.extra {
-            let buffer = part.extra.reserve(extra_text.len());
-            let at = buffer.len();
-            buffer.extend_from_slice(&extra_text);
-            let (b, _) = part.extra.cursor();
-            part.extra.push_written(i, b, at, extra_text.len());
-        }
-        part.problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
+        put(&mut part, i, start, outcome, &extra_text);
     }
     if let Some(&last) = rows.last() {
         let (block, _) = place(last as usize);
         release(released, block.offset + block.length);
     }
     part
+}
+
+/// Check record JSON texts (`None`: no record, a null row), as [`check_records`] checks
+/// blocks; the columns are fitted and extra. Two halves side by side when there are many.
+pub fn check_texts(checker: &Checker, texts: &[Option<&str>]) -> Table {
+    let n = texts.len();
+    let threads = if n < PARALLEL_MIN { 1 } else { 2 };
+    let chunk = n.div_ceil(threads).max(1);
+    let parts: Vec<Part> = std::thread::scope(|scope| {
+        let work = |from: usize| texts_part(checker, texts, from..(from + chunk).min(n));
+        let handles: Vec<_> = (chunk..n).step_by(chunk).map(|from| scope.spawn(move || work(from))).collect();
+        let mut parts = vec![work(0)];
+        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
+        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
+        parts
+    });
+    let mut fitted = ViewColumn::new(n);
+    let mut extra = ViewColumn::new(n);
+    fitted.all_null();
+    extra.all_null();
+    let (mut problems, mut deferred) = (Vec::new(), Vec::new());
+    for part in parts {
+        fitted.adopt(part.fitted);
+        extra.adopt(part.extra);
+        problems.extend(part.problems);
+        deferred.extend(part.deferred);
+    }
+    Table { columns: vec![fitted, extra], problems, deferred }
+}
+
+fn texts_part(checker: &Checker, texts: &[Option<&str>], rows: std::ops::Range<usize>) -> Part {
+    let mut part = Part { fitted: ViewColumn::sparse(rows.len()), extra: ViewColumn::sparse(0),
+                          problems: Vec::new(), deferred: Vec::new(), failed: None };
+    let mut extra_text = Vec::new();
+    for i in rows {
+        let Some(text) = texts[i] else { continue };
+        extra_text.clear();
+        let out = part.fitted.reserve(2 * text.len() + 64);
+        let start = out.len();
+        let outcome = checker.record_text(text, out, &mut extra_text);
+        put(&mut part, i, start, outcome, &extra_text);
+    }
+    part
+}
+
+/// Put one record's outcome into its part: its fitted text (written at `start`), its extra
+/// text, its problems, or its row among those left to the reference.
+fn put(part: &mut Part, i: usize, start: usize, outcome: Outcome, extra_text: &[u8]) {
+    if outcome.deferred {
+        part.fitted.reserve(0).truncate(start);
+        part.deferred.push(i);
+        return;
+    }
+    let (b, end) = part.fitted.cursor();
+    part.fitted.push_written(i, b, start, end - start);
+    if outcome.extra {
+        let buffer = part.extra.reserve(extra_text.len());
+        let at = buffer.len();
+        buffer.extend_from_slice(extra_text);
+        let (b, _) = part.extra.cursor();
+        part.extra.push_written(i, b, at, extra_text.len());
+    }
+    part.problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
 }
 
 /// did, rkey, uri and cid of the table, in key order.
@@ -400,6 +480,32 @@ pub fn check_table(py: Python<'_>, checker: &PyTableChecker, car: &PyCar, did: O
     let table = py
         .detach(|| check_records(&checker.checker, &car.car, buf, &leaves, did, verify_cids, &release))
         .map_err(|f| raise(py, f))?;
+    let columns = TableColumns { columns: Mutex::new(Some(table.columns)) };
+    Ok((columns, table.problems, table.deferred))
+}
+
+/// Check record JSON texts (`None`: no record): (fitted and extra columns, problems, rows
+/// left to the reference), as [`check_table`] checks blocks.
+#[pyfunction]
+pub fn check_texts_table(py: Python<'_>, checker: &PyTableChecker, texts: &Bound<'_, PyAny>)
+                         -> PyResult<(TableColumns, TableProblems, Vec<usize>)> {
+    // copied out of the Python strings, so that the work runs without the GIL
+    let mut data = String::new();
+    let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
+    for text in texts.try_iter()? {
+        let text = text?;
+        if text.is_none() {
+            spans.push(None);
+        } else {
+            let text: &str = text.extract()?;
+            spans.push(Some((data.len(), data.len() + text.len())));
+            data.push_str(text);
+        }
+    }
+    let table = py.detach(|| {
+        let texts: Vec<Option<&str>> = spans.iter().map(|s| s.map(|(a, b)| &data[a..b])).collect();
+        check_texts(&checker.checker, &texts)
+    });
     let columns = TableColumns { columns: Mutex::new(Some(table.columns)) };
     Ok((columns, table.problems, table.deferred))
 }

@@ -1,18 +1,21 @@
 """The compiled checking pass of ``table()`` against its Python reference.
 
 ``snapshot_table`` of a snapshot the core serves checks every record from its CBOR block in
-the core (``rust/src/table.rs``); ``records_table`` of the same snapshot's ``records`` is the
-reference (``atrepo._table_check.Checker`` over the JSON text). Every case below builds both
-and requires the same table (``assert_frame_equal``) and the same problems, in the same order:
+the core (``rust/src/table.rs``), ``records_table`` of its ``records`` checks their JSON
+texts in the core, and ``records_table`` with the core switched off is the reference
+(``atrepo._table_check.Checker`` over the JSON text). Every case below builds all three and
+requires the same table (``assert_frame_equal``) and the same problems, in the same order:
 the reference-generated repositories and the real ones, the syntax interop vectors as field
 values, and hypothesis-generated invalid records.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import polars as pl
 import pytest
@@ -41,13 +44,22 @@ BLOB_LINK = CID.decode("bafkreigo4p2o4ctnpg3updicbzu7rcwj4lrlji5p3ymtdxrhk3zaf5p
 URI = f"at://{DID}/app.bsky.feed.post/3jzfcijpj2z2a"
 
 
+def reference(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``records_table`` on the Python path (the core switched off for the call)."""
+    with patch.object(_accel, "core", None):
+        return records_table(records, collection)
+
+
 def both(snap: atrepo.RepoSnapshot, collection: str) -> pl.DataFrame:
-    """Check ``collection`` both ways; assert they agree; return the problems."""
+    """Check ``collection`` from the blocks and from the JSON texts in the core, and in the
+    Python reference; assert the three agree; return the problems."""
     assert _accel.serves(snap.blocks)
     table, problems = snapshot_table(snap, collection)
-    ref_table, ref_problems = records_table(snap.records, collection)
-    assert_frame_equal(table, ref_table)
-    assert_frame_equal(problems, ref_problems)
+    ref_table, ref_problems = reference(snap.records, collection)
+    text_table, text_problems = records_table(snap.records, collection)
+    for mine, theirs in ((table, ref_table), (problems, ref_problems), (text_table, ref_table),
+                         (text_problems, ref_problems)):
+        assert_frame_equal(mine, theirs)
     assert table.schema == atrepo.lexicon_schema(collection)
     return problems
 
@@ -270,3 +282,29 @@ def test_grapheme_counts_agree_at_the_limit(cluster: str) -> None:
     over = {"3kaaaaaaa0301", "3kaaaaaaa1000"}
     grapheme_rows = problems.filter(pl.col("error").str.contains("graphemes"))
     assert set(grapheme_rows["rkey"]) == over
+
+
+# -- JSON texts that CBOR cannot hold: floats, integers beyond Int64, repeated keys ----------
+
+_JSON_SCALAR = (_SCALAR.filter(lambda v: not isinstance(v, (bytes, CID)))
+                | st.floats(allow_nan=False, allow_infinity=False)
+                | st.integers(-(2 ** 70), 2 ** 70))
+_JSON_VALUE = st.recursive(_JSON_SCALAR | _TYPES, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(_KEYS, inner, max_size=5), max_leaves=16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(st.dictionaries(_KEYS, _JSON_VALUE, max_size=6), min_size=1,
+                       max_size=4),
+       collection=st.sampled_from(sorted(_RECORDS)))
+def test_json_texts_agree(bodies: list[dict[str, Any]], collection: str) -> None:
+    texts = [json.dumps({"$type": collection, **body}, ensure_ascii=False) for body in bodies]
+    texts += ['{"$type": "app.bsky.feed.like", "createdAt": 1, "createdAt": "x"}', "[1]",
+              '{"text": "\\u00e9\\n\\ud83d\\ude00"}']
+    frame = pl.DataFrame({"did": DID, "collection": collection,
+                          "rkey": [f"k{i}" for i in range(len(texts))], "uri": URI,
+                          "cid": CID_TEXT, "record": texts})
+    table, problems = records_table(frame, collection)
+    ref_table, ref_problems = reference(frame, collection)
+    assert_frame_equal(table, ref_table)
+    assert_frame_equal(problems, ref_problems)
