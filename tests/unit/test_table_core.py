@@ -308,3 +308,16 @@ def test_json_texts_agree(bodies: list[dict[str, Any]], collection: str) -> None
     ref_table, ref_problems = reference(frame, collection)
     assert_frame_equal(table, ref_table)
     assert_frame_equal(problems, ref_problems)
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks=st.lists(st.binary(max_size=40) | st.sampled_from([
+    b"\xa1\x65$type\x72app.bsky.feed.post",            # a map holding only $type
+    b"\xa1\x65$type\xfb\x3f\xf0\x00\x00\x00\x00\x00\x00",  # a float
+    b"\xa1\x64text\xc2\x41\x01",                        # a bignum tag
+    b"\xa1\x64text\x1b\xff\xff\xff\xff\xff\xff\xff\xff",  # an integer beyond Int64
+    b"\x81\x01", b"\xd8\x2a\x42\x00\x01"]), min_size=1, max_size=4))
+def test_any_record_block_gives_the_same_rows(blocks: list[bytes]) -> None:
+    """Blocks that do not decode, or do not decode to a map, are rows of nulls both ways."""
+    snap = repo({f"app.bsky.feed.post/3kaaaaaaa{i:04d}": block for i, block in enumerate(blocks)})
+    both(snap, "app.bsky.feed.post")
