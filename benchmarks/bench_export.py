@@ -11,7 +11,9 @@ Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bul
    files written, dataset MB;
 2. peak RSS of an export of the first N repositories for each N of ``--rss``, each in a
    process of its own: the peak reset after the imports (``/proc/self/clear_refs``), so
-   it is the export's own (``VmHWM``, Linux), beside the RSS the export started from;
+   it is the export's own (``VmHWM``, Linux), beside the RSS the export started from and,
+   at its end, the anonymous and the file-backed parts of the RSS (``RssAnon``,
+   ``RssFile``: mapped files such as the caches' SQLite databases);
 3. ``count`` and ``group_by(collection).len()`` over the dataset (``pl.scan_delta``, and
    ``atrepo.open_dataset(out).records`` with the opening included) and over the same rows
    laid out one file per repository and collection (the layout exports had before
@@ -85,7 +87,8 @@ with Client(http=http, dns=NoDns(), plc_url=plc, handle_resolver=pds, cache_dir=
     before = status("VmRSS")
     report = client.export(names, out, batch_repos=batch)
 print(json.dumps({"repos": report.written, "batch_repos": batch, "import_peak_mb": import_peak,
-                  "rss_before_export_mb": before, "max_rss_mb": status("VmHWM")}))
+                  "rss_before_export_mb": before, "max_rss_mb": status("VmHWM"),
+                  "end_rss_anon_mb": status("RssAnon"), "end_rss_file_mb": status("RssFile")}))
 """
 
 
