@@ -458,29 +458,40 @@ class _Async:
     async def gather(self, effect: Gather, context: contextvars.Context
                      ) -> tuple[Any, ...] | Exception:
         """Run the flows of ``effect`` as tasks, ``width`` at a time, each stepped in a copy
-        of ``context``; their values, or the first failure. Cancelled, it cancels them and
-        waits for them to end."""
+        of ``context``; their values, or the first failure. Once one failed, those still
+        waiting for their turn never start and the running ones finish, as in the sync
+        driver; cancelled, it cancels them and waits for them to end."""
         import asyncio  # keeps asyncio off sync paths
 
         gate = asyncio.Semaphore(max(1, effect.width))
+        failed = False
 
         async def one(flow: Flow[Any]) -> Any:
+            nonlocal failed
             async with gate:
-                return await self.run(flow, context.copy())
+                if failed:
+                    return None  # never started: the Gather answers with a failure
+                try:
+                    return await self.run(flow, context.copy())
+                except Exception:
+                    failed = True
+                    raise
 
         tasks = [asyncio.ensure_future(one(flow)) for flow in effect.flows]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
+            await asyncio.wait(tasks)
+        except BaseException:   # cancelled (or interrupted): so are the flows
             for task in tasks:
-                task.cancel()       # a no-op for those done
+                task.cancel()
             while not all(task.done() for task in tasks):
                 try:
                     await asyncio.wait(tasks)
                 except asyncio.CancelledError:
                     continue        # cancelled again: the running flows still have to end
+            raise
+        finally:
             _close_all(effect.flows)
-        return _gathered([None if t.cancelled() else t.exception() for t in tasks],
+        return _gathered([t.exception() for t in tasks],
                          lambda: tuple(t.result() for t in tasks))
 
 
