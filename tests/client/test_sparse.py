@@ -252,7 +252,7 @@ def test_a_new_commit_after_a_sparse_fetch_is_fetched_again_not_diffed_as_deleti
 # -- the requests of a round, side by side (issue 11, item 3; the fetch's loose end) ---------
 
 GET_BLOCKS = "/xrpc/com.atproto.sync.getBlocks"
-PATIENCE = 1.0  # seconds a getBlocks request waits for company before it goes alone
+PATIENCE = 3.0  # seconds a getBlocks request waits for company before it goes alone
 
 
 class _Together:
