@@ -163,7 +163,8 @@ def run_once(python: str, script: Path, car: Path, extra: list[str],
            "tree_rss_mb": (peak[0] / 2**20) if peak and peak[0] else None,
            "cpu_s": ru.ru_utime + ru.ru_stime, "exit": proc.returncode, "output": None}
     if proc.returncode != 0:
-        res["error"] = stderr.strip().splitlines()[-5:] if stderr.strip() else [f"exit {proc.returncode}"]
+        res["error"] = (stderr.strip().splitlines()[-5:] if stderr.strip()
+                        else [f"exit {proc.returncode}"])
         return res
     lines = [ln for ln in stdout.splitlines() if ln.strip().startswith("{")]
     try:
@@ -273,7 +274,8 @@ def markdown_report(meta: dict, rows: list[dict]) -> str:
         f"({c['car_bytes'] / 1e6:.1f} MB CAR, {c['blocks']:,} blocks)",
         "",
         f"Whole processes (interpreter start, imports and teardown included), median of "
-        f"{meta['runs']} run{'s' if meta['runs'] != 1 else ''} after one warm-up run, {meta['date']}. "
+        f"{meta['runs']} run{'s' if meta['runs'] != 1 else ''} after one warm-up run, "
+        f"{meta['date']}. "
         "Each run enumerates every record as (collection, rkey, CID string, decoded record); "
         "`atrepo_profile` reads only `app.bsky.actor.profile` with `mem_limit_mb=64`. "
         "Peak RSS is `ru_maxrss` of the process (max over it and its workers); "
@@ -282,7 +284,8 @@ def markdown_report(meta: dict, rows: list[dict]) -> str:
         fmt_table(rows, markdown=True),
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}, "
-        f"{m['python']}; load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'] or [])}.",
+        f"{m['python']}; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'] or [])}.",
         f"atrepo and its dependencies: {vers(DEP_PACKAGES)}.",
         f"Peers: {vers(PEER_PACKAGES)}.",
         f"Corpus: `make_corpus.py` (`gen_repo.mjs --records {c['records']} --seed {c['seed']}`), "
