@@ -41,6 +41,17 @@ from atrepo.client import Client
 WAIT = 20.0  # seconds before a missing event counts as a blocked loop
 
 
+def _did_document(did: str, key: str, pds_url: str) -> Reply:
+    """A PLC reply: the DID document of ``did`` with signing ``key`` and its PDS at ``pds_url``."""
+    doc = {"id": did, "alsoKnownAs": [],
+           "verificationMethod": [{"id": f"{did}#atproto", "type": "Multikey",
+                                   "controller": did,
+                                   "publicKeyMultibase": key.removeprefix("did:key:")}],
+           "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                        "serviceEndpoint": pds_url}]}
+    return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+
+
 def _serve(ref: Any) -> LoopbackServer:
     """A loopback PLC + PDS for the reference repository ``ref``."""
     did, key = ref.truth["did"], ref.truth["signing_key"]
@@ -49,13 +60,7 @@ def _serve(ref: Any) -> LoopbackServer:
     def route(path: str) -> Reply:
         if urlsplit(path).path == "/xrpc/com.atproto.sync.getRepo":
             return 200, {"content-type": "application/vnd.ipld.car"}, car
-        doc = {"id": did, "alsoKnownAs": [],
-               "verificationMethod": [{"id": f"{did}#atproto", "type": "Multikey",
-                                       "controller": did,
-                                       "publicKeyMultibase": key.removeprefix("did:key:")}],
-               "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
-                            "serviceEndpoint": server.url}]}
-        return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+        return _did_document(did, key, server.url)
 
     server = LoopbackServer(route)
     return server
@@ -184,13 +189,7 @@ def _serve_heads(ref: Any, head: dict[str, int]) -> LoopbackServer:
             return 200, {"content-type": "application/json"}, json.dumps(body).encode()
         if parts.path == "/xrpc/com.atproto.sync.getRepo":
             return 200, car_headers, cars["since" if "since=" in parts.query else "whole"]
-        doc = {"id": did, "alsoKnownAs": [],
-               "verificationMethod": [{"id": f"{did}#atproto", "type": "Multikey",
-                                       "controller": did,
-                                       "publicKeyMultibase": key.removeprefix("did:key:")}],
-               "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
-                            "serviceEndpoint": server.url}]}
-        return 200, {"content-type": "application/json"}, json.dumps(doc).encode()
+        return _did_document(did, key, server.url)
 
     server = LoopbackServer(route)
     return server
