@@ -177,7 +177,11 @@ def _encode_link(encoder: cbor2.CBOREncoder, value: Any) -> None:
         raise DecodeError("type not allowed in DAG-CBOR", type=type(value).__name__)
 
 
-_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], Any]] = {Link: _encode_link}
+# Named by exact type: a type cbor2 does not find here sends it through its own deferred
+# encoders (dates, decimals, MIME messages, ...), which it imports on that first miss, adding
+# ~20 ms (``email.mime``, ``fractions``, ``uuid``) to a read that only re-encodes a commit.
+_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], Any]] = {
+    Link: _encode_link, CID: _encode_link, multiformats.CID: _encode_link}
 
 
 def encode(value: Any) -> bytes:

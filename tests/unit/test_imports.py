@@ -33,8 +33,8 @@ NOT_FOR_A_READ_ATREPO = {"atrepo.client", "atrepo._io", "atrepo._flows", "atrepo
                          "atrepo.identity", "atrepo.tables", "atrepo.lexicon"}
 
 
-def _loaded_after(call: str, *, pure: bool) -> set[str]:
-    """Top-level packages and atrepo packages in sys.modules after ``call`` ran."""
+def _modules_after(call: str, *, pure: bool) -> set[str]:
+    """Every module in sys.modules after ``call`` ran in a fresh interpreter."""
     code = ("import json, sys, atrepo; " + call + "; "
             "print(json.dumps([atrepo.accelerated, sorted(sys.modules)]))")
     env = {k: v for k, v in os.environ.items() if k not in ("ATREPO_PURE_PYTHON", "CI")}
@@ -44,6 +44,12 @@ def _loaded_after(call: str, *, pure: bool) -> set[str]:
     accelerated, modules = json.loads(out)
     if not pure and not accelerated:
         pytest.fail("the compiled core did not load")
+    return set(modules)
+
+
+def _loaded_after(call: str, *, pure: bool) -> set[str]:
+    """Top-level packages and atrepo packages in sys.modules after ``call`` ran."""
+    modules = _modules_after(call, pure=pure)
     return {name.split(".")[0] for name in modules} | {
         ".".join(name.split(".")[:2]) for name in modules if name.startswith("atrepo.")}
 
@@ -62,6 +68,25 @@ def test_pruned_read_loads_only_what_it_needs(pure: bool) -> None:
             "mem_limit_mb=64).records")
     loaded = _loaded_after(call, pure=pure)
     assert loaded & (NOT_FOR_A_READ | NOT_FOR_A_READ_ATREPO) == set()
+
+
+@pytest.mark.parametrize("pure", PATHS)
+@pytest.mark.parametrize("collections", [None, ["app.bsky.actor.profile"]], ids=["all", "pruned"])
+def test_a_read_leaves_cbor2s_deferred_encoders_unloaded(pure: bool,
+                                                         collections: list[str] | None) -> None:
+    # re-encoding the header and commit (the canonical-form check) names CIDs' exact types,
+    # so cbor2 never resolves its deferred encoders for MIME messages and fractions
+    call = f"atrepo.read_car({SAMPLE!r}, collections={collections!r}).records"
+    modules = _modules_after(call, pure=pure)
+    assert {"email.mime", "email.mime.text", "fractions"} & modules == set()
+
+
+def test_an_unnamed_type_loads_cbor2s_deferred_encoders() -> None:
+    # the counter-case: encoding a type cbor2 finds in no table pulls those modules in, so
+    # the check above can fail
+    modules = _modules_after("import cbor2; cbor2.dumps(object(), default=lambda e, v: None)",
+                             pure=True)
+    assert "email.mime.text" in modules
 
 
 @CORE
