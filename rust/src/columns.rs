@@ -1,20 +1,17 @@
 //! The `records` frame's columns, built from a walk without a Python object per row.
 //!
-//! Record blocks are read in file order (sequential reads of the CAR, whatever the order of
-//! their keys) and written into the `record` column's buffers as they come; each row's view
-//! points at its text, so rows stay in key order. A block that is missing or does not match
-//! its CID fails the read, as in the reference, with the error of the first such record in
-//! key order; a block that does not decode is a problem of its row (a null `record`).
+//! Record blocks come in file order (see [`crate::pass`]) and are written into the `record`
+//! column's buffers as they come; each row's view points at its text, so rows stay in key
+//! order. A block that is missing or does not match its CID fails the read, as in the
+//! reference; a block that does not decode is a problem of its row (a null `record`).
 
 use crate::arrow::ViewColumn;
-use crate::car::{verify, Car, Found};
-use crate::error::{CoreError, Field, Result};
+use crate::car::Car;
+use crate::error::{CoreError, Result};
 use crate::mst::Leaves;
+use crate::pass::record_blocks;
 use crate::record::record_json;
 use crate::text::push_cid_str;
-
-/// Fewer records than this are decoded on the calling thread alone (a thread costs more).
-const PARALLEL_MIN: usize = 20_000;
 
 pub const NAMES: [&str; 6] = ["did", "collection", "rkey", "uri", "cid", "record"];
 
@@ -32,127 +29,48 @@ fn json_bound(n: usize) -> usize {
 
 pub fn decode_records(car: &Car, buf: &[u8], leaves: &Leaves, did: &str,
                       release: &(dyn Fn(usize, usize) + Sync)) -> Result<Decoded> {
-    let n = leaves.len();
-    let raw = |i: usize| leaves.value(i);
-    let found: Vec<Found> = car.locate_many(buf, n, raw);
-    let mut failed: Option<(usize, CoreError)> = None;
-    if let Some(i) = found.iter().position(|f| f.get().is_none()) {
-        let error = CoreError::mst("record block missing from CAR")
-            .with("cid", Field::CidText(raw(i).to_vec()))
-            .hint("the CAR is incomplete");
-        failed = Some((i, error)); // no later record can fail first
-    }
-    let limit = failed.as_ref().map_or(n, |(i, _)| *i);
-    // blocks are numbered in file order: sorting rows by block number reads the file in order
-    let mut by_block: Vec<(u32, u32)> = (0..limit)
-        .map(|i| (found[i].get().map_or(0, |(id, _)| id as u32), i as u32))
-        .collect();
-    by_block.sort_unstable();
-    let order: Vec<u32> = by_block.into_iter().map(|(_, i)| i).collect();
-
-    // two halves of the file, decoded side by side (the GIL is released around all this)
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if order.len() < PARALLEL_MIN { 1 } else { cores.clamp(1, 2) };
-    let chunk = order.len().div_ceil(threads).max(1);
-    let parts: Vec<Part> = std::thread::scope(|scope| {
-        let handles: Vec<_> = order
-            .chunks(chunk)
-            .skip(1)
-            .map(|rows| scope.spawn(|| decode_part(car, buf, leaves, &found, rows, release)))
-            .collect();
-        let first = decode_part(car, buf, leaves, &found, order.chunks(chunk).next().unwrap_or(&[]),
-                                release);
-        let mut parts = vec![first];
-        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
-        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
-        parts
-    });
-    let mut record = ViewColumn::new(n);
+    let parts = record_blocks(car, buf, leaves, car.verify_cids, release, Part::new, |part, i, data| {
+        let out = part.column.reserve(json_bound(data.len()));
+        let start = out.len();
+        match record_json(data, out) {
+            Ok(()) => {
+                let (b, end) = part.column.cursor();
+                part.column.push_written(i, b, start, end - start);
+            }
+            Err(problem) => part.problems.push((i, problem)),
+        }
+    })?;
+    let mut record = ViewColumn::new(leaves.len());
     record.all_null();
     let mut problems = Vec::new();
     for part in parts {
-        if let Some((i, error)) = part.failed {
-            if failed.as_ref().is_none_or(|(j, _)| i < *j) {
-                failed = Some((i, error));
-            }
-        }
         problems.extend(part.problems);
         record.adopt(part.column);
     }
-    if let Some((_, error)) = failed {
-        return Err(error);
-    }
-    drop((found, order)); // before the key columns take their memory
     problems.sort_unstable_by_key(|p| p.0);
-    let mut columns = key_columns(leaves, did);
+    let mut columns = key_columns(leaves, did, true);
     columns.push(record);
     Ok(Decoded { columns, problems })
 }
 
-/// What one thread decoded: its rows' texts, problems, and its first failing row.
+/// What one thread decoded: its rows' texts and problems.
 struct Part {
     column: ViewColumn,
     problems: Vec<(usize, CoreError)>,
-    failed: Option<(usize, CoreError)>,
 }
 
-/// Verify and decode the records `rows` (in file order) into a column of their own.
-fn decode_part(car: &Car, buf: &[u8], leaves: &Leaves, found: &[Found], rows: &[u32],
-               release: &(dyn Fn(usize, usize) + Sync)) -> Part {
-    const STRETCH: usize = 2 << 20;
-    // every row given here was found (rows stop before the first missing one)
-    let place = |i: u32| {
-        let (id, alone) = found[i as usize].get().unwrap_or((0, false));
-        (car.block(id), alone)
-    };
-    let mut released = rows.first().map_or(0, |&i| place(i).0.offset);
-    let mut column = ViewColumn::sparse(rows.len());
-    let mut problems = Vec::new();
-    let mut failed: Option<(usize, CoreError)> = None;
-    for &i in rows {
-        let i = i as usize;
-        let (block, alone) = place(i as u32);
-        if block.offset - released >= STRETCH {
-            release(released, block.offset); // rows come in file order: these are done
-            released = block.offset;
-        }
-        if car.verify_cids {
-            // the CID stored before the data is the row's CID (that is how it was found),
-            // and it is read in file order, unlike the row's own copy
-            let stored = &buf[block.offset - leaves.value(i).len()..block.offset];
-            if let Err(error) = verify(buf, stored, block, alone) {
-                if failed.as_ref().is_none_or(|(j, _)| i < *j) {
-                    failed = Some((i, error));
-                }
-                continue;
-            }
-        }
-        if failed.is_some() {
-            continue; // the read fails anyway; only an earlier failing record matters now
-        }
-        let data = &buf[block.offset..block.offset + block.length];
-        let out = column.reserve(json_bound(data.len()));
-        let start = out.len();
-        match record_json(data, out) {
-            Ok(()) => {
-                let (b, end) = column.cursor();
-                column.push_written(i, b, start, end - start);
-            }
-            Err(problem) => problems.push((i, problem)),
-        }
+impl Part {
+    fn new(rows: usize) -> Self {
+        Part { column: ViewColumn::sparse(rows), problems: Vec::new() }
     }
-    if let Some(&last) = rows.last() {
-        let (block, _) = place(last);
-        release(released, block.offset + block.length);
-    }
-    Part { column, problems, failed }
 }
 
-/// did, collection, rkey, uri and cid, in key order.
-fn key_columns(leaves: &Leaves, did: &str) -> Vec<ViewColumn> {
+/// The key columns, in key order: did, collection (when `with_collection`), rkey, uri and
+/// cid.
+pub(crate) fn key_columns(leaves: &Leaves, did: &str, with_collection: bool) -> Vec<ViewColumn> {
     let n = leaves.len();
     let mut did_col = ViewColumn::new(n);
-    let mut collection = ViewColumn::new(n);
+    let mut collection = with_collection.then(|| ViewColumn::new(n));
     let mut rkey = ViewColumn::new(n);
     let mut uri = ViewColumn::new(n);
     let mut cid = ViewColumn::new(n);
@@ -166,10 +84,12 @@ fn key_columns(leaves: &Leaves, did: &str) -> Vec<ViewColumn> {
         } else {
             did_col.share(i, 0);
         }
-        if i > 0 && leaves.key(i - 1).split(|&b| b == b'/').next() == Some(coll) {
-            collection.share(i, i - 1);
-        } else {
-            collection.set(i, coll);
+        if let Some(collection) = collection.as_mut() {
+            if i > 0 && leaves.key(i - 1).split(|&b| b == b'/').next() == Some(coll) {
+                collection.share(i, i - 1);
+            } else {
+                collection.set(i, coll);
+            }
         }
         rkey.set(i, rest);
         text.clear();
@@ -182,5 +102,8 @@ fn key_columns(leaves: &Leaves, did: &str) -> Vec<ViewColumn> {
         push_cid_str(&mut text, leaves.value(i));
         cid.set(i, &text);
     }
-    vec![did_col, collection, rkey, uri, cid]
+    let mut columns = vec![did_col];
+    columns.extend(collection);
+    columns.extend([rkey, uri, cid]);
+    columns
 }

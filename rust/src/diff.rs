@@ -29,8 +29,8 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use sha2::{Digest, Sha256};
 
 use crate::car::{check_block, verify, Block, Car};
-use crate::error::{CoreError, Field, Result};
-use crate::mst::{decode_node, Entry, Node, Ranges, MAX_DEPTH};
+use crate::error::Result;
+use crate::mst::{decode_node, in_ranges, node_error, overlaps, Entry, Node, Ranges, MAX_DEPTH};
 use crate::text::push_cid_str;
 use crate::PyCar;
 
@@ -98,20 +98,6 @@ impl<'a> Sources<'a> {
     pub fn fetch(&self, raw: &[u8]) -> Result<Option<&'a [u8]>> {
         self.read(raw, self.locate(raw))
     }
-}
-
-fn node_error(message: &'static str, raw: &[u8]) -> CoreError {
-    CoreError::mst(message).with("cid", Field::NodeName(raw.to_vec()))
-}
-
-fn overlaps(lo: Option<&[u8]>, hi: Option<&[u8]>, ranges: &Ranges) -> bool {
-    ranges.iter().any(|(r_lo, r_hi)| {
-        hi.is_none_or(|h| r_lo.as_slice() < h) && lo.is_none_or(|l| l < r_hi.as_slice())
-    })
-}
-
-fn in_ranges(key: &[u8], ranges: &Ranges) -> bool {
-    ranges.iter().any(|(lo, hi)| lo.as_slice() <= key && key < hi.as_slice())
 }
 
 /// A subtree to expand: its node, the open key interval it covers (kept only when ranges

@@ -389,13 +389,8 @@ impl Lexicon {
                     out.push(format!("{} must be an array", render(path)));
                     return Ok(());
                 };
-                let n = items.len() as i64;
-                if let Some(max) = max.filter(|&m| n > m) {
-                    out.push(format!("{} must not have more than {max} elements", render(path)));
-                }
-                if let Some(min) = min.filter(|&m| n < m) {
-                    out.push(format!("{} must not have fewer than {min} elements", render(path)));
-                }
+                let words = ["must not have more", "must not have fewer", " elements"];
+                check_bounds(items.len() as i128, *max, *min, words, path, out);
                 for (i, item_value) in items.iter().enumerate() {
                     path.push(Seg::Index(i));
                     let done = self.check(*item, item_value, path, out);
@@ -444,12 +439,7 @@ impl Lexicon {
                     let listing: Vec<String> = choices.iter().map(i64::to_string).collect();
                     out.push(format!("{} must be one of ({})", render(path), listing.join("|")));
                 }
-                if let Some(max) = max.filter(|&m| v > i128::from(m)) {
-                    out.push(format!("{} can not be greater than {max}", render(path)));
-                }
-                if let Some(min) = min.filter(|&m| v < i128::from(m)) {
-                    out.push(format!("{} can not be less than {min}", render(path)));
-                }
+                check_bounds(v, *max, *min, ["can not be greater", "can not be less", ""], path, out);
             }
             Def::Text(def) => {
                 let Value::Text(t) = *value else {
@@ -469,13 +459,8 @@ impl Lexicon {
                         return Ok(());
                     }
                 };
-                let n = data.len() as i64;
-                if let Some(max) = max.filter(|&m| n > m) {
-                    out.push(format!("{} must not be larger than {max} bytes", render(path)));
-                }
-                if let Some(min) = min.filter(|&m| n < m) {
-                    out.push(format!("{} must not be smaller than {min} bytes", render(path)));
-                }
+                let words = ["must not be larger", "must not be smaller", " bytes"];
+                check_bounds(data.len() as i128, *max, *min, words, path, out);
             }
             Def::CidLink => {
                 if !link_ok(Some(value))? {
@@ -542,6 +527,19 @@ impl Lexicon {
             }
         }
         Ok(())
+    }
+}
+
+/// The reference's two bound checks of a size or value `n`, each with its own message (both
+/// can fail): `[above, below, unit]` word them as "{path} {above} than {max}{unit}" and
+/// "{path} {below} than {min}{unit}".
+fn check_bounds(n: i128, max: Option<i64>, min: Option<i64>, [above, below, unit]: [&str; 3],
+                path: &[Seg<'_>], out: &mut Vec<String>) {
+    if let Some(max) = max.filter(|&m| n > i128::from(m)) {
+        out.push(format!("{} {above} than {max}{unit}", render(path)));
+    }
+    if let Some(min) = min.filter(|&m| n < i128::from(m)) {
+        out.push(format!("{} {below} than {min}{unit}", render(path)));
     }
 }
 

@@ -17,6 +17,7 @@ mod error;
 mod fast;
 mod lexcheck;
 mod mst;
+mod pass;
 mod record;
 mod table;
 mod tablefit;
@@ -230,7 +231,7 @@ impl PyCar {
         let decoded = py
             .detach(|| columns::decode_records(car, buf, leaves, did, &release))
             .map_err(|f| raise(py, f))?;
-        let columns = RecordColumns { columns: Mutex::new(Some(decoded.columns)) };
+        let columns = RecordColumns(Handover::new("record", &columns::NAMES, decoded.columns));
         let problems = decoded
             .problems
             .into_iter()
@@ -352,31 +353,54 @@ fn leaves_of(keys: &Bound<'_, PyAny>, values: &Bound<'_, PyAny>) -> PyResult<Lea
     Ok(leaves)
 }
 
-/// The columns of a `records` frame, handed to polars once through `__arrow_c_array__`.
-#[pyclass(module = "atrepo._core", name = "RecordColumns", frozen)]
-struct RecordColumns {
+/// Columns handed to polars once, through `__arrow_c_array__` (the Arrow PyCapsule
+/// interface); the classes that hold them answer it with [`Handover::capsules`].
+struct Handover {
+    /// what the columns are ("record", "table"), for the error of a second taking
+    what: &'static str,
+    /// the names of the widest set of columns: fewer columns are named by the last ones
+    names: &'static [&'static str],
     columns: Mutex<Option<Vec<arrow::ViewColumn>>>,
 }
 
-#[pymethods]
-impl RecordColumns {
-    #[pyo3(signature = (requested_schema = None))]
-    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
-            -> PyResult<Bound<'py, PyTuple>> {
+impl Handover {
+    fn new(what: &'static str, names: &'static [&'static str], columns: Vec<arrow::ViewColumn>)
+           -> Self {
+        Handover { what, names, columns: Mutex::new(Some(columns)) }
+    }
+
+    /// The (schema, array) capsules of the columns; the columns go with them, so a second
+    /// call fails.
+    fn capsules<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
+                     -> PyResult<Bound<'py, PyTuple>> {
         let _ = requested_schema; // the columns have one natural schema; consumers adapt
+        let what = self.what;
         let columns = self
             .columns
             .lock()
-            .map_err(|_| PyValueError::new_err("record columns are poisoned"))?
+            .map_err(|_| PyValueError::new_err(format!("{what} columns are poisoned")))?
             .take()
-            .ok_or_else(|| PyValueError::new_err("record columns were already taken"))?;
-        let schema = arrow::schema_for(&columns::NAMES);
+            .ok_or_else(|| PyValueError::new_err(format!("{what} columns were already taken")))?;
+        let schema = arrow::schema_for(&self.names[self.names.len() - columns.len()..]);
         let array = arrow::array_for(columns);
         let schema = PyCapsule::new_with_destructor(
             py, schema, Some(c"arrow_schema".to_owned()), |s, _| arrow::drop_schema(s))?;
         let array = PyCapsule::new_with_destructor(
             py, array, Some(c"arrow_array".to_owned()), |a, _| arrow::drop_array(a))?;
         PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+}
+
+/// The columns of a `records` frame ([`columns::NAMES`]), handed to polars once.
+#[pyclass(module = "atrepo._core", name = "RecordColumns", frozen)]
+struct RecordColumns(Handover);
+
+#[pymethods]
+impl RecordColumns {
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
+            -> PyResult<Bound<'py, PyTuple>> {
+        self.0.capsules(py, requested_schema)
     }
 }
 

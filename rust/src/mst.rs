@@ -35,7 +35,8 @@ fn name(raw: &[u8]) -> Field {
     Field::NodeName(raw.to_vec())
 }
 
-fn node_error(message: &'static str, raw: &[u8]) -> CoreError {
+/// An MST error naming the node `raw`.
+pub(crate) fn node_error(message: &'static str, raw: &[u8]) -> CoreError {
     CoreError::mst(message).with("cid", name(raw))
 }
 
@@ -276,13 +277,16 @@ impl<'a> Heads<'a> {
 /// Keys `lo <= key < hi` to keep; subtrees outside every range are not visited.
 pub type Ranges = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn overlaps(lo: Option<&[u8]>, hi: Option<&[u8]>, ranges: &Ranges) -> bool {
+/// Whether a subtree whose keys lie between `lo` and `hi` (None: no bound) may hold a key
+/// of `ranges`.
+pub(crate) fn overlaps(lo: Option<&[u8]>, hi: Option<&[u8]>, ranges: &Ranges) -> bool {
     ranges.iter().any(|(r_lo, r_hi)| {
         hi.is_none_or(|h| r_lo.as_slice() < h) && lo.is_none_or(|l| l < r_hi.as_slice())
     })
 }
 
-fn in_ranges(key: &[u8], ranges: &Ranges) -> bool {
+/// Whether `key` lies in any of `ranges`.
+pub(crate) fn in_ranges(key: &[u8], ranges: &Ranges) -> bool {
     ranges.iter().any(|(lo, hi)| lo.as_slice() <= key && key < hi.as_slice())
 }
 

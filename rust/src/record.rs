@@ -85,6 +85,27 @@ pub fn record_json(data: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Whether a value has a JSON text (writing it as [`record_json`] does succeeds).
+pub(crate) fn representable(value: &Value<'_>) -> bool {
+    match value {
+        Value::Map(pairs) => pairs.iter().all(|(k, v)| matches!(k, Value::Text(_)) && representable(v)),
+        Value::Array(items) => items.iter().all(representable),
+        Value::Int(v) => i64::try_from(*v).is_ok(),
+        Value::Text(_) | Value::Bytes(_) | Value::Link(_) | Value::Bool(_) | Value::Null => true,
+        Value::Float(_) | Value::Undefined | Value::Simple(_) | Value::Tag(..) => false,
+    }
+}
+
+/// Append the JSON text of a [`representable`] value, as the `records` frame holds it (a
+/// value that is not has no text: `null` stands for it).
+pub(crate) fn push_json(out: &mut Vec<u8>, value: &Value<'_>) {
+    let start = out.len();
+    if write_json(value, out).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
+}
+
 fn write_json<'a>(value: &Value<'a>, out: &mut Vec<u8>) -> Result<(), Violation<'a>> {
     match *value {
         Value::Map(ref pairs) => {

@@ -19,13 +19,16 @@
 use serde_json::Value as Json;
 
 use crate::arrow::ViewColumn;
-use crate::car::{verify, Car, Found};
+use crate::car::Car;
 use crate::cbor::{self, Tags, Value};
-use crate::error::{CoreError, Field, Result};
+use crate::columns::key_columns;
+use crate::error::Result;
 use crate::lexcheck::{bad, get, text, Lexicon};
 use crate::mst::Leaves;
-use crate::tablefit::{fit_object, parse_shape, push_json, representable, Shape};
-use crate::text::{push_cid_str, push_json_str};
+use crate::pass::{in_halves, record_blocks};
+use crate::record::{push_json, representable};
+use crate::tablefit::{fit_object, parse_shape, Shape};
+use crate::text::push_json_str;
 
 /// The table's columns, in order: the key columns (when asked for), then the checked ones.
 pub const NAMES: [&str; 6] = ["did", "rkey", "uri", "cid", "fitted", "extra"];
@@ -163,234 +166,119 @@ pub struct Table {
     pub deferred: Vec<usize>,
 }
 
-/// Fewer records than this are checked on the calling thread alone (a thread costs more).
-const PARALLEL_MIN: usize = 20_000;
-
 /// Check the records under `leaves` (one collection's keys and record CIDs); with `did`, the
 /// key columns of the table are built too.
 ///
-/// A record block that is missing, or does not match its CID when `verify_cids`, fails the
-/// call with the error of the first such record in key order, as decoding `records` does.
-/// Blocks are read in file order (sequential reads of the CAR), the pages behind released
-/// as the pass goes (`release`, as decoding `records` does, so a mapped CAR read a second
-/// time does not come back into memory whole); a big collection is checked in two halves
-/// of the file side by side (the GIL is released).
+/// Blocks are read as decoding `records` reads them ([`record_blocks`]): a record block that
+/// is missing, or does not match its CID when `verify_cids`, fails the call with the error of
+/// the first such record in key order.
 pub fn check_records(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves,
                      did: Option<&str>, verify_cids: bool,
                      release: &(dyn Fn(usize, usize) + Sync)) -> Result<Table> {
-    let n = leaves.len();
-    let found = car.locate_many(buf, n, |i| leaves.value(i));
-    if let Some(i) = found.iter().position(|f| f.get().is_none()) {
-        return Err(CoreError::mst("record block missing from CAR")
-            .with("cid", Field::CidText(leaves.value(i).to_vec()))
-            .hint("the CAR is incomplete"));
-    }
-    let mut order: Vec<(u32, u32)> = (0..n)
-        .map(|i| (found[i].get().map_or(0, |(id, _)| id as u32), i as u32))
-        .collect();
-    order.sort_unstable();
-    let order: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let threads = if n < PARALLEL_MIN { 1 } else { cores.clamp(1, 2) };
-    let chunk = n.div_ceil(threads).max(1);
-    let parts: Vec<Part> = std::thread::scope(|scope| {
-        let work = |rows: &[u32]| check_part(checker, car, buf, leaves, &found, rows, verify_cids, release);
-        let handles: Vec<_> = order.chunks(chunk).skip(1).map(|rows| scope.spawn(move || work(rows))).collect();
-        let mut parts = vec![work(order.chunks(chunk).next().unwrap_or(&[]))];
-        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
-        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
-        parts
-    });
-    let mut fitted = ViewColumn::new(n);
-    let mut extra = ViewColumn::new(n);
-    fitted.all_null();
-    extra.all_null();
-    let (mut problems, mut deferred) = (Vec::new(), Vec::new());
-    let mut failed: Option<(usize, CoreError)> = None;
-    for part in parts {
-        if let Some((i, error)) = part.failed {
-            if failed.as_ref().is_none_or(|(j, _)| i < *j) {
-                failed = Some((i, error));
-            }
-        }
-        fitted.adopt(part.fitted);
-        extra.adopt(part.extra);
-        problems.extend(part.problems);
-        deferred.extend(part.deferred);
-    }
-    if let Some((_, error)) = failed {
-        return Err(error);
-    }
-    // rows were read in file order: back to key order (a row's own problems stay in order)
-    problems.sort_by_key(|p: &(usize, u8, String)| p.0);
-    deferred.sort_unstable();
-    let mut columns = did.map_or_else(Vec::new, |did| key_columns(leaves, did));
-    columns.extend([fitted, extra]);
-    Ok(Table { columns, problems, deferred })
-}
-
-/// What one thread checked: its rows' fitted and extra texts, problems, rows left to the
-/// reference, and its first (in key order) block that does not match its CID.
-struct Part {
-    fitted: ViewColumn,
-    extra: ViewColumn,
-    problems: Vec<(usize, u8, String)>,
-    deferred: Vec<usize>,
-    failed: Option<(usize, CoreError)>,
-}
-
-/// Check the records `rows` (every one found, in file order).
-#[allow(clippy::too_many_arguments)]
-fn check_part(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves, found: &[Found],
-              rows: &[u32], verify_cids: bool, release: &(dyn Fn(usize, usize) + Sync)) -> Part {
-    const STRETCH: usize = 2 << 20;
-    let place = |i: usize| {
-        let (id, alone) = found[i].get().unwrap_or((0, false));
-        (car.block(id), alone)
-    };
-    let mut part = Part { fitted: ViewColumn::sparse(rows.len()), extra: ViewColumn::sparse(0),
-                          problems: Vec::new(), deferred: Vec::new(), failed: None };
-    let mut released = rows.first().map_or(0, |&i| place(i as usize).0.offset);
-    let mut extra_text = Vec::new();
-    for &i in rows {
-        let i = i as usize;
-        let (block, alone) = place(i);
-        if block.offset - released >= STRETCH {
-            release(released, block.offset); // rows come in file order: these are done
-            released = block.offset;
-        }
-        if verify_cids {
-            if let Err(error) = verify(buf, leaves.value(i), block, alone) {
-                if part.failed.as_ref().is_none_or(|(j, _)| i < *j) {
-                    part.failed = Some((i, error));
-                }
-                continue;
-            }
-        }
-        if part.failed.is_some() {
-            continue; // the call fails anyway; only an earlier failing record matters now
-        }
-        let data = &buf[block.offset..block.offset + block.length];
-        extra_text.clear();
+    let parts = record_blocks(car, buf, leaves, verify_cids, release, Part::new, |part, i, data| {
+        part.extra_text.clear();
         // the fitted JSON is at most the record's JSON (8 bytes a byte), twice for JSON
         // kept as text inside a string
         let out = part.fitted.reserve(16 * data.len() + 64);
         let start = out.len();
-        let Some(outcome) = checker.record(data, out, &mut extra_text) else {
-            out.truncate(start);
-            continue;
-        };
-        put(&mut part, i, start, outcome, &extra_text);
+        match checker.record(data, out, &mut part.extra_text) {
+            Some(outcome) => part.put(i, start, outcome),
+            None => out.truncate(start),
+        }
+    })?;
+    let mut table = Table::of(leaves.len(), parts);
+    if let Some(did) = did {
+        table.columns.splice(0..0, key_columns(leaves, did, false));
     }
-    if let Some(&last) = rows.last() {
-        let (block, _) = place(last as usize);
-        release(released, block.offset + block.length);
-    }
-    part
+    Ok(table)
 }
 
 /// Check record JSON texts (`None`: no record, a null row), as [`check_records`] checks
 /// blocks; the columns are fitted and extra. Two halves side by side when there are many.
 pub fn check_texts(checker: &Checker, texts: &[Option<&str>]) -> Table {
-    let n = texts.len();
-    let threads = if n < PARALLEL_MIN { 1 } else { 2 };
-    let chunk = n.div_ceil(threads).max(1);
-    let parts: Vec<Part> = std::thread::scope(|scope| {
-        let work = |from: usize| texts_part(checker, texts, from..(from + chunk).min(n));
-        let handles: Vec<_> = (chunk..n).step_by(chunk).map(|from| scope.spawn(move || work(from))).collect();
-        let mut parts = vec![work(0)];
-        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
-        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
-        parts
-    });
-    let mut fitted = ViewColumn::new(n);
-    let mut extra = ViewColumn::new(n);
-    fitted.all_null();
-    extra.all_null();
-    let (mut problems, mut deferred) = (Vec::new(), Vec::new());
-    for part in parts {
-        fitted.adopt(part.fitted);
-        extra.adopt(part.extra);
-        problems.extend(part.problems);
-        deferred.extend(part.deferred);
-    }
-    Table { columns: vec![fitted, extra], problems, deferred }
-}
-
-fn texts_part(checker: &Checker, texts: &[Option<&str>], rows: std::ops::Range<usize>) -> Part {
-    let mut part = Part { fitted: ViewColumn::sparse(rows.len()), extra: ViewColumn::sparse(0),
-                          problems: Vec::new(), deferred: Vec::new(), failed: None };
-    let mut extra_text = Vec::new();
-    for i in rows {
-        let Some(text) = texts[i] else { continue };
-        extra_text.clear();
-        let out = part.fitted.reserve(2 * text.len() + 64);
-        let start = out.len();
-        let outcome = checker.record_text(text, out, &mut extra_text);
-        put(&mut part, i, start, outcome, &extra_text);
-    }
-    part
-}
-
-/// Put one record's outcome into its part: its fitted text (written at `start`), its extra
-/// text, its problems, or its row among those left to the reference.
-fn put(part: &mut Part, i: usize, start: usize, outcome: Outcome, extra_text: &[u8]) {
-    if outcome.deferred {
-        part.fitted.reserve(0).truncate(start);
-        part.deferred.push(i);
-        return;
-    }
-    let (b, end) = part.fitted.cursor();
-    part.fitted.push_written(i, b, start, end - start);
-    if outcome.extra {
-        let buffer = part.extra.reserve(extra_text.len());
-        let at = buffer.len();
-        buffer.extend_from_slice(extra_text);
-        let (b, _) = part.extra.cursor();
-        part.extra.push_written(i, b, at, extra_text.len());
-    }
-    part.problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
-}
-
-/// did, rkey, uri and cid of the table, in key order.
-fn key_columns(leaves: &Leaves, did: &str) -> Vec<ViewColumn> {
-    let n = leaves.len();
-    let mut did_col = ViewColumn::new(n);
-    let mut rkey = ViewColumn::new(n);
-    let mut uri = ViewColumn::new(n);
-    let mut cid = ViewColumn::new(n);
-    let mut text = Vec::with_capacity(256);
-    for i in 0..n {
-        let key = leaves.key(i);
-        let slash = key.iter().position(|&b| b == b'/').map_or(key.len(), |s| s + 1);
-        if i == 0 {
-            did_col.set(0, did.as_bytes());
-        } else {
-            did_col.share(i, 0);
+    let parts = in_halves(texts, |from, chunk| {
+        let mut part = Part::new(chunk.len());
+        for (k, text) in chunk.iter().enumerate() {
+            let Some(text) = text else { continue };
+            part.extra_text.clear();
+            let out = part.fitted.reserve(2 * text.len() + 64);
+            let start = out.len();
+            let outcome = checker.record_text(text, out, &mut part.extra_text);
+            part.put(from + k, start, outcome);
         }
-        rkey.set(i, &key[slash.min(key.len())..]);
-        text.clear();
-        text.extend_from_slice(b"at://");
-        text.extend_from_slice(did.as_bytes());
-        text.push(b'/');
-        text.extend_from_slice(key);
-        uri.set(i, &text);
-        text.clear();
-        push_cid_str(&mut text, leaves.value(i));
-        cid.set(i, &text);
+        part
+    });
+    Table::of(texts.len(), parts)
+}
+
+impl Table {
+    /// The fitted and extra columns of `n` rows, with the problems and deferred rows in row
+    /// order, from the parts of a pass (each row in at most one part).
+    fn of(n: usize, parts: Vec<Part>) -> Self {
+        let mut fitted = ViewColumn::new(n);
+        let mut extra = ViewColumn::new(n);
+        fitted.all_null();
+        extra.all_null();
+        let (mut problems, mut deferred) = (Vec::new(), Vec::new());
+        for part in parts {
+            fitted.adopt(part.fitted);
+            extra.adopt(part.extra);
+            problems.extend(part.problems);
+            deferred.extend(part.deferred);
+        }
+        // a pass may read rows out of order (blocks in file order): back to row order (a
+        // row's own problems stay in order)
+        problems.sort_by_key(|p: &(usize, u8, String)| p.0);
+        deferred.sort_unstable();
+        Table { columns: vec![fitted, extra], problems, deferred }
     }
-    vec![did_col, rkey, uri, cid]
+}
+
+/// What one thread checked: its rows' fitted and extra texts, problems and rows left to the
+/// reference, and the extra text of the row being checked.
+struct Part {
+    fitted: ViewColumn,
+    extra: ViewColumn,
+    problems: Vec<(usize, u8, String)>,
+    deferred: Vec<usize>,
+    extra_text: Vec<u8>,
+}
+
+impl Part {
+    /// A part for `rows` rows.
+    fn new(rows: usize) -> Self {
+        Part { fitted: ViewColumn::sparse(rows), extra: ViewColumn::sparse(0), problems: Vec::new(),
+               deferred: Vec::new(), extra_text: Vec::new() }
+    }
+
+    /// Put row `i`'s outcome into the part: its fitted text (written at `start`), its extra
+    /// text (`extra_text`), its problems, or its row among those left to the reference.
+    fn put(&mut self, i: usize, start: usize, outcome: Outcome) {
+        if outcome.deferred {
+            self.fitted.reserve(0).truncate(start);
+            self.deferred.push(i);
+            return;
+        }
+        let (b, end) = self.fitted.cursor();
+        self.fitted.push_written(i, b, start, end - start);
+        if outcome.extra {
+            let buffer = self.extra.reserve(self.extra_text.len());
+            let at = buffer.len();
+            buffer.extend_from_slice(&self.extra_text);
+            let (b, _) = self.extra.cursor();
+            self.extra.push_written(i, b, at, self.extra_text.len());
+        }
+        self.problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
+    }
 }
 
 // -- the Python interface ---------------------------------------------------------------
 
-use std::sync::Mutex;
-
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyCapsule, PyTuple};
+use pyo3::types::PyTuple;
 
-use crate::{arrow, leaves_of, raise, PyCar, PyKeys, PyValues};
+use crate::{leaves_of, raise, Handover, PyCar, PyKeys, PyValues};
 
 /// A collection's compiled checks, built once from its descriptor.
 #[pyclass(module = "atrepo._core", name = "TableChecker", frozen)]
@@ -408,30 +296,14 @@ impl PyTableChecker {
 
 /// The table's columns ([`NAMES`]), handed to polars once through `__arrow_c_array__`.
 #[pyclass(module = "atrepo._core", name = "TableColumns", frozen)]
-pub struct TableColumns {
-    columns: Mutex<Option<Vec<ViewColumn>>>,
-}
+pub struct TableColumns(Handover);
 
 #[pymethods]
 impl TableColumns {
     #[pyo3(signature = (requested_schema = None))]
     fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
             -> PyResult<Bound<'py, PyTuple>> {
-        let _ = requested_schema; // the columns have one natural schema; consumers adapt
-        let columns = self
-            .columns
-            .lock()
-            .map_err(|_| PyValueError::new_err("table columns are poisoned"))?
-            .take()
-            .ok_or_else(|| PyValueError::new_err("table columns were already taken"))?;
-        let names = &NAMES[NAMES.len() - columns.len()..];
-        let schema = arrow::schema_for(names);
-        let array = arrow::array_for(columns);
-        let schema = PyCapsule::new_with_destructor(
-            py, schema, Some(c"arrow_schema".to_owned()), |s, _| arrow::drop_schema(s))?;
-        let array = PyCapsule::new_with_destructor(
-            py, array, Some(c"arrow_array".to_owned()), |a, _| arrow::drop_array(a))?;
-        PyTuple::new(py, [schema.into_any(), array.into_any()])
+        self.0.capsules(py, requested_schema)
     }
 }
 
@@ -480,8 +352,7 @@ pub fn check_table(py: Python<'_>, checker: &PyTableChecker, car: &PyCar, did: O
     let table = py
         .detach(|| check_records(&checker.checker, &car.car, buf, &leaves, did, verify_cids, &release))
         .map_err(|f| raise(py, f))?;
-    let columns = TableColumns { columns: Mutex::new(Some(table.columns)) };
-    Ok((columns, table.problems, table.deferred))
+    Ok((TableColumns(Handover::new("table", &NAMES, table.columns)), table.problems, table.deferred))
 }
 
 /// Check record JSON texts (`None`: no record): (fitted and extra columns, problems, rows
@@ -506,6 +377,5 @@ pub fn check_texts_table(py: Python<'_>, checker: &PyTableChecker, texts: &Bound
         let texts: Vec<Option<&str>> = spans.iter().map(|s| s.map(|(a, b)| &data[a..b])).collect();
         check_texts(&checker.checker, &texts)
     });
-    let columns = TableColumns { columns: Mutex::new(Some(table.columns)) };
-    Ok((columns, table.problems, table.deferred))
+    Ok((TableColumns(Handover::new("table", &NAMES, table.columns)), table.problems, table.deferred))
 }

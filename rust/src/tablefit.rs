@@ -13,7 +13,8 @@ use crate::cbor::Value;
 use crate::error::Result;
 use crate::fast::push_int;
 use crate::lexcheck::{bad, get, is_dict, render, Seg};
-use crate::text::{push_base64, push_cid_str, push_json_str};
+use crate::record::push_json;
+use crate::text::push_json_str;
 
 /// The kinds of `atrepo.lexicon._shape.Shape`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,63 +96,6 @@ fn json_type(value: &Value<'_>) -> &'static str {
     }
 }
 
-/// Whether the record's JSON text exists (`record::record_json` succeeds on it).
-pub fn representable(value: &Value<'_>) -> bool {
-    match value {
-        Value::Map(pairs) => pairs.iter().all(|(k, v)| matches!(k, Value::Text(_)) && representable(v)),
-        Value::Array(items) => items.iter().all(representable),
-        Value::Int(v) => i64::try_from(*v).is_ok(),
-        Value::Text(_) | Value::Bytes(_) | Value::Link(_) | Value::Bool(_) | Value::Null => true,
-        Value::Float(_) | Value::Undefined | Value::Simple(_) | Value::Tag(..) => false,
-    }
-}
-
-/// The JSON text of a representable value, as the `records` frame holds it.
-pub fn push_json(out: &mut Vec<u8>, value: &Value<'_>) {
-    match value {
-        Value::Map(pairs) => {
-            out.push(b'{');
-            for (i, (key, item)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                if let Value::Text(t) = key {
-                    push_json_str(out, t);
-                }
-                out.push(b':');
-                push_json(out, item);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_json(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Text(t) => push_json_str(out, t),
-        Value::Bytes(b) => {
-            out.extend_from_slice(b"{\"$bytes\":\"");
-            push_base64(out, b);
-            out.extend_from_slice(b"\"}");
-        }
-        Value::Link(raw) => push_link(out, raw),
-        Value::Int(v) => push_int(out, *v),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        _ => out.extend_from_slice(b"null"),
-    }
-}
-
-fn push_link(out: &mut Vec<u8>, raw: &[u8]) {
-    out.extend_from_slice(b"{\"$link\":\"");
-    push_cid_str(out, raw);
-    out.extend_from_slice(b"\"}");
-}
 /// Write the value that fits `shape` (or `null`, noting why in `nulled`).
 pub fn fit<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg<'v>>,
            nulled: &mut Vec<(String, String)>, out: &mut Vec<u8>) {
@@ -225,9 +169,7 @@ pub fn fit_object<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg
         };
         if !known_member(member, &shape.refs) {
             // an open union's other member: only its $type fits
-            out.extend_from_slice(b"{\"$type\":");
-            push_json_str(out, member);
-            out.push(b'}');
+            push_text_object(out, &[("$type", member)]);
             return;
         }
     }
@@ -263,22 +205,25 @@ fn known_member(member: &str, refs: &HashSet<String>) -> bool {
 /// written as that one-property object; false when it does not fit.
 fn fit_wrapped(value: &Value<'_>, key: &str, out: &mut Vec<u8>) -> bool {
     match (value, key) {
-        (Value::Link(raw), "$link") => push_link(out, raw),
-        (Value::Bytes(b), "$bytes") => {
-            out.extend_from_slice(b"{\"$bytes\":\"");
-            push_base64(out, b);
-            out.extend_from_slice(b"\"}");
-        }
+        // the data model's JSON of a link or bytes is that object
+        (Value::Link(_), "$link") | (Value::Bytes(_), "$bytes") => push_json(out, value),
         _ => {
             let Some(Value::Text(t)) = get(value, key) else { return false };
-            out.push(b'{');
-            push_json_str(out, key);
-            out.push(b':');
-            push_json_str(out, t);
-            out.push(b'}');
+            push_text_object(out, &[(key, t)]);
         }
     }
     true
+}
+
+/// A JSON object of string members, in the order given.
+fn push_text_object(out: &mut Vec<u8>, members: &[(&str, &str)]) {
+    for (i, (key, text)) in members.iter().enumerate() {
+        out.push(if i == 0 { b'{' } else { b',' });
+        push_json_str(out, key);
+        out.push(b':');
+        push_json_str(out, text);
+    }
+    out.push(b'}');
 }
 
 /// `_table_check.blob_fits`, writing the parts of the blob the table reads.
@@ -309,10 +254,6 @@ fn fit_blob(value: &Value<'_>, out: &mut Vec<u8>) -> bool {
         return true;
     }
     let Some(Value::Text(cid)) = get(value, "cid") else { return false };
-    out.extend_from_slice(b"{\"mimeType\":");
-    push_json_str(out, mime);
-    out.extend_from_slice(b",\"cid\":");
-    push_json_str(out, cid);
-    out.push(b'}');
+    push_text_object(out, &[("mimeType", mime), ("cid", cid)]);
     true
 }
