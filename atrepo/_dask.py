@@ -20,13 +20,16 @@ work of one host is cut, in the listing's DID order, into contiguous ranges of
 ``atrepo-export-<host>-<n>-<run>``, so the dashboard shows which host a task serves.
 
 Politeness across the cluster (:func:`host_share`): the driver keeps at most ``L`` shards
-of one host in flight, and each worker client gets ``1/L`` of the client's ``max_per_host``
-and of its ``rate_limit`` (requests per window and burst), so ``L`` shards together stay
-within the host's limits; ``L`` is at most :data:`MAX_HOST_SHARDS`, ``max_per_host``, and
-half the rate's requests. A shared limiter (a distributed Semaphore, or an actor holding the
-token buckets) would cost a scheduler round trip per request; a share per shard costs
-nothing per request. Requests a shard sends to other hosts (the PLC directory, a moved
-account's new PDS) are paced by that shard's share too.
+of one host in flight, and each worker process's client gets ``1/L`` of the client's
+``max_per_host`` and ``1/max(L, P)`` of its ``rate_limit`` for ``P`` workers (the cluster's
+at the start of the export), so the ``L`` shards of a host stay within its limits, and
+servers every shard asks (the PLC directory, a handle resolver, a moved account's new PDS)
+get at most the caller's rate from all workers together. ``L`` is at most
+:data:`MAX_HOST_SHARDS`, ``max_per_host``, and half the rate's requests. A shared limiter (a
+distributed Semaphore, or an actor holding the token buckets) would cost a scheduler round
+trip per request; a share per worker costs nothing per request. What the shares do not
+bound: workers that join after the start (an adaptive cluster), and the requests in flight
+at once to a server every shard asks (up to ``P`` times the worker's slots).
 
 Bounded: at most ``2 x`` the cluster's threads shards are in flight (and ``L`` per host),
 shards are made only when submitted, and each result is released once merged, so the
@@ -89,23 +92,34 @@ class _Shared:
     batch_records: int
 
 
-def host_share(config: ClientConfig) -> tuple[int, ClientConfig]:
+def host_share(config: ClientConfig, workers: int = 1) -> tuple[int, ClientConfig]:
     """Return ``L``, the shards of one host in flight at once, and a worker's settings.
 
-    The worker settings are the caller's with ``1/L`` of ``max_per_host`` and of
-    ``rate_limit`` (so ``L`` shards of one host together stay within its limits), no
-    ``cache_dir`` (each worker's own default) and no progress bars.
+    The worker settings are the caller's with ``1/L`` of ``max_per_host`` (so ``L`` shards
+    of one host together stay within its slots) and ``1/max(L, workers)`` of ``rate_limit``:
+    every worker process has one client, whose rate holds per origin, so a server every
+    shard asks (the PLC directory, a handle resolver) gets at most the caller's rate from
+    all ``workers`` together, as does each host from its ``L`` shards. No ``cache_dir``
+    (each worker's own default) and no progress bars.
     """
     shards = min(MAX_HOST_SHARDS, config.max_per_host)
     rate = config.rate_limit
     if rate is not None:
         shards = max(1, min(shards, rate.requests // 2))   # a RateLimit needs 2 requests
-        requests = rate.requests // shards
-        rate = RateLimit(requests=requests, per=rate.per,
-                         burst=max(1, min(rate.capacity // shards, requests - 1)))
+        rate = _rate_share(rate, max(shards, workers))
     worker = dataclasses.replace(config, max_per_host=config.max_per_host // shards,
                                  rate_limit=rate, cache_dir=None, progress=False)
     return shards, worker
+
+
+def _rate_share(rate: RateLimit, parts: int) -> RateLimit:
+    """``1/parts`` of ``rate``: a window's requests divided, or the window stretched when
+    too few would be left (a RateLimit needs 2 requests)."""
+    requests = rate.requests // parts
+    if requests >= 2:
+        return RateLimit(requests=requests, per=rate.per,
+                         burst=max(1, min(rate.capacity // parts, requests - 1)))
+    return RateLimit(requests=2, per=rate.per * 2 * parts / rate.requests, burst=1)
 
 
 def shard_label(host: str | None) -> str:
@@ -194,7 +208,7 @@ def export_on_dask(dask: Any, dataset: DatasetExport, targets: Sequence[Target],
         raise UsageError("shard_repos must be a whole number of at least 1",
                          argument="shard_repos", value=repr(shard_repos)[:40])
     distributed = _distributed()
-    per_host, worker_config = host_share(config)
+    per_host, worker_config = host_share(config, workers=len(dask.nthreads()))
     repos, records = dataset.bounds
     shared = dask.scatter(_Shared(worker_config, frozenset(dataset.exclude),
                                   None if collections is None else tuple(collections),

@@ -28,17 +28,22 @@ from test_dataset import PDS, POST, A, B, C, post, snap
     (8, RateLimit(requests=5, per=1.0, burst=2), 2),   # a RateLimit needs 2 requests
     (1, None, 1),
 ])
-def test_shards_of_one_host_together_stay_within_its_limits(per_host, rate, shards):
+@pytest.mark.parametrize("workers", [1, 2, 64])
+def test_shards_of_one_host_together_stay_within_its_limits(per_host, rate, shards, workers):
     config = ClientConfig(max_per_host=per_host, rate_limit=rate, cache_dir=None)
-    got, worker = host_share(config)
+    got, worker = host_share(config, workers=workers)
     assert got == shards
     assert 1 <= worker.max_per_host and got * worker.max_per_host <= per_host
     if rate is None:
         assert worker.rate_limit is None
     else:
-        assert worker.rate_limit is not None
-        assert got * worker.rate_limit.requests <= rate.requests
-        assert worker.rate_limit.per == rate.per
+        # the L shards of one host, and the P workers' clients asking a server they all
+        # ask, together send no more than the caller's window holds, or its burst
+        share = worker.rate_limit
+        assert share is not None
+        parts = max(got, workers)
+        assert parts * (share.requests * rate.per / share.per) <= rate.requests
+        assert share.capacity <= max(1, rate.capacity // parts)
     assert (worker.cache_dir, worker.progress) == (None, False)
 
 
