@@ -29,12 +29,11 @@ import polars as pl
 from . import _accel, mst
 from ._corecar import CoreCarFile
 from ._records import gc_paused
-from .car import check_block
+from .car import CarFile, check_block
 from .cid import CID, cid_str
 from .datamodel import record_json
 from .errors import AtrepoError, DecodeError
 from .frames import diff_frame
-from .car import CarFile
 from .snapshot import RepoSnapshot, collection_ranges
 from .tables import diff_table
 
