@@ -67,9 +67,13 @@ class Traffic:
     def __init__(self) -> None:
         self.responses: list[httpx.Response] = []
 
-    def client(self) -> httpx.Client:
-        """A loopback httpx client that reports to this counter."""
-        return httpx.Client(transport=LoopbackOnly(), trust_env=False, timeout=120,
+    def client(self, transport: httpx.HTTPTransport | None = None) -> httpx.Client:
+        """A loopback httpx client that reports to this counter.
+
+        Args:
+            transport: what sends the requests (default: a :class:`LoopbackOnly`).
+        """
+        return httpx.Client(transport=transport or LoopbackOnly(), trust_env=False, timeout=120,
                             follow_redirects=True,
                             event_hooks={"response": [self.responses.append]})
 

@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from atrepo.client import Client
 from atrepo.retry import RateLimit
 from atrepo.sandbox import Sandbox
-import httpx
-
 from bench_fetch import LoopbackOnly, NoDns, Traffic, seeding_seconds
 from bench_read import machine_info
 
@@ -85,11 +85,8 @@ def fetch(sb: Sandbox, collections: list[str] | None, sparse: bool, max_per_host
           rated: bool, rtt: float = 0.0) -> Row:
     """One get_repo into an empty cache, with its traffic counted."""
     traffic = Traffic()
-    http = httpx.Client(transport=Distant(rtt), trust_env=False, timeout=120,
-                        follow_redirects=True,
-                        event_hooks={"response": [traffic.responses.append]})
     with tempfile.TemporaryDirectory() as cache, \
-            Client(http=http, dns=NoDns(), plc_url=sb.plc_url,
+            Client(http=traffic.client(Distant(rtt)), dns=NoDns(), plc_url=sb.plc_url,
                    handle_resolver=sb.pds_url, cache_dir=cache, progress=False,
                    max_per_host=max_per_host,
                    rate_limit=RateLimit() if rated else None) as client:
