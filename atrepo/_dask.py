@@ -163,12 +163,15 @@ def _distributed() -> Any:
     return distributed
 
 
-def check_dask(dask: object) -> None:
-    """Refuse a ``dask=`` that is not a synchronous ``distributed.Client``.
+def check_dask(dask: object, shard_repos: object = SHARD_REPOS) -> None:
+    """Refuse a ``dask=`` that is not a synchronous ``distributed.Client``, and a
+    ``shard_repos`` that is not a whole number of at least 1.
+
+    The export checks them before it opens the dataset or lists a host.
 
     Raises:
         UsageError: something else, or a client made with ``asynchronous=True`` (the
-            driver waits on results in a thread of its own).
+            driver waits on results in a thread of its own); a bad ``shard_repos``.
     """
     distributed = _distributed()
     if not isinstance(dask, distributed.Client):
@@ -179,6 +182,9 @@ def check_dask(dask: object) -> None:
         raise UsageError("dask= takes a synchronous distributed.Client", argument="dask",
                          hint="make it without asynchronous=True; AsyncClient.export runs "
                               "the driver in a thread")
+    if isinstance(shard_repos, bool) or not isinstance(shard_repos, int) or shard_repos < 1:
+        raise UsageError("shard_repos must be a whole number of at least 1",
+                         argument="shard_repos", value=repr(shard_repos)[:40])
 
 
 def export_on_dask(dask: Any, dataset: DatasetExport, targets: Sequence[Target], *,
@@ -187,7 +193,8 @@ def export_on_dask(dask: Any, dataset: DatasetExport, targets: Sequence[Target],
     """Run an export's visits on the cluster of ``dask`` (see the module docstring).
 
     Args:
-        dask: a synchronous ``distributed.Client``.
+        dask: a synchronous ``distributed.Client`` (checked with ``shard_repos`` by
+            :func:`check_dask` before the dataset was opened).
         dataset: the export's dataset side (opened and locked by the caller, who closes it).
         targets: what the source names.
         config: the caller's client settings (they travel as data, shared per host).
@@ -198,15 +205,9 @@ def export_on_dask(dask: Any, dataset: DatasetExport, targets: Sequence[Target],
         The export's report, after the last commit.
 
     Raises:
-        UsageError: ``dask`` is not a synchronous distributed.Client, or ``shard_repos`` is
-            not a positive whole number.
         Exception: whatever a shard raised past its retries (a bug, not a repository's
             failure: those are in the report's errors); shards in flight are cancelled.
     """
-    check_dask(dask)
-    if isinstance(shard_repos, bool) or not isinstance(shard_repos, int) or shard_repos < 1:
-        raise UsageError("shard_repos must be a whole number of at least 1",
-                         argument="shard_repos", value=repr(shard_repos)[:40])
     distributed = _distributed()
     per_host, worker_config = host_share(config, workers=len(dask.nthreads()))
     repos, records = dataset.bounds

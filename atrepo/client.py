@@ -140,12 +140,13 @@ class _BaseClient:
     def _dataset_export(self, source: object, out_dir: str | os.PathLike[str],
                         collections: Sequence[str] | None, resume: bool,
                         exclude: Iterable[str] | None, batch_repos: int, batch_records: int,
-                        dask: object) -> tuple[DatasetExport, str | list[Target]]:
+                        dask: object, shard_repos: object
+                        ) -> tuple[DatasetExport, str | list[Target]]:
         """An export's dataset, opened (and locked), and its source: a host URL to list, or
         the targets it names."""
         self._check_open()
-        if dask is not None:   # before the dataset is made
-            _dask.check_dask(dask)
+        if dask is not None:   # before the dataset is made and a host listed
+            _dask.check_dask(dask, shard_repos)
         targets = source_targets(source)
         dataset = DatasetExport(check_out_dir(out_dir), collections=check_collections(collections),
                                 resume=check_flag(resume, argument="resume"), exclude=exclude,
@@ -507,7 +508,8 @@ class Client(_BaseClient):
                 synchronous distributed.Client (or distributed is not installed).
         """
         dataset, targets = self._dataset_export(source, out_dir, collections, resume,
-                                                exclude, batch_repos, batch_records, dask)
+                                                exclude, batch_repos, batch_records, dask,
+                                                shard_repos)
         try:
             if isinstance(targets, str):   # a host: what it lists, with revs and statuses
                 host = targets
@@ -676,7 +678,7 @@ class AsyncClient(_BaseClient):
         """
         dataset, targets = await asyncio.to_thread(
             self._dataset_export, source, out_dir, collections, resume, exclude, batch_repos,
-            batch_records, dask)
+            batch_records, dask, shard_repos)
         try:
             if isinstance(targets, str):   # a host: what it lists, with revs and statuses
                 host = targets

@@ -361,6 +361,15 @@ def test_dask_takes_a_distributed_client(sb, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.parametrize("shard_repos", [0, True, 2.5])
+def test_a_bad_shard_size_is_refused_before_the_dataset_is_made(sb, dask, tmp_path,
+                                                                shard_repos):
+    with _client(sb, tmp_path / "cache") as made:
+        with pytest.raises(atrepo.UsageError, match="shard_repos must be a whole number"):
+            made.export(sb.pds_urls[0], tmp_path / "ds", dask=dask, shard_repos=shard_repos)
+    assert not (tmp_path / "ds").exists()   # refused before the dataset and the listing
+
+
 def test_the_async_client_runs_the_same_export_from_names(sb, source, local, dask,
                                                           tmp_path, monkeypatch):
     """Names (DIDs here) form the one ``names`` group; the driver runs in a thread."""
