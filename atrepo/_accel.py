@@ -28,6 +28,7 @@ from ._text import preview
 from .cid import CID, cid_str
 from .errors import AtrepoError, CarError, DecodeError, MstError
 from .mst._node import name as node_name, show as show_key
+from .mst._ranges import byte_ranges  # MST key ranges as the core takes them: [lo, hi) bytes
 
 if TYPE_CHECKING:
     from ._corecar import CoreCarFile
@@ -104,13 +105,6 @@ def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return function(*args, **kwargs)
     except core.CoreError as exc:
         raise raised(exc) from None
-
-
-def byte_ranges(key_ranges: Sequence[tuple[str, str]] | None) -> list[tuple[bytes, bytes]] | None:
-    """MST key ranges as the core takes them: [lo, hi) pairs of bytes."""
-    if key_ranges is None:
-        return None
-    return [(lo.encode(), hi.encode()) for lo, hi in key_ranges]
 
 
 # --- CAR files: the hooks of atrepo.car ----------------------------------------------------

@@ -98,7 +98,7 @@ def _core_rows(sources: list[CarFile], old_root: bytes, new_root: bytes,
     if core is None or len(cars) != len(sources):
         return None
     found = _accel.call(core.diff, [car.core_car() for car in cars], old_root, new_root,
-                        ranges=_accel.byte_ranges(ranges), checked=checked)
+                        ranges=mst.byte_ranges(ranges), checked=checked)
     rows: list[Row] = _accel.call(found.rows, did)
     return rows
 
