@@ -82,8 +82,7 @@ bench-fetch: $(PY_OK) $(NODE_OK)
 # atrepo.diff / atrepo.mst.diff vs atmst on two 1M-record snapshots 1,000 changes apart,
 # the store's disk, and incremental vs full getRepo bytes (sandbox); see docs/performance.md
 .PHONY: bench-diff
-bench-diff: $(PY_OK) $(NODE_OK)
-	$(MAKE) $(BENCH_OK)
+bench-diff: $(PY_OK) $(NODE_OK) $(BENCH_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 1m --changes 1000
 	$(BIN)/python benchmarks/bench_diff.py --size 1m
 
@@ -94,8 +93,7 @@ bench-core: $(PY_OK) $(CORE_OK) $(NODE_OK) $(BENCH_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 10k,1m
 	$(BIN)/python benchmarks/bench_core.py --size 1m
 
-fuzz-core: $(PY_OK) $(CORE_OK)
-	$(MAKE) $(BENCH_OK)
+fuzz-core: $(PY_OK) $(CORE_OK) $(BENCH_OK)
 	$(BIN)/python benchmarks/fuzz_core.py --runs 1000000
 
 clean:
