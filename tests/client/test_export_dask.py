@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -293,12 +293,6 @@ def test_a_lost_worker_loses_nothing(sb, source, local, dask, tmp_path, monkeypa
     dask.wait_for_workers(2)   # the nanny restarted it, for the tests after this one
 
 
-def _busiest(stamps: Sequence[float], window: float) -> int:
-    """The most requests that arrived within any ``window`` seconds."""
-    return max((sum(1 for t in stamps if start <= t < start + window) for start in stamps),
-               default=0)
-
-
 def test_each_hosts_rate_holds_across_the_cluster(sb, source, dask, proxy, tmp_path):
     rate = RateLimit(requests=4, per=1.0, burst=1)
     proxy.reset()
@@ -308,9 +302,14 @@ def test_each_hosts_rate_holds_across_the_cluster(sb, source, dask, proxy, tmp_p
     for origin in _pds_origins(sb):
         stamps = proxy.stamps(origin)
         assert proxy.most[origin] <= 2, origin
-        # arrivals lag their send by a little: a window 50 ms short of the rate's holds at
-        # most what any window of the rate's may
-        assert _busiest(stamps, rate.per - 0.05) <= rate.requests, origin
+        # a token bucket lets through its burst and then its rate: between the first and
+        # the last arrival no more than that, with 250 ms for the first request's arrival
+        # lagging its send (a busy machine delays arrivals; every later one only widens the
+        # span, so the bound holds however late they are)
+        arrived = sorted(stamps)
+        if arrived:
+            span = arrived[-1] - arrived[0]
+            assert len(arrived) <= rate.capacity + rate.rate * (span + 0.25), origin
     # the bounds were worth checking: the busiest host sent more than a window's worth
     assert max(len(proxy.stamps(o)) for o in _pds_origins(sb)) > rate.requests
 
