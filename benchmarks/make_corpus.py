@@ -116,7 +116,8 @@ def generate(n: int, seed: str, changes: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default=DEFAULT_SIZES,
-                    help=f"comma-separated record counts, e.g. 10k,100k,1m (default {DEFAULT_SIZES})")
+                    help="comma-separated record counts, e.g. 10k,100k,1m "
+                         f"(default {DEFAULT_SIZES})")
     ap.add_argument("--changes", type=int, default=0,
                     help="also write a second commit with K random writes (repo2.car, diff.json)")
     ap.add_argument("--seed", default="bench", help="generator seed (default: bench)")

@@ -5,7 +5,8 @@
 Prints the time to open (index + verify commit + walk) and to decode, the time to index
 the CAR, how many of the parallel jobs (walk subtrees, decode batches) the caller and the
 workers did and how long each set took, and the time to build the frame. With
-``--workers 0`` everything runs in the calling process. Complements bench_read.py, which times whole processes.
+``--workers 0`` everything runs in the calling process. Complements bench_read.py,
+which times whole processes.
 """
 
 from __future__ import annotations
