@@ -2,12 +2,14 @@
 
 Every commit is tagged with its dataset version (see :mod:`atrepo.dataset._layout`), so
 that ``committed(path)`` tells which batches a table holds after any crash, and
-``table_version(path, n)`` finds the table's state at dataset version ``n``.
+``table_at(path, n)`` loads the table as it was at dataset version ``n``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from deltalake.exceptions import DeltaError
 from ..errors import AtrepoError
 from ._layout import APP_ID, META_KEY, commit_meta, table_exists
 
-__all__ = ["commit", "committed", "history", "scan", "table_version"]
+__all__ = ["commit", "committed", "history", "newest_commit", "scan", "table_at"]
+
+_COMMIT_FILE = re.compile(r"\d{20}\.json")   # a commit's log file (not a checkpoint, ...)
 
 # Parquet inside the tables: zstd, and row groups of a size analytics engines like (each
 # one a unit of parallel reading and of statistics-based skipping)
@@ -89,14 +93,46 @@ def history(path: Path, limit: int | None = None
     return out
 
 
-def table_version(path: Path, version: int) -> int | None:
-    """The table's version at dataset version ``version``; None when it did not exist yet."""
+def newest_commit(path: Path) -> tuple[int, dict[str, Any] | None] | None:
+    """(timestamp ms, atrepo metadata) of the table's newest commit, read from its newest
+    log file alone (None: no log file readable).
+
+    Opening a dataset needs only this of its ``repos`` table; loading the table would
+    replay its whole log (a checkpoint and the commits after it) first.
+    """
+    log = path / "_delta_log"
+    try:
+        names = [name for name in os.listdir(log) if _COMMIT_FILE.fullmatch(name)]
+        if not names:
+            return None
+        lines = (log / max(names)).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            action = json.loads(line)
+        except ValueError:
+            return None
+        info = action.get("commitInfo") if isinstance(action, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("timestamp"), int):
+            return info["timestamp"], commit_meta(info)
+    return None
+
+
+def table_at(path: Path, version: int) -> DeltaTable | None:
+    """The table at ``path`` loaded as it was at dataset version ``version``; None when it
+    did not exist yet.
+
+    Its log is replayed once when its newest version holds that batch (the usual case: a
+    dataset opened at its newest version), and the loaded table is what a scan reads, so
+    opening and counting does not replay each log twice.
+    """
     if not table_exists(path):
         return None
     table = DeltaTable(path)   # one load: its version and transactions belong together
     held = table.transaction_version(APP_ID)
     if held is None or held <= version:
-        return int(table.version())
+        return table
     chosen = None
     commits = history(path)
     for table_v, dataset_v, _, _ in commits:
@@ -107,9 +143,15 @@ def table_version(path: Path, version: int) -> int | None:
         msg = "this dataset version is no longer kept (its log was cleaned up)"
         raise AtrepoError(msg, path=path, version=version,
                           oldest=commits[0][1], hint="ds.versions lists those still readable")
-    return chosen
+    if chosen is None:
+        return None
+    table.load_as_version(chosen)
+    return table
 
 
-def scan(path: Path, version: int | None) -> pl.LazyFrame:
-    """The table at ``path`` as it was at table version ``version`` (None: the newest)."""
+def scan(path: Path | DeltaTable, version: int | None = None) -> pl.LazyFrame:
+    """The table at ``path`` as it was at table version ``version`` (None: the newest), or
+    a loaded table as it is loaded."""
+    if isinstance(path, DeltaTable):
+        return pl.scan_delta(path)
     return pl.scan_delta(str(path), version=version)

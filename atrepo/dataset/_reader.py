@@ -46,11 +46,11 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     """
     layout = Layout(path)
     layout.check_dataset()
-    newest = _delta.history(layout.repos, limit=1)   # the repos table commits last
-    meta = newest[-1][3] if newest else None
-    if meta is None:   # a commit atrepo did not make is the newest: look further
+    newest = _delta.newest_commit(layout.repos)   # the repos table commits last
+    meta = newest[1] if newest else None
+    if newest is None or meta is None:   # a commit atrepo did not make: look further
         return Dataset(layout, _delta.committed(layout.repos))
-    return Dataset(layout, int(meta["version"]), {**meta, "timestamp": newest[-1][2]})
+    return Dataset(layout, int(meta["version"]), {**meta, "timestamp": newest[0]})
 
 
 class Dataset:
@@ -81,9 +81,8 @@ class Dataset:
         instead of the log again, whatever the number of repositories.
         """
         if path not in self._scans:
-            table_version = _delta.table_version(path, self.version)
-            self._scans[path] = None if table_version is None else \
-                _delta.scan(path, table_version)
+            table = _delta.table_at(path, self.version)
+            self._scans[path] = None if table is None else _delta.scan(table)
         return self._scans[path]
 
     @property
