@@ -93,29 +93,35 @@ def history(path: Path, limit: int | None = None
     return out
 
 
-def newest_commit(path: Path) -> tuple[int, dict[str, Any] | None] | None:
-    """(timestamp ms, atrepo metadata) of the table's newest commit, read from its newest
-    log file alone (None: no log file readable).
+def newest_commit(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """(timestamp ms, atrepo metadata) of the newest commit atrepo made to the table, read
+    from its log files alone, newest first (None: none found).
 
     Opening a dataset needs only this of its ``repos`` table; loading the table would
-    replay its whole log (a checkpoint and the commits after it) first.
+    replay its whole log (a checkpoint and the commits after it) first. Commits atrepo did
+    not make (a compaction) change no rows, so they are passed over, as in :func:`history`.
     """
     log = path / "_delta_log"
     try:
-        names = [name for name in os.listdir(log) if _COMMIT_FILE.fullmatch(name)]
-        if not names:
-            return None
-        lines = (log / max(names)).read_text().splitlines()
-    except OSError:
+        names = sorted((name for name in os.listdir(log) if _COMMIT_FILE.fullmatch(name)),
+                       reverse=True)
+        for name in names:
+            info = _commit_info((log / name).read_text())
+            meta = None if info is None else commit_meta(info)
+            if info is not None and meta is not None and isinstance(info.get("timestamp"), int):
+                return info["timestamp"], meta
+    except (OSError, ValueError):
         return None
-    for line in lines:
-        try:
-            action = json.loads(line)
-        except ValueError:
-            return None
+    return None
+
+
+def _commit_info(text: str) -> dict[str, Any] | None:
+    """The ``commitInfo`` action of one commit's log file, if it has one."""
+    for line in text.splitlines():
+        action = json.loads(line)
         info = action.get("commitInfo") if isinstance(action, dict) else None
-        if isinstance(info, dict) and isinstance(info.get("timestamp"), int):
-            return info["timestamp"], commit_meta(info)
+        if isinstance(info, dict):
+            return info
     return None
 
 

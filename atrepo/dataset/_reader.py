@@ -47,10 +47,10 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     layout = Layout(path)
     layout.check_dataset()
     newest = _delta.newest_commit(layout.repos)   # the repos table commits last
-    meta = newest[1] if newest else None
-    if newest is None or meta is None:   # a commit atrepo did not make: look further
+    if newest is None:   # its log was cleaned up past atrepo's commits: read it whole
         return Dataset(layout, _delta.committed(layout.repos))
-    return Dataset(layout, int(meta["version"]), {**meta, "timestamp": newest[0]})
+    timestamp, meta = newest
+    return Dataset(layout, int(meta["version"]), {**meta, "timestamp": timestamp})
 
 
 class Dataset:

@@ -1,0 +1,76 @@
+"""What an export and an open keep: nothing per repository once a batch is committed, and
+only the newest log file of the ``repos`` table to open a dataset."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+
+import polars as pl
+from deltalake import DeltaTable
+from test_dataset import POST, batch, first, post, snap
+
+import atrepo
+from atrepo.dataset import Batch, DatasetExport, compact, open_dataset
+
+BATCH = 4
+
+
+def _live(kind: type) -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
+
+
+def _export_round(export: DatasetExport, start: int) -> None:
+    """Hand the export one batch of new repositories (it commits when the batch is full)."""
+    for n in range(start, start + BATCH):
+        did = f"did:plc:{n:024d}"
+        export.fetched(snap(did, {f"{POST}/3k{n:03d}": post(f"p{n}")}), pds="https://p.test",
+                       handle=None)
+
+
+def test_an_export_keeps_no_frame_or_snapshot_per_repository_after_its_commits(tmp_path):
+    export = DatasetExport(tmp_path / "ds", batch_repos=BATCH)
+    try:
+        _export_round(export, 0)
+        frames, snaps = _live(pl.DataFrame), _live(atrepo.RepoSnapshot)
+        for round_ in range(1, 4):   # three more batches: 4x the repositories
+            _export_round(export, round_ * BATCH)
+            assert export.batch.repos == 0 and export.report.commits == round_ + 1
+        assert (_live(pl.DataFrame), _live(atrepo.RepoSnapshot)) == (frames, snaps)
+    finally:
+        report = export.finish()
+    assert report.written == 4 * BATCH
+    assert open_dataset(tmp_path / "ds").records.select(pl.len()).collect().item() == 4 * BATCH
+
+
+def test_opening_reads_only_the_newest_commit_of_the_repos_log(tmp_path):
+    with first(tmp_path) as writer:
+        writer.commit(_one(2))
+    expected = open_dataset(tmp_path / "ds")
+    log = tmp_path / "ds" / "repos" / "_delta_log"
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for old in sorted(log.glob("*.json"))[:-1]:   # any load of the whole table fails now
+        shutil.move(old, aside / old.name)
+    ds = open_dataset(tmp_path / "ds")
+    assert (ds.version, ds.meta) == (expected.version, expected.meta) == (1, expected.meta)
+    assert ds.meta["repos"] == 3 and ds.meta["records"] == 6
+
+
+def test_a_compaction_newest_in_the_log_is_passed_over(tmp_path):
+    with first(tmp_path) as writer:
+        for n in range(2, 5):
+            writer.commit(_one(n))
+    before = open_dataset(tmp_path / "ds")
+    assert compact(tmp_path / "ds")["repos"] > 0
+    newest = DeltaTable(tmp_path / "ds" / "repos").history(1)[0]
+    assert newest["operation"] == "OPTIMIZE"   # a commit atrepo did not make
+    ds = open_dataset(tmp_path / "ds")
+    assert (ds.version, ds.meta) == (before.version, before.meta) == (3, before.meta)
+    assert ds.repos.select(pl.len()).collect().item() == 5
+
+
+def _one(n: int) -> Batch:
+    """A batch of one new repository with one post."""
+    return batch(snap(f"did:plc:{n:024d}", {f"{POST}/3k{n:03d}": post(f"n{n}")}))
