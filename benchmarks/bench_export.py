@@ -28,7 +28,9 @@ how many, and their median size.
 ``--corpus benchmarks/data/100k/repo.car`` measures only the dataset bytes per record of
 that corpus repository, whose records follow Bluesky's mix (added as ``corpus``).
 ``--rss-batch 250`` measures only the peak RSS, with the default batch and with batches of
-250 repositories (added as ``rss_batches``).
+250 repositories, each also with polars' allocator returning freed memory at once
+(``_RJEM_MALLOC_CONF``), and the largest N exported twice in one process (2N repositories;
+added as ``rss_batches``).
 
 Every step records the load average at its start and end (the machine may be shared).
 ``--keep DIR`` works in DIR and leaves the datasets there; ``--rescan DIR`` then measures
@@ -74,22 +76,33 @@ from bench_fetch import NoDns, LoopbackOnly
 import httpx
 import polars, deltalake, atrepo.dataset
 from atrepo.client import Client
-plc, pds, cache, out, batch, names = (*sys.argv[2:6], int(sys.argv[6]), sys.argv[7:])
+plc, pds, cache, out, batch, passes, names = (*sys.argv[2:6], int(sys.argv[6]),
+                                              int(sys.argv[7]), sys.argv[8:])
 def status(key):
     with open("/proc/self/status") as f:
         return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1)) / 1024
-http = httpx.Client(transport=LoopbackOnly(), trust_env=False, timeout=120)
-with Client(http=http, dns=NoDns(), plc_url=plc, handle_resolver=pds, cache_dir=cache,
-            progress=False, max_concurrency=8, max_per_host=8, rate_limit=None) as client:
-    import_peak = status("VmHWM")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")   # resets the peak (VmHWM) to the current RSS: the export's own peak
-    before = status("VmRSS")
-    report = client.export(names, out, batch_repos=batch)
+ends = []
+for n in range(passes):   # each pass: the same names, a fresh client, cache and dataset
+    http = httpx.Client(transport=LoopbackOnly(), trust_env=False, timeout=120)
+    with Client(http=http, dns=NoDns(), plc_url=plc, handle_resolver=pds,
+                cache_dir=f"{cache}{n}", progress=False, max_concurrency=8, max_per_host=8,
+                rate_limit=None) as client:
+        if n == 0:
+            import_peak = status("VmHWM")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")   # resets the peak (VmHWM) to the current RSS: the export's own
+            before = status("VmRSS")
+        report = client.export(names, f"{out}{n}", batch_repos=batch)
+    ends.append({"max_rss_mb": status("VmHWM"), "end_rss_anon_mb": status("RssAnon")})
 print(json.dumps({"repos": report.written, "batch_repos": batch, "import_peak_mb": import_peak,
                   "rss_before_export_mb": before, "max_rss_mb": status("VmHWM"),
-                  "end_rss_anon_mb": status("RssAnon"), "end_rss_file_mb": status("RssFile")}))
+                  "end_rss_anon_mb": status("RssAnon"), "end_rss_file_mb": status("RssFile"),
+                  "passes": ends}))
 """
+
+# polars' allocator (jemalloc) returns freed pages only after a decay time (10 s); with
+# this in a child's environment it returns them at once, so its RSS is what is in use
+NO_DECAY = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
 
 
 def _client(sb: Sandbox, cache: str, traffic: Traffic, concurrency: int) -> Client:
@@ -197,13 +210,19 @@ def scans(out: Path, flat: Path) -> dict[str, Any]:
     return {**result, "load_start": load_start, "load_end": load()}
 
 
-def peak_rss(sb: Sandbox, names: list[str], batch_repos: int = BATCH_REPOS) -> dict[str, Any]:
+def peak_rss(sb: Sandbox, names: list[str], batch_repos: int = BATCH_REPOS, *,
+             passes: int = 1, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The peak RSS of exporting ``names`` in a child process, ``passes`` times over (each
+    pass with a client, cache and dataset of its own), with ``env`` added to its
+    environment."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-c", RSS_CHILD, str(HERE), sb.plc_url,
                                sb.pds_url, f"{tmp}/cache", f"{tmp}/out", str(batch_repos),
-                               *names],
-                              capture_output=True, text=True, check=True)
-    return {"names": len(names), **json.loads(done.stdout.splitlines()[-1])}
+                               str(passes), *names],
+                              capture_output=True, text=True, check=True,
+                              env={**os.environ, **(env or {})})
+    return {"names": len(names), "env": env or {},
+            **json.loads(done.stdout.splitlines()[-1])}
 
 
 def refresh(sb: Sandbox, out: Path, cache: str, bulk: list[dict[str, Any]],
@@ -311,16 +330,21 @@ def corpus_bytes(car: Path) -> dict[str, Any]:
 
 
 def rss_batches(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Peak RSS for each N of ``--rss``, with the default batch and with ``--rss-batch``."""
+    """Peak RSS for each N of ``--rss``, with the default batch and with ``--rss-batch``;
+    each again with polars' allocator returning freed pages at once (:data:`NO_DECAY`), and
+    the largest N exported twice over in one process (2N repositories) both ways."""
     with Sandbox.start(bulk_accounts=args.accounts, bulk_records=args.records,
                        timeout=3600) as sb:
         bulk = [a["did"] for a in sb.accounts if a["handle"].startswith("bulk")]
         runs = []
-        for batch in (BATCH_REPOS, args.rss_batch):
-            for n in args.rss:
-                runs.append(peak_rss(sb, bulk[:n], batch))
+        for env in (None, NO_DECAY):
+            for batch in (BATCH_REPOS, args.rss_batch):
+                for n in args.rss:
+                    runs.append(peak_rss(sb, bulk[:n], batch, env=env))
+                    progress(str(runs[-1]))
+                runs.append(peak_rss(sb, bulk[:max(args.rss)], batch, passes=2, env=env))
                 progress(str(runs[-1]))
-    return {"runs": runs, "records_per_account": args.records}
+    return {"runs": runs, "records_per_account": args.records, "load": load()}
 
 
 def rescan(keep: Path, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -412,8 +436,9 @@ def main() -> None:
         result = json.loads(RESULTS.read_text())
         result["rss_batches"] = {**rss_batches(args, progress),
                                  "machine": machine_info(sys.executable)}
-        print("\n".join(f"| {r['repos']} | {r['batch_repos']} | {r['max_rss_mb']:.0f} |"
-                        for r in result["rss_batches"]["runs"]))
+        print("\n".join(f"| {r['repos'] * len(r['passes'])} | {r['batch_repos']} "
+                        f"| {'no decay' if r['env'] else 'default'} | {r['max_rss_mb']:.0f} "
+                        f"| {r['end_rss_anon_mb']:.0f} |" for r in result["rss_batches"]["runs"]))
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
         return
     if args.rescan:
