@@ -177,6 +177,8 @@ class ExportRun(Run[ExportReport]):
                 Pipeline._pds(ident), ident.did, policy=self._pipeline.config.retry)
             if self._dataset.holds(ident.did, head[1], head[0]):
                 return Unchanged(ident.did)
+        elif target.head is not None and _same_host(target.host, ident.pds):
+            head = target.head, target.rev   # its own PDS listed it: no need to ask again
         # the pipeline takes that answer instead of asking again
         snap = yield from self._pipeline.fetch_latest(ident, self._collections, head=head)
         return Fetched(snap, ident.pds, ident.handle)
@@ -199,3 +201,9 @@ class ExportRun(Run[ExportReport]):
 
     def result(self) -> ExportReport:
         return self._dataset.finish()
+
+
+def _same_host(listed: str | None, pds: str | None) -> bool:
+    """Whether a listing's host is the PDS a repository's DID document names (a listing
+    of another host, one the account has left, may be stale)."""
+    return listed is not None and pds is not None and listed.rstrip("/") == pds.rstrip("/")

@@ -174,7 +174,7 @@ def test_async_bulk_calls_record_off_the_event_loop(ref_small, tmp_path, monkeyp
 
 def _serve_heads(ref: Any, head: dict[str, int]) -> LoopbackServer:
     """A loopback PLC + PDS for ``ref`` at commit ``head["n"]`` (1 or 2): getLatestCommit
-    names that commit, getRepo sends the first CAR whole or, ``since`` it, the second
+    and listRepos name that commit, getRepo sends the first CAR whole or, ``since`` it, the second
     commit's blocks; everything else is the DID document."""
     did, key = ref.truth["did"], ref.truth["signing_key"]
     truths = {1: ref.truth, 2: ref.truth2}
@@ -189,13 +189,19 @@ def _serve_heads(ref: Any, head: dict[str, int]) -> LoopbackServer:
             return 200, {"content-type": "application/json"}, json.dumps(body).encode()
         if parts.path == "/xrpc/com.atproto.sync.getRepo":
             return 200, car_headers, cars["since" if "since=" in parts.query else "whole"]
+        if parts.path == "/xrpc/com.atproto.sync.listRepos":
+            truth = truths[head["n"]]
+            body = {"repos": [{"did": did, "head": truth["commit_cid"], "rev": truth["rev"],
+                               "active": True}]}
+            return 200, {"content-type": "application/json"}, json.dumps(body).encode()
         return _did_document(did, key, server.url)
 
     server = LoopbackServer(route)
     return server
 
 
-def _export(kind: str, server: LoopbackServer, cache: Any, names: list[str], out: Any) -> Any:
+def _export(kind: str, server: LoopbackServer, cache: Any, names: list[str] | str,
+            out: Any) -> Any:
     hosts = SimpleNamespace(plc_url=server.url, pds_url=server.url)
     made = client(kind, hosts, cache, rate_limit=None)
     if isinstance(made, Client):
@@ -227,6 +233,28 @@ def test_exporting_a_changed_repository_by_did_asks_get_latest_commit_once(kind,
     assert [p.path for p in paths].count(latest) == 1
     (download,) = [p for p in paths if p.path == "/xrpc/com.atproto.sync.getRepo"]
     assert f"since={ref_small.truth['rev']}" in download.query   # incremental, as before
+    ds = atrepo.open_dataset(tmp_path / "ds")
+    assert ds.repos.collect()["rev"].to_list() == [ref_small.truth2["rev"]]
+    assert ds.records.collect().height == ref_small.truth2["record_count"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exporting_a_changed_repository_its_host_listed_asks_no_get_latest_commit(
+        kind, ref_small, tmp_path):
+    """The repository's own PDS listed its new head: the pipeline takes that answer."""
+    head = {"n": 1}
+    latest = "/xrpc/com.atproto.sync.getLatestCommit"
+    with _serve_heads(ref_small, head) as server:
+        first = _export(kind, server, tmp_path / "cache", server.url, tmp_path / "ds")
+        assert first.written == 1
+        asked = len(server.paths)
+        head["n"] = 2
+        second = _export(kind, server, tmp_path / "cache", server.url, tmp_path / "ds")
+        paths = [urlsplit(p) for p in server.paths[asked:]]
+    assert second.written == 1
+    assert [p.path for p in paths].count(latest) == 0
+    (download,) = [p for p in paths if p.path == "/xrpc/com.atproto.sync.getRepo"]
+    assert f"since={ref_small.truth['rev']}" in download.query
     ds = atrepo.open_dataset(tmp_path / "ds")
     assert ds.repos.collect()["rev"].to_list() == [ref_small.truth2["rev"]]
     assert ds.records.collect().height == ref_small.truth2["record_count"]
