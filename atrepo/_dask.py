@@ -92,7 +92,7 @@ class _Shared:
     batch_records: int
 
 
-def host_share(config: ClientConfig, workers: int = 1) -> tuple[int, ClientConfig]:
+def host_share(config: ClientConfig, *, workers: int) -> tuple[int, ClientConfig]:
     """Return ``L``, the shards of one host in flight at once, and a worker's settings.
 
     The worker settings are the caller's with ``1/L`` of ``max_per_host`` (so ``L`` shards

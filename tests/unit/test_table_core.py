@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import atrepo
-from atrepo import _accel
+from atrepo import _accel, cbor
 from atrepo.cid import CID
 from atrepo.lexicon._strings import grapheme_len
 from atrepo.tables import records_table, snapshot_table
@@ -107,6 +107,51 @@ def test_a_cold_table_verifies_blocks_as_records_does() -> None:
     with pytest.raises(atrepo.CarError) as reference:
         snap.records  # noqa: B018
     assert str(core.value) == str(reference.value)
+
+
+def _without_block(car: bytes, data: bytes) -> bytes:
+    """``car`` with the section whose block is ``data`` left out (CIDv1 sha-256: 36 bytes)."""
+    def varint(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = car[at]
+            value |= (byte & 0x7F) << shift
+            at, shift = at + 1, shift + 7
+            if byte < 0x80:
+                return value, at
+
+    length, at = varint(0)
+    kept, at = [car[:at + length]], at + length
+    while at < len(car):
+        length, body = varint(at)
+        if car[body + 36:body + length] != data:
+            kept.append(car[at:body + length])
+        at = body + length
+    return b"".join(kept)
+
+
+def test_a_cold_table_fails_on_the_first_bad_record_in_key_order_as_records_does() -> None:
+    """A forged block before a missing one in key order: the forged one is the error, in the
+    table as in records and in the reference, whichever the file order."""
+    def like(day: str) -> dict[str, Any]:
+        return {"$type": "app.bsky.feed.like", "subject": {"uri": URI, "cid": LINK},
+                "createdAt": f"2024-05-{day}T12:00:00Z"}
+
+    car, _ = make_repo_car({"app.bsky.feed.like/3kaaaaaaaaaa2": like("01"),
+                            "app.bsky.feed.like/3kaaaaaaaaaa3": like("02")}, did=DID)
+    car = _without_block(car, cbor.encode(like("02")))
+    data = bytearray(car)
+    at = data.index(b"2024-05-01T12:00:00Z")
+    data[at] = ord("1")  # the first record's block no longer matches its CID
+    with pytest.raises(atrepo.AtrepoError) as table:
+        atrepo.read_car(bytes(data)).table("app.bsky.feed.like")
+    with pytest.raises(atrepo.AtrepoError) as records:
+        atrepo.read_car(bytes(data)).records  # noqa: B018
+    with patch.object(_accel, "core", None), patch.object(_accel, "accelerated", False), \
+            pytest.raises(atrepo.AtrepoError) as reference:
+        atrepo.read_car(bytes(data)).table("app.bsky.feed.like")
+    assert type(table.value) is type(records.value) is type(reference.value) is atrepo.CarError
+    assert str(table.value) == str(records.value) == str(reference.value)
 
 
 # -- the syntax interop vectors, as the values of formatted fields ---------------------------
