@@ -25,9 +25,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._text import preview
-from .cid import CID, cid_str
+from .cid import cid_str, cid_text
 from .errors import AtrepoError, CarError, DecodeError, MstError
-from .mst._node import name as node_name, show as show_key
 from .mst._ranges import byte_ranges  # MST key ranges as the core takes them: [lo, hi) bytes
 
 if TYPE_CHECKING:
@@ -57,22 +56,26 @@ accelerated: bool = core is not None
 _KINDS: dict[str, type[AtrepoError]] = {"car": CarError, "mst": MstError, "decode": DecodeError}
 
 
-def _block_name(raw: bytes) -> str:
-    """A block's CID as the CAR module names it in errors: its string, else its hex."""
-    try:
-        return str(CID.from_raw(raw))
-    except ValueError:
-        return raw.hex()[:100]
+def _node_name(raw: bytes) -> str:
+    from .mst._node import name  # the MST's codec loads only to name a failure
+
+    return name(raw)
+
+
+def _show_key(key: bytes) -> str:
+    from .mst._node import show
+
+    return show(key)
 
 
 _FIELD_TEXT: dict[str, Callable[[Any], Any]] = {
     "int": int,
     "text": str,
     "float": float,
-    "cid": _block_name,
-    "node": node_name,  # as the MST module names a node (any bytes, never failing)
+    "cid": cid_text,  # as the CAR module names a block: its string, else its hex
+    "node": _node_name,  # as the MST module names a node (any bytes, never failing)
     "cidtext": cid_str,
-    "key": show_key,
+    "key": _show_key,
     "preview": preview,
     "preview50": lambda value: preview(value, 50),
 }
@@ -110,7 +113,7 @@ def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 # --- CAR files: the hooks of atrepo.car ----------------------------------------------------
 # (the adapter subclasses CarFile, whose module calls these, hence the imports inside)
 
-def memory_car(roots: list[CID], buf: bytes, start: int, *, verify_cids: bool) -> CoreCarFile:
+def memory_car(roots: list[bytes], buf: bytes, start: int, *, verify_cids: bool) -> CoreCarFile:
     """A CarFile over ``buf`` (header parsed, blocks from ``start``), indexed by the core."""
     from ._corecar import CoreCarFile
 
@@ -123,11 +126,11 @@ def mapped_car(fd: int, path: str, size: int, *, verify_cids: bool, temp: bool) 
     """A CarFile over the first ``size`` bytes of the file open as ``fd``, mapped and
     indexed by the core."""
     from ._corecar import CoreCarFile
-    from .car._framing import MAX_HEADER_SIZE, parse_header
+    from .car._framing import MAX_HEADER_SIZE, parse_raw_header
 
     assert core is not None
     head = os.pread(fd, min(size, MAX_HEADER_SIZE + 10), 0)
-    roots, start = parse_header(head, len(head))
+    roots, start = parse_raw_header(head, len(head))
     blocks = call(core.Car, path, start, verify_cids=verify_cids, length=size)
     mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     return CoreCarFile(roots, blocks, buffer=mapped, path=path, temp=temp,

@@ -10,13 +10,12 @@ of duplicates), and a block read through it is checked against its CID exactly a
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import _accel
 from .car import CarFile
 from .car._index import BlockIndex
-from .cid import CID
 from .errors import CarError
 
 __all__ = ["CoreCarFile"]
@@ -25,7 +24,7 @@ __all__ = ["CoreCarFile"]
 class CoreCarFile(CarFile):
     """A CarFile served by a core ``Car`` (``blocks``) over the same bytes or file."""
 
-    def __init__(self, roots: list[CID], blocks: Any, *, buffer: bytes | mmap.mmap,
+    def __init__(self, roots: Sequence[bytes], blocks: Any, *, buffer: bytes | mmap.mmap,
                  path: str | None = None, temp: bool = False, verify_cids: bool = True,
                  size: int = 0) -> None:
         super().__init__(roots, BlockIndex(), buffer=buffer, path=path, temp=temp,

@@ -8,7 +8,6 @@ from typing import IO
 
 from . import _accel
 from . import car as _car
-from ._parallel import default_workers, open_in_workers
 from .snapshot import RepoSnapshot, open_snapshot, walks_in_parallel
 
 __all__ = ["read_car"]
@@ -51,6 +50,8 @@ def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | N
 def _index_in_workers_too(path: str, mem_limit_mb: float, verify_cids: bool,
                           collections: Sequence[str] | None) -> None:
     """Start worker processes indexing a big CAR file while this process indexes it."""
+    from ._parallel import default_workers, open_in_workers  # the pure path's alone
+
     workers = default_workers()
     try:
         size = os.stat(path).st_size

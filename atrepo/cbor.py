@@ -13,25 +13,30 @@ Canonical form is checked by re-encoding the decoded value and comparing bytes: 
 ``canonical=True`` output is exactly DAG-CBOR's canonical form once the types above are
 enforced, so a mismatch means the input was not canonical.
 
-Internal fast paths (:func:`decode_fast`) skip the canonical re-encode: they are used on
-blocks whose bytes were already checked against their CID, and return links as
-:class:`Link` (raw binary CID) instead of building :class:`~atrepo.cid.CID` objects.
+Internal variants return links as :class:`Link` (the raw binary CID) instead of building
+:class:`~atrepo.cid.CID` objects, so that reading a repository never imports multiformats:
+:func:`decode_raw` with every check of :func:`decode` (the CAR header and the commit), and
+:func:`decode_fast` without the canonical re-encode, for blocks whose bytes were already
+checked against their CID.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import cbor2
-import multiformats
 
 from ._text import preview
-from .cid import CID
+from .cid import is_blessed, is_cid
 from .errors import DecodeError
 
-__all__ = ["Link", "check_int", "check_value", "decode", "decode_fast", "encode", "loads",
-           "reject_float"]
+if TYPE_CHECKING:
+    from .cid import CID
+
+__all__ = ["Link", "check_int", "check_value", "decode", "decode_fast", "decode_raw", "encode",
+           "loads", "reject_float"]
 
 MAX_DEPTH = 128  # nesting deeper than any real record; bounds recursion in checks and cbor2
 INT_MIN = -(2**63)
@@ -76,7 +81,17 @@ def loads(data: bytes, tag_hook: Any = None) -> Any:
 
 
 def _strict_tag(tag: cbor2.CBORTag, immutable: bool) -> CID:
+    from .cid import CID
+
     return CID.decode(link_bytes(tag))
+
+
+def _checked_tag(tag: cbor2.CBORTag, immutable: bool) -> Link:
+    """The link as a :class:`Link`, refused (DecodeError) where :func:`_strict_tag` would be."""
+    raw = link_bytes(tag)
+    if not is_blessed(raw):
+        _strict_tag(tag, immutable)  # another CID form: checked as a CID object is
+    return Link(raw)
 
 
 def _fast_tag(tag: cbor2.CBORTag, immutable: bool) -> Link:
@@ -101,11 +116,27 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
         >>> decode(bytes.fromhex("a2616101616282f5f6"))
         {'a': 1, 'b': [True, None]}
     """
+    return _decode_strict(data, _strict_tag)
+
+
+def decode_raw(data: bytes | bytearray | memoryview) -> Any:
+    """Return the value of one strict DAG-CBOR item; links come back as :class:`Link`.
+
+    The checks of :func:`decode`, a link's CID included; only no CID object is built.
+
+    Raises:
+        DecodeError: on anything that is not canonical atproto DAG-CBOR (see module doc).
+    """
+    return _decode_strict(data, _checked_tag)
+
+
+def _decode_strict(data: bytes | bytearray | memoryview,
+                   tag_hook: Callable[[cbor2.CBORTag, bool], Any]) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("DAG-CBOR input is not bytes", type=type(data).__name__)
     data = bytes(data)
     try:
-        value = loads(data, _strict_tag)
+        value = loads(data, tag_hook)
     except CBOR_ERRORS as exc:
         raise decode_error(exc) from exc
     if encode(value) != data:
@@ -162,14 +193,14 @@ def check_value(value: Any, depth: int = 0) -> None:
         check_int(value)
     elif kind is float:
         reject_float(value)
-    elif value is None or kind in (str, bytes, bool, Link) or isinstance(value, multiformats.CID):
+    elif value is None or kind in (str, bytes, bool, Link) or is_cid(value):
         return
     else:
         raise DecodeError("type not allowed in DAG-CBOR", type=kind.__name__)
 
 
 def _encode_link(encoder: cbor2.CBOREncoder, value: Any) -> None:
-    if isinstance(value, multiformats.CID):
+    if is_cid(value):
         encoder.encode(cbor2.CBORTag(42, b"\x00" + bytes(value)))
     elif isinstance(value, Link):
         encoder.encode(cbor2.CBORTag(42, b"\x00" + bytes(value)))
@@ -180,8 +211,18 @@ def _encode_link(encoder: cbor2.CBOREncoder, value: Any) -> None:
 # Named by exact type: a type cbor2 does not find here sends it through its own deferred
 # encoders (dates, decimals, MIME messages, ...), which it imports on that first miss: 5-12 ms
 # (``email.mime``, ``fractions``, ...) added to a read that only re-encodes a header and commit.
-_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], Any]] = {
-    Link: _encode_link, CID: _encode_link, multiformats.CID: _encode_link}
+# The CID classes join once multiformats is imported (before that no CID object exists).
+_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], Any]] = {Link: _encode_link}
+
+
+def _encoders() -> dict[type, Callable[[cbor2.CBOREncoder, Any], Any]]:
+    if len(_ENCODERS) == 1 and "multiformats" in sys.modules:
+        import multiformats
+
+        from .cid import CID
+
+        _ENCODERS.update({CID: _encode_link, multiformats.CID: _encode_link})
+    return _ENCODERS
 
 
 def encode(value: Any) -> bytes:
@@ -200,4 +241,4 @@ def encode(value: Any) -> bytes:
     """
     check_value(value)
     # Link subclasses bytes, so it must be named in `encoders` to beat the bytes encoder
-    return cbor2.dumps(value, canonical=True, default=_encode_link, encoders=_ENCODERS)
+    return cbor2.dumps(value, canonical=True, default=_encode_link, encoders=_encoders())

@@ -15,23 +15,31 @@ Hot paths inside atrepo never build CID objects: they pass the raw 36 bytes arou
 turn them into strings with :func:`cid_str`, which packs the 5-bit groups of a CID with a
 few big-integer operations instead of a per-character loop (about 2 µs instead of 4.5 µs
 for ``base64.b32encode``), and with :func:`cid_strs` for many at once (about 1 µs each).
+
+This module does not import multiformats (45-75 ms): the :class:`CID` class lives in
+:mod:`atrepo._cidclass`, loaded on the first use of ``atrepo.cid.CID`` or :func:`cid_for`.
+Everything else here works on binary CIDs and strings alone, and names other CID forms
+(a CIDv0, another hash) through the class only when it meets one.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from collections.abc import Sequence
-from typing import Any
-
-import multiformats
-from multiformats import multibase, multicodec, multihash
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ._text import preview
 from .errors import DecodeError
 
+if TYPE_CHECKING:
+    import multiformats
+
+    from ._cidclass import CID
+
 __all__ = ["CID", "CODEC_DAG_CBOR", "CODEC_RAW", "MAX_CID_CHARS", "cid_for", "cid_str", "cid_strs",
-           "is_blessed", "raw_cid"]
+           "cid_text", "is_blessed", "is_cid", "parse_blessed", "raw_cid"]
 
 CODEC_DAG_CBOR = 0x71
 CODEC_RAW = 0x55
@@ -43,8 +51,6 @@ _B32_CHARS = 58  # ceil(36 * 8 / 5)
 # with big-integer arithmetic, quadratic in the length (300,000 characters took 18 s). A
 # blessed CID is 59 characters; 1,024 leaves room for any other hash or an inline digest.
 MAX_CID_CHARS = 1024
-# what multiformats raises on malformed input (IndexError: empty after the multibase prefix)
-_MULTIFORMATS_ERRORS = (ValueError, KeyError, IndexError, TypeError)
 
 _ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
 _FIVE_BITS_TO_CHAR = bytes(_ALPHABET[i & 31] for i in range(256))
@@ -97,9 +103,51 @@ def raw_cid(cid: multiformats.CID | bytes | bytearray | memoryview | str) -> byt
     """
     if type(cid) is bytes:
         return cid
-    if isinstance(cid, (multiformats.CID, bytes, bytearray, memoryview)):
+    if isinstance(cid, str):
+        raw = parse_blessed(cid)
+        return raw if raw is not None else bytes(_cid_class().decode(cid))
+    if isinstance(cid, (bytes, bytearray, memoryview)) or is_cid(cid):
         return bytes(cid)
-    return bytes(CID.decode(cid))
+    raise DecodeError("CID is neither a string nor bytes", type=type(cid).__name__)
+
+
+def is_cid(value: object) -> TypeGuard[multiformats.CID]:
+    """Whether ``value`` is a CID object (:class:`CID` or any ``multiformats.CID``).
+
+    Answered without importing multiformats: no such object exists before it is imported.
+    """
+    multiformats = sys.modules.get("multiformats")
+    return multiformats is not None and isinstance(value, multiformats.CID)
+
+
+def parse_blessed(text: str) -> bytes | None:
+    """The binary form of a blessed CID string (``"bafyrei..."``), or None for another form.
+
+    Raises:
+        DecodeError: a string of a blessed CID's length and alphabet that is not base32.
+    """
+    if not (text.startswith("b") and len(text) == _B32_CHARS + 1 and text.islower()):
+        return None
+    try:
+        raw = base64.b32decode(text[1:].upper() + "======")
+    except ValueError as exc:
+        raise DecodeError("invalid CID string", value=text) from exc
+    return raw if is_blessed(raw) else None
+
+
+def cid_text(raw: bytes) -> str:
+    """Return the string form of a binary CID as ``str(CID)`` gives it, for any bytes.
+
+    A blessed CID is printed here; another form (a CIDv0, another hash) through the
+    :class:`CID` class, and bytes that are no CID as their hex, so that naming hostile
+    input in an error never fails.
+    """
+    if is_blessed(raw):
+        return cid_str(raw)
+    try:
+        return str(_cid_class().from_raw(raw))
+    except DecodeError:
+        return raw.hex()[:100]
 
 
 def cid_str(raw: bytes) -> str:
@@ -143,121 +191,6 @@ def is_blessed(raw: bytes) -> bool:
     return len(raw) == _BLESSED_LEN and (raw[:4] == _PREFIX_DAG_CBOR or raw[:4] == _PREFIX_RAW)
 
 
-_BASE32 = multibase.get("base32")
-_SHA256 = multihash.get("sha2-256")
-_CODECS = {CODEC_DAG_CBOR: multicodec.get("dag-cbor"), CODEC_RAW: multicodec.get("raw")}
-
-
-class CID(multiformats.CID):
-    """A content identifier: multiformats' ``CID`` that prints as base32 and builds fast.
-
-    ``CID.decode(str | bytes)``, ``str(cid)`` (``"bafy..."``), ``bytes(cid)`` (binary form),
-    ``hash``/``==`` (by binary form) all work as in multiformats.
-
-    Example:
-        >>> c = cid_for(b"\\xa0")
-        >>> str(c)
-        'bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua'
-        >>> CID.decode(str(c)) == c
-        True
-    """
-
-    __slots__ = ("_raw",)
-    _raw: bytes
-
-    @staticmethod
-    def decode(cid: str | bytes | bytearray | memoryview) -> CID:
-        """Return the CID for a binary CID or a multibase string.
-
-        Raises:
-            DecodeError: when the input is not a valid CID, is longer than
-                :data:`MAX_CID_CHARS` characters, or is neither text nor bytes.
-        """
-        if isinstance(cid, str):
-            return CID._from_str(cid)
-        if not isinstance(cid, (bytes, bytearray, memoryview)):
-            raise DecodeError("CID is neither a string nor bytes", type=type(cid).__name__)
-        raw = bytes(cid)
-        if is_blessed(raw):
-            return CID._from_blessed(raw)
-        return CID._from_multiformats(raw)
-
-    @staticmethod
-    def from_raw(raw: bytes) -> CID:
-        """Return the CID for its binary form, trusting a well-formed blessed CID."""
-        if is_blessed(raw):
-            return CID._from_blessed(raw)
-        return CID._from_multiformats(raw)
-
-    @staticmethod
-    def _from_blessed(raw: bytes) -> CID:
-        obj = object.__new__(CID)
-        obj._base = _BASE32
-        obj._version = 1
-        obj._codec = _CODECS[raw[1]]
-        obj._hashfun = _SHA256
-        obj._digest = raw[2:]
-        obj._raw = raw
-        return obj
-
-    @staticmethod
-    def _from_str(text: str) -> CID:
-        if text.startswith("b") and len(text) == _B32_CHARS + 1 and text.islower():
-            try:
-                raw = base64.b32decode(text[1:].upper() + "======")
-            except ValueError as exc:
-                raise DecodeError("invalid CID string", value=text) from exc
-            if is_blessed(raw):
-                return CID._from_blessed(raw)
-        if len(text) > MAX_CID_CHARS:
-            raise DecodeError("CID string too long", length=len(text), max_chars=MAX_CID_CHARS,
-                              value=preview(text))
-        try:
-            parsed = multiformats.CID.decode(text)
-        except _MULTIFORMATS_ERRORS as exc:
-            raise DecodeError("invalid CID string", value=preview(text)) from exc
-        return CID._from_multiformats(bytes(parsed))
-
-    @staticmethod
-    def _from_multiformats(raw: bytes) -> CID:
-        try:
-            parsed = multiformats.CID.decode(raw)
-        except _MULTIFORMATS_ERRORS as exc:
-            raise DecodeError("invalid binary CID", value=raw[:64].hex()) from exc
-        obj = object.__new__(CID)
-        obj._base = _BASE32 if parsed.version == 1 else parsed.base
-        obj._version = parsed.version
-        obj._codec = parsed.codec
-        obj._hashfun = parsed.hashfun
-        obj._digest = parsed.digest
-        obj._raw = bytes(parsed)
-        return obj
-
-    def __bytes__(self) -> bytes:
-        return self._raw
-
-    def __str__(self) -> str:
-        if self._version == 0:
-            return multiformats.CID.__str__(self)
-        return cid_str(self._raw)
-
-    def __repr__(self) -> str:
-        return f"CID({str(self)!r})"
-
-    # equal to multiformats' CID of the same bytes, so the hash must match theirs too
-    __hash__ = multiformats.CID.__hash__
-
-    def __eq__(self, other: Any) -> bool:
-        if isinstance(other, CID):
-            return self._raw == other._raw
-        if isinstance(other, multiformats.CID):
-            return self._raw == bytes(other)
-        return NotImplemented
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (CID.from_raw, (self._raw,))
-
-
 def cid_for(data: bytes | bytearray | memoryview, codec: str = "dag-cbor") -> CID:
     """Return the sha2-256 CIDv1 of ``data`` under ``codec`` ("dag-cbor" or "raw").
 
@@ -277,4 +210,20 @@ def cid_for(data: bytes | bytearray | memoryview, codec: str = "dag-cbor") -> CI
     else:
         raise DecodeError("unsupported codec for cid_for", codec=preview(codec),
                           hint="atproto uses 'dag-cbor' or 'raw'")
-    return CID._from_blessed(prefix + hashlib.sha256(data).digest())
+    return _cid_class()._from_blessed(prefix + hashlib.sha256(data).digest())
+
+
+def _cid_class() -> type[CID]:
+    """The :class:`CID` class, importing it (and multiformats) on first use."""
+    from ._cidclass import CID
+
+    return CID
+
+
+def __getattr__(name: str) -> Any:
+    # ``CID`` is imported on first use (see the module docstring); it then stays a global
+    if name == "CID":
+        cls = _cid_class()
+        globals()["CID"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import cbor
-from .cid import CID
+from .cbor import Link
+from .cid import cid_text
 from .errors import CarError, DecodeError
 
 __all__ = ["Commit", "parse_commit"]
@@ -50,7 +51,7 @@ def parse_commit(data: bytes, *, cid: object = None) -> tuple[Commit, bytes]:
         CarError: when the block is not a well-formed commit (names ``cid``).
     """
     try:
-        obj = cbor.decode(data)
+        obj = cbor.decode_raw(data)  # links stay binary: no CID object for a read to build
     except DecodeError as exc:
         raise CarError("commit block is not valid DAG-CBOR", cid=cid,
                        detail=exc.message) from exc
@@ -61,14 +62,14 @@ def parse_commit(data: bytes, *, cid: object = None) -> tuple[Commit, bytes]:
         raise CarError("commit block has unexpected fields", cid=cid,
                        fields=",".join(sorted(obj)))
     data_cid, prev = obj.get("data"), obj.get("prev")
-    if not isinstance(data_cid, CID) or (prev is not None and not isinstance(prev, CID)):
+    if not isinstance(data_cid, Link) or (prev is not None and not isinstance(prev, Link)):
         raise CarError("commit 'data'/'prev' must be CID links", cid=cid)
     did, version, rev, sig = obj["did"], obj["version"], obj.get("rev", ""), obj["sig"]
     if not (type(did) is str and type(rev) is str and type(sig) is bytes):
         raise CarError("commit 'did'/'rev' must be strings and 'sig' bytes", cid=cid)
     if version not in (2, 3):
         raise CarError("unsupported commit version", cid=cid, version=version)
-    commit = Commit(did=did, version=version, data=str(data_cid), rev=rev,
-                    prev=None if prev is None else str(prev), sig=sig)
+    commit = Commit(did=did, version=version, data=cid_text(data_cid), rev=rev,
+                    prev=None if prev is None else cid_text(prev), sig=sig)
     unsigned = cbor.encode({key: value for key, value in obj.items() if key != "sig"})
     return commit, unsigned

@@ -24,26 +24,26 @@ Words (one name per concept, shared with :mod:`atrepo._io.store`):
 from __future__ import annotations
 
 import bisect
-import html
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
 import polars as pl
 
-from . import _accel, crypto, mst, syntax
-from ._parallel import Worker, default_workers, run_jobs
-from ._progress import progress
-from ._records import DecodedBatch, decode_batch, gc_paused
+from . import _accel, mst, syntax
 from .car import CarFile
-from .cid import CID, cid_str
-from .datamodel import record_json
+from .cid import cid_str, cid_text, raw_cid
 from .errors import AtrepoError, CarError, MstError, SignatureError
 from .frames import collections_frame, problems_frame, records_frame
 from .models import Commit, parse_commit
+
+# Imported where they are used, not here: a read through the compiled core needs none of
+# the pure path's decoding, worker processes, progress bars, signature checks, orjson or html.
+if TYPE_CHECKING:
+    from ._parallel import Worker
+    from ._records import DecodedBatch
 
 __all__ = ["RepoSnapshot", "check_commit", "check_complete", "collection_ranges",
            "count_collections", "covers", "narrowed", "open_snapshot"]
@@ -172,13 +172,15 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
     commit_cid, commit, verified = check_commit(car, root=root, did=did,
                                                 signing_key=signing_key)
     ranges = collection_ranges(collections)
-    n_workers = default_workers() if workers is None else workers
-    root_node = bytes(CID.decode(commit.data))
+    root_node = raw_cid(commit.data)
 
     def walk() -> tuple[Sequence[str], Sequence[bytes]]:
         walked = _accel.walk(car, root_node, ranges)
         if walked is not None:
             return walked
+        from ._records import gc_paused
+
+        n_workers = _workers_or_default(workers)
         with gc_paused():
             if car.reopenable() and walks_in_parallel(car.size, collections, n_workers):
                 raw_keys, values = _walk_in_parallel(car, root_node, n_workers)
@@ -186,11 +188,11 @@ def open_snapshot(car: CarFile, *, did: str | None = None, signing_key: str | No
                 raw_keys, values = mst.collect(car.get_raw, root_node, ranges)
             return [key.decode("ascii") for key in raw_keys], values
 
-    snap = RepoSnapshot(car=car, commit=commit, commit_cid=str(commit_cid),
+    snap = RepoSnapshot(car=car, commit=commit, commit_cid=commit_cid,
                         verified=verified, walk=walk,
                         collections_filter=None if collections is None else list(collections),
                         handle=handle, fetched_at=fetched_at or datetime.now(timezone.utc),
-                        progress_bar=progress_bar, workers=n_workers,
+                        progress_bar=progress_bar, workers=workers,
                         counts=_counts_within(counts, collections))
     if walk_now:
         snap._walk()
@@ -222,19 +224,30 @@ def narrowed(snap: RepoSnapshot, collections: Sequence[str]) -> RepoSnapshot:
     return narrow
 
 
+def _workers_or_default(workers: int | None) -> int:
+    """``workers``, or when None the default number of worker processes."""
+    if workers is not None:
+        return workers
+    from ._parallel import default_workers
+
+    return default_workers()
+
+
 def check_commit(car: CarFile, *, root: str | None = None, did: str | None = None,
-                 signing_key: str | None = None) -> tuple[CID, Commit, bool]:
-    """Return (CID, :class:`Commit`, verified) of the commit ``root`` (default: the root).
+                 signing_key: str | None = None) -> tuple[str, Commit, bool]:
+    """Return (CID string, :class:`Commit`, verified) of the commit ``root`` (default: the
+    root).
 
     Raises:
         CarError: no single root, or the commit block is missing or malformed.
         SignatureError: the commit is for another DID than ``did`` or fails ``signing_key``.
     """
-    if root is None and len(car.roots) != 1:
+    if root is None and len(car.raw_roots) != 1:
         raise CarError("a repository CAR needs exactly one root (the commit)",
-                       did=did, roots=len(car.roots))
-    commit_cid = CID.decode(root) if root is not None else car.roots[0]
-    block = car.get_raw(bytes(commit_cid))
+                       did=did, roots=len(car.raw_roots))
+    raw = raw_cid(root) if root is not None else car.raw_roots[0]
+    commit_cid = cid_text(raw)
+    block = car.get_raw(raw)
     if block is None:
         raise CarError("commit block missing from CAR", did=did, cid=commit_cid,
                        hint="the CAR is incomplete")
@@ -242,6 +255,8 @@ def check_commit(car: CarFile, *, root: str | None = None, did: str | None = Non
     if did is not None and commit.did != did:
         raise SignatureError("commit belongs to another DID", did=did, commit_did=commit.did)
     if signing_key is not None:
+        from . import crypto
+
         crypto.verify_commit(unsigned, commit.sig, signing_key, did=commit.did)
     return commit_cid, commit, signing_key is not None
 
@@ -261,6 +276,8 @@ def check_complete(snap: RepoSnapshot) -> None:
 
 def _walk_in_parallel(car: CarFile, root: bytes, workers: int) -> tuple[list[bytes], list[bytes]]:
     """Walk the whole tree as :data:`WALK_PIECES` subtrees shared with worker processes."""
+    from ._parallel import run_jobs
+
     pieces = mst.plan(car.get_raw, root, WALK_PIECES)
     subtrees = [p for p in pieces if isinstance(p, mst.Subtree)]
 
@@ -313,7 +330,7 @@ class RepoSnapshot:
     def __init__(self, *, car: CarFile, commit: Commit, commit_cid: str, verified: bool,
                  walk: Callable[[], tuple[Sequence[str], Sequence[bytes]]],
                  collections_filter: list[str] | None, handle: str | None,
-                 fetched_at: datetime, progress_bar: bool | None, workers: int,
+                 fetched_at: datetime, progress_bar: bool | None, workers: int | None,
                  counts: Mapping[str, int] | None = None) -> None:
         self.did = commit.did
         self.handle = handle
@@ -378,6 +395,10 @@ class RepoSnapshot:
             columns, found = decoded
             rows = [(*keys[i].partition("/")[::2], cid_str(values[i]), text) for i, text in found]
             return pl.DataFrame(columns), problems_frame(rows)
+        from ._parallel import run_jobs
+        from ._progress import progress
+        from ._records import decode_batch
+
         batches = [list(values[i:i + BATCH_SIZE]) for i in range(0, len(values), BATCH_SIZE)]
         parallel = len(keys) >= PARALLEL_MIN and car.reopenable()
 
@@ -391,7 +412,8 @@ class RepoSnapshot:
 
         with progress(len(keys), f"decoding {self.did}", self._progress,
                       unit="rec") as bar:
-            results = run_jobs(batches, local, remote, self._workers if parallel else 0,
+            results = run_jobs(batches, local, remote,
+                               _workers_or_default(self._workers) if parallel else 0,
                                lambda cids: bar.update(len(cids)))
         records: list[str | None] = []
         cids: list[str] = []
@@ -473,6 +495,10 @@ class RepoSnapshot:
         block = self._car.get_raw(raw)
         if block is None:
             raise MstError("record block missing from CAR", cid=cid_str(raw), did=self.did)
+        import orjson
+
+        from .datamodel import record_json
+
         value: dict[str, Any] = orjson.loads(record_json(block))
         return value
 
@@ -504,6 +530,8 @@ class RepoSnapshot:
         return f"<RepoSnapshot {fields}>"
 
     def _repr_html_(self) -> str:
+        import html
+
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
                        for k, v in self._summary())

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
-from ..cid import CID
 from ..errors import CarError
 from ._framing import MAX_BLOCK_SIZE, MAX_HEADER_SIZE, frame_blocks, parse_header
 from ._index import BlockIndex
+
+if TYPE_CHECKING:
+    from ..cid import CID
 
 __all__ = ["CHUNK", "index_fd", "index_range", "open_file", "read_range"]
 

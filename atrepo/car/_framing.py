@@ -13,16 +13,20 @@ a whole CID; every error is a :class:`~atrepo.CarError` naming the CAR offset.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import _varint
 from .._varint import MAX_VARINT_BYTES, Buffer, VarintError
-from ..cbor import decode
-from ..cid import CID
+from ..cbor import Link, decode_raw
 from ..errors import CarError, DecodeError
 from ._index import KEY_BYTES, LEN_BITS, BlockIndex
 
+if TYPE_CHECKING:
+    from ..cid import CID
+
 __all__ = ["BLESSED_HEAD", "MAX_BLOCK_SIZE", "MAX_HEADER_SIZE", "MAX_VARINT_BYTES", "Buffer",
            "block_cid", "cid_length", "frame_blocks", "header_end", "parse_header",
-           "read_varint"]
+           "parse_raw_header", "read_varint"]
 
 MAX_HEADER_SIZE = 1 << 20   # 1 MiB: a header holds a few roots; more is hostile
 MAX_BLOCK_SIZE = 1 << 23    # 8 MiB: atproto records are capped far below this
@@ -72,6 +76,8 @@ def block_cid(raw: bytes, offset: int) -> CID:
     Raises:
         CarError: ``raw`` names an unknown codec or hash function, or is malformed.
     """
+    from ..cid import CID
+
     try:
         return CID.from_raw(raw)
     except DecodeError as exc:
@@ -99,6 +105,18 @@ def parse_header(buf: Buffer, end: int) -> tuple[list[CID], int]:
     """Return (roots, offset of the first block) from the start of a CAR.
 
     Raises:
+        CarError: as :func:`parse_raw_header`.
+    """
+    from ..cid import CID
+
+    roots, start = parse_raw_header(buf, end)
+    return [CID.from_raw(root) for root in roots], start
+
+
+def parse_raw_header(buf: Buffer, end: int) -> tuple[list[bytes], int]:
+    """Return (binary root CIDs, offset of the first block) from the start of a CAR.
+
+    Raises:
         CarError: the header is truncated, oversized, not DAG-CBOR, not version 1, or its
             roots are not a list of CIDs.
     """
@@ -107,7 +125,7 @@ def parse_header(buf: Buffer, end: int) -> tuple[list[CID], int]:
     if pos + size > end:
         raise CarError("truncated CAR header", offset=pos)
     try:
-        header = decode(bytes(buf[pos:pos + size]))
+        header = decode_raw(bytes(buf[pos:pos + size]))
     except DecodeError as exc:
         raise CarError("CAR header is not valid DAG-CBOR", offset=pos,
                        detail=exc.message) from exc
@@ -117,9 +135,9 @@ def parse_header(buf: Buffer, end: int) -> tuple[list[CID], int]:
         raise CarError("unsupported CAR header (only CARv1 is supported)", offset=pos,
                        version=version)
     roots = header.get("roots")
-    if not isinstance(roots, list) or not all(isinstance(r, CID) for r in roots):
+    if not isinstance(roots, list) or not all(isinstance(r, Link) for r in roots):
         raise CarError("CAR header roots must be a list of CIDs", offset=pos)
-    return roots, pos + size
+    return [bytes(root) for root in roots], pos + size
 
 
 def _check_header_size(size: int) -> None:

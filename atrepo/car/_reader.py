@@ -18,11 +18,15 @@ offset.
 
 from __future__ import annotations
 
-from ..cid import CID
+from typing import TYPE_CHECKING
+
 from ..errors import CarError
 from ._framing import Buffer, block_cid, frame_blocks, header_end, parse_header, read_varint
 from ._index import BlockIndex
 from ._verify import check_block
+
+if TYPE_CHECKING:
+    from ..cid import CID
 
 __all__ = ["CarReader"]
 

@@ -20,17 +20,20 @@ import io
 import mmap
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
-from typing import IO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING
 
 from .. import _accel
-from ..cid import CID, raw_cid
+from ..cid import cid_text, is_cid, raw_cid
 from ..errors import CarError
 from ._files import CHUNK, index_fd, open_file, read_range
-from ._framing import frame_blocks, parse_header, read_varint
+from ._framing import frame_blocks, parse_raw_header, read_varint
 from ._index import KEY_BYTES, LEN_BITS, LEN_MASK, BlockIndex
 from ._pack import extend_index
 from ._verify import SHA256_HEADS, check_block
+
+if TYPE_CHECKING:
+    from ..cid import CID
 
 __all__ = ["CarFile", "Source", "read_car"]
 
@@ -41,7 +44,9 @@ Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 class CarFile:
     """The blocks of one CAR, indexed; block bytes are read on demand.
 
-    ``car.roots`` lists the header's root CIDs; ``car.get(cid)`` returns a block's bytes
+    ``car.roots`` lists the header's root CIDs (``raw_roots`` their binary forms, which is
+    all a read uses: the CID objects are made when ``roots`` is first asked for, so reading a
+    repository never imports multiformats); ``car.get(cid)`` returns a block's bytes
     (checked against the CID unless ``verify_cids=False``) or ``None``; ``cid in car`` tests
     presence; iterating yields ``(CID, bytes)`` in file order; ``len(car)`` counts blocks.
     Use as a context manager, or call :meth:`close`, to release a file.
@@ -49,10 +54,11 @@ class CarFile:
     Build one with :func:`read_car`.
     """
 
-    def __init__(self, roots: list[CID], index: BlockIndex, *, buffer: bytes | mmap.mmap,
+    def __init__(self, roots: Sequence[bytes], index: BlockIndex, *, buffer: bytes | mmap.mmap,
                  path: str | None = None, temp: bool = False,
                  verify_cids: bool = True, size: int = 0, mem_limit_mb: float = 64) -> None:
-        self.roots = roots
+        self.raw_roots = list(roots)
+        self._roots: list[CID] | None = None
         self.mem_limit_mb = mem_limit_mb
         self.verify_cids = verify_cids
         self.size = size
@@ -61,6 +67,15 @@ class CarFile:
         self._index = index
         self._buffer: bytes | mmap.mmap | None = buffer
         self._temp = temp
+
+    @property
+    def roots(self) -> list[CID]:
+        """The header's root CIDs, as :class:`~atrepo.CID` objects."""
+        if self._roots is None:
+            from ..cid import CID
+
+            self._roots = [CID.from_raw(raw) for raw in self.raw_roots]
+        return self._roots
 
     # -- access by raw binary CID: what the rest of atrepo uses -------------------------------
 
@@ -147,7 +162,7 @@ class CarFile:
         return self.get_raw(raw_cid(cid))
 
     def __contains__(self, cid: object) -> bool:
-        if not isinstance(cid, (CID, bytes, str)):
+        if not isinstance(cid, (bytes, str)) and not is_cid(cid):
             return False
         return self.locate(raw_cid(cid)) is not None
 
@@ -156,6 +171,8 @@ class CarFile:
 
     def __iter__(self) -> Iterator[tuple[CID, bytes]]:
         """Yield (CID, bytes) for every block, in file order, each verified."""
+        from ..cid import CID
+
         for raw, data, offset in self.iter_raw():
             if self.verify_cids:
                 check_block(raw, data, offset)
@@ -216,7 +233,7 @@ class CarFile:
 
     def __repr__(self) -> str:
         where = "memory" if self._buffer is not None else self.path
-        roots = ", ".join(str(r) for r in self.roots)
+        roots = ", ".join(cid_text(raw) for raw in self.raw_roots)
         return f"<CarFile {len(self)} blocks, {self.size} bytes, roots=[{roots}], in {where}>"
 
 
@@ -259,7 +276,7 @@ def read_car(source: Source, mem_limit_mb: float = 64, *, verify_cids: bool = Tr
 
 
 def _from_buffer(buf: bytes, verify_cids: bool) -> CarFile:
-    roots, pos = parse_header(buf, len(buf))
+    roots, pos = parse_raw_header(buf, len(buf))
     if _accel.accelerated:
         return _accel.memory_car(roots, buf, pos, verify_cids=verify_cids)
     index = BlockIndex()
@@ -297,8 +314,8 @@ def _from_path(path: str, limit: int, verify_cids: bool, *, temp: bool = False,
         raise
     finally:
         os.close(fd)
-    car = CarFile(roots, index, buffer=mapped, path=path, temp=temp, verify_cids=verify_cids,
-                  size=size)
+    car = CarFile([bytes(root) for root in roots], index, buffer=mapped, path=path, temp=temp,
+                  verify_cids=verify_cids, size=size)
     car.inode = inode
     return car
 

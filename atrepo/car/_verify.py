@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ..cid import CID
+from ..cid import cid_text
 from ..errors import CarError
 from ._framing import read_varint
 
@@ -41,10 +41,10 @@ def check_block(raw: bytes, data: bytes, offset: int | None = None) -> None:
     elif code == _IDENTITY:
         matches = digest == data
     else:
-        raise CarError("cannot verify block: CID is not sha2-256", cid=_name(raw),
+        raise CarError("cannot verify block: CID is not sha2-256", cid=cid_text(raw),
                        offset=offset, hint="pass verify_cids=False to read it unchecked")
     if not matches:
-        raise CarError("block does not match its CID", cid=_name(raw), offset=offset,
+        raise CarError("block does not match its CID", cid=cid_text(raw), offset=offset,
                        hint="the CAR is corrupt or was tampered with")
 
 
@@ -64,11 +64,3 @@ def _multihash(raw: bytes, offset: int | None) -> tuple[int, bytes]:
         raise CarError("cannot verify block: malformed CID", cid=raw.hex()[:100],
                        offset=offset)
     return code, raw[pos:]
-
-
-def _name(raw: bytes) -> str:
-    """The CID's string form, for errors (its hex when multiformats cannot name it)."""
-    try:
-        return str(CID.from_raw(raw))
-    except ValueError:
-        return raw.hex()[:100]

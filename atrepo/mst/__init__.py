@@ -26,6 +26,7 @@ worker processes), ``_build`` and ``_diff``; all pure.
 
 Example:
     >>> from atrepo.cid import cid_for
+    >>> from atrepo.mst import build, walk
     >>> root, blocks = build([("app.x/b", cid_for(b"b")), ("app.x/a", cid_for(b"a"))])
     >>> [key for key, _ in walk(blocks, root)]
     ['app.x/a', 'app.x/b']
@@ -33,19 +34,48 @@ Example:
 
 from __future__ import annotations
 
-from ._build import build
-from ._diff import MstDiff, diff
-from ._node import MAX_ENTRIES, MAX_KEY_LENGTH, key_height
-from ._source import BlockSource, RawBlockSource
-from ._walk import MAX_DEPTH, walk
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# the engine, for the rest of atrepo: binary CIDs in and out, no CID objects
-from ._diff import diff_raw as diff_raw
-from ._node import Node as Node, decode_node as decode_node
-from ._plan import collect_subtree as collect_subtree, expand as expand, plan as plan
-from ._ranges import KeyRange as KeyRange, Subtree as Subtree, byte_ranges as byte_ranges
-from ._source import Fetch as Fetch
-from ._walk import Walker as Walker, collect as collect
+if TYPE_CHECKING:
+    from ._build import build
+    from ._diff import MstDiff, diff
+    from ._node import MAX_ENTRIES, MAX_KEY_LENGTH, key_height
+    from ._source import BlockSource, RawBlockSource
+    from ._walk import MAX_DEPTH, walk
+
+    # the engine, for the rest of atrepo: binary CIDs in and out, no CID objects
+    from ._diff import diff_raw as diff_raw
+    from ._node import Node as Node, decode_node as decode_node
+    from ._plan import collect_subtree as collect_subtree, expand as expand, plan as plan
+    from ._ranges import KeyRange as KeyRange, Subtree as Subtree, byte_ranges as byte_ranges
+    from ._source import Fetch as Fetch
+    from ._walk import Walker as Walker, collect as collect
 
 __all__ = ["MAX_DEPTH", "MAX_ENTRIES", "MAX_KEY_LENGTH", "BlockSource", "MstDiff",
            "RawBlockSource", "build", "diff", "key_height", "walk"]
+
+# name -> its module, imported on first use: the compiled core walks trees itself, so a read
+# through it loads only ``_ranges`` (the key ranges it takes), not the codec, walk or diff
+_LAZY: dict[str, str] = {
+    "build": "._build",
+    "MstDiff": "._diff", "diff": "._diff", "diff_raw": "._diff",
+    "MAX_ENTRIES": "._node", "MAX_KEY_LENGTH": "._node", "key_height": "._node", "Node": "._node",
+    "decode_node": "._node",
+    "BlockSource": "._source", "RawBlockSource": "._source", "Fetch": "._source",
+    "MAX_DEPTH": "._walk", "walk": "._walk", "Walker": "._walk", "collect": "._walk",
+    "collect_subtree": "._plan", "expand": "._plan", "plan": "._plan",
+    "KeyRange": "._ranges", "Subtree": "._ranges", "byte_ranges": "._ranges",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,9 +10,10 @@ whose interval misses every ``[lo, hi)`` range is left out, so it is never fetch
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from ._node import Entry
+if TYPE_CHECKING:
+    from ._node import Entry
 
 __all__ = ["ByteRanges", "KeyRange", "Subtree", "byte_ranges", "in_order", "in_ranges",
            "overlaps"]
