@@ -87,15 +87,24 @@ class TableChecker:
     def __init__(self, descriptor: str) -> None: ...
 
 class TableColumns:
-    """A table's did, rkey, uri, cid, fitted and extra columns, taken once through the Arrow
-    PyCapsule interface."""
+    """A table's did, rkey, uri and cid columns, taken once through the Arrow PyCapsule
+    interface."""
 
     def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
 
+class TableRows:
+    """One part of a table's checked rows (its fields' typed columns, ``extra`` and
+    ``row``), taken once through the Arrow PyCapsule interface."""
+
+    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
+
+# (key columns or None, parts, problems (row, kind, text), deferred rows,
+#  lost datetimes (row, field number, the field's string or None))
+TableChecked = tuple[TableColumns | None, list[TableRows], list[tuple[int, int, str]],
+                     list[int], list[tuple[int, int, str | None]]]
+
 def check_table(checker: TableChecker, car: Car, did: str | None, keys: Sequence[str],
                 values: Sequence[bytes], *, start: int = 0, end: int | None = None,
-                verify_cids: bool = True
-                ) -> tuple[TableColumns, list[tuple[int, int, str]], list[int]]: ...
+                verify_cids: bool = True) -> TableChecked: ...
 
-def check_texts_table(checker: TableChecker, texts: Sequence[str | None]
-                      ) -> tuple[TableColumns, list[tuple[int, int, str]], list[int]]: ...
+def check_texts_table(checker: TableChecker, texts: Sequence[str | None]) -> TableChecked: ...

@@ -9,11 +9,13 @@ again. Top-level fields the lexicon does not declare become ``extra``.
 
 :class:`Checker` is the reference, and the path without the compiled core.
 :func:`core_check` is the same pass in the core (``rust/src/table.rs``), from each record's
-CBOR block; :func:`core_check_texts` from records' JSON text (a ``records`` frame).
-:func:`descriptor` compiles the lexicon and the shape once into the data the core checks
-with, and a record the core leaves undecided (a string format or CID outside the common
-shapes it knows; in JSON text, a float or an integer beyond Int64) is checked here, by
-:class:`Checker`, so the paths give the same problems, in the same order, and the same table.
+CBOR block; :func:`core_check_texts` from records' JSON text (a ``records`` frame). The core
+writes the table's typed columns itself, in the same pass (``rust/src/tablefit.rs``), with
+no JSON in between. :func:`descriptor` compiles the lexicon and the shape once into the
+data the core checks with, and a record the core leaves undecided (a string format, CID or
+datetime outside the common shapes it knows; in JSON text, a float or an integer beyond
+Int64) is checked here, by :class:`Checker`, and read by the reference's route, so the
+paths give the same problems, in the same order, and the same table.
 """
 
 from __future__ import annotations
@@ -216,14 +218,27 @@ def _json_type(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CoreChecked:
-    """What the core's pass found: the key columns (did, rkey, uri, cid; None when not
-    asked for), the fitted JSON of every record and its ``extra`` (String series), and the
-    problems by row."""
+    """What the core's pass found.
+
+    Attributes:
+        keys: the key columns (did, rkey, uri, cid; None when not asked for).
+        rows: the typed columns of the rows the core decided (the shape's top-level fields
+            by their own names, ``extra``, and ``row``: the row each is), in the order they
+            were checked; rows with no record are null rows among them.
+        deferred: the rows left to the reference, each with the JSON its fitting gives
+            (None: not an object, no record).
+        extras: the ``extra`` JSON of the deferred rows that have one.
+        problems: every row's problems, by row.
+        lost: (row, field number, the field's string when it is a datetime) of the
+            top-level fields in which the core turned a datetime string into null.
+    """
 
     keys: pl.DataFrame | None
-    fitted: pl.Series
-    extras: pl.Series
+    rows: pl.DataFrame
+    deferred: dict[int, str | None]
+    extras: dict[int, str]
     problems: list[tuple[int, str]]
+    lost: list[tuple[int, int, str | None]]
 
 
 def core_check(car: Any, did: str | None, keys: Sequence[str], values: Sequence[bytes],
@@ -247,55 +262,44 @@ def core_check(car: Any, did: str | None, keys: Sequence[str], values: Sequence[
     """
     assert _accel.core is not None
     start, end = rows
-    columns, found, deferred = _accel.call(
+    key_columns, parts, found, deferred, lost = _accel.call(
         _accel.core.check_table, _core_checker(collection), car.core_car(), did, keys, values,
         start=start, end=end, verify_cids=verify_cids)
-    frame = pl.DataFrame(columns)
 
     def text_of(i: int) -> str:
         return record_json(car.get_raw(values[start + i]))
 
-    fitted, extras, problems = _finish(frame, found, deferred, text_of, shape, collection)
-    key_frame = frame.select("did", "rkey", "uri", "cid") if did is not None else None
-    return CoreChecked(key_frame, fitted, extras, problems)
+    key_frame = pl.DataFrame(key_columns) if key_columns is not None else None
+    return _finish(key_frame, parts, found, deferred, lost, text_of, shape, collection)
 
 
-def core_check_texts(texts: pl.Series, shape: Shape, collection: str
-                     ) -> tuple[pl.Series, pl.Series, list[tuple[int, str]]]:
-    """Check record JSON texts (a ``records`` frame's ``record`` column) in the core.
-
-    Returns:
-        The fitted JSON and ``extra`` of every row, and the problems by row, as
-        :func:`core_check` (and :class:`Checker`) give them.
-    """
+def core_check_texts(texts: pl.Series, shape: Shape, collection: str) -> CoreChecked:
+    """Check record JSON texts (a ``records`` frame's ``record`` column) in the core, as
+    :func:`core_check` checks blocks (no key columns)."""
     assert _accel.core is not None
-    columns, found, deferred = _accel.core.check_texts_table(_core_checker(collection),
-                                                             texts.to_list())
-    frame = pl.DataFrame(columns)
-    return _finish(frame, found, deferred, lambda i: str(texts[i]), shape, collection)
+    _, parts, found, deferred, lost = _accel.core.check_texts_table(_core_checker(collection),
+                                                                    texts.to_list())
+    return _finish(None, parts, found, deferred, lost, lambda i: str(texts[i]), shape,
+                   collection)
 
 
-def _finish(frame: pl.DataFrame, found: list[tuple[int, int, str]], deferred: list[int],
-            text_of: Callable[[int], str], shape: Shape, collection: str
-            ) -> tuple[pl.Series, pl.Series, list[tuple[int, str]]]:
-    """The core's fitted and extra columns and problems, with the rows it left to the
-    reference checked here (``text_of``: a row's record JSON)."""
+def _finish(keys: pl.DataFrame | None, parts: list[Any], found: list[tuple[int, int, str]],
+            deferred: list[int], lost: list[tuple[int, int, str | None]],
+            text_of: Callable[[int], str], shape: Shape, collection: str) -> CoreChecked:
+    """The core's rows and problems, with the rows it left to the reference checked here
+    (``text_of``: a row's record JSON)."""
     problems = [(i, _worded(kind, text, collection)) for i, kind, text in found]
-    fitted, extras = frame.get_column("fitted"), frame.get_column("extra")
+    rows = pl.concat([pl.DataFrame(part) for part in parts], rechunk=False)
+    checked = Checked({}, {}, [])
+    texts: dict[int, str | None] = {}
     if deferred:
-        checked = Checked({}, {}, [])
         reference = Checker(shape, collection)
-        texts: dict[int, str | None] = {}
         for i in deferred:
             text = text_of(i)
             reference.one(i, orjson.loads(text), checked)
             texts[i] = checked.replaced.get(i, text)
-        fitted = fitted.scatter(list(texts), pl.Series(list(texts.values()), dtype=pl.String))
-        if checked.extras:
-            extras = extras.scatter(list(checked.extras),
-                                    pl.Series(list(checked.extras.values()), dtype=pl.String))
         problems = sorted(problems + checked.problems, key=lambda p: p[0])  # stable
-    return fitted, extras, problems
+    return CoreChecked(keys, rows, texts, checked.extras, problems, lost)
 
 
 _VALIDATOR, _FITTED = 0, 1

@@ -15,11 +15,13 @@ How a table is built, and why it never fails on odd records:
    fitted to the table's shape: a value of the wrong type, or an integer outside Int64,
    becomes null, with a ``problems`` row naming the field; the raw JSON stays in
    ``records``.
-2. ``str.json_decode`` with the declared (JSON-side) dtype reads all records at once, and
-   polars expressions turn ``{"$link"}``/``{"$bytes"}`` wrappers into strings, legacy blobs
-   into the blob struct, and datetime strings into ``Datetime("us", "UTC")`` (one without
-   a timezone is read as UTC); a datetime that does not parse or lies outside 1990-2100
-   (UTC) is null, with a ``problems`` row.
+2. The core writes the typed columns in the same pass. On the Python path (and for the
+   rare records the core leaves to it), ``str.json_decode`` with the declared (JSON-side)
+   dtype reads the fitted records at once, and polars expressions turn
+   ``{"$link"}``/``{"$bytes"}`` wrappers into strings, legacy blobs into the blob struct,
+   and datetime strings into ``Datetime("us", "UTC")`` (one without a timezone is read as
+   UTC); both give the same columns. A datetime that does not parse or lies outside
+   1990-2100 (UTC) is null, with a ``problems`` row.
 
 A collection without a lexicon gets an inferred shape: fields in sorted order (at every
 depth) and each field's type unified over all of its records (a field whose values
@@ -43,7 +45,7 @@ from .lexicon._schema import (EXTRA, KEY_COLUMNS, collection_shape, column_name,
                               lexicon_schema)
 from .lexicon._schema import table_schema as shape_schema
 from ._infer import inferred_shape
-from ._table_check import Checker, core_check, core_check_texts
+from ._table_check import Checker, CoreChecked, core_check, core_check_texts
 from .lexicon._shape import Shape
 
 if TYPE_CHECKING:
@@ -212,14 +214,14 @@ def records_table(records: pl.DataFrame, collection: str) -> tuple[pl.DataFrame,
     declared = shape is not None
     if shape is None:
         shape = inferred_shape(texts)
+    keys = rows.select(KEY_COLUMNS.names())
     if declared and _accel.core is not None:
-        fitted, extras, found = core_check_texts(texts, shape, collection)
-    else:
-        checked = Checker(shape, collection if declared else None).run(texts)
-        fitted = _scatter(len(texts), checked.replaced, texts)
-        extras = _scatter(len(texts), dict(checked.extras))
-        found = checked.problems
-    return _assemble(rows.select(KEY_COLUMNS.names()), fitted, extras, found, shape, collection)
+        return _assemble_core(keys, core_check_texts(texts, shape, collection), shape,
+                              collection)
+    checked = Checker(shape, collection if declared else None).run(texts)
+    fields, late = _decode(_scatter(len(texts), checked.replaced, texts), shape)
+    extras = _scatter(len(texts), dict(checked.extras))
+    return _assemble(keys, fields, extras, checked.problems, late, collection)
 
 
 def snapshot_table(snap: RepoSnapshot, collection: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -246,29 +248,50 @@ def snapshot_table(snap: RepoSnapshot, collection: str) -> tuple[pl.DataFrame, p
                              collection, verify_cids=True)
         assert checked.keys is not None
         rows = checked.keys
-    return _assemble(rows, checked.fitted, checked.extras, checked.problems, shape, collection)
+    return _assemble_core(rows, checked, shape, collection)
 
 
-def _assemble(keys: pl.DataFrame, fitted: pl.Series, extras: pl.Series,
-              found: list[tuple[int, str]], shape: Shape, collection: str
-              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _assemble_core(keys: pl.DataFrame, checked: CoreChecked, shape: Shape, collection: str
+                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The table and problems frame of the core's pass: its typed rows and the deferred
+    rows read by :func:`_decode`, put in row order."""
+    names = {name: column_name(name) for name, _ in shape.fields}
+    rows = checked.rows.rename(names)
+    late = [(field, i, _late(shape.fields[field][0], shown)) for i, field, shown in checked.lost]
+    if checked.deferred:
+        at = list(checked.deferred)
+        fields, deferred_late = _decode(pl.Series(list(checked.deferred.values()),
+                                                  dtype=pl.String), shape)
+        extras = pl.Series(EXTRA, [checked.extras.get(i) for i in at], dtype=pl.String)
+        rows = pl.concat([rows, fields.with_columns(extras, pl.Series("row", at, dtype=pl.UInt32))])
+        late.extend((field, at[i], message) for field, i, message in deferred_late)
+    late.sort(key=lambda p: p[:2])  # by field, then row, as _decode gives them
+    if not rows.get_column("row").is_sorted():
+        rows = rows.sort("row")
+    return _assemble(keys, rows.drop("row", EXTRA), rows.get_column(EXTRA), checked.problems,
+                     late, collection)
+
+
+def _assemble(keys: pl.DataFrame, fields: pl.DataFrame, extras: pl.Series,
+              found: list[tuple[int, str]], late: list[tuple[int, int, str]],
+              collection: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The table and problems frame of checked records.
 
     Args:
         keys: the key columns (did, rkey, uri, cid), one row per record.
-        fitted: each record's JSON as the shape's dtype reads it (null: no record).
+        fields: the typed field columns, one row per record (all null: no record).
         extras: each record's ``extra`` JSON.
         found: the checking pass's (row, error) problems, in row order.
-        shape: the table's shape.
+        late: (field number, row, error) of the datetimes that became null in ``fields``,
+            by field, then row.
         collection: the collection's NSID.
     """
-    fields, late = _decode(fitted, shape)
     if late:
         # the table's datetime message replaces the validator's for the same field
-        replaced = {(i, message.split(":", 1)[0]) for i, message in late}
+        replaced = {(i, message.split(":", 1)[0]) for _, i, message in late}
         found = [(i, m) for i, m in found
                  if (i, m.removeprefix("invalid record: ").split(" ", 1)[0]) not in replaced]
-        found.extend(late)
+        found = found + [(i, message) for _, i, message in late]
     table = pl.concat([keys, fields, extras.alias(EXTRA).to_frame()], how="horizontal")
     at = pl.Series([i for i, _ in found], dtype=pl.UInt32)
     problems = keys.select(pl.lit(collection).alias("collection"), "rkey", "cid")[at]
@@ -282,11 +305,12 @@ def _texts(records: pl.DataFrame, collection: str) -> pl.Series:
 
 # -- decoding ------------------------------------------------------------------------------
 
-def _decode(texts: pl.Series, shape: Shape) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+def _decode(texts: pl.Series, shape: Shape) -> tuple[pl.DataFrame, list[tuple[int, int, str]]]:
     """Read checked JSON texts with the shape's JSON-side dtype, then fix wrapped values.
 
-    Returns the field columns and the (row, error) problems of datetimes that do not
-    parse or lie outside :data:`DATETIME_RANGE` (null in the table).
+    Returns the field columns and the (field number, row, error) problems of datetimes
+    that do not parse or lie outside :data:`DATETIME_RANGE` (null in the table), by field,
+    then row.
 
     Raises:
         polars.exceptions.ComputeError: a value does not read as its declared dtype.
@@ -306,21 +330,27 @@ def _decode(texts: pl.Series, shape: Shape) -> tuple[pl.DataFrame, list[tuple[in
 
 
 def _datetime_problems(raw: pl.DataFrame, fixed: pl.DataFrame, shape: Shape
-                       ) -> list[tuple[int, str]]:
-    """Rows where a datetime string was read but the table holds null instead."""
-    problems: list[tuple[int, str]] = []
-    for name, field in shape.fields:
+                       ) -> list[tuple[int, int, str]]:
+    """(field number, row, error) where a datetime string was read but the table holds
+    null instead."""
+    problems: list[tuple[int, int, str]] = []
+    for k, (name, field) in enumerate(shape.fields):
         if not field.has("datetime"):
             continue
         lost = (_count(raw.get_column(name).to_frame(), field)
                 != _count(fixed.get_column(column_name(name)).alias(name).to_frame(), field))
         for i in lost.arg_true().to_list():
             value = raw.get_column(name)[i]
-            shown = f"{value[:40]!r}" if isinstance(value, str) else "a datetime inside"
-            problems.append((i, f"Record/{name}: {shown} does not parse as a datetime or "
-                                f"lies outside {DATETIME_RANGE[0].year}-"
-                                f"{DATETIME_RANGE[1].year - 1}; null in the table"))
+            problems.append((k, i, _late(name, value if isinstance(value, str) else None)))
     return problems
+
+
+def _late(name: str, value: str | None) -> str:
+    """The problem of top-level field ``name`` whose datetime became null (``value``: the
+    field's own string, when the field is a datetime)."""
+    shown = f"{value[:40]!r}" if value is not None else "a datetime inside"
+    return (f"Record/{name}: {shown} does not parse as a datetime or lies outside "
+            f"{DATETIME_RANGE[0].year}-{DATETIME_RANGE[1].year - 1}; null in the table")
 
 
 def _count(frame: pl.DataFrame, shape: Shape) -> pl.Series:

@@ -120,7 +120,7 @@ impl ViewColumn {
 
 }
 
-fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {
+pub fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {
     let mut view = [0u8; 16];
     view[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
     if data.len() <= 12 {
@@ -175,7 +175,7 @@ struct SchemaPrivate {
 }
 
 unsafe extern "C" fn release_schema(schema: *mut ArrowSchema) {
-    // SAFETY: called by the consumer once, on a schema built by `schema_for` whose
+    // SAFETY: called by the consumer once, on a schema built by `node_schema` whose
     // private_data is a leaked Box<SchemaPrivate> and whose children are leaked Boxes.
     unsafe {
         let schema = &mut *schema;
@@ -190,39 +190,23 @@ unsafe extern "C" fn release_schema(schema: *mut ArrowSchema) {
     }
 }
 
-fn leaf_schema(name: &str) -> ArrowSchema {
-    let format = CString::new("vu").expect("no NUL");
-    let name = CString::new(name).expect("column names have no NUL");
-    let (f, n) = (format.as_ptr(), name.as_ptr());
-    let private = Box::new(SchemaPrivate { _strings: vec![format, name], children: Vec::new() });
-    ArrowSchema {
-        format: f,
-        name: n,
-        metadata: ptr::null(),
-        flags: NULLABLE,
-        n_children: 0,
-        children: ptr::null_mut(),
-        dictionary: ptr::null_mut(),
-        release: Some(release_schema),
-        private_data: Box::into_raw(private) as *mut c_void,
-    }
-}
-
-/// The schema of a struct array whose fields are the given string columns.
-pub fn schema_for(names: &[&str]) -> ArrowSchema {
-    let format = CString::new("+s").expect("no NUL");
-    let name = CString::new("").expect("no NUL");
+/// The schema of one array: its format string (`vu`, `l`, `+s`, ...), field name,
+/// nullability and children (a struct's fields, a list's item).
+pub fn node_schema(format: &str, name: &str, nullable: bool, children: Vec<ArrowSchema>)
+                   -> ArrowSchema {
+    let format = CString::new(format).expect("formats have no NUL");
+    let name = CString::new(name).expect("field names have no NUL");
     let (f, n) = (format.as_ptr(), name.as_ptr());
     let mut children: Vec<*mut ArrowSchema> =
-        names.iter().map(|c| Box::into_raw(Box::new(leaf_schema(c)))).collect();
-    let children_ptr = children.as_mut_ptr();
+        children.into_iter().map(|c| Box::into_raw(Box::new(c))).collect();
+    let children_ptr = if children.is_empty() { ptr::null_mut() } else { children.as_mut_ptr() };
     let count = children.len() as i64;
     let private = Box::new(SchemaPrivate { _strings: vec![format, name], children });
     ArrowSchema {
         format: f,
         name: n,
         metadata: ptr::null(),
-        flags: 0,
+        flags: if nullable { NULLABLE } else { 0 },
         n_children: count,
         children: children_ptr,
         dictionary: ptr::null_mut(),
@@ -231,18 +215,23 @@ pub fn schema_for(names: &[&str]) -> ArrowSchema {
     }
 }
 
+/// The schema of a struct array whose fields are the given string columns.
+pub fn schema_for(names: &[&str]) -> ArrowSchema {
+    node_schema("+s", "", false, names.iter().map(|c| node_schema("vu", c, true, Vec::new())).collect())
+}
+
+/// Memory an exported array owns (its buffers' vectors), freed when the consumer releases it.
+pub type Keep = Box<dyn std::any::Any>;
+
 struct ArrayPrivate {
-    _views: Vec<[u8; 16]>,
-    _buffers: Vec<Vec<u8>>,
-    _validity: Option<Vec<u8>>,
-    _sizes: Vec<i64>,
+    _keep: Vec<Keep>,
     pointers: Vec<*const c_void>,
     children: Vec<*mut ArrowArray>,
 }
 
 unsafe extern "C" fn release_array(array: *mut ArrowArray) {
-    // SAFETY: called by the consumer once, on an array built by `array_for` / `leaf_array`
-    // whose private_data is a leaked Box<ArrayPrivate> and whose children are leaked Boxes.
+    // SAFETY: called by the consumer once, on an array built by `node_array` whose
+    // private_data is a leaked Box<ArrayPrivate> and whose children are leaked Boxes.
     unsafe {
         let array = &mut *array;
         let private = Box::from_raw(array.private_data as *mut ArrayPrivate);
@@ -256,60 +245,22 @@ unsafe extern "C" fn release_array(array: *mut ArrowArray) {
     }
 }
 
-fn leaf_array(column: ViewColumn) -> ArrowArray {
-    let ViewColumn { views, buffers, validity, null_count, .. } = column;
-    let sizes: Vec<i64> = buffers.iter().map(|b| b.len() as i64).collect();
-    let mut pointers: Vec<*const c_void> = Vec::with_capacity(buffers.len() + 3);
-    pointers.push(validity.as_ref().map_or(ptr::null(), |v| v.as_ptr() as *const c_void));
-    pointers.push(views.as_ptr() as *const c_void);
-    pointers.extend(buffers.iter().map(|b| b.as_ptr() as *const c_void));
-    pointers.push(sizes.as_ptr() as *const c_void);
-    let length = views.len() as i64;
+/// One array of `length` rows: its buffers (pointers into the vectors in `keep`, which
+/// the array then owns; a vector's heap memory does not move with it) and children.
+pub fn node_array(length: usize, null_count: usize, pointers: Vec<*const c_void>, keep: Vec<Keep>,
+                  children: Vec<ArrowArray>) -> ArrowArray {
+    let mut children: Vec<*mut ArrowArray> =
+        children.into_iter().map(|c| Box::into_raw(Box::new(c))).collect();
+    let children_ptr = if children.is_empty() { ptr::null_mut() } else { children.as_mut_ptr() };
+    let count = children.len() as i64;
     let n_buffers = pointers.len() as i64;
-    let mut private = Box::new(ArrayPrivate {
-        _views: views,
-        _buffers: buffers,
-        _validity: validity,
-        _sizes: sizes,
-        pointers,
-        children: Vec::new(),
-    });
+    let mut private = Box::new(ArrayPrivate { _keep: keep, pointers, children });
     let buffers_ptr = private.pointers.as_mut_ptr();
     ArrowArray {
-        length,
+        length: length as i64,
         null_count: null_count as i64,
         offset: 0,
         n_buffers,
-        n_children: 0,
-        buffers: buffers_ptr,
-        children: ptr::null_mut(),
-        dictionary: ptr::null_mut(),
-        release: Some(release_array),
-        private_data: Box::into_raw(private) as *mut c_void,
-    }
-}
-
-/// A struct array of the given columns (all of one length), handing their buffers over.
-pub fn array_for(columns: Vec<ViewColumn>) -> ArrowArray {
-    let length = columns.first().map_or(0, ViewColumn::len) as i64;
-    let mut children: Vec<*mut ArrowArray> =
-        columns.into_iter().map(|c| Box::into_raw(Box::new(leaf_array(c)))).collect();
-    let children_ptr = children.as_mut_ptr();
-    let count = children.len() as i64;
-    let mut private = Box::new(ArrayPrivate {
-        _views: Vec::new(),
-        _buffers: Vec::new(),
-        _validity: None,
-        _sizes: Vec::new(),
-        pointers: vec![ptr::null()],
-        children,
-    });
-    let buffers_ptr = private.pointers.as_mut_ptr();
-    ArrowArray {
-        length,
-        null_count: 0,
-        offset: 0,
-        n_buffers: 1,
         n_children: count,
         buffers: buffers_ptr,
         children: children_ptr,
@@ -317,6 +268,33 @@ pub fn array_for(columns: Vec<ViewColumn>) -> ArrowArray {
         release: Some(release_array),
         private_data: Box::into_raw(private) as *mut c_void,
     }
+}
+
+/// The buffers of a `Utf8View` array (validity, views, data buffers, their sizes) and the
+/// vectors behind them.
+pub fn view_buffers(views: Vec<[u8; 16]>, buffers: Vec<Vec<u8>>, validity: Option<Vec<u8>>)
+                    -> (Vec<*const c_void>, Vec<Keep>) {
+    let sizes: Vec<i64> = buffers.iter().map(|b| b.len() as i64).collect();
+    let mut pointers: Vec<*const c_void> = Vec::with_capacity(buffers.len() + 3);
+    pointers.push(validity.as_ref().map_or(ptr::null(), |v| v.as_ptr() as *const c_void));
+    pointers.push(views.as_ptr() as *const c_void);
+    pointers.extend(buffers.iter().map(|b| b.as_ptr() as *const c_void));
+    pointers.push(sizes.as_ptr() as *const c_void);
+    (pointers, vec![Box::new(views), Box::new(buffers), Box::new(validity), Box::new(sizes)])
+}
+
+fn leaf_array(column: ViewColumn) -> ArrowArray {
+    let ViewColumn { views, buffers, validity, null_count, .. } = column;
+    let length = views.len();
+    let (pointers, keep) = view_buffers(views, buffers, validity);
+    node_array(length, null_count, pointers, keep, Vec::new())
+}
+
+/// A struct array of the given columns (all of one length), handing their buffers over.
+pub fn array_for(columns: Vec<ViewColumn>) -> ArrowArray {
+    let length = columns.first().map_or(0, ViewColumn::len);
+    let children = columns.into_iter().map(leaf_array).collect();
+    node_array(length, 0, vec![ptr::null()], Vec::new(), children)
 }
 
 /// Release a schema the consumer did not take (the capsule's destructor).

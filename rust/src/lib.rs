@@ -20,6 +20,7 @@ mod mst;
 mod pass;
 mod record;
 mod table;
+mod tablecols;
 mod tablefit;
 mod text;
 
@@ -425,6 +426,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(record_json, m)?)?;
     m.add_class::<table::PyTableChecker>()?;
     m.add_class::<table::TableColumns>()?;
+    m.add_class::<table::TableRows>()?;
     m.add_function(wrap_pyfunction!(table::check_table, m)?)?;
     m.add_function(wrap_pyfunction!(table::check_texts_table, m)?)?;
     diff::register(m)?;

@@ -1,24 +1,26 @@
 //! The checking pass of a typed table (`atrepo.tables`), from each record's CBOR block.
 //!
 //! Python compiles a collection's lexicon and table shape once into a descriptor (JSON text,
-//! `atrepo._table_core`); [`Checker`] holds it. For every record it does what the Python
+//! `atrepo._table_check.descriptor`); [`Checker`] holds it. For every record it does what the Python
 //! reference (`atrepo._table_check.Checker`, over `atrepo.lexicon._validate`) does over the
 //! record's JSON: validate against the lexicon rule for rule, with the same messages in the
 //! same order; fit the record to the table's shape (a value of the wrong type becomes null,
 //! with a message naming the field); and collect the fields the lexicon does not declare
-//! (`extra`). The fitted record is written as JSON text holding only the declared fields, which
-//! `str.json_decode` with the shape's dtype reads; nothing is parsed from JSON here.
+//! (`extra`). The fitted record goes straight into the table's typed columns
+//! ([`crate::tablefit`], [`crate::tablecols`]), handed to polars as Arrow arrays; no JSON is
+//! written for polars to parse again.
 //!
-//! Where a rule needs more than is written here (a string format whose value is not in the
-//! common shape, a CID that is not the common sha2-256 v1 kind, `$bytes` spelled out as a
-//! map), the record is handed back as *deferred*: the Python reference checks that one
-//! record, so the two paths agree by construction on everything the core does not decide.
-//! A block that does not turn into JSON (the `records` frame's null) gives a null record.
+//! Where a rule needs more than is written here (a string format or datetime whose value is
+//! not in the common shape, a CID that is not the common sha2-256 v1 kind, `$bytes` spelled
+//! out as a map), the record is handed back as *deferred*: the Python reference checks and
+//! reads that one record, so the two paths agree by construction on everything the core does
+//! not decide. A block that does not turn into JSON (the `records` frame's null) gives a
+//! null row.
 
 
 use serde_json::Value as Json;
 
-use crate::arrow::ViewColumn;
+use crate::arrow::{ArrowArray, ArrowSchema};
 use crate::car::Car;
 use crate::cbor::{self, Tags, Value};
 use crate::columns::key_columns;
@@ -27,11 +29,12 @@ use crate::lexcheck::{bad, get, text, Lexicon};
 use crate::mst::Leaves;
 use crate::pass::{in_halves, record_blocks};
 use crate::record::{push_json, representable};
-use crate::tablefit::{fit_object, parse_shape, Shape};
+use crate::tablecols::{export_part, Column};
+use crate::tablefit::{fit_record, parse_shape, Fitting, Shape};
 use crate::text::push_json_str;
 
-/// The table's columns, in order: the key columns (when asked for), then the checked ones.
-pub const NAMES: [&str; 6] = ["did", "rkey", "uri", "cid", "fitted", "extra"];
+/// The key columns of a table, when asked for.
+pub const NAMES: [&str; 4] = ["did", "rkey", "uri", "cid"];
 
 /// How a problem is worded: by the validator (Python adds `invalid record: `), by the
 /// fitting (as is), or a `$type` that is not the collection (the value's JSON; empty when
@@ -47,13 +50,6 @@ pub struct Checker {
     declared: Vec<String>,
 }
 
-/// What one record gave: problems (kind, text) and, unless it was left to the reference,
-/// its fitted JSON and `extra` JSON.
-pub struct Outcome {
-    pub problems: Vec<(u8, String)>,
-    pub deferred: bool,
-    pub extra: bool,
-}
 impl Checker {
     /// Compile a descriptor (JSON text: `collection`, `root`, `defs`, `shape`).
     pub fn new(descriptor: &str) -> Result<Self> {
@@ -66,30 +62,29 @@ impl Checker {
         Ok(Checker { collection, lexicon, shape, declared })
     }
 
-    /// Check the record block `data`, appending its fitted JSON to `fitted` and its extra
-    /// JSON to `extra` (None: no JSON text, or left to the reference).
-    pub fn record(&self, data: &[u8], fitted: &mut Vec<u8>, extra: &mut Vec<u8>) -> Option<Outcome> {
-        let (value, _) = cbor::decode(data, Tags::Links).ok()?;
-        if !matches!(value, Value::Map(_)) || !representable(&value) {
-            return None;
+    /// Check the record block `data` (row `i`) into `part`; a block without a JSON text
+    /// (a null record) is a null row.
+    fn record(&self, data: &[u8], i: usize, part: &mut Part) {
+        match cbor::decode(data, Tags::Links) {
+            Ok((value @ Value::Map(_), _)) if representable(&value) => self.value(&value, i, part),
+            _ => part.null_row(i),
         }
-        Some(self.value(&value, fitted, extra))
     }
 
-    /// Check the record JSON text `text`, as [`Checker::record`] checks a block. A text the
-    /// reference would read differently from here (a float, an integer outside Int64, a
-    /// top level that is not an object, JSON that does not parse) is left to it.
-    pub fn record_text(&self, text: &str, fitted: &mut Vec<u8>, extra: &mut Vec<u8>) -> Outcome {
-        let deferred = Outcome { problems: Vec::new(), deferred: true, extra: false };
-        let Ok(json) = serde_json::from_str::<Json>(text) else { return deferred };
+    /// Check the record JSON text `text` (row `i`), as [`Checker::record`] checks a block.
+    /// A text the reference would read differently from here (a float, an integer outside
+    /// Int64, a top level that is not an object, JSON that does not parse) is left to it.
+    fn record_text(&self, text: &str, i: usize, part: &mut Part) {
+        let Ok(json) = serde_json::from_str::<Json>(text) else { return part.deferred.push(i) };
         match from_json(&json) {
-            Some(value @ Value::Map(_)) => self.value(&value, fitted, extra),
-            _ => deferred,
+            Some(value @ Value::Map(_)) => self.value(&value, i, part),
+            _ => part.deferred.push(i),
         }
     }
 
-    /// Check and fit one decoded record (a map).
-    fn value(&self, value: &Value<'_>, fitted: &mut Vec<u8>, extra: &mut Vec<u8>) -> Outcome {
+    /// Check and fit one decoded record (a map) as row `i` of `part`, or leave it to the
+    /// reference (nothing of it kept but its row among the deferred).
+    fn value(&self, value: &Value<'_>, i: usize, part: &mut Part) {
         let mut found: Vec<(u8, String)> = Vec::new();
         match get(value, "$type") {
             Some(Value::Text(t)) if *t == self.collection => {}
@@ -103,14 +98,25 @@ impl Checker {
         }
         let mut path = Vec::new();
         let mut messages = Vec::new();
-        let deferred = Outcome { problems: Vec::new(), deferred: true, extra: false };
         if self.lexicon.check_record(value, &mut path, &mut messages).is_err() {
-            return deferred;
+            return part.deferred.push(i);
         }
         found.extend(messages.into_iter().map(|m| (VALIDATOR, m)));
-        let mut nulled = Vec::new();
-        fit_object(&self.shape, value, &mut path, &mut nulled, fitted);
-        let has_extra = self.push_extra(value, extra);
+        let fitting = &mut part.fitting;
+        fitting.nulled.clear();
+        let mut lost = Vec::new();
+        if fit_record(&self.shape, value, &mut path, fitting, &mut part.columns, &mut lost).is_err() {
+            let rows = part.rows.len();
+            part.columns.iter_mut().for_each(|(_, c)| c.truncate(rows));
+            return part.deferred.push(i);
+        }
+        part.extra_text.clear();
+        if self.push_extra(value, &mut part.extra_text) {
+            part.extra.push(&part.extra_text);
+        } else {
+            part.extra.push_null();
+        }
+        let nulled = &mut part.fitting.nulled;
         if !nulled.is_empty() {
             // the table's own message replaces the validator's for a nulled field
             let paths: Vec<String> = nulled.iter().map(|(p, _)| format!("{p} ")).collect();
@@ -118,9 +124,11 @@ impl Checker {
                 let shown = if *kind == RECORD_TYPE { "Record/$type is " } else { m.as_str() };
                 !paths.iter().any(|p| shown.starts_with(p.as_str()))
             });
-            found.extend(nulled.into_iter().map(|(_, m)| (FITTED, m)));
+            found.extend(nulled.drain(..).map(|(_, m)| (FITTED, m)));
         }
-        Outcome { problems: found, deferred: false, extra: has_extra }
+        part.rows.push(i as u32);
+        part.problems.extend(found.into_iter().map(|(kind, text)| (i, kind, text)));
+        part.lost.extend(lost.into_iter().map(|(field, shown)| (i, field, shown)));
     }
 
     fn push_extra(&self, value: &Value<'_>, out: &mut Vec<u8>) -> bool {
@@ -142,6 +150,11 @@ impl Checker {
         }
         any
     }
+
+    /// The empty columns of a part: one per top-level field of the shape.
+    fn columns(&self) -> Vec<(String, Column)> {
+        self.shape.fields.iter().map(|(n, f)| (n.clone(), Column::new(f.layout()))).collect()
+    }
 }
 
 /// A parsed JSON value as the checks read values, its strings borrowed; None for a number
@@ -158,12 +171,17 @@ fn from_json(json: &Json) -> Option<Value<'_>> {
     })
 }
 
-/// What a table's checking pass hands back: its columns ([`NAMES`]), the problems
-/// (row, kind, text) in row order, and the rows left to the reference.
+/// What a table's checking pass hands back: the key columns (when asked for), the parts of
+/// the checked rows (each a struct array of the fields, `extra` and `row`: the row each is,
+/// in the order the part checked them), the problems (row, kind, text) in row order, the
+/// rows left to the reference, and the datetimes that became null (row, field, the field's
+/// string), in row order.
 pub struct Table {
-    pub columns: Vec<ViewColumn>,
+    pub keys: Option<Vec<crate::arrow::ViewColumn>>,
+    pub parts: Vec<(ArrowSchema, ArrowArray)>,
     pub problems: Vec<(usize, u8, String)>,
     pub deferred: Vec<usize>,
+    pub lost: Vec<(usize, u32, Option<String>)>,
 }
 
 /// Check the records under `leaves` (one collection's keys and record CIDs); with `did`, the
@@ -171,112 +189,126 @@ pub struct Table {
 ///
 /// Blocks are read as decoding `records` reads them ([`record_blocks`]): a record block that
 /// is missing, or does not match its CID when `verify_cids`, fails the call with the error of
-/// the first such record in key order.
+/// the first such record in key order. They are read in file order and copied aside, then
+/// checked in key order, so the table's rows come out in key order: reordering the raw
+/// blocks moves far fewer bytes than reordering the typed columns would.
 pub fn check_records(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves,
                      did: Option<&str>, verify_cids: bool,
                      release: &(dyn Fn(usize, usize) + Sync)) -> Result<Table> {
-    let parts = record_blocks(car, buf, leaves, verify_cids, release, Part::new, |part, i, data| {
-        part.extra_text.clear();
-        // the fitted JSON is at most the record's JSON (8 bytes a byte), twice for JSON
-        // kept as text inside a string
-        let out = part.fitted.reserve(16 * data.len() + 64);
-        let start = out.len();
-        match checker.record(data, out, &mut part.extra_text) {
-            Some(outcome) => part.put(i, start, outcome),
-            None => out.truncate(start),
+    let copies = record_blocks(car, buf, leaves, verify_cids, release, Copies::new,
+                               |copies, i, data| copies.put(i, data))?;
+    let mut at = vec![(0usize, 0usize, 0usize); leaves.len()];
+    for (k, copies) in copies.iter().enumerate() {
+        for &(row, start, end) in &copies.spans {
+            at[row as usize] = (k, start, end);
         }
-    })?;
-    let mut table = Table::of(leaves.len(), parts);
-    if let Some(did) = did {
-        table.columns.splice(0..0, key_columns(leaves, did, false));
     }
+    let parts = in_halves(&at, |from, chunk| {
+        let mut part = Part::new(checker);
+        for (row, &(k, start, end)) in (from..).zip(chunk) {
+            checker.record(&copies[k].bytes[start..end], row, &mut part);
+        }
+        part
+    });
+    let mut table = Table::of(parts);
+    table.keys = did.map(|did| key_columns(leaves, did, false));
     Ok(table)
 }
 
 /// Check record JSON texts (`None`: no record, a null row), as [`check_records`] checks
-/// blocks; the columns are fitted and extra. Two halves side by side when there are many.
+/// blocks. Two halves side by side when there are many.
 pub fn check_texts(checker: &Checker, texts: &[Option<&str>]) -> Table {
     let parts = in_halves(texts, |from, chunk| {
-        let mut part = Part::new(chunk.len());
+        let mut part = Part::new(checker);
         for (k, text) in chunk.iter().enumerate() {
-            let Some(text) = text else { continue };
-            part.extra_text.clear();
-            let out = part.fitted.reserve(2 * text.len() + 64);
-            let start = out.len();
-            let outcome = checker.record_text(text, out, &mut part.extra_text);
-            part.put(from + k, start, outcome);
+            match text {
+                Some(text) => checker.record_text(text, from + k, &mut part),
+                None => part.null_row(from + k),
+            }
         }
         part
     });
-    Table::of(texts.len(), parts)
+    Table::of(parts)
 }
 
 impl Table {
-    /// The fitted and extra columns of `n` rows, with the problems and deferred rows in row
-    /// order, from the parts of a pass (each row in at most one part).
-    fn of(n: usize, parts: Vec<Part>) -> Self {
-        let mut fitted = ViewColumn::new(n);
-        let mut extra = ViewColumn::new(n);
-        fitted.all_null();
-        extra.all_null();
-        let (mut problems, mut deferred) = (Vec::new(), Vec::new());
+    /// The exported parts, with the problems, deferred rows and lost datetimes in row order.
+    fn of(parts: Vec<Part>) -> Self {
+        let (mut problems, mut deferred, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+        let mut exported = Vec::with_capacity(parts.len());
         for part in parts {
-            fitted.adopt(part.fitted);
-            extra.adopt(part.extra);
             problems.extend(part.problems);
             deferred.extend(part.deferred);
+            lost.extend(part.lost);
+            let mut columns = part.columns;
+            columns.push(("extra".to_string(), Column::Strings(part.extra)));
+            exported.push(export_part(columns, part.rows));
         }
         // a pass may read rows out of order (blocks in file order): back to row order (a
         // row's own problems stay in order)
         problems.sort_by_key(|p: &(usize, u8, String)| p.0);
         deferred.sort_unstable();
-        Table { columns: vec![fitted, extra], problems, deferred }
+        lost.sort_by_key(|l: &(usize, u32, Option<String>)| l.0);
+        Table { keys: None, parts: exported, problems, deferred, lost }
     }
 }
 
-/// What one thread checked: its rows' fitted and extra texts, problems and rows left to the
-/// reference, and the extra text of the row being checked.
+/// Record blocks copied out of the CAR by one thread of a pass: their bytes, and each one's
+/// (row, start, end) in them.
+struct Copies {
+    bytes: Vec<u8>,
+    spans: Vec<(u32, usize, usize)>,
+}
+
+impl Copies {
+    fn new(rows: usize) -> Self {
+        Copies { bytes: Vec::new(), spans: Vec::with_capacity(rows) }
+    }
+
+    fn put(&mut self, row: usize, data: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.spans.push((row as u32, start, self.bytes.len()));
+    }
+}
+
+/// What one thread checked: its rows' columns (appended in the order checked), the rows
+/// they are, their problems and lost datetimes, and the rows left to the reference.
 struct Part {
-    fitted: ViewColumn,
-    extra: ViewColumn,
+    columns: Vec<(String, Column)>,
+    extra: crate::tablecols::Strings,
+    rows: Vec<u32>,
     problems: Vec<(usize, u8, String)>,
     deferred: Vec<usize>,
+    lost: Vec<(usize, u32, Option<String>)>,
     extra_text: Vec<u8>,
+    fitting: Fitting,
 }
 
 impl Part {
-    /// A part for `rows` rows.
-    fn new(rows: usize) -> Self {
-        Part { fitted: ViewColumn::sparse(rows), extra: ViewColumn::sparse(0), problems: Vec::new(),
-               deferred: Vec::new(), extra_text: Vec::new() }
+    fn new(checker: &Checker) -> Self {
+        Part { columns: checker.columns(), extra: Default::default(), rows: Vec::new(),
+               problems: Vec::new(), deferred: Vec::new(), lost: Vec::new(),
+               extra_text: Vec::new(), fitting: Fitting::default() }
     }
 
-    /// Put row `i`'s outcome into the part: its fitted text (written at `start`), its extra
-    /// text (`extra_text`), its problems, or its row among those left to the reference.
-    fn put(&mut self, i: usize, start: usize, outcome: Outcome) {
-        if outcome.deferred {
-            self.fitted.reserve(0).truncate(start);
-            self.deferred.push(i);
-            return;
-        }
-        let (b, end) = self.fitted.cursor();
-        self.fitted.push_written(i, b, start, end - start);
-        if outcome.extra {
-            let buffer = self.extra.reserve(self.extra_text.len());
-            let at = buffer.len();
-            buffer.extend_from_slice(&self.extra_text);
-            let (b, _) = self.extra.cursor();
-            self.extra.push_written(i, b, at, self.extra_text.len());
-        }
-        self.problems.extend(outcome.problems.into_iter().map(|(kind, text)| (i, kind, text)));
+    /// Row `i` without a record: null in every column.
+    fn null_row(&mut self, i: usize) {
+        self.columns.iter_mut().for_each(|(_, c)| c.push_null());
+        self.extra.push_null();
+        self.rows.push(i as u32);
     }
 }
 
 // -- the Python interface ---------------------------------------------------------------
 
+use std::sync::Mutex;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyCapsule, PyTuple};
+
+use crate::arrow::{drop_array, drop_schema};
 
 use crate::{leaves_of, raise, Handover, PyCar, PyKeys, PyValues};
 
@@ -294,7 +326,7 @@ impl PyTableChecker {
     }
 }
 
-/// The table's columns ([`NAMES`]), handed to polars once through `__arrow_c_array__`.
+/// The table's key columns ([`NAMES`]), handed to polars once through `__arrow_c_array__`.
 #[pyclass(module = "atrepo._core", name = "TableColumns", frozen)]
 pub struct TableColumns(Handover);
 
@@ -305,6 +337,50 @@ impl TableColumns {
             -> PyResult<Bound<'py, PyTuple>> {
         self.0.capsules(py, requested_schema)
     }
+}
+
+/// One part of a table's checked rows (see [`Table`]), handed to polars once through
+/// `__arrow_c_array__`.
+#[pyclass(module = "atrepo._core", name = "TableRows", frozen)]
+pub struct TableRows(Mutex<Option<(ArrowSchema, ArrowArray)>>);
+
+#[pymethods]
+impl TableRows {
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
+            -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema; // the rows have one natural schema; consumers adapt
+        let (schema, array) = self.0.lock()
+            .map_err(|_| PyValueError::new_err("table rows are poisoned"))?
+            .take()
+            .ok_or_else(|| PyValueError::new_err("table rows were already taken"))?;
+        let schema = PyCapsule::new_with_destructor(
+            py, schema, Some(c"arrow_schema".to_owned()), |s, _| drop_schema(s))?;
+        let array = PyCapsule::new_with_destructor(
+            py, array, Some(c"arrow_array".to_owned()), |a, _| drop_array(a))?;
+        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    }
+}
+
+impl Drop for TableRows {
+    fn drop(&mut self) {
+        if let Some((schema, array)) = self.0.get_mut().ok().and_then(Option::take) {
+            drop_schema(schema);
+            drop_array(array);
+        }
+    }
+}
+
+/// What [`check_table`] and [`check_texts_table`] give Python: the key columns (None when
+/// not asked for), the parts of the rows, the problems, the rows left to the reference and
+/// the lost datetimes (see [`Table`]).
+type Checked = (Option<TableColumns>, Vec<TableRows>, TableProblems, Vec<usize>,
+                Vec<(usize, u32, Option<String>)>);
+
+fn handed(table: Table) -> Checked {
+    let keys = table.keys.map(|k| TableColumns(Handover::new("table", &NAMES, k)));
+    let parts = table.parts.into_iter().map(|p| TableRows(Mutex::new(Some(p)))).collect();
+    (keys, parts, table.problems, table.deferred, table.lost)
 }
 
 /// Rows [`start`, `end`) of a walk's own views, or all of any two sequences.
@@ -336,15 +412,14 @@ fn rows_of(keys: &Bound<'_, PyAny>, values: &Bound<'_, PyAny>, start: usize, end
 type TableProblems = Vec<(usize, u8, String)>;
 
 /// Check one collection's records (rows [`start`, `end`) of a walk's views, or the given
-/// keys and record CIDs): (columns, problems, rows left to the reference). The columns are
-/// did, rkey, uri, cid, fitted, extra; without a `did`, only fitted and extra.
+/// keys and record CIDs): see [`Checked`]; the key columns only with a `did`.
 #[pyfunction]
 #[pyo3(signature = (checker, car, did, keys, values, *, start = 0, end = None, verify_cids = true))]
 #[allow(clippy::too_many_arguments)]
 pub fn check_table(py: Python<'_>, checker: &PyTableChecker, car: &PyCar, did: Option<&str>,
                    keys: &Bound<'_, PyAny>, values: &Bound<'_, PyAny>, start: usize,
                    end: Option<usize>, verify_cids: bool)
-                   -> PyResult<(TableColumns, TableProblems, Vec<usize>)> {
+                   -> PyResult<Checked> {
     let leaves = rows_of(keys, values, start, end)?;
     let buf = car.source.slice(py);
     let verify_cids = verify_cids && car.car.verify_cids;
@@ -352,14 +427,14 @@ pub fn check_table(py: Python<'_>, checker: &PyTableChecker, car: &PyCar, did: O
     let table = py
         .detach(|| check_records(&checker.checker, &car.car, buf, &leaves, did, verify_cids, &release))
         .map_err(|f| raise(py, f))?;
-    Ok((TableColumns(Handover::new("table", &NAMES, table.columns)), table.problems, table.deferred))
+    Ok(handed(table))
 }
 
-/// Check record JSON texts (`None`: no record): (fitted and extra columns, problems, rows
-/// left to the reference), as [`check_table`] checks blocks.
+/// Check record JSON texts (`None`: no record), as [`check_table`] checks blocks (no key
+/// columns).
 #[pyfunction]
 pub fn check_texts_table(py: Python<'_>, checker: &PyTableChecker, texts: &Bound<'_, PyAny>)
-                         -> PyResult<(TableColumns, TableProblems, Vec<usize>)> {
+                         -> PyResult<Checked> {
     // copied out of the Python strings, so that the work runs without the GIL
     let mut data = String::new();
     let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
@@ -377,5 +452,5 @@ pub fn check_texts_table(py: Python<'_>, checker: &PyTableChecker, texts: &Bound
         let texts: Vec<Option<&str>> = spans.iter().map(|s| s.map(|(a, b)| &data[a..b])).collect();
         check_texts(&checker.checker, &texts)
     });
-    Ok((TableColumns(Handover::new("table", &NAMES, table.columns)), table.problems, table.deferred))
+    Ok(handed(table))
 }

@@ -1,9 +1,14 @@
-//! Fitting a record to its table's shape: `atrepo._table_check._clean`, as JSON text.
+//! Fitting a record to its table's shape (`atrepo._table_check._clean`), written straight
+//! into the table's typed columns ([`crate::tablecols`]).
 //!
-//! The fitted record holds only the declared fields; a value of the wrong type becomes null
+//! A record's row holds only the declared fields; a value of the wrong type becomes null
 //! and a message naming the field (the reference's words); an open union's other member
-//! keeps only its `$type`; a blob keeps the parts the table reads. `str.json_decode` with the
-//! shape's JSON-side dtype reads the result.
+//! keeps only its `$type`; a CID link, bytes and a blob's reference become their strings;
+//! JSON-kind fields their JSON text. The values equal what the reference's route gives
+//! (`str.json_decode` of the fitted record with the shape's JSON-side dtype, then
+//! `atrepo.tables._fix`), datetimes included: [`parse_datetime`] reads the common form
+//! exactly as polars does, and a record with a datetime of any other form is left to the
+//! reference.
 
 use std::collections::HashSet;
 
@@ -11,14 +16,14 @@ use serde_json::Value as Json;
 
 use crate::cbor::Value;
 use crate::error::Result;
-use crate::fast::push_int;
-use crate::lexcheck::{bad, get, is_dict, render, Seg};
+use crate::lexcheck::{bad, get, is_dict, render, Checked, Defer, Seg};
 use crate::record::push_json;
-use crate::text::push_json_str;
+use crate::tablecols::{Column, Layout};
+use crate::text::{push_base64, push_cid_str};
 
 /// The kinds of `atrepo.lexicon._shape.Shape`.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Text,
     Datetime,
     Integer,
@@ -52,7 +57,7 @@ impl Kind {
 
 /// One field's table shape.
 pub struct Shape {
-    kind: Kind,
+    pub kind: Kind,
     pub fields: Vec<(String, Shape)>,
     item: Option<Box<Shape>>,
     refs: HashSet<String>,
@@ -85,6 +90,29 @@ pub fn parse_shape(node: &Json) -> Result<Shape> {
         .iter().filter_map(|r| r.as_str().map(str::to_string)).collect();
     Ok(Shape { kind, fields, item, refs })
 }
+
+impl Shape {
+    /// The layout of this field's column (`Shape.dtype`).
+    pub fn layout(&self) -> Layout<'_> {
+        match self.kind {
+            Kind::Text | Kind::Cid | Kind::Bytes | Kind::Json => Layout::Strings,
+            Kind::Datetime => Layout::Datetimes,
+            Kind::Integer => Layout::Integers,
+            Kind::Boolean => Layout::Booleans,
+            Kind::Blob => Layout::Struct(vec![("ref", Layout::Strings), ("mimeType", Layout::Strings),
+                                              ("size", Layout::Integers)]),
+            Kind::Object | Kind::Union => {
+                Layout::Struct(self.fields.iter().map(|(n, f)| (n.as_str(), f.layout())).collect())
+            }
+            Kind::Array => Layout::List(Box::new(self.item_shape().layout())),
+        }
+    }
+
+    fn item_shape(&self) -> &Shape {
+        self.item.as_deref().unwrap_or(self)
+    }
+}
+
 /// The name `_table_check._json_type` gives a (non-null) JSON value.
 fn json_type(value: &Value<'_>) -> &'static str {
     match value {
@@ -96,101 +124,158 @@ fn json_type(value: &Value<'_>) -> &'static str {
     }
 }
 
-/// Write the value that fits `shape` (or `null`, noting why in `nulled`).
-pub fn fit<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg<'v>>,
-           nulled: &mut Vec<(String, String)>, out: &mut Vec<u8>) {
-    let start = out.len();
+/// What fitting one record noted: the fields it nulled (path, message), whether a datetime
+/// string did not parse or lay outside the table's years, and a scratch buffer.
+#[derive(Default)]
+pub struct Fitting {
+    pub nulled: Vec<(String, String)>,
+    lost: bool,
+    scratch: Vec<u8>,
+}
+
+/// A top-level field in which a datetime string became null: (field number, the field's
+/// own string when the field is a datetime).
+pub type Lost = (u32, Option<String>);
+
+/// Append the row of record `value` (a map) to `columns`, one per top-level field of
+/// `shape`; the datetimes that became null are added to `lost`. Undecided (and nothing
+/// appended that [`Column::truncate`] would not take back) for a datetime of an uncommon form.
+pub fn fit_record<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg<'v>>,
+                      cx: &mut Fitting, columns: &mut [(String, Column)], lost: &mut Vec<Lost>)
+                      -> Checked<()> {
+    for (k, ((name, field), (_, column))) in shape.fields.iter().zip(columns.iter_mut()).enumerate() {
+        cx.lost = false;
+        let item = get(value, name).unwrap_or(&Value::Null);
+        path.push(Seg::Key(name));
+        let done = fit(field, item, path, cx, column);
+        path.pop();
+        done?;
+        if cx.lost {
+            let shown = match (field.kind, item) {
+                (Kind::Datetime, Value::Text(t)) => Some(t.to_string()),
+                _ => None,
+            };
+            lost.push((k as u32, shown));
+        }
+    }
+    Ok(())
+}
+
+/// Append the value that fits `shape` to `column` (or null, noting why).
+fn fit<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg<'v>>, cx: &mut Fitting,
+           column: &mut Column) -> Checked<()> {
     let fits = match (shape.kind, value) {
         (_, Value::Null) => {
-            out.extend_from_slice(b"null");
-            return;
+            column.push_null();
+            return Ok(());
         }
-        (Kind::Text | Kind::Datetime, Value::Text(t)) => {
-            push_json_str(out, t);
+        (Kind::Text, Value::Text(t)) => push_text(column, t.as_bytes()),
+        (Kind::Datetime, Value::Text(t)) => {
+            match parse_datetime(t).ok_or(Defer)? {
+                Some(micros) => column.push_int(micros),
+                None => {
+                    cx.lost = true;
+                    column.push_null();
+                }
+            }
             true
         }
         (Kind::Integer, Value::Int(v)) => {
-            push_int(out, *v);
+            column.push_int(i64::try_from(*v).map_err(|_| Defer)?);
             true
         }
         (Kind::Boolean, Value::Bool(b)) => {
-            out.extend_from_slice(if *b { b"true" } else { b"false" });
+            column.push_int(i64::from(*b));
             true
         }
-        (Kind::Cid, _) => fit_wrapped(value, "$link", out),
-        (Kind::Bytes, _) => fit_wrapped(value, "$bytes", out),
-        (Kind::Blob, _) => fit_blob(value, out),
+        (Kind::Cid | Kind::Bytes, _) => {
+            let key = if shape.kind == Kind::Cid { "$link" } else { "$bytes" };
+            let mut text = std::mem::take(&mut cx.scratch);
+            text.clear();
+            let fits = wrapped(value, key, &mut text) && push_text(column, &text);
+            cx.scratch = text;
+            fits
+        }
+        (Kind::Blob, _) => fit_blob(value, cx, column),
         (Kind::Json, _) => {
-            let mut text = Vec::new();
+            let mut text = std::mem::take(&mut cx.scratch);
+            text.clear();
             push_json(&mut text, value);
-            push_json_str(out, std::str::from_utf8(&text).unwrap_or_default());
+            push_text(column, &text);
+            cx.scratch = text;
             true
         }
         (Kind::Array, Value::Array(items)) => {
-            let item_shape = shape.item.as_deref().unwrap_or(shape);
-            out.push(b'[');
+            let item_shape = shape.item_shape();
+            let Some(item_column) = column.open_list() else { return Err(Defer) };
             for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
                 path.push(Seg::Index(i));
-                fit(item_shape, item, path, nulled, out);
+                let done = fit(item_shape, item, path, cx, item_column);
                 path.pop();
+                done?;
             }
-            out.push(b']');
+            column.close_list();
             true
         }
         (Kind::Object | Kind::Union, _) if is_dict(value) => {
-            fit_object(shape, value, path, nulled, out);
+            fit_object(shape, value, path, cx, column)?;
             true
         }
         _ => false,
     };
     if !fits {
-        out.truncate(start);
-        out.extend_from_slice(b"null");
+        column.push_null();
         let place = render(path);
         let message = format!("{place}: a {} where the table has {}; null in the table",
                               json_type(value), shape.kind.name());
-        nulled.push((place, message));
+        cx.nulled.push((place, message));
+    }
+    Ok(())
+}
+
+/// Append a string to a string column; false (nothing appended) for any other column.
+fn push_text(column: &mut Column, text: &[u8]) -> bool {
+    match column.strings() {
+        Some(strings) => {
+            strings.push(text);
+            true
+        }
+        None => false,
     }
 }
 
 /// `_clean_object`: an object's (or union member's) declared fields, fitted.
-pub fn fit_object<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg<'v>>,
-                  nulled: &mut Vec<(String, String)>, out: &mut Vec<u8>) {
+fn fit_object<'v>(shape: &'v Shape, value: &'v Value<'v>, path: &mut Vec<Seg<'v>>,
+                  cx: &mut Fitting, column: &mut Column) -> Checked<()> {
     if shape.kind == Kind::Union {
         let Some(Value::Text(member)) = get(value, "$type") else {
             let place = render(path);
             let message = format!("{place}: a union member without $type; null in the table");
-            nulled.push((place, message));
-            out.extend_from_slice(b"null");
-            return;
+            cx.nulled.push((place, message));
+            column.push_null();
+            return Ok(());
         };
         if !known_member(member, &shape.refs) {
             // an open union's other member: only its $type fits
-            push_text_object(out, &[("$type", member)]);
-            return;
+            for (name, field) in column.open_struct() {
+                if name == "$type" {
+                    push_text(field, member.as_bytes());
+                } else {
+                    field.push_null();
+                }
+            }
+            return Ok(());
         }
     }
-    out.push(b'{');
-    let mut first = true;
-    for (name, field) in &shape.fields {
-        let Some(item) = get(value, name) else { continue };
-        if matches!(item, Value::Null) {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        push_json_str(out, name);
-        out.push(b':');
+    let fields = column.open_struct();
+    for ((name, field), (_, field_column)) in shape.fields.iter().zip(fields.iter_mut()) {
+        let item = get(value, name).unwrap_or(&Value::Null);
         path.push(Seg::Key(name));
-        fit(field, item, path, nulled, out);
+        let done = fit(field, item, path, cx, field_column);
         path.pop();
+        done?;
     }
-    out.push(b'}');
+    Ok(())
 }
 
 /// `_clean_object`'s test of a union member against the union's references.
@@ -201,59 +286,112 @@ fn known_member(member: &str, refs: &HashSet<String>) -> bool {
         || refs.contains(&format!("{reference}#main"))
 }
 
-/// A `{"$link": text}` or `{"$bytes": text}` value (a link or bytes, or a map so spelled),
-/// written as that one-property object; false when it does not fit.
-fn fit_wrapped(value: &Value<'_>, key: &str, out: &mut Vec<u8>) -> bool {
+/// The string of a link or bytes value (the CID, base64), or of a map's `key` member
+/// that is a string (`{"$link": text}`), written to `out`; false when it has none.
+fn wrapped(value: &Value<'_>, key: &str, out: &mut Vec<u8>) -> bool {
     match (value, key) {
-        // the data model's JSON of a link or bytes is that object
-        (Value::Link(_), "$link") | (Value::Bytes(_), "$bytes") => push_json(out, value),
+        (Value::Link(raw), "$link") => push_cid_str(out, raw),
+        (Value::Bytes(data), "$bytes") => push_base64(out, data),
         _ => {
             let Some(Value::Text(t)) = get(value, key) else { return false };
-            push_text_object(out, &[(key, t)]);
+            out.extend_from_slice(t.as_bytes());
         }
     }
     true
 }
 
-/// A JSON object of string members, in the order given.
-fn push_text_object(out: &mut Vec<u8>, members: &[(&str, &str)]) {
-    for (i, (key, text)) in members.iter().enumerate() {
-        out.push(if i == 0 { b'{' } else { b',' });
-        push_json_str(out, key);
-        out.push(b':');
-        push_json_str(out, text);
-    }
-    out.push(b'}');
-}
-
-/// `_table_check.blob_fits`, writing the parts of the blob the table reads.
-fn fit_blob(value: &Value<'_>, out: &mut Vec<u8>) -> bool {
+/// `_table_check.blob_fits`, appending the blob's reference, type and size (a legacy blob's
+/// `cid` as its reference) to the blob's struct column; false when it does not fit.
+fn fit_blob(value: &Value<'_>, cx: &mut Fitting, column: &mut Column) -> bool {
     let Some(Value::Text(mime)) = get(value, "mimeType") else { return false };
-    let link = match get(value, "ref") {
-        Some(r @ (Value::Link(_) | Value::Map(_))) => {
-            let mut link = Vec::new();
-            fit_wrapped(r, "$link", &mut link).then_some(link)
-        }
-        _ => None,
+    let mut link = std::mem::take(&mut cx.scratch);
+    link.clear();
+    let linked = matches!(get(value, "ref"), Some(r @ (Value::Link(_) | Value::Map(_)))
+                          if wrapped(r, "$link", &mut link));
+    let size = match get(value, "size") {
+        _ if !linked => None,
+        None | Some(Value::Null) => None,
+        Some(Value::Int(v)) => Some(i64::try_from(*v).ok()),
+        Some(_) => Some(None),
     };
-    if let Some(link) = link {
-        let size = match get(value, "size") {
-            None | Some(Value::Null) => None,
-            Some(Value::Int(v)) => Some(*v),
-            Some(_) => return false,
-        };
-        out.extend_from_slice(b"{\"ref\":");
-        out.extend_from_slice(&link);
-        out.extend_from_slice(b",\"mimeType\":");
-        push_json_str(out, mime);
-        if let Some(size) = size {
-            out.extend_from_slice(b",\"size\":");
-            push_int(out, size);
+    let fits = match (linked, size, get(value, "cid")) {
+        (true, Some(None), _) => false, // a size that is not an integer
+        (true, size, _) => {
+            push_blob(column, &link, mime, size.flatten());
+            true
         }
-        out.push(b'}');
-        return true;
+        (false, _, Some(Value::Text(cid))) => {
+            push_blob(column, cid.as_bytes(), mime, None);
+            true
+        }
+        _ => false,
+    };
+    cx.scratch = link;
+    fits
+}
+
+fn push_blob(column: &mut Column, reference: &[u8], mime: &str, size: Option<i64>) {
+    if let [(_, r), (_, m), (_, s)] = column.open_struct() {
+        push_text(r, reference);
+        push_text(m, mime.as_bytes());
+        match size {
+            Some(size) => s.push_int(size),
+            None => s.push_null(),
+        }
     }
-    let Some(Value::Text(cid)) = get(value, "cid") else { return false };
-    push_text_object(out, &[("mimeType", mime), ("cid", cid)]);
-    true
+}
+
+/// Days from 1970-01-01 to a day of the proleptic Gregorian calendar.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The table's value of a datetime string in the common form
+/// `YYYY-MM-DDTHH:MM:SS[.f]Z` (one to nine fraction digits, hours 00-23, minutes and
+/// seconds 00-59), as `atrepo.tables._fix` gives it: `Some(Some(micros))` (the fraction cut
+/// to microseconds, as polars cuts it), `Some(None)` for a day the calendar does not have
+/// or a year outside 1990-2100 (null in the table), None for any other form (undecided).
+pub fn parse_datetime(t: &str) -> Option<Option<i64>> {
+    let b = t.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    if b.len() < 20 || b[b.len() - 1] != b'Z' || !digits(&b[0..4]) || b[4] != b'-'
+        || !digits(&b[5..7]) || b[7] != b'-' || !digits(&b[8..10]) || b[10] != b'T'
+        || !digits(&b[11..13]) || b[13] != b':' || !digits(&b[14..16]) || b[16] != b':'
+        || !digits(&b[17..19]) {
+        return None;
+    }
+    let fraction = &b[19..b.len() - 1];
+    if !(fraction.is_empty() || (fraction[0] == b'.' && (2..=10).contains(&fraction.len())
+                                 && digits(&fraction[1..]))) {
+        return None;
+    }
+    let two = |i: usize| i64::from(b[i] - b'0') * 10 + i64::from(b[i + 1] - b'0');
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    if hour > 23 || minute > 59 || second > 59 {
+        return None; // 24:00 and leap seconds have rules of their own
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    };
+    if !(1..=days).contains(&day) || !(1990..=2100).contains(&year) {
+        return Some(None);
+    }
+    let mut micros = 0;
+    for k in 0..6 {
+        micros = micros * 10 + fraction.get(1 + k).map_or(0, |d| i64::from(d - b'0'));
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(Some(seconds * 1_000_000 + micros))
 }

@@ -302,9 +302,9 @@ def test_the_core_decides_common_records_itself() -> None:
         for i, day in enumerate(days)}
     snap = repo(records)
     keys, values = snap._walk()
-    _, found, deferred = _accel.core.check_table(
+    _, _, found, deferred, lost = _accel.core.check_table(
         _core_checker("app.bsky.feed.post"), snap.blocks.core_car(), snap.did, keys, values)
-    assert (found, deferred) == ([], [])
+    assert (found, deferred, lost) == ([], [], [])
     assert both(snap, "app.bsky.feed.post").is_empty()
 
 
