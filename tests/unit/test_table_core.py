@@ -12,7 +12,7 @@ values, and hypothesis-generated invalid records.
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -306,6 +306,64 @@ def test_the_core_decides_common_records_itself() -> None:
         _core_checker("app.bsky.feed.post"), snap.blocks.core_car(), snap.did, keys, values)
     assert (found, deferred, lost) == ([], [], [])
     assert both(snap, "app.bsky.feed.post").is_empty()
+
+
+# -- datetimes: the core's reading against polars' (the reference's route) ----------------
+
+def _digits(n: int) -> st.SearchStrategy[str]:
+    return st.text("0123456789", min_size=n, max_size=n)
+
+
+# near the common form `YYYY-MM-DDTHH:MM:SS[.f]Z`, at and past every bound of each part
+_DATETIME = st.builds(
+    lambda *parts: "{}-{}-{}{}{}:{}:{}{}{}".format(*parts),
+    st.sampled_from(["1989", "1990", "2000", "2024", "2100", "2101", "1900", "0000", "1970",
+                     "0001"]) | _digits(4),
+    st.sampled_from(["00", "01", "02", "04", "12", "13"]) | _digits(2),
+    st.sampled_from(["00", "01", "28", "29", "30", "31", "32"]) | _digits(2),
+    st.sampled_from(["T", "T", "t", " "]),
+    st.sampled_from(["00", "23", "24"]) | _digits(2),
+    st.sampled_from(["00", "59", "60"]) | _digits(2),
+    st.sampled_from(["00", "59", "60", "61"]) | _digits(2),
+    st.sampled_from(["", "."]) | st.text("0123456789", min_size=1, max_size=11).map("."
+                                                                                  .__add__),
+    st.sampled_from(["Z", "Z", "z", "", "+00:00", "-05:30", "+0000", "+24:00", "ZZ"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_DATETIME, min_size=1, max_size=8))
+def test_datetimes_read_as_the_reference_reads_them(values: list[str]) -> None:
+    """Each string the core reads itself gives the value polars gives it (fraction cut to
+    microseconds), null with the same problem outside 1990-2100; the rest go to the
+    reference."""
+    records = {f"app.bsky.feed.post/3kaaaaaaa{i:04d}": _post(createdAt=v)
+               for i, v in enumerate(values)}
+    both(repo(records), "app.bsky.feed.post")
+
+
+def test_the_core_reads_common_datetimes_and_words_the_lost_ones() -> None:
+    from atrepo._table_check import _core_checker
+
+    values = ["2024-05-01T12:00:00.1234567Z", "1970-01-01T00:00:00Z", "2100-12-31T23:59:59Z",
+              "2101-01-01T00:00:00.000Z", "2000-02-29T01:02:03.000001Z"]
+    records = {f"app.bsky.feed.post/3kaaaaaaa{i:04d}": _post(createdAt=v)
+               for i, v in enumerate(values)}
+    snap = repo(records)
+    problems = both(snap, "app.bsky.feed.post")
+    table = snap.table("app.bsky.feed.post")
+    assert table["createdAt"].to_list() == [
+        datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc), None,
+        datetime(2100, 12, 31, 23, 59, 59, tzinfo=timezone.utc), None,
+        datetime(2000, 2, 29, 1, 2, 3, 1, tzinfo=timezone.utc)]
+    assert problems["rkey"].to_list() == ["3kaaaaaaa0001", "3kaaaaaaa0003"]
+    assert problems["error"][0] == ("Record/createdAt: '1970-01-01T00:00:00Z' does not parse "
+                                    "as a datetime or lies outside 1990-2100; null in the table")
+    keys, cids = snap._walk()
+    _, _, _, deferred, lost = _accel.core.check_table(
+        _core_checker("app.bsky.feed.post"), snap.blocks.core_car(), snap.did, keys, cids)
+    assert deferred == []  # all five read by the core
+    field = table.columns.index("createdAt") - 4  # after did, rkey, uri, cid
+    assert lost == [(1, field, "1970-01-01T00:00:00Z"), (3, field, "2101-01-01T00:00:00.000Z")]
 
 
 # -- graphemes: unicode-segmentation against the Python count ------------------------------
