@@ -1,5 +1,7 @@
 """Reading a CAR loads what it needs and no more: polars and the decoders, not the network
-stack, the cryptography library, the progress bars or the lexicons of the typed tables.
+stack, the cryptography library, the progress bars or the lexicons of the typed tables; and
+through the compiled core not multiformats (CIDs stay binary until one is asked for) nor the
+pure path's MST walk, record decoding and worker processes.
 
 Each case runs in a fresh interpreter and lists the top-level packages in ``sys.modules``
 after the call, so an import added at the top of a module on the read path fails here. The
@@ -31,11 +33,19 @@ NOT_FOR_A_READ = {"cryptography", "tqdm", "pydantic", "httpx", "diskcache", "dns
 # atrepo's own network and dataset layers, and the typed tables with their lexicons
 NOT_FOR_A_READ_ATREPO = {"atrepo.client", "atrepo._io", "atrepo._flows", "atrepo.dataset",
                          "atrepo.identity", "atrepo.tables", "atrepo.lexicon"}
+# what the compiled core does itself, or a read through it never asks for: CID objects
+# (multiformats), the MST codec and walk, record decoding, worker processes, progress bars,
+# signature checks, one record's JSON (orjson)
+NOT_FOR_A_CORE_READ = {"multiformats", "atrepo._cidclass", "atrepo.mst._node",
+                       "atrepo.mst._walk", "atrepo.mst._plan", "atrepo.mst._build",
+                       "atrepo.mst._diff", "atrepo.mst._source", "atrepo._records",
+                       "atrepo.datamodel", "atrepo._parallel", "atrepo._progress",
+                       "atrepo.crypto", "orjson", "libipld"}
 
 
 def _modules_after(call: str, *, pure: bool) -> set[str]:
-    """Every module in sys.modules after ``call`` ran in a fresh interpreter."""
-    code = ("import json, sys, atrepo; " + call + "; "
+    """Every module in sys.modules after ``call`` (statements) ran in a fresh interpreter."""
+    code = ("import json, sys, atrepo\n" + call + "\n"
             "print(json.dumps([atrepo.accelerated, sorted(sys.modules)]))")
     env = {k: v for k, v in os.environ.items() if k not in ("ATREPO_PURE_PYTHON", "CI")}
     env["ATREPO_PURE_PYTHON"] = "1" if pure else "0"
@@ -109,3 +119,44 @@ def test_a_table_loads_the_lexicons() -> None:
     loaded = _loaded_after(f"atrepo.read_car({SAMPLE!r}).table('app.bsky.feed.post')",
                            pure=False)
     assert {"atrepo.tables", "atrepo.lexicon"} <= loaded
+
+
+@CORE
+@pytest.mark.parametrize("collections", [None, ["app.bsky.actor.profile"]], ids=["all", "pruned"])
+def test_a_core_read_builds_no_cid_object_and_skips_the_pure_path(
+        collections: list[str] | None) -> None:
+    call = (f"snap = atrepo.read_car({SAMPLE!r}, collections={collections!r}, mem_limit_mb=64)\n"
+            "assert snap.records.height > 0 and snap.data_cid.startswith('bafy')\n"
+            "assert snap.commit_cid.startswith('bafy') and 'decoder=compiled' in repr(snap)")
+    loaded = _modules_after(call, pure=False)
+    assert loaded & NOT_FOR_A_CORE_READ == set()
+
+
+@CORE
+def test_a_core_error_names_the_cid_without_multiformats() -> None:
+    # a CAR whose one root (the commit) is not in it: the error names the root as text
+    call = ("from atrepo.cbor import Link, encode\n"
+            "from atrepo.cid import cid_str\n"
+            "root = bytes.fromhex('01711220') + bytes(range(32))\n"
+            "header = encode({'roots': [Link(root)], 'version': 1})\n"
+            "try:\n"
+            "    atrepo.read_car(bytes([len(header)]) + header)\n"
+            "except atrepo.CarError as exc:\n"
+            "    assert 'cid=' + cid_str(root) in str(exc), exc\n"
+            "else:\n"
+            "    raise AssertionError('no CarError')")
+    assert "multiformats" not in _modules_after(call, pure=False)
+
+
+@CORE
+def test_asking_for_a_cid_object_loads_multiformats() -> None:
+    # the counter-case: the header's roots as CID objects are made on first access
+    call = (f"roots = atrepo.read_car({SAMPLE!r}).blocks.roots\n"
+            "assert isinstance(roots[0], atrepo.CID)")
+    assert {"multiformats", "atrepo._cidclass"} <= _modules_after(call, pure=False)
+
+
+def test_the_pure_path_loads_its_walk_and_decoding() -> None:
+    # the counter-case of the core read: the same read in pure Python needs these
+    loaded = _modules_after(f"atrepo.read_car({SAMPLE!r}).records", pure=True)
+    assert {"atrepo.mst._walk", "atrepo._records", "atrepo.datamodel"} <= loaded
