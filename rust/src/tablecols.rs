@@ -3,9 +3,11 @@
 //! A [`Column`] follows one field of the table's shape (`atrepo.lexicon._shape.Shape.dtype`):
 //! strings (also CIDs, base64 bytes and JSON text) as `Utf8View`, integers as `Int64`,
 //! booleans, datetimes as `Timestamp(us, UTC)`, objects, unions and blobs as structs, arrays
-//! as large lists. Rows are appended in the order records are checked; a null struct or list
-//! row gets null children too (as `str.json_decode` gives them), so a column equals the one
-//! the fitted-JSON route reads. [`Column::truncate`] takes back a row that was half written
+//! as large lists. Rows are appended in the order records are checked; a null struct row gets
+//! null children too (as `str.json_decode` gives them), so a column equals the one the
+//! fitted-JSON route reads. Those children are filled in only when the struct's next valid
+//! row or its export needs them, many nulls at once (most posts have no embed, and an
+//! embed's struct has dozens of fields). [`Column::truncate`] takes back a row that was half written
 //! when its record turns out to be left to the reference.
 //! (https://arrow.apache.org/docs/format/Columnar.html)
 
@@ -36,6 +38,13 @@ impl Bits {
             self.unset += 1;
         }
         self.len += 1;
+    }
+
+    /// Append `n` unset bits.
+    fn extend_unset(&mut self, n: usize) {
+        self.len += n;
+        self.unset += n;
+        self.bytes.resize(self.len.div_ceil(8), 0);
     }
 
     fn truncate(&mut self, len: usize) {
@@ -144,25 +153,36 @@ impl Column {
         }
     }
 
-    /// Append a null row (a struct's fields null too, a list with no items).
+    /// Append a null row (a list with no items; a struct's fields are null there too, once
+    /// they are filled in).
     pub fn push_null(&mut self) {
+        self.fill_nulls(self.len() + 1);
+    }
+
+    /// Append null rows up to `len` rows.
+    fn fill_nulls(&mut self, len: usize) {
+        let n = len.saturating_sub(self.len());
+        if n == 0 {
+            return;
+        }
         match self {
-            Column::Strings(s) => s.push_null(),
+            Column::Strings(s) => {
+                s.views.resize(len, [0u8; 16]);
+                s.valid.extend_unset(n);
+            }
             Column::Integers(values, valid) | Column::Datetimes(values, valid) => {
-                values.push(0);
-                valid.push(false);
+                values.resize(len, 0);
+                valid.extend_unset(n);
             }
             Column::Booleans(values, valid) => {
-                values.push(false);
-                valid.push(false);
+                values.extend_unset(n);
+                valid.extend_unset(n);
             }
-            Column::Struct(fields, valid) => {
-                fields.iter_mut().for_each(|(_, f)| f.push_null());
-                valid.push(false);
-            }
+            Column::Struct(_, valid) => valid.extend_unset(n), // fields filled when needed
             Column::List(offsets, _, valid) => {
-                offsets.push(*offsets.last().unwrap_or(&0));
-                valid.push(false);
+                let end = *offsets.last().unwrap_or(&0);
+                offsets.resize(len + 1, end);
+                valid.extend_unset(n);
             }
         }
     }
@@ -194,6 +214,7 @@ impl Column {
     pub fn open_struct(&mut self) -> &mut [(String, Column)] {
         match self {
             Column::Struct(fields, valid) => {
+                fields.iter_mut().for_each(|(_, f)| f.fill_nulls(valid.len));
                 valid.push(true);
                 fields
             }
@@ -260,8 +281,10 @@ impl Column {
             Column::Struct(fields, valid) => {
                 let length = valid.len;
                 let (validity, nulls) = valid.validity();
-                let (schemas, arrays): (Vec<_>, Vec<_>) =
-                    fields.into_iter().map(|(n, f)| f.export(&n)).unzip();
+                let (schemas, arrays): (Vec<_>, Vec<_>) = fields.into_iter().map(|(n, mut f)| {
+                    f.fill_nulls(length);
+                    f.export(&n)
+                }).unzip();
                 let pointers = vec![validity_pointer(&validity)];
                 (node_schema("+s", name, true, schemas),
                  node_array(length, nulls, pointers, vec![Box::new(validity)], arrays))
