@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import _accel, mst, syntax
+from . import _accel, mst
 from .car import CarFile
 from .cid import cid_str, cid_text, raw_cid
 from .errors import AtrepoError, CarError, MstError, SignatureError
@@ -40,7 +40,8 @@ from .frames import collections_frame, problems_frame, records_frame
 from .models import Commit, parse_commit
 
 # Imported where they are used, not here: a read through the compiled core needs none of
-# the pure path's decoding, worker processes, progress bars, signature checks, orjson or html.
+# the pure path's decoding, worker processes, progress bars, signature checks, orjson or html
+# (nor, reading every collection, the NSID syntax).
 if TYPE_CHECKING:
     from ._parallel import Worker
     from ._records import DecodedBatch
@@ -74,6 +75,8 @@ def collection_ranges(collections: Sequence[str] | None) -> list[tuple[str, str]
     """
     if collections is None:
         return None
+    from . import syntax  # a read of every collection never needs it
+
     if isinstance(collections, str):
         collections = [collections]
     ranges = []
