@@ -197,16 +197,16 @@ pub fn check_records(checker: &Checker, car: &Car, buf: &[u8], leaves: &Leaves,
                      release: &(dyn Fn(usize, usize) + Sync)) -> Result<Table> {
     let copies = record_blocks(car, buf, leaves, verify_cids, release, Copies::new,
                                |copies, i, data| copies.put(i, data))?;
-    let mut at = vec![(0usize, 0usize, 0usize); leaves.len()];
-    for (k, copies) in copies.iter().enumerate() {
-        for &(row, start, end) in &copies.spans {
-            at[row as usize] = (k, start, end);
+    let mut at: Vec<&[u8]> = vec![&[]; leaves.len()];
+    for copies in &copies {
+        for &(row, k, start, end) in &copies.spans {
+            at[row as usize] = &copies.pieces[k as usize][start..end];
         }
     }
     let parts = in_halves(&at, |from, chunk| {
         let mut part = Part::new(checker);
-        for (row, &(k, start, end)) in (from..).zip(chunk) {
-            checker.record(&copies[k].bytes[start..end], row, &mut part);
+        for (row, data) in (from..).zip(chunk) {
+            checker.record(data, row, &mut part);
         }
         part
     });
@@ -253,22 +253,30 @@ impl Table {
     }
 }
 
-/// Record blocks copied out of the CAR by one thread of a pass: their bytes, and each one's
-/// (row, start, end) in them.
+/// Record blocks copied out of the CAR by one thread of a pass: their bytes, in pieces that
+/// are never grown (growing would copy them), and each one's (row, piece, start, end).
 struct Copies {
-    bytes: Vec<u8>,
-    spans: Vec<(u32, usize, usize)>,
+    pieces: Vec<Vec<u8>>,
+    spans: Vec<(u32, u32, usize, usize)>,
 }
 
 impl Copies {
+    /// Bytes copied into one piece before the next is started.
+    const PIECE: usize = 8 << 20;
+
     fn new(rows: usize) -> Self {
-        Copies { bytes: Vec::new(), spans: Vec::with_capacity(rows) }
+        Copies { pieces: Vec::new(), spans: Vec::with_capacity(rows) }
     }
 
     fn put(&mut self, row: usize, data: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        self.spans.push((row as u32, start, self.bytes.len()));
+        if self.pieces.last().is_none_or(|p| p.len() + data.len() > p.capacity()) {
+            self.pieces.push(Vec::with_capacity(Self::PIECE.max(data.len())));
+        }
+        let k = self.pieces.len() - 1;
+        let piece = &mut self.pieces[k];
+        let start = piece.len();
+        piece.extend_from_slice(data);
+        self.spans.push((row as u32, k as u32, start, piece.len()));
     }
 }
 

@@ -16,8 +16,11 @@ use std::ptr;
 
 use crate::arrow::{make_view, node_array, node_schema, view_buffers, ArrowArray, ArrowSchema, Keep};
 
-/// A data buffer of a string column is never grown past this, so view offsets fit a u32.
-const BUFFER_MAX: usize = 1 << 31;
+/// A string column's data buffers are never grown (that would copy them): a full one is
+/// followed by a new one, each twice the size of the last, from the first size up to the
+/// largest (so a column of few strings stays small and one of many has few buffers).
+const FIRST_BUFFER: usize = 1 << 16;
+const LARGEST_BUFFER: usize = 16 << 20;
 
 /// A validity (or boolean) bitmap under construction.
 #[derive(Default)]
@@ -78,8 +81,10 @@ impl Strings {
         if data.len() <= 12 {
             self.views.push(make_view(data, 0, 0));
         } else {
-            if self.buffers.last().is_none_or(|b| b.len() + data.len() > BUFFER_MAX) {
-                self.buffers.push(Vec::with_capacity(data.len().max(1 << 16)));
+            let last = self.buffers.last().map_or(0, Vec::capacity);
+            if self.buffers.last().is_none_or(|b| b.len() + data.len() > b.capacity()) {
+                let size = (2 * last).clamp(FIRST_BUFFER, LARGEST_BUFFER);
+                self.buffers.push(Vec::with_capacity(size.max(data.len())));
             }
             let b = self.buffers.len() - 1;
             let buffer = &mut self.buffers[b];
