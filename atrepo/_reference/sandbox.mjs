@@ -15,7 +15,8 @@
 // temp dir and exits 0. Everything else (progress, server logs) goes to stderr.
 // Port 0 (default) = pick a free port (dev-env uses get-port).
 //
-// --bulk-accounts N adds N more active accounts, bulk000.test ... (password "bulk000-pass"),
+// --bulk-accounts N (at most 5000) adds N more active accounts, bulk000.test ... bulk999.test,
+// bulk1000.test ... (password "bulk000-pass"),
 // each with M records (--bulk-records, default 100) of several collections: ~45 % posts (with
 // langs), ~30 % likes and ~10 % reposts of its own posts, ~15 % follows. They are written with
 // applyWrites, 200 writes per call, a few accounts at a time, so that large sandboxes for
@@ -62,11 +63,12 @@ const { values: opts } = parseArgs({
     'relay-port': { type: 'string', default: '0' },
   },
 })
+const MAX_BULK_ACCOUNTS = 5000 // a host of a few thousand accounts: the export's memory test
 const BULK_ACCOUNTS = Number(opts['bulk-accounts'])
 const BULK_RECORDS = Number(opts['bulk-records'])
-if (!(Number.isInteger(BULK_ACCOUNTS) && BULK_ACCOUNTS >= 0 && BULK_ACCOUNTS <= 1000)
+if (!(Number.isInteger(BULK_ACCOUNTS) && BULK_ACCOUNTS >= 0 && BULK_ACCOUNTS <= MAX_BULK_ACCOUNTS)
     || !(Number.isInteger(BULK_RECORDS) && BULK_RECORDS >= 2)) {
-  console.error('--bulk-accounts must be 0..1000 and --bulk-records at least 2')
+  console.error(`--bulk-accounts must be 0..${MAX_BULK_ACCOUNTS} and --bulk-records at least 2`)
   process.exit(2)
 }
 const PDS_COUNT = Number(opts['pds-count'])
