@@ -67,8 +67,8 @@ _HALF_ORDER: Final[dict[Curve, int]] = {curve: n // 2 for curve, n in _ORDER.ite
 _COMPRESSED_LEN: Final = 33
 _UNCOMPRESSED_LEN: Final = 65
 _SIGNATURE_LEN: Final = 64
-_CACHE_SIZE: Final = 1_024  # keys per cache: a notebook's working set; ~2 KB each, so a host
-                            # export, one new key per repository, holds ~2 MB, not ~70
+_CACHE_SIZE: Final = 256  # keys per cache: a notebook's working set; ~2 KB each, so a host
+                          # export, one new key per repository, holds ~1 MB at most
 
 # Longest key text parsed: base58 decoding is quadratic in the length (300,000 characters
 # took 23 s), and the longest atproto key, an uncompressed point with its multicodec

@@ -28,6 +28,11 @@ _COMMIT_FILE = re.compile(r"\d{20}\.json")   # a commit's log file (not a checkp
 # Parquet inside the tables: zstd, and row groups of a size analytics engines like (each
 # one a unit of parallel reading and of statistics-based skipping)
 _WRITER = WriterProperties(compression="ZSTD", max_row_group_size=128 * 1024)
+# a checkpoint every 10 commits (delta-rs's default is 100): every load of a table replays
+# its log since the newest checkpoint, reading those commit files at once on deltalake's
+# runtime, a thread each; an export commits many batches, and its threads and memory grew
+# with every commit until the hundredth
+_CONFIGURATION = {"delta.checkpointInterval": "10"}
 
 
 def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any],
@@ -59,6 +64,7 @@ def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any
         write_deltalake(path, frame, mode=mode, predicate=predicate,
                         partition_by=partition_by if not exists or reset else None,
                         schema_mode=None if not exists else "overwrite" if reset else "merge",
+                        configuration=None if exists else _CONFIGURATION,
                         writer_properties=_WRITER, commit_properties=properties)
     except (DeltaError, OSError, ValueError) as exc:
         msg = f"could not commit to the dataset table: {exc}"

@@ -52,9 +52,11 @@ __all__ = ["BATCH_RECORDS", "BATCH_REPOS", "DatasetExport", "ExportReport", "Sha
            "ShardExport", "ShardResult", "Target"]
 
 # a commit (one dataset version, one Parquet file per collection touched) is made when a
-# batch reaches either bound: files of ~10-100 MB, and at most this much held in memory
-BATCH_REPOS = 1000
-BATCH_RECORDS = 200_000
+# batch reaches either bound. Committing costs a few KB per record for a moment (the typed
+# tables and the Delta writes), so these bound an export's peak memory whatever its size;
+# the small files of many commits are compacted when the export ends
+BATCH_REPOS = 100
+BATCH_RECORDS = 50_000
 
 
 @dataclass(frozen=True)
@@ -338,8 +340,10 @@ class DatasetExport:
             version = self.writer.finish(hosts=self.hosts)
             if version is not None:
                 self.report.commits += 1
-            if self.report.commits:   # many refreshes leave many small files
-                compact_tables(self.writer.layout)
+            if self.report.commits:
+                # an export of several batches left a file per batch in each partition, and
+                # many refreshes leave many small files: merge them for the readers
+                compact_tables(self.writer.layout, only_if_needed=self.report.commits < 2)
             self.report.version = self.writer.version
             self.report.errors = self.errors()
         finally:

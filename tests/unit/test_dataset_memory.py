@@ -1,10 +1,13 @@
-"""What an export and an open keep: nothing per repository once a batch is committed, and
-only the newest log file of the ``repos`` table to open a dataset."""
+"""What an export and an open keep: nothing per repository once a batch is committed, no
+more threads, open files or log to replay after many commits than after a few, and only the
+newest log file of the ``repos`` table to open a dataset."""
 
 from __future__ import annotations
 
 import gc
+import os
 import shutil
+from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
@@ -42,6 +45,55 @@ def test_an_export_keeps_no_frame_or_snapshot_per_repository_after_its_commits(t
         report = export.finish()
     assert report.written == 4 * BATCH
     assert open_dataset(tmp_path / "ds").records.select(pl.len()).collect().item() == 4 * BATCH
+
+
+def _threads() -> int:
+    """The process's threads now, native ones included (deltalake's runtime)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _replayed(table: Path) -> int:
+    """How many commit files a load of ``table`` reads after its newest checkpoint."""
+    log = table / "_delta_log"
+    checkpoints = [int(p.name.split(".")[0]) for p in log.glob("*.checkpoint.parquet")]
+    newest = max(checkpoints, default=-1)
+    return sum(1 for p in log.glob("*.json") if int(p.stem) > newest)
+
+
+def test_many_commits_leave_no_more_threads_open_files_or_log_than_a_few(tmp_path):
+    # each load of a table replays its log since the newest checkpoint, reading the
+    # commit files at once on deltalake's runtime, which starts a thread for each: with
+    # delta-rs's default interval (a checkpoint every 100 commits) an export's threads and
+    # memory grew with every commit (24 threads to 44 over 20 commits)
+    export = DatasetExport(tmp_path / "ds", batch_repos=BATCH)
+    try:
+        threads, files = [], []
+        for round_ in range(24):
+            _export_round(export, round_ * BATCH)
+            threads.append(_threads())
+            files.append(_open_files())
+        tables = [tmp_path / "ds" / "records", tmp_path / "ds" / "repos",
+                  *(tmp_path / "ds" / "tables").iterdir()]
+        assert max(threads[12:]) <= max(threads[:12]) + 2, threads
+        assert max(files[12:]) <= max(files[:12]), files
+        assert all(_replayed(table) <= 10 for table in tables)
+    finally:
+        export.finish()
+
+
+def test_an_export_of_several_batches_leaves_one_file_per_partition(tmp_path):
+    export = DatasetExport(tmp_path / "ds", batch_repos=BATCH)
+    for round_ in range(3):
+        _export_round(export, round_ * BATCH)
+    assert export.finish().commits == 3
+    records = DeltaTable(tmp_path / "ds" / "records")
+    assert len(records.file_uris()) == 1 and records.history(1)[0]["operation"] == "OPTIMIZE"
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.records.select(pl.len()).collect().item() == 3 * BATCH == ds.meta["records"]
 
 
 def test_opening_reads_only_the_newest_commit_of_the_repos_log(tmp_path):
