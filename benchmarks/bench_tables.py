@@ -21,9 +21,10 @@ Every case runs in a fresh process, ``--runs`` times (medians), after one untime
   ``table()`` decodes only the collection's records; the alternative decodes all of them
   to get ``records`` first.
 * warm -- ``records`` already decoded (timed on its own, not counted): the table step alone;
-  ``check_pass_warm`` times only the part of ``table()`` that checks every record (in the
-  compiled core, from the CBOR blocks), ``pycheck_pass_warm`` the same pass in the Python
-  reference (what ``table()`` runs without the core), for comparison.
+  ``check_pass_warm`` times only the core's pass of ``table()`` (checking every record from
+  its CBOR block and writing the typed columns, with the key columns), ``pycheck_pass_warm``
+  the checking pass in the Python reference (what ``table()`` runs without the core, before
+  its ``json_decode``), for comparison.
 
 cpu s is the process's user + system CPU time over the same span (less disturbed than wall
 time by other work on a shared machine; polars may use more than one core); peak RSS is
@@ -53,8 +54,8 @@ CASES = {
     "json_decode_cold": "records.filter(C).select(json_decode(dtype)), from read_car",
     "table_warm": "snap.table(C), records already decoded",
     "json_decode_warm": "records.filter(C).select(json_decode(dtype)), records already decoded",
-    "check_pass_warm": "table()'s checking pass alone (in the compiled core), records decoded",
-    "pycheck_pass_warm": "the same pass in the Python reference, records decoded",
+    "check_pass_warm": "table()'s pass in the compiled core alone (checks, typed columns)",
+    "pycheck_pass_warm": "the checking pass in the Python reference, records decoded",
 }
 
 CHILD = r"""
