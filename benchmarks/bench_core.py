@@ -2,7 +2,7 @@
 """Measure the compiled core: peak memory of a read, the pruned read against one sha-256,
 and where the time of a read goes.
 
-    python benchmarks/bench_core.py --size 1m [--runs 3] [--pruned-only]
+    python benchmarks/bench_core.py --size 1m [--runs 3] [--pruned-only] [--against DIR]
 
 Three measurements, each in fresh processes, run alternately so that all of them meet the
 same machine:
@@ -21,7 +21,13 @@ same machine:
   should not need were loaded.
 
 ``--pruned-only`` runs just the pruned read against the sha-256 (and the imports), for more
-alternating rounds in less time. Every process may cache its bytecode, as an installed
+alternating rounds in less time. ``--against DIR`` times the pruned read, a whole read of the
+10k corpus and the imports of another tree too, against this one's, in the same rounds:
+``DIR`` holds an ``atrepo/`` package, say an earlier revision (``git archive REV atrepo |
+tar -x -C DIR`` and a copy of the built ``atrepo/_core.abi3.so``); its processes start in
+``DIR``, so that package is the one imported.
+
+Every process may cache its bytecode, as an installed
 package does: with ``PYTHONDONTWRITEBYTECODE`` set, each one would compile atrepo's modules
 again (about 40 ms of a read's imports), so the variable is not passed on.
 
@@ -113,14 +119,14 @@ NOT_LOADED = ["cryptography", "tqdm", "pydantic", "httpx", "diskcache", "dns", "
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
-def import_times(python: str, car: Path, runs: int) -> dict:
+def import_times(python: str, car: Path, runs: int, cwd: Path = ROOT) -> dict:
     """Best-of-``runs`` import times (s) of a read, per package of :data:`IMPORT_COSTS` and
     in all (the sum over the top-level imports), and the :data:`NOT_LOADED` packages seen."""
     best: dict[str, float] = {}
     loaded: set[str] = set()
     for _ in range(runs):
         proc = subprocess.run([python, "-X", "importtime", "-c", IMPORTED, str(car)],
-                              capture_output=True, text=True, check=True, cwd=ROOT, env=ENV)
+                              capture_output=True, text=True, check=True, cwd=cwd, env=ENV)
         loaded |= set(json.loads(proc.stdout.strip().splitlines()[-1]))
         seen: dict[str, float] = {"all": 0.0}
         for line in proc.stderr.splitlines():
@@ -135,11 +141,11 @@ def import_times(python: str, car: Path, runs: int) -> dict:
     return {"seconds": best, "unwanted_loaded": sorted(loaded & set(NOT_LOADED))}
 
 
-def timed(python: str, code: str, path: Path) -> dict:
+def timed(python: str, code: str, path: Path, cwd: Path = ROOT) -> dict:
     """One process: the dict it prints, with its wall, CPU and peak RSS (wait4 of it)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([python, "-c", code, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=ROOT, env=ENV)
+                            stderr=subprocess.PIPE, cwd=cwd, env=ENV)
     out = proc.stdout.read() if proc.stdout else b""
     err = proc.stderr.read() if proc.stderr else b""
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -163,6 +169,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pruned-only", action="store_true",
                     help="only the pruned read against the sha-256, and the imports")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="a directory holding another atrepo/ to time the pruned read of too")
     default_py = ROOT / ".venv" / "bin" / "python"
     ap.add_argument("--python", default=str(default_py) if default_py.exists() else sys.executable)
     args = ap.parse_args()
@@ -172,14 +180,20 @@ def main() -> int:
         print(f"no corpus: run benchmarks/make_corpus.py --sizes {label}", file=sys.stderr)
         return 2
     machine = machine_info(args.python)
-    cases = {"pruned": PRUNED, "sha256": SHA256} if args.pruned_only else \
-        {"read": READ, "pruned": PRUNED, "sha256": SHA256}
-    for code in cases.values():  # warm-up: page cache, __pycache__
-        timed(args.python, code, car)
+    small = corpus_dir("10k") / "repo.car"
+    cases = {"pruned": (PRUNED, ROOT, car), "sha256": (SHA256, ROOT, car)}
+    if not args.pruned_only:
+        cases = {"read": (READ, ROOT, car), **cases}
+    if args.against:
+        against = args.against.resolve()
+        cases.update(pruned_against=(PRUNED, against, car), read_10k=(READ, ROOT, small),
+                     read_10k_against=(READ, against, small))
+    for code, cwd, path in cases.values():  # warm-up: page cache, __pycache__
+        timed(args.python, code, path, cwd)
     runs: dict[str, list[dict]] = {name: [] for name in cases}
     for _ in range(args.runs):
-        for name, code in cases.items():
-            runs[name].append(timed(args.python, code, car))
+        for name, (code, cwd, path) in cases.items():
+            runs[name].append(timed(args.python, code, path, cwd))
     pruned, sha = runs["pruned"], runs["sha256"]
     summary: dict = {
         "size": label, "car_bytes": car.stat().st_size, "machine": machine,
@@ -199,8 +213,17 @@ def main() -> int:
                                     for k in ("wall_s", "cpu_s")}
                              for name in ("index", "walk", "records")}
         runs["phases"] = phases
-    imports = import_times(args.python, corpus_dir("10k") / "repo.car", max(args.runs, 5))
+    imports = import_times(args.python, small, max(args.runs, 5))
     summary["imports"] = imports
+    if args.against:
+        summary["read_10k"] = {key: median(runs["read_10k"], key) for key in ("wall_s", "cpu_s")}
+        summary["against"] = {
+            "tree": str(against),
+            "pruned": {key: median(runs["pruned_against"], key)
+                       for key in ("wall_s", "cpu_s", "maxrss_mb", "inner_s", "imports_s")},
+            "read_10k": {key: median(runs["read_10k_against"], key)
+                         for key in ("wall_s", "cpu_s")},
+            "imports": import_times(args.python, small, max(args.runs, 5), against)}
     suffix = "-pruned" if args.pruned_only else ""
     out = HERE / "results" / f"core-{label}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +245,16 @@ def main() -> int:
           f"{s['inner_s']:.2f} s hashing |")
     for name, v in summary.get("phases", {}).items():
         print(f"| phase: {name} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} | – | in one process |")
+    if args.against:
+        a, r, ra = summary["against"]["pruned"], summary["read_10k"], summary["against"]["read_10k"]
+        print(f"| pruned read of {args.against} | {a['wall_s']:.2f} | {a['cpu_s']:.2f} | "
+              f"{a['maxrss_mb']:.0f} | {a['inner_s']:.2f} s after {a['imports_s']:.2f} s of "
+              f"imports; imports of its 10k read "
+              f"{summary['against']['imports']['seconds']['all'] * 1000:.0f} ms in all |")
+        print(f"| read + records (10k) | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | – | "
+              "whole process |")
+        print(f"| read + records (10k) of {args.against} | {ra['wall_s']:.2f} | "
+              f"{ra['cpu_s']:.2f} | – | whole process |")
     rounds = ", ".join(f"{a['wall_s']:.2f}/{b['wall_s']:.2f}" for a, b in zip(pruned, sha))
     wins = sum(a["wall_s"] <= b["wall_s"] for a, b in zip(pruned, sha))
     print(f"\npruned/sha-256 wall s, round by round: {rounds} (pruned <= sha-256 in {wins} of "
