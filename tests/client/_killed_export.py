@@ -1,21 +1,24 @@
 """The child process of the kill tests in ``test_export_crash.py``: an export paused at events.
 
-usage: python tests/client/_killed_export.py CONFIG_JSON
+The children are forked by a :mod:`multiprocessing` fork server that imported this module
+(and so atrepo, polars and deltalake) once: a trial's child starts in milliseconds instead
+of importing them again, and it is still a process of its own that a SIGKILL ends at once.
+The server only imports; it forks while idle, before any polars or Delta work has started
+a thread pool of its own.
 
-CONFIG_JSON holds ``plc``, ``pds`` (the sandbox), ``cache``, ``out``, ``source``,
-``exclude`` and ``batch`` (repositories per commit). Run as a script, so that this folder is
-``sys.path[0]`` and ``_loopback`` imports by name as in the tests. After every *event* — a
-repository handed to the dataset (``fetched``), and before and after each Delta table commit
-(``before <table>``, ``after <table>``) — it prints the event and waits for ``go`` on stdin
-(anything else ends it with status 3), so the parent can kill it at an exact moment.
-``finished <version>`` means the export returned; ``refused <message>`` (status 4) that it
-raised an AtrepoError.
+:func:`run` gets the sandbox's ``plc`` and ``pds``, ``cache``, ``out``, ``source``,
+``exclude`` and ``batch`` (repositories per commit). After every *event* — a repository
+handed to the dataset (``fetched``), and before and after each Delta table commit
+(``before <table>``, ``after <table>``) — it sends the event on its connection and waits
+for ``go`` (anything else ends it with status 3), so the parent can kill it at an exact
+moment. ``finished <version>`` means the export returned; ``refused <message>`` (status 4)
+that it raised an AtrepoError.
 """
 
 from __future__ import annotations
 
-import json
 import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,16 +28,21 @@ from _loopback import client
 import atrepo
 from atrepo.dataset import _delta, _export
 
-
-def event(name: str) -> None:
-    """Say what just happened, then wait for the parent's go."""
-    print(name, flush=True)
-    if sys.stdin.readline() != "go\n":
-        sys.exit(3)
+__all__ = ["run"]
 
 
-def main(argv: list[str]) -> None:
-    cfg = json.loads(argv[0])
+def run(conn: Connection, cfg: dict[str, Any]) -> None:
+    """Export as ``cfg`` says, reporting each event on ``conn`` and waiting for its go."""
+
+    def event(name: str) -> None:
+        conn.send(name)
+        try:
+            said = conn.recv()
+        except EOFError:   # the parent is gone
+            said = None
+        if said != "go":
+            sys.exit(3)
+
     commit = _delta.commit
     fetched = _export.DatasetExport.fetched
 
@@ -55,10 +63,6 @@ def main(argv: list[str]) -> None:
             report = made.export(cfg["source"], cfg["out"], exclude=cfg["exclude"],
                                  batch_repos=cfg["batch"])
         except atrepo.AtrepoError as exc:
-            print("refused", exc, flush=True)
+            conn.send(f"refused {exc}")
             sys.exit(4)
-    print("finished", report.version, flush=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    conn.send(f"finished {report.version}")

@@ -1,13 +1,18 @@
 """export() killed (SIGKILL) at random moments, then re-run: the dataset of a clean run.
 
-The export runs in a child process (``_killed_export.py``) that reports *events* — each
-repository handed to the dataset, and before and after each Delta table commit — and waits
-after each one for the parent's go. The parent picks an event with a seeded RNG and either
-kills the child there (paused, so the state at the kill is exact) or says go and kills at
-once (the kill then lands somewhere in the work that follows, also inside a Parquet write).
-A re-run with the same arguments must end with the dataset an uninterrupted run gives, row
-for row, and every version in between must read as a consistent table. Moments are events,
-never sleeps.
+The export runs in a child process (``_killed_export.py``, forked by a server that imported
+atrepo once) that reports *events* — each repository handed to the dataset, and before and
+after each Delta table commit — and waits after each one for the parent's go. The parent
+picks an event with a seeded RNG and either kills the child there (paused, so the state at
+the kill is exact) or says go and kills at once (the kill then lands somewhere in the work
+that follows, also inside a Parquet write). A re-run with the same arguments must end with
+the dataset an uninterrupted run gives, row for row, and every version in between must read
+as a consistent table. Moments are events, never sleeps.
+
+A version is read once per dataset: Delta tables only grow, so a version checked before
+reads the same as long as the files it was read from are unchanged and every commit added
+since belongs to a newer version (see :func:`_read_alike`); otherwise every version is read
+again.
 
 Two processes exporting into one dataset: the second one fails with a clear AtrepoError
 while the first holds it, and the first one's dataset is whole.
@@ -15,26 +20,33 @@ while the first holds it, and the first one's dataset is whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import multiprocessing
 import random
+import re
 import shutil
 import signal
-import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from _killed_export import run
 from _loopback import client
 
 import atrepo
+from atrepo.dataset._layout import commit_meta
 
-ROOT = Path(__file__).resolve().parents[2]
 TRIALS = 20
 BATCH = 4   # repositories per commit: a host of ~23 listed repositories is ~6 versions
 
-CHILD = Path(__file__).with_name("_killed_export.py")  # the export, stepped by events
+# the children: forked by a server that imported _killed_export (and atrepo) once
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(["_killed_export"])
+
+COMMIT_FILE = re.compile(r"\d{20}\.json")   # a Delta commit's log file
 
 
 class Child:
@@ -45,30 +57,32 @@ class Child:
         cfg = {"plc": sandbox.plc_url, "pds": sandbox.pds_url, "cache": str(cache),
                "out": str(out), "source": sandbox.pds_url, "exclude": exclude,
                "batch": batch}
-        self.proc = subprocess.Popen([sys.executable, str(CHILD), json.dumps(cfg)],
-                                     cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+        self.conn, theirs = FORKS.Pipe()
+        self.proc = FORKS.Process(target=run, args=(theirs, cfg))
+        self.proc.start()
+        theirs.close()   # the child's end is the child's alone: its death is our EOF
         self.events = 0
 
     def next(self) -> str:
-        """The child's next line (an event, or how it ended)."""
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline()
+        """The child's next message (an event, or how it ended; "" when it is gone)."""
+        try:
+            message: str = self.conn.recv()
+        except EOFError:
+            return ""
+        return message
 
     def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
+        self.conn.send("go")
 
     def run_to(self, event: int | None, *, race: bool = False) -> str:
         """Step through events; at number ``event`` kill (after a go when ``race``).
 
-        Returns the last line read: the event killed at, or the child's ending.
+        Returns the last message read: the event killed at, or the child's ending.
         """
         while True:
             line = self.next()
             if not line or line.startswith(("finished", "refused")):
-                self.proc.wait()
+                self.proc.join()
                 return line
             if self.events == event:
                 if race:
@@ -79,17 +93,15 @@ class Child:
             self.go()
 
     def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        assert self.proc.returncode == -signal.SIGKILL
+        self.proc.kill()
+        self.proc.join()
+        assert self.proc.exitcode == -signal.SIGKILL
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc.is_alive():
             self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
+            self.proc.join()
+        self.conn.close()
 
 
 def _export(sandbox: Any, cache: Path, out: Path, *, batch: int = BATCH, **kw: Any) -> Any:
@@ -114,10 +126,79 @@ def assert_same(out: Path, expected: dict[str, pl.DataFrame]) -> None:
         assert got[name].equals(frame), f"{name} differs from the uninterrupted run"
 
 
-def assert_versions_consistent(out: Path) -> None:
-    """Every version: each active repository's rows are all there, at its rev, once."""
+@dataclass(frozen=True)
+class Checked:
+    """The versions of a dataset found consistent, and the table files they were read from."""
+
+    versions: frozenset[int]
+    files: dict[str, bytes]   # every file of the tables, by path under the dataset: sha-256
+
+
+def _table_files(out: Path) -> dict[str, bytes]:
+    """The sha-256 of every file of the dataset's tables, by path under ``out``."""
+    return {path.relative_to(out).as_posix(): hashlib.sha256(path.read_bytes()).digest()
+            for top in ("records", "repos", "tables") if (out / top).is_dir()
+            for path in sorted((out / top).rglob("*")) if path.is_file()}
+
+
+def _commit_version(log_file: Path) -> int | None:
+    """The dataset version of one commit's log file (None: atrepo did not make it)."""
+    for line in log_file.read_text().splitlines():
+        info = json.loads(line).get("commitInfo")
+        if isinstance(info, dict):
+            meta = commit_meta(info)
+            return None if meta is None else int(meta["version"])
+    return None
+
+
+def _read_alike(checked: Checked, out: Path, files: dict[str, bytes]) -> bool:
+    """Whether the versions of ``checked`` still read from what they were checked on.
+
+    So they do when every file they were read from is unchanged and every file added to a
+    Delta log since is a commit of a newer dataset version (or one atrepo did not make, a
+    compaction, after such a commit in its table): a dataset version reads each table at
+    its newest commit of that version or older, so those commits, and the log and data
+    files they name, are the ones read before. A table added since reads as absent at the
+    older versions, its frame built from their (checked) records.
+    """
+    if any(files.get(name) != digest for name, digest in checked.files.items()):
+        return False
+    newest = max(checked.versions, default=-1)
+    added: dict[str, list[str]] = {}   # table: its new log files
+    for name in sorted(files.keys() - checked.files.keys()):
+        table, log, file = name.partition("/_delta_log/")
+        if log:
+            added.setdefault(table, []).append(file)
+    for table, log_files in added.items():
+        newer = False   # a commit of a newer version came first in this table
+        for file in log_files:
+            if not COMMIT_FILE.fullmatch(file):
+                return False   # a checkpoint, say: read every version again
+            version = _commit_version(out / table / "_delta_log" / file)
+            if version is None:
+                if not newer:
+                    return False
+            elif version <= newest:
+                return False
+            newer = True
+    return True
+
+
+def assert_versions_consistent(out: Path, checked: Checked | None = None) -> Checked:
+    """Every version: each active repository's rows are all there, at its rev, once.
+
+    The versions of ``checked`` (from this dataset, or from the one it was copied from)
+    are not read again while :func:`_read_alike` says they read as they did; they must
+    still be there. Returns what this call found consistent.
+    """
+    files = _table_files(out)
     latest = atrepo.open_dataset(out)
-    for version in latest.versions["version"]:
+    versions = frozenset(latest.versions["version"].to_list())
+    done: frozenset[int] = frozenset()
+    if checked is not None and _read_alike(checked, out, files):
+        assert checked.versions <= versions, "versions checked before are gone"
+        done = checked.versions
+    for version in sorted(versions - done):
         ds = latest.as_of(version)
         records = ds.records.collect()
         assert records.select("uri").is_unique().all(), f"version {version}: duplicates"
@@ -130,6 +211,7 @@ def assert_versions_consistent(out: Path) -> None:
             assert typed.sort().equals(records.filter(pl.col("collection") == path.name)
                                        .get_column("uri").sort()), \
                 f"version {version}: {path.name} disagrees with records"
+    return Checked(versions, files)
 
 
 def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | None,
@@ -138,38 +220,48 @@ def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | 
     """Kill a run at TRIALS random events, re-run each; return how many events a run has.
 
     Each run starts from ``base`` (a dataset and the cache it was exported with) or, when
-    None, from nothing; ``batch`` repositories per commit.
+    None, from nothing; ``batch`` repositories per commit. The killed runs go one after
+    another in a thread of their own, ahead of the re-runs and checks here: the two use
+    both cores.
     """
-    def fresh(name: str) -> tuple[Path, Path]:
+    def killed(name: str, at: int | None, race: bool) -> tuple[Path, Path, str, int]:
+        """A run in a fresh copy killed at event ``at`` (None: run to its end): its dataset,
+        its cache, its last message and the events it went past."""
         out, cache = tmp_path / name, tmp_path / f"{name}-cache"
         if base is not None and base_cache is not None:
             shutil.copytree(base, out)
             shutil.copytree(base_cache, cache)
-        return out, cache
-
-    counting = Child(sandbox, *reversed(fresh("count")), exclude=exclude, batch=batch)
-    try:
-        assert counting.run_to(None).startswith("finished")
-    finally:
-        counting.close()
-    events = counting.events
-    assert events >= TRIALS   # room for as many different moments as trials
-    rng = random.Random(seed)
-    for trial in range(TRIALS):
-        out, cache = fresh(f"t{trial}")
-        at, race = rng.randrange(events), rng.random() < 0.5
         child = Child(sandbox, cache, out, exclude=exclude, batch=batch)
         try:
             line = child.run_to(at, race=race)
         finally:
             child.close()
-        assert line and not line.startswith("finished"), f"trial {trial}: no kill at {at}"
-        if (out / "repos" / "_delta_log").is_dir():
-            assert_versions_consistent(out)   # what the kill left reads as whole versions
-        _export(sandbox, cache, out, exclude=exclude, batch=batch)
-        assert_same(out, expected)
-        assert_versions_consistent(out)
-        assert not (out / "_atrepo" / "pending").exists()
+        return out, cache, line, child.events
+
+    ahead = ThreadPoolExecutor(1)
+    try:
+        counting = ahead.submit(killed, "count", None, False)
+        base_checked = None if base is None else assert_versions_consistent(base)
+        *_, ending, events = counting.result()
+        assert ending.startswith("finished")
+        assert events >= TRIALS   # room for as many different moments as trials
+        rng = random.Random(seed)
+        moments = [(rng.randrange(events), rng.random() < 0.5) for _ in range(TRIALS)]
+        runs = [ahead.submit(killed, f"t{trial}", at, race)
+                for trial, (at, race) in enumerate(moments)]
+        for trial, ((at, _), run) in enumerate(zip(moments, runs)):
+            out, cache, line, _ = run.result()
+            assert line and not line.startswith("finished"), f"trial {trial}: no kill at {at}"
+            checked = base_checked
+            if (out / "repos" / "_delta_log").is_dir():
+                # what the kill left reads as whole versions
+                checked = assert_versions_consistent(out, checked)
+            _export(sandbox, cache, out, exclude=exclude, batch=batch)
+            assert_same(out, expected)
+            assert_versions_consistent(out, checked)
+            assert not (out / "_atrepo" / "pending").exists()
+    finally:
+        ahead.shutdown(cancel_futures=True)
     return events
 
 
@@ -234,7 +326,7 @@ def test_a_second_export_into_the_same_dataset_is_refused_while_the_first_runs(
         finally:
             second.close()
         assert ending.startswith("refused") and "another export is writing" in ending
-        assert second.proc.returncode == 4
+        assert second.proc.exitcode == 4
         first.go()
         assert first.run_to(None).startswith("finished")
     finally:
