@@ -11,6 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from atrepo.sandbox import MAX_BULK_ACCOUNTS
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "data" / "sample.car"
 TRUTH = json.loads((ROOT / "examples" / "data" / "sample.json").read_text())
@@ -80,7 +82,7 @@ def test_inspect_json_and_parquet_together(tmp_path):
     ["sandbox", "--plc-port", "65536"],
     ["sandbox", "--pds-port", "-1"],
     ["sandbox", "--relay-port", "x"],
-    ["sandbox", "--bulk-accounts", "1001"],
+    ["sandbox", "--bulk-accounts", str(MAX_BULK_ACCOUNTS + 1)],
     ["sandbox", "--bulk-records", "1"],
     ["sandbox", "--timeout", "0"],
     ["sandbox", "--timeout", "inf"],
