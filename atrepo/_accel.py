@@ -57,12 +57,14 @@ _KINDS: dict[str, type[AtrepoError]] = {"car": CarError, "mst": MstError, "decod
 
 
 def _node_name(raw: bytes) -> str:
-    from .mst._node import name  # the MST's codec loads only to name a failure
+    """A node's CID as the MST module names it (its codec is imported to name a failure)."""
+    from .mst._node import name
 
     return name(raw)
 
 
 def _show_key(key: bytes) -> str:
+    """A key as the MST module shows it in errors."""
     from .mst._node import show
 
     return show(key)
