@@ -47,6 +47,7 @@ FORKS = multiprocessing.get_context("forkserver")
 FORKS.set_forkserver_preload(["_killed_export"])
 
 COMMIT_FILE = re.compile(r"\d{20}\.json")   # a Delta commit's log file
+CHECKPOINT_FILE = re.compile(r"(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet")   # the state there
 
 
 class Child:
@@ -135,10 +136,15 @@ class Checked:
 
 
 def _table_files(out: Path) -> dict[str, bytes]:
-    """The sha-256 of every file of the dataset's tables, by path under ``out``."""
+    """The sha-256 of every file of the dataset's tables, by path under ``out``.
+
+    But a log's ``_last_checkpoint``: it names the newest checkpoint, and a version is read
+    from the newest one at or below it (see :func:`_read_alike` for those added later).
+    """
     return {path.relative_to(out).as_posix(): hashlib.sha256(path.read_bytes()).digest()
             for top in ("records", "repos", "tables") if (out / top).is_dir()
-            for path in sorted((out / top).rglob("*")) if path.is_file()}
+            for path in sorted((out / top).rglob("*"))
+            if path.is_file() and path.name != "_last_checkpoint"}
 
 
 def _commit_version(log_file: Path) -> int | None:
@@ -156,10 +162,11 @@ def _read_alike(checked: Checked, out: Path, files: dict[str, bytes]) -> bool:
 
     So they do when every file they were read from is unchanged and every file added to a
     Delta log since is a commit of a newer dataset version (or one atrepo did not make, a
-    compaction, after such a commit in its table): a dataset version reads each table at
-    its newest commit of that version or older, so those commits, and the log and data
-    files they name, are the ones read before. A table added since reads as absent at the
-    older versions, its frame built from their (checked) records.
+    compaction, after such a commit in its table), or a checkpoint of such a commit: a
+    dataset version reads each table at its newest commit of that version or older, so
+    those commits, and the log and data files they name, are the ones read before. A table
+    added since reads as absent at the older versions, its frame built from their
+    (checked) records.
     """
     if any(files.get(name) != digest for name, digest in checked.files.items()):
         return False
@@ -170,10 +177,13 @@ def _read_alike(checked: Checked, out: Path, files: dict[str, bytes]) -> bool:
         if log:
             added.setdefault(table, []).append(file)
     for table, log_files in added.items():
+        commits = [file for file in log_files if COMMIT_FILE.fullmatch(file)]
+        for file in set(log_files) - set(commits):
+            checkpoint = CHECKPOINT_FILE.fullmatch(file)
+            if checkpoint is None or f"{checkpoint[1]}.json" not in commits:
+                return False   # something else: read every version again
         newer = False   # a commit of a newer version came first in this table
-        for file in log_files:
-            if not COMMIT_FILE.fullmatch(file):
-                return False   # a checkpoint, say: read every version again
+        for file in commits:
             version = _commit_version(out / table / "_delta_log" / file)
             if version is None:
                 if not newer:
