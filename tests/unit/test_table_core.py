@@ -424,3 +424,198 @@ def test_any_record_block_gives_the_same_rows(blocks: list[bytes]) -> None:
     """Blocks that do not decode, or do not decode to a map, are rows of nulls both ways."""
     snap = repo({f"app.bsky.feed.post/3kaaaaaaa{i:04d}": block for i, block in enumerate(blocks)})
     both(snap, "app.bsky.feed.post")
+
+
+# -- edge cases of the typed columns: shapes, nulls, bounds, the fallback and both halves ----
+
+def _core_verdict(snap: atrepo.RepoSnapshot, collection: str) -> tuple[list[Any], list[int]]:
+    """The core's own problems and deferred rows of ``collection`` (no reference involved)."""
+    from atrepo._table_check import _core_checker
+
+    keys, values = snap._walk()
+    start = sum(1 for k in keys if k < collection + "/")
+    end = start + sum(1 for k in keys if k.startswith(collection + "/"))
+    _, _, found, deferred, _ = _accel.core.check_table(
+        _core_checker(collection), snap.blocks.core_car(), snap.did, keys, values,
+        start=start, end=end)
+    return found, deferred
+
+
+def _posts(bodies: list[Any]) -> atrepo.RepoSnapshot:
+    return repo({f"app.bsky.feed.post/3kaaaaaaa{i:04d}": b for i, b in enumerate(bodies)})
+
+
+_OFF_FORM = "2024-05-01T12:00:00+01:00"  # a valid datetime the core leaves to the reference
+
+
+def test_a_collection_absent_from_the_repository_is_an_empty_table_of_the_schema() -> None:
+    snap = repo({"app.bsky.feed.like/3kaaaaaaaaaa2": {
+        "$type": "app.bsky.feed.like", "subject": {"uri": URI, "cid": LINK},
+        "createdAt": "2024-05-01T12:00:00Z"}})
+    for collection in ("app.bsky.feed.post", "app.bsky.feed.like", "app.bsky.actor.profile"):
+        both(snap, collection)
+    assert snap.table("app.bsky.feed.post").height == 0
+
+
+def test_one_record_of_each_declared_collection_of_a_generated_repository(
+        ref_small: Any) -> None:
+    snap = atrepo.read_car(ref_small.car)
+    for collection in declared(snap):
+        first = snap.records.filter(pl.col("collection") == collection).row(0, named=True)
+        one = repo({f"{collection}/{first['rkey']}": json.loads(first["record"])})
+        both(one, collection)
+
+
+def test_records_left_to_the_reference_come_back_in_row_order() -> None:
+    """All rows deferred, then deferred rows between the core's own (first, middle, last)."""
+    every = [_post(text=f"t{i}", createdAt=_OFF_FORM) for i in range(5)]
+    snap = _posts(every)
+    assert _core_verdict(snap, "app.bsky.feed.post")[1] == [0, 1, 2, 3, 4]
+    both(snap, "app.bsky.feed.post")
+    mixed = [_post(text=f"t{i}", createdAt=_OFF_FORM if i in (0, 3, 7) else
+                   "2024-05-01T12:00:00Z", langs=["en"] if i % 2 else None) for i in range(8)]
+    snap = _posts(mixed)
+    assert _core_verdict(snap, "app.bsky.feed.post")[1] == [0, 3, 7]
+    table = snap.table("app.bsky.feed.post")
+    assert table["text"].to_list() == [f"t{i}" for i in range(8)]
+    both(snap, "app.bsky.feed.post")
+
+
+_IMAGE_OK = {"alt": "a", "image": {"$type": "blob", "ref": BLOB_LINK, "mimeType": "image/png",
+                                   "size": 10}}
+
+
+@pytest.mark.parametrize("embed", [
+    None,                                                     # a null struct
+    {"$type": "app.bsky.embed.images"},                       # a struct whose fields are null
+    {"$type": "app.bsky.embed.images", "images": []},
+    {"$type": "app.bsky.embed.images", "images": [None, _IMAGE_OK, None]},
+    {"$type": "app.bsky.embed.images", "images": [{"alt": None, "image": None}]},
+    {"$type": "app.bsky.embed.recordWithMedia",
+     "record": {"$type": "app.bsky.embed.record", "record": {"uri": URI, "cid": CID_TEXT}},
+     "media": {"$type": "app.bsky.embed.images", "images": [_IMAGE_OK, _IMAGE_OK]}},
+    {"$type": "app.bsky.embed.recordWithMedia", "record": None, "media": None},
+    {"$type": "app.bsky.embed.external",
+     "external": {"uri": "https://example.com", "title": "", "description": ""}},
+    {"$type": "com.example.other", "images": [_IMAGE_OK]},   # an open union's other member
+])
+def test_null_structs_all_null_fields_and_nested_lists_agree(embed: Any) -> None:
+    """Each shape of embed between, before and after rows that hold other shapes, so the
+    struct's lazily filled fields catch up at every kind of row."""
+    others = [_post(), _post(embed={"$type": "app.bsky.embed.images", "images": [_IMAGE_OK]}),
+              _post(reply={}), _post(reply={"root": None, "parent": {"uri": URI, "cid": LINK}})]
+    bodies = [_post(embed=embed) if embed is not None else _post()]
+    for other in others:
+        bodies += [other, _post(embed=embed) if embed is not None else _post()]
+    bodies += [_post(createdAt=_OFF_FORM), _post(embed=embed, createdAt=_OFF_FORM)]
+    both(_posts(bodies), "app.bsky.feed.post")
+
+
+def test_lists_of_unions_nested_lists_and_empty_lists_agree() -> None:
+    mention = {"$type": "app.bsky.richtext.facet#mention", "did": DID}
+    link = {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.com"}
+    tag = {"$type": "app.bsky.richtext.facet#tag", "tag": "t\u00e9"}
+    other = {"$type": "com.example.facet#thing", "did": DID, "uri": 5}
+    index = {"byteStart": 0, "byteEnd": 2}
+    facets = [
+        [], None, [{"index": index, "features": []}],
+        [{"index": index, "features": [mention, link, tag, other, None]}],
+        [{"index": None, "features": None}, {"index": index, "features": [tag]}],
+        [{"index": index, "features": [{"did": DID}]}],       # a member without $type
+        [{"index": index, "features": [mention] * 40}] * 30,
+    ]
+    bodies = [_post(facets=f, langs=[] if i % 2 else ["en", None, "pt"], tags=["a"] * i)
+              for i, f in enumerate(facets)]
+    both(_posts(bodies + [_post(facets=facets[3], createdAt=_OFF_FORM)]), "app.bsky.feed.post")
+
+
+def test_long_and_non_ascii_strings_agree() -> None:
+    texts = ["", "x" * 12, "x" * 13, "\u00e9" * 6, "\u00e9" * 7, "\U0001f600" * 3,
+             "\U0001f600" * 4, "a" * 300_000, "\u4e2d\u6587" * 50_000, "\x00\x01\x7f",
+             "\ud7ff\ue000\uffff\U0010ffff", "\u200d" * 1000]
+    bodies = [_post(text=t, tags=[t, t[:3]], langs=[t[:12]]) for t in texts]
+    snap = _posts(bodies)
+    both(snap, "app.bsky.feed.post")
+    assert snap.table("app.bsky.feed.post")["text"].to_list() == texts
+
+
+def test_integers_at_the_int64_bounds_agree() -> None:
+    low, high = INT_BOUNDS = (-(2 ** 63), 2 ** 63 - 1)
+    values = [low, low + 1, -1, 0, 1, high - 1, high, True, "1"]
+    bodies = [_post(embed={"$type": "app.bsky.embed.images", "images": [{
+        **_IMAGE_OK, "aspectRatio": {"width": v, "height": v}}]},
+        facets=[{"index": {"byteStart": v, "byteEnd": v}, "features": []}]) for v in values]
+    snap = _posts(bodies)
+    both(snap, "app.bsky.feed.post")
+    widths = snap.table("app.bsky.feed.post")["embed"].struct.field("images").list.first()
+    assert widths.struct.field("aspectRatio").struct.field("width").to_list()[:7] == [
+        *values[:7]]
+    assert INT_BOUNDS == (low, high)
+
+
+def test_datetimes_at_the_bounds_agree() -> None:
+    values = ["1989-12-31T23:59:59.999999Z", "1990-01-01T00:00:00Z", "1990-01-01T00:00:00.000000Z",
+              "2100-12-31T23:59:59.999999Z", "2100-12-31T23:59:59.9999999Z",
+              "2101-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+              "2000-02-29T00:00:00Z", "2100-02-29T00:00:00Z", "1970-01-01T00:00:00Z",
+              "1989-12-31T23:00:00-01:00", "2100-12-31T23:30:00-01:00"]
+    both(_posts([_post(createdAt=v) for v in values]), "app.bsky.feed.post")
+
+
+def test_extra_present_absent_and_only_extra_agree() -> None:
+    bodies = [_post(), _post(other=1), _post(other=None, more={"a": [1, {"b": "\u00e9"}]}),
+              {"$type": "app.bsky.feed.post", "zzz": "only extra"}, _post(other="x" * 100),
+              _post(other=1, createdAt=_OFF_FORM), _post(createdAt=_OFF_FORM)]
+    snap = _posts(bodies)
+    both(snap, "app.bsky.feed.post")
+    assert snap.table("app.bsky.feed.post")["extra"].is_null().to_list() == [
+        True, False, False, False, False, False, True]
+
+
+def test_many_records_checked_in_two_halves_agree() -> None:
+    """More rows than the core checks on one thread: misfits, rows left to the reference and
+    blocks that are no record in both halves, each row in its place."""
+    n = 20_600
+    odd = {5: _post(text=5), 9: _post(createdAt=_OFF_FORM), 11: b"\x81\x01",
+           n - 7: _post(langs=7), n - 5: _post(createdAt=_OFF_FORM), n - 3: b"\xa0",
+           n // 2: _post(createdAt=_OFF_FORM), n // 2 + 1: _post(embed={"$type": 1})}
+    bodies = [odd.get(i, _post(text=f"p{i}", langs=["en"] if i % 3 else None))
+              for i in range(n)]
+    snap = repo({f"app.bsky.feed.post/3kaa{i:09d}": b for i, b in enumerate(bodies)})
+    _, deferred = _core_verdict(snap, "app.bsky.feed.post")
+    assert deferred == [9, n // 2, n - 5]
+    problems = both(snap, "app.bsky.feed.post")
+    assert set(problems["rkey"]) >= {f"3kaa{i:09d}" for i in (5, n - 7, n // 2 + 1)}
+    text = snap.table("app.bsky.feed.post")["text"]
+    assert text[1000] == "p1000" and text[n - 1000] == f"p{n - 1000}"
+
+
+@pytest.mark.parametrize("share", ["some", "all"])
+def test_every_collection_merges_rows_left_to_the_reference(ref_medium: Any, share: str) -> None:
+    """A float (which only the reference reads) sends a JSON text to the reference: the rows
+    it reads join the core's rows with the same dtypes, in their places, in every declared
+    collection."""
+    snap = atrepo.read_car(ref_medium.car)
+    for collection in declared(snap):
+        records = snap.records.filter(pl.col("collection") == collection).head(40)
+        texts = records["record"].to_list()
+        floated = [t if share == "some" and i % 3 else t[:-1] + ', "zz": 1.5}'
+                   for i, t in enumerate(texts)]
+        frame = records.with_columns(pl.Series("record", floated, dtype=pl.String))
+        table, problems = records_table(frame, collection)
+        ref_table, ref_problems = reference(frame, collection)
+        assert_frame_equal(table, ref_table)
+        assert_frame_equal(problems, ref_problems)
+        assert table["extra"].is_not_null().sum() >= len(texts) // 3
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_generated_sequences_with_rows_left_to_the_reference_agree(data: st.DataObject) -> None:
+    """Longer runs of hostile posts, some sent to the reference, so that null structs, lists
+    and lazily filled fields meet rows of every kind before and after them."""
+    bodies = data.draw(st.lists(_POST, min_size=2, max_size=12))
+    deferred = data.draw(st.sets(st.integers(0, len(bodies) - 1), max_size=len(bodies)))
+    bodies = [{**b, "createdAt": _OFF_FORM} if i in deferred else b
+              for i, b in enumerate(bodies)]
+    both(_posts(bodies), "app.bsky.feed.post")
