@@ -42,6 +42,8 @@ class CID(multiformats.CID):
         True
     """
 
+    # the public home of the class, as numpy names its own (``repr(atrepo.CID)``, help, docs)
+    __module__ = "atrepo.cid"
     __slots__ = ("_raw",)
     _raw: bytes
 
