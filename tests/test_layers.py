@@ -41,9 +41,9 @@ NEVER_LOADS = {
     "frames": {"httpx", "diskcache"},
 }
 # the decoders that do not even need pydantic (a worker process or a CAR read loads only these)
-PYDANTIC_FREE = ["atrepo.syntax", "atrepo.cid", "atrepo.cbor", "atrepo.datamodel",
-                 "atrepo.car", "atrepo.mst", "atrepo.crypto", "atrepo._records",
-                 "atrepo._worker"]
+PYDANTIC_FREE = ["atrepo.syntax", "atrepo.cid", "atrepo._cidclass", "atrepo.cbor",
+                 "atrepo.datamodel", "atrepo.car", "atrepo.mst", "atrepo.crypto",
+                 "atrepo._records", "atrepo._worker"]
 # standard modules that mean I/O, a clock or threads: pure layers import none of them
 IO_MODULES = {"asyncio", "threading", "socket", "time", "subprocess", "httpx", "os", "mmap",
               "tempfile", "shutil", "fcntl"}
