@@ -1,4 +1,5 @@
-//! String columns as Arrow `Utf8View` arrays, exported through the Arrow C data interface.
+//! String columns as Arrow `Utf8View` arrays, and the Arrow C data interface's structs
+//! ([`node_schema`], [`node_array`]) through which every column the core builds is exported.
 //!
 //! A view array keeps one 16-byte view per row (strings of up to 12 bytes inline, longer
 //! ones as length, prefix, buffer index and offset) over data buffers in any order. That is
@@ -117,7 +118,6 @@ impl ViewColumn {
     pub fn share(&mut self, row: usize, other: usize) {
         self.views[row] = self.views[other];
     }
-
 }
 
 pub fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {
@@ -220,8 +220,9 @@ pub fn schema_for(names: &[&str]) -> ArrowSchema {
     node_schema("+s", "", false, names.iter().map(|c| node_schema("vu", c, true, Vec::new())).collect())
 }
 
-/// Memory an exported array owns (its buffers' vectors), freed when the consumer releases it.
-pub type Keep = Box<dyn std::any::Any>;
+/// Memory an exported array owns (its buffers' vectors), freed when the consumer releases it
+/// (on whichever thread it does: hence `Send`).
+pub type Keep = Box<dyn std::any::Any + Send>;
 
 struct ArrayPrivate {
     _keep: Vec<Keep>,

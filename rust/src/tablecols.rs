@@ -5,10 +5,11 @@
 //! booleans, datetimes as `Timestamp(us, UTC)`, objects, unions and blobs as structs, arrays
 //! as large lists. Rows are appended in the order records are checked; a null struct row gets
 //! null children too (as `str.json_decode` gives them), so a column equals the one the
-//! fitted-JSON route reads. Those children are filled in only when the struct's next valid
-//! row or its export needs them, many nulls at once (most posts have no embed, and an
-//! embed's struct has dozens of fields). [`Column::truncate`] takes back a row that was half written
-//! when its record turns out to be left to the reference.
+//! reference's route (`str.json_decode` of the fitted JSON) reads. Those children are filled
+//! in only when the struct's next valid row or its export needs them, many nulls at once
+//! (most posts have no embed, and an embed's struct has dozens of fields), so a struct's
+//! fields may hold fewer rows than the struct until then. [`Column::truncate`] takes back a
+//! row that was half written when its record turns out to be left to the reference.
 //! (https://arrow.apache.org/docs/format/Columnar.html)
 
 use std::ffi::c_void;
@@ -245,8 +246,12 @@ impl Column {
         }
     }
 
-    /// Keep only the first `len` rows.
+    /// Keep only the first `len` rows (a column of no more rows, such as a struct's field
+    /// not yet filled in, is left as it is).
     pub fn truncate(&mut self, len: usize) {
+        if self.len() <= len {
+            return;
+        }
         match self {
             Column::Strings(s) => s.truncate(len),
             Column::Integers(values, valid) | Column::Datetimes(values, valid) => {

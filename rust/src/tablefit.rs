@@ -84,6 +84,7 @@ pub fn parse_shape(node: &Json) -> Result<Shape> {
     }
     let item = match node.get("i") {
         Some(item) => Some(Box::new(parse_shape(item)?)),
+        None if kind == Kind::Array => return Err(bad("i")), // a list needs its item's shape
         None => None,
     };
     let refs = node.get("refs").and_then(Json::as_array).map_or(&[][..], Vec::as_slice)
@@ -108,6 +109,8 @@ impl Shape {
         }
     }
 
+    /// An array's item shape ([`parse_shape`] gives every array one; any other shape is
+    /// its own, which no caller asks for).
     fn item_shape(&self) -> &Shape {
         self.item.as_deref().unwrap_or(self)
     }
