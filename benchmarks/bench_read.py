@@ -8,7 +8,9 @@ Each contender is a script in ``benchmarks/contenders/`` doing the full job in a
 and printing one JSON line ``{"records", "digest", "decoded"}``.  Every contender's script is
 run once untimed (warm-up: page cache, ``__pycache__``), then the ``--runs`` timed runs go
 round-robin over the contenders, so all of them meet the same machine; the table shows
-medians.
+medians. Every process may cache its bytecode, as an installed package does (the peers' are
+compiled when pip installs them): ``PYTHONDONTWRITEBYTECODE`` is not passed on, or each
+atrepo process would compile its modules again.
 
 * wall s      -- ``time.perf_counter()`` around ``Popen`` .. ``os.wait4``.
 * peak RSS MB -- ``ru_maxrss`` from ``os.wait4`` of exactly that child.  On Linux this is the max
@@ -70,6 +72,8 @@ CONTENDERS: dict[str, tuple[list[str], str | None, str]] = {
 DEP_PACKAGES = ["atrepo", "polars", "cbor2", "orjson", "multiformats", "cryptography", "pydantic",
                 "httpx", "diskcache", "tqdm", "dnspython", "libipld"]
 PEER_PACKAGES = ["atproto", "atmst", "cbrrr", "psutil"]
+# the environment of every contender: bytecode cached, as for an installed package
+ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
 # ----------------------------------------------------------------------------- truth
@@ -142,7 +146,8 @@ def run_once(python: str, script: Path, car: Path, extra: list[str],
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen([python, str(script), str(car), *extra],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT)
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT,
+                                env=ENV)
         stop, peak = threading.Event(), []
         sampler = None
         if sample_ms > 0:
