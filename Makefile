@@ -106,13 +106,13 @@ bench-tables: $(PY_OK) $(NODE_OK)
 	$(BIN)/python benchmarks/make_corpus.py --sizes 1m
 	$(BIN)/python benchmarks/bench_tables.py --size 1m
 
-# export of a sandbox host of 1,000 repositories x 20 records into a dataset: repos/s and
-# records/s at max_concurrency 1/4/16, files, peak RSS at 250 vs 1,000 repositories, count and
+# export of a sandbox host of 2,000 repositories x 20 records into a dataset: repos/s and
+# records/s at max_concurrency 1/4/16, files, peak RSS at 250 vs 2,000 repositories, count and
 # group_by against one file per repository, a refresh after 1% changed; then the 101-repository
 # file comparison; see docs/performance.md and docs/datasets.md
 .PHONY: bench-export
 bench-export: $(PY_OK) $(NODE_OK)
-	$(BIN)/python benchmarks/bench_export.py --accounts 1000 --records 20
+	$(BIN)/python benchmarks/bench_export.py --accounts 2000 --records 20
 	$(BIN)/python benchmarks/bench_export.py --compare 101 --records 60
 
 # export of a 3-PDS sandbox (900 accounts x 20 records) here and on distributed.LocalCluster

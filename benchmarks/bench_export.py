@@ -1,7 +1,7 @@
 """Exporting a host into a dataset: throughput, files, memory, scans, and a refresh.
 
-    .venv/bin/python benchmarks/bench_export.py [--accounts 1000] [--records 20]
-                                                [--concurrency 1,4,16] [--rss 250,1000]
+    .venv/bin/python benchmarks/bench_export.py [--accounts 2000] [--records 20]
+                                                [--concurrency 1,4,16] [--rss 250,2000]
 
 Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bulk accounts of
 ``--records`` records each, every run with a fresh cache and dataset:
@@ -13,7 +13,8 @@ Against a local sandbox (the reference PLC + PDS) seeded with ``--accounts`` bul
    process of its own: the peak reset after the imports (``/proc/self/clear_refs``), so
    it is the export's own (``VmHWM``, Linux), beside the RSS the export started from and,
    at its end, the anonymous and the file-backed parts of the RSS (``RssAnon``,
-   ``RssFile``: mapped files such as the caches' SQLite databases);
+   ``RssFile``: mapped files such as the caches' SQLite databases), its threads and its
+   open files;
 3. ``count`` and ``group_by(collection).len()`` over the dataset (``pl.scan_delta``, and
    ``atrepo.open_dataset(out).records`` with the opening included) and over the same rows
    laid out one file per repository and collection (the layout exports had before
@@ -70,7 +71,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "export.json"
 
 RSS_CHILD = """
-import json, re, sys
+import json, os, re, sys
 sys.path.insert(0, sys.argv[1])
 from bench_fetch import NoDns, LoopbackOnly
 import httpx
@@ -95,6 +96,8 @@ for n in range(passes):   # each pass: the same names, a fresh client, cache and
         report = client.export(names, f"{out}{n}", batch_repos=batch)
     ends.append({"max_rss_mb": status("VmHWM"), "end_rss_anon_mb": status("RssAnon")})
 print(json.dumps({"repos": report.written, "batch_repos": batch, "import_peak_mb": import_peak,
+                  "threads": len(os.listdir("/proc/self/task")),
+                  "open_files": len(os.listdir("/proc/self/fd")),
                   "rss_before_export_mb": before, "max_rss_mb": status("VmHWM"),
                   "end_rss_anon_mb": status("RssAnon"), "end_rss_file_mb": status("RssFile"),
                   "passes": ends}))
@@ -389,9 +392,11 @@ def report(result: dict[str, Any]) -> str:
                      f"{e['repos'] / e['seconds']:.1f} | {e['records'] / e['seconds']:,.0f} | "
                      f"{e['files']} | {e['commits']} | {e['dataset_mb']:.2f} |")
     lines += ["", "| repositories exported | peak RSS of the imports MB | RSS before the "
-                  "export MB | peak RSS during the export MB |", "|---:|---:|---:|---:|",
+                  "export MB | peak RSS during the export MB | threads at the end | open "
+                  "files at the end |", "|---:|---:|---:|---:|---:|---:|",
               *(f"| {r['names']} | {r['import_peak_mb']:.0f} | {r['rss_before_export_mb']:.0f} "
-                f"| {r['max_rss_mb']:.0f} |" for r in result["rss"])]
+                f"| {r['max_rss_mb']:.0f} | {r['threads']} | {r['open_files']} |"
+                for r in result["rss"])]
     lines += ["", *scan_table(result["scans"])]
     r = result["refresh"]
     lines += ["", f"Refresh after {r['changed']} repositories changed: {r['written']} "
@@ -403,11 +408,11 @@ def report(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--records", type=int, default=20)
     parser.add_argument("--concurrency", default="1,4,16",
                         type=lambda text: [int(part) for part in text.split(",")])
-    parser.add_argument("--rss", default="250,1000",
+    parser.add_argument("--rss", default="250,2000",
                         type=lambda text: [int(part) for part in text.split(",")])
     parser.add_argument("--compare", type=int, choices=[101],
                         help="the 101-repository file comparison instead")
