@@ -26,6 +26,7 @@ from polars.testing import assert_frame_equal
 import atrepo
 from atrepo import _accel, cbor
 from atrepo.cid import CID
+from atrepo.datamodel import from_json
 from atrepo.lexicon._strings import grapheme_len
 from atrepo.tables import records_table, snapshot_table
 from atrepo.testing import make_repo_car
@@ -619,3 +620,50 @@ def test_generated_sequences_with_rows_left_to_the_reference_agree(data: st.Data
     bodies = [{**b, "createdAt": _OFF_FORM} if i in deferred else b
               for i, b in enumerate(bodies)]
     both(_posts(bodies), "app.bsky.feed.post")
+
+
+def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside a record's JSON (map keys and list indices)."""
+    found = [path] if path else []
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found += _places(item, (*path, key))
+    return found
+
+
+def _put(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    """A copy of ``value`` with the value at ``path`` replaced (removed for ``_GONE``)."""
+    if not path:
+        return new
+    copy: Any = dict(value) if isinstance(value, dict) else list(value)
+    if len(path) == 1 and new is _GONE:
+        del copy[path[0]]
+    else:
+        copy[path[0]] = _put(copy[path[0]], path[1:], new)
+    return copy
+
+
+_GONE = object()
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_records_of_every_collection_agree(ref_small: Any, data: st.DataObject) -> None:
+    """Real records of each declared collection with values replaced anywhere inside them
+    (by hostile values, nulls, or nothing), among unchanged ones."""
+    snap = atrepo.read_car(ref_small.car)
+    collection = data.draw(st.sampled_from(declared(snap)))
+    texts = snap.records.filter(pl.col("collection") == collection)["record"].to_list()
+    bodies = [from_json(json.loads(t)) for t in data.draw(
+        st.lists(st.sampled_from(texts), min_size=1, max_size=6))]
+    for i, body in enumerate(bodies):
+        for _ in range(data.draw(st.integers(0, 3))):
+            places = _places(body)
+            if not places:
+                break
+            place = data.draw(st.sampled_from(places))
+            body = _put(body, place, data.draw(_VALUE | st.just(None) | st.just(_GONE)))
+        bodies[i] = body
+    both(repo({f"{collection}/3kaaaaaaa{i:04d}": b for i, b in enumerate(bodies)}), collection)
