@@ -8,18 +8,18 @@ of the real PDS: a getBlocks answer with one block left out (an error naming tha
 never a short table), and a host answering 501 for getBlocks (a full fetch instead). A full
 fetch, a diff and an incremental fetch after a sparse one treat nothing as deleted. The
 getBlocks requests of a round go ``max_per_host`` at once, never more (a transport holds
-each until that many are in flight). Bulk calls with ``collections=`` fetch sparse too: an
-export of the profiles equals the profile rows of a full export for fewer bytes, and the
-stored snapshots say what they hold. Both clients.
+each until every request of its round is in flight). Bulk calls with ``collections=``
+fetch sparse too: an export of the profiles equals the profile rows of a full export for
+fewer bytes, and the stored snapshots say what they hold. Both clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import polars as pl
@@ -28,6 +28,8 @@ import pytest
 import atrepo
 from _loopback import KINDS, AsyncLoopbackTransport, LoopbackTransport, client
 from atrepo import MstError
+from atrepo._flows import sparse
+from atrepo._flows.effects import Flow, gather
 from atrepo.car import CarReader
 from atrepo.client import Client
 from atrepo.sandbox import REFERENCE, Sandbox
@@ -39,6 +41,7 @@ RECORDS = 3000
 PROFILE = "app.bsky.actor.profile"
 FOLLOW = "app.bsky.graph.follow"
 
+T = TypeVar("T")
 Rewrite = Callable[[httpx.Request, httpx.Response | None], httpx.Response | None]
 
 
@@ -252,20 +255,39 @@ def test_a_new_commit_after_a_sparse_fetch_is_fetched_again_not_diffed_as_deleti
 # -- the requests of a round, side by side (issue 11, item 3; the fetch's loose end) ---------
 
 GET_BLOCKS = "/xrpc/com.atproto.sync.getBlocks"
-PATIENCE = 3.0  # seconds a getBlocks request waits for company before it goes alone
+STUCK = 120.0  # seconds a request of a round may wait for the rest before the test fails
 
 
 class _Together:
-    """Holds each getBlocks request until ``width`` are in flight (or ``PATIENCE`` passed
-    without company: the client had no more to send), so the most seen at once is what
-    the client sent together, never what timing made; counted out before the answer is
-    handed back, so it never overstates."""
+    """Holds each getBlocks request until every request of its round is in flight, so the
+    most seen at once is what the client sent together, never what timing made; counted
+    out before the answer is handed back, so it never overstates.
 
-    def __init__(self, width: int) -> None:
-        self.width = width
+    A round is what the sparse flow hands its driver to run at once (its ``gather``, which
+    :meth:`gather` stands in for, counting). A request still waiting after ``STUCK``
+    seconds means the driver did not send its round together: it is let go and counted as
+    ``stuck``, and the test fails.
+    """
+
+    def __init__(self) -> None:
+        self.round = 1    # how many requests the current round sends at once
+        self.arrived = 0  # of them, how many have arrived
         self.in_flight = 0
         self.most = 0
-        self.alone = 0  # requests that went without ``width`` in flight
+        self.stuck = 0
+
+    def gather(self, flows: Sequence[Flow[T]], width: int) -> Flow[list[T]]:
+        """The flow's ``gather``, after noting how many requests the round sends at once."""
+        self.round, self.arrived = min(len(flows), width), 0
+        return (yield from gather(flows, width))
+
+    def arrive(self) -> None:
+        self.arrived += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+
+    def all_here(self) -> bool:
+        return self.arrived >= self.round
 
 
 class _SyncTogether(LoopbackTransport):
@@ -279,11 +301,10 @@ class _SyncTogether(LoopbackTransport):
             return super().handle_request(request)
         t = self.together
         with self.changed:
-            t.in_flight += 1
-            t.most = max(t.most, t.in_flight)
+            t.arrive()
             self.changed.notify_all()
-            if not self.changed.wait_for(lambda: t.in_flight >= t.width, PATIENCE):
-                t.alone += 1
+            if not self.changed.wait_for(t.all_here, STUCK):
+                t.stuck += 1
         try:
             response = super().handle_request(request)
             response.read()
@@ -305,14 +326,12 @@ class _AsyncTogether(AsyncLoopbackTransport):
         t = self.together
         self.changed = self.changed or asyncio.Condition()
         async with self.changed:
-            t.in_flight += 1
-            t.most = max(t.most, t.in_flight)
+            t.arrive()
             self.changed.notify_all()
             try:
-                await asyncio.wait_for(self.changed.wait_for(
-                    lambda: t.in_flight >= t.width), PATIENCE)
+                await asyncio.wait_for(self.changed.wait_for(t.all_here), STUCK)
             except TimeoutError:
-                t.alone += 1
+                t.stuck += 1
         try:
             response = await super().handle_async_request(request)
             await response.aread()
@@ -324,9 +343,12 @@ class _AsyncTogether(AsyncLoopbackTransport):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_requests_of_a_round_go_max_per_host_at_once(big: Sandbox, full: Any,
-                                                         tmp_path: Path, kind: str) -> None:
+                                                         tmp_path: Path, kind: str,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
     width = 3
-    together = _Together(width)
+    together = _Together()
+    monkeypatch.setattr(sparse, "gather", together.gather)
     transport = _SyncTogether(together) if kind == "sync" else _AsyncTogether(together)
     made = client(kind, big, tmp_path, transport=transport, max_per_host=width,
                   rate_limit=None)
@@ -342,7 +364,7 @@ def test_the_requests_of_a_round_go_max_per_host_at_once(big: Sandbox, full: Any
     assert snap.source == "sparse" and snap.records.equals(_rows(full, FOLLOW))
     # 445 follows: their records alone take 5 requests, in a round of 3 and one of 2
     assert together.most == width
-    assert together.in_flight == 0
+    assert together.stuck == 0 and together.in_flight == 0
 
 
 # -- bulk calls fetch sparse where get_repo would (issue 11, item 3) -------------------------
