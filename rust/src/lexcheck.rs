@@ -208,12 +208,24 @@ fn digits(b: &[u8]) -> bool {
     b.iter().all(u8::is_ascii_digit)
 }
 
-/// `_strings.is_iso_datetime` for a datetime in the usual shape (`2024-05-01T12:00:00.123Z`,
-/// a day of the calendar by the reference's rules): accepted, else undecided.
-fn datetime_ok(t: &str) -> Checked<bool> {
+/// A datetime string of the common form `YYYY-MM-DDTHH:MM:SS[.f]Z` (one to nine fraction
+/// digits, hours 00-23, minutes and seconds 00-59), read into its parts; the fraction is cut
+/// to microseconds. The validator and the table's reading both start from it.
+pub struct CommonDatetime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    /// seconds since midnight
+    pub seconds: i64,
+    pub micros: i64,
+}
+
+/// [`CommonDatetime`] of `t`, or None for any other form (24:00 and leap seconds included:
+/// they have rules of their own).
+pub fn common_datetime(t: &str) -> Option<CommonDatetime> {
     let b = t.as_bytes();
     if b.len() < 20 || b[b.len() - 1] != b'Z' {
-        return Err(Defer);
+        return None;
     }
     let shape = digits(&b[0..4]) && b[4] == b'-' && digits(&b[5..7]) && b[7] == b'-'
         && digits(&b[8..10]) && b[10] == b'T' && digits(&b[11..13]) && b[13] == b':'
@@ -222,24 +234,39 @@ fn datetime_ok(t: &str) -> Checked<bool> {
     let fraction_ok = fraction.is_empty() || (fraction[0] == b'.' && (2..=10).contains(&fraction.len())
                                               && digits(&fraction[1..]));
     if !shape || !fraction_ok {
-        return Err(Defer);
+        return None;
     }
-    let two = |i: usize| u32::from(b[i] - b'0') * 10 + u32::from(b[i + 1] - b'0');
-    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
-    if two(11) > 23 || two(14) > 59 || two(17) > 59 {
-        return Err(Defer); // 24:00 and leap seconds have rules of their own
+    let two = |i: usize| i64::from(b[i] - b'0') * 10 + i64::from(b[i + 1] - b'0');
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
     }
-    // the reference's leap years are the Gregorian ones, but for the year 0000
-    let leap = (year % 4 == 0 && year % 100 != 0) || (year % 400 == 0 && year != 0);
-    let days = match month {
+    let micros = (1..=6).fold(0, |m, k| m * 10 + fraction.get(k).map_or(0, |d| i64::from(d - b'0')));
+    Some(CommonDatetime { year: two(0) * 100 + two(2), month: two(5), day: two(8),
+                          seconds: hour * 3_600 + minute * 60 + second, micros })
+}
+
+/// The days of `month` in `year` of the proleptic Gregorian calendar (0: no such month).
+pub fn month_days(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if year == 0 => return Err(Defer),
-        2 => if leap { 29 } else { 28 },
-        _ => return Err(Defer),
-    };
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// `_strings.is_iso_datetime` for a datetime of the common form ([`common_datetime`]) on a
+/// day of the calendar by the reference's rules: accepted, else undecided.
+fn datetime_ok(t: &str) -> Checked<bool> {
+    let d = common_datetime(t).ok_or(Defer)?;
+    if d.year == 0 && d.month == 2 {
+        return Err(Defer); // the reference's leap years are the Gregorian ones, but for 0000
+    }
     // a datetime the reference refuses is rare: it is left to the reference to word
-    if (1..=days).contains(&day) { Ok(true) } else { Err(Defer) }
+    if (1..=month_days(d.year, d.month)).contains(&d.day) { Ok(true) } else { Err(Defer) }
 }
 
 /// `syntax.is_did`.

@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 
 use crate::cbor::Value;
 use crate::error::Result;
-use crate::lexcheck::{bad, get, is_dict, render, Checked, Defer, Seg};
+use crate::lexcheck::{bad, common_datetime, get, is_dict, month_days, render, Checked, Defer, Seg};
 use crate::record::push_json;
 use crate::tablecols::{Column, Layout};
 use crate::text::{push_base64, push_cid_str};
@@ -355,46 +355,16 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The table's value of a datetime string in the common form
-/// `YYYY-MM-DDTHH:MM:SS[.f]Z` (one to nine fraction digits, hours 00-23, minutes and
-/// seconds 00-59), as `atrepo.tables._fix` gives it: `Some(Some(micros))` (the fraction cut
-/// to microseconds, as polars cuts it), `Some(None)` for a day the calendar does not have
-/// or a year outside 1990-2100 (null in the table), None for any other form (undecided).
+/// The table's value of a datetime string of the common form
+/// ([`crate::lexcheck::common_datetime`]), as `atrepo.tables._fix` gives it:
+/// `Some(Some(micros))` (the fraction cut to microseconds, as polars cuts it), `Some(None)`
+/// for a day the calendar does not have or a year outside 1990-2100 (null in the table),
+/// None for any other form (undecided).
 pub fn parse_datetime(t: &str) -> Option<Option<i64>> {
-    let b = t.as_bytes();
-    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
-    if b.len() < 20 || b[b.len() - 1] != b'Z' || !digits(&b[0..4]) || b[4] != b'-'
-        || !digits(&b[5..7]) || b[7] != b'-' || !digits(&b[8..10]) || b[10] != b'T'
-        || !digits(&b[11..13]) || b[13] != b':' || !digits(&b[14..16]) || b[16] != b':'
-        || !digits(&b[17..19]) {
-        return None;
-    }
-    let fraction = &b[19..b.len() - 1];
-    if !(fraction.is_empty() || (fraction[0] == b'.' && (2..=10).contains(&fraction.len())
-                                 && digits(&fraction[1..]))) {
-        return None;
-    }
-    let two = |i: usize| i64::from(b[i] - b'0') * 10 + i64::from(b[i + 1] - b'0');
-    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
-    let (hour, minute, second) = (two(11), two(14), two(17));
-    if hour > 23 || minute > 59 || second > 59 {
-        return None; // 24:00 and leap seconds have rules of their own
-    }
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => 0,
-    };
-    if !(1..=days).contains(&day) || !(1990..=2100).contains(&year) {
+    let d = common_datetime(t)?;
+    if !(1..=month_days(d.year, d.month)).contains(&d.day) || !(1990..=2100).contains(&d.year) {
         return Some(None);
     }
-    let mut micros = 0;
-    for k in 0..6 {
-        micros = micros * 10 + fraction.get(1 + k).map_or(0, |d| i64::from(d - b'0'));
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(Some(seconds * 1_000_000 + micros))
+    let seconds = days_from_civil(d.year, d.month, d.day) * 86_400 + d.seconds;
+    Some(Some(seconds * 1_000_000 + d.micros))
 }
