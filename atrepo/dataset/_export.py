@@ -334,7 +334,8 @@ class DatasetExport:
         return errors_frame(self._errors)
 
     def finish(self) -> ExportReport:
-        """Commit what is left, release the dataset, and return the report."""
+        """Commit what is left, merge the tables' small files (after several batches, or
+        once many refreshes left many), release the dataset, and return the report."""
         try:
             self.commit()
             version = self.writer.finish(hosts=self.hosts)
