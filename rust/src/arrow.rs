@@ -83,11 +83,7 @@ impl ViewColumn {
 
     /// Room for at least `bytes` more bytes in the current buffer.
     pub fn reserve(&mut self, bytes: usize) -> &mut Vec<u8> {
-        let full = self.buffers.last().is_none_or(|b| b.capacity() - b.len() < bytes);
-        if full {
-            self.buffers.push(Vec::with_capacity(PIECE.max(bytes)));
-        }
-        self.buffers.last_mut().expect("a buffer was just ensured")
+        piece_with_room(&mut self.buffers, bytes, PIECE)
     }
 
     /// The place (buffer, offset) where the next bytes written by [`reserve`] start.
@@ -118,6 +114,16 @@ impl ViewColumn {
     pub fn share(&mut self, row: usize, other: usize) {
         self.views[row] = self.views[other];
     }
+}
+
+/// The last of `pieces` if it has room for `bytes` more bytes, else a new last one of
+/// `size` bytes (or `bytes`, when more): pieces are never grown, as growing one would copy it.
+pub fn piece_with_room(pieces: &mut Vec<Vec<u8>>, bytes: usize, size: usize) -> &mut Vec<u8> {
+    if pieces.last().is_none_or(|p| p.capacity() - p.len() < bytes) {
+        pieces.push(Vec::with_capacity(size.max(bytes)));
+    }
+    let last = pieces.len() - 1;
+    &mut pieces[last]
 }
 
 pub fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {

@@ -20,7 +20,7 @@
 
 use serde_json::Value as Json;
 
-use crate::arrow::{ArrowArray, ArrowSchema};
+use crate::arrow::{piece_with_room, ArrowArray, ArrowSchema};
 use crate::car::Car;
 use crate::cbor::{self, Tags, Value};
 use crate::columns::key_columns;
@@ -269,14 +269,11 @@ impl Copies {
     }
 
     fn put(&mut self, row: usize, data: &[u8]) {
-        if self.pieces.last().is_none_or(|p| p.len() + data.len() > p.capacity()) {
-            self.pieces.push(Vec::with_capacity(Self::PIECE.max(data.len())));
-        }
-        let k = self.pieces.len() - 1;
-        let piece = &mut self.pieces[k];
+        let piece = piece_with_room(&mut self.pieces, data.len(), Self::PIECE);
         let start = piece.len();
         piece.extend_from_slice(data);
-        self.spans.push((row as u32, k as u32, start, piece.len()));
+        let (k, end) = (self.pieces.len() - 1, start + data.len());
+        self.spans.push((row as u32, k as u32, start, end));
     }
 }
 

@@ -15,7 +15,8 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use crate::arrow::{make_view, node_array, node_schema, view_buffers, ArrowArray, ArrowSchema, Keep};
+use crate::arrow::{make_view, node_array, node_schema, piece_with_room, view_buffers, ArrowArray, ArrowSchema,
+                   Keep};
 
 /// A string column's data buffers are never grown (that would copy them): a full one is
 /// followed by a new one, each twice the size of the last, from the first size up to the
@@ -83,14 +84,11 @@ impl Strings {
             self.views.push(make_view(data, 0, 0));
         } else {
             let last = self.buffers.last().map_or(0, Vec::capacity);
-            if self.buffers.last().is_none_or(|b| b.len() + data.len() > b.capacity()) {
-                let size = (2 * last).clamp(FIRST_BUFFER, LARGEST_BUFFER);
-                self.buffers.push(Vec::with_capacity(size.max(data.len())));
-            }
-            let b = self.buffers.len() - 1;
-            let buffer = &mut self.buffers[b];
+            let size = (2 * last).clamp(FIRST_BUFFER, LARGEST_BUFFER);
+            let buffer = piece_with_room(&mut self.buffers, data.len(), size);
             let offset = buffer.len();
             buffer.extend_from_slice(data);
+            let b = self.buffers.len() - 1;
             self.views.push(make_view(data, b as u32, offset as u32));
         }
         self.valid.push(true);
