@@ -38,7 +38,9 @@ def many() -> Any:
 def snapshots(many: Any, tmp_path_factory: pytest.TempPathFactory) -> list[atrepo.RepoSnapshot]:
     active = [a["did"] for a in many.accounts if a["status"] == "active"]
     assert len(active) > BULK
-    with client("sync", many, tmp_path_factory.mktemp("cache")) as c:
+    # rate_limit=None: a host's default bucket (30 at once, then ~10 a second) would hold
+    # the ~110 requests of a pass over all of them ~7 s on its clock
+    with client("sync", many, tmp_path_factory.mktemp("cache"), rate_limit=None) as c:
         return [c.get_repo(did) for did in active]
 
 
@@ -67,7 +69,7 @@ def test_the_same_snapshot_gives_the_identical_schema_100_times(
 def test_fetch_records_gives_the_same_rows_as_the_snapshots(
         many: Any, snapshots: list[atrepo.RepoSnapshot], tmp_path: Path) -> None:
     dids = [s.did for s in snapshots]
-    with client("sync", many, tmp_path / "cache") as c:
+    with client("sync", many, tmp_path / "cache", rate_limit=None) as c:   # as above
         records = c.fetch_records(dids)
         likes = c.fetch_records(dids, table="app.bsky.feed.like")
     assert likes.schema == atrepo.lexicon_schema("app.bsky.feed.like")
