@@ -667,3 +667,12 @@ def test_mutated_records_of_every_collection_agree(ref_small: Any, data: st.Data
             body = _put(body, place, data.draw(_VALUE | st.just(None) | st.just(_GONE)))
         bodies[i] = body
     both(repo({f"{collection}/3kaaaaaaa{i:04d}": b for i, b in enumerate(bodies)}), collection)
+
+
+def test_a_null_struct_differs_from_a_struct_of_null_fields() -> None:
+    snap = _posts([_post(), _post(reply={}), _post(), _post(reply={"root": None})])
+    both(snap, "app.bsky.feed.post")
+    reply = snap.table("app.bsky.feed.post")["reply"]
+    assert reply.is_null().to_list() == [True, False, True, False]
+    assert reply.struct.field("root").is_null().all()
+    assert reply.struct.field("parent").is_null().all()
