@@ -160,3 +160,40 @@ def test_the_pure_path_loads_its_walk_and_decoding() -> None:
     # the counter-case of the core read: the same read in pure Python needs these
     loaded = _modules_after(f"atrepo.read_car({SAMPLE!r}).records", pure=True)
     assert {"atrepo.mst._walk", "atrepo._records", "atrepo.datamodel"} <= loaded
+
+
+@CORE
+def test_a_first_read_imports_polars_while_the_core_indexes() -> None:
+    # the CAR is read on a thread of its own, begun before polars is loaded, while this
+    # thread imports it; the thread is joined, and what it raises is raised here
+    call = ("import threading\n"
+            "from atrepo import car\n"
+            "seen, read = [], car.read_car\n"
+            "def watched(*args, **kwargs):\n"
+            "    seen.append((threading.current_thread() is threading.main_thread(),\n"
+            "                 'polars' in sys.modules))\n"
+            "    return read(*args, **kwargs)\n"
+            "car.read_car = watched\n"
+            f"data = open({SAMPLE!r}, 'rb').read()\n"
+            "try:\n"
+            "    atrepo.read_car(data[:-7])\n"
+            "except atrepo.CarError as exc:\n"
+            "    assert 'truncated CAR' in str(exc) and 'offset=' in str(exc), exc\n"
+            "else:\n"
+            "    raise AssertionError('no CarError')\n"
+            "assert seen == [(False, False)], seen\n"
+            "assert 'polars' in sys.modules\n"
+            "assert threading.active_count() == 1, threading.enumerate()\n"
+            f"atrepo.read_car({SAMPLE!r}).records\n"
+            "assert seen[1:] == [(True, True)], seen   # polars loaded: no thread")
+    assert "polars" in _modules_after(call, pure=False)
+
+
+def test_the_pure_path_reads_on_the_callers_thread() -> None:
+    # the pure path holds the GIL while it indexes: nothing would overlap, so no thread
+    call = ("import threading\n"
+            "started = []\n"
+            "threading.Thread.start = lambda self: started.append(self.name)\n"
+            f"atrepo.read_car({SAMPLE!r})\n"
+            "assert started == [], started")
+    assert "atrepo.mst._walk" in _modules_after(call, pure=True)   # it was the pure path
