@@ -230,13 +230,15 @@ def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | 
     """Kill a run at TRIALS random events, re-run each; return how many events a run has.
 
     Each run starts from ``base`` (a dataset and the cache it was exported with) or, when
-    None, from nothing; ``batch`` repositories per commit. The killed runs go one after
-    another in a thread of their own, ahead of the re-runs and checks here: the two use
-    both cores.
+    None, from nothing; ``batch`` repositories per commit. The killed runs, and the checks
+    of what each left, go one after another in a thread of their own, ahead of the re-runs
+    and their checks here: the two use both cores.
     """
-    def killed(name: str, at: int | None, race: bool) -> tuple[Path, Path, str, int]:
+    def killed(name: str, at: int | None, race: bool) -> tuple[Path, Path, str, int,
+                                                                Checked | None]:
         """A run in a fresh copy killed at event ``at`` (None: run to its end): its dataset,
-        its cache, its last message and the events it went past."""
+        its cache, its last message, the events it went past and the versions it left,
+        checked (None when it left none)."""
         out, cache = tmp_path / name, tmp_path / f"{name}-cache"
         if base is not None and base_cache is not None:
             shutil.copytree(base, out)
@@ -246,13 +248,17 @@ def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | 
             line = child.run_to(at, race=race)
         finally:
             child.close()
-        return out, cache, line, child.events
+        checked = base_checked
+        if at is not None and (out / "repos" / "_delta_log").is_dir():
+            # what the kill left reads as whole versions
+            checked = assert_versions_consistent(out, checked)
+        return out, cache, line, child.events, checked
 
+    base_checked = None if base is None else assert_versions_consistent(base)
     ahead = ThreadPoolExecutor(1)
     try:
         counting = ahead.submit(killed, "count", None, False)
-        base_checked = None if base is None else assert_versions_consistent(base)
-        *_, ending, events = counting.result()
+        *_, ending, events, _ = counting.result()
         assert ending.startswith("finished")
         assert events >= TRIALS   # room for as many different moments as trials
         rng = random.Random(seed)
@@ -260,12 +266,8 @@ def _trials(sandbox: Any, tmp_path: Path, base: Path | None, base_cache: Path | 
         runs = [ahead.submit(killed, f"t{trial}", at, race)
                 for trial, (at, race) in enumerate(moments)]
         for trial, ((at, _), run) in enumerate(zip(moments, runs)):
-            out, cache, line, _ = run.result()
+            out, cache, line, _, checked = run.result()
             assert line and not line.startswith("finished"), f"trial {trial}: no kill at {at}"
-            checked = base_checked
-            if (out / "repos" / "_delta_log").is_dir():
-                # what the kill left reads as whole versions
-                checked = assert_versions_consistent(out, checked)
             _export(sandbox, cache, out, exclude=exclude, batch=batch)
             assert_same(out, expected)
             assert_versions_consistent(out, checked)
