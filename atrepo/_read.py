@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import IO, TypeVar
+from collections.abc import Sequence
+from typing import IO
 
 from . import _accel
 from . import car as _car
 from .snapshot import RepoSnapshot, open_snapshot, walks_in_parallel
 
 __all__ = ["read_car"]
-
-T = TypeVar("T")
 
 
 def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | None = None,
@@ -46,8 +42,7 @@ def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | N
     """
     if isinstance(source, (str, os.PathLike)) and not _accel.accelerated:
         _index_in_workers_too(os.fspath(source), mem_limit_mb, verify_cids, collections)
-    carfile = _while_polars_loads(lambda: _car.read_car(source, mem_limit_mb,
-                                                        verify_cids=verify_cids))
+    carfile = _car.read_car(source, mem_limit_mb, verify_cids=verify_cids)
     return open_snapshot(carfile, did=did, signing_key=signing_key, collections=collections,
                          progress_bar=progress)
 
@@ -64,20 +59,3 @@ def _index_in_workers_too(path: str, mem_limit_mb: float, verify_cids: bool,
         return  # car.read_car reports the missing file, with its path
     if walks_in_parallel(size, collections, workers):
         open_in_workers(path, mem_limit_mb, verify_cids, workers)
-
-
-def _while_polars_loads(read: Callable[[], T]) -> T:
-    """``read()``, with polars imported on this thread meanwhile if it is not loaded yet.
-
-    A snapshot's frames need polars, whose import is about 0.2 s of a fresh process, and the
-    compiled core frames and indexes a CAR without holding the GIL: on a second core the two
-    overlap instead of adding up (a script's first read, a pruned read of a big file). The
-    pure path holds the GIL while it indexes, so it reads on this thread alone. The reading
-    thread is joined before this returns, and its failure is raised here.
-    """
-    if "polars" in sys.modules or not _accel.accelerated:
-        return read()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrepo-read") as pool:
-        pending = pool.submit(read)
-        import polars  # noqa: F401  (imported now, for the frames that follow)
-        return pending.result()
