@@ -63,9 +63,29 @@ class _Plan:
     repos: list[str]          # DIDs whose repos rows are replaced
     touches_records: bool
     meta: dict[str, Any]      # the repos commit's metadata
+    # DIDs the dataset held a repos row of before: only their rows can be there to remove
+    # (None, in a plan written before this field: any DID may be held)
+    held: list[str] | None = None
 
-    def records_predicate(self) -> str:
+    def records_predicate(self) -> str | None:
+        """The record rows this commit replaces; None: it only adds rows."""
+        if not self._holds_any(self.replaced):
+            return None
         return f"{in_list('did', self.replaced)} AND {in_list('collection', self.collections)}"
+
+    def did_predicate(self, dids: list[str]) -> str | None:
+        """The rows of ``dids`` this commit replaces; None: it only adds rows.
+
+        A batch of DIDs the dataset never held (every batch of a fresh export) has no rows
+        to remove, and is committed as an append: a predicate would have Delta look for its
+        matches in every file whose DID range overlaps the batch's, a cost that grows with
+        the table. A batch holding any DID seen before replaces by all its DIDs, because a
+        replacing write's rows must all match its predicate.
+        """
+        return in_list("did", dids) if self._holds_any(dids) else None
+
+    def _holds_any(self, dids: list[str]) -> bool:
+        return bool(dids) and (self.held is None or not set(dids).isdisjoint(self.held))
 
 
 class DatasetWriter:
@@ -184,6 +204,8 @@ class DatasetWriter:
         touches = (self._reset or not table_exists(self.layout.records)
                    or (bool(replaced) and bool(collections)))
         return _Plan(version=version, reset=self._reset, replaced=sorted(replaced),
+                     # a reset rewrites every table whole: no rows to pick out
+                     held=[] if self._reset else sorted(prior.get_column("did").to_list()),
                      collections=sorted(collections), typed=sorted(typed),
                      repos=sorted(batch.dids), touches_records=touches, meta=meta)
 
@@ -200,10 +222,10 @@ class DatasetWriter:
             path = self.layout.table(collection)
             if _delta.committed(path) < version:
                 _delta.commit(path, typed[collection], version=version, meta=small,
-                              replace=in_list("did", plan.replaced), reset=plan.reset)
+                              replace=plan.did_predicate(plan.replaced), reset=plan.reset)
         if _delta.committed(self.layout.repos) < version:
             _delta.commit(self.layout.repos, repos, version=version, meta=plan.meta,
-                          replace=in_list("did", plan.repos), reset=plan.reset)
+                          replace=plan.did_predicate(plan.repos), reset=plan.reset)
 
     # -- the pending plan -----------------------------------------------------------------
 

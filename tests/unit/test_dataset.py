@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
@@ -108,6 +109,42 @@ def test_a_changed_repository_has_its_rows_replaced_and_others_stay(tmp_path):
     assert ds.versions.select("added", "updated", "removed", "repos", "records").rows()[-1] \
         == (0, 1, 0, 2, 2)
     assert rows(ds.repos, "did", "rev") == [(A, "3kaaaaaaaaa33"), (B, "3kaaaaaaaaa22")]
+
+
+def _newest_commit(table) -> dict[str, object]:
+    """The ``commitInfo`` of the newest commit of the Delta table at ``table``."""
+    log = sorted((table / "_delta_log").glob("*.json"))[-1]
+    infos = [json.loads(line)["commitInfo"] for line in log.read_text().splitlines()
+             if '"commitInfo"' in line]
+    assert len(infos) == 1
+    return infos[0]
+
+
+def test_a_batch_of_new_repositories_is_an_append_that_reads_and_rewrites_nothing(tmp_path):
+    # a fresh export commits batch after batch of repositories the dataset never held:
+    # those commits are appends, with no predicate whose matches Delta would look for in
+    # every file of the table, so their cost does not grow with the tables
+    root = tmp_path / "ds"
+    tables = [root / "records", root / "repos", root / "tables" / POST, root / "tables" / LIKE]
+    with first(tmp_path) as writer:
+        assert writer.commit(batch(snap(C, {f"{POST}/3k005": post("c1"),
+                                            f"{LIKE}/3k006": like(2)}))) == 1
+        for table in tables:
+            info = _newest_commit(table)
+            assert info["operationParameters"]["mode"] == "Append", table.name
+            assert "predicate" not in info["operationParameters"], table.name
+        # the counter-case: a changed repository's rows are replaced, by its DID alone
+        assert writer.commit(batch(snap(A, {f"{POST}/3k001": post("a1 edited")},
+                                        rev="3kaaaaaaaaa33"))) == 2
+        for table in (root / "records", root / "repos", root / "tables" / POST):
+            predicate = _newest_commit(table)["operationParameters"]["predicate"]
+            assert A in predicate and B not in predicate and C not in predicate
+    ds = open_dataset(root)
+    assert rows(ds.records, "did", "rkey") == [(A, "3k001"), (B, "3k004"), (C, "3k005"),
+                                               (C, "3k006")]
+    assert rows(ds.repos, "did", "records") == [(A, 1), (B, 1), (C, 2)]
+    assert sorted(ds.table(POST).collect()["text"]) == ["a1 edited", "b1", "c1"]
+    assert ds.table(LIKE).collect()["did"].to_list() == [C]
 
 
 def test_removed_repositories_leave_the_latest_version_but_not_the_previous(tmp_path):
