@@ -33,7 +33,7 @@ class Car:
     def walk(self, root: bytes,
              ranges: Sequence[tuple[bytes, bytes]] | None = None) -> Tree: ...
     def records(self, did: str, keys: Sequence[str], values: Sequence[bytes]
-                ) -> tuple[RecordColumns, list[tuple[int, Failure]]]: ...
+                ) -> tuple[ArrowColumns, list[tuple[int, Failure]]]: ...
 
 class Tree:
     """The leaves of one walk, in key order."""
@@ -61,8 +61,10 @@ class Values(Sequence[bytes]):
     @overload
     def __getitem__(self, index: slice) -> list[bytes]: ...
 
-class RecordColumns:
-    """The ``records`` frame's columns, taken once through the Arrow PyCapsule interface."""
+class ArrowColumns:
+    """Arrow data taken once through the Arrow PyCapsule interface: a ``records`` frame's
+    columns, a table's did, rkey, uri and cid columns, or one part of a table's checked rows
+    (its fields' typed columns, ``extra`` and ``row``)."""
 
     def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
 
@@ -86,21 +88,9 @@ class TableChecker:
 
     def __init__(self, descriptor: str) -> None: ...
 
-class TableColumns:
-    """A table's did, rkey, uri and cid columns, taken once through the Arrow PyCapsule
-    interface."""
-
-    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
-
-class TableRows:
-    """One part of a table's checked rows (its fields' typed columns, ``extra`` and
-    ``row``), taken once through the Arrow PyCapsule interface."""
-
-    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
-
 # (key columns or None, parts, problems (row, kind, text), deferred rows,
 #  lost datetimes (row, field number, the field's string or None))
-TableChecked = tuple[TableColumns | None, list[TableRows], list[tuple[int, int, str]],
+TableChecked = tuple[ArrowColumns | None, list[ArrowColumns], list[tuple[int, int, str]],
                      list[int], list[tuple[int, int, str | None]]]
 
 def check_table(checker: TableChecker, car: Car, did: str | None, keys: Sequence[str],

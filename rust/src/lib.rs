@@ -217,7 +217,7 @@ impl PyCar {
     /// `keys` and `values` are a walk's views (used as they are) or any sequences.
     fn records<'py>(&self, py: Python<'py>, did: &str, keys: &Bound<'py, PyAny>,
                     values: &Bound<'py, PyAny>)
-                    -> PyResult<(RecordColumns, Problems<'py>)> {
+                    -> PyResult<(ArrowColumns, Problems<'py>)> {
         let owned;
         let leaves = match (keys.cast::<PyKeys>(), values.cast::<PyValues>()) {
             (Ok(k), Ok(v)) if k.get().tree.is(&v.get().tree) => &k.get().tree.get().leaves,
@@ -232,7 +232,7 @@ impl PyCar {
         let decoded = py
             .detach(|| columns::decode_records(car, buf, leaves, did, &release))
             .map_err(|f| raise(py, f))?;
-        let columns = RecordColumns(Handover::new("record", &columns::NAMES, decoded.columns));
+        let columns = ArrowColumns::of_views("record columns", &columns::NAMES, decoded.columns);
         let problems = decoded
             .problems
             .into_iter()
@@ -354,36 +354,45 @@ fn leaves_of(keys: &Bound<'_, PyAny>, values: &Bound<'_, PyAny>) -> PyResult<Lea
     Ok(leaves)
 }
 
-/// Columns handed to polars once, through `__arrow_c_array__` (the Arrow PyCapsule
-/// interface); the classes that hold them answer it with [`Handover::capsules`].
-struct Handover {
-    /// what the columns are ("record", "table"), for the error of a second taking
+/// Arrow data handed to polars once, through `__arrow_c_array__` (the Arrow PyCapsule
+/// interface): a `records` frame's columns, a table's key columns, one part of a table's
+/// rows. The capsules take the data with them, so a second call fails; data never taken is
+/// released when the object goes.
+#[pyclass(module = "atrepo._core", name = "ArrowColumns", frozen)]
+pub(crate) struct ArrowColumns {
+    /// what the data is ("record columns", "table rows", ...), for the error of a second taking
     what: &'static str,
-    /// the names of the widest set of columns: fewer columns are named by the last ones
-    names: &'static [&'static str],
-    columns: Mutex<Option<Vec<arrow::ViewColumn>>>,
+    data: Mutex<Option<(arrow::ArrowSchema, arrow::ArrowArray)>>,
 }
 
-impl Handover {
-    fn new(what: &'static str, names: &'static [&'static str], columns: Vec<arrow::ViewColumn>)
-           -> Self {
-        Handover { what, names, columns: Mutex::new(Some(columns)) }
+impl ArrowColumns {
+    pub(crate) fn new(what: &'static str, schema: arrow::ArrowSchema, array: arrow::ArrowArray)
+                      -> Self {
+        ArrowColumns { what, data: Mutex::new(Some((schema, array))) }
     }
 
-    /// The (schema, array) capsules of the columns; the columns go with them, so a second
-    /// call fails.
-    fn capsules<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
-                     -> PyResult<Bound<'py, PyTuple>> {
-        let _ = requested_schema; // the columns have one natural schema; consumers adapt
+    /// String-view `columns` under the last of `names` (the widest set of columns: fewer
+    /// columns are named by the last ones).
+    pub(crate) fn of_views(what: &'static str, names: &[&str], columns: Vec<arrow::ViewColumn>)
+                           -> Self {
+        let schema = arrow::schema_for(&names[names.len() - columns.len()..]);
+        Self::new(what, schema, arrow::array_for(columns))
+    }
+}
+
+#[pymethods]
+impl ArrowColumns {
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
+            -> PyResult<Bound<'py, PyTuple>> {
+        let _ = requested_schema; // the data has one natural schema; consumers adapt
         let what = self.what;
-        let columns = self
-            .columns
+        let (schema, array) = self
+            .data
             .lock()
-            .map_err(|_| PyValueError::new_err(format!("{what} columns are poisoned")))?
+            .map_err(|_| PyValueError::new_err(format!("{what} are poisoned")))?
             .take()
-            .ok_or_else(|| PyValueError::new_err(format!("{what} columns were already taken")))?;
-        let schema = arrow::schema_for(&self.names[self.names.len() - columns.len()..]);
-        let array = arrow::array_for(columns);
+            .ok_or_else(|| PyValueError::new_err(format!("{what} were already taken")))?;
         let schema = PyCapsule::new_with_destructor(
             py, schema, Some(c"arrow_schema".to_owned()), |s, _| arrow::drop_schema(s))?;
         let array = PyCapsule::new_with_destructor(
@@ -392,16 +401,12 @@ impl Handover {
     }
 }
 
-/// The columns of a `records` frame ([`columns::NAMES`]), handed to polars once.
-#[pyclass(module = "atrepo._core", name = "RecordColumns", frozen)]
-struct RecordColumns(Handover);
-
-#[pymethods]
-impl RecordColumns {
-    #[pyo3(signature = (requested_schema = None))]
-    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
-            -> PyResult<Bound<'py, PyTuple>> {
-        self.0.capsules(py, requested_schema)
+impl Drop for ArrowColumns {
+    fn drop(&mut self) {
+        if let Some((schema, array)) = self.data.get_mut().ok().and_then(Option::take) {
+            arrow::drop_schema(schema);
+            arrow::drop_array(array);
+        }
     }
 }
 
@@ -422,11 +427,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTree>()?;
     m.add_class::<PyKeys>()?;
     m.add_class::<PyValues>()?;
-    m.add_class::<RecordColumns>()?;
+    m.add_class::<ArrowColumns>()?;
     m.add_function(wrap_pyfunction!(record_json, m)?)?;
     m.add_class::<table::PyTableChecker>()?;
-    m.add_class::<table::TableColumns>()?;
-    m.add_class::<table::TableRows>()?;
     m.add_function(wrap_pyfunction!(table::check_table, m)?)?;
     m.add_function(wrap_pyfunction!(table::check_texts_table, m)?)?;
     diff::register(m)?;

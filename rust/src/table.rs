@@ -307,15 +307,10 @@ impl Part {
 
 // -- the Python interface ---------------------------------------------------------------
 
-use std::sync::Mutex;
-
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyCapsule, PyTuple};
 
-use crate::arrow::{drop_array, drop_schema};
-
-use crate::{leaves_of, raise, Handover, PyCar, PyKeys, PyValues};
+use crate::{leaves_of, raise, ArrowColumns, PyCar, PyKeys, PyValues};
 
 /// A collection's compiled checks, built once from its descriptor.
 #[pyclass(module = "atrepo._core", name = "TableChecker", frozen)]
@@ -331,60 +326,16 @@ impl PyTableChecker {
     }
 }
 
-/// The table's key columns ([`NAMES`]), handed to polars once through `__arrow_c_array__`.
-#[pyclass(module = "atrepo._core", name = "TableColumns", frozen)]
-pub struct TableColumns(Handover);
-
-#[pymethods]
-impl TableColumns {
-    #[pyo3(signature = (requested_schema = None))]
-    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
-            -> PyResult<Bound<'py, PyTuple>> {
-        self.0.capsules(py, requested_schema)
-    }
-}
-
-/// One part of a table's checked rows (see [`Table`]), handed to polars once through
-/// `__arrow_c_array__`.
-#[pyclass(module = "atrepo._core", name = "TableRows", frozen)]
-pub struct TableRows(Mutex<Option<(ArrowSchema, ArrowArray)>>);
-
-#[pymethods]
-impl TableRows {
-    #[pyo3(signature = (requested_schema = None))]
-    fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
-            -> PyResult<Bound<'py, PyTuple>> {
-        let _ = requested_schema; // the rows have one natural schema; consumers adapt
-        let (schema, array) = self.0.lock()
-            .map_err(|_| PyValueError::new_err("table rows are poisoned"))?
-            .take()
-            .ok_or_else(|| PyValueError::new_err("table rows were already taken"))?;
-        let schema = PyCapsule::new_with_destructor(
-            py, schema, Some(c"arrow_schema".to_owned()), |s, _| drop_schema(s))?;
-        let array = PyCapsule::new_with_destructor(
-            py, array, Some(c"arrow_array".to_owned()), |a, _| drop_array(a))?;
-        PyTuple::new(py, [schema.into_any(), array.into_any()])
-    }
-}
-
-impl Drop for TableRows {
-    fn drop(&mut self) {
-        if let Some((schema, array)) = self.0.get_mut().ok().and_then(Option::take) {
-            drop_schema(schema);
-            drop_array(array);
-        }
-    }
-}
-
 /// What [`check_table`] and [`check_texts_table`] give Python: the key columns (None when
 /// not asked for), the parts of the rows, the problems, the rows left to the reference and
 /// the lost datetimes (see [`Table`]).
-type Checked = (Option<TableColumns>, Vec<TableRows>, TableProblems, Vec<usize>,
+type Checked = (Option<ArrowColumns>, Vec<ArrowColumns>, TableProblems, Vec<usize>,
                 Vec<(usize, u32, Option<String>)>);
 
 fn handed(table: Table) -> Checked {
-    let keys = table.keys.map(|k| TableColumns(Handover::new("table", &NAMES, k)));
-    let parts = table.parts.into_iter().map(|p| TableRows(Mutex::new(Some(p)))).collect();
+    let keys = table.keys.map(|k| ArrowColumns::of_views("table key columns", &NAMES, k));
+    let parts = table.parts.into_iter()
+        .map(|(schema, array)| ArrowColumns::new("table rows", schema, array)).collect();
     (keys, parts, table.problems, table.deferred, table.lost)
 }
 
