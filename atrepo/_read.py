@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import IO
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import IO, TypeVar
 
 from . import _accel
 from . import car as _car
 from .snapshot import RepoSnapshot, open_snapshot, walks_in_parallel
 
 __all__ = ["read_car"]
+
+T = TypeVar("T")
 
 
 def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | None = None,
@@ -42,7 +46,8 @@ def read_car(source: bytes | str | os.PathLike[str] | IO[bytes], *, did: str | N
     """
     if isinstance(source, (str, os.PathLike)) and not _accel.accelerated:
         _index_in_workers_too(os.fspath(source), mem_limit_mb, verify_cids, collections)
-    carfile = _car.read_car(source, mem_limit_mb, verify_cids=verify_cids)
+    carfile = _importing_frames_meanwhile(
+        lambda: _car.read_car(source, mem_limit_mb, verify_cids=verify_cids))
     return open_snapshot(carfile, did=did, signing_key=signing_key, collections=collections,
                          progress_bar=progress)
 
@@ -59,3 +64,35 @@ def _index_in_workers_too(path: str, mem_limit_mb: float, verify_cids: bool,
         return  # car.read_car reports the missing file, with its path
     if walks_in_parallel(size, collections, workers):
         open_in_workers(path, mem_limit_mb, verify_cids, workers)
+
+
+def _importing_frames_meanwhile(index: Callable[[], T]) -> T:
+    """``index()``, with the frames layer imported meanwhile when it is not loaded yet.
+
+    The compiled core frames and indexes a CAR without the GIL, and every frame a snapshot
+    gives needs polars, whose import (~0.15 s) is longer than the index of most CARs: a
+    first read in a process runs the index on a thread of its own while this thread imports
+    polars, so the two overlap. The import stays on the calling thread (a module half
+    imported by another thread is never seen). The pure path holds the GIL while it indexes,
+    so there it only runs ``index()``.
+    """
+    if not _accel.accelerated or "polars" in sys.modules:
+        return index()
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(index())
+        except BaseException as exc:  # handed to the caller, raised there
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="atrepo-read-car")
+    thread.start()
+    try:
+        from . import frames  # noqa: F401  (polars, for the snapshot's frames)
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]

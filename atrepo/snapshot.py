@@ -30,19 +30,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
 from . import _accel, mst
 from .car import CarFile
 from .cid import cid_str, cid_text, raw_cid
 from .errors import AtrepoError, CarError, MstError, SignatureError
-from .frames import collections_frame, problems_frame, records_frame
 from .models import Commit, parse_commit
 
 # Imported where they are used, not here: a read through the compiled core needs none of
 # the pure path's decoding, worker processes, progress bars, signature checks, orjson or html
-# (nor, reading every collection, the NSID syntax).
+# (nor, reading every collection, the NSID syntax). The frames layer (and polars, ~0.15 s
+# of imports) loads with the first frame, so that ``read_car`` can import it while the core
+# indexes the CAR.
 if TYPE_CHECKING:
+    import polars as pl
+
     from ._parallel import Worker
     from ._records import DecodedBatch
 
@@ -392,6 +393,10 @@ class RepoSnapshot:
     def _decode(self, keys: Sequence[str], values: Sequence[bytes]
                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The ``records`` and ``problems`` frames of these MST keys and record CIDs."""
+        import polars as pl
+
+        from .frames import problems_frame, records_frame
+
         car = self._car
         decoded = _accel.records(car, self.did, keys, values)
         if decoded is not None:
@@ -442,6 +447,8 @@ class RepoSnapshot:
         Records that could not be decoded, then what each :meth:`table` built so far found
         (invalid records, values that do not fit their declared column).
         """
+        import polars as pl
+
         found = [problems for _, problems in self._tables.values()]
         return pl.concat([self._decoded[1], *found])
 
@@ -472,6 +479,8 @@ class RepoSnapshot:
     def _collection_records(self, collection: str) -> pl.DataFrame:
         """One collection's rows of :attr:`records`, decoding only those when not built."""
         if "_decoded" in self.__dict__:
+            import polars as pl
+
             return self.records.filter(pl.col("collection") == collection)
         keys, values = self._walk()
         start = bisect.bisect_left(keys, collection + "/")
@@ -481,6 +490,8 @@ class RepoSnapshot:
     @cached_property
     def collections(self) -> pl.DataFrame:
         """Record counts per collection: [collection, count], sorted by collection."""
+        from .frames import collections_frame
+
         return collections_frame(self._collection_counts())
 
     def get(self, collection: str, rkey: str) -> dict[str, Any] | None:

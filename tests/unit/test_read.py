@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +53,45 @@ def test_only_big_unfiltered_files_are_walked_by_workers():
     assert not walks_in_parallel(big - 1, None, 2)
     assert not walks_in_parallel(big, ["app.bsky.feed.post"], 2)   # a filter reads few nodes
     assert not walks_in_parallel(big, None, 0)
+
+
+_FIRST_READ = """
+import json, sys, threading
+import atrepo, atrepo.car
+from atrepo import _read
+seen = []
+real = atrepo.car.read_car
+def spy(*args, **kwargs):
+    seen.append(threading.current_thread().name)
+    return real(*args, **kwargs)
+_read._car.read_car = spy
+first = {"polars": "polars" in sys.modules}
+try:
+    atrepo.read_car(sys.argv[1])
+except atrepo.CarError as exc:
+    first["error"] = [type(exc).__name__, exc.fields.get("offset")]
+first["after"] = "polars" in sys.modules
+atrepo.read_car("examples/data/sample.car")
+print(json.dumps({"first": first, "seen": seen, "threads": threading.active_count()}))
+"""
+
+
+@pytest.mark.skipif(not atrepo.accelerated, reason="the compiled core is not in use")
+def test_a_first_read_imports_polars_while_the_core_indexes(tmp_path):
+    # a fresh interpreter: the first read runs the index on a thread of its own and imports
+    # polars meanwhile; its failure reaches the caller; a second read, polars loaded, runs
+    # on the calling thread
+    root = Path(__file__).resolve().parents[2]
+    sample = (root / "examples" / "data" / "sample.car").read_bytes()
+    cut = tmp_path / "cut.car"
+    cut.write_bytes(sample[:len(sample) // 2])
+    env = {k: v for k, v in os.environ.items() if k != "ATREPO_PURE_PYTHON"}
+    out = subprocess.run([sys.executable, "-c", _FIRST_READ, str(cut)], cwd=root, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    assert result["first"]["polars"] is False
+    assert result["first"]["error"][0] == "CarError"
+    assert isinstance(result["first"]["error"][1], int)   # the truncated block's offset
+    assert result["first"]["after"] is True
+    assert result["seen"] == ["atrepo-read-car", "MainThread"]
+    assert result["threads"] == 1
