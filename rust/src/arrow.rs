@@ -14,11 +14,23 @@ use std::ptr;
 /// Data buffers are allocated in pieces of this size, so no buffer is ever grown by copying.
 const PIECE: usize = 16 << 20;
 
+/// One row's view: the string's length, then the string itself (up to 12 bytes) or its
+/// first 4 bytes, data buffer and offset, little-endian.
+///
+/// Aligned to 16 bytes by its type, as consumers read a view buffer as 128-bit structs: the
+/// buffer's alignment then holds whatever the allocator does, and for an empty column too
+/// (whose pointer is the vector's dangling, but aligned, one).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View(pub [u8; 16]);
+
+const _: () = assert!(std::mem::size_of::<View>() == 16 && std::mem::align_of::<View>() == 16);
+
 /// One string column under construction.
 pub struct ViewColumn {
-    views: Vec<[u8; 16]>,
+    views: Vec<View>,
     /// rows written out of place, (row, view), for a column built in parts
-    placed: Vec<(u32, [u8; 16])>,
+    placed: Vec<(u32, View)>,
     buffers: Vec<Vec<u8>>,
     validity: Option<Vec<u8>>,
     null_count: usize,
@@ -28,7 +40,7 @@ impl ViewColumn {
     /// A column of `rows` empty strings, to be filled in any order with [`ViewColumn::set`].
     pub fn new(rows: usize) -> Self {
         ViewColumn {
-            views: vec![[0u8; 16]; rows],
+            views: vec![View::default(); rows],
             placed: Vec::new(),
             buffers: Vec::new(),
             validity: None,
@@ -52,11 +64,12 @@ impl ViewColumn {
     /// Take over a part's buffers and place its rows; rows it does not name become null.
     pub fn adopt(&mut self, part: ViewColumn) {
         let base = self.buffers.len() as u32;
-        for (row, mut view) in part.placed {
+        for (row, View(mut view)) in part.placed {
             if u32::from_le_bytes([view[0], view[1], view[2], view[3]]) > 12 {
                 let b = u32::from_le_bytes([view[8], view[9], view[10], view[11]]) + base;
                 view[8..12].copy_from_slice(&b.to_le_bytes());
             }
+            let view = View(view);
             self.views[row as usize] = view;
             self.mark_valid(row as usize);
         }
@@ -126,7 +139,7 @@ pub fn piece_with_room(pieces: &mut Vec<Vec<u8>>, bytes: usize, size: usize) -> 
     &mut pieces[last]
 }
 
-pub fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {
+pub fn make_view(data: &[u8], buffer: u32, offset: u32) -> View {
     let mut view = [0u8; 16];
     view[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
     if data.len() <= 12 {
@@ -136,7 +149,7 @@ pub fn make_view(data: &[u8], buffer: u32, offset: u32) -> [u8; 16] {
         view[8..12].copy_from_slice(&buffer.to_le_bytes());
         view[12..16].copy_from_slice(&offset.to_le_bytes());
     }
-    view
+    View(view)
 }
 
 /// `struct ArrowSchema` of the C data interface.
@@ -279,7 +292,7 @@ pub fn node_array(length: usize, null_count: usize, pointers: Vec<*const c_void>
 
 /// The buffers of a `Utf8View` array (validity, views, data buffers, their sizes) and the
 /// vectors behind them.
-pub fn view_buffers(views: Vec<[u8; 16]>, buffers: Vec<Vec<u8>>, validity: Option<Vec<u8>>)
+pub fn view_buffers(views: Vec<View>, buffers: Vec<Vec<u8>>, validity: Option<Vec<u8>>)
                     -> (Vec<*const c_void>, Vec<Keep>) {
     let sizes: Vec<i64> = buffers.iter().map(|b| b.len() as i64).collect();
     let mut pointers: Vec<*const c_void> = Vec::with_capacity(buffers.len() + 3);

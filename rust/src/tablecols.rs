@@ -15,7 +15,7 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use crate::arrow::{make_view, node_array, node_schema, piece_with_room, view_buffers, ArrowArray, ArrowSchema,
+use crate::arrow::{make_view, View, node_array, node_schema, piece_with_room, view_buffers, ArrowArray, ArrowSchema,
                    Keep};
 
 /// A string column's data buffers are never grown (that would copy them): a full one is
@@ -73,7 +73,7 @@ impl Bits {
 /// A `Utf8View` column under construction.
 #[derive(Default)]
 pub struct Strings {
-    views: Vec<[u8; 16]>,
+    views: Vec<View>,
     buffers: Vec<Vec<u8>>,
     valid: Bits,
 }
@@ -95,7 +95,7 @@ impl Strings {
     }
 
     pub fn push_null(&mut self) {
-        self.views.push([0u8; 16]);
+        self.views.push(View::default());
         self.valid.push(false);
     }
 
@@ -171,7 +171,7 @@ impl Column {
         }
         match self {
             Column::Strings(s) => {
-                s.views.resize(len, [0u8; 16]);
+                s.views.resize(len, View::default());
                 s.valid.extend_unset(n);
             }
             Column::Integers(values, valid) | Column::Datetimes(values, valid) => {
