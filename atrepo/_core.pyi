@@ -13,7 +13,8 @@ MAX_BLOCK_SIZE: int
 Failure = tuple[str, str, list[tuple[str, str, Any]], str | None]
 
 class CoreError(Exception):
-    """A failure: ``args`` are (kind, message, [(name, tag, value)], hint)."""
+    """A failure: ``args`` are (kind, message, [(name, tag, value)], hint); kind ``internal``
+    is a panic, caught where it crossed out of an entry point."""
 
 class Car:
     """The indexed blocks of one CAR (its bytes, or a mapped file)."""
@@ -69,6 +70,12 @@ class ArrowColumns:
     def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]: ...
 
 def record_json(data: bytes) -> tuple[str | None, Failure | None]: ...
+
+def _panic_for_tests(message: str, *, in_thread: bool = False,
+                     wait: str | PathLike[str] | None = None) -> None:
+    """Panic in the core with ``message`` (GIL released; ``in_thread``: on a worker thread of
+    a pass), after reading the FIFO ``wait`` to its end: it exists only to test that a panic
+    leaves as a ``CoreError`` of kind ``internal``."""
 
 class Diff:
     """What changed between two trees, with the CARs it read (for the records' blocks)."""

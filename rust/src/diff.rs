@@ -32,7 +32,7 @@ use crate::car::{check_block, verify, Block, Car};
 use crate::error::Result;
 use crate::mst::{decode_node, in_ranges, node_error, overlaps, Entry, Node, Ranges, MAX_DEPTH};
 use crate::text::push_cid_str;
-use crate::PyCar;
+use crate::{guarded, PyCar};
 
 /// The one node of an empty tree, `{"e": [], "l": null}`: an old side that is no
 /// repository at all is this tree, whether or not any CAR holds its block.
@@ -409,12 +409,14 @@ fn sources_of<'a>(py: Python<'a>, cars: &'a [Py<PyCar>]) -> Sources<'a> {
 #[pyo3(signature = (cars, old_root, new_root, *, ranges = None, checked = false))]
 pub fn py_diff(py: Python<'_>, cars: Vec<Py<PyCar>>, old_root: &[u8], new_root: &[u8],
                ranges: Option<Ranges>, checked: bool) -> PyResult<PyDiff> {
-    let changes = {
-        let sources = sources_of(py, &cars);
-        py.detach(|| diff(&sources, old_root, new_root, ranges.as_ref(), checked))
-            .map_err(|f| crate::raise(py, f))?
-    };
-    Ok(PyDiff { cars, changes })
+    guarded(py, "diff", &[("old_root", old_root), ("new_root", new_root)], || {
+        let changes = {
+            let sources = sources_of(py, &cars);
+            py.detach(|| diff(&sources, old_root, new_root, ranges.as_ref(), checked))
+                .map_err(|f| crate::raise(py, f))?
+        };
+        Ok(PyDiff { cars, changes })
+    })
 }
 
 fn optional_bytes<'py>(py: Python<'py>, raw: &Option<Vec<u8>>) -> Option<Bound<'py, PyBytes>> {
@@ -437,44 +439,52 @@ impl PyDiff {
 
     /// The changed records, [(key, old CID | None, new CID | None)] binary, sorted by key.
     fn ops<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.changes.ops.iter().map(|(key, before, after)| {
-            (PyBytes::new(py, key), optional_bytes(py, before), optional_bytes(py, after))
-        }))
+        guarded(py, "Diff.ops", &[], || {
+            PyList::new(py, self.changes.ops.iter().map(|(key, before, after)| {
+                (PyBytes::new(py, key), optional_bytes(py, before), optional_bytes(py, after))
+            }))
+        })
     }
 
     /// The binary CIDs of the nodes in the new tree but not the old, sorted.
     fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.changes.created.iter().map(|cid| PyBytes::new(py, cid)))
+        guarded(py, "Diff.created", &[], || {
+            PyList::new(py, self.changes.created.iter().map(|cid| PyBytes::new(py, cid)))
+        })
     }
 
     /// The binary CIDs of the nodes in the old tree but not the new, sorted.
     fn deleted<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.changes.deleted.iter().map(|cid| PyBytes::new(py, cid)))
+        guarded(py, "Diff.deleted", &[], || {
+            PyList::new(py, self.changes.deleted.iter().map(|cid| PyBytes::new(py, cid)))
+        })
     }
 
     /// The rows of the `diff` frame, in key order: (collection, rkey, uri, action,
     /// old_cid, new_cid, record, old_record), the records' JSON read from the CARs.
     fn rows<'py>(&self, py: Python<'py>, did: &str) -> PyResult<Bound<'py, PyList>> {
-        let texts = {
-            let sources = sources_of(py, &self.cars);
-            py.detach(|| record_texts(&sources, &self.changes.ops)).map_err(|f| crate::raise(py, f))?
-        };
-        let mut rows = Vec::with_capacity(texts.len());
-        for ((key, before, after), (record, old_record)) in self.changes.ops.iter().zip(texts) {
-            // keys passed the record-path check: ASCII, one "/"
-            let key = std::str::from_utf8(key).unwrap_or("");
-            let (collection, rkey) = key.split_once('/').unwrap_or((key, ""));
-            let action = match (before.is_some(), after.is_some()) {
-                (false, _) => "create",
-                (true, true) => "update",
-                (true, false) => "delete",
+        guarded(py, "Diff.rows", &[], || {
+            let texts = {
+                let sources = sources_of(py, &self.cars);
+                py.detach(|| record_texts(&sources, &self.changes.ops)).map_err(|f| crate::raise(py, f))?
             };
-            let row = (PyString::new(py, collection), PyString::new(py, rkey),
-                       format!("at://{did}/{collection}/{rkey}"), action,
-                       optional_cid_str(before), optional_cid_str(after), record, old_record);
-            rows.push(row.into_pyobject(py)?);
-        }
-        PyList::new(py, rows)
+            let mut rows = Vec::with_capacity(texts.len());
+            for ((key, before, after), (record, old_record)) in self.changes.ops.iter().zip(texts) {
+                // keys passed the record-path check: ASCII, one "/"
+                let key = std::str::from_utf8(key).unwrap_or("");
+                let (collection, rkey) = key.split_once('/').unwrap_or((key, ""));
+                let action = match (before.is_some(), after.is_some()) {
+                    (false, _) => "create",
+                    (true, true) => "update",
+                    (true, false) => "delete",
+                };
+                let row = (PyString::new(py, collection), PyString::new(py, rkey),
+                           format!("at://{did}/{collection}/{rkey}"), action,
+                           optional_cid_str(before), optional_cid_str(after), record, old_record);
+                rows.push(row.into_pyobject(py)?);
+            }
+            PyList::new(py, rows)
+        })
     }
 }
 

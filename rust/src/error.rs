@@ -5,6 +5,12 @@
 //! Python side (`atrepo._accel`) raises the matching `CarError`/`MstError`/`DecodeError`,
 //! turning binary CIDs and keys into text exactly as the pure Python path does, so both paths
 //! raise the same class with the same message and the same `cid`/`offset` attributes.
+//!
+//! A panic is a failure too: the guard at every entry point (`guarded` in lib.rs) catches it
+//! and hands it on as [`CoreError::internal`], so no panic reaches Python as PyO3's
+//! `PanicException` (a `BaseException`, which `except Exception` does not catch).
+
+use std::any::Any;
 
 /// Which `AtrepoError` subclass a failure becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +18,8 @@ pub enum Kind {
     Car,
     Mst,
     Decode,
+    /// a panic of the core (a bug), caught at its entry point
+    Internal,
 }
 
 impl Kind {
@@ -20,6 +28,7 @@ impl Kind {
             Kind::Car => "car",
             Kind::Mst => "mst",
             Kind::Decode => "decode",
+            Kind::Internal => "internal",
         }
     }
 }
@@ -88,6 +97,77 @@ impl CoreError {
         self.hint = Some(hint);
         self
     }
+
+    /// The failure of the entry point `call` (as Python names it) that panicked with
+    /// `payload`, naming the binary CIDs `cids` it was given (`(field name, CID)`).
+    pub fn internal(call: &'static str, cids: &[(&'static str, &[u8])],
+                    payload: &(dyn Any + Send)) -> Self {
+        let failure = cids.iter().fold(Self::new(Kind::Internal, "internal error in the compiled core"),
+                                       |failure, &(name, raw)| failure.with(name, Field::Cid(raw.to_vec())));
+        failure
+            .text("call", call)
+            .text("panic", panic_message(payload))
+            .hint("a bug in atrepo: set ATREPO_PURE_PYTHON=1 to use the pure Python path \
+                   instead, and report this message with the input that caused it")
+    }
+}
+
+/// The message a panic carried: `panic!` with a literal gives a `&str`, with arguments a
+/// `String`; anything else (`panic_any`) is "unknown".
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown".to_owned()
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload_of(work: impl FnOnce() + std::panic::UnwindSafe) -> Box<dyn Any + Send> {
+        std::panic::catch_unwind(work).expect_err("the work panics")
+    }
+
+    #[test]
+    fn the_message_of_a_literal_panic() {
+        assert_eq!(panic_message(&*payload_of(|| panic!("index out of range"))), "index out of range");
+    }
+
+    #[test]
+    fn the_message_of_a_formatted_panic() {
+        let at = 7;
+        assert_eq!(panic_message(&*payload_of(move || panic!("row {at} is beyond the walk"))),
+                   "row 7 is beyond the walk");
+    }
+
+    #[test]
+    fn the_message_of_an_index_out_of_bounds() {
+        let rows = [1u8, 2, 3];
+        let at = std::hint::black_box(5); // not known when compiling, so the panic is at run time
+        let message = panic_message(&*payload_of(move || { let _ = rows[at]; }));
+        assert_eq!(message, "index out of bounds: the len is 3 but the index is 5");
+    }
+
+    #[test]
+    fn a_payload_without_a_message_is_unknown() {
+        assert_eq!(panic_message(&*payload_of(|| std::panic::panic_any(42u32))), "unknown");
+    }
+
+    #[test]
+    fn an_internal_failure_names_the_call_the_cids_and_the_panic() {
+        let payload = payload_of(|| panic!("boom"));
+        let failure = CoreError::internal("Car.walk", &[("cid", b"\x01q")], &*payload);
+        assert_eq!(failure.kind.name(), "internal");
+        assert_eq!(failure.message, "internal error in the compiled core");
+        assert_eq!(failure.fields, vec![("cid", Field::Cid(b"\x01q".to_vec())),
+                                        ("call", Field::Text("Car.walk".into())),
+                                        ("panic", Field::Text("boom".into()))]);
+        assert!(failure.hint.is_some_and(|h| h.contains("ATREPO_PURE_PYTHON=1") && h.contains("report")));
+    }
+}

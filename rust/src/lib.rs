@@ -5,8 +5,15 @@
 //! frames and indexes the blocks, walks the MST with every structural check, and decodes
 //! records into Arrow string columns that polars adopts without copying. Failures leave as
 //! `CoreError(kind, message, fields, hint)`, which `atrepo._accel` raises as the matching
-//! `AtrepoError`. The GIL is released while the core works; no panic crosses into Python
-//! (PyO3 turns one into `PanicException`, and the code is written to have none).
+//! `AtrepoError`. The GIL is released while the core works.
+//!
+//! No panic crosses into Python. The code is written to have none, and should one happen (a
+//! bug: an index out of range, a failed allocation), [`guarded`], around the body of every
+//! entry point, catches it, wherever it began (the calling thread, a worker thread of a pass,
+//! code running without the GIL), and it leaves as a `CoreError` of kind `internal` naming
+//! the call, the CIDs it was given and the panic's message, which `atrepo._accel` raises as a
+//! `CarError` whose hint says to use the pure Python path and report the input; never as
+//! PyO3's `PanicException`, a `BaseException` that `except Exception` lets through.
 
 mod arrow;
 mod car;
@@ -25,6 +32,8 @@ mod tablefit;
 mod text;
 
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use memmap2::{Mmap, UncheckedAdvice};
@@ -64,6 +73,31 @@ fn raise(py: Python<'_>, failure: Failure) -> PyErr {
         Ok(args) => CoreError::new_err(args.unbind()),
         Err(err) => err,
     }
+}
+
+/// `work`, the body of the entry point `call` (as Python names it: `Car.walk`, `diff`), with
+/// a panic in it turned into a `CoreError` of kind internal naming `call`, the binary CIDs
+/// `cids` the call was given (`(field name, CID)`) and the panic's message.
+///
+/// This is the one place a panic stops, wherever it began: on the calling thread, in a worker
+/// thread of a pass (whose join goes on unwinding on the calling thread) or with the GIL
+/// released (`detach` takes the GIL back as the panic unwinds out of it). Every
+/// `#[pyfunction]` and `#[pymethods]` body runs under it, except lengths and getters, which
+/// return what was stored when the object was built.
+pub(crate) fn guarded<T>(py: Python<'_>, call: &'static str, cids: &[(&'static str, &[u8])],
+                         work: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    // AssertUnwindSafe is sound because nothing a panic interrupts is used again:
+    // - what the work builds (an index, leaves, columns, the copied index of `Car.extended`,
+    //   Python lists) is owned by the closure and dropped while unwinding (Python objects
+    //   with the GIL held again); a result leaves only when the work finished;
+    // - what it reads (a `Car`, `Tree`, `Keys`, `Values`, `Diff` or `TableChecker`, the
+    //   caller's bytes) is frozen or immutable, never changed by the work, so none is left
+    //   half-changed;
+    // - the one state it changes in place, an `ArrowColumns`' data, is taken in one step
+    //   (`Option::take` under its mutex); a panic while the mutex is held poisons it, and
+    //   every later taking reports that instead of seeing the data.
+    std::panic::catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|payload| Err(raise(py, Failure::internal(call, cids, &*payload))))
 }
 
 /// The bytes of a CAR: a Python `bytes` object (immutable, kept alive here) or a mapped file.
@@ -148,8 +182,10 @@ impl PyCar {
     #[pyo3(signature = (source, start, *, verify_cids = true, length = None))]
     fn new(py: Python<'_>, source: &Bound<'_, PyAny>, start: usize, verify_cids: bool,
            length: Option<usize>) -> PyResult<Self> {
-        let source = Source::open(source, length)?;
-        Self::framed(py, source, car::Car::new(verify_cids), start)
+        guarded(py, "Car", &[], || {
+            let source = Source::open(source, length)?;
+            Self::framed(py, source, car::Car::new(verify_cids), start)
+        })
     }
 
     /// This CAR with the blocks appended to its file (or bytes) since, up to `length`.
@@ -159,9 +195,11 @@ impl PyCar {
     #[pyo3(signature = (source, *, length = None))]
     fn extended(&self, py: Python<'_>, source: &Bound<'_, PyAny>, length: Option<usize>)
                 -> PyResult<Self> {
-        let indexed = self.source.slice(py).len();
-        let source = Source::open(source, length)?;
-        Self::framed(py, source, self.car.clone(), indexed)
+        guarded(py, "Car.extended", &[], || {
+            let indexed = self.source.slice(py).len();
+            let source = Source::open(source, length)?;
+            Self::framed(py, source, self.car.clone(), indexed)
+        })
     }
 
     /// Bytes in the CAR.
@@ -180,36 +218,44 @@ impl PyCar {
     }
 
     /// (offset, length) of the data of block `cid` (binary), or None.
-    fn locate(&self, py: Python<'_>, cid: &[u8]) -> Option<(usize, usize)> {
-        self.car.locate(self.source.slice(py), cid).map(|(b, _)| (b.offset, b.length))
+    fn locate(&self, py: Python<'_>, cid: &[u8]) -> PyResult<Option<(usize, usize)>> {
+        guarded(py, "Car.locate", &[("cid", cid)], || {
+            Ok(self.car.locate(self.source.slice(py), cid).map(|(b, _)| (b.offset, b.length)))
+        })
     }
 
     /// The data of block `cid` (binary), verified when `verify_cids` is on; None if absent.
     fn get<'py>(&self, py: Python<'py>, cid: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let buf = self.source.slice(py);
-        match self.car.get_verified(buf, cid) {
-            Ok(Some(b)) => Ok(Some(PyBytes::new(py, &buf[b.offset..b.offset + b.length]))),
-            Ok(None) => Ok(None),
-            Err(f) => Err(raise(py, f)),
-        }
+        guarded(py, "Car.get", &[("cid", cid)], || {
+            let buf = self.source.slice(py);
+            match self.car.get_verified(buf, cid) {
+                Ok(Some(b)) => Ok(Some(PyBytes::new(py, &buf[b.offset..b.offset + b.length]))),
+                Ok(None) => Ok(None),
+                Err(f) => Err(raise(py, f)),
+            }
+        })
     }
 
     /// Data offsets and lengths of every block, in file order (not verified).
-    fn spans(&self) -> Vec<(usize, usize)> {
-        (0..self.car.len()).map(|i| self.car.block(i)).map(|b| (b.offset, b.length)).collect()
+    fn spans(&self, py: Python<'_>) -> PyResult<Vec<(usize, usize)>> {
+        guarded(py, "Car.spans", &[], || {
+            Ok((0..self.car.len()).map(|i| self.car.block(i)).map(|b| (b.offset, b.length)).collect())
+        })
     }
 
     /// Walk the MST at `root` (binary CID); `ranges` of byte keys [lo, hi) prune it.
     #[pyo3(signature = (root, ranges = None))]
     fn walk(&self, py: Python<'_>, root: &[u8], ranges: Option<Vec<(Vec<u8>, Vec<u8>)>>)
             -> PyResult<PyTree> {
-        let buf = self.source.slice(py);
-        let walked = py.detach(|| {
-            let walked = mst::walk(&self.car, buf, root, ranges.as_ref());
-            self.source.release(0, buf.len()); // the nodes were read all over the file
-            walked
-        });
-        Ok(PyTree { leaves: walked.map_err(|f| raise(py, f))? })
+        guarded(py, "Car.walk", &[("cid", root)], || {
+            let buf = self.source.slice(py);
+            let walked = py.detach(|| {
+                let walked = mst::walk(&self.car, buf, root, ranges.as_ref());
+                self.source.release(0, buf.len()); // the nodes were read all over the file
+                walked
+            });
+            Ok(PyTree { leaves: walked.map_err(|f| raise(py, f))? })
+        })
     }
 
     /// Decode the records `values` (binary CIDs) under `keys`: (columns, [(row, failure)]).
@@ -218,27 +264,29 @@ impl PyCar {
     fn records<'py>(&self, py: Python<'py>, did: &str, keys: &Bound<'py, PyAny>,
                     values: &Bound<'py, PyAny>)
                     -> PyResult<(ArrowColumns, Problems<'py>)> {
-        let owned;
-        let leaves = match (keys.cast::<PyKeys>(), values.cast::<PyValues>()) {
-            (Ok(k), Ok(v)) if k.get().tree.is(&v.get().tree) => &k.get().tree.get().leaves,
-            _ => {
-                owned = leaves_of(keys, values)?;
-                &owned
-            }
-        };
-        let buf = self.source.slice(py);
-        let car = &self.car;
-        let release = |a: usize, b: usize| self.source.release(a, b);
-        let decoded = py
-            .detach(|| columns::decode_records(car, buf, leaves, did, &release))
-            .map_err(|f| raise(py, f))?;
-        let columns = ArrowColumns::of_views("record columns", &columns::NAMES, decoded.columns);
-        let problems = decoded
-            .problems
-            .into_iter()
-            .map(|(row, problem)| Ok((row, as_args(py, problem)?)))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok((columns, problems))
+        guarded(py, "Car.records", &[], || {
+            let owned;
+            let leaves = match (keys.cast::<PyKeys>(), values.cast::<PyValues>()) {
+                (Ok(k), Ok(v)) if k.get().tree.is(&v.get().tree) => &k.get().tree.get().leaves,
+                _ => {
+                    owned = leaves_of(keys, values)?;
+                    &owned
+                }
+            };
+            let buf = self.source.slice(py);
+            let car = &self.car;
+            let release = |a: usize, b: usize| self.source.release(a, b);
+            let decoded = py
+                .detach(|| columns::decode_records(car, buf, leaves, did, &release))
+                .map_err(|f| raise(py, f))?;
+            let columns = ArrowColumns::of_views("record columns", &columns::NAMES, decoded.columns);
+            let problems = decoded
+                .problems
+                .into_iter()
+                .map(|(row, problem)| Ok((row, as_args(py, problem)?)))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok((columns, problems))
+        })
     }
 }
 
@@ -284,12 +332,14 @@ impl PyKeys {
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let leaves = &self.tree.get().leaves;
-        if let Ok(slice) = index.cast::<PySlice>() {
-            let items = rows(slice, leaves.len())?.into_iter().map(|i| key_str(py, leaves, i));
-            return Ok(PyList::new(py, items)?.into_any());
-        }
-        Ok(key_str(py, leaves, position(index.extract()?, leaves.len())?).into_any())
+        guarded(py, "Keys.__getitem__", &[], || {
+            let leaves = &self.tree.get().leaves;
+            if let Ok(slice) = index.cast::<PySlice>() {
+                let items = rows(slice, leaves.len())?.into_iter().map(|i| key_str(py, leaves, i));
+                return Ok(PyList::new(py, items)?.into_any());
+            }
+            Ok(key_str(py, leaves, position(index.extract()?, leaves.len())?).into_any())
+        })
     }
 }
 
@@ -306,12 +356,14 @@ impl PyValues {
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let leaves = &self.tree.get().leaves;
-        if let Ok(slice) = index.cast::<PySlice>() {
-            let items = rows(slice, leaves.len())?.into_iter().map(|i| PyBytes::new(py, leaves.value(i)));
-            return Ok(PyList::new(py, items)?.into_any());
-        }
-        Ok(PyBytes::new(py, leaves.value(position(index.extract()?, leaves.len())?)).into_any())
+        guarded(py, "Values.__getitem__", &[], || {
+            let leaves = &self.tree.get().leaves;
+            if let Ok(slice) = index.cast::<PySlice>() {
+                let items = rows(slice, leaves.len())?.into_iter().map(|i| PyBytes::new(py, leaves.value(i)));
+                return Ok(PyList::new(py, items)?.into_any());
+            }
+            Ok(PyBytes::new(py, leaves.value(position(index.extract()?, leaves.len())?)).into_any())
+        })
     }
 }
 
@@ -322,20 +374,26 @@ impl PyTree {
     }
 
     /// (keys, values) as sequences over this tree.
-    fn views(slf: &Bound<'_, Self>) -> (PyKeys, PyValues) {
-        let tree = slf.clone().unbind();
-        (PyKeys { tree: tree.clone_ref(slf.py()) }, PyValues { tree })
+    fn views(slf: &Bound<'_, Self>) -> PyResult<(PyKeys, PyValues)> {
+        guarded(slf.py(), "Tree.views", &[], || {
+            let tree = slf.clone().unbind();
+            Ok((PyKeys { tree: tree.clone_ref(slf.py()) }, PyValues { tree }))
+        })
     }
 
     /// The keys (`collection/rkey`), as a list of str.
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, (0..self.leaves.len()).map(|i| key_str(py, &self.leaves, i)))
+        guarded(py, "Tree.keys", &[], || {
+            PyList::new(py, (0..self.leaves.len()).map(|i| key_str(py, &self.leaves, i)))
+        })
     }
 
     /// The value (record) CIDs, binary, as a list of bytes.
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let values = (0..self.leaves.len()).map(|i| PyBytes::new(py, self.leaves.value(i)));
-        PyList::new(py, values)
+        guarded(py, "Tree.values", &[], || {
+            let values = (0..self.leaves.len()).map(|i| PyBytes::new(py, self.leaves.value(i)));
+            PyList::new(py, values)
+        })
     }
 }
 
@@ -385,19 +443,21 @@ impl ArrowColumns {
     #[pyo3(signature = (requested_schema = None))]
     fn __arrow_c_array__<'py>(&self, py: Python<'py>, requested_schema: Option<Bound<'py, PyAny>>)
             -> PyResult<Bound<'py, PyTuple>> {
-        let _ = requested_schema; // the data has one natural schema; consumers adapt
-        let what = self.what;
-        let (schema, array) = self
-            .data
-            .lock()
-            .map_err(|_| PyValueError::new_err(format!("{what} are poisoned")))?
-            .take()
-            .ok_or_else(|| PyValueError::new_err(format!("{what} were already taken")))?;
-        let schema = PyCapsule::new_with_destructor(
-            py, schema, Some(c"arrow_schema".to_owned()), |s, _| arrow::drop_schema(s))?;
-        let array = PyCapsule::new_with_destructor(
-            py, array, Some(c"arrow_array".to_owned()), |a, _| arrow::drop_array(a))?;
-        PyTuple::new(py, [schema.into_any(), array.into_any()])
+        guarded(py, "ArrowColumns.__arrow_c_array__", &[], || {
+            let _ = requested_schema; // the data has one natural schema; consumers adapt
+            let what = self.what;
+            let (schema, array) = self
+                .data
+                .lock()
+                .map_err(|_| PyValueError::new_err(format!("{what} are poisoned")))?
+                .take()
+                .ok_or_else(|| PyValueError::new_err(format!("{what} were already taken")))?;
+            let schema = PyCapsule::new_with_destructor(
+                py, schema, Some(c"arrow_schema".to_owned()), |s, _| arrow::drop_schema(s))?;
+            let array = PyCapsule::new_with_destructor(
+                py, array, Some(c"arrow_array".to_owned()), |a, _| arrow::drop_array(a))?;
+            PyTuple::new(py, [schema.into_any(), array.into_any()])
+        })
     }
 }
 
@@ -414,11 +474,44 @@ impl Drop for ArrowColumns {
 #[pyfunction]
 fn record_json<'py>(py: Python<'py>, data: &[u8])
                     -> PyResult<(Option<String>, Option<Bound<'py, PyTuple>>)> {
-    let mut out = Vec::with_capacity(data.len() * 2);
-    match py.detach(|| record::record_json(data, &mut out)) {
-        Ok(()) => Ok((Some(String::from_utf8(out).unwrap_or_default()), None)),
-        Err(problem) => Ok((None, Some(as_args(py, problem)?))),
-    }
+    guarded(py, "record_json", &[], || {
+        let mut out = Vec::with_capacity(data.len() * 2);
+        match py.detach(|| record::record_json(data, &mut out)) {
+            Ok(()) => Ok((Some(String::from_utf8(out).unwrap_or_default()), None)),
+            Err(problem) => Ok((None, Some(as_args(py, problem)?))),
+        }
+    })
+}
+
+/// Panic with `message`, to test [`guarded`]; it exists for that alone.
+///
+/// The panic comes with the GIL released, on the calling thread, or (`in_thread`) on the
+/// worker thread of a two-thread pass (then a `ValueError` if the pass found one core only
+/// and started none), and its message says which thread it was. `wait`, a FIFO, is read to
+/// its end first: a writer must open it and close it again, which a Python thread can do
+/// meanwhile only if this call let the GIL go (see `tests/unit/test_core_panics.py`).
+#[pyfunction(name = "_panic_for_tests")]
+#[pyo3(signature = (message, *, in_thread = false, wait = None))]
+fn panic_for_tests(py: Python<'_>, message: &str, in_thread: bool, wait: Option<PathBuf>)
+                   -> PyResult<()> {
+    guarded(py, "_panic_for_tests", &[], || {
+        py.detach(|| {
+            if let Some(fifo) = &wait {
+                std::io::copy(&mut File::open(fifo)?, &mut std::io::sink())?;
+            }
+            let caller = std::thread::current().id();
+            let rows = vec![(); pass::PARALLEL_MIN]; // two chunks, the second on a worker
+            pass::in_halves(&rows, |_, _| {
+                let worker = std::thread::current().id() != caller;
+                if worker == in_thread {
+                    panic!("{message} (on {} thread)", if worker { "a worker" } else { "the calling" });
+                }
+            });
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(|e| PyValueError::new_err(format!("cannot read the FIFO: {e}")))?;
+        Err(PyValueError::new_err("no worker thread started: the pass found one core"))
+    })
 }
 
 #[pymodule]
@@ -429,6 +522,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyValues>()?;
     m.add_class::<ArrowColumns>()?;
     m.add_function(wrap_pyfunction!(record_json, m)?)?;
+    m.add_function(wrap_pyfunction!(panic_for_tests, m)?)?;
     m.add_class::<table::PyTableChecker>()?;
     m.add_function(wrap_pyfunction!(table::check_table, m)?)?;
     m.add_function(wrap_pyfunction!(table::check_texts_table, m)?)?;

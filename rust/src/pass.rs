@@ -12,7 +12,7 @@ use crate::error::{CoreError, Field, Result};
 use crate::mst::Leaves;
 
 /// Fewer items than this are handled on the calling thread alone (a thread costs more).
-const PARALLEL_MIN: usize = 20_000;
+pub(crate) const PARALLEL_MIN: usize = 20_000;
 
 /// `work` over `items` cut into at most two chunks handled side by side (one chunk below
 /// [`PARALLEL_MIN`] items), the first on the calling thread; `work` is given each chunk's
@@ -31,7 +31,9 @@ pub(crate) fn in_halves<T: Sync, P: Send>(items: &[T], work: impl Fn(usize, &[T]
             .map(|(k, part)| scope.spawn(move || work(k * chunk, part)))
             .collect();
         let mut parts = vec![work(0, items.chunks(chunk).next().unwrap_or(&[]))];
-        // a panic in a thread is re-raised here, and PyO3 turns it into an exception
+        // a panic in a thread goes on unwinding here, on the calling thread, with the thread's
+        // own payload (its message), so the entry point's guard (`guarded` in lib.rs) reports
+        // it as it reports one of the calling thread
         parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
         parts
     })
@@ -134,5 +136,30 @@ impl Reader<'_> {
             (self.release)(released, block.offset + block.length);
         }
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::panic_message;
+
+    #[test]
+    fn a_worker_threads_panic_reaches_the_caller_with_its_message() {
+        let items = vec![(); PARALLEL_MIN * 2];
+        let caller = std::thread::current().id();
+        let caught = std::panic::catch_unwind(|| {
+            in_halves(&items, |first, _| {
+                if first > 0 {
+                    assert_ne!(std::thread::current().id(), caller, "later chunks run on a worker");
+                    panic!("worker chunk at {first}");
+                }
+            })
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        match caught {
+            Err(payload) => assert_eq!(panic_message(&*payload), format!("worker chunk at {PARALLEL_MIN}")),
+            Ok(parts) => assert!(cores == 1 && parts.len() == 1, "no worker ran, yet {cores} cores"),
+        }
     }
 }

@@ -310,7 +310,7 @@ impl Part {
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::{leaves_of, raise, ArrowColumns, PyCar, PyKeys, PyValues};
+use crate::{guarded, leaves_of, raise, ArrowColumns, PyCar, PyKeys, PyValues};
 
 /// A collection's compiled checks, built once from its descriptor.
 #[pyclass(module = "atrepo._core", name = "TableChecker", frozen)]
@@ -322,7 +322,9 @@ pub struct PyTableChecker {
 impl PyTableChecker {
     #[new]
     fn new(py: Python<'_>, descriptor: &str) -> PyResult<Self> {
-        Checker::new(descriptor).map(|checker| PyTableChecker { checker }).map_err(|f| raise(py, f))
+        guarded(py, "TableChecker", &[], || {
+            Checker::new(descriptor).map(|checker| PyTableChecker { checker }).map_err(|f| raise(py, f))
+        })
     }
 }
 
@@ -376,14 +378,16 @@ pub fn check_table(py: Python<'_>, checker: &PyTableChecker, car: &PyCar, did: O
                    keys: &Bound<'_, PyAny>, values: &Bound<'_, PyAny>, start: usize,
                    end: Option<usize>, verify_cids: bool)
                    -> PyResult<Checked> {
-    let leaves = rows_of(keys, values, start, end)?;
-    let buf = car.source.slice(py);
-    let verify_cids = verify_cids && car.car.verify_cids;
-    let release = |a: usize, b: usize| car.source.release(a, b);
-    let table = py
-        .detach(|| check_records(&checker.checker, &car.car, buf, &leaves, did, verify_cids, &release))
-        .map_err(|f| raise(py, f))?;
-    Ok(handed(table))
+    guarded(py, "check_table", &[], || {
+        let leaves = rows_of(keys, values, start, end)?;
+        let buf = car.source.slice(py);
+        let verify_cids = verify_cids && car.car.verify_cids;
+        let release = |a: usize, b: usize| car.source.release(a, b);
+        let table = py
+            .detach(|| check_records(&checker.checker, &car.car, buf, &leaves, did, verify_cids, &release))
+            .map_err(|f| raise(py, f))?;
+        Ok(handed(table))
+    })
 }
 
 /// Check record JSON texts (`None`: no record), as [`check_table`] checks blocks (no key
@@ -391,22 +395,24 @@ pub fn check_table(py: Python<'_>, checker: &PyTableChecker, car: &PyCar, did: O
 #[pyfunction]
 pub fn check_texts_table(py: Python<'_>, checker: &PyTableChecker, texts: &Bound<'_, PyAny>)
                          -> PyResult<Checked> {
-    // copied out of the Python strings, so that the work runs without the GIL
-    let mut data = String::new();
-    let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
-    for text in texts.try_iter()? {
-        let text = text?;
-        if text.is_none() {
-            spans.push(None);
-        } else {
-            let text: &str = text.extract()?;
-            spans.push(Some((data.len(), data.len() + text.len())));
-            data.push_str(text);
+    guarded(py, "check_texts_table", &[], || {
+        // copied out of the Python strings, so that the work runs without the GIL
+        let mut data = String::new();
+        let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
+        for text in texts.try_iter()? {
+            let text = text?;
+            if text.is_none() {
+                spans.push(None);
+            } else {
+                let text: &str = text.extract()?;
+                spans.push(Some((data.len(), data.len() + text.len())));
+                data.push_str(text);
+            }
         }
-    }
-    let table = py.detach(|| {
-        let texts: Vec<Option<&str>> = spans.iter().map(|s| s.map(|(a, b)| &data[a..b])).collect();
-        check_texts(&checker.checker, &texts)
-    });
-    Ok(handed(table))
+        let table = py.detach(|| {
+            let texts: Vec<Option<&str>> = spans.iter().map(|s| s.map(|(a, b)| &data[a..b])).collect();
+            check_texts(&checker.checker, &texts)
+        });
+        Ok(handed(table))
+    })
 }
