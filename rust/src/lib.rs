@@ -8,12 +8,14 @@
 //! `AtrepoError`. The GIL is released while the core works.
 //!
 //! No panic crosses into Python. The code is written to have none, and should one happen (a
-//! bug: an index out of range, a failed allocation), [`guarded`], around the body of every
+//! bug: a slice out of range, a capacity overflow), [`guarded`], around the body of every
 //! entry point, catches it, wherever it began (the calling thread, a worker thread of a pass,
 //! code running without the GIL), and it leaves as a `CoreError` of kind `internal` naming
 //! the call, the CIDs it was given and the panic's message, which `atrepo._accel` raises as a
 //! `CarError` whose hint says to use the pure Python path and report the input; never as
-//! PyO3's `PanicException`, a `BaseException` that `except Exception` lets through.
+//! PyO3's `PanicException`, a `BaseException` that `except Exception` lets through. (An
+//! allocation the system refuses is no panic: Rust aborts the process, which is why declared
+//! lengths and depths are bounded before anything is allocated for them.)
 
 mod arrow;
 mod car;
@@ -92,7 +94,7 @@ pub(crate) fn guarded<T>(py: Python<'_>, call: &'static str, cids: &[(&'static s
     //   with the GIL held again); a result leaves only when the work finished;
     // - what it reads (a `Car`, `Tree`, `Keys`, `Values`, `Diff` or `TableChecker`, the
     //   caller's bytes) is frozen or immutable, never changed by the work, so none is left
-    //   half-changed;
+    //   half-changed (letting a mapped file's pages go changes nothing a later read sees);
     // - the one state it changes in place, an `ArrowColumns`' data, is taken in one step
     //   (`Option::take` under its mutex); a panic while the mutex is held poisons it, and
     //   every later taking reports that instead of seeing the data.
