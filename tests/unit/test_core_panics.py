@@ -22,7 +22,7 @@ import pytest
 from atrepo import CarError, _accel
 from atrepo.cid import cid_for
 
-pytestmark = pytest.mark.skipif(_accel.core is None, reason="the compiled core is not built")
+needs_core = pytest.mark.skipif(_accel.core is None, reason="the compiled core is not built")
 
 ROOT = Path(__file__).resolve().parents[2]
 RUST = ROOT / "rust" / "src"
@@ -47,16 +47,19 @@ def _assert_internal(error: CarError, panic: str) -> None:
                           f"panic={panic}; {HINT}")
 
 
+@needs_core
 def test_a_panic_on_the_calling_thread_is_a_car_error() -> None:
     _assert_internal(_panicked(), "boom (on the calling thread)")
 
 
+@needs_core
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
                     reason="one CPU: the pass starts no worker thread")
 def test_a_panic_on_a_worker_thread_of_the_pass_is_a_car_error() -> None:
     _assert_internal(_panicked(in_thread=True), "boom (on a worker thread)")
 
 
+@needs_core
 def test_the_core_hands_a_panic_on_as_data_of_kind_internal() -> None:
     assert _accel.core is not None
     with pytest.raises(_accel.core.CoreError) as caught:
@@ -103,6 +106,7 @@ print(caught)
 """
 
 
+@needs_core
 def test_a_panic_with_the_gil_released_is_a_car_error(tmp_path: Path) -> None:
     fifo = tmp_path / "wait"
     os.mkfifo(fifo)
