@@ -82,9 +82,10 @@ def test_an_internal_failure_names_the_cid_the_call_was_given() -> None:
                           f"panic=index out of bounds; {HINT}")
 
 
-# the child panics in the core while the core reads a FIFO to its end; the parent's other
-# thread can open and close the FIFO's write end (ending that read) only if the core let the
-# GIL go: held, the two would wait on each other for ever, and the child's timeout says so
+# in a child process one thread calls the core, which reads a FIFO to its end before it
+# panics; the main thread opens and closes the FIFO's write end, ending that read, which it
+# can do only if the core let the GIL go: held, the two threads would wait on each other for
+# ever, and the child's timeout turns that into a failure
 _WITHOUT_THE_GIL = """
 import sys, threading
 from atrepo import CarError, _accel
