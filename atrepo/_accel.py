@@ -14,9 +14,11 @@ active; :data:`core` is the extension module, or None.
 
 Errors cross the boundary as data, ``CoreError(kind, message, fields, hint)``, with binary
 CIDs and keys left binary so that they are named here exactly as the pure path names them.
-A panic of the core (a bug) crosses the same way, as kind ``internal``, caught at the entry
-point it happened under (on any of the core's threads, with or without the GIL): it is
-raised as a :class:`~atrepo.CarError` ("internal error in the compiled core", with the
+A panic of the core (a bug) is a failure of kind ``internal``, caught at the entry point it
+happened under (on any of the core's threads, with or without the GIL), which the core
+raises through :func:`error` itself, so that it is an AtrepoError also where the call does
+not come through :func:`call` (a sequence's item, polars taking columns): a
+:class:`~atrepo.CarError` ("internal error in the compiled core", with the
 ``call``, the ``panic`` message and the CIDs the call was given), since every operation of
 the core reads a CAR or what was read from one, so code that handles a bad CAR handles it
 too; its hint says to set ``ATREPO_PURE_PYTHON=1`` and report the input.

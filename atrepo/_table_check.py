@@ -277,8 +277,8 @@ def core_check_texts(texts: pl.Series, shape: Shape, collection: str) -> CoreChe
     """Check record JSON texts (a ``records`` frame's ``record`` column) in the core, as
     :func:`core_check` checks blocks (no key columns)."""
     assert _accel.core is not None
-    _, parts, found, deferred, lost = _accel.core.check_texts_table(_core_checker(collection),
-                                                                    texts.to_list())
+    _, parts, found, deferred, lost = _accel.call(_accel.core.check_texts_table,
+                                                  _core_checker(collection), texts.to_list())
     return _finish(None, parts, found, deferred, lost, lambda i: str(texts[i]), shape,
                    collection)
 

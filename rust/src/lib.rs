@@ -10,9 +10,10 @@
 //! No panic crosses into Python. The code is written to have none, and should one happen (a
 //! bug: a slice out of range, a capacity overflow), [`guarded`], around the body of every
 //! entry point, catches it, wherever it began (the calling thread, a worker thread of a pass,
-//! code running without the GIL), and it leaves as a `CoreError` of kind `internal` naming
-//! the call, the CIDs it was given and the panic's message, which `atrepo._accel` raises as a
-//! `CarError` whose hint says to use the pure Python path and report the input; never as
+//! code running without the GIL), and it leaves as a failure of kind `internal` naming the
+//! call, the CIDs it was given and the panic's message, raised as the `CarError` that
+//! `atrepo._accel` makes of it, whose hint says to use the pure Python path and report the
+//! input, whichever way the call came (through `atrepo._accel.call` or not); never as
 //! PyO3's `PanicException`, a `BaseException` that `except Exception` lets through. (An
 //! allocation the system refuses is no panic: Rust aborts the process, which is why declared
 //! lengths and depths are bounded before anything is allocated for them.)
@@ -77,9 +78,29 @@ fn raise(py: Python<'_>, failure: Failure) -> PyErr {
     }
 }
 
+/// A caught panic's failure as the `AtrepoError` that `atrepo._accel.error` makes of it.
+///
+/// Raised as that error here, not as a `CoreError` for `atrepo._accel.call` to turn into
+/// one, so that it is an `AtrepoError` whichever way the call came: through `call`, a
+/// sequence's `__getitem__`, polars taking the Arrow columns. The plain `CoreError` (still an
+/// `Exception`) only if `atrepo._accel` itself cannot be had.
+fn raise_internal(py: Python<'_>, failure: Failure) -> PyErr {
+    let args = match as_args(py, failure) {
+        Ok(args) => args,
+        Err(err) => return err,
+    };
+    let made = py.import("atrepo._accel").and_then(|accel| accel.getattr("error"))
+        .and_then(|error| error.call1((args.clone(),)));
+    match made {
+        Ok(error) => PyErr::from_value(error),
+        Err(_) => CoreError::new_err(args.unbind()),
+    }
+}
+
 /// `work`, the body of the entry point `call` (as Python names it: `Car.walk`, `diff`), with
-/// a panic in it turned into a `CoreError` of kind internal naming `call`, the binary CIDs
-/// `cids` the call was given (`(field name, CID)`) and the panic's message.
+/// a panic in it turned into a failure of kind internal naming `call`, the binary CIDs
+/// `cids` the call was given (`(field name, CID)`) and the panic's message, raised as its
+/// `AtrepoError` ([`raise_internal`]).
 ///
 /// This is the one place a panic stops, wherever it began: on the calling thread, in a worker
 /// thread of a pass (whose join goes on unwinding on the calling thread) or with the GIL
@@ -99,7 +120,7 @@ pub(crate) fn guarded<T>(py: Python<'_>, call: &'static str, cids: &[(&'static s
     //   (`Option::take` under its mutex); a panic while the mutex is held poisons it, and
     //   every later taking reports that instead of seeing the data.
     std::panic::catch_unwind(AssertUnwindSafe(work))
-        .unwrap_or_else(|payload| Err(raise(py, Failure::internal(call, cids, &*payload))))
+        .unwrap_or_else(|payload| Err(raise_internal(py, Failure::internal(call, cids, &*payload))))
 }
 
 /// The bytes of a CAR: a Python `bytes` object (immutable, kept alive here) or a mapped file.
