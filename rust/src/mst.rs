@@ -486,10 +486,12 @@ fn walk_in_pieces<'a>(car: &'a Car, buf: &'a [u8], root: &'a [u8], threads: usiz
     let results: Vec<_> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
         let mut all = vec![work()];
-        all.extend(helpers.into_iter().filter_map(|h| h.join().ok()));
+        // a helper's panic goes on unwinding here, to the entry point's guard, as in a pass
+        all.extend(helpers.into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
         all
     });
-    if failed.load(std::sync::atomic::Ordering::Relaxed) || results.len() < threads {
+    if failed.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
     // a node met by two threads (or by the planner and a thread) is a node met twice
