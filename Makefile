@@ -52,6 +52,7 @@ demo: $(PY_OK) $(CORE_OK) $(NODE_OK)
 test: $(PY_OK) $(CORE_OK) $(NODE_OK)
 	$(BIN)/python -c "import sys, atrepo; sys.exit(0 if atrepo.accelerated else \
 	  'the compiled core (rust/) did not build: see the pip output above')"
+	cd rust && cargo test --lib --quiet
 	$(BIN)/python -m pytest
 
 # the bench extra's packages (the peers, psutil, atheris), without reinstalling atrepo itself
