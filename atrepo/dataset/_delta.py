@@ -21,13 +21,19 @@ from deltalake.exceptions import DeltaError
 from ..errors import AtrepoError
 from ._layout import APP_ID, META_KEY, commit_meta, table_exists
 
-__all__ = ["commit", "committed", "history", "newest_commit", "scan", "table_at"]
+__all__ = ["ROW_GROUP_ROWS", "WRITER", "commit", "committed", "history", "newest_commit",
+           "scan", "table_at"]
 
 _COMMIT_FILE = re.compile(r"\d{20}\.json")   # a commit's log file (not a checkpoint, ...)
 
-# Parquet inside the tables: zstd, and row groups of a size analytics engines like (each
-# one a unit of parallel reading and of statistics-based skipping)
-_WRITER = WriterProperties(compression="ZSTD", max_row_group_size=128 * 1024)
+# Parquet inside the tables, for every file a commit or a merge writes: zstd, and row
+# groups of at most ROW_GROUP_ROWS rows. A row group is a unit of parallel reading and of
+# statistics-based skipping for readers, and what a writer builds in memory before
+# writing it: a merge of a table's files (compaction) holds one at a time, so this bounds
+# a merge's memory whatever the size of the table (delta-rs's own default, 1M rows, let a
+# merge of a large records table hold up to a million rows at once)
+ROW_GROUP_ROWS = 16 * 1024
+WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 # a checkpoint every 10 commits (delta-rs's default is 100): every load of a table replays
 # its log since the newest checkpoint, reading those commit files at once on deltalake's
 # runtime, a thread each; an export commits many batches, and its threads and memory grew
@@ -65,7 +71,7 @@ def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any
                         partition_by=partition_by if not exists or reset else None,
                         schema_mode=None if not exists else "overwrite" if reset else "merge",
                         configuration=None if exists else _CONFIGURATION,
-                        writer_properties=_WRITER, commit_properties=properties)
+                        writer_properties=WRITER, commit_properties=properties)
     except (DeltaError, OSError, ValueError) as exc:
         msg = f"could not commit to the dataset table: {exc}"
         raise AtrepoError(msg, path=path, version=version) from exc

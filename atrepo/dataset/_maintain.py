@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
+from ._delta import WRITER
 from ._layout import Layout
 from ._lock import DatasetLock
 
@@ -50,7 +51,10 @@ def compact_tables(layout: Layout, *, only_if_needed: bool = True) -> dict[str, 
         table = DeltaTable(path)
         if only_if_needed and small_files(table) < SMALL_FILES:
             continue
-        metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES)
+        # one output file at a time (delta-rs's default is one per CPU), with the tables'
+        # writer settings: a merge holds one row group and one input file's at once
+        metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
+                                         writer_properties=WRITER)
         removed[path.name] = int(metrics.get("numFilesRemoved", 0))
     return removed
 

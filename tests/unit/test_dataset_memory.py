@@ -1,6 +1,7 @@
 """What an export and an open keep: nothing per repository once a batch is committed, no
-more threads, open files or log to replay after many commits than after a few, and only the
-newest log file of the ``repos`` table to open a dataset."""
+more threads, open files or log to replay after many commits than after a few, row groups of
+bounded size from the merge at the end, and only the newest log file of the ``repos`` table
+to open a dataset."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import os
 import shutil
 from pathlib import Path
 
+import duckdb
 import polars as pl
 from deltalake import DeltaTable
 from test_dataset import POST, batch, first, post, snap
 
 import atrepo
 from atrepo.dataset import Batch, DatasetExport, compact, open_dataset
+from atrepo.dataset._delta import ROW_GROUP_ROWS
 
 BATCH = 4
 
@@ -94,6 +97,32 @@ def test_an_export_of_several_batches_leaves_one_file_per_partition(tmp_path):
     assert len(records.file_uris()) == 1 and records.history(1)[0]["operation"] == "OPTIMIZE"
     ds = open_dataset(tmp_path / "ds")
     assert ds.records.select(pl.len()).collect().item() == 3 * BATCH == ds.meta["records"]
+
+
+def _row_groups(uri: str) -> list[int]:
+    """The rows of each row group of one Parquet file of a table."""
+    path = uri.removeprefix("file://")
+    return [rows for _, rows in duckdb.sql(
+        "SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata(?) "
+        "ORDER BY row_group_id", params=[path]).fetchall()]
+
+
+def test_the_merge_writes_row_groups_of_bounded_size(tmp_path):
+    # a merge builds each row group in memory before writing it, so the row groups' bound
+    # is its memory's; with delta-rs's default (1M rows) the merged partition below would
+    # be one row group of every row, and a host's merge would hold its whole table
+    per_batch = ROW_GROUP_ROWS // 2 + 100
+    export = DatasetExport(tmp_path / "ds", batch_repos=1)
+    for n in range(3):
+        export.fetched(snap(f"did:plc:{n:024d}", {f"{POST}/3k{n}{k:05d}": post(f"p{k}")
+                                                  for k in range(per_batch)}),
+                       pds="https://p.test", handle=None)
+    assert export.finish().commits == 3
+    (merged,) = DeltaTable(tmp_path / "ds" / "records").file_uris()
+    groups = _row_groups(merged)
+    assert sum(groups) == 3 * per_batch and max(groups) == ROW_GROUP_ROWS, groups
+    (typed,) = DeltaTable(tmp_path / "ds" / "tables" / POST).file_uris()
+    assert max(_row_groups(typed)) == ROW_GROUP_ROWS
 
 
 def test_opening_reads_only_the_newest_commit_of_the_repos_log(tmp_path):
