@@ -33,6 +33,10 @@ that corpus repository, whose records follow Bluesky's mix (added as ``corpus``)
 (``_RJEM_MALLOC_CONF``), and the largest N exported twice in one process (2N repositories;
 added as ``rss_batches``).
 
+``--memory`` measures only the peak RSS of step 2, for each N of ``--rss`` on a sandbox of
+max(N) bulk accounts, with the peak just before the export's final merge of the tables'
+files and that merge's seconds (added as ``memory``).
+
 Every step records the load average at its start and end (the machine may be shared).
 ``--keep DIR`` works in DIR and leaves the datasets there; ``--rescan DIR`` then measures
 the scans again on them (added to the results as ``rescan``).
@@ -71,17 +75,25 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "export.json"
 
 RSS_CHILD = """
-import json, os, re, sys
+import json, os, re, sys, time
 sys.path.insert(0, sys.argv[1])
 from bench_fetch import NoDns, LoopbackOnly
 import httpx
 import polars, deltalake, atrepo.dataset
 from atrepo.client import Client
+from atrepo.dataset import _export
 plc, pds, cache, out, batch, passes, names = (*sys.argv[2:6], int(sys.argv[6]),
                                               int(sys.argv[7]), sys.argv[8:])
 def status(key):
     with open("/proc/self/status") as f:
         return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1)) / 1024
+merges = []   # the peak just before each final merge of the tables' files, and its seconds
+def compact_tables(layout, **options):
+    peak, start = status("VmHWM"), time.perf_counter()
+    removed = merge(layout, **options)
+    merges.append({"peak_before_mb": peak, "seconds": time.perf_counter() - start})
+    return removed
+merge, _export.compact_tables = _export.compact_tables, compact_tables
 ends = []
 for n in range(passes):   # each pass: the same names, a fresh client, cache and dataset
     http = httpx.Client(transport=LoopbackOnly(), trust_env=False, timeout=120)
@@ -100,7 +112,7 @@ print(json.dumps({"repos": report.written, "batch_repos": batch, "import_peak_mb
                   "open_files": len(os.listdir("/proc/self/fd")),
                   "rss_before_export_mb": before, "max_rss_mb": status("VmHWM"),
                   "end_rss_anon_mb": status("RssAnon"), "end_rss_file_mb": status("RssFile"),
-                  "passes": ends}))
+                  "passes": ends, "merges": merges}))
 """
 
 # polars' allocator (jemalloc) returns freed pages only after a decay time (10 s); with
@@ -350,6 +362,33 @@ def rss_batches(args: argparse.Namespace, progress: Callable[[str], None]) -> di
     return {"runs": runs, "records_per_account": args.records, "load": load()}
 
 
+def memory(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Peak RSS of exporting the first N bulk repositories, for each N of ``--rss``."""
+    with Sandbox.start(bulk_accounts=max(args.rss), bulk_records=args.records,
+                       timeout=3600) as sb:
+        bulk = [a["did"] for a in sb.accounts if a["handle"].startswith("bulk")]
+        runs = []
+        for n in args.rss:
+            load_start = load()
+            runs.append({**peak_rss(sb, bulk[:n]), "load_start": load_start,
+                         "load_end": load()})
+            progress(str(runs[-1]))
+    return {"runs": runs, "records_per_account": args.records}
+
+
+def memory_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["| repositories | peak MB | peak before the final merge MB | merge s | "
+             "anonymous at the end MB | threads | open files | load |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        (merge,) = r["merges"]
+        lines.append(f"| {r['repos']:,} | {r['max_rss_mb']:.0f} | "
+                     f"{merge['peak_before_mb']:.0f} | {merge['seconds']:.2f} | "
+                     f"{r['end_rss_anon_mb']:.0f} | {r['threads']} | {r['open_files']} | "
+                     f"{r['load_start'][0]}-{r['load_end'][0]} |")
+    return lines
+
+
 def rescan(keep: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """The scans again, on the dataset and per-repository copy a ``--keep`` run left."""
     flat = keep / "flat"
@@ -423,6 +462,10 @@ def main() -> None:
     parser.add_argument("--rss-batch", type=int, metavar="REPOS",
                         help="only the peak RSS, with the default batch and with batches of "
                              "REPOS repositories; added to the results as `rss_batches`")
+    parser.add_argument("--memory", action="store_true",
+                        help="only the peak RSS of an export of N repositories for each N "
+                             "of --rss, with the peak before the final merge; added to the "
+                             "results as `memory`")
     parser.add_argument("--corpus", type=Path, metavar="CAR",
                         help="only the dataset bytes per record of one corpus repository "
                              "(benchmarks/data/100k/repo.car); added as `corpus`")
@@ -444,6 +487,12 @@ def main() -> None:
         print("\n".join(f"| {r['repos'] * len(r['passes'])} | {r['batch_repos']} "
                         f"| {'no decay' if r['env'] else 'default'} | {r['max_rss_mb']:.0f} "
                         f"| {r['end_rss_anon_mb']:.0f} |" for r in result["rss_batches"]["runs"]))
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    if args.memory:
+        result = json.loads(RESULTS.read_text())
+        result["memory"] = {**memory(args, progress), "machine": machine_info(sys.executable)}
+        print("\n".join(memory_table(result["memory"]["runs"])))
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
         return
     if args.rescan:
