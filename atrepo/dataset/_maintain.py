@@ -52,7 +52,7 @@ def compact_tables(layout: Layout, *, only_if_needed: bool = True) -> dict[str, 
         if only_if_needed and small_files(table) < SMALL_FILES:
             continue
         # one output file at a time (delta-rs's default is one per CPU), with the tables'
-        # writer settings: a merge holds one row group and one input file's at once
+        # writer settings: a merge holds one output row group and one input file at a time
         metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
                                          writer_properties=WRITER)
         removed[path.name] = int(metrics.get("numFilesRemoved", 0))
