@@ -178,9 +178,14 @@ impl Car {
     ///
     /// One pass over the bytes: each block's key and its hash are taken while its CID is in
     /// the cache, and the stretch's blocks are filed in the table before its pages go.
+    ///
+    /// A stretch is 16 MiB: each release of a mapped stretch is a TLB shootdown, which
+    /// interrupts every other core running a thread of the process (`read_car` imports polars
+    /// on one while the index runs), and in a virtual machine each such interrupt is dear:
+    /// fewer, larger releases (docs/performance.md has the measurements).
     pub fn index(&mut self, buf: &[u8], mut pos: usize, release: &dyn Fn(usize, usize))
                  -> Result<()> {
-        const STRETCH: usize = 4 << 20;
+        const STRETCH: usize = 16 << 20;
         const AHEAD_BYTES: usize = 4096;
         let end = buf.len();
         let rest = end - pos.min(end);
