@@ -173,7 +173,7 @@ def walk(car: object, root: bytes, key_ranges: Sequence[tuple[str, str]] | None
     if not isinstance(car, CoreCarFile):
         return None
     tree = call(car.core_car().walk, root, byte_ranges(key_ranges))
-    views: tuple[Sequence[str], Sequence[bytes]] = call(tree.views)
+    views: tuple[Sequence[str], Sequence[bytes]] = tree.views()
     return views
 
 

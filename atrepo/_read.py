@@ -73,8 +73,9 @@ def _importing_frames_meanwhile(index: Callable[[], T]) -> T:
     gives needs polars, whose import (~0.15 s) is longer than the index of most CARs: a
     first read in a process runs the index on a thread of its own while this thread imports
     polars, so the two overlap. The import stays on the calling thread (a module half
-    imported by another thread is never seen). The pure path holds the GIL while it indexes,
-    so there it only runs ``index()``.
+    imported by another thread is never seen). A plain thread, not an executor:
+    ``concurrent.futures`` (and ``logging`` behind it) would be imported before the overlap
+    began. The pure path holds the GIL while it indexes, so there it only runs ``index()``.
     """
     if not _accel.accelerated or "polars" in sys.modules:
         return index()

@@ -95,3 +95,18 @@ def test_a_first_read_imports_polars_while_the_core_indexes(tmp_path):
     assert result["first"]["after"] is True
     assert result["seen"] == ["atrepo-read-car", "MainThread"]
     assert result["threads"] == 1
+
+
+def test_the_pure_path_reads_on_the_callers_thread() -> None:
+    # the pure path holds the GIL while it indexes: nothing would overlap, so no thread
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, threading, atrepo\n"
+            "started = []\n"
+            "threading.Thread.start = lambda self: started.append(self.name)\n"
+            "atrepo.read_car('examples/data/sample.car')\n"
+            "assert not atrepo.accelerated and started == [], started\n"
+            "print('polars' in sys.modules)")
+    env = {**os.environ, "ATREPO_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"   # nor was polars imported on the way
