@@ -41,13 +41,15 @@ Every step records the load average at its start and end (the machine may be sha
 ``--keep DIR`` works in DIR and leaves the datasets there; ``--rescan DIR`` then measures
 the scans again on them (added to the results as ``rescan``).
 
-Prints Markdown tables and writes ``benchmarks/results/export.json``.
+Prints Markdown tables and writes ``benchmarks/results/export.json`` (a whole run keeps the
+sections the single-purpose options added there).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -220,8 +222,8 @@ def scans(out: Path, flat: Path) -> dict[str, Any]:
     load_start = load()
     result: dict[str, Any] = {"rows": count(per_repo)}
     for name, frame in readers:
-        result[f"count_{name}_s"] = _median_seconds(lambda f=frame: count(f))
-        result[f"group_by_{name}_s"] = _median_seconds(lambda f=frame: groups(f))
+        result[f"count_{name}_s"] = _median_seconds(functools.partial(count, frame))
+        result[f"group_by_{name}_s"] = _median_seconds(functools.partial(groups, frame))
     return {**result, "load_start": load_start, "load_end": load()}
 
 
@@ -445,6 +447,20 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = ("corpus", "rss_batches", "memory", "rescan")   # what the options add
+
+
+def _results() -> dict[str, Any]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def add_section(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """Add (or replace) one section of the results file, keeping the rest; return it."""
+    assert key in SECTIONS
+    RESULTS.write_text(json.dumps({**_results(), key: value}, indent=2) + "\n")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=2000)
@@ -475,38 +491,36 @@ def main() -> None:
         print(line, file=sys.stderr, flush=True)
 
     if args.corpus:
-        result = json.loads(RESULTS.read_text())
-        result["corpus"] = corpus_bytes(args.corpus)
-        print(json.dumps(result["corpus"], indent=2))
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        added = add_section("corpus", corpus_bytes(args.corpus))
+        print(json.dumps(added, indent=2))
         return
     if args.rss_batch:
-        result = json.loads(RESULTS.read_text())
-        result["rss_batches"] = {**rss_batches(args, progress),
-                                 "machine": machine_info(sys.executable)}
+        added = add_section("rss_batches", {**rss_batches(args, progress),
+                                            "machine": machine_info(sys.executable)})
         print("\n".join(f"| {r['repos'] * len(r['passes'])} | {r['batch_repos']} "
                         f"| {'no decay' if r['env'] else 'default'} | {r['max_rss_mb']:.0f} "
-                        f"| {r['end_rss_anon_mb']:.0f} |" for r in result["rss_batches"]["runs"]))
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+                        f"| {r['end_rss_anon_mb']:.0f} |" for r in added["runs"]))
         return
     if args.memory:
-        result = json.loads(RESULTS.read_text())
-        result["memory"] = {**memory(args, progress), "machine": machine_info(sys.executable)}
-        print("\n".join(memory_table(result["memory"]["runs"])))
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        added = add_section("memory", {**memory(args, progress),
+                                       "machine": machine_info(sys.executable)})
+        print("\n".join(memory_table(added["runs"])))
         return
     if args.rescan:
-        result = json.loads(RESULTS.read_text())
-        result["rescan"] = {**rescan(args.rescan, progress),
-                            "machine": machine_info(sys.executable)}
-        print("\n".join(scan_table(result["rescan"])))
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        added = add_section("rescan", {**rescan(args.rescan, progress),
+                                       "machine": machine_info(sys.executable)})
+        print("\n".join(scan_table(added)))
         return
     result = compare(args, progress) if args.compare else measure(args, progress)
     print(report(result))
     RESULTS.parent.mkdir(exist_ok=True)
-    name = RESULTS.with_name("export-101.json") if args.compare else RESULTS
-    name.write_text(json.dumps(result, indent=2) + "\n")
+    if args.compare:
+        RESULTS.with_name("export-101.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
+    # a whole run replaces the export's measurements; the sections the single-purpose
+    # options added stay, each with its own machine and load
+    kept = {key: value for key, value in _results().items() if key in SECTIONS}
+    RESULTS.write_text(json.dumps({**result, **kept}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
