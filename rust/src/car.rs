@@ -64,6 +64,14 @@ pub struct Car {
     pub verify_cids: bool,
 }
 
+/// Bytes framed between two releases of a mapped file's pages by [`Car::index`].
+///
+/// 16 MiB: each release of a mapped stretch is a TLB shootdown, which interrupts every other
+/// core running a thread of the process (`read_car` imports polars on one while the index
+/// runs), and in a virtual machine each such interrupt is dear: fewer, larger releases
+/// (docs/performance.md has the measurements).
+const STRETCH: usize = 16 << 20;
+
 /// Bits of a packed place that hold the length (a block is at most 8 MiB).
 const LEN_BITS: u32 = 24;
 
@@ -178,14 +186,8 @@ impl Car {
     ///
     /// One pass over the bytes: each block's key and its hash are taken while its CID is in
     /// the cache, and the stretch's blocks are filed in the table before its pages go.
-    ///
-    /// A stretch is 16 MiB: each release of a mapped stretch is a TLB shootdown, which
-    /// interrupts every other core running a thread of the process (`read_car` imports polars
-    /// on one while the index runs), and in a virtual machine each such interrupt is dear:
-    /// fewer, larger releases (docs/performance.md has the measurements).
     pub fn index(&mut self, buf: &[u8], mut pos: usize, release: &dyn Fn(usize, usize))
                  -> Result<()> {
-        const STRETCH: usize = 16 << 20;
         const AHEAD_BYTES: usize = 4096;
         let end = buf.len();
         let rest = end - pos.min(end);
@@ -456,4 +458,55 @@ pub fn check_block(raw: &[u8], data: &[u8], offset: usize) -> Result<()> {
             .hint("the CAR is corrupt or was tampered with"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    const DATA: usize = 400;
+
+    /// The blocks of a CAR body (no header): `count` dag-cbor blocks of `DATA` bytes whose
+    /// CIDs differ in their last 8 bytes, then a second block under the first one's CID.
+    fn body(count: usize) -> (Vec<u8>, Vec<[u8; 36]>) {
+        let mut buf = Vec::new();
+        let mut cids = Vec::new();
+        for i in 0..=count {
+            let mut cid = [0u8; 36];
+            cid[..4].copy_from_slice(&BLESSED_HEAD[0]);
+            cid[28..].copy_from_slice(&(i % count).to_be_bytes());
+            let length = cid.len() + DATA;
+            buf.extend_from_slice(&[(length as u8) | 0x80, (length >> 7) as u8]);
+            buf.extend_from_slice(&cid);
+            buf.extend(std::iter::repeat_n((i % 251) as u8, DATA));
+            cids.push(cid);
+        }
+        (buf, cids)
+    }
+
+    #[test]
+    fn an_index_over_several_stretches_finds_every_block_and_releases_the_whole_file() {
+        let count = (2 * STRETCH + STRETCH / 2) / (DATA + 38);   // three stretches' worth
+        let (buf, cids) = body(count);
+        let released = RefCell::new(Vec::new());
+        let mut car = Car::new(true);
+        car.index(&buf, 0, &|a, b| released.borrow_mut().push((a, b))).expect("well framed");
+        assert_eq!(car.len(), count + 1);
+        for (i, cid) in cids[..count].iter().enumerate() {
+            let (block, alone) = car.locate(&buf, cid).expect("every block is found");
+            let data = 38 * (i + 1) + DATA * i;   // the varints and CIDs before it, and data
+            assert_eq!((block.offset, block.length), (data, DATA), "block {i}");
+            assert_eq!(alone, i != 0, "only the first CID has a second block");
+        }
+        // the stretches follow one another from the start to the end, each of STRETCH
+        // bytes at least but the last (a release comes at the first block boundary after)
+        let released = released.into_inner();
+        assert!(released.len() >= 3, "{released:?}");
+        assert_eq!((released[0].0, released[released.len() - 1].1), (0, buf.len()));
+        for pair in released.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0);
+            assert!(pair[0].1 - pair[0].0 >= STRETCH);
+        }
+    }
 }
