@@ -121,6 +121,7 @@ class DatasetWriter:
             totals = {} if last is None or self._reset else last
             self._repos_total = int(totals.get("repos", 0))
             self._records_total = int(totals.get("records", 0))
+            self._held = set() if self._reset else self._held_dids()
         except BaseException:
             self._lock.release()
             raise
@@ -128,8 +129,13 @@ class DatasetWriter:
     # -- what the dataset holds -----------------------------------------------------------
 
     def known(self, dids: Sequence[str] | None = None) -> pl.DataFrame:
-        """The ``repos`` rows of ``dids`` (None: all) as the next commit builds on them."""
-        if self._reset:
+        """The ``repos`` rows of ``dids`` (None: all) as the next commit builds on them.
+
+        Rows are looked up only when the dataset holds one of ``dids``: a batch of new
+        repositories (every batch of a first export) reads nothing, where a scan would
+        read every file of the ``repos`` table, one more with each commit.
+        """
+        if self._reset or (dids is not None and self._held.isdisjoint(dids)):
             return pl.DataFrame(schema=REPOS_SCHEMA)
         repos = _delta.scan(self.layout.repos, None)
         if dids is not None:
@@ -172,6 +178,7 @@ class DatasetWriter:
         self._write_pending(plan, repos)
         self._apply(plan, records, _typed(records, plan.typed), repos)
         shutil.rmtree(self.layout.pending)
+        self._held = (set() if self._reset else self._held) | set(plan.repos)
         self.version, self._reset = version, False
         self._repos_total, self._records_total = plan.meta["repos"], plan.meta["records"]
         return version
@@ -210,20 +217,30 @@ class DatasetWriter:
                      repos=sorted(batch.dids), touches_records=touches, meta=meta)
 
     def _apply(self, plan: _Plan, records: pl.DataFrame | None,
-               typed: dict[str, pl.DataFrame], repos: pl.DataFrame) -> None:
-        """Commit the plan's tables in order, skipping those that already hold its version."""
+               typed: dict[str, pl.DataFrame], repos: pl.DataFrame, *,
+               recovering: bool = False) -> None:
+        """Commit the plan's tables in order.
+
+        A recovery skips the tables that already hold the plan's version. A normal commit
+        knows that none does (its version is new, and the lock keeps other writers out), so
+        it loads no table to ask.
+        """
         version, small = plan.version, {"operation": plan.meta["operation"]}
-        if plan.touches_records and _delta.committed(self.layout.records) < version:
+
+        def due(path: Path) -> bool:
+            return not recovering or _delta.committed(path) < version
+
+        if plan.touches_records and due(self.layout.records):
             assert records is not None  # recovery drops a plan whose records did not commit
             _delta.commit(self.layout.records, records, version=version, meta=small,
                           replace=plan.records_predicate(), reset=plan.reset,
                           partition_by=["collection"])
         for collection in plan.typed:
             path = self.layout.table(collection)
-            if _delta.committed(path) < version:
+            if due(path):
                 _delta.commit(path, typed[collection], version=version, meta=small,
                               replace=plan.did_predicate(plan.replaced), reset=plan.reset)
-        if _delta.committed(self.layout.repos) < version:
+        if due(self.layout.repos):
             _delta.commit(self.layout.repos, repos, version=version, meta=plan.meta,
                           replace=plan.did_predicate(plan.repos), reset=plan.reset)
 
@@ -258,8 +275,15 @@ class DatasetWriter:
                        .filter(pl.col("did").is_in(plan.replaced),
                                pl.col("collection").is_in(lagging)).collect())
         repos = pl.read_parquet(self.layout.pending / "repos.parquet")
-        self._apply(plan, None, _typed(records, lagging), repos)
+        self._apply(plan, None, _typed(records, lagging), repos, recovering=True)
         shutil.rmtree(self.layout.pending)
+
+    def _held_dids(self) -> set[str]:
+        """The DIDs the ``repos`` table holds a row of."""
+        if not table_exists(self.layout.repos):
+            return set()
+        dids = _delta.scan(self.layout.repos, None).select("did").collect()
+        return set(dids.get_column("did").to_list())
 
     def _all_rows(self) -> pl.DataFrame:
         if not table_exists(self.layout.repos):

@@ -15,7 +15,7 @@ from atrepo.dataset import CHANGES_SCHEMA, REPOS_SCHEMA, VERSIONS_SCHEMA, Batch,
 from atrepo.frames import EXPORT_SCHEMA
 from atrepo.testing import make_repo_car
 
-A, B, C = ("did:plc:" + ch * 24 for ch in "abc")
+A, B, C, D = ("did:plc:" + ch * 24 for ch in "abcd")
 PDS = "http://127.0.0.1:1"
 POST, LIKE, OTHER = "app.bsky.feed.post", "app.bsky.feed.like", "app.example.thing"
 SUBJECT_CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
@@ -145,6 +145,42 @@ def test_a_batch_of_new_repositories_is_an_append_that_reads_and_rewrites_nothin
     assert rows(ds.repos, "did", "records") == [(A, 1), (B, 1), (C, 2)]
     assert sorted(ds.table(POST).collect()["text"]) == ["a1 edited", "b1", "c1"]
     assert ds.table(LIKE).collect()["did"].to_list() == [C]
+
+
+def test_a_commit_of_new_repositories_loads_no_table_and_a_held_one_is_looked_up(
+        tmp_path, monkeypatch):
+    # a fresh export's commits neither look up repos rows (a scan of every file of the repos
+    # table, one more per commit) nor ask each table which versions it holds; a DID the
+    # dataset holds, also one committed earlier by the same writer or before it was
+    # reopened, is looked up, so its rows are replaced and never doubled
+    from atrepo.dataset import _delta
+
+    loads: list[str] = []
+    for name in ("scan", "committed"):
+        real = getattr(_delta, name)
+
+        def counted(path, *args, _real=real, _name=name):
+            loads.append(f"{_name}:{getattr(path, 'name', path)}")
+            return _real(path, *args)
+        monkeypatch.setattr(_delta, name, counted)
+    with first(tmp_path) as writer:
+        loads.clear()
+        assert writer.commit(batch(snap(C, {f"{POST}/3k005": post("c1")}))) == 1
+        assert loads == []
+        assert writer.commit(batch(snap(C, {f"{POST}/3k006": post("c2")},
+                                        rev="3kaaaaaaaaa33"))) == 2
+        assert loads == ["scan:repos"]
+    with DatasetWriter(tmp_path / "ds") as writer:
+        loads.clear()
+        assert writer.commit(batch(snap(D, {f"{POST}/3k007": post("d1")}))) == 3
+        assert not [load for load in loads if load.startswith("scan")]
+        assert writer.commit(batch(snap(A, {f"{POST}/3k001": post("a1 edited")},
+                                        rev="3kaaaaaaaaa33"))) == 4
+    ds = open_dataset(tmp_path / "ds")
+    assert rows(ds.records, "did", "rkey") == [(A, "3k001"), (B, "3k004"), (C, "3k006"),
+                                               (D, "3k007")]
+    assert rows(ds.repos, "did", "rev") == [(A, "3kaaaaaaaaa33"), (B, "3kaaaaaaaaa22"),
+                                            (C, "3kaaaaaaaaa33"), (D, "3kaaaaaaaaa22")]
 
 
 def test_removed_repositories_leave_the_latest_version_but_not_the_previous(tmp_path):
