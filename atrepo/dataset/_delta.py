@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,18 +114,28 @@ def newest_commit(path: Path) -> tuple[int, dict[str, Any]] | None:
     replay its whole log (a checkpoint and the commits after it) first. Commits atrepo did
     not make (a compaction) change no rows, so they are passed over, as in :func:`history`.
     """
+    for info, meta in _atrepo_commits(path):
+        if isinstance(info.get("timestamp"), int):
+            return info["timestamp"], meta
+    return None
+
+
+def _atrepo_commits(path: Path, upto: int | None = None
+                    ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(``commitInfo``, atrepo metadata) of each commit atrepo made to the table, newest
+    first, from the log files kept (at or before table version ``upto``, when given);
+    stops at a log it cannot read."""
     log = path / "_delta_log"
     try:
-        names = sorted((name for name in os.listdir(log) if _COMMIT_FILE.fullmatch(name)),
-                       reverse=True)
+        names = sorted((name for name in os.listdir(log) if _COMMIT_FILE.fullmatch(name)
+                        and (upto is None or int(name[:20]) <= upto)), reverse=True)
         for name in names:
             info = _commit_info((log / name).read_text())
             meta = None if info is None else commit_meta(info)
-            if info is not None and meta is not None and isinstance(info.get("timestamp"), int):
-                return info["timestamp"], meta
+            if info is not None and meta is not None:
+                yield info, meta
     except (OSError, ValueError):
-        return None
-    return None
+        return
 
 
 def _commit_info(text: str) -> dict[str, Any] | None:
@@ -147,8 +158,8 @@ def table_at(path: Path, version: int) -> DeltaTable | None:
     """
     if not table_exists(path):
         return None
-    table = DeltaTable(path)   # one load: its version and transactions belong together
-    held = table.transaction_version(APP_ID)
+    table = DeltaTable(path)
+    held = _held(path, table)
     if held is None or held <= version:
         return table
     chosen = None
@@ -165,6 +176,19 @@ def table_at(path: Path, version: int) -> DeltaTable | None:
         return None
     table.load_as_version(chosen)
     return table
+
+
+def _held(path: Path, table: DeltaTable) -> int | None:
+    """The newest dataset version ``table`` (loaded from ``path``) holds.
+
+    Read from the log file of the newest atrepo commit at or before the loaded version (a
+    small file: what a later commit adds does not change it), which costs far less than
+    asking the loaded table for its transactions; from those when the log no longer has
+    that file.
+    """
+    for _info, meta in _atrepo_commits(path, upto=table.version()):
+        return int(meta["version"])
+    return table.transaction_version(APP_ID)
 
 
 def scan(path: Path | DeltaTable, version: int | None = None) -> pl.LazyFrame:

@@ -87,8 +87,11 @@ class Layout:
 
 
 def table_exists(path: Path) -> bool:
-    """Whether ``path`` is a Delta table (has a transaction log)."""
-    return (path / "_delta_log").is_dir() and any((path / "_delta_log").glob("*.json"))
+    """Whether ``path`` is a Delta table: its log has a commit, or a checkpoint (a log
+    cleaned up past its old commits may keep only the newest checkpoint)."""
+    log = path / "_delta_log"
+    return log.is_dir() and any(name.endswith(".json") or ".checkpoint." in name
+                                for name in os.listdir(log))
 
 
 def in_list(column: str, values: Iterable[str]) -> str:

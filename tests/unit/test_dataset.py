@@ -331,6 +331,25 @@ def test_as_of_a_datetime_and_unknown_versions(tmp_path):
     assert old.versions.height == 1 and rows(old.repos, "rev")[0] == ("3kaaaaaaaaa22",)
 
 
+def test_a_table_is_read_at_its_batch_after_compactions_and_a_log_cleanup(tmp_path):
+    # which batch a loaded table holds is read from its newest atrepo commit's log file;
+    # commits atrepo did not make (a compaction) are passed over, and a table whose kept
+    # log no longer has that file answers from its loaded transactions
+    with first(tmp_path) as writer:
+        writer.commit(batch(snap(C, {f"{POST}/3k005": post("c1")})))
+    records = tmp_path / "ds" / "records"
+    DeltaTable(records).optimize.compact()
+    table = DeltaTable(records)
+    assert table.history(1)[0]["operation"] == "OPTIMIZE"
+    table.create_checkpoint()
+    for log in (records / "_delta_log").glob("*.json"):
+        log.unlink()
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.version == 1
+    assert rows(ds.records, "did", "rkey") == [(A, "1"), (A, "3k001"), (A, "3k002"),
+                                               (A, "3k003"), (B, "3k004"), (C, "3k005")]
+
+
 def test_open_dataset_refuses_a_directory_without_one(tmp_path):
     with pytest.raises(atrepo.AtrepoError, match="no atrepo dataset here"):
         open_dataset(tmp_path / "missing")
