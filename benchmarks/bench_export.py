@@ -84,8 +84,8 @@ import httpx
 import polars, deltalake, atrepo.dataset
 from atrepo.client import Client
 from atrepo.dataset import _export
-plc, pds, cache, out, batch, passes, names = (*sys.argv[2:6], int(sys.argv[6]),
-                                              int(sys.argv[7]), sys.argv[8:])
+plc, pds, cache, out, batch, passes, IDLE_S, names = (
+    *sys.argv[2:6], int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), sys.argv[9:])
 def status(key):
     with open("/proc/self/status") as f:
         return int(re.search(key + r":\\s+(\\d+)", f.read()).group(1)) / 1024
@@ -109,17 +109,25 @@ for n in range(passes):   # each pass: the same names, a fresh client, cache and
             before = status("VmRSS")
         report = client.export(names, f"{out}{n}", batch_repos=batch)
     ends.append({"max_rss_mb": status("VmHWM"), "end_rss_anon_mb": status("RssAnon")})
+threads, end_anon = len(os.listdir("/proc/self/task")), status("RssAnon")
+# deltalake's runtime lets a thread of its blocking pool go after 10 s idle, and its
+# allocator returns freed pages over 10 s: what is left then is what the export holds
+time.sleep(IDLE_S)
 print(json.dumps({"repos": report.written, "batch_repos": batch, "import_peak_mb": import_peak,
-                  "threads": len(os.listdir("/proc/self/task")),
+                  "threads": threads, "idle_s": IDLE_S,
+                  "idle_threads": len(os.listdir("/proc/self/task")),
+                  "idle_rss_anon_mb": status("RssAnon"),
                   "open_files": len(os.listdir("/proc/self/fd")),
                   "rss_before_export_mb": before, "max_rss_mb": status("VmHWM"),
-                  "end_rss_anon_mb": status("RssAnon"), "end_rss_file_mb": status("RssFile"),
+                  "end_rss_anon_mb": end_anon, "end_rss_file_mb": status("RssFile"),
                   "passes": ends, "merges": merges}))
 """
 
 # polars' allocator (jemalloc) returns freed pages only after a decay time (10 s); with
 # this in a child's environment it returns them at once, so its RSS is what is in use
 NO_DECAY = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+# how long --memory lets an export's child idle before its last reading (see RSS_CHILD)
+IDLE_S = 12
 
 
 def _client(sb: Sandbox, cache: str, traffic: Traffic, concurrency: int) -> Client:
@@ -228,14 +236,15 @@ def scans(out: Path, flat: Path) -> dict[str, Any]:
 
 
 def peak_rss(sb: Sandbox, names: list[str], batch_repos: int = BATCH_REPOS, *,
-             passes: int = 1, env: dict[str, str] | None = None) -> dict[str, Any]:
+             passes: int = 1, env: dict[str, str] | None = None,
+             idle_s: int = 0) -> dict[str, Any]:
     """The peak RSS of exporting ``names`` in a child process, ``passes`` times over (each
     pass with a client, cache and dataset of its own), with ``env`` added to its
-    environment."""
+    environment; then its threads and anonymous RSS after ``idle_s`` seconds idle."""
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-c", RSS_CHILD, str(HERE), sb.plc_url,
                                sb.pds_url, f"{tmp}/cache", f"{tmp}/out", str(batch_repos),
-                               str(passes), *names],
+                               str(passes), str(idle_s), *names],
                               capture_output=True, text=True, check=True,
                               env={**os.environ, **(env or {})})
     return {"names": len(names), "env": env or {},
@@ -372,7 +381,7 @@ def memory(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[st
         runs = []
         for n in args.rss:
             load_start = load()
-            runs.append({**peak_rss(sb, bulk[:n]), "load_start": load_start,
+            runs.append({**peak_rss(sb, bulk[:n], idle_s=IDLE_S), "load_start": load_start,
                          "load_end": load()})
             progress(str(runs[-1]))
     return {"runs": runs, "records_per_account": args.records}
@@ -380,13 +389,15 @@ def memory(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[st
 
 def memory_table(runs: list[dict[str, Any]]) -> list[str]:
     lines = ["| repositories | peak MB | peak before the final merge MB | merge s | "
-             "anonymous at the end MB | threads | open files | load |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "anonymous at the end MB | threads | open files | "
+             f"anonymous / threads {IDLE_S} s later | load |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in runs:
         (merge,) = r["merges"]
         lines.append(f"| {r['repos']:,} | {r['max_rss_mb']:.0f} | "
                      f"{merge['peak_before_mb']:.0f} | {merge['seconds']:.2f} | "
                      f"{r['end_rss_anon_mb']:.0f} | {r['threads']} | {r['open_files']} | "
+                     f"{r['idle_rss_anon_mb']:.0f} / {r['idle_threads']} | "
                      f"{r['load_start'][0]}-{r['load_end'][0]} |")
     return lines
 
