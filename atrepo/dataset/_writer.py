@@ -121,6 +121,7 @@ class DatasetWriter:
             totals = {} if last is None or self._reset else last
             self._repos_total = int(totals.get("repos", 0))
             self._records_total = int(totals.get("records", 0))
+            # the DIDs with a repos row (a superset after removals: that costs a lookup)
             self._held = set() if self._reset else self._held_dids()
         except BaseException:
             self._lock.release()
