@@ -22,8 +22,8 @@ from deltalake.exceptions import DeltaError
 from ..errors import AtrepoError
 from ._layout import APP_ID, META_KEY, commit_meta, table_exists
 
-__all__ = ["ROW_GROUP_ROWS", "WRITER", "commit", "committed", "history", "newest_commit",
-           "scan", "table_at"]
+__all__ = ["ROW_GROUP_ROWS", "WRITER", "commit", "committed", "held_version", "history",
+           "newest_commit", "scan", "table_at"]
 
 _COMMIT_FILE = re.compile(r"\d{20}\.json")   # a commit's log file (not a checkpoint, ...)
 
@@ -159,7 +159,7 @@ def table_at(path: Path, version: int) -> DeltaTable | None:
     if not table_exists(path):
         return None
     table = DeltaTable(path)
-    held = _held(path, table)
+    held = held_version(path, table)
     if held is None or held <= version:
         return table
     chosen = None
@@ -178,7 +178,7 @@ def table_at(path: Path, version: int) -> DeltaTable | None:
     return table
 
 
-def _held(path: Path, table: DeltaTable) -> int | None:
+def held_version(path: Path, table: DeltaTable) -> int | None:
     """The newest dataset version ``table`` (loaded from ``path``) holds.
 
     Read from the log file of the newest atrepo commit at or before the loaded version (a
