@@ -103,6 +103,10 @@ class DatasetWriter:
             dataset's.
     """
 
+    _held: set[str]        # the DIDs with a repos row (a superset after removals)
+    _repos_total: int      # the totals of the newest version's metadata
+    _records_total: int
+
     def __init__(self, root: str | os.PathLike[str], *,
                  collections: Iterable[str] | None = None, resume: bool = True) -> None:
         self.layout = Layout(root)
@@ -118,11 +122,9 @@ class DatasetWriter:
                                           self.collections)
             # a new dataset's first commit creates every table, as a reset would
             self._reset = not resume or self.version < 0
-            totals = {} if last is None or self._reset else last
-            self._repos_total = int(totals.get("repos", 0))
-            self._records_total = int(totals.get("records", 0))
-            # the DIDs with a repos row (a superset after removals: that costs a lookup)
-            self._held = set() if self._reset else self._held_dids()
+            self._continue_from(last)
+            # set when a commit fails after writing its plan (see _settle)
+            self._unsettled = False
         except BaseException:
             self._lock.release()
             raise
@@ -136,6 +138,7 @@ class DatasetWriter:
         repositories (every batch of a first export) reads nothing, where a scan would
         read every file of the ``repos`` table, one more with each commit.
         """
+        self._settle()
         if self._reset or (dids is not None and self._held.isdisjoint(dids)):
             return pl.DataFrame(schema=REPOS_SCHEMA)
         repos = _delta.scan(self.layout.repos, None)
@@ -167,6 +170,7 @@ class DatasetWriter:
         return None
 
     def _commit(self, batch: Batch, hosts: Sequence[str]) -> int:
+        self._settle()
         version = self.version + 1
         if self._reset:   # compared against everything the reset removes
             prior = self._all_rows()
@@ -176,9 +180,13 @@ class DatasetWriter:
                             else prior)
         records = batch.records_frame()
         plan = self._plan(version, batch, prior, repos, records, hosts)
-        self._write_pending(plan, repos)
-        self._apply(plan, records, _typed(records, plan.typed), repos)
-        shutil.rmtree(self.layout.pending)
+        try:
+            self._write_pending(plan, repos)
+            self._apply(plan, records, _typed(records, plan.typed), repos)
+            shutil.rmtree(self.layout.pending)
+        except BaseException:
+            self._unsettled = True   # part of the batch may be committed: see _settle
+            raise
         self._held = (set() if self._reset else self._held) | set(plan.repos)
         self.version, self._reset = version, False
         self._repos_total, self._records_total = plan.meta["repos"], plan.meta["records"]
@@ -257,6 +265,32 @@ class DatasetWriter:
             _fsync(tmp / name)
         os.replace(tmp, self.layout.pending)
         _fsync(self.layout.meta)
+
+    def _settle(self) -> None:
+        """After a commit of this writer failed (a full disk, say), before it is used again:
+        finish or drop that batch as a new writer would (:meth:`_recover`), and go on from
+        what the dataset then holds.
+
+        Without this, the next commit would reuse the failed batch's version and replace
+        its plan: a batch whose records were committed would keep them without its repos
+        rows, or, in a first commit, lose them to the next batch's reset.
+        """
+        if not self._unsettled:
+            return
+        self._recover()
+        version = _delta.committed(self.layout.repos)
+        if version > self.version:   # the recovery committed the rest of the batch
+            self.version, self._reset = version, False
+            self._continue_from(self._last_meta())
+        self._unsettled = False
+
+    def _continue_from(self, last: dict[str, Any] | None) -> None:
+        """Take the totals and held DIDs from the dataset (``last``: its newest metadata)."""
+        totals = {} if last is None or self._reset else last
+        self._repos_total = int(totals.get("repos", 0))
+        self._records_total = int(totals.get("records", 0))
+        # a superset after removals: that costs a lookup
+        self._held = set() if self._reset else self._held_dids()
 
     def _recover(self) -> None:
         """Finish or drop the batch a killed writer left (module docstring, step 4)."""

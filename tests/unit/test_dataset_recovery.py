@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from atrepo.dataset import Batch, DatasetWriter, open_dataset
+from atrepo.errors import AtrepoError
 from atrepo.dataset import _writer
 from test_dataset import LIKE, POST, A, B, C, batch, like, post, snap
 
@@ -110,3 +111,41 @@ def test_a_kill_at_any_table_commit_recovers_to_the_same_dataset(tmp_path, monke
                 again.commit(one)
     assert _state(tmp_path / "ds") == expected
     check_consistent(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-commit", "after-commit"])
+@pytest.mark.parametrize("fail_at", range(COMMITS))
+def test_a_writer_whose_commit_failed_settles_it_before_it_is_used_again(tmp_path, monkeypatch,
+                                                                         fail_at, after):
+    """A commit that raises (a full disk) instead of dying: the same writer, used again as a
+    caller who retries would, ends with the uninterrupted run's dataset."""
+    batches = _batches()
+    with DatasetWriter(tmp_path / "clean") as writer:
+        for one in batches:
+            writer.commit(one)
+    expected = _state(tmp_path / "clean")
+
+    real = _writer._delta.commit
+    calls = []
+
+    def failing(*args, **kw):
+        calls.append(args[0])
+        if len(calls) - 1 == fail_at and not after:
+            raise AtrepoError("no space left on the device")
+        real(*args, **kw)
+        if len(calls) - 1 == fail_at:
+            raise AtrepoError("no space left on the device")
+
+    monkeypatch.setattr(_writer._delta, "commit", failing)
+    with DatasetWriter(tmp_path / "ds") as writer:
+        for one in batches:
+            try:
+                writer.commit(one)
+            except AtrepoError:
+                if not _landed(writer, one):   # settles first: the batch may be complete
+                    writer.commit(one)
+        assert not (tmp_path / "ds" / "_atrepo" / "pending").exists()
+        assert writer.version == 1
+    assert _state(tmp_path / "ds") == expected
+    check_consistent(tmp_path / "ds")
+    assert open_dataset(tmp_path / "ds").versions["version"].to_list() == [0, 1]
