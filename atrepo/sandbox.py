@@ -67,9 +67,10 @@ REFERENCE = Path(__file__).resolve().parent / "_reference"
 MIN_NODE = 20  # @atproto/pds and dev-env need Node 20 (package.json "engines")
 # sandbox.mjs's bounds: every PDS is a whole server inside the one node process, bulk
 # accounts need a post to like and repost, and a host of a few thousand accounts is what the
-# export's memory is measured on (2,000 accounts of 20 records seed in about 5 minutes)
+# export's memory is measured on (2,000 accounts of 20 records seed in about 5 minutes;
+# 8,000, whether its peak levels off)
 MAX_PDS_COUNT = 16
-MAX_BULK_ACCOUNTS = 5000
+MAX_BULK_ACCOUNTS = 10_000
 MIN_BULK_RECORDS = 2
 _HANDLES_SHOWN = 12  # handles named in an unknown-account error; bulk sandboxes have hundreds
 

@@ -14,8 +14,13 @@ Each measurement runs in a fresh interpreter (``--child``) and reads its own
 3. ``loads``: on a dataset the ``commits`` run wrote, the median and minimum of 21 calls of a
    load of its records table, of that table's ``transaction_version``, and of reading the
    batch it holds from its log as ``open_dataset`` does.
+4. ``merges``: on the datasets the ``commits`` runs wrote (250, 2,000 and 4,000
+   repositories, a file per batch and partition), the merge an export ends with, of the
+   records table and of the like table alone, each in a fresh interpreter after a merge of
+   a small copy (so deltalake's code is paged in and its runtime started): the peak RSS
+   it adds and the anonymous RSS it leaves.
 
-Reproduce: ``.venv/bin/python benchmarks/bench_delta.py`` (about 3 minutes); writes
+Reproduce: ``.venv/bin/python benchmarks/bench_delta.py`` (about 5 minutes); writes
 ``benchmarks/results/delta.json``.
 """
 
@@ -133,6 +138,32 @@ def loads(dataset: str) -> dict[str, Any]:
             "from_the_log": timed(lambda: _delta.held_version(path, loaded))}
 
 
+def merge(dataset: str, table: str, warm: str) -> dict[str, Any]:
+    import shutil
+
+    from deltalake import DeltaTable
+
+    from atrepo.dataset._maintain import TARGET_FILE_BYTES, WRITER
+
+    def compact(path: str) -> int:
+        loaded = DeltaTable(path)
+        files = len(loaded.file_uris())
+        loaded.optimize.compact(target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
+                                writer_properties=WRITER)
+        return files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(warm, f"{tmp}/warm")
+        shutil.copytree(dataset, f"{tmp}/ds")
+        compact(f"{tmp}/warm/{table}")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")   # resets the peak (VmHWM) to the current RSS
+        rss, anon = status("VmRSS"), status("RssAnon")
+        files = compact(f"{tmp}/ds/{table}")
+        return {"table": table, "files": files, "peak_added_mb": status("VmHWM") - rss,
+                "anon_left_mb": status("RssAnon") - anon}
+
+
 def child(*args: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, __file__, "--child", *args], check=True,
                           capture_output=True, text=True)
@@ -148,6 +179,8 @@ def main() -> None:
             result = commits(int(rest[0]), rest[1] == "stubbed", rest[2])
         elif mode == "appends":
             result = appends(int(rest[0]))
+        elif mode == "merge":
+            result = merge(*rest)
         else:
             result = loads(rest[0])
         print(json.dumps(result))
@@ -158,7 +191,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = [child("commits", str(n), how, f"{tmp}/{how}{n}")
                 for how in ("written", "stubbed") for n in (250, 2000)]
-        result = {"commits": runs,
+        child("commits", "4000", "written", f"{tmp}/written4000")   # for the merges only
+        merges = [{"repos": n, **child("merge", f"{tmp}/written{n}", table,
+                                       f"{tmp}/written250")}
+                  for table in ("records", f"tables/{LIKE}") for n in (250, 2000, 4000)]
+        result = {"commits": runs, "merges": merges,
                   "appends": [child("appends", str(n)) for n in (60, 150, 300)],
                   "loads": child("loads", f"{tmp}/written2000"),
                   "idle_s": IDLE_S, "load_average": os.getloadavg(),
@@ -173,6 +210,9 @@ def main() -> None:
         print(f"appends {r['appends']:>4}: anon {r['anon_before_mb']:.1f} -> "
               f"{r['anon_mb']:.1f} MB / {r['threads']} threads, {IDLE_S} s later "
               f"{r['idle_anon_mb']:.1f} MB / {r['idle_threads']}")
+    for r in result["merges"]:
+        print(f"merge of {r['table']} at {r['repos']:>5} ({r['files']} files): peak "
+              f"+{r['peak_added_mb']:.1f} MB, anon left +{r['anon_left_mb']:.1f} MB")
     for name, t in result["loads"].items():
         print(f"{name}: median {t['median_ms']:.2f} ms, min {t['min_ms']:.2f} ms")
 

@@ -63,7 +63,7 @@ const { values: opts } = parseArgs({
     'relay-port': { type: 'string', default: '0' },
   },
 })
-const MAX_BULK_ACCOUNTS = 5000 // a host of a few thousand accounts: the export's memory test
+const MAX_BULK_ACCOUNTS = 10000 // a host of thousands of accounts: the export's memory test
 const BULK_ACCOUNTS = Number(opts['bulk-accounts'])
 const BULK_RECORDS = Number(opts['bulk-records'])
 if (!(Number.isInteger(BULK_ACCOUNTS) && BULK_ACCOUNTS >= 0 && BULK_ACCOUNTS <= MAX_BULK_ACCOUNTS)

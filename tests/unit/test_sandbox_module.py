@@ -195,8 +195,8 @@ def test_procedures_go_to_the_xrpc_url_of_the_accounts_pds() -> None:
 @pytest.mark.parametrize(("options", "message"), [
     ({"pds_count": 0}, f"pds_count must be 1..{sandbox.MAX_PDS_COUNT}"),
     ({"pds_count": sandbox.MAX_PDS_COUNT + 1}, f"pds_count must be 1..{sandbox.MAX_PDS_COUNT}"),
-    ({"bulk_accounts": sandbox.MAX_BULK_ACCOUNTS + 1}, "bulk_accounts must be 0..5000"),
-    ({"bulk_accounts": -1}, "bulk_accounts must be 0..5000"),
+    ({"bulk_accounts": sandbox.MAX_BULK_ACCOUNTS + 1}, "bulk_accounts must be 0..10000"),
+    ({"bulk_accounts": -1}, "bulk_accounts must be 0..10000"),
     ({"bulk_accounts": 3, "bulk_records": 1}, "with bulk_records at least 2"),
 ])
 def test_counts_out_of_range_are_refused_before_node_starts(
