@@ -22,8 +22,8 @@ from deltalake.exceptions import DeltaError
 from ..errors import AtrepoError
 from ._layout import APP_ID, META_KEY, commit_meta, table_exists
 
-__all__ = ["ROW_GROUP_ROWS", "WRITER", "commit", "committed", "held_version", "history",
-           "newest_commit", "scan", "table_at"]
+__all__ = ["ROW_GROUP_ROWS", "WRITER", "checkpoint", "commit", "committed", "held_version",
+           "history", "newest_commit", "scan", "table_at"]
 
 _COMMIT_FILE = re.compile(r"\d{20}\.json")   # a commit's log file (not a checkpoint, ...)
 
@@ -76,6 +76,25 @@ def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any
     except (DeltaError, OSError, ValueError) as exc:
         msg = f"could not commit to the dataset table: {exc}"
         raise AtrepoError(msg, path=path, version=version) from exc
+
+
+def checkpoint(path: Path, table: DeltaTable) -> bool:
+    """Write a checkpoint of ``table`` (loaded from ``path``) at its loaded version, unless
+    its log has one there; return whether it wrote one.
+
+    Loading a table reads its newest checkpoint and replays every commit file after it, one
+    file read each on deltalake's runtime: with a checkpoint at the newest version, opening
+    the dataset after an export reads one file per table (``docs/performance.md``, Scans).
+    """
+    log = path / "_delta_log"
+    if (log / f"{table.version():020d}.checkpoint.parquet").exists():
+        return False
+    try:
+        table.create_checkpoint()
+    except (DeltaError, OSError) as exc:
+        msg = f"could not write a checkpoint of the dataset table: {exc}"
+        raise AtrepoError(msg, path=path, table_version=table.version()) from exc
+    return True
 
 
 def committed(path: Path) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from ._delta import WRITER
+from ._delta import WRITER, checkpoint
 from ._layout import Layout
 from ._lock import DatasetLock
 
@@ -43,24 +43,28 @@ def small_files(table: DeltaTable) -> int:
 
 
 def compact_tables(layout: Layout, *, only_if_needed: bool = True) -> dict[str, int]:
-    """Compact the tables of ``layout`` (the caller holds the lock); files removed per table."""
+    """Compact the tables of ``layout`` (the caller holds the lock), then checkpoint each
+    at its newest version (:func:`~atrepo.dataset._delta.checkpoint`); files removed per
+    table."""
     removed = {}
     for path in _tables(layout):
         if not path.exists():
             continue
         table = DeltaTable(path)
-        if only_if_needed and small_files(table) < SMALL_FILES:
-            continue
-        # one output file at a time (delta-rs's default is one per CPU), with the tables'
-        # writer settings: a merge holds one output row group and one input file at a time
-        metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
-                                         writer_properties=WRITER)
-        removed[path.name] = int(metrics.get("numFilesRemoved", 0))
+        if not only_if_needed or small_files(table) >= SMALL_FILES:
+            # one output file at a time (delta-rs's default is one per CPU), with the
+            # tables' writer settings: a merge holds one output row group and one input
+            # file at a time
+            metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES,
+                                             max_concurrent_tasks=1, writer_properties=WRITER)
+            removed[path.name] = int(metrics.get("numFilesRemoved", 0))
+        checkpoint(path, table)   # the table is loaded at its compaction's version
     return removed
 
 
 def compact(path: str | os.PathLike[str], *, only_if_needed: bool = False) -> dict[str, int]:
-    """Merge each table's small files into files of ~128 MB; return files removed per table.
+    """Merge each table's small files into files of ~128 MB, and checkpoint each table at its
+    newest version (so opening it reads one log file); return files removed per table.
 
     Args:
         path: the dataset directory.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 import atrepo
 from atrepo.dataset import DatasetExport, Target, open_dataset
@@ -103,3 +104,32 @@ def test_the_report_says_what_the_export_did(tmp_path):
     assert repr(report) == (f"<ExportReport {tmp_path / 'ds'} version 0: 0 repos written, "
                             "0 unchanged, 0 removed, 0 records, 0 failed>")
     assert "repos unchanged (skipped)" in report._repr_html_()
+
+
+def _json_commits(table) -> list[str]:
+    return sorted(p.name for p in (table / "_delta_log").glob("*.json"))
+
+
+@pytest.mark.parametrize("batch_repos", [1, 3], ids=["merged", "one-commit"])
+def test_an_export_ends_with_each_table_loadable_from_one_checkpoint(tmp_path, batch_repos):
+    """After an export (merged after several batches, or one commit and no merge), each
+    table has a checkpoint at its newest version: a load reads it alone, with the commit
+    files gone."""
+    export = DatasetExport(tmp_path / "ds", batch_repos=batch_repos)
+    export.plan([])
+    for did, rkey in ((A, "3k001"), (B, "3k002"), (C, "3k003")):
+        export.fetched(snap(did, {f"{POST}/{rkey}": post(did[-3:])}), pds=PDS, handle=None)
+    report = export.finish()
+    assert report.commits == (3 if batch_repos == 1 else 1)
+    ds = tmp_path / "ds"
+    tables = [ds / "records", ds / "repos", ds / "tables" / POST]
+    expected = {t: pl.scan_delta(str(t)).collect().sort("uri" if t.name != "repos" else "did")
+                for t in tables}
+    for table in tables:
+        version = DeltaTable(table).version()
+        assert (table / "_delta_log" / f"{version:020d}.checkpoint.parquet").exists()
+        for name in _json_commits(table):
+            (table / "_delta_log" / name).unlink()
+        assert DeltaTable(table).version() == version
+        rows = pl.scan_delta(str(table)).collect()
+        assert rows.sort("uri" if table.name != "repos" else "did").equals(expected[table])
