@@ -78,9 +78,9 @@ def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any
         raise AtrepoError(msg, path=path, version=version) from exc
 
 
-def checkpoint(path: Path, table: DeltaTable) -> bool:
+def checkpoint(path: Path, table: DeltaTable) -> None:
     """Write a checkpoint of ``table`` (loaded from ``path``) at its loaded version, unless
-    its log has one there; return whether it wrote one.
+    its log has one there.
 
     Loading a table reads its newest checkpoint and replays every commit file after it, one
     file read each on deltalake's runtime: with a checkpoint at the newest version, opening
@@ -88,13 +88,12 @@ def checkpoint(path: Path, table: DeltaTable) -> bool:
     """
     log = path / "_delta_log"
     if (log / f"{table.version():020d}.checkpoint.parquet").exists():
-        return False
+        return
     try:
         table.create_checkpoint()
     except (DeltaError, OSError) as exc:
         msg = f"could not write a checkpoint of the dataset table: {exc}"
         raise AtrepoError(msg, path=path, table_version=table.version()) from exc
-    return True
 
 
 def committed(path: Path) -> int:

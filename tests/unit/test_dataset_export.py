@@ -5,6 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+from deltalake.table import TableOptimizer
 
 import atrepo
 from atrepo.dataset import DatasetExport, Target, open_dataset
@@ -133,3 +135,26 @@ def test_an_export_ends_with_each_table_loadable_from_one_checkpoint(tmp_path, b
         assert DeltaTable(table).version() == version
         rows = pl.scan_delta(str(table)).collect()
         assert rows.sort("uri" if table.name != "repos" else "did").equals(expected[table])
+
+
+@pytest.mark.parametrize(("step", "batch_repos", "said"), [
+    (TableOptimizer, 1, "merge"), (DeltaTable, 100, "checkpoint")])
+def test_a_merge_or_checkpoint_that_fails_is_an_atrepo_error_naming_the_table(
+        tmp_path, monkeypatch, step, batch_repos, said):
+    """Two commits (then a merge), or one (then only the checkpoint)."""
+    export = DatasetExport(tmp_path / "ds", batch_repos=batch_repos)
+    export.plan([])
+    export.fetched(snap(A, {f"{POST}/3k001": post("a")}), pds=PDS, handle=None)
+    export.fetched(snap(B, {f"{POST}/3k002": post("b")}), pds=PDS, handle=None)
+
+    def refused(*args: object, **kw: object) -> None:
+        raise DeltaError("Generic error: No space left on device")
+
+    monkeypatch.setattr(step, "compact" if step is TableOptimizer else "create_checkpoint",
+                        refused)
+    with pytest.raises(atrepo.AtrepoError, match=said) as caught:
+        export.finish()
+    assert caught.value.fields["path"] == tmp_path / "ds" / "records"
+    monkeypatch.undo()   # the batches were committed, and the lock released
+    assert open_dataset(tmp_path / "ds").records.select(pl.len()).collect().item() == 2
+    DatasetExport(tmp_path / "ds").finish()
