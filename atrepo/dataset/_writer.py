@@ -271,9 +271,8 @@ class DatasetWriter:
         finish or drop that batch as a new writer would (:meth:`_recover`), and go on from
         what the dataset then holds.
 
-        Without this, the next commit would reuse the failed batch's version and replace
-        its plan: a batch whose records were committed would keep them without its repos
-        rows, or, in a first commit, lose them to the next batch's reset.
+        Without this, the next commit would fail on the plan the failed one left in
+        ``_atrepo/pending``, and a caller could not retry the batch on the same writer.
         """
         if not self._unsettled:
             return
