@@ -9,6 +9,8 @@ then equal an uninterrupted run's, and every version in between must be consiste
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 import pytest
 
@@ -73,28 +75,38 @@ def test_uninterrupted_run(tmp_path):
 COMMITS = 2 * (1 + 2 + 1)   # per batch: records, the post and like tables, repos
 
 
+def _uninterrupted(root, batches: list[Batch]) -> dict[str, list[tuple[object, ...]]]:
+    """The state of a dataset the batches were committed to without interruption."""
+    with DatasetWriter(root) as writer:
+        for one in batches:
+            writer.commit(one)
+    return _state(root)
+
+
+def _raising_at(commit: Callable[..., None], at: int, after: bool,
+                error: BaseException | type[BaseException]) -> Callable[..., None]:
+    """``commit`` (a table commit), raising ``error`` at its ``at``-th call: before that
+    commit, or once it is done (``after``)."""
+    calls = []
+
+    def raising(*args: object, **kw: object) -> None:
+        calls.append(args[0])
+        if len(calls) - 1 == at and not after:
+            raise error
+        commit(*args, **kw)
+        if len(calls) - 1 == at:
+            raise error
+    return raising
+
+
 @pytest.mark.parametrize("after", [False, True], ids=["before-commit", "after-commit"])
 @pytest.mark.parametrize("kill_at", range(COMMITS))
 def test_a_kill_at_any_table_commit_recovers_to_the_same_dataset(tmp_path, monkeypatch,
                                                                  kill_at, after):
     batches = _batches()
-    with DatasetWriter(tmp_path / "clean") as writer:
-        for one in batches:
-            writer.commit(one)
-    expected = _state(tmp_path / "clean")
-
+    expected = _uninterrupted(tmp_path / "clean", batches)
     real = _writer._delta.commit
-    calls = []
-
-    def dying(*args, **kw):
-        calls.append(args[0])
-        if len(calls) - 1 == kill_at and not after:
-            raise Killed
-        real(*args, **kw)
-        if len(calls) - 1 == kill_at:
-            raise Killed
-
-    monkeypatch.setattr(_writer._delta, "commit", dying)
+    monkeypatch.setattr(_writer._delta, "commit", _raising_at(real, kill_at, after, Killed))
     writer = DatasetWriter(tmp_path / "ds")
     with pytest.raises(Killed):
         for one in batches:
@@ -120,23 +132,10 @@ def test_a_writer_whose_commit_failed_settles_it_before_it_is_used_again(tmp_pat
     """A commit that raises (a full disk) instead of dying: the same writer, used again as a
     caller who retries would, ends with the uninterrupted run's dataset."""
     batches = _batches()
-    with DatasetWriter(tmp_path / "clean") as writer:
-        for one in batches:
-            writer.commit(one)
-    expected = _state(tmp_path / "clean")
-
-    real = _writer._delta.commit
-    calls = []
-
-    def failing(*args, **kw):
-        calls.append(args[0])
-        if len(calls) - 1 == fail_at and not after:
-            raise AtrepoError("no space left on the device")
-        real(*args, **kw)
-        if len(calls) - 1 == fail_at:
-            raise AtrepoError("no space left on the device")
-
-    monkeypatch.setattr(_writer._delta, "commit", failing)
+    expected = _uninterrupted(tmp_path / "clean", batches)
+    full_disk = AtrepoError("no space left on the device")
+    monkeypatch.setattr(_writer._delta, "commit",
+                        _raising_at(_writer._delta.commit, fail_at, after, full_disk))
     with DatasetWriter(tmp_path / "ds") as writer:
         for one in batches:
             try:
