@@ -143,13 +143,13 @@ def merge(dataset: str, table: str, warm: str) -> dict[str, Any]:
 
     from deltalake import DeltaTable
 
-    from atrepo.dataset._maintain import TARGET_FILE_BYTES, WRITER
+    from atrepo.dataset._delta import merge_files
+    from atrepo.dataset._maintain import TARGET_FILE_BYTES
 
-    def compact(path: str) -> int:
+    def compact(path: str) -> int:   # the merge an export ends with, of one table
         loaded = DeltaTable(path)
         files = len(loaded.file_uris())
-        loaded.optimize.compact(target_size=TARGET_FILE_BYTES, max_concurrent_tasks=1,
-                                writer_properties=WRITER)
+        merge_files(Path(path), loaded, target_bytes=TARGET_FILE_BYTES)
         return files
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..errors import AtrepoError
 from ._layout import APP_ID, META_KEY, commit_meta, table_exists
 
 __all__ = ["ROW_GROUP_ROWS", "WRITER", "checkpoint", "commit", "committed", "held_version",
-           "history", "newest_commit", "scan", "table_at"]
+           "history", "merge_files", "newest_commit", "scan", "table_at"]
 
 _COMMIT_FILE = re.compile(r"\d{20}\.json")   # a commit's log file (not a checkpoint, ...)
 
@@ -67,15 +68,26 @@ def commit(path: Path, frame: pl.DataFrame, *, version: int, meta: dict[str, Any
         mode = "overwrite"
     elif exists and replace is not None:
         mode, predicate = "overwrite", replace
-    try:
+    with _refused("commit to the dataset table", path, version=version):
         write_deltalake(path, frame, mode=mode, predicate=predicate,
                         partition_by=partition_by if not exists or reset else None,
                         schema_mode=None if not exists else "overwrite" if reset else "merge",
                         configuration=None if exists else _CONFIGURATION,
                         writer_properties=WRITER, commit_properties=properties)
-    except (DeltaError, OSError, ValueError) as exc:
-        msg = f"could not commit to the dataset table: {exc}"
-        raise AtrepoError(msg, path=path, version=version) from exc
+
+
+def merge_files(path: Path, table: DeltaTable, *, target_bytes: int) -> int:
+    """Merge the small files of ``table`` (loaded from ``path``) into files of about
+    ``target_bytes`` (one Delta commit, no row changes); return how many it removed.
+
+    One output file at a time (delta-rs's default is one per CPU), with the tables' writer
+    settings: a merge holds about one output row group at a time (docs/performance.md,
+    Memory).
+    """
+    with _refused("merge the dataset table's files", path):
+        metrics = table.optimize.compact(target_size=target_bytes, max_concurrent_tasks=1,
+                                         writer_properties=WRITER)
+    return int(metrics.get("numFilesRemoved", 0))
 
 
 def checkpoint(path: Path, table: DeltaTable) -> None:
@@ -89,11 +101,19 @@ def checkpoint(path: Path, table: DeltaTable) -> None:
     log = path / "_delta_log"
     if (log / f"{table.version():020d}.checkpoint.parquet").exists():
         return
-    try:
+    with _refused("write a checkpoint of the dataset table", path,
+                  table_version=table.version()):
         table.create_checkpoint()
-    except (DeltaError, OSError) as exc:
-        msg = f"could not write a checkpoint of the dataset table: {exc}"
-        raise AtrepoError(msg, path=path, table_version=table.version()) from exc
+
+
+@contextmanager
+def _refused(what: str, path: Path, **fields: Any) -> Iterator[None]:
+    """deltalake refusing an operation on the table at ``path`` (a full disk, a table it
+    cannot read) is an AtrepoError saying what could not be done, naming the table."""
+    try:
+        yield
+    except (DeltaError, OSError, ValueError) as exc:
+        raise AtrepoError(f"could not {what}: {exc}", path=path, **fields) from exc
 
 
 def committed(path: Path) -> int:

@@ -20,11 +20,8 @@ from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
 
-from ..errors import AtrepoError
-
-from ._delta import WRITER, checkpoint
+from ._delta import checkpoint, merge_files
 from ._layout import Layout
 from ._lock import DatasetLock
 
@@ -55,17 +52,7 @@ def compact_tables(layout: Layout, *, only_if_needed: bool = True) -> dict[str, 
             continue
         table = DeltaTable(path)
         if not only_if_needed or small_files(table) >= SMALL_FILES:
-            # one output file at a time (delta-rs's default is one per CPU), with the
-            # tables' writer settings: a merge holds about one output row group at a time
-            # (docs/performance.md, Memory)
-            try:
-                metrics = table.optimize.compact(target_size=TARGET_FILE_BYTES,
-                                                 max_concurrent_tasks=1,
-                                                 writer_properties=WRITER)
-            except (DeltaError, OSError) as exc:
-                msg = f"could not merge the dataset table's files: {exc}"
-                raise AtrepoError(msg, path=path) from exc
-            removed[path.name] = int(metrics.get("numFilesRemoved", 0))
+            removed[path.name] = merge_files(path, table, target_bytes=TARGET_FILE_BYTES)
         checkpoint(path, table)   # the table is loaded at its compaction's version
     return removed
 
